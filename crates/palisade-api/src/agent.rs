@@ -1,0 +1,228 @@
+//! The agent API: spoken by enrolled agents over mutual TLS, their client
+//! certificate identifying the computer. Only `POST /agent/v1/enroll` is
+//! reachable without a client certificate.
+//!
+//! | method | path                       | body               | answer               |
+//! |--------|----------------------------|--------------------|----------------------|
+//! | POST   | `/agent/v1/enroll`         | [`EnrollRequest`]  | [`EnrollResponse`]   |
+//! | GET    | `/agent/v1/config`         |                    | [`AgentConfig`]      |
+//! | POST   | `/agent/v1/lookup`         | [`LookupRequest`]  | [`LookupResponse`]   |
+//! | GET    | `/agent/v1/changes?since=R`|                    | [`Changes`]          |
+//! | GET    | `/agent/v1/stream`         |                    | NDJSON [`StreamMessage`]s |
+//! | POST   | `/agent/v1/events`         | [`EventBatch`]     | [`EventAck`]         |
+//! | POST   | `/agent/v1/inventory`      | [`InventoryRequest`] | [`InventoryResponse`] |
+//! | POST   | `/agent/v1/status`         | [`AgentStatus`]    | 204                  |
+//!
+//! Revisions: every change the service makes to file states or policies gets
+//! a revision number, increasing over the whole database. Answers carry the
+//! revision they were computed at; an agent that reconnects asks for the
+//! changes since the last revision it saw.
+use palisade_core::{
+    Approval, ComputerId, FileEvent, FileKind, Levels, Operation, ProcessContext, Sha256,
+};
+
+/// Enroll a new computer with a one-time token.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EnrollRequest {
+    /// The enrollment token's text form (see [`crate::EnrollToken`]).
+    pub token: String,
+    /// The computer's host name (becomes its name, made unique).
+    pub hostname: String,
+    /// Operating system description (`PRETTY_NAME` of os-release).
+    pub os: String,
+    /// Agent version.
+    pub agent_version: String,
+    /// PEM certificate signing request for the agent's own key pair.
+    pub csr_pem: String,
+}
+
+/// The service's answer to an enrollment.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EnrollResponse {
+    /// The new computer's id.
+    pub computer_id: ComputerId,
+    /// The unique name given to the computer.
+    pub computer: String,
+    /// The agent's client certificate, signed by the service CA (PEM).
+    pub certificate_pem: String,
+    /// The service CA certificate (PEM); its DER SHA-256 equals the token's fingerprint.
+    pub ca_pem: String,
+}
+
+/// What an agent needs to enforce: who it is and at which levels.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AgentConfig {
+    /// This computer.
+    pub computer_id: ComputerId,
+    /// Its name.
+    pub computer: String,
+    /// Organization name.
+    pub organization: String,
+    /// The policy the computer is in.
+    pub policy: String,
+    /// Enforcement levels of that policy.
+    pub levels: Levels,
+    /// Revision at which this configuration was read.
+    pub revision: i64,
+}
+
+/// Ask for the approval of a batch of files.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LookupRequest {
+    /// The files, at most [`LOOKUP_BATCH_MAX`].
+    pub files: Vec<LookupItem>,
+}
+
+/// The largest batch a lookup may carry.
+pub const LOOKUP_BATCH_MAX: usize = 1024;
+
+/// One file to look up, with the request's context (recorded in the file catalog).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LookupItem {
+    /// Content hash.
+    pub sha256: Sha256,
+    /// Where the agent saw it.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// How it is being loaded.
+    #[serde(default)]
+    pub operation: Option<Operation>,
+    /// Who is loading it.
+    #[serde(default)]
+    pub process: Option<ProcessContext>,
+}
+
+/// Approvals for a batch, in request order.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LookupResponse {
+    /// Revision the answers were computed at (read before the states, so an
+    /// answer is never newer than its revision).
+    pub revision: i64,
+    /// One result per requested file, same order.
+    pub results: Vec<LookupResult>,
+}
+
+/// The approval of one file for the asking computer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LookupResult {
+    /// The hash asked about.
+    pub sha256: Sha256,
+    /// Its approval on this computer.
+    pub approval: Approval,
+}
+
+/// What changed since a revision.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Changes {
+    /// The latest revision included.
+    pub revision: i64,
+    /// Hashes whose approval may have changed for this computer.
+    pub hashes: Vec<Sha256>,
+    /// The agent's configuration (policy, levels) changed: fetch it again.
+    pub config_changed: bool,
+    /// The change log no longer reaches back to the asked revision (or
+    /// something broad changed): drop every cached approval.
+    pub reset: bool,
+}
+
+/// One line of the `/agent/v1/stream` NDJSON stream.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StreamMessage {
+    /// First message: the current revision and configuration.
+    Hello {
+        /// Current revision.
+        revision: i64,
+        /// Current configuration.
+        config: AgentConfig,
+    },
+    /// Something relevant changed.
+    Changed(Changes),
+    /// Nothing changed; sent every few seconds so both ends notice a dead link.
+    Heartbeat {
+        /// Current revision.
+        revision: i64,
+    },
+}
+
+/// Seconds between heartbeats on the stream; an agent that hears nothing for
+/// three intervals considers the link dead.
+pub const HEARTBEAT_SECS: u64 = 5;
+
+/// Events uploaded by an agent.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EventBatch {
+    /// At most [`EVENT_BATCH_MAX`] events.
+    pub events: Vec<AgentEvent>,
+}
+
+/// The largest event batch.
+pub const EVENT_BATCH_MAX: usize = 500;
+
+/// An event with the agent's own sequence number, so a batch re-sent after a
+/// lost answer is stored once.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AgentEvent {
+    /// Agent-local sequence number, unique per computer.
+    pub seq: u64,
+    /// The event.
+    pub event: FileEvent,
+}
+
+/// Acknowledgement of an event batch.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EventAck {
+    /// Events newly stored (duplicates are acknowledged but not counted).
+    pub stored: u64,
+}
+
+/// Files found by the initialization scan.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InventoryRequest {
+    /// At most [`INVENTORY_BATCH_MAX`] files.
+    pub files: Vec<InventoryItem>,
+    /// Approve each file locally on this computer (bulk approval).
+    pub approve_locally: bool,
+}
+
+/// The largest inventory batch.
+pub const INVENTORY_BATCH_MAX: usize = 2000;
+
+/// One file found by the scan.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InventoryItem {
+    /// Content hash.
+    pub sha256: Sha256,
+    /// Where it was found.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// What it is.
+    pub kind: FileKind,
+}
+
+/// The service's answer to an inventory batch.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InventoryResponse {
+    /// Hashes the catalog had never seen before.
+    pub new_hashes: u64,
+    /// Local approvals created.
+    pub approved: u64,
+    /// Revision after the batch.
+    pub revision: i64,
+}
+
+/// What the agent reports about itself.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AgentStatus {
+    /// Agent version.
+    pub agent_version: String,
+    /// The level the agent is applying right now.
+    pub level_in_force: palisade_core::Level,
+    /// Whether permission events are being received and answered.
+    pub enforcing: bool,
+    /// Whether the BPF LSM guard (library and memory-execution control) is active.
+    pub guard_active: bool,
+    /// Mount points of the watched filesystems.
+    pub watched: Vec<String>,
+}

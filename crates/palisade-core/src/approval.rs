@@ -1,0 +1,231 @@
+//! The approval model: states set at a scope, and how they combine into the
+//! one answer that applies to a given computer.
+use crate::ids::{ComputerId, PolicyId};
+use std::fmt;
+
+/// The state an admin (or an approval mechanism) gives a file at one scope.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum FileState {
+    /// Allowed to run.
+    Approved,
+    /// Never allowed to run; beats any approval at any scope.
+    Banned,
+    /// Neither: the scope says nothing about the file (removes an earlier state).
+    Unapproved,
+}
+
+impl FileState {
+    /// The state's name in the CLI and API.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FileState::Approved => "approved",
+            FileState::Banned => "banned",
+            FileState::Unapproved => "unapproved",
+        }
+    }
+}
+
+impl fmt::Display for FileState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a state applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "lowercase")]
+pub enum Scope {
+    /// Every computer of the organization.
+    Global,
+    /// Every computer in one policy.
+    Policy(PolicyId),
+    /// One computer only (a local state).
+    Computer(ComputerId),
+}
+
+/// The kind of a [`Scope`], without its id: what an explanation shows.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ScopeKind {
+    /// Set for all computers.
+    Global,
+    /// Set for the computer's policy.
+    Policy,
+    /// Set for this computer alone.
+    Local,
+}
+
+impl Scope {
+    /// The scope's kind.
+    pub const fn kind(self) -> ScopeKind {
+        match self {
+            Scope::Global => ScopeKind::Global,
+            Scope::Policy(_) => ScopeKind::Policy,
+            Scope::Computer(_) => ScopeKind::Local,
+        }
+    }
+
+    /// Whether a state at this scope applies to `computer`, a member of `policy`.
+    pub fn applies_to(self, policy: PolicyId, computer: ComputerId) -> bool {
+        match self {
+            Scope::Global => true,
+            Scope::Policy(p) => p == policy,
+            Scope::Computer(c) => c == computer,
+        }
+    }
+}
+
+impl fmt::Display for ScopeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ScopeKind::Global => "global",
+            ScopeKind::Policy => "policy",
+            ScopeKind::Local => "local",
+        })
+    }
+}
+
+/// A file state at a scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ScopedState {
+    /// Where it applies.
+    pub scope: Scope,
+    /// What it says.
+    pub state: FileState,
+}
+
+/// Which state decided an [`Approval`], for explanations and events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ApprovalSource {
+    /// The scope of the deciding state.
+    pub scope: ScopeKind,
+}
+
+/// The one answer for a file on a given computer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum Approval {
+    /// Approved, and not banned at any applicable scope.
+    Approved(ApprovalSource),
+    /// Banned at some applicable scope.
+    Banned(ApprovalSource),
+    /// No applicable approval or ban: unknown code.
+    Unknown,
+}
+
+impl Approval {
+    /// Short name: approved, banned or unknown.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Approval::Approved(_) => "approved",
+            Approval::Banned(_) => "banned",
+            Approval::Unknown => "unknown",
+        }
+    }
+
+    /// A one-line human explanation.
+    pub fn explain(&self) -> String {
+        match self {
+            Approval::Approved(s) => format!("approved by a {} file state", s.scope),
+            Approval::Banned(s) => format!(
+                "banned by a {} file state (a ban beats any approval)",
+                s.scope
+            ),
+            Approval::Unknown => "no approval or ban applies: unknown code".to_owned(),
+        }
+    }
+}
+
+/// Combine the states recorded for one file into the answer for `computer`
+/// (a member of `policy`).
+///
+/// Precedence: a ban at any applicable scope wins over every approval; then an
+/// approval at any applicable scope; otherwise the file is unknown. Among
+/// several states of the winning kind, the most specific scope (local, then
+/// policy, then global) is named as the source.
+pub fn resolve<'a>(
+    states: impl IntoIterator<Item = &'a ScopedState>,
+    policy: PolicyId,
+    computer: ComputerId,
+) -> Approval {
+    let mut ban: Option<ScopeKind> = None;
+    let mut approve: Option<ScopeKind> = None;
+    for s in states {
+        if !s.scope.applies_to(policy, computer) {
+            continue;
+        }
+        let kind = s.scope.kind();
+        let slot = match s.state {
+            FileState::Banned => &mut ban,
+            FileState::Approved => &mut approve,
+            FileState::Unapproved => continue,
+        };
+        // ScopeKind orders Global < Policy < Local: keep the most specific.
+        *slot = Some(slot.map_or(kind, |k| k.max(kind)));
+    }
+    match (ban, approve) {
+        (Some(scope), _) => Approval::Banned(ApprovalSource { scope }),
+        (None, Some(scope)) => Approval::Approved(ApprovalSource { scope }),
+        (None, None) => Approval::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: PolicyId = PolicyId(1);
+    const OTHER_P: PolicyId = PolicyId(2);
+    const C: ComputerId = ComputerId(10);
+    const OTHER_C: ComputerId = ComputerId(11);
+
+    fn st(scope: Scope, state: FileState) -> ScopedState {
+        ScopedState { scope, state }
+    }
+
+    fn check(states: &[ScopedState], expect: Approval) {
+        assert_eq!(resolve(states, P, C), expect, "{states:?}");
+    }
+
+    #[test]
+    fn precedence_table() {
+        use FileState::*;
+        use Scope::*;
+        let approved = |scope| Approval::Approved(ApprovalSource { scope });
+        let banned = |scope| Approval::Banned(ApprovalSource { scope });
+        check(&[], Approval::Unknown);
+        check(&[st(Global, Approved)], approved(ScopeKind::Global));
+        check(&[st(Policy(P), Approved)], approved(ScopeKind::Policy));
+        check(&[st(Policy(OTHER_P), Approved)], Approval::Unknown);
+        check(&[st(Computer(C), Approved)], approved(ScopeKind::Local));
+        check(&[st(Computer(OTHER_C), Approved)], Approval::Unknown);
+        // A ban anywhere applicable beats approvals everywhere.
+        check(
+            &[st(Computer(C), Approved), st(Global, Banned)],
+            banned(ScopeKind::Global),
+        );
+        check(
+            &[st(Global, Approved), st(Policy(P), Banned)],
+            banned(ScopeKind::Policy),
+        );
+        check(
+            &[st(Global, Approved), st(Policy(OTHER_P), Banned)],
+            approved(ScopeKind::Global),
+        );
+        // Unapproved at a scope says nothing.
+        check(
+            &[st(Global, Unapproved), st(Policy(P), Approved)],
+            approved(ScopeKind::Policy),
+        );
+        // The most specific source is named.
+        check(
+            &[st(Global, Approved), st(Computer(C), Approved)],
+            approved(ScopeKind::Local),
+        );
+    }
+}
