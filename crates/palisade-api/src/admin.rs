@@ -77,7 +77,7 @@ pub struct StateRecord {
     pub state: FileState,
     /// When it was set (ms since epoch).
     pub updated_ms: i64,
-    /// Who set it (admin name, or `agent:<computer>` for scan approvals).
+    /// Who set it (admin name, or `scan:<computer>` for scan approvals).
     pub updated_by: String,
 }
 

@@ -1,9 +1,10 @@
 //! The agent API: spoken by enrolled agents over mutual TLS, their client
-//! certificate identifying the computer. Only `POST /agent/v1/enroll` is
-//! reachable without a client certificate.
+//! certificate identifying the computer. Only `GET /agent/v1/ca` and
+//! `POST /agent/v1/enroll` are reachable without a client certificate.
 //!
 //! | method | path                       | body               | answer               |
 //! |--------|----------------------------|--------------------|----------------------|
+//! | GET    | `/agent/v1/ca`             |                    | the service CA certificate, PEM (`application/x-pem-file`); check its DER SHA-256 against the token's fingerprint before trusting it |
 //! | POST   | `/agent/v1/enroll`         | [`EnrollRequest`]  | [`EnrollResponse`]   |
 //! | GET    | `/agent/v1/config`         |                    | [`AgentConfig`]      |
 //! | POST   | `/agent/v1/lookup`         | [`LookupRequest`]  | [`LookupResponse`]   |
@@ -96,7 +97,7 @@ pub struct LookupItem {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LookupResponse {
     /// Revision the answers were computed at (read before the states, so an
-    /// answer is never newer than its revision).
+    /// answer reflects every change up to its revision, and possibly later ones).
     pub revision: i64,
     /// One result per requested file, same order.
     pub results: Vec<LookupResult>,

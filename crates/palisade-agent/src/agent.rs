@@ -1,0 +1,400 @@
+//! Assembling a running agent: open the stores, load the guard, resolve the
+//! interpreters, start the threads and the link, and only then mark the
+//! watched filesystems (so no permission event can arrive before its reader).
+use crate::config::AgentConfig;
+use crate::control::{self, ControlStatus};
+use crate::engine::{Engine, EngineParts, PERMISSION_MASK};
+use crate::identity::Identity;
+use crate::link::{self, LinkParts, ServiceClient};
+use crate::mounts::{self, Mount};
+use crate::report::Reporter;
+use crate::scan::{self, ScanSummary};
+use crate::store::{PersistentCache, Spool};
+use anyhow::{bail, Context, Result};
+use palisade_api::agent::AgentConfig as ServiceConfig;
+use palisade_core::{Level, Levels, Sha256};
+use palisade_kernel::fanotify::{Fanotify, Mask};
+use palisade_kernel::guard::ExecGuard;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// A running agent. Dropping it without [`RunningAgent::shutdown`] leaves its
+/// threads running until the process exits.
+pub struct RunningAgent {
+    cfg: Arc<AgentConfig>,
+    engine: Arc<Engine>,
+    client: ServiceClient,
+    fan: Arc<Fanotify>,
+    notify_fan: Option<Arc<Fanotify>>,
+    mounts: Vec<Mount>,
+    stop: Arc<AtomicBool>,
+    enforcing: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    reporter: Reporter,
+}
+
+/// Options beyond the configuration file.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Levels to assume until the service says otherwise, when none were
+    /// remembered (default: monitor while connected and disconnected).
+    pub initial_levels: Option<Levels>,
+}
+
+impl RunningAgent {
+    /// Start the agent (must run inside a tokio runtime). The agent must be
+    /// enrolled (an identity in the data directory).
+    pub async fn start(cfg: AgentConfig, opts: StartOptions) -> Result<RunningAgent> {
+        let cfg = Arc::new(cfg);
+        std::fs::create_dir_all(&cfg.data_dir).with_context(|| cfg.data_dir.display().to_string())?;
+        let identity = Identity::load(&cfg.data_dir)?.with_context(|| {
+            format!(
+                "this agent is not enrolled (no identity in {}); run `palisade agent enroll`",
+                cfg.data_dir.display()
+            )
+        })?;
+        let client = ServiceClient::new(&identity)?;
+
+        let (persistent, rebuilt) = PersistentCache::open(&cfg.data_dir.join("cache.db"))?;
+        if rebuilt {
+            tracing::warn!("persistent cache was unusable and has been rebuilt; it refills from the service");
+        }
+        let persistent = Arc::new(persistent);
+        let (spool, spool_rebuilt) = Spool::open(&cfg.data_dir.join("events.db"))?;
+        if spool_rebuilt {
+            tracing::warn!("event spool was unusable and has been rebuilt (the old file is kept aside)");
+        }
+        let spool = Arc::new(spool);
+        let spool_id = spool_id(&persistent);
+
+        let levels = persistent
+            .meta("levels")
+            .and_then(|s| serde_json::from_str::<Levels>(&s).ok())
+            .or(opts.initial_levels)
+            .unwrap_or(Levels {
+                connected: Level::Monitor,
+                disconnected: Level::Monitor,
+            });
+        let revision = persistent
+            .meta("revision")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let remembered: Option<ServiceConfig> = persistent
+            .meta("config")
+            .and_then(|s| serde_json::from_str(&s).ok());
+
+        let interpreters = resolve_interpreters(&cfg.interpreters);
+        tracing::info!("{} interpreter binaries under script control", interpreters.len());
+
+        let all_mounts = mounts::all().context("reading the mount table")?;
+        let watch = mounts::watch_set(&all_mounts, &cfg.watch).context("resolving watched paths")?;
+        if watch.is_empty() {
+            bail!("nothing to watch");
+        }
+
+        let fan = Arc::new(Fanotify::permission_group().context("fanotify permission events (needs root and CONFIG_FANOTIFY_ACCESS_PERMISSIONS)")?);
+        let guard = match ExecGuard::load() {
+            Ok(g) => Some(Arc::new(g)),
+            Err(e) => {
+                tracing::error!(
+                    "BPF LSM guard unavailable ({e}): libraries loaded by the dynamic loader and code run from memory are NOT controlled"
+                );
+                None
+            }
+        };
+
+        let wake = Arc::new(Notify::new());
+        let reporter = {
+            let wake = wake.clone();
+            Reporter::start(spool.clone(), Arc::new(move || wake.notify_one()))
+        };
+        let rt = tokio::runtime::Handle::current();
+        let lookup = Arc::new(link::start_batcher(&rt, client.clone(), cfg.lookup_timeout));
+        let engine = Engine::new(EngineParts {
+            cfg: cfg.clone(),
+            fan: fan.clone(),
+            guard: guard.clone(),
+            levels,
+            interpreters,
+            persistent: persistent.clone(),
+            lookup,
+            reporter: reporter.clone(),
+            revision,
+        });
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let enforcing = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        {
+            let engine = engine.clone();
+            let stop = stop.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("palisade-reader".into())
+                    .spawn(move || engine.run_reader(stop))?,
+            );
+        }
+        if guard.is_some() {
+            let engine = engine.clone();
+            let stop = stop.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("palisade-guard".into())
+                    .spawn(move || engine.run_guard(&stop))?,
+            );
+        }
+
+        // The reader runs: now the marks.
+        for m in &watch {
+            fan.mark_filesystem(&m.mount_point, PERMISSION_MASK)
+                .with_context(|| format!("marking {}", m.mount_point.display()))?;
+            if let Some(g) = &guard {
+                g.watch_device(m.st_dev())
+                    .with_context(|| format!("guarding {}", m.mount_point.display()))?;
+            }
+            tracing::info!("watching {} ({})", m.mount_point.display(), m.fstype);
+        }
+        enforcing.store(true, Ordering::Relaxed);
+
+        let notify_fan = if cfg.hash_on_write {
+            match start_hasher(&engine, &watch, &stop) {
+                Ok((f, t)) => {
+                    threads.push(t);
+                    Some(f)
+                }
+                Err(e) => {
+                    tracing::warn!("hash-on-write unavailable: {e:#}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+
+        let watched: Vec<String> = watch.iter().map(|m| m.mount_point.display().to_string()).collect();
+        let config = Arc::new(parking_lot::Mutex::new(remembered));
+        let tasks = vec![
+            tokio::spawn(link::run_stream(LinkParts {
+                client: client.clone(),
+                engine: engine.clone(),
+                persistent: persistent.clone(),
+                watched: watched.clone(),
+                enforcing: enforcing.clone(),
+                config: config.clone(),
+            })),
+            tokio::spawn(link::run_uploader(client.clone(), spool.clone(), spool_id, wake)),
+        ];
+
+        {
+            let engine = engine.clone();
+            let enforcing = enforcing.clone();
+            let reporter = reporter.clone();
+            let server = identity.server.clone();
+            let computer = identity.computer.clone();
+            control::serve(&cfg.control_socket, move || ControlStatus {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                computer: computer.clone(),
+                server: server.clone(),
+                policy: config.lock().as_ref().map(|c| c.policy.clone()),
+                connected: engine.connected(),
+                level: engine.level(),
+                levels: engine.levels(),
+                enforcing: enforcing.load(Ordering::Relaxed),
+                guard_active: engine.guard_active(),
+                watched: watched.clone(),
+                stats: engine.stats.snapshot(),
+                spool_pending: spool.len().unwrap_or(0),
+                events_dropped: reporter.dropped(),
+                cached_approvals: engine.cached_hashes(),
+            })?;
+        }
+
+        Ok(RunningAgent {
+            cfg,
+            engine,
+            client,
+            fan,
+            notify_fan,
+            mounts: watch,
+            stop,
+            enforcing,
+            threads,
+            tasks,
+            reporter,
+        })
+    }
+
+    /// The decision engine.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// The watched filesystems.
+    pub fn mounts(&self) -> &[Mount] {
+        &self.mounts
+    }
+
+    /// Wait until the link to the service is up, at most `max`.
+    pub async fn wait_connected(&self, max: Duration) -> bool {
+        let end = tokio::time::Instant::now() + max;
+        while tokio::time::Instant::now() < end {
+            if self.engine.connected() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.engine.connected()
+    }
+
+    /// Run the initialization scan over the watched filesystems.
+    pub async fn scan(&self, approve: bool, progress: bool) -> Result<ScanSummary> {
+        scan::scan(&self.client, &self.mounts, &self.cfg.script_extensions, approve, progress).await
+    }
+
+    /// Stop: unmark (by closing the groups, which lets any unanswered event
+    /// through), flush queued events to disk, stop the threads and tasks.
+    pub async fn shutdown(self) {
+        self.enforcing.store(false, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
+        for m in &self.mounts {
+            let _ = self.fan.unmark_filesystem(&m.mount_point, PERMISSION_MASK);
+            if let Some(n) = &self.notify_fan {
+                let _ = n.unmark_filesystem(&m.mount_point, Mask::CLOSE_WRITE);
+            }
+        }
+        let reporter = self.reporter.clone();
+        let _ = tokio::task::spawn_blocking(move || reporter.flush(Duration::from_secs(2))).await;
+        for t in self.tasks {
+            t.abort();
+        }
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+        let _ = std::fs::remove_file(&self.cfg.control_socket);
+    }
+}
+
+/// A random id for this spool, kept in the persistent cache, so event
+/// sequence numbers stay unique even if the spool file is rebuilt.
+fn spool_id(persistent: &PersistentCache) -> u64 {
+    if let Some(id) = persistent.meta("spool_id").and_then(|v| v.parse::<u64>().ok()) {
+        return id;
+    }
+    let id = rand::random::<u64>() & ((1 << 23) - 1);
+    let _ = persistent.set_meta("spool_id", &id.to_string());
+    id
+}
+
+fn start_hasher(
+    engine: &Arc<Engine>,
+    watch: &[Mount],
+    stop: &Arc<AtomicBool>,
+) -> Result<(Arc<Fanotify>, std::thread::JoinHandle<()>)> {
+    let fan = Arc::new(Fanotify::notification_group()?);
+    for m in watch {
+        fan.mark_filesystem(&m.mount_point, Mask::CLOSE_WRITE)?;
+    }
+    let engine = engine.clone();
+    let stop = stop.clone();
+    let f = fan.clone();
+    let own = std::process::id() as i32;
+    let t = std::thread::Builder::new()
+        .name("palisade-hasher".into())
+        .spawn(move || {
+            let mut buf = vec![0u8; palisade_kernel::fanotify::EVENT_BUFFER];
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(events) = f.read_events(&mut buf, Some(Duration::from_millis(200))) else {
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                };
+                for ev in events {
+                    if ev.pid == own {
+                        continue;
+                    }
+                    if let Some(fd) = ev.fd() {
+                        engine.hash_written(fd);
+                    }
+                }
+            }
+        })?;
+    Ok((fan, t))
+}
+
+/// Directories searched for interpreters.
+const BIN_DIRS: &[&str] = &["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
+
+/// Hash every program in the usual binary directories (and `PATH`) whose
+/// name matches one of `globs`.
+pub fn resolve_interpreters(globs: &[String]) -> HashSet<Sha256> {
+    let mut dirs: Vec<PathBuf> = BIN_DIRS.iter().map(PathBuf::from).collect();
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    let mut seen = HashSet::new();
+    let mut out = HashSet::new();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !globs.iter().any(|g| glob_match(g, &name)) {
+                continue;
+            }
+            let Ok(real) = std::fs::canonicalize(e.path()) else { continue };
+            if !seen.insert(real.clone()) {
+                continue;
+            }
+            if let Ok(sha) = crate::files::hash_path(&real) {
+                out.insert(sha);
+            }
+        }
+    }
+    out
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+pub fn glob_match(glob: &str, name: &str) -> bool {
+    fn go(g: &[u8], n: &[u8]) -> bool {
+        match g.split_first() {
+            None => n.is_empty(),
+            Some((b'*', rest)) => (0..=n.len()).any(|i| go(rest, &n[i..])),
+            Some((c, rest)) => n.first() == Some(c) && go(rest, &n[1..]),
+        }
+    }
+    go(glob.as_bytes(), name.as_bytes())
+}
+
+/// Whether `path` is on one of the agent's watched filesystems.
+pub fn is_watched(mounts: &[Mount], path: &Path) -> bool {
+    mounts::mount_of(mounts, path).is_ok_and(|m| mounts.iter().any(|w| w.major == m.major && w.minor == m.minor))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("python3.*", "python3.11"));
+        assert!(!glob_match("python3.*", "python3"));
+        assert!(glob_match("sh", "sh"));
+        assert!(!glob_match("sh", "bash"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("lua5*", "lua5.4"));
+    }
+
+    #[test]
+    fn finds_the_shell() {
+        let set = resolve_interpreters(&["sh".to_string(), "bash".to_string()]);
+        let bash = crate::files::hash_path(&std::fs::canonicalize("/bin/bash").unwrap()).unwrap();
+        assert!(set.contains(&bash));
+    }
+}

@@ -1,0 +1,236 @@
+//! Agent configuration: a TOML file and command-line overrides, parsed, then
+//! validated into an [`AgentConfig`]. Every error names the field at fault.
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid agent configuration: {field}: {message}")]
+pub struct ConfigError {
+    /// The field at fault (dotted path).
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(field: &str, message: impl Into<String>) -> Self {
+        ConfigError {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Parse TOML into `T`, turning any error into a [`ConfigError`] that names
+/// the field (its dotted path, or the unknown key).
+pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
+    let de = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.message().trim().to_owned();
+        let field = if path.is_empty() || path == "." {
+            // Unknown keys are reported at their parent: take the key from
+            // the message ("unknown field `x`, expected ...").
+            message.split('`').nth(1).unwrap_or("<file>").to_owned()
+        } else {
+            path
+        };
+        ConfigError::new(&field, message)
+    })
+}
+
+/// The configuration file as written (every field optional).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfigFile {
+    /// Where the agent keeps its identity, caches and event spool.
+    pub data_dir: Option<PathBuf>,
+    /// Paths whose filesystems are watched; empty: every local filesystem.
+    pub watch: Option<Vec<PathBuf>>,
+    /// Deadline to answer a permission event, in milliseconds.
+    pub decision_deadline_ms: Option<u64>,
+    /// Deadline for one lookup at the service, in milliseconds.
+    pub lookup_timeout_ms: Option<u64>,
+    /// Worker threads deciding events that miss the caches.
+    pub workers: Option<usize>,
+    /// Interpreter program names (globs with `*`) whose reads of scripts are controlled.
+    pub interpreters: Option<Vec<String>>,
+    /// File name extensions that mark a file as a script when an interpreter reads it.
+    pub script_extensions: Option<Vec<String>>,
+    /// Refuse execution of code from memory (memfd) while enforcing.
+    pub block_memfd_exec: Option<bool>,
+    /// Hash executable files when they are written, so their first run needs no hashing.
+    pub hash_on_write: Option<bool>,
+    /// Path of the local control socket (`palisade status`).
+    pub control_socket: Option<PathBuf>,
+}
+
+/// A validated agent configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Where the agent keeps its identity, caches and event spool.
+    pub data_dir: PathBuf,
+    /// Paths whose filesystems are watched; empty: every local filesystem.
+    pub watch: Vec<PathBuf>,
+    /// Deadline to answer a permission event.
+    pub decision_deadline: Duration,
+    /// Deadline for one lookup at the service.
+    pub lookup_timeout: Duration,
+    /// Worker threads.
+    pub workers: usize,
+    /// Interpreter name globs.
+    pub interpreters: Vec<String>,
+    /// Script extensions, lowercase, without the dot.
+    pub script_extensions: Vec<String>,
+    /// Refuse memfd execution while enforcing.
+    pub block_memfd_exec: bool,
+    /// Hash executable files when written.
+    pub hash_on_write: bool,
+    /// Control socket path.
+    pub control_socket: PathBuf,
+}
+
+/// The default data directory.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/palisade/agent";
+
+/// Interpreters controlled by default.
+pub const DEFAULT_INTERPRETERS: &[&str] = &[
+    "sh", "bash", "dash", "zsh", "ksh", "ksh93", "mksh", "csh", "tcsh", "fish", "busybox",
+    "python", "python2*", "python3", "python3.*", "pypy*", "perl", "perl5*", "ruby", "ruby*",
+    "php", "php*", "node", "nodejs", "lua", "lua5*", "luajit", "tclsh", "tclsh*", "wish*",
+    "awk", "gawk", "mawk", "Rscript", "osascript", "pwsh",
+];
+
+/// Script extensions recognised by default.
+pub const DEFAULT_SCRIPT_EXTENSIONS: &[&str] = &[
+    "sh", "bash", "dash", "zsh", "ksh", "csh", "fish", "py", "pyc", "pyo", "pyw", "pl", "pm",
+    "rb", "php", "phar", "js", "mjs", "cjs", "lua", "tcl", "awk", "r", "ps1",
+];
+
+impl AgentConfigFile {
+    /// Parse TOML text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        parse_toml(text)
+    }
+
+    /// Read and parse a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("<file>", format!("{}: {e}", path.display())))?;
+        Self::parse(&text)
+    }
+
+    /// Validate into an [`AgentConfig`], filling defaults.
+    pub fn validate(self) -> Result<AgentConfig, ConfigError> {
+        let data_dir = self.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+        if !data_dir.is_absolute() {
+            return Err(ConfigError::new("data_dir", "must be an absolute path"));
+        }
+        let watch = self.watch.unwrap_or_default();
+        for w in &watch {
+            if !w.is_absolute() {
+                return Err(ConfigError::new(
+                    "watch",
+                    format!("{} is not an absolute path", w.display()),
+                ));
+            }
+        }
+        let deadline = self.decision_deadline_ms.unwrap_or(3000);
+        if !(50..=60_000).contains(&deadline) {
+            return Err(ConfigError::new(
+                "decision_deadline_ms",
+                "must be between 50 and 60000",
+            ));
+        }
+        let lookup = self.lookup_timeout_ms.unwrap_or(deadline.min(1500));
+        if lookup == 0 || lookup > deadline {
+            return Err(ConfigError::new(
+                "lookup_timeout_ms",
+                format!("must be between 1 and decision_deadline_ms ({deadline})"),
+            ));
+        }
+        let workers = self.workers.unwrap_or(4);
+        if !(1..=64).contains(&workers) {
+            return Err(ConfigError::new("workers", "must be between 1 and 64"));
+        }
+        let interpreters = self
+            .interpreters
+            .unwrap_or_else(|| DEFAULT_INTERPRETERS.iter().map(|s| s.to_string()).collect());
+        if let Some(bad) = interpreters
+            .iter()
+            .find(|s| s.is_empty() || s.contains('/'))
+        {
+            return Err(ConfigError::new(
+                "interpreters",
+                format!("{bad:?} must be a program name (glob allowed), not a path"),
+            ));
+        }
+        let script_extensions: Vec<String> = self
+            .script_extensions
+            .unwrap_or_else(|| {
+                DEFAULT_SCRIPT_EXTENSIONS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            })
+            .into_iter()
+            .map(|s| s.trim_start_matches('.').to_ascii_lowercase())
+            .collect();
+        if script_extensions.iter().any(|s| s.is_empty()) {
+            return Err(ConfigError::new("script_extensions", "empty extension"));
+        }
+        let control_socket = self
+            .control_socket
+            .unwrap_or_else(|| data_dir.join("agent.sock"));
+        Ok(AgentConfig {
+            data_dir,
+            watch,
+            decision_deadline: Duration::from_millis(deadline),
+            lookup_timeout: Duration::from_millis(lookup),
+            workers,
+            interpreters,
+            script_extensions,
+            block_memfd_exec: self.block_memfd_exec.unwrap_or(true),
+            hash_on_write: self.hash_on_write.unwrap_or(true),
+            control_socket,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> ConfigError {
+        AgentConfigFile::parse(text)
+            .and_then(|f| f.validate())
+            .unwrap_err()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = AgentConfigFile::parse("").unwrap().validate().unwrap();
+        assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert!(c.watch.is_empty());
+        assert!(c.lookup_timeout <= c.decision_deadline);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(err("wathc = []").field, "wathc");
+        assert_eq!(err("workers = \"four\"").field, "workers");
+        assert_eq!(err("workers = 0").field, "workers");
+        assert_eq!(err("decision_deadline_ms = 10").field, "decision_deadline_ms");
+        assert_eq!(
+            err("decision_deadline_ms = 500\nlookup_timeout_ms = 900").field,
+            "lookup_timeout_ms"
+        );
+        assert_eq!(err("watch = [\"relative\"]").field, "watch");
+        assert_eq!(err("data_dir = \"x\"").field, "data_dir");
+        assert_eq!(err("interpreters = [\"/usr/bin/python3\"]").field, "interpreters");
+        let e = err("wathc = []").to_string();
+        assert!(e.contains("wathc"), "{e}");
+    }
+}

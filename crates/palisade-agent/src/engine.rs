@@ -1,0 +1,1183 @@
+//! The decision pipeline: from a fanotify permission event to a verdict.
+//!
+//! Threads (all plain OS threads; none of them waits on the network or the
+//! disk without a deadline):
+//!
+//! - **reader** (one): reads permission events and answers those the caches
+//!   settle at once (own process, disabled level, non-regular files, files
+//!   whose identity, kind and approval are cached). It never opens a file:
+//!   an open on a watched filesystem raises an event that only this thread
+//!   can answer. It never blocks on the workers either: when their queue is
+//!   full it answers at once with the timeout verdict.
+//! - **workers** (`workers`): everything else: classify, hash, build the
+//!   process context, look up (memory, service with a deadline, disk), decide,
+//!   answer, fill the kernel-side cache, report.
+//! - **watchdog** (one): answers every event still unanswered at its
+//!   deadline with [`palisade_core::on_timeout`] of the level in force. All
+//!   events have the same deadline offset, so a FIFO suffices.
+//! - **guard** (one, when the BPF guard is loaded): turns guard reports into
+//!   events and keeps the two kernel caches coherent.
+//! - **hasher** (one, with `hash_on_write`): hashes executable files when they
+//!   are closed after writing, so their first run needs no hashing.
+//!
+//! Locks are held only around in-memory operations, never across I/O.
+use crate::cache::Cache;
+use crate::config::AgentConfig;
+use crate::files::{self, FileId, Identity, Stamp};
+use crate::procfs;
+use crate::report::Reporter;
+use crate::store::{CachedApproval, PersistentCache};
+use palisade_api::agent::LookupItem;
+use palisade_core::{
+    classify, decide, on_timeout, Ancestor, Approval, EventKind, Executable, FileEvent, FileKind,
+    Level, Levels, Operation, ProcessContext, Report, Sha256, Verdict, CLASSIFY_HEADER_LEN,
+};
+use palisade_kernel::fanotify::{Fanotify, Mask, Response};
+use palisade_kernel::guard::{ExecGuard, GuardConfig, GuardEvent, GuardEventKind, GuardMode, InodeKey};
+use parking_lot::{Condvar, Mutex};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The events the agent marks watched filesystems for.
+pub const PERMISSION_MASK: Mask =
+    Mask::from_bits(Mask::OPEN_PERM.bits() | Mask::OPEN_EXEC_PERM.bits());
+
+/// How far back the parent chain is followed.
+const MAX_ANCESTORS: usize = 32;
+
+/// Why a lookup at the service gave no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    /// The agent has no live link to the service.
+    #[error("service unreachable")]
+    Unreachable,
+    /// No answer before the deadline.
+    #[error("lookup timed out")]
+    Timeout,
+    /// The service answered with an error.
+    #[error("service error: {0}")]
+    Service(String),
+}
+
+/// The service side of a lookup, implemented by the link to the service.
+pub trait Lookup: Send + Sync {
+    /// Ask for one file's approval, waiting at most `timeout`. Returns the
+    /// approval and the revision it was computed at.
+    fn lookup(&self, item: LookupItem, timeout: Duration) -> Result<(Approval, i64), LookupError>;
+}
+
+/// Counters, for `palisade status` and the benchmarks.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Permission events received.
+    pub events: AtomicU64,
+    /// Answered by the reader from the caches.
+    pub fast_path: AtomicU64,
+    /// Events of the agent's own process.
+    pub own: AtomicU64,
+    /// Answered by a worker.
+    pub slow_path: AtomicU64,
+    /// Files hashed on the decision path.
+    pub hashed: AtomicU64,
+    /// Answered by the watchdog.
+    pub timeouts: AtomicU64,
+    /// Answered at once because the worker queue was full.
+    pub overload: AtomicU64,
+    /// Verdicts: allow.
+    pub allowed: AtomicU64,
+    /// Verdicts: block.
+    pub blocked: AtomicU64,
+    /// Service lookups.
+    pub lookups: AtomicU64,
+    /// Answers taken from the persistent cache.
+    pub persistent_hits: AtomicU64,
+    /// Kernel caches flushed.
+    pub kernel_flushes: AtomicU64,
+    /// Files hashed after being written.
+    pub hashed_on_write: AtomicU64,
+}
+
+/// A copy of [`Stats`] for serialisation.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[allow(missing_docs)]
+pub struct StatsSnapshot {
+    pub events: u64,
+    pub fast_path: u64,
+    pub own: u64,
+    pub slow_path: u64,
+    pub hashed: u64,
+    pub timeouts: u64,
+    pub overload: u64,
+    pub allowed: u64,
+    pub blocked: u64,
+    pub lookups: u64,
+    pub persistent_hits: u64,
+    pub kernel_flushes: u64,
+    pub hashed_on_write: u64,
+}
+
+impl Stats {
+    /// Read every counter.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StatsSnapshot {
+            events: g(&self.events),
+            fast_path: g(&self.fast_path),
+            own: g(&self.own),
+            slow_path: g(&self.slow_path),
+            hashed: g(&self.hashed),
+            timeouts: g(&self.timeouts),
+            overload: g(&self.overload),
+            allowed: g(&self.allowed),
+            blocked: g(&self.blocked),
+            lookups: g(&self.lookups),
+            persistent_hits: g(&self.persistent_hits),
+            kernel_flushes: g(&self.kernel_flushes),
+            hashed_on_write: g(&self.hashed_on_write),
+        }
+    }
+}
+
+fn bump(a: &AtomicU64) {
+    a.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What the agent knows about one file version (inode + stamp).
+#[derive(Debug, Clone)]
+struct Known {
+    stamp: Stamp,
+    kind: FileKind,
+    sha: Option<Sha256>,
+    path: String,
+}
+
+/// Inodes in the kernel-side cache (ignore mark + guard entry), by hash, so a
+/// policy change can revoke exactly them.
+#[derive(Debug, Default)]
+struct KernelAllowed {
+    by_file: HashMap<FileId, Sha256>,
+    by_hash: HashMap<Sha256, Vec<FileId>>,
+}
+
+impl KernelAllowed {
+    fn insert(&mut self, id: FileId, sha: Sha256) {
+        if let Some(old) = self.by_file.insert(id, sha) {
+            if old != sha {
+                self.drop_from_hash(id, old);
+            } else {
+                return;
+            }
+        }
+        self.by_hash.entry(sha).or_default().push(id);
+    }
+
+    fn remove(&mut self, id: FileId) -> bool {
+        match self.by_file.remove(&id) {
+            Some(sha) => {
+                self.drop_from_hash(id, sha);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn drop_from_hash(&mut self, id: FileId, sha: Sha256) {
+        if let Some(v) = self.by_hash.get_mut(&sha) {
+            v.retain(|f| *f != id);
+            if v.is_empty() {
+                self.by_hash.remove(&sha);
+            }
+        }
+    }
+
+    fn take_hash(&mut self, sha: &Sha256) -> Vec<FileId> {
+        let ids = self.by_hash.remove(sha).unwrap_or_default();
+        for id in &ids {
+            self.by_file.remove(id);
+        }
+        ids
+    }
+}
+
+/// One permission event waiting for its answer.
+pub(crate) struct Pending {
+    fd: OwnedFd,
+    pid: u32,
+    mask: Mask,
+    deadline: Instant,
+    answered: AtomicBool,
+}
+
+impl Pending {
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Writes to the persistent cache, done by a background thread.
+#[derive(Debug)]
+pub(crate) enum PersistOp {
+    Put(Sha256, CachedApproval),
+    Remove(Vec<Sha256>),
+    Clear,
+    Meta(&'static str, String),
+}
+
+/// The decision engine, shared by every agent thread.
+pub struct Engine {
+    cfg: Arc<AgentConfig>,
+    fan: Arc<Fanotify>,
+    guard: Option<Arc<ExecGuard>>,
+    own_pid: u32,
+    levels: Mutex<Levels>,
+    connected: AtomicBool,
+    level: AtomicU8,
+    identities: Mutex<Cache<FileId, Known>>,
+    interpreter_exes: Mutex<Cache<FileId, (Stamp, bool)>>,
+    approvals: Mutex<Cache<Sha256, CachedApproval>>,
+    kernel: Mutex<KernelAllowed>,
+    /// Bumped (under the `kernel` lock) by every invalidation, so a decision
+    /// made from an approval read before it is not cached in the kernel.
+    epoch: AtomicU64,
+    interpreters: HashSet<Sha256>,
+    persist_tx: crossbeam_channel::Sender<PersistOp>,
+    persistent: Arc<PersistentCache>,
+    lookup: Arc<dyn Lookup>,
+    reporter: Reporter,
+    recent_reports: Mutex<HashMap<(EventKind, Operation, FileId, u32), Instant>>,
+    /// Revision of the newest change applied; answers computed at an older
+    /// revision are used but not cached.
+    newest_change: AtomicI64,
+    watchdog: Watchdog,
+    /// Counters.
+    pub stats: Stats,
+}
+
+fn level_to_u8(l: Level) -> u8 {
+    match l {
+        Level::Disabled => 0,
+        Level::Monitor => 1,
+        Level::Lockdown => 2,
+    }
+}
+
+fn level_from_u8(v: u8) -> Level {
+    match v {
+        0 => Level::Disabled,
+        1 => Level::Monitor,
+        _ => Level::Lockdown,
+    }
+}
+
+/// Everything the engine is built from.
+pub struct EngineParts {
+    /// Validated configuration.
+    pub cfg: Arc<AgentConfig>,
+    /// The permission group.
+    pub fan: Arc<Fanotify>,
+    /// The BPF guard, when it could be loaded.
+    pub guard: Option<Arc<ExecGuard>>,
+    /// Levels to start with (from the persistent cache or the service).
+    pub levels: Levels,
+    /// Hashes of the interpreters whose script reads are controlled.
+    pub interpreters: HashSet<Sha256>,
+    /// The persistent cache.
+    pub persistent: Arc<PersistentCache>,
+    /// The service side of lookups.
+    pub lookup: Arc<dyn Lookup>,
+    /// Event reporting.
+    pub reporter: Reporter,
+    /// Revision the persistent cache is in sync with.
+    pub revision: i64,
+}
+
+impl Engine {
+    /// Build the engine and start its persistent-cache writer. Loads the
+    /// persistent cache into memory.
+    pub fn new(parts: EngineParts) -> Arc<Engine> {
+        let (persist_tx, persist_rx) = crossbeam_channel::bounded(65_536);
+        let mut approvals = Cache::new(100_000);
+        match parts.persistent.all() {
+            Ok(all) => {
+                for (sha, c) in all.into_iter().take(200_000) {
+                    approvals.insert(sha, c);
+                }
+            }
+            Err(e) => tracing::warn!("persistent cache unreadable: {e}"),
+        }
+        let engine = Arc::new(Engine {
+            level: AtomicU8::new(level_to_u8(parts.levels.disconnected)),
+            levels: Mutex::new(parts.levels),
+            connected: AtomicBool::new(false),
+            own_pid: std::process::id(),
+            identities: Mutex::new(Cache::new(65_536)),
+            interpreter_exes: Mutex::new(Cache::new(4096)),
+            approvals: Mutex::new(approvals),
+            kernel: Mutex::new(KernelAllowed::default()),
+            epoch: AtomicU64::new(0),
+            interpreters: parts.interpreters,
+            persist_tx,
+            persistent: parts.persistent.clone(),
+            lookup: parts.lookup,
+            reporter: parts.reporter,
+            recent_reports: Mutex::new(HashMap::new()),
+            newest_change: AtomicI64::new(parts.revision),
+            watchdog: Watchdog::default(),
+            stats: Stats::default(),
+            cfg: parts.cfg,
+            fan: parts.fan,
+            guard: parts.guard,
+        });
+        let persistent = parts.persistent;
+        std::thread::Builder::new()
+            .name("palisade-persist".into())
+            .spawn(move || persist_loop(&persistent, &persist_rx))
+            .expect("spawn persist thread");
+        engine.apply_guard_mode();
+        engine
+    }
+
+    /// The level in force.
+    pub fn level(&self) -> Level {
+        level_from_u8(self.level.load(Ordering::Relaxed))
+    }
+
+    /// The policy's levels.
+    pub fn levels(&self) -> Levels {
+        *self.levels.lock()
+    }
+
+    /// Whether the link to the service is up.
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Whether the BPF guard is loaded.
+    pub fn guard_active(&self) -> bool {
+        self.guard.is_some()
+    }
+
+    /// Set the policy's levels and the connection state; recompute the level
+    /// in force and the guard's mode.
+    pub fn set_levels(&self, levels: Levels, connected: bool) {
+        *self.levels.lock() = levels;
+        self.connected.store(connected, Ordering::Relaxed);
+        let level = levels.effective(connected);
+        let old = level_from_u8(self.level.swap(level_to_u8(level), Ordering::Relaxed));
+        if old != level {
+            tracing::info!(
+                "level in force: {level} ({})",
+                if connected { "connected" } else { "disconnected" }
+            );
+        }
+        self.apply_guard_mode();
+        let _ = self
+            .persist_tx
+            .try_send(PersistOp::Meta("levels", serde_json::to_string(&levels).unwrap_or_default()));
+    }
+
+    /// Record the connection state (keeping the levels).
+    pub fn set_connected(&self, connected: bool) {
+        let levels = self.levels();
+        self.set_levels(levels, connected);
+    }
+
+    fn apply_guard_mode(&self) {
+        let Some(guard) = &self.guard else { return };
+        let mode = match self.level() {
+            Level::Disabled => GuardMode::Off,
+            Level::Monitor => GuardMode::Report,
+            Level::Lockdown => GuardMode::Enforce,
+        };
+        let cfg = GuardConfig {
+            mode,
+            agent_tgid: self.own_pid,
+            block_memfd_exec: self.cfg.block_memfd_exec,
+        };
+        if let Err(e) = guard.set_config(cfg) {
+            tracing::error!("guard: cannot set mode: {e}");
+        }
+    }
+
+    // ---- the reader ------------------------------------------------------
+
+    /// Run the reader loop until `stop` is set. Spawns the workers and the watchdog.
+    pub(crate) fn run_reader(self: &Arc<Self>, stop: Arc<AtomicBool>) {
+        let (tx, rx) = crossbeam_channel::bounded::<Arc<Pending>>(4096);
+        for i in 0..self.cfg.workers {
+            let engine = self.clone();
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("palisade-worker-{i}"))
+                .spawn(move || {
+                    while let Ok(p) = rx.recv() {
+                        if !p.answered.load(Ordering::Relaxed) {
+                            engine.decide_slow(&p);
+                        }
+                    }
+                })
+                .expect("spawn worker");
+        }
+        {
+            let engine = self.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("palisade-watchdog".into())
+                .spawn(move || engine.watchdog_loop(&stop))
+                .expect("spawn watchdog");
+        }
+        let mut buf = vec![0u8; palisade_kernel::fanotify::EVENT_BUFFER];
+        while !stop.load(Ordering::Relaxed) {
+            let events = match self.fan.read_events(&mut buf, Some(Duration::from_millis(200))) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!("fanotify read failed: {e}");
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+            };
+            let deadline = Instant::now() + self.cfg.decision_deadline;
+            for ev in events {
+                if ev.mask.contains(Mask::Q_OVERFLOW) {
+                    tracing::warn!("fanotify queue overflow");
+                    continue;
+                }
+                let Some(fd) = ev.file else { continue };
+                if !ev.mask.is_permission() {
+                    continue;
+                }
+                bump(&self.stats.events);
+                let p = Arc::new(Pending {
+                    fd,
+                    pid: u32::try_from(ev.pid).unwrap_or(0),
+                    mask: ev.mask,
+                    deadline,
+                    answered: AtomicBool::new(false),
+                });
+                if self.decide_fast(&p) {
+                    continue;
+                }
+                self.watchdog.push(p.clone());
+                if tx.try_send(p.clone()).is_err() {
+                    bump(&self.stats.overload);
+                    self.answer(&p, on_timeout(self.level()));
+                }
+            }
+        }
+        // Dropping `tx` stops the workers once the queue drains.
+    }
+
+    fn answer(&self, p: &Pending, verdict: Verdict) -> bool {
+        if p.answered.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let response = match verdict {
+            Verdict::Allow => {
+                bump(&self.stats.allowed);
+                Response::Allow
+            }
+            Verdict::Block => {
+                bump(&self.stats.blocked);
+                Response::Deny
+            }
+        };
+        if let Err(e) = self.fan.respond(p.fd(), response) {
+            tracing::warn!("fanotify respond failed: {e}");
+        }
+        true
+    }
+
+    /// Settle an event from the caches, without opening anything. Returns
+    /// false when a worker must decide.
+    fn decide_fast(&self, p: &Pending) -> bool {
+        if p.pid == self.own_pid {
+            bump(&self.stats.own);
+            p.answered.store(true, Ordering::Relaxed);
+            let _ = self.fan.respond(p.fd(), Response::Allow);
+            return true;
+        }
+        let level = self.level();
+        if level == Level::Disabled {
+            bump(&self.stats.fast_path);
+            return self.answer(p, Verdict::Allow);
+        }
+        let Ok(ident) = files::identify(p.fd()) else {
+            return false;
+        };
+        if !ident.regular {
+            bump(&self.stats.fast_path);
+            return self.answer(p, Verdict::Allow);
+        }
+        let Some(known) = self.known_cached(&ident) else {
+            return false;
+        };
+        let op = if p.mask.contains(Mask::OPEN_EXEC_PERM) {
+            Operation::Execute
+        } else if matches!(known.kind, FileKind::Elf { .. }) {
+            Operation::LoadLibrary
+        } else {
+            match self.interpreter_cached(p.pid) {
+                Some(false) => {
+                    bump(&self.stats.fast_path);
+                    return self.answer(p, Verdict::Allow);
+                }
+                // An interpreter reading a file: whether it is a script needs
+                // the command line; let a worker look.
+                _ => return false,
+            }
+        };
+        let Some(sha) = known.sha else { return false };
+        let Some(cached) = self.approvals.lock().get(&sha) else {
+            return false;
+        };
+        let decision = decide(&cached.approval, level);
+        if decision.report != Report::Nothing {
+            // Reporting reads the process context, which opens files: a worker's job.
+            return false;
+        }
+        let epoch = self.epoch.load(Ordering::Acquire);
+        if decision.cacheable {
+            self.kernel_allow(p.fd(), ident.id, sha, epoch);
+        } else if op == Operation::LoadLibrary {
+            self.kernel_revoke(ident.id);
+        }
+        bump(&self.stats.fast_path);
+        let verdict = if op == Operation::LoadLibrary && self.guard.is_some() {
+            Verdict::Allow
+        } else {
+            decision.verdict
+        };
+        self.answer(p, verdict)
+    }
+
+    fn known_cached(&self, ident: &Identity) -> Option<Known> {
+        let known = self.identities.lock().get(&ident.id)?;
+        (known.stamp == ident.stamp).then_some(known)
+    }
+
+    /// Whether the process runs an interpreter, from the cache only.
+    fn interpreter_cached(&self, pid: u32) -> Option<bool> {
+        let st = rustix::fs::stat(format!("/proc/{pid}/exe")).ok()?;
+        let id = FileId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        };
+        let (stamp, yes) = self.interpreter_exes.lock().get(&id)?;
+        (stamp == stamp_of(&st)).then_some(yes)
+    }
+
+    // ---- the workers -----------------------------------------------------
+
+    /// Decide an event the caches could not settle.
+    fn decide_slow(&self, p: &Pending) {
+        bump(&self.stats.slow_path);
+        let level = self.level();
+        let fail = |engine: &Engine, why: &str| {
+            tracing::warn!("pid {}: {why}; answering by the level", p.pid);
+            engine.answer(p, on_timeout(level));
+        };
+        let ident = match files::identify(p.fd()) {
+            Ok(i) => i,
+            Err(e) => return fail(self, &format!("fstat failed: {e}")),
+        };
+        if !ident.regular {
+            self.answer(p, Verdict::Allow);
+            return;
+        }
+        let mut known = match self.known(p.fd(), &ident) {
+            Ok(k) => k,
+            Err(e) => return fail(self, &format!("cannot read file: {e}")),
+        };
+        let op = if p.mask.contains(Mask::OPEN_EXEC_PERM) {
+            Operation::Execute
+        } else if matches!(known.kind, FileKind::Elf { .. }) {
+            Operation::LoadLibrary
+        } else if self.is_interpreter(p.pid) && self.is_script_for(p.pid, &ident, &known) {
+            Operation::InterpretScript
+        } else {
+            self.answer(p, Verdict::Allow);
+            return;
+        };
+        let sha = match known.sha {
+            Some(s) => s,
+            None => match self.hash_file(p.fd(), &ident, &mut known) {
+                Ok(s) => s,
+                Err(e) => return fail(self, &format!("cannot hash {}: {e}", known.path)),
+            },
+        };
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let process = self.context(p.pid);
+        let (approval, reason) = self.approval(sha, &known.path, op, &process, p.deadline);
+        let level = self.level();
+        let decision = decide(&approval, level);
+
+        if op == Operation::LoadLibrary && self.guard.is_some() {
+            // Reading a library is not loading it: the open is allowed, and
+            // the guard refuses an executable mapping unless the inode is in
+            // its allowed map.
+            if decision.cacheable {
+                self.kernel_allow(p.fd(), ident.id, sha, epoch);
+            } else {
+                self.kernel_revoke(ident.id);
+            }
+            self.answer(p, Verdict::Allow);
+            return;
+        }
+        if decision.cacheable {
+            self.kernel_allow(p.fd(), ident.id, sha, epoch);
+        } else {
+            self.kernel_revoke(ident.id);
+        }
+        self.answer(p, decision.verdict);
+        if decision.report != Report::Nothing {
+            let kind = match decision.report {
+                Report::Blocked => EventKind::Blocked,
+                _ => EventKind::WouldBlock,
+            };
+            self.report(kind, op, ident.id, Some(sha), known.path, approval, level, process, reason);
+        }
+    }
+
+    /// The cached facts about a file version, or read them (header and path;
+    /// not the hash).
+    fn known(&self, fd: BorrowedFd<'_>, ident: &Identity) -> std::io::Result<Known> {
+        if let Some(k) = self.known_cached(ident) {
+            return Ok(k);
+        }
+        let header = files::read_header(fd, CLASSIFY_HEADER_LEN)?;
+        let path = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "?".into());
+        let known = Known {
+            stamp: ident.stamp,
+            kind: classify(&header),
+            sha: None,
+            path,
+        };
+        self.identities.lock().insert(ident.id, known.clone());
+        Ok(known)
+    }
+
+    fn hash_file(&self, fd: BorrowedFd<'_>, ident: &Identity, known: &mut Known) -> std::io::Result<Sha256> {
+        bump(&self.stats.hashed);
+        let sha = files::hash(fd)?;
+        // Only trust the hash if the file did not change while it was read.
+        if files::identify(fd)?.stamp == ident.stamp {
+            known.sha = Some(sha);
+            self.identities.lock().insert(ident.id, known.clone());
+        }
+        Ok(sha)
+    }
+
+    /// Whether `pid` runs one of the configured interpreters (by content hash
+    /// of its executable, so a renamed copy is still an interpreter).
+    fn is_interpreter(&self, pid: u32) -> bool {
+        if let Some(yes) = self.interpreter_cached(pid) {
+            return yes;
+        }
+        let Ok(file) = std::fs::File::open(format!("/proc/{pid}/exe")) else {
+            return false;
+        };
+        let Ok(ident) = files::identify(&file) else { return false };
+        let sha = self.exe_sha(&file, &ident);
+        let yes = sha.is_some_and(|s| self.interpreters.contains(&s));
+        self.interpreter_exes.lock().insert(ident.id, (ident.stamp, yes));
+        yes
+    }
+
+    /// The hash of an open executable, through the identity cache.
+    fn exe_sha(&self, file: &std::fs::File, ident: &Identity) -> Option<Sha256> {
+        if let Some(sha) = self.known_cached(ident).and_then(|k| k.sha) {
+            return Some(sha);
+        }
+        let sha = files::hash(file).ok()?;
+        let header = files::read_header(file, CLASSIFY_HEADER_LEN).unwrap_or_default();
+        self.identities.lock().insert(
+            ident.id,
+            Known {
+                stamp: ident.stamp,
+                kind: classify(&header),
+                sha: Some(sha),
+                path: String::new(),
+            },
+        );
+        Some(sha)
+    }
+
+    /// Whether an interpreter reading this file is running it as a script:
+    /// it starts with `#!`, has a script extension, or is named on the
+    /// interpreter's command line.
+    fn is_script_for(&self, pid: u32, ident: &Identity, known: &Known) -> bool {
+        if matches!(known.kind, FileKind::Script { .. }) {
+            return true;
+        }
+        let ext = std::path::Path::new(&known.path)
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase());
+        if ext.is_some_and(|e| self.cfg.script_extensions.contains(&e)) {
+            return true;
+        }
+        let Ok(args) = procfs::cmdline(pid) else { return false };
+        let cwd = procfs::cwd(pid).ok();
+        args.iter().skip(1).filter(|a| !a.starts_with('-')).any(|a| {
+            let path = match &cwd {
+                Some(cwd) => cwd.join(a),
+                None => a.into(),
+            };
+            rustix::fs::stat(&path).is_ok_and(|st| st.st_dev == ident.id.dev && st.st_ino == ident.id.ino)
+        })
+    }
+
+    /// The process context of `pid` (its parent chain, each with its
+    /// executable's hash). Opens executables: never call from the reader.
+    pub fn context(&self, pid: u32) -> ProcessContext {
+        let Ok(info) = procfs::read(pid) else {
+            return ProcessContext::unknown(pid);
+        };
+        let mut ancestors = Vec::new();
+        let mut next = info.ppid;
+        while next > 0 && ancestors.len() < MAX_ANCESTORS {
+            let Ok(a) = procfs::read(next) else { break };
+            ancestors.push(Ancestor {
+                pid: a.pid,
+                uid: a.uid,
+                exe: self.executable(a.pid, a.exe.as_deref()),
+            });
+            next = a.ppid;
+        }
+        ProcessContext {
+            pid,
+            uid: info.uid,
+            euid: info.euid,
+            loginuid: info.loginuid,
+            sessionid: info.sessionid,
+            exe: self.executable(pid, info.exe.as_deref()),
+            ancestors,
+        }
+    }
+
+    fn executable(&self, pid: u32, path: Option<&std::path::Path>) -> Option<Executable> {
+        let path = path?.to_string_lossy().into_owned();
+        let sha = std::fs::File::open(format!("/proc/{pid}/exe"))
+            .ok()
+            .and_then(|f| {
+                let ident = files::identify(&f).ok()?;
+                self.exe_sha(&f, &ident)
+            });
+        Some(Executable { path, sha256: sha })
+    }
+
+    /// The approval of `sha`: memory, then the service (with a deadline), then
+    /// the persistent cache. Returns it with a reason for events.
+    fn approval(
+        &self,
+        sha: Sha256,
+        path: &str,
+        op: Operation,
+        process: &ProcessContext,
+        deadline: Instant,
+    ) -> (Approval, String) {
+        if let Some(c) = self.approvals.lock().get(&sha) {
+            return (c.approval, "agent cache".into());
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        // Keep a margin to answer, and to try the disk if the service fails.
+        let budget = remaining
+            .saturating_sub(Duration::from_millis(20))
+            .min(self.cfg.lookup_timeout);
+        let mut why = "service unreachable".to_owned();
+        if self.connected() && !budget.is_zero() {
+            bump(&self.stats.lookups);
+            let item = LookupItem {
+                sha256: sha,
+                path: Some(path.to_owned()),
+                operation: Some(op),
+                process: Some(process.clone()),
+            };
+            match self.lookup.lookup(item, budget) {
+                Ok((approval, revision)) => {
+                    self.remember(sha, CachedApproval { approval, revision });
+                    return (approval, "policy lookup service".into());
+                }
+                Err(e) => why = e.to_string(),
+            }
+        }
+        let disk_budget = deadline
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(Duration::from_millis(5))
+            .min(Duration::from_millis(200));
+        match self.persistent.get(&sha, disk_budget) {
+            Ok(Some(c)) => {
+                bump(&self.stats.persistent_hits);
+                self.approvals.lock().insert(sha, c);
+                (c.approval, format!("persistent cache ({why})"))
+            }
+            Ok(None) => (Approval::Unknown, format!("not in persistent cache ({why})")),
+            Err(e) => (Approval::Unknown, format!("persistent cache failed: {e} ({why})")),
+        }
+    }
+
+    /// Cache an answer from the service (memory and disk), unless a newer
+    /// change may have overtaken it.
+    fn remember(&self, sha: Sha256, c: CachedApproval) {
+        if c.revision < self.newest_change.load(Ordering::Acquire) {
+            return;
+        }
+        self.approvals.lock().insert(sha, c);
+        let _ = self.persist_tx.try_send(PersistOp::Put(sha, c));
+    }
+
+    /// Record answers fetched ahead of need (after a change or at start).
+    pub fn prefetched(&self, answers: &[(Sha256, Approval)], revision: i64) {
+        for (sha, approval) in answers {
+            self.remember(*sha, CachedApproval { approval: *approval, revision });
+        }
+    }
+
+    /// Put an approved inode in the kernel-side cache: the guard's allowed map
+    /// first, then the ignore mark (the coherence rule of palisade-kernel).
+    fn kernel_allow(&self, fd: BorrowedFd<'_>, id: FileId, sha: Sha256, epoch: u64) {
+        let mut kernel = self.kernel.lock();
+        if self.epoch.load(Ordering::Acquire) != epoch {
+            return; // the policy changed since the approval was read
+        }
+        if let Some(guard) = &self.guard {
+            if let Err(e) = guard.allow(InodeKey { dev: id.dev, ino: id.ino }) {
+                tracing::warn!("guard allow failed: {e}");
+                return;
+            }
+        }
+        kernel.insert(id, sha);
+        drop(kernel);
+        if let Err(e) = self.fan.ignore_inode(fd, PERMISSION_MASK) {
+            tracing::debug!("ignore mark failed: {e}");
+        }
+    }
+
+    /// Make sure an inode is not in the guard's allowed map (a file that is
+    /// not approved may reuse the inode of one that was).
+    fn kernel_revoke(&self, id: FileId) {
+        let mut kernel = self.kernel.lock();
+        kernel.remove(id);
+        if let Some(guard) = &self.guard {
+            let _ = guard.revoke(InodeKey { dev: id.dev, ino: id.ino });
+        }
+    }
+
+    // ---- policy changes --------------------------------------------------
+
+    /// Forget everything known about these hashes' approvals, in every cache
+    /// (kernel included), because their approval may have changed.
+    pub fn invalidate(&self, hashes: &[Sha256], revision: i64) {
+        self.newest_change.fetch_max(revision, Ordering::AcqRel);
+        {
+            let mut approvals = self.approvals.lock();
+            for sha in hashes {
+                approvals.remove(sha);
+            }
+        }
+        let mut kernel = self.kernel.lock();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        let revoked: Vec<FileId> = hashes.iter().flat_map(|h| kernel.take_hash(h)).collect();
+        if !revoked.is_empty() {
+            self.flush_ignore_marks();
+            if let Some(guard) = &self.guard {
+                for id in &revoked {
+                    let _ = guard.revoke(InodeKey { dev: id.dev, ino: id.ino });
+                }
+            }
+        }
+        drop(kernel);
+        let _ = self.persist_tx.try_send(PersistOp::Remove(hashes.to_vec()));
+        let _ = self
+            .persist_tx
+            .try_send(PersistOp::Meta("revision", revision.to_string()));
+    }
+
+    /// Forget every approval (the service asked for a reset).
+    pub fn reset(&self, revision: i64) {
+        self.newest_change.fetch_max(revision, Ordering::AcqRel);
+        self.approvals.lock().clear();
+        let mut kernel = self.kernel.lock();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        *kernel = KernelAllowed::default();
+        self.flush_ignore_marks();
+        if let Some(guard) = &self.guard {
+            if let Err(e) = guard.clear() {
+                tracing::error!("guard clear failed: {e}");
+            }
+        }
+        drop(kernel);
+        let _ = self.persist_tx.try_send(PersistOp::Clear);
+        let _ = self
+            .persist_tx
+            .try_send(PersistOp::Meta("revision", revision.to_string()));
+    }
+
+    /// Note that the agent is in sync with the service at `revision`.
+    pub fn synced(&self, revision: i64) {
+        self.newest_change.fetch_max(revision, Ordering::AcqRel);
+        let _ = self
+            .persist_tx
+            .try_send(PersistOp::Meta("revision", revision.to_string()));
+    }
+
+    fn flush_ignore_marks(&self) {
+        bump(&self.stats.kernel_flushes);
+        if let Err(e) = self.fan.flush_inode_marks() {
+            tracing::error!("flushing ignore marks failed: {e}");
+        }
+    }
+
+    /// Approvals cached in memory (to refresh after a reconnect).
+    pub fn cached_hashes(&self) -> usize {
+        self.approvals.lock().len()
+    }
+
+    // ---- reporting -------------------------------------------------------
+
+    #[allow(clippy::too_many_arguments)]
+    fn report(
+        &self,
+        kind: EventKind,
+        operation: Operation,
+        file: FileId,
+        sha256: Option<Sha256>,
+        path: String,
+        approval: Approval,
+        level: Level,
+        process: ProcessContext,
+        reason: String,
+    ) {
+        let now = Instant::now();
+        {
+            let mut recent = self.recent_reports.lock();
+            if recent.len() > 10_000 {
+                recent.retain(|_, t| now.duration_since(*t) < Duration::from_secs(2));
+            }
+            let key = (kind, operation, file, process.pid);
+            if recent
+                .get(&key)
+                .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(2))
+            {
+                return;
+            }
+            recent.insert(key, now);
+        }
+        self.reporter.report(FileEvent {
+            time_ms: crate::now_ms(),
+            kind,
+            operation,
+            sha256,
+            path,
+            approval,
+            level,
+            process,
+            reason,
+        });
+    }
+
+    /// Report approvals made on this computer (initialization scan).
+    pub fn report_event(&self, event: FileEvent) {
+        self.reporter.report(event);
+    }
+
+    // ---- the watchdog ----------------------------------------------------
+
+    fn watchdog_loop(&self, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            let expired = self.watchdog.wait_expired(Duration::from_millis(200));
+            for p in expired {
+                if self.answer(&p, on_timeout(self.level())) {
+                    bump(&self.stats.timeouts);
+                    tracing::warn!("pid {}: no decision within the deadline; answered by the level", p.pid);
+                }
+            }
+        }
+    }
+
+    // ---- the guard -------------------------------------------------------
+
+    /// Run the guard's event loop until `stop` is set.
+    pub(crate) fn run_guard(&self, stop: &AtomicBool) {
+        let Some(guard) = self.guard.clone() else { return };
+        while !stop.load(Ordering::Relaxed) {
+            match guard.poll_events(Duration::from_millis(200)) {
+                Ok(events) => {
+                    for e in events {
+                        self.guard_event(e);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("guard events: {e}");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+    }
+
+    fn guard_event(&self, e: GuardEvent) {
+        let id = FileId {
+            dev: e.key.dev,
+            ino: e.key.ino,
+        };
+        let believed_allowed = {
+            let mut kernel = self.kernel.lock();
+            kernel.remove(id)
+        };
+        if believed_allowed {
+            // The guard no longer allows an inode that may still carry an
+            // ignore mark (changed through a mapping, not a write): drop the
+            // marks so the next load is decided afresh.
+            self.flush_ignore_marks();
+        }
+        let operation = match e.kind {
+            GuardEventKind::Invalidated => return,
+            GuardEventKind::MemfdExec => Operation::ExecuteMemory,
+            GuardEventKind::Exec => Operation::Execute,
+            GuardEventKind::Mprotect => Operation::MapExecutable,
+            _ => Operation::LoadLibrary,
+        };
+        let level = self.level();
+        let kind = if e.denied {
+            EventKind::Blocked
+        } else {
+            EventKind::WouldBlock
+        };
+        let (sha, path) = if operation == Operation::ExecuteMemory {
+            (None, format!("memfd (process {})", e.comm))
+        } else {
+            let k = self.identities.lock().get(&id);
+            (
+                k.as_ref().and_then(|k| k.sha),
+                k.map(|k| k.path).unwrap_or_else(|| format!("inode {} on device {}", id.ino, id.dev)),
+            )
+        };
+        let approval = sha
+            .and_then(|s| self.approvals.lock().get(&s))
+            .map(|c| c.approval)
+            .unwrap_or(Approval::Unknown);
+        let process = self.context(e.tgid);
+        let reason = match operation {
+            Operation::ExecuteMemory => "code executed from memory (memfd)".to_owned(),
+            _ => "executable mapping of a file that is not approved (kernel guard)".to_owned(),
+        };
+        self.report(kind, operation, id, sha, path, approval, level, process, reason);
+    }
+
+    // ---- hashing on write ------------------------------------------------
+
+    /// Hash a file that was just written, if it looks executable, so that its
+    /// first run needs no hashing; and fetch its approval ahead of need.
+    pub(crate) fn hash_written(&self, fd: BorrowedFd<'_>) {
+        let Ok(ident) = files::identify(fd) else { return };
+        if !ident.regular || ident.stamp.size == 0 {
+            return;
+        }
+        if self.known_cached(&ident).is_some_and(|k| k.sha.is_some()) {
+            return;
+        }
+        let Ok(header) = files::read_header(fd, CLASSIFY_HEADER_LEN) else { return };
+        let kind = classify(&header);
+        if !kind.is_code() && !ident.executable {
+            return;
+        }
+        let Ok(mut known) = self.known(fd, &ident) else { return };
+        if self.hash_file(fd, &ident, &mut known).is_ok() {
+            bump(&self.stats.hashed_on_write);
+        }
+    }
+}
+
+fn stamp_of(st: &rustix::fs::Stat) -> Stamp {
+    Stamp {
+        size: st.st_size as u64,
+        mtime: (st.st_mtime, st.st_mtime_nsec as i64),
+        ctime: (st.st_ctime, st.st_ctime_nsec as i64),
+    }
+}
+
+fn persist_loop(store: &PersistentCache, rx: &crossbeam_channel::Receiver<PersistOp>) {
+    while let Ok(first) = rx.recv() {
+        let mut puts = Vec::new();
+        let flush_puts = |puts: &mut Vec<(Sha256, CachedApproval)>| {
+            if !puts.is_empty() {
+                if let Err(e) = store.put_many(puts) {
+                    tracing::warn!("persistent cache write failed: {e}");
+                }
+                puts.clear();
+            }
+        };
+        for op in std::iter::once(first).chain(rx.try_iter().take(4096)) {
+            match op {
+                PersistOp::Put(sha, c) => puts.push((sha, c)),
+                PersistOp::Remove(hashes) => {
+                    flush_puts(&mut puts);
+                    if let Err(e) = store.remove_many(&hashes) {
+                        tracing::warn!("persistent cache write failed: {e}");
+                    }
+                }
+                PersistOp::Clear => {
+                    puts.clear();
+                    if let Err(e) = store.clear() {
+                        tracing::warn!("persistent cache clear failed: {e}");
+                    }
+                }
+                PersistOp::Meta(key, value) => {
+                    flush_puts(&mut puts);
+                    if let Err(e) = store.set_meta(key, &value) {
+                        tracing::warn!("persistent cache write failed: {e}");
+                    }
+                }
+            }
+        }
+        flush_puts(&mut puts);
+    }
+}
+
+/// Events waiting for a worker, oldest first.
+#[derive(Default)]
+struct Watchdog {
+    queue: Mutex<VecDeque<Arc<Pending>>>,
+    cv: Condvar,
+}
+
+impl Watchdog {
+    fn push(&self, p: Arc<Pending>) {
+        let mut q = self.queue.lock();
+        q.push_back(p);
+        if q.len() == 1 {
+            self.cv.notify_one();
+        }
+    }
+
+    /// Wait until the oldest event's deadline (at most `max`) and return the
+    /// unanswered events whose deadline passed.
+    fn wait_expired(&self, max: Duration) -> Vec<Arc<Pending>> {
+        let mut q = self.queue.lock();
+        while q.front().is_some_and(|p| p.answered.load(Ordering::Relaxed)) {
+            q.pop_front();
+        }
+        let wake = q
+            .front()
+            .map(|p| p.deadline)
+            .unwrap_or_else(|| Instant::now() + max)
+            .min(Instant::now() + max);
+        self.cv.wait_until(&mut q, wake);
+        let now = Instant::now();
+        let mut out = Vec::new();
+        while let Some(p) = q.front() {
+            if p.answered.load(Ordering::Relaxed) {
+                q.pop_front();
+            } else if p.deadline <= now {
+                out.extend(q.pop_front());
+            } else {
+                break;
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,203 @@
+//! File identity and content: what the agent reads from the file behind a
+//! permission event's descriptor (never by path, which could be swapped).
+use palisade_core::Sha256;
+use rustix::fd::AsFd;
+use sha2::Digest;
+use std::io;
+
+/// Which inode: stable while the file exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileId {
+    /// Device (`st_dev`, userspace encoding).
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+}
+
+/// What changes whenever the content may have changed. `ctime` cannot be set
+/// by unprivileged users (unlike `mtime`), and changes on every write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Stamp {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time (seconds, nanoseconds).
+    pub mtime: (i64, i64),
+    /// Status change time (seconds, nanoseconds).
+    pub ctime: (i64, i64),
+}
+
+/// The facts `fstat` gives about an open file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    /// Which inode.
+    pub id: FileId,
+    /// Its change stamp.
+    pub stamp: Stamp,
+    /// Whether it is a regular file.
+    pub regular: bool,
+    /// Whether any execute bit is set.
+    pub executable: bool,
+    /// Owner uid.
+    pub uid: u32,
+}
+
+/// `fstat` an open file.
+pub fn identify(fd: impl AsFd) -> io::Result<Identity> {
+    let st = rustix::fs::fstat(fd)?;
+    let mode = rustix::fs::FileType::from_raw_mode(st.st_mode);
+    Ok(Identity {
+        id: FileId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        },
+        stamp: Stamp {
+            size: st.st_size as u64,
+            mtime: (st.st_mtime, st.st_mtime_nsec as i64),
+            ctime: (st.st_ctime, st.st_ctime_nsec as i64),
+        },
+        regular: mode == rustix::fs::FileType::RegularFile,
+        executable: st.st_mode & 0o111 != 0,
+        uid: st.st_uid,
+    })
+}
+
+/// Read up to `len` bytes from the start of the file (without moving its offset).
+pub fn read_header(fd: impl AsFd, len: usize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        match rustix::io::pread(fd.as_fd(), &mut buf[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    buf.truncate(got);
+    Ok(buf)
+}
+
+/// Chunk size for hashing reads.
+const CHUNK: usize = 1 << 20;
+
+/// SHA-256 of the whole file (read with `pread`, so the descriptor's offset
+/// is untouched). Reading and hashing overlap on two threads for files larger
+/// than a few chunks, so hashing runs at the speed of SHA-256 alone.
+pub fn hash(fd: impl AsFd) -> io::Result<Sha256> {
+    let fd = fd.as_fd();
+    let size = rustix::fs::fstat(fd)?.st_size as u64;
+    if size <= 4 * CHUNK as u64 {
+        let mut h = sha2::Sha256::new();
+        let mut buf = vec![0u8; CHUNK];
+        let mut off = 0u64;
+        loop {
+            let n = match rustix::io::pread(fd, &mut buf, off) {
+                Ok(n) => n,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            off += n as u64;
+        }
+        return Ok(Sha256::from_bytes(h.finalize().into()));
+    }
+    hash_pipelined(fd)
+}
+
+/// Large files: one thread reads chunk N+1 while the caller hashes chunk N.
+fn hash_pipelined(fd: rustix::fd::BorrowedFd<'_>) -> io::Result<Sha256> {
+    let (full_tx, full_rx) = crossbeam_channel::bounded::<io::Result<Vec<u8>>>(2);
+    let (empty_tx, empty_rx) = crossbeam_channel::bounded::<Vec<u8>>(3);
+    for _ in 0..3 {
+        let _ = empty_tx.send(vec![0u8; CHUNK]);
+    }
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let mut off = 0u64;
+            while let Ok(mut buf) = empty_rx.recv() {
+                buf.resize(CHUNK, 0);
+                let res = loop {
+                    match rustix::io::pread(fd, &mut buf, off) {
+                        Err(rustix::io::Errno::INTR) => continue,
+                        other => break other,
+                    }
+                };
+                match res {
+                    Ok(0) => {
+                        buf.clear();
+                        let _ = full_tx.send(Ok(buf));
+                        return;
+                    }
+                    Ok(n) => {
+                        buf.truncate(n);
+                        off += n as u64;
+                        if full_tx.send(Ok(buf)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = full_tx.send(Err(e.into()));
+                        return;
+                    }
+                }
+            }
+        });
+        let mut h = sha2::Sha256::new();
+        loop {
+            let buf = full_rx
+                .recv()
+                .map_err(|_| io::Error::other("hash reader stopped"))??;
+            if buf.is_empty() {
+                break;
+            }
+            h.update(&buf);
+            // The reader may already have finished; a closed channel is fine.
+            let _ = empty_tx.send(buf);
+        }
+        drop(empty_tx);
+        Ok(Sha256::from_bytes(h.finalize().into()))
+    })
+}
+
+/// SHA-256 of a file by path (used by the scan and the CLI, never on the
+/// decision path).
+pub fn hash_path(path: &std::path::Path) -> io::Result<Sha256> {
+    hash(std::fs::File::open(path)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn reference(data: &[u8]) -> Sha256 {
+        Sha256::from_bytes(sha2::Sha256::digest(data).into())
+    }
+
+    #[test]
+    fn hashes_small_and_large_files() {
+        for size in [0usize, 1, CHUNK - 1, CHUNK, 4 * CHUNK + 1, 9 * CHUNK + 7] {
+            let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+            let mut f = tempfile::tempfile().unwrap();
+            f.write_all(&data).unwrap();
+            assert_eq!(hash(&f).unwrap(), reference(&data), "size {size}");
+            let header = read_header(&f, 256).unwrap();
+            assert_eq!(header, data[..size.min(256)]);
+        }
+    }
+
+    #[test]
+    fn identity_changes_with_content() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        let a = identify(f.as_file()).unwrap();
+        assert!(a.regular);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        f.write_all(b"x").unwrap();
+        let b = identify(f.as_file()).unwrap();
+        assert_eq!(a.id, b.id);
+        assert_ne!(a.stamp, b.stamp);
+    }
+}

@@ -1,0 +1,447 @@
+//! The agent's link to the policy lookup service (mutual TLS), run on a
+//! tokio runtime:
+//!
+//! - the **stream** task holds `/agent/v1/stream` open, catches up with
+//!   `/agent/v1/changes` after every (re)connection, and applies changes to
+//!   the engine (invalidate, then prefetch the new answers); the link is
+//!   "connected" while the stream delivers messages at least every three
+//!   heartbeats;
+//! - the **batcher** coalesces lookups from the engine's workers into
+//!   batched `/agent/v1/lookup` calls;
+//! - the **uploader** sends spooled events and deletes them once acknowledged;
+//! - **status** reports what the agent is doing.
+use crate::engine::{Engine, Lookup, LookupError};
+use crate::identity::Identity;
+use crate::store::{PersistentCache, Spool};
+use anyhow::{anyhow, bail, Context, Result};
+use futures_util::StreamExt;
+use palisade_api::agent::{
+    AgentConfig, AgentEvent, AgentStatus, Changes, EventAck, EventBatch, InventoryRequest,
+    InventoryResponse, LookupItem, LookupRequest, LookupResponse, StreamMessage, EVENT_BATCH_MAX,
+    HEARTBEAT_SECS, LOOKUP_BATCH_MAX,
+};
+use palisade_api::ErrorBody;
+use palisade_core::{Approval, Sha256};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify};
+
+/// A reqwest client trusting only `ca_pem`, optionally presenting a client
+/// identity (certificate + key PEM).
+pub fn ca_client(ca_pem: &str, identity: Option<(&str, &str)>) -> Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).context("CA certificate")?)
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true);
+    if let Some((cert, key)) = identity {
+        let pem = format!("{cert}\n{key}");
+        b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).context("client identity")?);
+    }
+    Ok(b.build()?)
+}
+
+/// A client that accepts any server certificate: only for fetching the CA
+/// at enrollment, whose content is then checked against the token.
+pub fn insecure_client() -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .use_rustls_tls()
+        .danger_accept_invalid_certs(true)
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .build()?)
+}
+
+/// A typed client of the agent API.
+#[derive(Clone)]
+pub struct ServiceClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl ServiceClient {
+    /// A client for an enrolled identity.
+    pub fn new(identity: &Identity) -> Result<ServiceClient> {
+        Ok(ServiceClient {
+            http: ca_client(&identity.ca_pem, Some((&identity.cert_pem, &identity.key_pem)))?,
+            base: identity.server.clone(),
+        })
+    }
+
+    async fn check(resp: reqwest::Response) -> Result<reqwest::Response> {
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body = resp.text().await.unwrap_or_default();
+        let msg = serde_json::from_str::<ErrorBody>(&body)
+            .map(|b| b.error)
+            .unwrap_or(body);
+        bail!("service answered {status}: {msg}")
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str, timeout: Duration) -> Result<T> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .timeout(timeout)
+            .send()
+            .await?;
+        Ok(Self::check(resp).await?.json().await?)
+    }
+
+    async fn post<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<T> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .timeout(timeout)
+            .json(body)
+            .send()
+            .await?;
+        Ok(Self::check(resp).await?.json().await?)
+    }
+
+    /// `GET /agent/v1/config`.
+    pub async fn config(&self) -> Result<AgentConfig> {
+        self.get("/agent/v1/config", Duration::from_secs(10)).await
+    }
+
+    /// `POST /agent/v1/lookup`.
+    pub async fn lookup(&self, files: Vec<LookupItem>, timeout: Duration) -> Result<LookupResponse> {
+        self.post("/agent/v1/lookup", &LookupRequest { files }, timeout).await
+    }
+
+    /// `GET /agent/v1/changes?since=R`.
+    pub async fn changes(&self, since: i64) -> Result<Changes> {
+        self.get(&format!("/agent/v1/changes?since={since}"), Duration::from_secs(30))
+            .await
+    }
+
+    /// `POST /agent/v1/events`.
+    pub async fn upload(&self, events: Vec<AgentEvent>) -> Result<EventAck> {
+        self.post("/agent/v1/events", &EventBatch { events }, Duration::from_secs(30))
+            .await
+    }
+
+    /// `POST /agent/v1/inventory`.
+    pub async fn inventory(&self, req: &InventoryRequest) -> Result<InventoryResponse> {
+        self.post("/agent/v1/inventory", req, Duration::from_secs(120)).await
+    }
+
+    /// `POST /agent/v1/status`.
+    pub async fn status(&self, status: &AgentStatus) -> Result<()> {
+        let resp = self
+            .http
+            .post(format!("{}/agent/v1/status", self.base))
+            .timeout(Duration::from_secs(10))
+            .json(status)
+            .send()
+            .await?;
+        Self::check(resp).await.map(drop)
+    }
+
+    /// Open `/agent/v1/stream`: a stream of messages, one per NDJSON line.
+    pub async fn stream(&self) -> Result<MessageStream> {
+        let resp = self
+            .http
+            .get(format!("{}/agent/v1/stream", self.base))
+            .send()
+            .await?;
+        let bytes = Self::check(resp).await?.bytes_stream();
+        let lines = futures_util::stream::unfold(
+            (bytes, Vec::<u8>::new(), false),
+            |(mut bytes, mut buf, done)| async move {
+                loop {
+                    if let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+                        let line: Vec<u8> = buf.drain(..=pos).collect();
+                        let line = &line[..line.len() - 1];
+                        if line.iter().all(u8::is_ascii_whitespace) {
+                            continue;
+                        }
+                        let msg = serde_json::from_slice::<StreamMessage>(line)
+                            .map_err(|e| anyhow!("malformed stream message: {e}"));
+                        return Some((msg, (bytes, buf, done)));
+                    }
+                    if done {
+                        return None;
+                    }
+                    match bytes.next().await {
+                        Some(Ok(chunk)) if buf.len() + chunk.len() <= MAX_LINE => {
+                            buf.extend_from_slice(&chunk)
+                        }
+                        Some(Ok(_)) => {
+                            return Some((Err(anyhow!("stream line too long")), (bytes, Vec::new(), true)))
+                        }
+                        Some(Err(e)) => return Some((Err(e.into()), (bytes, Vec::new(), true))),
+                        None => return None,
+                    }
+                }
+            },
+        );
+        Ok(Box::pin(lines))
+    }
+}
+
+/// The longest stream line accepted.
+const MAX_LINE: usize = 16 << 20;
+
+/// Messages of `/agent/v1/stream`.
+pub type MessageStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<StreamMessage>> + Send>>;
+
+/// One lookup waiting for the batcher.
+struct LookupJob {
+    item: LookupItem,
+    reply: crossbeam_channel::Sender<Result<(Approval, i64), LookupError>>,
+}
+
+/// The engine's [`Lookup`], backed by the batcher task.
+pub struct LinkLookup {
+    tx: mpsc::Sender<LookupJob>,
+}
+
+impl Lookup for LinkLookup {
+    fn lookup(&self, item: LookupItem, timeout: Duration) -> Result<(Approval, i64), LookupError> {
+        let (reply, rx) = crossbeam_channel::bounded(1);
+        self.tx
+            .try_send(LookupJob { item, reply })
+            .map_err(|_| LookupError::Unreachable)?;
+        rx.recv_timeout(timeout).map_err(|_| LookupError::Timeout)?
+    }
+}
+
+/// Start the batcher on `rt`; returns the engine's side.
+pub fn start_batcher(rt: &tokio::runtime::Handle, client: ServiceClient, timeout: Duration) -> LinkLookup {
+    let (tx, mut rx) = mpsc::channel::<LookupJob>(8192);
+    rt.spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut jobs = vec![first];
+            while jobs.len() < LOOKUP_BATCH_MAX {
+                match rx.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                }
+            }
+            let client = client.clone();
+            tokio::spawn(async move {
+                let items = jobs.iter().map(|j| j.item.clone()).collect();
+                match client.lookup(items, timeout).await {
+                    Ok(resp) if resp.results.len() == jobs.len() => {
+                        for (job, res) in jobs.into_iter().zip(resp.results) {
+                            let answer = if res.sha256 == job.item.sha256 {
+                                Ok((res.approval, resp.revision))
+                            } else {
+                                Err(LookupError::Service("answer for another hash".into()))
+                            };
+                            let _ = job.reply.try_send(answer);
+                        }
+                    }
+                    Ok(_) => {
+                        for job in jobs {
+                            let _ = job
+                                .reply
+                                .try_send(Err(LookupError::Service("answer of the wrong length".into())));
+                        }
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        for job in jobs {
+                            let _ = job.reply.try_send(Err(LookupError::Service(msg.clone())));
+                        }
+                    }
+                }
+            });
+        }
+    });
+    LinkLookup { tx }
+}
+
+/// What the stream task needs.
+pub struct LinkParts {
+    /// Agent API client.
+    pub client: ServiceClient,
+    /// The engine to apply changes to.
+    pub engine: Arc<Engine>,
+    /// Where the configuration is remembered.
+    pub persistent: Arc<PersistentCache>,
+    /// What the agent watches (for status reports).
+    pub watched: Vec<String>,
+    /// Whether the reader is enforcing.
+    pub enforcing: Arc<std::sync::atomic::AtomicBool>,
+    /// Latest configuration received (shared with the control socket).
+    pub config: Arc<parking_lot::Mutex<Option<AgentConfig>>>,
+}
+
+/// Run the stream task forever (reconnecting with backoff).
+pub async fn run_stream(parts: LinkParts) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match connect_once(&parts).await {
+            Ok(()) => {}
+            Err(e) => tracing::warn!("link to the service lost: {e:#}"),
+        }
+        if parts.engine.connected() {
+            parts.engine.set_connected(false);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(3));
+        if backoff == Duration::from_secs(3) {
+            backoff = Duration::from_millis(500);
+        }
+    }
+}
+
+async fn connect_once(parts: &LinkParts) -> Result<()> {
+    let mut stream = parts.client.stream().await?;
+    let silence = Duration::from_secs(3 * HEARTBEAT_SECS);
+    let first = tokio::time::timeout(silence, stream.next())
+        .await
+        .map_err(|_| anyhow!("no hello from the service"))?
+        .ok_or_else(|| anyhow!("stream closed"))??;
+    let StreamMessage::Hello { revision, config } = first else {
+        bail!("the stream did not start with hello");
+    };
+    // Catch up with what changed while we were away, before trusting caches.
+    let since: i64 = parts
+        .persistent
+        .meta("revision")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if since != revision {
+        let changes = parts.client.changes(since).await.context("catching up")?;
+        apply_changes(parts, changes).await;
+    }
+    apply_config(parts, config, true).await;
+    tracing::info!("connected to the service at revision {revision}");
+    report_status(parts).await;
+    loop {
+        let msg = tokio::time::timeout(silence, stream.next())
+            .await
+            .map_err(|_| anyhow!("no heartbeat for {silence:?}"))?
+            .ok_or_else(|| anyhow!("stream closed by the service"))??;
+        match msg {
+            StreamMessage::Changed(changes) => {
+                let config_changed = changes.config_changed;
+                apply_changes(parts, changes).await;
+                if config_changed {
+                    let config = parts.client.config().await?;
+                    apply_config(parts, config, true).await;
+                    report_status(parts).await;
+                }
+            }
+            StreamMessage::Heartbeat { .. } | StreamMessage::Hello { .. } => {}
+        }
+    }
+}
+
+async fn apply_config(parts: &LinkParts, config: AgentConfig, connected: bool) {
+    parts.engine.set_levels(config.levels, connected);
+    if let Ok(json) = serde_json::to_string(&config) {
+        let p = parts.persistent.clone();
+        let _ = tokio::task::spawn_blocking(move || p.set_meta("config", &json)).await;
+    }
+    *parts.config.lock() = Some(config);
+}
+
+async fn apply_changes(parts: &LinkParts, changes: Changes) {
+    let engine = &parts.engine;
+    if changes.reset {
+        engine.reset(changes.revision);
+        return;
+    }
+    if changes.hashes.is_empty() {
+        engine.synced(changes.revision);
+        return;
+    }
+    engine.invalidate(&changes.hashes, changes.revision);
+    // Fetch the new answers right away, so the next load needs no round trip
+    // and the persistent cache is right if the link drops.
+    prefetch(&parts.client, engine, &changes.hashes).await;
+}
+
+/// Look up `hashes` and record the answers.
+pub async fn prefetch(client: &ServiceClient, engine: &Engine, hashes: &[Sha256]) {
+    for chunk in hashes.chunks(LOOKUP_BATCH_MAX) {
+        let items = chunk
+            .iter()
+            .map(|h| LookupItem {
+                sha256: *h,
+                path: None,
+                operation: None,
+                process: None,
+            })
+            .collect();
+        match client.lookup(items, Duration::from_secs(10)).await {
+            Ok(resp) => {
+                let answers: Vec<(Sha256, Approval)> =
+                    resp.results.iter().map(|r| (r.sha256, r.approval)).collect();
+                engine.prefetched(&answers, resp.revision);
+            }
+            Err(e) => {
+                tracing::warn!("prefetch failed: {e:#}");
+                return;
+            }
+        }
+    }
+}
+
+/// Tell the service what the agent is doing.
+pub async fn report_status(parts: &LinkParts) {
+    let status = AgentStatus {
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        level_in_force: parts.engine.level(),
+        enforcing: parts.enforcing.load(std::sync::atomic::Ordering::Relaxed),
+        guard_active: parts.engine.guard_active(),
+        watched: parts.watched.clone(),
+    };
+    if let Err(e) = parts.client.status(&status).await {
+        tracing::debug!("status report failed: {e:#}");
+    }
+}
+
+/// Upload spooled events forever: whenever `wake` fires or every 2 s.
+pub async fn run_uploader(client: ServiceClient, spool: Arc<Spool>, spool_id: u64, wake: Arc<Notify>) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let s = spool.clone();
+        let batch = tokio::task::spawn_blocking(move || s.peek(EVENT_BATCH_MAX))
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .unwrap_or_default();
+        if batch.is_empty() {
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+            continue;
+        }
+        let last = batch.last().map(|(seq, _)| *seq).unwrap_or(0);
+        let events = batch
+            .into_iter()
+            .map(|(seq, event)| AgentEvent {
+                seq: (spool_id << 40) | seq,
+                event,
+            })
+            .collect();
+        match client.upload(events).await {
+            Ok(_) => {
+                backoff = Duration::from_millis(200);
+                let s = spool.clone();
+                let _ = tokio::task::spawn_blocking(move || s.ack(last)).await;
+            }
+            Err(e) => {
+                tracing::debug!("event upload failed (kept on disk): {e:#}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

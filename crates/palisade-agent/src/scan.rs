@@ -1,0 +1,192 @@
+//! The initialization scan: inventory the executables, libraries and
+//! scripts already on the watched filesystems, report them to the service
+//! and (bulk approval) approve them locally on this computer.
+use crate::files;
+use crate::link::ServiceClient;
+use crate::mounts::Mount;
+use anyhow::Result;
+use palisade_api::agent::{InventoryItem, InventoryRequest, INVENTORY_BATCH_MAX};
+use palisade_core::{classify, FileKind, CLASSIFY_HEADER_LEN};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What a scan did.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct ScanSummary {
+    /// Regular files looked at.
+    pub files_seen: u64,
+    /// Executables, libraries and scripts found (and hashed).
+    pub code_files: u64,
+    /// Bytes hashed.
+    pub bytes_hashed: u64,
+    /// Hashes the service had never seen.
+    pub new_hashes: u64,
+    /// Local approvals created.
+    pub approved: u64,
+    /// Files that could not be read.
+    pub errors: u64,
+    /// Wall time in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+/// Whether a file is code the scan inventories: ELF objects, scripts (by
+/// shebang or extension) and anything with an execute bit.
+fn wanted(path: &Path, executable: bool, kind: &FileKind, script_extensions: &[String]) -> bool {
+    if kind.is_code() || executable {
+        return true;
+    }
+    path.extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .is_some_and(|e| script_extensions.contains(&e))
+}
+
+/// Inspect one file: `Some(item)` if it is code.
+fn inspect(path: &Path, script_extensions: &[String]) -> std::io::Result<Option<InventoryItem>> {
+    let file = std::fs::File::open(path)?;
+    let ident = files::identify(&file)?;
+    if !ident.regular {
+        return Ok(None);
+    }
+    let header = files::read_header(&file, CLASSIFY_HEADER_LEN)?;
+    let kind = classify(&header);
+    if !wanted(path, ident.executable, &kind, script_extensions) {
+        return Ok(None);
+    }
+    let sha256 = files::hash(&file)?;
+    Ok(Some(InventoryItem {
+        sha256,
+        path: path.to_string_lossy().into_owned(),
+        size: ident.stamp.size,
+        kind,
+    }))
+}
+
+/// Scan `mounts` (each within its own filesystem), hashing on all cores, and
+/// upload the inventory in batches. `approve`: bulk-approve locally.
+/// `progress`: draw a progress bar on stderr (when it is a terminal).
+pub async fn scan(
+    client: &ServiceClient,
+    mounts: &[Mount],
+    script_extensions: &[String],
+    approve: bool,
+    progress: bool,
+) -> Result<ScanSummary> {
+    let started = Instant::now();
+    let roots: Vec<PathBuf> = mounts.iter().map(|m| m.mount_point.clone()).collect();
+    let seen = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let (path_tx, path_rx) = crossbeam_channel::bounded::<PathBuf>(4096);
+    let (item_tx, mut item_rx) = tokio::sync::mpsc::channel::<InventoryItem>(4096);
+
+    // Walker: one thread, staying on each root's filesystem.
+    {
+        let seen = seen.clone();
+        std::thread::Builder::new()
+            .name("palisade-scan-walk".into())
+            .spawn(move || {
+                for root in roots {
+                    let walk = walkdir::WalkDir::new(&root).same_file_system(true).follow_links(false);
+                    for entry in walk.into_iter().filter_map(Result::ok) {
+                        if entry.file_type().is_file() {
+                            seen.fetch_add(1, Ordering::Relaxed);
+                            if path_tx.send(entry.into_path()).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            })?;
+    }
+    // Hashers: one per core.
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    for i in 0..threads {
+        let rx = path_rx.clone();
+        let tx = item_tx.clone();
+        let errors = errors.clone();
+        let exts = script_extensions.to_vec();
+        std::thread::Builder::new()
+            .name(format!("palisade-scan-hash-{i}"))
+            .spawn(move || {
+                while let Ok(path) = rx.recv() {
+                    match inspect(&path, &exts) {
+                        Ok(Some(item)) => {
+                            if tx.blocking_send(item).is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(_) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })?;
+    }
+    drop(item_tx);
+
+    let bar = (progress && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} scanning: {msg} [{elapsed}]")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        b.enable_steady_tick(Duration::from_millis(120));
+        b
+    });
+    let mut summary = ScanSummary::default();
+    let mut batch = Vec::with_capacity(INVENTORY_BATCH_MAX);
+    loop {
+        let item = item_rx.recv().await;
+        let done = item.is_none();
+        if let Some(item) = item {
+            summary.code_files += 1;
+            summary.bytes_hashed += item.size;
+            batch.push(item);
+        }
+        if batch.len() >= INVENTORY_BATCH_MAX || (done && !batch.is_empty()) {
+            let req = InventoryRequest {
+                files: std::mem::take(&mut batch),
+                approve_locally: approve,
+            };
+            let resp = client.inventory(&req).await?;
+            summary.new_hashes += resp.new_hashes;
+            summary.approved += resp.approved;
+        }
+        if let Some(b) = &bar {
+            b.set_message(format!(
+                "{} files, {} code files, {} MB hashed",
+                seen.load(Ordering::Relaxed),
+                summary.code_files,
+                summary.bytes_hashed >> 20
+            ));
+        }
+        if done {
+            break;
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    summary.files_seen = seen.load(Ordering::Relaxed);
+    summary.errors = errors.load(Ordering::Relaxed);
+    summary.elapsed_ms = started.elapsed().as_millis() as u64;
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_the_scan_wants() {
+        let exts = vec!["py".to_string(), "sh".to_string()];
+        let other = FileKind::Other;
+        assert!(wanted(Path::new("/x/tool"), true, &other, &exts));
+        assert!(wanted(Path::new("/x/mod.py"), false, &other, &exts));
+        assert!(wanted(Path::new("/x/MOD.PY"), false, &other, &exts));
+        assert!(wanted(Path::new("/x/lib.so"), false, &FileKind::Elf { shared: true }, &exts));
+        assert!(!wanted(Path::new("/x/notes.txt"), false, &other, &exts));
+    }
+}

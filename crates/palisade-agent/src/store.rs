@@ -1,0 +1,461 @@
+//! The agent's two on-disk stores, each a SQLite file in the data directory:
+//!
+//! - [`PersistentCache`] (`cache.db`): the last approval the service gave for
+//!   each hash, the last revision seen and the last configuration. Read only
+//!   when the service cannot be reached; written off the decision path.
+//! - [`Spool`] (`events.db`): events waiting to be uploaded. They stay on disk
+//!   until the service acknowledges them, across restarts.
+//!
+//! A file that cannot be opened, fails `PRAGMA quick_check`, or starts
+//! failing with corruption errors is moved aside (`*.corrupt-<ms>`) and
+//! recreated empty; the agent keeps enforcing from memory meanwhile and the
+//! cache refills from the service.
+use palisade_core::{Approval, FileEvent, Sha256};
+use parking_lot::Mutex;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Errors of the on-disk stores.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("{path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// The cause.
+        source: rusqlite::Error,
+    },
+    /// The store was busy past the caller's deadline.
+    #[error("{0}: busy past the deadline")]
+    Busy(PathBuf),
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Open a SQLite file with `schema`, moving it aside and starting afresh if
+/// it is corrupt. Returns the connection and whether it was rebuilt.
+fn open_checked(path: &Path, schema: &str) -> Result<(Connection, bool), StoreError> {
+    let err = |source| StoreError::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
+    let try_open = || -> rusqlite::Result<Connection> {
+        let c = Connection::open(path)?;
+        c.busy_timeout(Duration::from_millis(200))?;
+        let check: String = c.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        if check != "ok" {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                Some(check),
+            ));
+        }
+        c.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
+        c.execute_batch(schema)?;
+        Ok(c)
+    };
+    match try_open() {
+        Ok(c) => Ok((c, false)),
+        Err(e) => {
+            let aside = path.with_extension(format!("db.corrupt-{}", now_ms()));
+            tracing::warn!(
+                "{}: unusable ({e}); moved aside to {} and rebuilt",
+                path.display(),
+                aside.display()
+            );
+            let _ = std::fs::rename(path, &aside);
+            for suffix in ["-wal", "-shm"] {
+                let mut p = path.as_os_str().to_owned();
+                p.push(suffix);
+                let _ = std::fs::remove_file(PathBuf::from(p));
+            }
+            let c = try_open().map_err(err)?;
+            Ok((c, true))
+        }
+    }
+}
+
+fn is_corruption(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
+}
+
+const CACHE_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS approvals (
+    sha256 TEXT PRIMARY KEY NOT NULL,
+    approval TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
+";
+
+/// The persistent approval cache.
+#[derive(Debug)]
+pub struct PersistentCache {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+/// One cached answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CachedApproval {
+    /// The approval.
+    pub approval: Approval,
+    /// The revision it was computed at.
+    pub revision: i64,
+}
+
+impl PersistentCache {
+    /// Open (or create, or rebuild) the cache at `path`.
+    pub fn open(path: &Path) -> Result<(Self, bool), StoreError> {
+        let (conn, rebuilt) = open_checked(path, CACHE_SCHEMA)?;
+        Ok((
+            PersistentCache {
+                path: path.to_owned(),
+                conn: Mutex::new(conn),
+            },
+            rebuilt,
+        ))
+    }
+
+    fn sqlite(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Rebuild the file if `e` says it is corrupt.
+    fn heal(&self, conn: &mut Connection, e: &rusqlite::Error) {
+        if is_corruption(e) {
+            if let Ok((fresh, _)) = open_checked(&self.path, CACHE_SCHEMA) {
+                *conn = fresh;
+            }
+        }
+    }
+
+    /// Look one hash up, waiting at most `deadline` for the store.
+    pub fn get(&self, sha: &Sha256, deadline: Duration) -> Result<Option<CachedApproval>, StoreError> {
+        let mut conn = self
+            .conn
+            .try_lock_for(deadline)
+            .ok_or_else(|| StoreError::Busy(self.path.clone()))?;
+        let row = conn
+            .query_row(
+                "SELECT approval, revision FROM approvals WHERE sha256 = ?1",
+                [sha.to_hex()],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+            )
+            .optional();
+        match row {
+            Ok(Some((json, revision))) => match serde_json::from_str(&json) {
+                Ok(approval) => Ok(Some(CachedApproval { approval, revision })),
+                // A row we cannot read is no answer; it will be overwritten.
+                Err(_) => Ok(None),
+            },
+            Ok(None) => Ok(None),
+            Err(e) => {
+                self.heal(&mut conn, &e);
+                Err(self.sqlite(e))
+            }
+        }
+    }
+
+    /// Store answers.
+    pub fn put_many(&self, entries: &[(Sha256, CachedApproval)]) -> Result<(), StoreError> {
+        let mut conn = self.conn.lock();
+        let res = (|| {
+            let tx = conn.transaction()?;
+            {
+                let mut st = tx.prepare_cached(
+                    "INSERT INTO approvals (sha256, approval, revision, updated_ms) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(sha256) DO UPDATE SET approval = excluded.approval,
+                        revision = excluded.revision, updated_ms = excluded.updated_ms
+                     WHERE excluded.revision >= approvals.revision",
+                )?;
+                let now = now_ms();
+                for (sha, c) in entries {
+                    let json = serde_json::to_string(&c.approval).unwrap_or_default();
+                    st.execute(params![sha.to_hex(), json, c.revision, now])?;
+                }
+            }
+            tx.commit()
+        })();
+        res.map_err(|e| {
+            self.heal(&mut conn, &e);
+            self.sqlite(e)
+        })
+    }
+
+    /// Forget answers (their approval changed).
+    pub fn remove_many(&self, hashes: &[Sha256]) -> Result<(), StoreError> {
+        let mut conn = self.conn.lock();
+        let res = (|| {
+            let tx = conn.transaction()?;
+            {
+                let mut st = tx.prepare_cached("DELETE FROM approvals WHERE sha256 = ?1")?;
+                for sha in hashes {
+                    st.execute([sha.to_hex()])?;
+                }
+            }
+            tx.commit()
+        })();
+        res.map_err(|e| {
+            self.heal(&mut conn, &e);
+            self.sqlite(e)
+        })
+    }
+
+    /// Forget every answer.
+    pub fn clear(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.lock();
+        conn.execute("DELETE FROM approvals", []).map(drop).map_err(|e| {
+            self.heal(&mut conn, &e);
+            self.sqlite(e)
+        })
+    }
+
+    /// Every stored answer (loaded into memory at start).
+    pub fn all(&self) -> Result<Vec<(Sha256, CachedApproval)>, StoreError> {
+        let conn = self.conn.lock();
+        let mut st = conn
+            .prepare("SELECT sha256, approval, revision FROM approvals")
+            .map_err(|e| self.sqlite(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+            })
+            .map_err(|e| self.sqlite(e))?;
+        let mut out = Vec::new();
+        for row in rows.flatten() {
+            let (Ok(sha), Ok(approval)) = (Sha256::parse(&row.0), serde_json::from_str(&row.1)) else {
+                continue;
+            };
+            out.push((sha, CachedApproval { approval, revision: row.2 }));
+        }
+        Ok(out)
+    }
+
+    /// Number of stored answers.
+    pub fn len(&self) -> Result<u64, StoreError> {
+        let conn = self.conn.lock();
+        conn.query_row("SELECT COUNT(*) FROM approvals", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// Whether no answer is stored.
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Read a metadata value.
+    pub fn meta(&self, key: &str) -> Option<String> {
+        let conn = self.conn.lock();
+        conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .ok()
+            .flatten()
+    }
+
+    /// Write a metadata value.
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.lock();
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [key, value],
+        )
+        .map(drop)
+        .map_err(|e| {
+            self.heal(&mut conn, &e);
+            self.sqlite(e)
+        })
+    }
+}
+
+const SPOOL_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event TEXT NOT NULL
+);
+";
+
+/// Events waiting for upload.
+#[derive(Debug)]
+pub struct Spool {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl Spool {
+    /// Open (or create, or rebuild) the spool at `path`.
+    pub fn open(path: &Path) -> Result<(Self, bool), StoreError> {
+        let (conn, rebuilt) = open_checked(path, SPOOL_SCHEMA)?;
+        Ok((
+            Spool {
+                path: path.to_owned(),
+                conn: Mutex::new(conn),
+            },
+            rebuilt,
+        ))
+    }
+
+    fn sqlite(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Append events (one transaction, synchronous to disk).
+    pub fn push(&self, events: &[FileEvent]) -> Result<(), StoreError> {
+        let mut conn = self.conn.lock();
+        let res = (|| {
+            let tx = conn.transaction()?;
+            {
+                let mut st = tx.prepare_cached("INSERT INTO events (event) VALUES (?1)")?;
+                for e in events {
+                    st.execute([serde_json::to_string(e).unwrap_or_default()])?;
+                }
+            }
+            tx.commit()
+        })();
+        res.map_err(|e| {
+            if is_corruption(&e) {
+                if let Ok((fresh, _)) = open_checked(&self.path, SPOOL_SCHEMA) {
+                    *conn = fresh;
+                }
+            }
+            self.sqlite(e)
+        })
+    }
+
+    /// The oldest `limit` events, with their sequence numbers. Rows that do
+    /// not parse are dropped (logged), so they cannot block the queue.
+    pub fn peek(&self, limit: usize) -> Result<Vec<(u64, FileEvent)>, StoreError> {
+        let conn = self.conn.lock();
+        let mut st = conn
+            .prepare_cached("SELECT seq, event FROM events ORDER BY seq LIMIT ?1")
+            .map_err(|e| self.sqlite(e))?;
+        let rows: Vec<(i64, String)> = st
+            .query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.sqlite(e))?
+            .filter_map(Result::ok)
+            .collect();
+        let mut out = Vec::with_capacity(rows.len());
+        for (seq, json) in rows {
+            match serde_json::from_str(&json) {
+                Ok(ev) => out.push((seq as u64, ev)),
+                Err(e) => {
+                    tracing::warn!("spool: dropping unreadable event {seq}: {e}");
+                    let _ = conn.execute("DELETE FROM events WHERE seq = ?1", [seq]);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Remove events up to and including `seq` (acknowledged by the service).
+    pub fn ack(&self, seq: u64) -> Result<(), StoreError> {
+        let conn = self.conn.lock();
+        conn.execute("DELETE FROM events WHERE seq <= ?1", [seq as i64])
+            .map(drop)
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// Number of events waiting.
+    pub fn len(&self) -> Result<u64, StoreError> {
+        let conn = self.conn.lock();
+        conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// Whether no event is waiting.
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.len()? == 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_core::{ApprovalSource, EventKind, Level, Operation, ProcessContext, ScopeKind};
+
+    fn sha(n: u8) -> Sha256 {
+        Sha256::from_bytes([n; 32])
+    }
+
+    #[test]
+    fn cache_round_trip_and_revision_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.db");
+        let (c, rebuilt) = PersistentCache::open(&path).unwrap();
+        assert!(!rebuilt);
+        let approved = Approval::Approved(ApprovalSource { scope: ScopeKind::Global });
+        c.put_many(&[(sha(1), CachedApproval { approval: approved, revision: 5 })]).unwrap();
+        // An older answer never overwrites a newer one.
+        c.put_many(&[(sha(1), CachedApproval { approval: Approval::Unknown, revision: 4 })]).unwrap();
+        let got = c.get(&sha(1), Duration::from_secs(1)).unwrap().unwrap();
+        assert_eq!(got.approval, approved);
+        c.set_meta("revision", "5").unwrap();
+        drop(c);
+        let (c, _) = PersistentCache::open(&path).unwrap();
+        assert_eq!(c.meta("revision").as_deref(), Some("5"));
+        assert_eq!(c.all().unwrap().len(), 1);
+        c.remove_many(&[sha(1)]).unwrap();
+        assert!(c.get(&sha(1), Duration::from_secs(1)).unwrap().is_none());
+    }
+
+    #[test]
+    fn corrupt_files_are_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.db");
+        std::fs::write(&path, b"this is not a sqlite database, it is garbage ".repeat(200)).unwrap();
+        let (c, rebuilt) = PersistentCache::open(&path).unwrap();
+        assert!(rebuilt);
+        assert!(c.is_empty().unwrap());
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains("corrupt"))
+            .collect();
+        assert_eq!(aside.len(), 1, "the corrupt file is kept for inspection");
+    }
+
+    #[test]
+    fn spool_keeps_events_until_acked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.db");
+        let ev = FileEvent {
+            time_ms: 1,
+            kind: EventKind::Blocked,
+            operation: Operation::Execute,
+            sha256: Some(sha(2)),
+            path: "/x".into(),
+            approval: Approval::Unknown,
+            level: Level::Lockdown,
+            process: ProcessContext::unknown(1),
+            reason: String::new(),
+        };
+        let (s, _) = Spool::open(&path).unwrap();
+        s.push(&[ev.clone(), ev.clone(), ev.clone()]).unwrap();
+        drop(s);
+        let (s, _) = Spool::open(&path).unwrap();
+        let batch = s.peek(2).unwrap();
+        assert_eq!(batch.len(), 2);
+        assert_eq!(batch[0].1, ev);
+        s.ack(batch[1].0).unwrap();
+        assert_eq!(s.len().unwrap(), 1);
+    }
+}

@@ -1,0 +1,219 @@
+//! The catalog recorder: lookups and events report where files were seen,
+//! but writing that down must never slow an answer. Handlers hand their
+//! items to a bounded queue with `try_send` (dropping, and counting, when it
+//! is full) and one background task per replica writes them in batched
+//! transactions.
+use crate::db::{now_ms, Db};
+use crate::store::{record_sightings, Sighting};
+use palisade_api::agent::LookupItem;
+use palisade_core::FileEvent;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Longest path recorded (longer ones are truncated).
+const MAX_PATH: usize = 4096;
+/// Most sightings written in one transaction.
+const MAX_BATCH: usize = 5000;
+
+enum Msg {
+    Lookups {
+        org_id: i64,
+        computer_id: i64,
+        at_ms: i64,
+        items: Vec<LookupItem>,
+    },
+    Events {
+        org_id: i64,
+        computer_id: i64,
+        at_ms: i64,
+        events: Vec<FileEvent>,
+    },
+    Touch {
+        computer_id: i64,
+        at_ms: i64,
+    },
+}
+
+impl Msg {
+    fn weight(&self) -> usize {
+        match self {
+            Msg::Lookups { items, .. } => items.len(),
+            Msg::Events { events, .. } => events.len(),
+            Msg::Touch { .. } => 1,
+        }
+    }
+}
+
+/// The sending half, held by the HTTP handlers.
+#[derive(Clone)]
+pub(crate) struct Recorder {
+    tx: mpsc::Sender<Msg>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Recorder {
+    /// A recorder writing to `db`, and its task (run it until the sender
+    /// side is dropped; it drains the queue before returning).
+    pub(crate) fn new(
+        db: Db,
+        capacity: usize,
+    ) -> (Recorder, impl std::future::Future<Output = ()>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let dropped = Arc::new(AtomicU64::new(0));
+        (Recorder { tx, dropped }, run(db, rx))
+    }
+
+    fn send(&self, msg: Msg) {
+        let weight = msg.weight() as u64;
+        if self.tx.try_send(msg).is_err() {
+            let before = self.dropped.fetch_add(weight, Ordering::Relaxed);
+            if before == 0 || (before + weight).ilog2() != before.max(1).ilog2() {
+                tracing::warn!(
+                    dropped = before + weight,
+                    "catalog queue full: sightings dropped so lookups stay fast"
+                );
+            }
+        }
+    }
+
+    /// Record the files of a lookup.
+    pub(crate) fn lookups(&self, org_id: i64, computer_id: i64, items: Vec<LookupItem>) {
+        if items.is_empty() {
+            return;
+        }
+        self.send(Msg::Lookups {
+            org_id,
+            computer_id,
+            at_ms: now_ms(),
+            items,
+        });
+    }
+
+    /// Record the files named by events.
+    pub(crate) fn events(&self, org_id: i64, computer_id: i64, events: Vec<FileEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        self.send(Msg::Events {
+            org_id,
+            computer_id,
+            at_ms: now_ms(),
+            events,
+        });
+    }
+
+    /// Refresh a computer's `last_seen_ms`.
+    pub(crate) fn touch(&self, computer_id: i64, at_ms: i64) {
+        self.send(Msg::Touch { computer_id, at_ms });
+    }
+
+    /// Sightings dropped because the queue was full.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+fn truncate(path: &str) -> String {
+    if path.len() <= MAX_PATH {
+        return path.to_owned();
+    }
+    let mut end = MAX_PATH;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    path[..end].to_owned()
+}
+
+async fn run(db: Db, mut rx: mpsc::Receiver<Msg>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        let mut weight = batch[0].weight();
+        while weight < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(m) => {
+                    weight += m.weight();
+                    batch.push(m);
+                }
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = flush(&db, batch).await {
+            tracing::warn!(error = %e, "cannot record catalog sightings");
+            // Back off a little so a failing database is not hammered.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+async fn flush(db: &Db, batch: Vec<Msg>) -> Result<(), sqlx::Error> {
+    let mut by_org: BTreeMap<i64, Vec<Sighting>> = BTreeMap::new();
+    let mut touches: BTreeMap<i64, i64> = BTreeMap::new();
+    for msg in batch {
+        match msg {
+            Msg::Lookups {
+                org_id,
+                computer_id,
+                at_ms,
+                items,
+            } => {
+                let out = by_org.entry(org_id).or_default();
+                for item in items {
+                    out.push(Sighting {
+                        sha256: item.sha256,
+                        computer_id,
+                        path: item.path.as_deref().map(truncate),
+                        operation: item.operation.map(|o| o.as_str()),
+                        process_json: item
+                            .process
+                            .as_ref()
+                            .and_then(|p| serde_json::to_string(p).ok()),
+                        at_ms,
+                    });
+                }
+                let t = touches.entry(computer_id).or_insert(at_ms);
+                *t = (*t).max(at_ms);
+            }
+            Msg::Events {
+                org_id,
+                computer_id,
+                at_ms,
+                events,
+            } => {
+                let out = by_org.entry(org_id).or_default();
+                for e in events {
+                    let Some(sha256) = e.sha256 else { continue };
+                    out.push(Sighting {
+                        sha256,
+                        computer_id,
+                        path: (!e.path.is_empty()).then(|| truncate(&e.path)),
+                        operation: Some(e.operation.as_str()),
+                        process_json: serde_json::to_string(&e.process).ok(),
+                        at_ms,
+                    });
+                }
+            }
+            Msg::Touch { computer_id, at_ms } => {
+                let t = touches.entry(computer_id).or_insert(at_ms);
+                *t = (*t).max(at_ms);
+            }
+        }
+    }
+    let mut tx = db.write().await?;
+    for (org_id, sightings) in &by_org {
+        record_sightings(tx.conn(), *org_id, sightings).await?;
+    }
+    for (computer_id, at_ms) in touches {
+        sqlx::query(
+            "UPDATE computers SET last_seen_ms = $1 WHERE id = $2 \
+             AND (last_seen_ms IS NULL OR last_seen_ms < $1)",
+        )
+        .bind(at_ms)
+        .bind(computer_id)
+        .execute(tx.conn())
+        .await?;
+    }
+    tx.commit().await
+}

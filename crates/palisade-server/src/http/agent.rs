@@ -1,0 +1,561 @@
+//! The agent API handlers (see `palisade_api::agent` for the table).
+use super::extract::{AgentAuth, JsonBody, QueryParams};
+use super::AppState;
+use crate::ca::Ca;
+use crate::db::{
+    bump_counter, counter, derived_values, list_placeholders, now_ms, revision, rows_per_statement,
+    values_placeholders,
+};
+use crate::errors::{ApiError, ApiResult};
+use crate::store::{
+    append_changes, record_sightings, relevant_changes, scope_columns, secret_hash, NewChange,
+    Relevance, Sighting, MAX_CHANGE_ROWS_PER_TX, MAX_HASHES_PER_MESSAGE,
+};
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use palisade_api::agent::{
+    AgentConfig, AgentStatus, Changes, EnrollRequest, EnrollResponse, EventAck, EventBatch,
+    InventoryRequest, InventoryResponse, LookupRequest, LookupResponse, LookupResult,
+    EVENT_BATCH_MAX, INVENTORY_BATCH_MAX, LOOKUP_BATCH_MAX,
+};
+use palisade_api::EnrollToken;
+use palisade_core::{resolve, ComputerId, PolicyId, Scope, Sha256};
+use sqlx::{AnyConnection, Row};
+use std::collections::{BTreeSet, HashSet};
+
+/// Longest accepted path in an event or inventory item.
+const MAX_PATH: usize = 4096;
+
+/// `GET /agent/v1/ca` (no authentication): the CA certificate, PEM. A new
+/// agent checks its DER SHA-256 against its enrollment token before
+/// trusting it.
+pub(crate) async fn ca(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(CONTENT_TYPE, "application/x-pem-file")],
+        state.ca.cert_pem().to_owned(),
+    )
+}
+
+fn check_text(field: &str, value: &str, max: usize) -> ApiResult<()> {
+    if value.len() > max {
+        return Err(ApiError::invalid(field, format!("longer than {max} bytes")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::invalid(field, "contains control characters"));
+    }
+    Ok(())
+}
+
+/// The computer name derived from a host name: invalid characters become
+/// `-`, at most 56 characters (room for a `-NNN` suffix).
+fn base_name(hostname: &str) -> String {
+    let mapped: String = hostname
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let trimmed = mapped.trim_start_matches(|c: char| !c.is_ascii_alphanumeric());
+    let mut name: String = trimmed.chars().take(56).collect();
+    if name.is_empty() {
+        name = "computer".to_owned();
+    }
+    name
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// `POST /agent/v1/enroll`.
+pub(crate) async fn enroll(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<EnrollRequest>,
+) -> ApiResult<Json<EnrollResponse>> {
+    let token: EnrollToken = req
+        .token
+        .parse()
+        .map_err(|e| ApiError::unauthorized(format!("{e}")).field("token"))?;
+    if token.ca_fingerprint != state.ca.fingerprint() {
+        return Err(ApiError::unauthorized(
+            "this enrollment token was issued by a different Palisade service (CA fingerprint mismatch)",
+        )
+        .field("token"));
+    }
+    if req.hostname.trim().is_empty() {
+        return Err(ApiError::invalid("hostname", "must not be empty"));
+    }
+    check_text("hostname", &req.hostname, 253)?;
+    check_text("os", &req.os, 256)?;
+    check_text("agent_version", &req.agent_version, 64)?;
+    let csr =
+        Ca::parse_csr(&req.csr_pem).map_err(|e| ApiError::bad_request(e.0).field("csr_pem"))?;
+    let secret = secret_hash(&token.secret);
+    let base = base_name(req.hostname.trim());
+    // A concurrent enrollment may take the chosen name first (PostgreSQL):
+    // retry with the next free one.
+    for _attempt in 0..5 {
+        let mut tx = state.db.write().await?;
+        let now = now_ms();
+        let consumed = sqlx::query(
+            "UPDATE enroll_tokens SET uses_left = uses_left - 1 \
+             WHERE secret_sha256 = $1 AND uses_left > 0 AND expires_ms > $2 \
+             RETURNING org_id, policy_id",
+        )
+        .bind(&secret)
+        .bind(now)
+        .fetch_optional(tx.conn())
+        .await?;
+        let Some(row) = consumed else {
+            drop(tx);
+            return Err(token_refusal(&state, &secret, now).await?);
+        };
+        let org_id: i64 = row.try_get(0)?;
+        let policy_id: i64 = row.try_get(1)?;
+        let name = free_name(tx.conn(), org_id, &base).await?;
+        let (certificate_pem, fingerprint) = state
+            .ca
+            .sign_client(&csr, &name)
+            .map_err(|e| ApiError::bad_request(e.0).field("csr_pem"))?;
+        let inserted = sqlx::query(
+            "INSERT INTO computers (org_id, policy_id, name, hostname, os, agent_version, \
+               cert_fingerprint, revoked, enrolled_ms, last_seen_ms, connected_until_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $8, 0) RETURNING id",
+        )
+        .bind(org_id)
+        .bind(policy_id)
+        .bind(&name)
+        .bind(req.hostname.trim())
+        .bind(&req.os)
+        .bind(&req.agent_version)
+        .bind(fingerprint.to_hex())
+        .bind(now)
+        .fetch_one(tx.conn())
+        .await;
+        let computer_id: i64 = match inserted {
+            Ok(row) => row.try_get(0)?,
+            Err(e) if is_unique_violation(&e) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        tx.commit().await?;
+        tracing::info!(computer = %name, computer_id, "computer enrolled");
+        return Ok(Json(EnrollResponse {
+            computer_id: ComputerId(computer_id),
+            computer: name,
+            certificate_pem,
+            ca_pem: state.ca.cert_pem().to_owned(),
+        }));
+    }
+    Err(ApiError::conflict(
+        "could not find a free computer name; try again",
+    ))
+}
+
+/// Why a token could not be consumed, as a 401.
+async fn token_refusal(state: &AppState, secret: &str, now: i64) -> ApiResult<ApiError> {
+    let row =
+        sqlx::query("SELECT uses_left, expires_ms FROM enroll_tokens WHERE secret_sha256 = $1")
+            .bind(secret)
+            .fetch_optional(state.db.pool())
+            .await?;
+    let message = match row {
+        None => "unknown enrollment token",
+        Some(row) => {
+            let uses_left: i64 = row.try_get(0)?;
+            let expires: i64 = row.try_get(1)?;
+            if uses_left <= 0 {
+                "this enrollment token has already been used"
+            } else if expires <= now {
+                "this enrollment token has expired"
+            } else {
+                "this enrollment token cannot be used now"
+            }
+        }
+    };
+    Ok(ApiError::unauthorized(message).field("token"))
+}
+
+/// `base`, or `base-2`, `base-3`, ... whichever is free in the organization.
+async fn free_name(
+    conn: &mut AnyConnection,
+    org_id: i64,
+    base: &str,
+) -> Result<String, sqlx::Error> {
+    let taken: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM computers WHERE org_id = $1 AND (name = $2 OR name LIKE $3)",
+    )
+    .bind(org_id)
+    .bind(base)
+    .bind(format!("{base}-%"))
+    .fetch_all(conn)
+    .await?;
+    let taken: HashSet<String> = taken.into_iter().collect();
+    if !taken.contains(base) {
+        return Ok(base.to_owned());
+    }
+    let mut n = 2u64;
+    loop {
+        let candidate = format!("{base}-{n}");
+        if !taken.contains(&candidate) {
+            return Ok(candidate);
+        }
+        n += 1;
+    }
+}
+
+/// The configuration of a computer, stamped with `revision`.
+pub(crate) async fn load_config(
+    conn: &mut AnyConnection,
+    computer_id: i64,
+    revision: i64,
+) -> ApiResult<AgentConfig> {
+    let row = sqlx::query(
+        "SELECT c.id, c.name, o.name, p.name, p.level, p.disconnected_level \
+         FROM computers c JOIN orgs o ON o.id = c.org_id JOIN policies p ON p.id = c.policy_id \
+         WHERE c.id = $1",
+    )
+    .bind(computer_id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| ApiError::forbidden("this computer no longer exists"))?;
+    let level: String = row.try_get(4)?;
+    let disconnected: String = row.try_get(5)?;
+    Ok(AgentConfig {
+        computer_id: ComputerId(row.try_get(0)?),
+        computer: row.try_get(1)?,
+        organization: row.try_get(2)?,
+        policy: row.try_get(3)?,
+        levels: palisade_core::Levels {
+            connected: crate::store::parse_level(&level)?,
+            disconnected: crate::store::parse_level(&disconnected)?,
+        },
+        revision,
+    })
+}
+
+/// `GET /agent/v1/config`.
+pub(crate) async fn config(
+    State(state): State<AppState>,
+    agent: AgentAuth,
+) -> ApiResult<Json<AgentConfig>> {
+    let mut conn = state.db.pool().acquire().await?;
+    let rev = revision(&mut conn).await?;
+    Ok(Json(load_config(&mut conn, agent.computer_id, rev).await?))
+}
+
+/// `POST /agent/v1/lookup`: one indexed query for the whole batch; the
+/// catalog is written by the recorder task afterwards.
+pub(crate) async fn lookup(
+    State(state): State<AppState>,
+    agent: AgentAuth,
+    JsonBody(req): JsonBody<LookupRequest>,
+) -> ApiResult<Json<LookupResponse>> {
+    if req.files.len() > LOOKUP_BATCH_MAX {
+        return Err(ApiError::invalid(
+            "files",
+            format!("at most {LOOKUP_BATCH_MAX} files per lookup"),
+        ));
+    }
+    let who = agent.who();
+    let mut seen = HashSet::new();
+    let unique: Vec<Sha256> = req
+        .files
+        .iter()
+        .map(|f| f.sha256)
+        .filter(|h| seen.insert(*h))
+        .collect();
+    let mut conn = state.db.pool().acquire().await?;
+    // The revision first: every change up to it is visible to the next query.
+    let rev = revision(&mut conn).await?;
+    let states = crate::store::states_for(&mut conn, &who, &unique).await?;
+    drop(conn);
+    let (policy, computer) = (PolicyId(who.policy_id), ComputerId(who.computer_id));
+    let results = req
+        .files
+        .iter()
+        .map(|f| LookupResult {
+            sha256: f.sha256,
+            approval: resolve(
+                states.get(&f.sha256).map(Vec::as_slice).unwrap_or_default(),
+                policy,
+                computer,
+            ),
+        })
+        .collect();
+    state
+        .recorder
+        .lookups(who.org_id, who.computer_id, req.files);
+    Ok(Json(LookupResponse {
+        revision: rev,
+        results,
+    }))
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct ChangesQuery {
+    since: i64,
+}
+
+/// Most change rows examined by one `changes` answer before answering `reset`.
+const CHANGES_SCAN_MAX: i64 = 4 * MAX_HASHES_PER_MESSAGE as i64;
+
+/// `GET /agent/v1/changes?since=R`.
+pub(crate) async fn changes(
+    State(state): State<AppState>,
+    agent: AgentAuth,
+    QueryParams(q): QueryParams<ChangesQuery>,
+) -> ApiResult<Json<Changes>> {
+    let who = agent.who();
+    let mut conn = state.db.pool().acquire().await?;
+    let current = revision(&mut conn).await?;
+    let pruned = counter(&mut conn, "changes_pruned").await?;
+    if q.since > current || q.since < pruned {
+        return Ok(Json(Changes {
+            revision: current,
+            hashes: Vec::new(),
+            config_changed: true,
+            reset: true,
+        }));
+    }
+    let rows = relevant_changes(&mut conn, &who, q.since, current, CHANGES_SCAN_MAX + 1).await?;
+    let mut rel = Relevance::default();
+    rel.add(&who, &rows);
+    if rows.len() as i64 > CHANGES_SCAN_MAX {
+        rel.reset = true;
+        rel.hashes.clear();
+    }
+    Ok(Json(Changes {
+        revision: current,
+        hashes: rel.hashes,
+        config_changed: rel.config_changed,
+        reset: rel.reset,
+    }))
+}
+
+/// `POST /agent/v1/events`: idempotent per (computer, seq).
+pub(crate) async fn events(
+    State(state): State<AppState>,
+    agent: AgentAuth,
+    JsonBody(batch): JsonBody<EventBatch>,
+) -> ApiResult<Json<EventAck>> {
+    if batch.events.len() > EVENT_BATCH_MAX {
+        return Err(ApiError::invalid(
+            "events",
+            format!("at most {EVENT_BATCH_MAX} events per batch"),
+        ));
+    }
+    let mut rows = Vec::with_capacity(batch.events.len());
+    let mut seqs = HashSet::new();
+    for (i, e) in batch.events.iter().enumerate() {
+        let seq = i64::try_from(e.seq)
+            .map_err(|_| ApiError::invalid(&format!("events[{i}].seq"), "too large"))?;
+        if e.event.path.len() > MAX_PATH {
+            return Err(ApiError::invalid(
+                &format!("events[{i}].event.path"),
+                format!("longer than {MAX_PATH} bytes"),
+            ));
+        }
+        if !seqs.insert(seq) {
+            continue;
+        }
+        let json = serde_json::to_string(&e.event).map_err(|e| ApiError::internal(&e))?;
+        rows.push((seq, e, json));
+    }
+    let mut stored = 0u64;
+    if !rows.is_empty() {
+        let received = now_ms();
+        let mut tx = state.db.write().await?;
+        // Ids under the counter's row lock: events commit in id order.
+        let n = rows.len() as i64;
+        let last = bump_counter(tx.conn(), "events", n).await?;
+        let mut next_id = last - n + 1;
+        let mut existing: HashSet<i64> = HashSet::new();
+        for chunk in rows.chunks(rows_per_statement(1)) {
+            let sql = format!(
+                "SELECT seq FROM events WHERE computer_id = $1 AND seq IN ({})",
+                list_placeholders(chunk.len(), 2)
+            );
+            let mut q = sqlx::query_scalar::<_, i64>(&sql).bind(agent.computer_id);
+            for (seq, _, _) in chunk {
+                q = q.bind(*seq);
+            }
+            existing.extend(q.fetch_all(tx.conn()).await?);
+        }
+        let fresh: Vec<_> = rows.iter().filter(|r| !existing.contains(&r.0)).collect();
+        for chunk in fresh.chunks(rows_per_statement(10)) {
+            let sql = format!(
+                "INSERT INTO events (id, org_id, computer_id, seq, received_ms, time_ms, kind, \
+                   sha256, path, event_json) VALUES {} ON CONFLICT (computer_id, seq) DO NOTHING",
+                values_placeholders(chunk.len(), 10, 1)
+            );
+            let mut q = sqlx::query(&sql);
+            for (seq, e, json) in chunk {
+                q = q
+                    .bind(next_id)
+                    .bind(agent.org_id)
+                    .bind(agent.computer_id)
+                    .bind(*seq)
+                    .bind(received)
+                    .bind(e.event.time_ms)
+                    .bind(e.event.kind.as_str())
+                    .bind(e.event.sha256.map(|h| h.to_hex()))
+                    .bind(&e.event.path)
+                    .bind(json.as_str());
+                next_id += 1;
+            }
+            stored += q.execute(tx.conn()).await?.rows_affected();
+        }
+        if stored > 0 {
+            tx.events_stored();
+        }
+        tx.commit().await?;
+    }
+    state.recorder.events(
+        agent.org_id,
+        agent.computer_id,
+        batch.events.into_iter().map(|e| e.event).collect(),
+    );
+    Ok(Json(EventAck { stored }))
+}
+
+/// `POST /agent/v1/inventory`: catalog the batch and, with
+/// `approve_locally`, approve each file on this computer (never replacing a
+/// state an admin set there), all in one transaction of multi-row inserts.
+pub(crate) async fn inventory(
+    State(state): State<AppState>,
+    agent: AgentAuth,
+    JsonBody(req): JsonBody<InventoryRequest>,
+) -> ApiResult<Json<InventoryResponse>> {
+    if req.files.len() > INVENTORY_BATCH_MAX {
+        return Err(ApiError::invalid(
+            "files",
+            format!("at most {INVENTORY_BATCH_MAX} files per batch"),
+        ));
+    }
+    for (i, f) in req.files.iter().enumerate() {
+        if f.path.is_empty() || f.path.len() > MAX_PATH {
+            return Err(ApiError::invalid(
+                &format!("files[{i}].path"),
+                format!("must be 1 to {MAX_PATH} bytes"),
+            ));
+        }
+    }
+    let now = now_ms();
+    let sightings: Vec<Sighting> = req
+        .files
+        .iter()
+        .map(|f| Sighting {
+            sha256: f.sha256,
+            computer_id: agent.computer_id,
+            path: Some(f.path.clone()),
+            operation: None,
+            process_json: None,
+            at_ms: now,
+        })
+        .collect();
+    let hashes: BTreeSet<Sha256> = req.files.iter().map(|f| f.sha256).collect();
+    let mut tx = state.db.write().await?;
+    let new_hashes = record_sightings(tx.conn(), agent.org_id, &sightings).await?;
+    let mut approved: Vec<Sha256> = Vec::new();
+    if req.approve_locally {
+        let scope = Scope::Computer(ComputerId(agent.computer_id));
+        let (kind, scope_id) = scope_columns(scope);
+        let by = format!("scan:{}", agent.name);
+        let hashes: Vec<Sha256> = hashes.into_iter().collect();
+        for chunk in hashes.chunks(rows_per_statement(1)) {
+            let sql = format!(
+                "INSERT INTO file_states (org_id, sha256, scope_kind, scope_id, state, updated_ms, \
+                   updated_by) SELECT $1, v.column1, $2, $3, $4, $5, $6 FROM {} WHERE true \
+                 ON CONFLICT (org_id, sha256, scope_kind, scope_id) DO NOTHING RETURNING sha256",
+                derived_values(chunk.len(), 1, 7)
+            );
+            let mut q = sqlx::query_scalar::<_, String>(&sql)
+                .bind(agent.org_id)
+                .bind(kind)
+                .bind(scope_id)
+                .bind("approved")
+                .bind(now)
+                .bind(by.as_str());
+            for h in chunk {
+                q = q.bind(h.to_hex());
+            }
+            for s in q.fetch_all(tx.conn()).await? {
+                if let Ok(h) = Sha256::parse(&s) {
+                    approved.push(h);
+                }
+            }
+        }
+        let changes: Vec<NewChange> = if approved.len() > MAX_CHANGE_ROWS_PER_TX {
+            vec![NewChange::file(None, scope)]
+        } else {
+            approved
+                .iter()
+                .map(|h| NewChange::file(Some(*h), scope))
+                .collect()
+        };
+        append_changes(&mut tx, agent.org_id, &changes).await?;
+    }
+    let rev = revision(tx.conn()).await?;
+    tx.commit().await?;
+    Ok(Json(InventoryResponse {
+        new_hashes,
+        approved: approved.len() as u64,
+        revision: rev,
+    }))
+}
+
+/// `POST /agent/v1/status`.
+pub(crate) async fn status(
+    State(state): State<AppState>,
+    agent: AgentAuth,
+    JsonBody(status): JsonBody<AgentStatus>,
+) -> ApiResult<StatusCode> {
+    check_text("agent_version", &status.agent_version, 64)?;
+    let json = serde_json::to_string(&status).map_err(|e| ApiError::internal(&e))?;
+    let mut tx = state.db.write().await?;
+    sqlx::query(
+        "UPDATE computers SET status_json = $1, agent_version = $2, last_seen_ms = $3 WHERE id = $4",
+    )
+    .bind(json)
+    .bind(&status.agent_version)
+    .bind(now_ms())
+    .bind(agent.computer_id)
+    .execute(tx.conn())
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_core::Name;
+
+    #[test]
+    fn base_names_are_valid_names() {
+        for h in [
+            "web01",
+            "web 01",
+            "-x",
+            "",
+            "é",
+            &"a".repeat(300),
+            "db.example.com",
+        ] {
+            assert!(
+                Name::parse(&base_name(h)).is_ok(),
+                "{h:?} -> {}",
+                base_name(h)
+            );
+        }
+        assert_eq!(base_name("web 01"), "web-01");
+        assert_eq!(base_name(""), "computer");
+    }
+}

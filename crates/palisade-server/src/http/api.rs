@@ -1,0 +1,625 @@
+//! The admin API handlers (see `palisade_api::admin` for the table). Every
+//! query is filtered by the token's organization; names of another
+//! organization's objects are simply not found.
+use super::extract::{AdminAuth, JsonBody, PathParam, QueryParams};
+use super::AppState;
+use crate::db::now_ms;
+use crate::errors::{ApiError, ApiResult};
+use crate::ops::{insert_enroll_token, insert_policy, update_levels};
+use crate::store::{
+    append_changes, computer_id_by_name, parse_level, parse_state, policy_by_name, policy_from_row,
+    record_sightings, scope_columns, scope_from_columns, NewChange, Sighting,
+};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use palisade_api::admin::{
+    ComputerInfo, CreateEnrollToken, CreatePolicy, EffectiveApproval, EnrollTokenCreated,
+    EventPage, EventQuery, EventRecord, FileDetails, FileInstance, Health, MoveComputer,
+    PolicyInfo, ScopeRef, SetFileState, SetLevels, StateRecord, WhoAmI,
+};
+use palisade_api::agent::AgentStatus;
+use palisade_core::{
+    resolve, ComputerId, FileEvent, FileState, Level, Levels, PolicyId, Scope, ScopedState, Sha256,
+};
+use sqlx::{AnyConnection, Row};
+use std::time::Duration;
+
+/// Longest accepted path.
+const MAX_PATH: usize = 4096;
+/// Most instances listed in file details.
+const MAX_INSTANCES: i64 = 1000;
+
+/// `GET /api/v1/health` (no token).
+pub(crate) async fn health(State(state): State<AppState>) -> ApiResult<(StatusCode, Json<Health>)> {
+    let ok = sqlx::query_scalar::<_, i64>("SELECT 1")
+        .fetch_one(state.db.pool())
+        .await
+        .is_ok();
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok((
+        status,
+        Json(Health {
+            status: if ok { "ok" } else { "database unavailable" }.to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            database: state.db.kind().as_str().to_owned(),
+        }),
+    ))
+}
+
+/// `GET /api/v1/whoami`.
+pub(crate) async fn whoami(admin: AdminAuth) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        admin: admin.admin,
+        organization: admin.org,
+    })
+}
+
+/// `GET /api/v1/files/{sha256}`.
+pub(crate) async fn file(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+    sha: PathParam,
+) -> ApiResult<Json<FileDetails>> {
+    let sha = sha.sha256()?;
+    let mut conn = state.db.pool().acquire().await?;
+    Ok(Json(file_details(&mut conn, admin.org_id, sha).await?))
+}
+
+async fn file_details(
+    conn: &mut AnyConnection,
+    org_id: i64,
+    sha: Sha256,
+) -> ApiResult<FileDetails> {
+    let hex = sha.to_hex();
+    let first_seen_ms: Option<i64> =
+        sqlx::query_scalar("SELECT first_seen_ms FROM files WHERE org_id = $1 AND sha256 = $2")
+            .bind(org_id)
+            .bind(&hex)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let rows = sqlx::query(
+        "SELECT i.computer_id, c.name, i.path, i.first_seen_ms, i.last_seen_ms, i.count \
+         FROM file_instances i LEFT JOIN computers c ON c.id = i.computer_id \
+         WHERE i.org_id = $1 AND i.sha256 = $2 ORDER BY i.last_seen_ms DESC LIMIT $3",
+    )
+    .bind(org_id)
+    .bind(&hex)
+    .bind(MAX_INSTANCES)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut instances = Vec::with_capacity(rows.len());
+    for r in rows {
+        let computer_id: i64 = r.try_get(0)?;
+        let name: Option<String> = r.try_get(1)?;
+        instances.push(FileInstance {
+            computer: match (computer_id, name) {
+                (0, _) => "(admin)".to_owned(),
+                (_, Some(n)) => n,
+                (id, None) => format!("#{id}"),
+            },
+            path: r.try_get(2)?,
+            first_seen_ms: r.try_get(3)?,
+            last_seen_ms: r.try_get(4)?,
+            count: r.try_get(5)?,
+        });
+    }
+    let rows = sqlx::query(
+        "SELECT s.scope_kind, s.scope_id, s.state, s.updated_ms, s.updated_by, p.name, c.name \
+         FROM file_states s \
+         LEFT JOIN policies p ON s.scope_kind = 'policy' AND p.id = s.scope_id \
+         LEFT JOIN computers c ON s.scope_kind = 'computer' AND c.id = s.scope_id \
+         WHERE s.org_id = $1 AND s.sha256 = $2 ORDER BY s.scope_kind, s.scope_id",
+    )
+    .bind(org_id)
+    .bind(&hex)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut states = Vec::with_capacity(rows.len());
+    let mut scoped = Vec::with_capacity(rows.len());
+    for r in rows {
+        let kind: String = r.try_get(0)?;
+        let id: i64 = r.try_get(1)?;
+        let state = parse_state(&r.try_get::<String, _>(2)?)?;
+        let policy: Option<String> = r.try_get(5)?;
+        let computer: Option<String> = r.try_get(6)?;
+        let scope = scope_from_columns(&kind, id)?;
+        scoped.push(ScopedState { scope, state });
+        states.push(StateRecord {
+            scope: match scope {
+                Scope::Global => ScopeRef::Global,
+                Scope::Policy(_) => ScopeRef::Policy(policy.unwrap_or_else(|| format!("#{id}"))),
+                Scope::Computer(_) => {
+                    ScopeRef::Computer(computer.unwrap_or_else(|| format!("#{id}")))
+                }
+            },
+            state,
+            updated_ms: r.try_get(3)?,
+            updated_by: r.try_get(4)?,
+        });
+    }
+    let rows = sqlx::query(
+        "SELECT c.id, c.name, c.policy_id, p.name FROM computers c \
+         JOIN policies p ON p.id = c.policy_id \
+         WHERE c.org_id = $1 AND c.revoked = 0 ORDER BY c.name",
+    )
+    .bind(org_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut effective = Vec::with_capacity(rows.len());
+    for r in rows {
+        let approval = resolve(&scoped, PolicyId(r.try_get(2)?), ComputerId(r.try_get(0)?));
+        effective.push(EffectiveApproval {
+            computer: r.try_get(1)?,
+            policy: r.try_get(3)?,
+            explanation: approval.explain(),
+            approval,
+        });
+    }
+    Ok(FileDetails {
+        sha256: sha,
+        first_seen_ms,
+        instances,
+        states,
+        effective,
+    })
+}
+
+/// `PUT /api/v1/files/{sha256}/state`: set (or, with `unapproved`, clear) a
+/// state at a scope, record the admin's path in the catalog, and append a
+/// change so connected agents are pushed.
+pub(crate) async fn set_file_state(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+    sha: PathParam,
+    JsonBody(req): JsonBody<SetFileState>,
+) -> ApiResult<Json<FileDetails>> {
+    let sha = sha.sha256()?;
+    if let Some(path) = &req.path {
+        if path.is_empty() || path.len() > MAX_PATH || path.contains('\0') {
+            return Err(ApiError::invalid(
+                "path",
+                format!("must be 1 to {MAX_PATH} bytes without NUL"),
+            ));
+        }
+    }
+    let mut conn = state.db.pool().acquire().await?;
+    let scope = match (&req.policy, &req.computer) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "computer",
+                "give either policy or computer, not both",
+            ))
+        }
+        (Some(p), None) => {
+            let p = policy_by_name(&mut conn, admin.org_id, p.as_str())
+                .await?
+                .ok_or_else(|| {
+                    ApiError::not_found(format!("no policy named {:?}", p.as_str())).field("policy")
+                })?;
+            Scope::Policy(PolicyId(p.id))
+        }
+        (None, Some(c)) => {
+            let id = computer_id_by_name(&mut conn, admin.org_id, c.as_str())
+                .await?
+                .ok_or_else(|| {
+                    ApiError::not_found(format!("no computer named {:?}", c.as_str()))
+                        .field("computer")
+                })?;
+            Scope::Computer(ComputerId(id))
+        }
+        (None, None) => Scope::Global,
+    };
+    drop(conn);
+    let (kind, scope_id) = scope_columns(scope);
+    let now = now_ms();
+    let mut tx = state.db.write().await?;
+    match req.state {
+        FileState::Unapproved => {
+            sqlx::query(
+                "DELETE FROM file_states WHERE org_id = $1 AND sha256 = $2 \
+                 AND scope_kind = $3 AND scope_id = $4",
+            )
+            .bind(admin.org_id)
+            .bind(sha.to_hex())
+            .bind(kind)
+            .bind(scope_id)
+            .execute(tx.conn())
+            .await?;
+        }
+        s => {
+            sqlx::query(
+                "INSERT INTO file_states (org_id, sha256, scope_kind, scope_id, state, \
+                   updated_ms, updated_by) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (org_id, sha256, scope_kind, scope_id) DO UPDATE SET \
+                   state = excluded.state, updated_ms = excluded.updated_ms, \
+                   updated_by = excluded.updated_by",
+            )
+            .bind(admin.org_id)
+            .bind(sha.to_hex())
+            .bind(kind)
+            .bind(scope_id)
+            .bind(s.as_str())
+            .bind(now)
+            .bind(&admin.admin)
+            .execute(tx.conn())
+            .await?;
+        }
+    }
+    record_sightings(
+        tx.conn(),
+        admin.org_id,
+        &[Sighting {
+            sha256: sha,
+            computer_id: 0,
+            path: req.path.clone(),
+            operation: None,
+            process_json: None,
+            at_ms: now,
+        }],
+    )
+    .await?;
+    append_changes(&mut tx, admin.org_id, &[NewChange::file(Some(sha), scope)]).await?;
+    tx.commit().await?;
+    tracing::info!(admin = %admin.admin, org = %admin.org, sha256 = %sha, state = %req.state, scope = kind, "file state set");
+    let mut conn = state.db.pool().acquire().await?;
+    Ok(Json(file_details(&mut conn, admin.org_id, sha).await?))
+}
+
+/// Longest long poll.
+const MAX_WAIT_MS: u64 = 30_000;
+
+/// `GET /api/v1/events`: a page of events, oldest first; with `wait_ms`, a
+/// long poll woken by events stored through this replica at once, through
+/// others by NOTIFY (PostgreSQL) or by polling.
+pub(crate) async fn events(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+    QueryParams(q): QueryParams<EventQuery>,
+) -> ApiResult<Json<EventPage>> {
+    let after = q.after.unwrap_or(0);
+    let limit = i64::from(q.limit.unwrap_or(100).clamp(1, 1000));
+    let wait = Duration::from_millis(q.wait_ms.unwrap_or(0).min(MAX_WAIT_MS));
+    let computer = match &q.computer {
+        Some(name) => {
+            let mut conn = state.db.pool().acquire().await?;
+            Some(
+                computer_id_by_name(&mut conn, admin.org_id, name)
+                    .await?
+                    .ok_or_else(|| {
+                        ApiError::not_found(format!("no computer named {name:?}")).field("computer")
+                    })?,
+            )
+        }
+        None => None,
+    };
+    let mut sql = "SELECT e.id, c.name, e.received_ms, e.event_json FROM events e \
+                   JOIN computers c ON c.id = e.computer_id \
+                   WHERE e.org_id = $1 AND e.id > $2"
+        .to_owned();
+    let mut n = 3;
+    if computer.is_some() {
+        sql.push_str(&format!(" AND e.computer_id = ${n}"));
+        n += 1;
+    }
+    if q.kind.is_some() {
+        sql.push_str(&format!(" AND e.kind = ${n}"));
+        n += 1;
+    }
+    sql.push_str(&format!(" ORDER BY e.id LIMIT ${n}"));
+
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut watch = state.db.events_watch();
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        watch.borrow_and_update();
+        let mut query = sqlx::query(&sql).bind(admin.org_id).bind(after);
+        if let Some(c) = computer {
+            query = query.bind(c);
+        }
+        if let Some(k) = q.kind {
+            query = query.bind(k.as_str());
+        }
+        let rows = query.bind(limit).fetch_all(state.db.pool()).await?;
+        let now = tokio::time::Instant::now();
+        if !rows.is_empty() || now >= deadline || *shutdown.borrow() {
+            let mut events = Vec::with_capacity(rows.len());
+            let mut last_id = after;
+            for r in rows {
+                let id: i64 = r.try_get(0)?;
+                last_id = last_id.max(id);
+                let json: String = r.try_get(3)?;
+                match serde_json::from_str::<FileEvent>(&json) {
+                    Ok(event) => events.push(EventRecord {
+                        id,
+                        computer: r.try_get(1)?,
+                        received_ms: r.try_get(2)?,
+                        event,
+                    }),
+                    Err(e) => tracing::warn!(id, error = %e, "stored event is unreadable; skipped"),
+                }
+            }
+            return Ok(Json(EventPage { events, last_id }));
+        }
+        let nap = (deadline - now).min(crate::feed::POLL);
+        tokio::select! {
+            _ = watch.changed() => {}
+            _ = tokio::time::sleep(nap) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+async fn computer_infos(
+    conn: &mut AnyConnection,
+    org_id: i64,
+    name: Option<&str>,
+) -> ApiResult<Vec<ComputerInfo>> {
+    let mut sql = "SELECT c.name, c.hostname, c.os, p.name, p.level, p.disconnected_level, \
+                     c.connected_until_ms, c.last_seen_ms, c.revoked, c.status_json \
+                   FROM computers c JOIN policies p ON p.id = c.policy_id \
+                   WHERE c.org_id = $1"
+        .to_owned();
+    if name.is_some() {
+        sql.push_str(" AND c.name = $2");
+    }
+    sql.push_str(" ORDER BY c.name");
+    let mut q = sqlx::query(&sql).bind(org_id);
+    if let Some(n) = name {
+        q = q.bind(n);
+    }
+    let now = now_ms();
+    let mut out = Vec::new();
+    for r in q.fetch_all(conn).await? {
+        let level: String = r.try_get(4)?;
+        let disconnected: String = r.try_get(5)?;
+        let until: i64 = r.try_get(6)?;
+        let revoked: i64 = r.try_get(8)?;
+        let status: Option<String> = r.try_get(9)?;
+        out.push(ComputerInfo {
+            name: r.try_get(0)?,
+            hostname: r.try_get(1)?,
+            os: r.try_get(2)?,
+            policy: r.try_get(3)?,
+            levels: Levels {
+                connected: parse_level(&level)?,
+                disconnected: parse_level(&disconnected)?,
+            },
+            connected: revoked == 0 && until > now,
+            last_seen_ms: r.try_get(7)?,
+            revoked: revoked != 0,
+            status: status.and_then(|s| serde_json::from_str::<AgentStatus>(&s).ok()),
+        });
+    }
+    Ok(out)
+}
+
+/// `GET /api/v1/computers`.
+pub(crate) async fn computers(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+) -> ApiResult<Json<Vec<ComputerInfo>>> {
+    let mut conn = state.db.pool().acquire().await?;
+    Ok(Json(computer_infos(&mut conn, admin.org_id, None).await?))
+}
+
+async fn one_computer(state: &AppState, org_id: i64, name: &str) -> ApiResult<ComputerInfo> {
+    let mut conn = state.db.pool().acquire().await?;
+    computer_infos(&mut conn, org_id, Some(name))
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::not_found(format!("no computer named {name:?}")))
+}
+
+/// `PUT /api/v1/computers/{name}/policy`.
+pub(crate) async fn move_computer(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+    name: PathParam,
+    JsonBody(req): JsonBody<MoveComputer>,
+) -> ApiResult<Json<ComputerInfo>> {
+    let name = name.name("name")?;
+    let mut conn = state.db.pool().acquire().await?;
+    let policy = policy_by_name(&mut conn, admin.org_id, req.policy.as_str())
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!("no policy named {:?}", req.policy.as_str()))
+                .field("policy")
+        })?;
+    drop(conn);
+    let mut tx = state.db.write().await?;
+    let id: Option<i64> = sqlx::query_scalar(
+        "UPDATE computers SET policy_id = $1 WHERE org_id = $2 AND name = $3 RETURNING id",
+    )
+    .bind(policy.id)
+    .bind(admin.org_id)
+    .bind(name.as_str())
+    .fetch_optional(tx.conn())
+    .await?;
+    let id =
+        id.ok_or_else(|| ApiError::not_found(format!("no computer named {:?}", name.as_str())))?;
+    append_changes(&mut tx, admin.org_id, &[NewChange::computer(id)]).await?;
+    tx.commit().await?;
+    tracing::info!(admin = %admin.admin, computer = %name, policy = %policy.name, "computer moved");
+    Ok(Json(
+        one_computer(&state, admin.org_id, name.as_str()).await?,
+    ))
+}
+
+/// `POST /api/v1/computers/{name}/revoke`: the agent is refused from the
+/// next request on, and its stream (on any replica) is closed.
+pub(crate) async fn revoke_computer(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+    name: PathParam,
+) -> ApiResult<Json<ComputerInfo>> {
+    let name = name.name("name")?;
+    let mut tx = state.db.write().await?;
+    let id: Option<i64> = sqlx::query_scalar(
+        "UPDATE computers SET revoked = 1, connected_until_ms = 0 \
+         WHERE org_id = $1 AND name = $2 RETURNING id",
+    )
+    .bind(admin.org_id)
+    .bind(name.as_str())
+    .fetch_optional(tx.conn())
+    .await?;
+    let id =
+        id.ok_or_else(|| ApiError::not_found(format!("no computer named {:?}", name.as_str())))?;
+    append_changes(&mut tx, admin.org_id, &[NewChange::computer(id)]).await?;
+    tx.commit().await?;
+    tracing::info!(admin = %admin.admin, computer = %name, "computer revoked");
+    Ok(Json(
+        one_computer(&state, admin.org_id, name.as_str()).await?,
+    ))
+}
+
+async fn policy_infos(
+    conn: &mut AnyConnection,
+    org_id: i64,
+    name: Option<&str>,
+) -> ApiResult<Vec<PolicyInfo>> {
+    let mut sql = "SELECT p.id, p.name, p.level, p.disconnected_level, \
+                     (SELECT COUNT(*) FROM computers c WHERE c.policy_id = p.id AND c.revoked = 0) \
+                   FROM policies p WHERE p.org_id = $1"
+        .to_owned();
+    if name.is_some() {
+        sql.push_str(" AND p.name = $2");
+    }
+    sql.push_str(" ORDER BY p.name");
+    let mut q = sqlx::query(&sql).bind(org_id);
+    if let Some(n) = name {
+        q = q.bind(n);
+    }
+    let mut out = Vec::new();
+    for r in q.fetch_all(conn).await? {
+        let p = policy_from_row(&r)?;
+        out.push(PolicyInfo {
+            name: p.name,
+            levels: p.levels,
+            computers: r.try_get(4)?,
+        });
+    }
+    Ok(out)
+}
+
+/// `GET /api/v1/policies`.
+pub(crate) async fn policies(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+) -> ApiResult<Json<Vec<PolicyInfo>>> {
+    let mut conn = state.db.pool().acquire().await?;
+    Ok(Json(policy_infos(&mut conn, admin.org_id, None).await?))
+}
+
+async fn one_policy(state: &AppState, org_id: i64, name: &str) -> ApiResult<PolicyInfo> {
+    let mut conn = state.db.pool().acquire().await?;
+    policy_infos(&mut conn, org_id, Some(name))
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::not_found(format!("no policy named {name:?}")))
+}
+
+/// `POST /api/v1/policies`.
+pub(crate) async fn create_policy(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+    JsonBody(req): JsonBody<CreatePolicy>,
+) -> ApiResult<(StatusCode, Json<PolicyInfo>)> {
+    let connected = req.level.unwrap_or(Level::Monitor);
+    let levels = Levels {
+        connected,
+        disconnected: req.disconnected_level.unwrap_or(connected),
+    };
+    insert_policy(&state.db, admin.org_id, &req.name, levels)
+        .await?
+        .ok_or_else(|| {
+            ApiError::conflict(format!("policy {:?} already exists", req.name.as_str()))
+                .field("name")
+        })?;
+    tracing::info!(admin = %admin.admin, policy = %req.name, "policy created");
+    Ok((
+        StatusCode::CREATED,
+        Json(one_policy(&state, admin.org_id, req.name.as_str()).await?),
+    ))
+}
+
+/// `PUT /api/v1/policies/{name}/levels`.
+pub(crate) async fn set_levels(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+    name: PathParam,
+    JsonBody(req): JsonBody<SetLevels>,
+) -> ApiResult<Json<PolicyInfo>> {
+    let name = name.name("name")?;
+    let mut conn = state.db.pool().acquire().await?;
+    let p = policy_by_name(&mut conn, admin.org_id, name.as_str())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no policy named {:?}", name.as_str())))?;
+    drop(conn);
+    let levels = Levels {
+        connected: req.level,
+        disconnected: req.disconnected_level.unwrap_or(p.levels.disconnected),
+    };
+    update_levels(&state.db, admin.org_id, p.id, levels).await?;
+    tracing::info!(admin = %admin.admin, policy = %name, level = %levels.connected, disconnected = %levels.disconnected, "policy levels set");
+    Ok(Json(one_policy(&state, admin.org_id, name.as_str()).await?))
+}
+
+/// Longest enrollment-token lifetime.
+const MAX_TOKEN_TTL_SECS: u64 = 365 * 86_400;
+/// Most enrollments one token allows.
+const MAX_TOKEN_USES: u32 = 100_000;
+
+/// `POST /api/v1/enrollment-tokens`.
+pub(crate) async fn create_enroll_token(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+    JsonBody(req): JsonBody<CreateEnrollToken>,
+) -> ApiResult<(StatusCode, Json<EnrollTokenCreated>)> {
+    let max_uses = req.max_uses.unwrap_or(1);
+    if !(1..=MAX_TOKEN_USES).contains(&max_uses) {
+        return Err(ApiError::invalid(
+            "max_uses",
+            format!("must be between 1 and {MAX_TOKEN_USES}"),
+        ));
+    }
+    let ttl = req.ttl_secs.unwrap_or(86_400);
+    if !(1..=MAX_TOKEN_TTL_SECS).contains(&ttl) {
+        return Err(ApiError::invalid(
+            "ttl_secs",
+            format!("must be between 1 and {MAX_TOKEN_TTL_SECS}"),
+        ));
+    }
+    let mut conn = state.db.pool().acquire().await?;
+    let p = policy_by_name(&mut conn, admin.org_id, req.policy.as_str())
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!("no policy named {:?}", req.policy.as_str()))
+                .field("policy")
+        })?;
+    drop(conn);
+    let (token, expires_ms) = insert_enroll_token(
+        &state.db,
+        admin.org_id,
+        p.id,
+        max_uses,
+        Duration::from_secs(ttl),
+        &admin.admin,
+        state.ca.fingerprint(),
+    )
+    .await?;
+    tracing::info!(admin = %admin.admin, policy = %p.name, max_uses, ttl, "enrollment token created");
+    Ok((
+        StatusCode::CREATED,
+        Json(EnrollTokenCreated {
+            token: token.to_string(),
+            expires_ms,
+        }),
+    ))
+}

@@ -1,0 +1,238 @@
+//! Request extractors: JSON bodies, query strings and path parameters whose
+//! rejections become [`ApiError`]s naming the field, and the two
+//! authentications (agent client certificate, admin bearer token).
+use super::AppState;
+use crate::config::field_from_serde;
+use crate::db::now_ms;
+use crate::errors::ApiError;
+use crate::store::{secret_hash, Who};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use bytes::Bytes;
+use palisade_core::{Name, Sha256};
+use serde::de::DeserializeOwned;
+use sqlx::Row;
+
+/// The SHA-256 fingerprint (DER) of the client certificate presented on the
+/// TLS connection, put into every request's extensions by the accept loop.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerCert(pub(crate) Option<Sha256>);
+
+/// A JSON body, parsed with `serde_path_to_error` so errors name the field.
+pub(crate) struct JsonBody<T>(pub(crate) T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        if let Some(ct) = req.headers().get(CONTENT_TYPE) {
+            let json = ct.to_str().is_ok_and(|s| {
+                let mime = s.split(';').next().unwrap_or_default().trim();
+                mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json")
+            });
+            if !json {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "expected a JSON body (Content-Type: application/json)",
+                ));
+            }
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body is larger than the server accepts",
+                )
+            } else {
+                ApiError::bad_request("cannot read the request body")
+            }
+        })?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Parse JSON into `T`, mapping errors as the `errors` module describes.
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_data() {
+            let message = inner.to_string();
+            let field = field_from_serde(&path, &message);
+            ApiError::invalid(&field, format!("invalid request body: {message}"))
+        } else {
+            ApiError::bad_request(format!("malformed JSON: {inner}"))
+        }
+    })?;
+    de.end()
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+    Ok(value)
+}
+
+/// A query string, parsed with `serde_path_to_error`.
+pub(crate) struct QueryParams<T>(pub(crate) T);
+
+impl<S, T> FromRequestParts<S> for QueryParams<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(QueryParams)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let message = e.into_inner().to_string();
+                let field = field_from_serde(&path, &message);
+                ApiError::bad_request(format!("invalid query string: {message}")).field(field)
+            })
+    }
+}
+
+/// The single path parameter of a route, as text.
+pub(crate) struct PathParam(pub(crate) String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(s)| PathParam(s))
+            .map_err(|e| ApiError::bad_request(format!("invalid path: {}", e.body_text())))
+    }
+}
+
+impl PathParam {
+    /// The parameter as a hash.
+    pub(crate) fn sha256(&self) -> Result<Sha256, ApiError> {
+        Sha256::parse(&self.0).map_err(|e| ApiError::bad_request(e.to_string()).field("sha256"))
+    }
+
+    /// The parameter as a name.
+    pub(crate) fn name(&self, field: &str) -> Result<Name, ApiError> {
+        Name::parse(&self.0).map_err(|e| ApiError::bad_request(e.to_string()).field(field))
+    }
+}
+
+/// An enrolled, non-revoked computer, identified by its client certificate.
+/// Checked against the database on every request, so a revocation made
+/// through any replica takes effect on the next request.
+#[derive(Debug, Clone)]
+pub(crate) struct AgentAuth {
+    pub(crate) computer_id: i64,
+    pub(crate) org_id: i64,
+    pub(crate) policy_id: i64,
+    pub(crate) name: String,
+}
+
+impl AgentAuth {
+    pub(crate) fn who(&self) -> Who {
+        Who {
+            org_id: self.org_id,
+            policy_id: self.policy_id,
+            computer_id: self.computer_id,
+        }
+    }
+}
+
+/// How stale `last_seen_ms` may get before a request refreshes it.
+const LAST_SEEN_GRANULARITY_MS: i64 = 30_000;
+
+impl FromRequestParts<AppState> for AgentAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let fingerprint = parts
+            .extensions
+            .get::<PeerCert>()
+            .and_then(|p| p.0)
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "a client certificate is required: enroll this computer first",
+                )
+            })?;
+        let row = sqlx::query(
+            "SELECT id, org_id, policy_id, name, revoked, last_seen_ms FROM computers \
+             WHERE cert_fingerprint = $1",
+        )
+        .bind(fingerprint.to_hex())
+        .fetch_optional(state.db.pool())
+        .await?;
+        let Some(row) = row else {
+            return Err(ApiError::forbidden(
+                "the client certificate does not belong to any enrolled computer",
+            ));
+        };
+        let revoked: i64 = row.try_get(4)?;
+        if revoked != 0 {
+            return Err(ApiError::forbidden(
+                "this computer's certificate has been revoked",
+            ));
+        }
+        let auth = AgentAuth {
+            computer_id: row.try_get(0)?,
+            org_id: row.try_get(1)?,
+            policy_id: row.try_get(2)?,
+            name: row.try_get(3)?,
+        };
+        let last_seen: Option<i64> = row.try_get(5)?;
+        let now = now_ms();
+        if last_seen.is_none_or(|t| now - t > LAST_SEEN_GRANULARITY_MS) {
+            state.recorder.touch(auth.computer_id, now);
+        }
+        Ok(auth)
+    }
+}
+
+/// An admin, identified by a bearer token; scoped to one organization.
+#[derive(Debug, Clone)]
+pub(crate) struct AdminAuth {
+    pub(crate) admin: String,
+    pub(crate) org_id: i64,
+    pub(crate) org: String,
+}
+
+impl FromRequestParts<AppState> for AdminAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+            ApiError::unauthorized("missing Authorization: Bearer <token> header")
+        })?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
+            })?;
+        let row = sqlx::query(
+            "SELECT a.name, o.id, o.name FROM admin_tokens t \
+             JOIN admins a ON a.id = t.admin_id JOIN orgs o ON o.id = a.org_id \
+             WHERE t.token_sha256 = $1",
+        )
+        .bind(secret_hash(token.as_bytes()))
+        .fetch_optional(state.db.pool())
+        .await?;
+        let row = row.ok_or_else(|| ApiError::unauthorized("invalid or revoked API token"))?;
+        Ok(AdminAuth {
+            admin: row.try_get(0)?,
+            org_id: row.try_get(1)?,
+            org: row.try_get(2)?,
+        })
+    }
+}

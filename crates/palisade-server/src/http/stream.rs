@@ -1,0 +1,251 @@
+//! `GET /agent/v1/stream`: a long-lived NDJSON response per connected agent.
+//!
+//! The handler subscribes to the replica's change feed *before* reading the
+//! revision it announces in `Hello`, so no change falls between the two; it
+//! then spawns a task that filters feed batches for this computer and writes
+//! `Changed` lines (hashes batched per feed batch; `reset` above
+//! [`crate::store::MAX_HASHES_PER_MESSAGE`] or when the task fell behind),
+//! and a `Heartbeat` every [`HEARTBEAT_SECS`]. Each heartbeat pushes the
+//! computer's `connected_until_ms` three intervals ahead, which is what
+//! "connected" means to every replica; the update is conditional on the
+//! computer not being revoked, so a revocation closes the stream within a
+//! heartbeat even if its change were missed (it is normally seen at once).
+use super::agent::load_config;
+use super::extract::AgentAuth;
+use super::AppState;
+use crate::db::{now_ms, revision};
+use crate::errors::ApiResult;
+use crate::feed::FeedBatch;
+use crate::store::{Relevance, Who};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use palisade_api::agent::{Changes, StreamMessage, HEARTBEAT_SECS};
+use sqlx::Row;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+
+/// How far ahead of now a live stream keeps `connected_until_ms`.
+const CONNECTED_SLACK_MS: i64 = 3 * HEARTBEAT_SECS as i64 * 1000;
+/// A client that does not take a line within this long is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub(crate) async fn stream(State(state): State<AppState>, agent: AgentAuth) -> ApiResult<Response> {
+    let feed = state.feed.subscribe();
+    let mut conn = state.db.pool().acquire().await?;
+    let rev = revision(&mut conn).await?;
+    let config = load_config(&mut conn, agent.computer_id, rev).await?;
+    drop(conn);
+    let until = mark_connected(&state, agent.computer_id).await?;
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let hello = line(&StreamMessage::Hello {
+        revision: rev,
+        config,
+    });
+    // The channel is empty: this cannot fail.
+    let _ = tx.try_send(hello);
+    tracing::debug!(computer = %agent.name, revision = rev, "agent stream opened");
+    tokio::spawn(run(state, agent.who(), agent.name, rev, until, feed, tx));
+    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+    }));
+    Ok((
+        [
+            (CONTENT_TYPE, "application/x-ndjson"),
+            (CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+fn line(msg: &StreamMessage) -> Bytes {
+    let mut v = serde_json::to_vec(msg).unwrap_or_default();
+    v.push(b'\n');
+    Bytes::from(v)
+}
+
+/// Push `connected_until_ms` ahead; `None` when the computer is revoked.
+async fn mark_connected(state: &AppState, computer_id: i64) -> Result<Option<i64>, sqlx::Error> {
+    let now = now_ms();
+    let until = now + CONNECTED_SLACK_MS;
+    let mut tx = state.db.write().await?;
+    let n = sqlx::query(
+        "UPDATE computers SET connected_until_ms = $1, last_seen_ms = $2 \
+         WHERE id = $3 AND revoked = 0",
+    )
+    .bind(until)
+    .bind(now)
+    .bind(computer_id)
+    .execute(tx.conn())
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok((n > 0).then_some(until))
+}
+
+enum Step {
+    Continue,
+    Close(&'static str),
+}
+
+async fn run(
+    state: AppState,
+    mut who: Who,
+    name: String,
+    hello_revision: i64,
+    until: Option<i64>,
+    mut feed: broadcast::Receiver<Arc<FeedBatch>>,
+    tx: mpsc::Sender<Bytes>,
+) {
+    let mut shutdown = state.shutdown.clone();
+    let mut last_revision = hello_revision;
+    let mut until = until;
+    let mut heartbeat = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(HEARTBEAT_SECS),
+        Duration::from_secs(HEARTBEAT_SECS),
+    );
+    let reason = if until.is_none() {
+        "revoked"
+    } else if *shutdown.borrow_and_update() {
+        "server shutting down"
+    } else {
+        loop {
+            let step = tokio::select! {
+                batch = feed.recv() => match batch {
+                    Ok(batch) => on_batch(&state, &mut who, &mut last_revision, &batch, &tx).await,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        on_lag(&state, &mut last_revision, &tx).await
+                    }
+                    Err(broadcast::error::RecvError::Closed) => Step::Close("server shutting down"),
+                },
+                _ = heartbeat.tick() => {
+                    match mark_connected(&state, who.computer_id).await {
+                        Ok(Some(u)) => {
+                            until = Some(u);
+                            send(&tx, &StreamMessage::Heartbeat { revision: last_revision }).await
+                        }
+                        Ok(None) => Step::Close("revoked"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "stream heartbeat: cannot update liveness");
+                            send(&tx, &StreamMessage::Heartbeat { revision: last_revision }).await
+                        }
+                    }
+                }
+                _ = shutdown.changed() => Step::Close("server shutting down"),
+                _ = tx.closed() => Step::Close("client went away"),
+            };
+            if let Step::Close(reason) = step {
+                break reason;
+            }
+        }
+    };
+    tracing::debug!(computer = %name, reason, "agent stream closed");
+    // Mark disconnected, unless another stream (on any replica) has pushed
+    // the deadline further since.
+    if let Some(until) = until {
+        let result = async {
+            let mut db_tx = state.db.write().await?;
+            sqlx::query(
+                "UPDATE computers SET connected_until_ms = $1 WHERE id = $2 AND connected_until_ms = $3",
+            )
+            .bind(now_ms())
+            .bind(who.computer_id)
+            .bind(until)
+            .execute(db_tx.conn())
+            .await?;
+            db_tx.commit().await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "cannot mark the computer disconnected");
+        }
+    }
+}
+
+async fn send(tx: &mpsc::Sender<Bytes>, msg: &StreamMessage) -> Step {
+    match tokio::time::timeout(WRITE_TIMEOUT, tx.send(line(msg))).await {
+        Ok(Ok(())) => Step::Continue,
+        Ok(Err(_)) => Step::Close("client went away"),
+        Err(_) => Step::Close("client too slow"),
+    }
+}
+
+async fn on_batch(
+    state: &AppState,
+    who: &mut Who,
+    last_revision: &mut i64,
+    batch: &FeedBatch,
+    tx: &mpsc::Sender<Bytes>,
+) -> Step {
+    if batch.upto <= *last_revision {
+        return Step::Continue;
+    }
+    let fresh: Vec<_> = batch
+        .changes
+        .iter()
+        .filter(|c| c.id > *last_revision)
+        .cloned()
+        .collect();
+    *last_revision = batch.upto;
+    let mut rel = Relevance::default();
+    rel.add(who, &fresh);
+    if rel.computer_changed {
+        // Moved or revoked: re-read the computer.
+        let row = sqlx::query("SELECT policy_id, revoked FROM computers WHERE id = $1")
+            .bind(who.computer_id)
+            .fetch_optional(state.db.pool())
+            .await;
+        match row {
+            Ok(Some(row)) => {
+                let revoked: i64 = row.try_get(1).unwrap_or(1);
+                if revoked != 0 {
+                    return Step::Close("revoked");
+                }
+                if let Ok(p) = row.try_get::<i64, _>(0) {
+                    who.policy_id = p;
+                }
+            }
+            Ok(None) => return Step::Close("computer deleted"),
+            Err(e) => tracing::warn!(error = %e, "stream: cannot re-read the computer"),
+        }
+    }
+    if !rel.any() {
+        return Step::Continue;
+    }
+    send(
+        tx,
+        &StreamMessage::Changed(Changes {
+            revision: batch.upto,
+            hashes: rel.hashes,
+            config_changed: rel.config_changed,
+            reset: rel.reset,
+        }),
+    )
+    .await
+}
+
+/// The stream fell behind the feed: some changes were not seen, so tell the
+/// agent to drop its cache.
+async fn on_lag(state: &AppState, last_revision: &mut i64, tx: &mpsc::Sender<Bytes>) -> Step {
+    let rev = match state.db.pool().acquire().await {
+        Ok(mut c) => revision(&mut c).await.unwrap_or(*last_revision),
+        Err(_) => *last_revision,
+    };
+    *last_revision = rev.max(*last_revision);
+    send(
+        tx,
+        &StreamMessage::Changed(Changes {
+            revision: *last_revision,
+            hashes: Vec::new(),
+            config_changed: true,
+            reset: true,
+        }),
+    )
+    .await
+}

@@ -1,0 +1,96 @@
+//! Palisade's policy lookup service.
+//!
+//! One or more stateless replicas over one database. Each holds nothing that
+//! another replica could not rebuild from the database: organizations,
+//! policies, computers, the file catalog, file states, the change log, events
+//! and the service CA all live in SQL (embedded SQLite by default, PostgreSQL
+//! for fleets; see [`db`](crate::Db) for the schema).
+//!
+//! # A replica at run time
+//!
+//! | what | where | |
+//! |------|-------|-|
+//! | TLS listener | `listen` (default `127.0.0.1:8443`) | agent API (`/agent/v1/*`, mutual TLS) and admin API (`/api/v1/*`, bearer tokens) on one port; HTTP/1.1 and h2 by ALPN |
+//! | accept loop | one tokio task | TLS handshake (tokio-rustls, ring), then hyper-util `serve_connection` per connection, in its own task; the client certificate's SHA-256 is put into every request's extensions |
+//! | change feed | one tokio task | tails the `changes` table and broadcasts batches to this replica's agent streams; also prunes the change log |
+//! | PostgreSQL listener | one tokio task (PostgreSQL only) | `LISTEN palisade_changes, palisade_events`; wakes the feed and event long polls |
+//! | catalog recorder | one tokio task | writes lookup / event sightings (bounded queue, drop-and-count when full) |
+//! | agent streams | one tokio task each | filter feed batches for one computer, heartbeats, liveness |
+//! | database pool | sqlx `Any` pool | SQLite: WAL, `busy_timeout`, `BEGIN IMMEDIATE` writes; PostgreSQL: plain pool |
+//!
+//! Everything runs on the caller's tokio runtime; nothing blocks it.
+//!
+//! # How push works
+//!
+//! Every write that can change an answer (a file state, a policy's levels, a
+//! computer's policy or revocation) appends rows to `changes` in the same
+//! transaction; a row's id is a *revision*. Ids come from a counter row
+//! updated under a lock held to commit, so they commit in order and a
+//! reader tailing by id never skips one. On commit the writing replica wakes
+//! its own change feed at once and, on PostgreSQL, the transaction's
+//! `NOTIFY palisade_changes` wakes every other replica's feed; each feed
+//! also polls every 250 ms (which is how replicas over one SQLite file, or
+//! a replica that missed a notification, catch up). A feed reads the new rows
+//! and broadcasts them; each `GET /agent/v1/stream` task keeps the rows that
+//! concern its computer (global, its policy, itself) and writes one
+//! `Changed` NDJSON line per batch with the hashes, or `reset` when a batch
+//! is too large, the stream fell behind, or many files changed at once
+//! (bulk approvals log one "many files" row). An agent that reconnects asks
+//! `GET /agent/v1/changes?since=R`; `R` older than the retained log, or
+//! newer than the current revision, yields `reset`.
+//!
+//! A computer is *connected* while some stream (on any replica) keeps its
+//! `connected_until_ms` ahead of now (pushed at every heartbeat).
+//!
+//! # The CA
+//!
+//! The service runs its own certificate authority. Its certificate **and
+//! private key are stored in the database** (`ca` table), created by the
+//! first replica to start (insert-if-absent, so concurrent first starts agree
+//! on one CA). This is a deliberate choice for stateless replicas: any
+//! replica can sign an enrolling agent's CSR and every replica trusts every
+//! agent, with no key distribution step. The cost: whoever can read the
+//! database can mint agent certificates, so the database must be protected
+//! like the key (it already holds every policy decision). Each replica issues
+//! itself a fresh server certificate signed by the CA at start, for
+//! `tls_names`. Agents pin the CA through the fingerprint embedded in their
+//! enrollment token (`GET /agent/v1/ca` serves the certificate).
+//!
+//! Client certificates are optional at the TLS layer (enrollment and the
+//! admin API have none); every agent endpoint but `enroll` and `ca` requires
+//! one whose fingerprint belongs to a non-revoked computer, checked against
+//! the database on every request.
+//!
+//! # Entry points
+//!
+//! * [`ServerConfig`] → [`Server::bind`] → [`Server::serve`]: a replica.
+//! * [`Db::connect`], [`bootstrap`], [`create_admin_token`],
+//!   [`create_enroll_token`], [`create_policy`], [`set_policy_levels`],
+//!   [`ca_certificate`], [`prune_changes`]: administration without a running
+//!   server (`palisade server init`, `palisade up`).
+//!
+//! Errors: library functions return [`Error`]; how errors become HTTP
+//! answers (status codes, the JSON `ErrorBody`, field names) is stated once,
+//! in the documentation of the `errors` module (`src/errors.rs`).
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod ca;
+mod catalog;
+mod config;
+mod db;
+mod errors;
+mod feed;
+mod http;
+mod ops;
+mod server;
+mod store;
+
+pub use config::{ConfigError, ServerConfig};
+pub use db::{Db, DbKind};
+pub use errors::{Error, ErrorKind};
+pub use ops::{
+    bootstrap, ca_certificate, create_admin_token, create_enroll_token, create_policy,
+    prune_changes, set_policy_levels, Bootstrap, CaCertificate, DEFAULT_POLICY,
+};
+pub use server::Server;

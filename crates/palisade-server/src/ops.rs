@@ -1,0 +1,278 @@
+//! Administration without a running server: what `palisade server init` and
+//! `palisade up` do before (or beside) serving, and what the admin API
+//! handlers share with them.
+use crate::ca::Ca;
+use crate::db::{now_ms, Db};
+use crate::errors::{Error, ErrorKind};
+use crate::store::{
+    append_changes, insert_admin_token, org_id_by_name, policy_by_name, secret_hash, NewChange,
+};
+use palisade_api::EnrollToken;
+use palisade_core::{Level, Levels, Name, Sha256};
+use std::time::Duration;
+
+/// The name of the policy [`bootstrap`] creates.
+pub const DEFAULT_POLICY: &str = "default";
+
+/// What [`bootstrap`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bootstrap {
+    /// The organization did not exist and was created.
+    pub org_created: bool,
+    /// A fresh API token for the admin, when the admin was created by this
+    /// call (`None` when it already existed: tokens are stored hashed and
+    /// cannot be shown again; use [`create_admin_token`]).
+    pub admin_token: Option<String>,
+}
+
+/// The service CA certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaCertificate {
+    /// PEM text.
+    pub pem: String,
+    /// SHA-256 of the DER encoding (what enrollment tokens carry).
+    pub fingerprint: Sha256,
+}
+
+fn not_found(what: &str, name: &str) -> Error {
+    Error::new(ErrorKind::NotFound, format!("no {what} named {name:?}"))
+}
+
+async fn org_id(db: &Db, org: &Name) -> Result<i64, Error> {
+    let mut conn = db.pool().acquire().await?;
+    org_id_by_name(&mut conn, org.as_str())
+        .await?
+        .ok_or_else(|| not_found("organization", org.as_str()))
+}
+
+/// Create (if absent) the organization `org`, its policy `default` (monitor
+/// while connected and disconnected) and the admin `admin` with a fresh API
+/// token. Idempotent: a second call changes nothing.
+pub async fn bootstrap(db: &Db, org: &Name, admin: &Name) -> Result<Bootstrap, Error> {
+    let now = now_ms();
+    let mut tx = db.write().await?;
+    let created: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO orgs (name, created_ms) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING RETURNING id",
+    )
+    .bind(org.as_str())
+    .bind(now)
+    .fetch_optional(tx.conn())
+    .await?;
+    let org_created = created.is_some();
+    let org_id = match created {
+        Some(id) => id,
+        None => org_id_by_name(tx.conn(), org.as_str())
+            .await?
+            .ok_or_else(|| not_found("organization", org.as_str()))?,
+    };
+    sqlx::query(
+        "INSERT INTO policies (org_id, name, level, disconnected_level, created_ms) \
+         VALUES ($1, $2, $3, $3, $4) ON CONFLICT (org_id, name) DO NOTHING",
+    )
+    .bind(org_id)
+    .bind(DEFAULT_POLICY)
+    .bind(Level::Monitor.as_str())
+    .bind(now)
+    .execute(tx.conn())
+    .await?;
+    let admin_id: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO admins (org_id, name, created_ms) VALUES ($1, $2, $3) \
+         ON CONFLICT (org_id, name) DO NOTHING RETURNING id",
+    )
+    .bind(org_id)
+    .bind(admin.as_str())
+    .bind(now)
+    .fetch_optional(tx.conn())
+    .await?;
+    let admin_token = match admin_id {
+        Some(id) => Some(insert_admin_token(tx.conn(), id).await?),
+        None => None,
+    };
+    tx.commit().await?;
+    Ok(Bootstrap {
+        org_created,
+        admin_token,
+    })
+}
+
+/// A new API token for `admin` of `org` (creating the admin if needed).
+/// The organization must exist.
+pub async fn create_admin_token(db: &Db, org: &Name, admin: &Name) -> Result<String, Error> {
+    let org_id = org_id(db, org).await?;
+    let mut tx = db.write().await?;
+    sqlx::query(
+        "INSERT INTO admins (org_id, name, created_ms) VALUES ($1, $2, $3) \
+         ON CONFLICT (org_id, name) DO NOTHING",
+    )
+    .bind(org_id)
+    .bind(admin.as_str())
+    .bind(now_ms())
+    .execute(tx.conn())
+    .await?;
+    let admin_id: i64 = sqlx::query_scalar("SELECT id FROM admins WHERE org_id = $1 AND name = $2")
+        .bind(org_id)
+        .bind(admin.as_str())
+        .fetch_one(tx.conn())
+        .await?;
+    let token = insert_admin_token(tx.conn(), admin_id).await?;
+    tx.commit().await?;
+    Ok(token)
+}
+
+/// Create a policy. Fails with [`ErrorKind::Conflict`] if it exists.
+pub async fn create_policy(
+    db: &Db,
+    org: &Name,
+    policy: &Name,
+    levels: Levels,
+) -> Result<(), Error> {
+    let org_id = org_id(db, org).await?;
+    insert_policy(db, org_id, policy, levels)
+        .await?
+        .map(|_| ())
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::Conflict,
+                format!("policy {:?} already exists", policy.as_str()),
+            )
+        })
+}
+
+/// Insert a policy; `None` if the name is taken.
+pub(crate) async fn insert_policy(
+    db: &Db,
+    org_id: i64,
+    policy: &Name,
+    levels: Levels,
+) -> Result<Option<i64>, sqlx::Error> {
+    let mut tx = db.write().await?;
+    let id: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO policies (org_id, name, level, disconnected_level, created_ms) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (org_id, name) DO NOTHING RETURNING id",
+    )
+    .bind(org_id)
+    .bind(policy.as_str())
+    .bind(levels.connected.as_str())
+    .bind(levels.disconnected.as_str())
+    .bind(now_ms())
+    .fetch_optional(tx.conn())
+    .await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// Set a policy's levels; agents in it are told (a `policy` change).
+pub async fn set_policy_levels(
+    db: &Db,
+    org: &Name,
+    policy: &Name,
+    levels: Levels,
+) -> Result<(), Error> {
+    let org_id = org_id(db, org).await?;
+    let mut conn = db.pool().acquire().await?;
+    let p = policy_by_name(&mut conn, org_id, policy.as_str())
+        .await?
+        .ok_or_else(|| not_found("policy", policy.as_str()))?;
+    drop(conn);
+    update_levels(db, org_id, p.id, levels).await?;
+    Ok(())
+}
+
+pub(crate) async fn update_levels(
+    db: &Db,
+    org_id: i64,
+    policy_id: i64,
+    levels: Levels,
+) -> Result<(), sqlx::Error> {
+    let mut tx = db.write().await?;
+    sqlx::query(
+        "UPDATE policies SET level = $1, disconnected_level = $2 WHERE id = $3 AND org_id = $4",
+    )
+    .bind(levels.connected.as_str())
+    .bind(levels.disconnected.as_str())
+    .bind(policy_id)
+    .bind(org_id)
+    .execute(tx.conn())
+    .await?;
+    append_changes(&mut tx, org_id, &[NewChange::policy(policy_id)]).await?;
+    tx.commit().await
+}
+
+/// The CA certificate, creating the CA if no replica has yet.
+pub async fn ca_certificate(db: &Db) -> Result<CaCertificate, Error> {
+    let ca = Ca::load_or_create(db).await?;
+    Ok(CaCertificate {
+        pem: ca.cert_pem().to_owned(),
+        fingerprint: ca.fingerprint(),
+    })
+}
+
+/// A new enrollment token for `policy` of `org`: `max_uses` enrollments
+/// within `ttl`. Creates the CA first if needed (the token carries its
+/// fingerprint).
+pub async fn create_enroll_token(
+    db: &Db,
+    org: &Name,
+    policy: &Name,
+    max_uses: u32,
+    ttl: Duration,
+) -> Result<EnrollToken, Error> {
+    if max_uses == 0 {
+        return Err(Error::new(
+            ErrorKind::Invalid,
+            "max_uses must be at least 1",
+        ));
+    }
+    let ca = ca_certificate(db).await?;
+    let org_id = org_id(db, org).await?;
+    let mut conn = db.pool().acquire().await?;
+    let p = policy_by_name(&mut conn, org_id, policy.as_str())
+        .await?
+        .ok_or_else(|| not_found("policy", policy.as_str()))?;
+    drop(conn);
+    let (token, _) =
+        insert_enroll_token(db, org_id, p.id, max_uses, ttl, "cli", ca.fingerprint).await?;
+    Ok(token)
+}
+
+/// Insert an enrollment token; returns it and its expiry.
+pub(crate) async fn insert_enroll_token(
+    db: &Db,
+    org_id: i64,
+    policy_id: i64,
+    max_uses: u32,
+    ttl: Duration,
+    created_by: &str,
+    ca_fingerprint: Sha256,
+) -> Result<(EnrollToken, i64), sqlx::Error> {
+    let token = EnrollToken {
+        secret: rand::random(),
+        ca_fingerprint,
+    };
+    let now = now_ms();
+    let expires = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+    let mut tx = db.write().await?;
+    sqlx::query(
+        "INSERT INTO enroll_tokens (org_id, policy_id, secret_sha256, max_uses, uses_left, \
+           expires_ms, created_ms, created_by) VALUES ($1, $2, $3, $4, $4, $5, $6, $7)",
+    )
+    .bind(org_id)
+    .bind(policy_id)
+    .bind(secret_hash(&token.secret))
+    .bind(i64::from(max_uses))
+    .bind(expires)
+    .bind(now)
+    .bind(created_by)
+    .execute(tx.conn())
+    .await?;
+    tx.commit().await?;
+    Ok((token, expires))
+}
+
+/// Delete change-log rows older than `older_than` (each replica also does
+/// this periodically with the configured retention). Agents asking for
+/// changes since a pruned revision are told to reset. Returns the number of
+/// rows deleted.
+pub async fn prune_changes(db: &Db, older_than: Duration) -> Result<u64, Error> {
+    Ok(crate::feed::prune(db, older_than).await?)
+}

@@ -1,0 +1,199 @@
+//! One server replica: bind, then serve until told to stop.
+use crate::ca::Ca;
+use crate::catalog::Recorder;
+use crate::config::ServerConfig;
+use crate::db::{revision, Db};
+use crate::errors::{Error, ErrorKind};
+use crate::http::{self, Shared};
+use palisade_core::Sha256;
+use rustls::server::WebPkiClientVerifier;
+use rustls::RootCertStore;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+
+/// Capacity of the feed's broadcast channel, in batches; a stream that
+/// falls further behind is told to reset.
+const FEED_CAPACITY: usize = 256;
+
+/// A bound, not yet serving, replica.
+pub struct Server {
+    config: ServerConfig,
+    db: Db,
+    ca: Arc<Ca>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    local_addr: SocketAddr,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .field("database", &self.db.kind())
+            .field("ca", &self.ca.fingerprint())
+            .finish()
+    }
+}
+
+fn tls_config(ca: &Ca, names: &[String]) -> Result<rustls::ServerConfig, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(ca.cert_der().clone())
+        .map_err(|e| Error::with_source(ErrorKind::Tls, "the CA certificate is unusable", e))?;
+    // Client certificates are optional at the TLS layer: enrollment and the
+    // admin API have none. Agent endpoints require one (see AgentAuth).
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| Error::with_source(ErrorKind::Tls, "cannot build the client verifier", e))?;
+    let (chain, key) = ca.issue_server_cert(names)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::with_source(ErrorKind::Tls, "no usable TLS versions", e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| Error::with_source(ErrorKind::Tls, "the server certificate is unusable", e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+impl Server {
+    /// Validate the configuration, connect to the database (migrating it),
+    /// load or create the CA, issue this replica's server certificate and
+    /// bind the listener.
+    pub async fn bind(config: ServerConfig) -> Result<Server, Error> {
+        config.validate()?;
+        let db = Db::connect_with(&config.database, config.db_max_connections).await?;
+        let ca = Arc::new(Ca::load_or_create(&db).await?);
+        let tls = Arc::new(tls_config(&ca, &config.tls_names)?);
+        let listener = TcpListener::bind(config.listen).await.map_err(|e| {
+            Error::with_source(
+                ErrorKind::Io,
+                format!("cannot listen on {}", config.listen),
+                e,
+            )
+        })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| Error::with_source(ErrorKind::Io, "cannot read the bound address", e))?;
+        tracing::info!(
+            listen = %local_addr,
+            database = db.kind().as_str(),
+            tls_names = ?config.tls_names,
+            ca = %ca.fingerprint(),
+            max_body_bytes = config.max_body_bytes,
+            change_retention_days = config.change_retention_days,
+            "palisade server bound"
+        );
+        Ok(Server {
+            config,
+            db,
+            ca,
+            listener,
+            tls,
+            local_addr,
+        })
+    }
+
+    /// The address the listener is bound to (the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The service CA certificate, PEM.
+    pub fn ca_pem(&self) -> &str {
+        self.ca.cert_pem()
+    }
+
+    /// SHA-256 of the CA certificate's DER encoding (what enrollment tokens carry).
+    pub fn ca_fingerprint(&self) -> Sha256 {
+        self.ca.fingerprint()
+    }
+
+    /// The database handle (for offline administration beside the server).
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The effective configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Serve until `shutdown` completes; then stop accepting, end agent
+    /// streams and long polls, let in-flight requests finish within
+    /// `shutdown_grace_secs`, flush the catalog queue and close the pool.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
+        let Server {
+            config,
+            db,
+            ca,
+            listener,
+            tls,
+            local_addr,
+        } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (feed_tx, _) = broadcast::channel(FEED_CAPACITY);
+        let start = {
+            let mut conn = db.pool().acquire().await?;
+            revision(&mut conn).await?
+        };
+        let retention = Duration::from_secs(config.change_retention_days.saturating_mul(86_400));
+        let feed = tokio::spawn(crate::feed::run(
+            db.clone(),
+            feed_tx.clone(),
+            start,
+            retention,
+            stop_rx.clone(),
+        ));
+        let listen = tokio::spawn(crate::feed::listen(db.clone(), stop_rx.clone()));
+        let (recorder, recorder_task) = Recorder::new(db.clone(), config.catalog_queue);
+        let recorder_task = tokio::spawn(recorder_task);
+        let shared = Arc::new(Shared {
+            db: db.clone(),
+            ca,
+            feed: feed_tx,
+            recorder: recorder.clone(),
+            shutdown: stop_rx.clone(),
+        });
+        let router = http::router(shared, &config);
+        let grace = Duration::from_secs(config.shutdown_grace_secs);
+        let accept = tokio::spawn(http::serve(listener, tls, router, stop_rx, grace));
+        tracing::info!(listen = %local_addr, "palisade server serving");
+
+        shutdown.await;
+        tracing::info!("shutting down: draining connections");
+        let _ = stop_tx.send(true);
+        if let Err(e) = accept.await {
+            tracing::warn!(error = %e, "accept loop ended abnormally");
+        }
+        let _ = feed.await;
+        let _ = listen.await;
+        // The router (and its recorder handles) are gone with the accept
+        // loop; dropping the last sender lets the recorder drain and stop.
+        let dropped = recorder.dropped();
+        drop(recorder);
+        if tokio::time::timeout(Duration::from_secs(5), recorder_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("catalog recorder did not finish in time");
+        }
+        if dropped > 0 {
+            tracing::warn!(dropped, "catalog sightings dropped while serving");
+        }
+        if tokio::time::timeout(Duration::from_secs(5), db.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("database connections still busy at exit");
+        }
+        tracing::info!("palisade server stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,531 @@
+//! Queries shared by the HTTP handlers, the background tasks and the offline
+//! administration functions. Every statement here is portable SQL (see
+//! [`crate::db`]).
+use crate::db::{
+    bump_counter, derived_values, list_placeholders, now_ms, rows_per_statement,
+    values_placeholders, WriteTx,
+};
+use palisade_core::{ComputerId, FileState, Level, Levels, PolicyId, Scope, ScopedState, Sha256};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+use std::collections::{BTreeMap, HashSet};
+
+/// Above this many hashes in one change batch, a stream message or a
+/// changes answer says `reset` instead of listing them.
+pub(crate) const MAX_HASHES_PER_MESSAGE: usize = 1000;
+
+/// Above this many new states in one transaction, one "bulk" change row
+/// (hash NULL: reset) is recorded instead of one row per hash.
+pub(crate) const MAX_CHANGE_ROWS_PER_TX: usize = 256;
+
+/// What a change-log row is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChangeKind {
+    /// A file state (or, with no hash, many file states).
+    File,
+    /// A policy's levels.
+    Policy,
+    /// A computer moved to another policy, or was revoked.
+    Computer,
+}
+
+impl ChangeKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::File => "file",
+            ChangeKind::Policy => "policy",
+            ChangeKind::Computer => "computer",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "file" => Some(ChangeKind::File),
+            "policy" => Some(ChangeKind::Policy),
+            "computer" => Some(ChangeKind::Computer),
+            _ => None,
+        }
+    }
+}
+
+/// A row of the change log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Change {
+    pub(crate) id: i64,
+    pub(crate) org_id: i64,
+    pub(crate) kind: ChangeKind,
+    pub(crate) sha256: Option<Sha256>,
+    pub(crate) policy_id: Option<i64>,
+    pub(crate) computer_id: Option<i64>,
+}
+
+/// A change to append.
+#[derive(Debug, Clone)]
+pub(crate) struct NewChange {
+    pub(crate) kind: ChangeKind,
+    pub(crate) sha256: Option<Sha256>,
+    pub(crate) policy_id: Option<i64>,
+    pub(crate) computer_id: Option<i64>,
+}
+
+impl NewChange {
+    /// A file-state change at `scope` (`sha256` None: many files).
+    pub(crate) fn file(sha256: Option<Sha256>, scope: Scope) -> Self {
+        let (policy_id, computer_id) = match scope {
+            Scope::Global => (None, None),
+            Scope::Policy(p) => (Some(p.0), None),
+            Scope::Computer(c) => (None, Some(c.0)),
+        };
+        NewChange {
+            kind: ChangeKind::File,
+            sha256,
+            policy_id,
+            computer_id,
+        }
+    }
+
+    pub(crate) fn policy(policy_id: i64) -> Self {
+        NewChange {
+            kind: ChangeKind::Policy,
+            sha256: None,
+            policy_id: Some(policy_id),
+            computer_id: None,
+        }
+    }
+
+    pub(crate) fn computer(computer_id: i64) -> Self {
+        NewChange {
+            kind: ChangeKind::Computer,
+            sha256: None,
+            policy_id: None,
+            computer_id: Some(computer_id),
+        }
+    }
+}
+
+/// Append changes for `org_id`; returns the new revision.
+pub(crate) async fn append_changes(
+    tx: &mut WriteTx<'_>,
+    org_id: i64,
+    changes: &[NewChange],
+) -> Result<i64, sqlx::Error> {
+    if changes.is_empty() {
+        return crate::db::revision(tx.conn()).await;
+    }
+    let n = i64::try_from(changes.len()).unwrap_or(i64::MAX);
+    let last = bump_counter(tx.conn(), "revision", n).await?;
+    let first = last - n + 1;
+    let now = now_ms();
+    let per = rows_per_statement(7);
+    for (chunk_index, chunk) in changes.chunks(per).enumerate() {
+        let sql = format!(
+            "INSERT INTO changes (id, org_id, kind, sha256, policy_id, computer_id, created_ms) VALUES {}",
+            values_placeholders(chunk.len(), 7, 1)
+        );
+        let mut q = sqlx::query(&sql);
+        for (i, c) in chunk.iter().enumerate() {
+            let id = first + (chunk_index * per + i) as i64;
+            q = q
+                .bind(id)
+                .bind(org_id)
+                .bind(c.kind.as_str())
+                .bind(c.sha256.map(|h| h.to_hex()))
+                .bind(c.policy_id)
+                .bind(c.computer_id)
+                .bind(now);
+        }
+        q.execute(tx.conn()).await?;
+    }
+    tx.changes_appended();
+    Ok(last)
+}
+
+fn change_from_row(row: &AnyRow) -> Result<Change, sqlx::Error> {
+    let kind: String = row.try_get(2)?;
+    let sha: Option<String> = row.try_get(3)?;
+    Ok(Change {
+        id: row.try_get(0)?,
+        org_id: row.try_get(1)?,
+        kind: ChangeKind::parse(&kind)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown change kind {kind:?}").into()))?,
+        sha256: match sha {
+            Some(s) => Some(Sha256::parse(&s).map_err(|e| sqlx::Error::Decode(Box::new(e)))?),
+            None => None,
+        },
+        policy_id: row.try_get(4)?,
+        computer_id: row.try_get(5)?,
+    })
+}
+
+/// Changes with `after < id <= upto` (all organizations), oldest first, at
+/// most `limit`.
+pub(crate) async fn changes_after(
+    conn: &mut AnyConnection,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Change>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, org_id, kind, sha256, policy_id, computer_id FROM changes \
+         WHERE id > $1 ORDER BY id LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(change_from_row).collect()
+}
+
+/// The changes of one organization relevant to one computer in
+/// `after < id <= upto`, oldest first, at most `limit`.
+pub(crate) async fn relevant_changes(
+    conn: &mut AnyConnection,
+    who: &Who,
+    after: i64,
+    upto: i64,
+    limit: i64,
+) -> Result<Vec<Change>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, org_id, kind, sha256, policy_id, computer_id FROM changes \
+         WHERE org_id = $1 AND id > $2 AND id <= $3 AND ( \
+           (kind = 'file' AND ((policy_id IS NULL AND computer_id IS NULL) OR policy_id = $4 OR computer_id = $5)) \
+           OR (kind = 'policy' AND policy_id = $4) \
+           OR (kind = 'computer' AND computer_id = $5)) \
+         ORDER BY id LIMIT $6",
+    )
+    .bind(who.org_id)
+    .bind(after)
+    .bind(upto)
+    .bind(who.policy_id)
+    .bind(who.computer_id)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(change_from_row).collect()
+}
+
+/// The identity a change's relevance is judged against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Who {
+    pub(crate) org_id: i64,
+    pub(crate) policy_id: i64,
+    pub(crate) computer_id: i64,
+}
+
+/// What a set of changes means to one computer.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Relevance {
+    pub(crate) hashes: Vec<Sha256>,
+    pub(crate) config_changed: bool,
+    pub(crate) reset: bool,
+    /// A `computer` change for this computer (moved or revoked).
+    pub(crate) computer_changed: bool,
+}
+
+impl Relevance {
+    pub(crate) fn any(&self) -> bool {
+        !self.hashes.is_empty() || self.config_changed || self.reset
+    }
+
+    /// Fold `changes` (any organization) in.
+    pub(crate) fn add(&mut self, who: &Who, changes: &[Change]) {
+        let mut seen: HashSet<Sha256> = self.hashes.iter().copied().collect();
+        for c in changes {
+            if c.org_id != who.org_id {
+                continue;
+            }
+            match c.kind {
+                ChangeKind::File => {
+                    let applies = match (c.policy_id, c.computer_id) {
+                        (None, None) => true,
+                        (Some(p), _) => p == who.policy_id,
+                        (None, Some(id)) => id == who.computer_id,
+                    };
+                    if !applies {
+                        continue;
+                    }
+                    match c.sha256 {
+                        Some(h) => {
+                            if seen.insert(h) {
+                                self.hashes.push(h);
+                            }
+                        }
+                        None => self.reset = true,
+                    }
+                }
+                ChangeKind::Policy => {
+                    if c.policy_id == Some(who.policy_id) {
+                        self.config_changed = true;
+                    }
+                }
+                ChangeKind::Computer => {
+                    if c.computer_id == Some(who.computer_id) {
+                        // Moved (the applicable policy states differ) or revoked.
+                        self.config_changed = true;
+                        self.reset = true;
+                        self.computer_changed = true;
+                    }
+                }
+            }
+        }
+        if self.hashes.len() > MAX_HASHES_PER_MESSAGE {
+            self.reset = true;
+        }
+        if self.reset {
+            self.hashes.clear();
+        }
+    }
+}
+
+/// Parse a level stored by this crate.
+pub(crate) fn parse_level(s: &str) -> Result<Level, sqlx::Error> {
+    s.parse::<Level>()
+        .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+pub(crate) fn parse_state(s: &str) -> Result<FileState, sqlx::Error> {
+    match s {
+        "approved" => Ok(FileState::Approved),
+        "banned" => Ok(FileState::Banned),
+        other => Err(sqlx::Error::Decode(
+            format!("unknown file state {other:?}").into(),
+        )),
+    }
+}
+
+pub(crate) fn scope_columns(scope: Scope) -> (&'static str, i64) {
+    match scope {
+        Scope::Global => ("global", 0),
+        Scope::Policy(p) => ("policy", p.0),
+        Scope::Computer(c) => ("computer", c.0),
+    }
+}
+
+pub(crate) fn scope_from_columns(kind: &str, id: i64) -> Result<Scope, sqlx::Error> {
+    match kind {
+        "global" => Ok(Scope::Global),
+        "policy" => Ok(Scope::Policy(PolicyId(id))),
+        "computer" => Ok(Scope::Computer(ComputerId(id))),
+        other => Err(sqlx::Error::Decode(
+            format!("unknown scope kind {other:?}").into(),
+        )),
+    }
+}
+
+/// The states of `hashes` that apply to `who`, in one indexed query. The IN
+/// list is padded to a power of two (repeating the last hash) so that a
+/// handful of prepared statements serve every batch size.
+pub(crate) async fn states_for(
+    conn: &mut AnyConnection,
+    who: &Who,
+    hashes: &[Sha256],
+) -> Result<BTreeMap<Sha256, Vec<ScopedState>>, sqlx::Error> {
+    let mut out: BTreeMap<Sha256, Vec<ScopedState>> = BTreeMap::new();
+    let Some(last) = hashes.last() else {
+        return Ok(out);
+    };
+    let padded = hashes.len().next_power_of_two();
+    let sql = format!(
+        "SELECT sha256, scope_kind, scope_id, state FROM file_states \
+         WHERE org_id = $1 AND (scope_kind = 'global' \
+           OR (scope_kind = 'policy' AND scope_id = $2) \
+           OR (scope_kind = 'computer' AND scope_id = $3)) \
+           AND sha256 IN ({})",
+        list_placeholders(padded, 4)
+    );
+    let mut q = sqlx::query(&sql)
+        .bind(who.org_id)
+        .bind(who.policy_id)
+        .bind(who.computer_id);
+    for i in 0..padded {
+        q = q.bind(hashes.get(i).unwrap_or(last).to_hex());
+    }
+    for row in q.fetch_all(conn).await? {
+        let sha: String = row.try_get(0)?;
+        let kind: String = row.try_get(1)?;
+        let id: i64 = row.try_get(2)?;
+        let state: String = row.try_get(3)?;
+        let sha = Sha256::parse(&sha).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        out.entry(sha).or_default().push(ScopedState {
+            scope: scope_from_columns(&kind, id)?,
+            state: parse_state(&state)?,
+        });
+    }
+    Ok(out)
+}
+
+/// One sighting of a file, for the catalog.
+#[derive(Debug, Clone)]
+pub(crate) struct Sighting {
+    pub(crate) sha256: Sha256,
+    pub(crate) computer_id: i64,
+    pub(crate) path: Option<String>,
+    pub(crate) operation: Option<&'static str>,
+    pub(crate) process_json: Option<String>,
+    pub(crate) at_ms: i64,
+}
+
+/// Record sightings of one organization in the catalog: `files` rows
+/// (insert if absent) and `file_instances` (insert, or bump count and
+/// last-seen). Returns how many hashes were new to the organization.
+///
+/// Rows are sorted and de-duplicated first: PostgreSQL refuses to touch one
+/// row twice in a statement, and a fixed order keeps concurrent writers
+/// from deadlocking.
+pub(crate) async fn record_sightings(
+    conn: &mut AnyConnection,
+    org_id: i64,
+    sightings: &[Sighting],
+) -> Result<u64, sqlx::Error> {
+    let mut files: BTreeMap<Sha256, i64> = BTreeMap::new();
+    // (sha, computer, path) -> (count, first, last, operation, process)
+    type Inst<'a> = (i64, i64, i64, Option<&'static str>, Option<&'a str>);
+    let mut instances: BTreeMap<(Sha256, i64, &str), Inst<'_>> = BTreeMap::new();
+    for s in sightings {
+        let f = files.entry(s.sha256).or_insert(s.at_ms);
+        *f = (*f).min(s.at_ms);
+        if let Some(path) = s.path.as_deref() {
+            let e = instances
+                .entry((s.sha256, s.computer_id, path))
+                .or_insert((0, s.at_ms, s.at_ms, None, None));
+            e.0 += 1;
+            e.1 = e.1.min(s.at_ms);
+            if s.at_ms >= e.2 || e.3.is_none() {
+                e.2 = e.2.max(s.at_ms);
+                if s.operation.is_some() {
+                    e.3 = s.operation;
+                }
+                if s.process_json.is_some() {
+                    e.4 = s.process_json.as_deref();
+                }
+            }
+        }
+    }
+    // One timestamp per call: the earliest sighting (within one flush).
+    let first_seen = files.values().copied().min().unwrap_or_else(now_ms);
+    let mut new_hashes = 0u64;
+    let files: Vec<Sha256> = files.into_keys().collect();
+    for chunk in files.chunks(rows_per_statement(1)) {
+        let sql = format!(
+            "INSERT INTO files (org_id, sha256, first_seen_ms) \
+             SELECT $1, v.column1, $2 FROM {} WHERE true \
+             ON CONFLICT (org_id, sha256) DO NOTHING",
+            derived_values(chunk.len(), 1, 3)
+        );
+        let mut q = sqlx::query(&sql).bind(org_id).bind(first_seen);
+        for sha in chunk {
+            q = q.bind(sha.to_hex());
+        }
+        new_hashes += q.execute(&mut *conn).await?.rows_affected();
+    }
+    let instances: Vec<_> = instances.into_iter().collect();
+    for chunk in instances.chunks(rows_per_statement(8)) {
+        let sql = format!(
+            "INSERT INTO file_instances (org_id, sha256, computer_id, path, first_seen_ms, \
+               last_seen_ms, count, operation, process_json) \
+             SELECT $1, v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, \
+               v.column7, v.column8 FROM {} WHERE true \
+             ON CONFLICT (org_id, sha256, computer_id, path) DO UPDATE SET \
+               last_seen_ms = CASE WHEN excluded.last_seen_ms > file_instances.last_seen_ms \
+                 THEN excluded.last_seen_ms ELSE file_instances.last_seen_ms END, \
+               count = file_instances.count + excluded.count, \
+               operation = COALESCE(excluded.operation, file_instances.operation), \
+               process_json = COALESCE(excluded.process_json, file_instances.process_json)",
+            derived_values(chunk.len(), 8, 2)
+        );
+        let mut q = sqlx::query(&sql).bind(org_id);
+        for ((sha, computer, path), (count, first, last, op, process)) in chunk {
+            q = q
+                .bind(sha.to_hex())
+                .bind(*computer)
+                .bind(path.to_string())
+                .bind(*first)
+                .bind(*last)
+                .bind(*count)
+                .bind(op.map(str::to_owned))
+                .bind(process.map(str::to_owned));
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(new_hashes)
+}
+
+/// A policy row.
+#[derive(Debug, Clone)]
+pub(crate) struct PolicyRow {
+    pub(crate) id: i64,
+    pub(crate) name: String,
+    pub(crate) levels: Levels,
+}
+
+pub(crate) async fn policy_by_name(
+    conn: &mut AnyConnection,
+    org_id: i64,
+    name: &str,
+) -> Result<Option<PolicyRow>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT id, name, level, disconnected_level FROM policies WHERE org_id = $1 AND name = $2",
+    )
+    .bind(org_id)
+    .bind(name)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|r| policy_from_row(&r)).transpose()
+}
+
+pub(crate) fn policy_from_row(r: &AnyRow) -> Result<PolicyRow, sqlx::Error> {
+    let level: String = r.try_get(2)?;
+    let disconnected: String = r.try_get(3)?;
+    Ok(PolicyRow {
+        id: r.try_get(0)?,
+        name: r.try_get(1)?,
+        levels: Levels {
+            connected: parse_level(&level)?,
+            disconnected: parse_level(&disconnected)?,
+        },
+    })
+}
+
+pub(crate) async fn org_id_by_name(
+    conn: &mut AnyConnection,
+    name: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM orgs WHERE name = $1")
+        .bind(name)
+        .fetch_optional(conn)
+        .await
+}
+
+pub(crate) async fn computer_id_by_name(
+    conn: &mut AnyConnection,
+    org_id: i64,
+    name: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM computers WHERE org_id = $1 AND name = $2")
+        .bind(org_id)
+        .bind(name)
+        .fetch_optional(conn)
+        .await
+}
+
+/// SHA-256 hex of a secret (tokens are stored hashed).
+pub(crate) fn secret_hash(secret: &[u8]) -> String {
+    crate::ca::sha256(secret).to_hex()
+}
+
+/// Create an admin API token for an existing admin; returns its text.
+pub(crate) async fn insert_admin_token(
+    conn: &mut AnyConnection,
+    admin_id: i64,
+) -> Result<String, sqlx::Error> {
+    let secret: [u8; 32] = rand::random();
+    let token = format!("plta1.{}", hex::encode(secret));
+    sqlx::query(
+        "INSERT INTO admin_tokens (admin_id, token_sha256, created_ms) VALUES ($1, $2, $3)",
+    )
+    .bind(admin_id)
+    .bind(secret_hash(token.as_bytes()))
+    .bind(now_ms())
+    .execute(conn)
+    .await?;
+    Ok(token)
+}

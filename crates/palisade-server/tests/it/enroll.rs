@@ -1,0 +1,300 @@
+//! Enrollment and agent authentication.
+use crate::both_backends;
+use crate::support::*;
+use palisade_api::agent::AgentConfig;
+use palisade_api::EnrollToken;
+use palisade_core::{Level, Sha256};
+use reqwest::{Method, StatusCode};
+use rustls::pki_types::pem::PemObject;
+use serde_json::json;
+use sha2::Digest;
+use std::time::Duration;
+
+both_backends!(enrollment, agent_authentication, bootstrap_is_idempotent);
+
+async fn enrollment(backend: Backend) {
+    let env = Env::new(backend).await;
+    let token = env.admin.enroll_token("default", 1).await;
+    let parsed: EnrollToken = token.parse().expect("token parses");
+
+    // A new agent fetches the CA without trusting anything yet, then pins it
+    // to the fingerprint in its token.
+    let insecure = reqwest::Client::builder()
+        .use_rustls_tls()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .expect("client");
+    let pem = insecure
+        .get(env.server.url("/agent/v1/ca"))
+        .send()
+        .await
+        .expect("GET ca")
+        .text()
+        .await
+        .expect("ca text");
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).expect("CA PEM");
+    let fp = Sha256::from_bytes(sha2::Sha256::digest(&der).into());
+    assert_eq!(fp, parsed.ca_fingerprint);
+    assert_eq!(fp, env.server.ca_fingerprint);
+
+    // A malformed CSR is refused, naming the field, without consuming the token.
+    let (status, v) = enroll_raw(
+        &env.server,
+        json!({"token": token, "hostname": "web01", "os": "x", "agent_version": "1", "csr_pem": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"}),
+    )
+    .await;
+    let e = expect_error((status, v), StatusCode::BAD_REQUEST);
+    assert_eq!(e.field.as_deref(), Some("csr_pem"), "{e:?}");
+
+    let agent = enroll(&env.server, &token, "web01").await;
+    assert_eq!(agent.name, "web01");
+    let config: AgentConfig = agent.get_ok("/agent/v1/config").await;
+    assert_eq!(config.computer, "web01");
+    assert_eq!(config.organization, "acme");
+    assert_eq!(config.policy, "default");
+    assert_eq!(config.levels.connected, Level::Monitor);
+
+    // One-time: the same token again is refused.
+    let (status, e) = try_enroll(&env.server, &token, "web02")
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(e.error.contains("already been used"), "{e:?}");
+    assert_eq!(e.field.as_deref(), Some("token"));
+
+    // A token the service never issued.
+    let wrong = EnrollToken {
+        secret: rand::random(),
+        ca_fingerprint: env.server.ca_fingerprint,
+    };
+    let (status, e) = try_enroll(&env.server, &wrong.to_string(), "web03")
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(e.error.contains("unknown"), "{e:?}");
+
+    // A token for another service's CA.
+    let other_ca = EnrollToken {
+        secret: parsed.secret,
+        ca_fingerprint: Sha256::from_bytes([7; 32]),
+    };
+    let (status, e) = try_enroll(&env.server, &other_ca.to_string(), "web03")
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(e.error.contains("different"), "{e:?}");
+
+    // Not a token at all.
+    let (status, e) = try_enroll(&env.server, "hello", "web03")
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(e.field.as_deref(), Some("token"));
+
+    // An expired token.
+    let expired = palisade_server::create_enroll_token(
+        &env.server.db,
+        &name("acme"),
+        &name("default"),
+        1,
+        Duration::ZERO,
+    )
+    .await
+    .expect("token");
+    let (status, e) = try_enroll(&env.server, &expired.to_string(), "web03")
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(e.error.contains("expired"), "{e:?}");
+
+    // A multi-use token; names are made unique per organization.
+    let multi = env.admin.enroll_token("default", 2).await;
+    let a = enroll(&env.server, &multi, "web01").await;
+    let b = enroll(&env.server, &multi, "web01").await;
+    assert_eq!((a.name.as_str(), b.name.as_str()), ("web01-2", "web01-3"));
+    assert!(try_enroll(&env.server, &multi, "web01").await.is_err());
+    let odd = enroll(
+        &env.server,
+        &env.admin.enroll_token("default", 1).await,
+        "Odd Host!",
+    )
+    .await;
+    assert_eq!(odd.name, "Odd-Host-");
+
+    env.server.stop().await;
+}
+
+async fn agent_authentication(backend: Backend) {
+    let env = Env::new(backend).await;
+    let agent = env.agent("default", "web01").await;
+    let other = env.agent("default", "web02").await;
+
+    // No client certificate: 401.
+    let anon = client(&env.server.ca_pem, None);
+    for path in [
+        "/agent/v1/config",
+        "/agent/v1/changes?since=0",
+        "/agent/v1/stream",
+    ] {
+        let (status, v) = answer(anon.get(env.server.url(path)).send().await.expect("get")).await;
+        let e = expect_error((status, v), StatusCode::UNAUTHORIZED);
+        assert!(e.error.contains("client certificate"), "{e:?}");
+    }
+    let (status, _) = answer(
+        anon.post(env.server.url("/agent/v1/lookup"))
+            .json(&json!({"files": []}))
+            .send()
+            .await
+            .expect("post"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // A certificate from another CA does not get past TLS.
+    let (key, _) = key_and_csr();
+    let mut params = rcgen::CertificateParams::new(vec!["rogue".to_owned()]).expect("params");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let rogue_cert = params.self_signed(&key).expect("self-signed");
+    let rogue = client(
+        &env.server.ca_pem,
+        Some(&format!("{}\n{}", rogue_cert.pem(), key.serialize_pem())),
+    );
+    let r = rogue.get(env.server.url("/agent/v1/config")).send().await;
+    assert!(
+        r.is_err() || r.as_ref().is_ok_and(|r| r.status().is_client_error()),
+        "a foreign client certificate was accepted: {r:?}"
+    );
+
+    // Enrolled: 200. Revoked: 403 on the next request, other agents unaffected.
+    let _: AgentConfig = agent.get_ok("/agent/v1/config").await;
+    let (status, v) = env
+        .admin
+        .call(
+            Method::POST,
+            &format!("/api/v1/computers/{}/revoke", agent.name),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["revoked"], true);
+    for (method, path, body) in [
+        (Method::GET, "/agent/v1/config", None),
+        (Method::POST, "/agent/v1/lookup", Some(json!({"files": []}))),
+        (Method::GET, "/agent/v1/stream", None),
+    ] {
+        let e = expect_error(agent.call(method, path, body).await, StatusCode::FORBIDDEN);
+        assert!(e.error.contains("revoked"), "{e:?}");
+    }
+    let _: AgentConfig = other.get_ok("/agent/v1/config").await;
+
+    // Admin API: no token, a wrong token.
+    let (status, _) = answer(
+        anon.get(env.server.url("/api/v1/computers"))
+            .send()
+            .await
+            .expect("get"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = answer(
+        anon.get(env.server.url("/api/v1/computers"))
+            .bearer_auth("plta1.00")
+            .send()
+            .await
+            .expect("get"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Health needs no token.
+    let (status, v) = answer(
+        anon.get(env.server.url("/api/v1/health"))
+            .send()
+            .await
+            .expect("get"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        v["database"],
+        if backend == Backend::Sqlite {
+            "sqlite"
+        } else {
+            "postgres"
+        }
+    );
+    env.server.stop().await;
+}
+
+async fn bootstrap_is_idempotent(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let handle = palisade_server::Db::connect(&db.url)
+        .await
+        .expect("connect");
+    let first = palisade_server::bootstrap(&handle, &name("acme"), &name("alice"))
+        .await
+        .expect("bootstrap");
+    assert!(first.org_created);
+    let token = first.admin_token.expect("token");
+    let again = palisade_server::bootstrap(&handle, &name("acme"), &name("alice"))
+        .await
+        .expect("bootstrap again");
+    assert_eq!(
+        again,
+        palisade_server::Bootstrap {
+            org_created: false,
+            admin_token: None
+        }
+    );
+    let second = palisade_server::create_admin_token(&handle, &name("acme"), &name("alice"))
+        .await
+        .expect("second token");
+    assert_ne!(token, second);
+    let err = palisade_server::create_admin_token(&handle, &name("nope"), &name("alice"))
+        .await
+        .expect_err("unknown org");
+    assert_eq!(err.kind(), palisade_server::ErrorKind::NotFound);
+    palisade_server::set_policy_levels(
+        &handle,
+        &name("acme"),
+        &name("default"),
+        palisade_core::Levels {
+            connected: Level::Lockdown,
+            disconnected: Level::Monitor,
+        },
+    )
+    .await
+    .expect("levels");
+    let enroll_token = palisade_server::create_enroll_token(
+        &handle,
+        &name("acme"),
+        &name("default"),
+        1,
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("enroll token");
+    let ca = palisade_server::ca_certificate(&handle).await.expect("ca");
+    assert_eq!(enroll_token.ca_fingerprint, ca.fingerprint);
+    handle.close().await;
+
+    // A server over the same database uses the same CA, and both tokens work.
+    let server = TestServer::start(&db).await;
+    assert_eq!(server.ca_fingerprint, ca.fingerprint);
+    for t in [&token, &second] {
+        let admin = Admin::new(&server, t);
+        let who: palisade_api::admin::WhoAmI = admin.get_ok("/api/v1/whoami").await;
+        assert_eq!(
+            (who.admin.as_str(), who.organization.as_str()),
+            ("alice", "acme")
+        );
+    }
+    let agent = enroll(&server, &enroll_token.to_string(), "db01").await;
+    let config: AgentConfig = agent.get_ok("/agent/v1/config").await;
+    assert_eq!(config.levels.connected, Level::Lockdown);
+    server.stop().await;
+}

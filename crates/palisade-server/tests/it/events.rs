@@ -1,0 +1,165 @@
+//! Events: idempotent upload, paging, filters, long poll; agent status.
+use crate::both_backends;
+use crate::support::*;
+use palisade_api::admin::{ComputerInfo, EventPage};
+use palisade_api::agent::EventAck;
+use palisade_core::{Approval, EventKind, FileEvent, Level, Operation, ProcessContext};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+both_backends!(events_upload_and_long_poll, agent_status);
+
+fn event(seq: u64, kind: EventKind) -> Value {
+    let e = FileEvent {
+        time_ms: 1_700_000_000_000 + seq as i64,
+        kind,
+        operation: Operation::Execute,
+        sha256: Some(hash(seq)),
+        path: format!("/tmp/dropped-{seq}"),
+        approval: Approval::Unknown,
+        level: Level::Lockdown,
+        process: ProcessContext::unknown(4242),
+        reason: "test".to_owned(),
+    };
+    json!({ "seq": seq, "event": e })
+}
+
+fn upload(seqs: &[(u64, EventKind)]) -> Value {
+    json!({ "events": seqs.iter().map(|(s, k)| event(*s, *k)).collect::<Vec<_>>() })
+}
+
+async fn events_upload_and_long_poll(backend: Backend) {
+    let env = Env::new(backend).await;
+    let agent = env.agent("default", "web01").await;
+    let other = env.agent("default", "web02").await;
+    use EventKind::*;
+
+    let ack: EventAck = agent
+        .post_ok(
+            "/agent/v1/events",
+            upload(&[(1, Blocked), (2, WouldBlock), (3, Blocked)]),
+        )
+        .await;
+    assert_eq!(ack.stored, 3);
+    // Re-sent after a lost answer: stored once.
+    let ack: EventAck = agent
+        .post_ok(
+            "/agent/v1/events",
+            upload(&[(1, Blocked), (2, WouldBlock), (3, Blocked)]),
+        )
+        .await;
+    assert_eq!(ack.stored, 0);
+    let ack: EventAck = agent
+        .post_ok(
+            "/agent/v1/events",
+            upload(&[(3, Blocked), (4, Approved), (4, Approved)]),
+        )
+        .await;
+    assert_eq!(ack.stored, 1);
+    // Sequence numbers are per computer.
+    let ack: EventAck = other
+        .post_ok("/agent/v1/events", upload(&[(1, Blocked)]))
+        .await;
+    assert_eq!(ack.stored, 1);
+
+    let page: EventPage = env.admin.get_ok("/api/v1/events").await;
+    assert_eq!(page.events.len(), 5);
+    let ids: Vec<i64> = page.events.iter().map(|e| e.id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    assert_eq!(page.last_id, *ids.last().expect("ids"));
+    assert_eq!(page.events[0].computer, agent.name);
+    assert_eq!(page.events[0].event.path, "/tmp/dropped-1");
+
+    let page: EventPage = env.admin.get_ok("/api/v1/events?kind=blocked").await;
+    assert_eq!(page.events.len(), 3);
+    let page: EventPage = env
+        .admin
+        .get_ok(&format!(
+            "/api/v1/events?computer={}&kind=blocked",
+            other.name
+        ))
+        .await;
+    assert_eq!(page.events.len(), 1);
+    let page: EventPage = env.admin.get_ok("/api/v1/events?limit=2").await;
+    assert_eq!(page.events.len(), 2);
+    let next: EventPage = env
+        .admin
+        .get_ok(&format!("/api/v1/events?limit=2&after={}", page.last_id))
+        .await;
+    assert_eq!(next.events[0].id, ids[2]);
+    let e = expect_error(
+        env.admin.get("/api/v1/events?computer=ghost").await,
+        StatusCode::NOT_FOUND,
+    );
+    assert_eq!(e.field.as_deref(), Some("computer"));
+
+    // Long poll with nothing to report: waits, then answers empty.
+    let last = ids[4];
+    let t = Instant::now();
+    let empty: EventPage = env
+        .admin
+        .get_ok(&format!("/api/v1/events?after={last}&wait_ms=300"))
+        .await;
+    assert!(empty.events.is_empty());
+    assert_eq!(empty.last_id, last);
+    assert!(t.elapsed() >= Duration::from_millis(290));
+
+    // Long poll woken by an upload.
+    let poll = {
+        let client = env.admin.client.clone();
+        let url = env
+            .server
+            .url(&format!("/api/v1/events?after={last}&wait_ms=10000"));
+        let token = env.admin.token.clone();
+        tokio::spawn(async move {
+            let t = Instant::now();
+            let r = client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("poll");
+            let page: EventPage = r.json().await.expect("page");
+            (page, t.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Instant::now();
+    let ack: EventAck = agent
+        .post_ok("/agent/v1/events", upload(&[(5, Blocked)]))
+        .await;
+    assert_eq!(ack.stored, 1);
+    let (page, _) = poll.await.expect("poll task");
+    let woke = t.elapsed();
+    eprintln!("[figure] {backend:?}: event upload -> long poll answered: {woke:?}");
+    assert_eq!(page.events.len(), 1);
+    assert_eq!(page.events[0].event.path, "/tmp/dropped-5");
+    assert!(woke < Duration::from_secs(1), "{woke:?}");
+    env.server.stop().await;
+}
+
+async fn agent_status(backend: Backend) {
+    let env = Env::new(backend).await;
+    let agent = env.agent("default", "web01").await;
+    let status = json!({
+        "agent_version": "1.2.3",
+        "level_in_force": "monitor",
+        "enforcing": true,
+        "guard_active": false,
+        "watched": ["/", "/home"]
+    });
+    let (code, body) = agent
+        .call(Method::POST, "/agent/v1/status", Some(status))
+        .await;
+    assert_eq!(code, StatusCode::NO_CONTENT, "{body}");
+    let list: Vec<ComputerInfo> = env.admin.get_ok("/api/v1/computers").await;
+    let me = list.iter().find(|c| c.name == agent.name).expect("listed");
+    let s = me.status.as_ref().expect("status stored");
+    assert_eq!(s.agent_version, "1.2.3");
+    assert_eq!(s.watched, vec!["/", "/home"]);
+    assert!(me.last_seen_ms.is_some());
+    assert!(!me.revoked);
+    assert_eq!(me.hostname, "web01");
+    env.server.stop().await;
+}

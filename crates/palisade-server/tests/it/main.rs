@@ -1,0 +1,14 @@
+//! Integration tests of the policy lookup service: real sockets, real TLS,
+//! real enrollment, and every behavioural test against both SQLite and
+//! PostgreSQL (`source scripts/postgres.sh` exports `PALISADE_TEST_POSTGRES`;
+//! without it the PostgreSQL variants fail).
+mod support;
+
+mod admin;
+mod config;
+mod enroll;
+mod events;
+mod inventory;
+mod lookup;
+mod malformed;
+mod push;

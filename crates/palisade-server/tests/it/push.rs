@@ -1,0 +1,310 @@
+//! Push: streams, changes since a revision, replicas, shutdown.
+use crate::both_backends;
+use crate::support::*;
+use palisade_api::admin::ComputerInfo;
+use palisade_api::agent::{Changes, StreamMessage};
+use palisade_core::{Approval, Level};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+both_backends!(
+    stream_pushes_a_ban,
+    ban_reaches_a_stream_on_another_replica,
+    changes_since,
+    shutdown_ends_streams
+);
+
+async fn hello(stream: &mut StreamReader) -> i64 {
+    match stream.next(Duration::from_secs(5)).await {
+        Next::Msg(StreamMessage::Hello { revision, config }) => {
+            assert_eq!(config.revision, revision);
+            revision
+        }
+        other => panic!("expected Hello, got {other:?}"),
+    }
+}
+
+async fn connected(env: &Env, name: &str) -> bool {
+    let list: Vec<ComputerInfo> = env.admin.get_ok("/api/v1/computers").await;
+    list.iter()
+        .find(|c| c.name == name)
+        .expect("listed")
+        .connected
+}
+
+async fn stream_pushes_a_ban(backend: Backend) {
+    let env = Env::new(backend).await;
+    let agent = env.agent("default", "web01").await;
+    let bystander = env.agent("default", "web02").await;
+    assert!(!connected(&env, &agent.name).await);
+    let mut stream = agent.stream().await;
+    let r0 = hello(&mut stream).await;
+    assert!(connected(&env, &agent.name).await);
+
+    // A global ban is pushed within a second.
+    let h = hash(1);
+    let t = Instant::now();
+    env.admin.set_state(h, json!({"state": "banned"})).await;
+    let c = stream.next_change(Duration::from_secs(1)).await;
+    let elapsed = t.elapsed();
+    eprintln!("[figure] {backend:?}: ban -> stream push on the same replica: {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(1));
+    assert_eq!(c.hashes, vec![h]);
+    assert!(!c.reset && !c.config_changed);
+    assert!(c.revision > r0);
+    assert_eq!(
+        agent.lookup(&[h]).await.results[0].approval.as_str(),
+        "banned"
+    );
+
+    // A local state on another computer is not pushed to this one; the next
+    // relevant change is.
+    env.admin
+        .set_state(
+            hash(2),
+            json!({"state": "approved", "computer": bystander.name}),
+        )
+        .await;
+    env.admin
+        .set_state(
+            hash(3),
+            json!({"state": "approved", "computer": agent.name}),
+        )
+        .await;
+    let c = stream.next_change(Duration::from_secs(2)).await;
+    assert_eq!(c.hashes, vec![hash(3)]);
+
+    // A level change of its policy is a configuration change.
+    let (status, v) = env
+        .admin
+        .call(
+            Method::PUT,
+            "/api/v1/policies/default/levels",
+            Some(json!({"level": "lockdown"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["levels"]["connected"], "lockdown");
+    assert_eq!(v["levels"]["disconnected"], "monitor");
+    let c = stream.next_change(Duration::from_secs(2)).await;
+    assert!(c.config_changed && c.hashes.is_empty());
+    let config: palisade_api::agent::AgentConfig = agent.get_ok("/agent/v1/config").await;
+    assert_eq!(config.levels.connected, Level::Lockdown);
+
+    // Moving the computer: configuration changed and cache reset.
+    let (status, v) = env
+        .admin
+        .call(
+            Method::POST,
+            "/api/v1/policies",
+            Some(json!({"name": "quarantine"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let (status, v) = env
+        .admin
+        .call(
+            Method::PUT,
+            &format!("/api/v1/computers/{}/policy", agent.name),
+            Some(json!({"policy": "quarantine"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["policy"], "quarantine");
+    let c = stream.next_change(Duration::from_secs(2)).await;
+    assert!(c.config_changed && c.reset);
+    // Policy-scoped states now follow the new policy.
+    env.admin
+        .set_state(hash(4), json!({"state": "banned", "policy": "quarantine"}))
+        .await;
+    let c = stream.next_change(Duration::from_secs(2)).await;
+    assert_eq!(c.hashes, vec![hash(4)]);
+
+    // Revocation closes the stream and the computer is no longer connected.
+    let (status, _) = env
+        .admin
+        .call(
+            Method::POST,
+            &format!("/api/v1/computers/{}/revoke", agent.name),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    stream.expect_eof(Duration::from_secs(2)).await;
+    assert!(!connected(&env, &agent.name).await);
+    env.server.stop().await;
+}
+
+async fn ban_reaches_a_stream_on_another_replica(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    // Started together on an empty database: one migration, one CA.
+    let (a, b) = tokio::join!(TestServer::start(&db), TestServer::start(&db));
+    assert_eq!(a.ca_pem, b.ca_pem, "replicas share the CA");
+    let token = palisade_server::bootstrap(&a.db, &name("acme"), &name("alice"))
+        .await
+        .expect("bootstrap")
+        .admin_token
+        .expect("token");
+    let admin_a = Admin::new(&a, &token);
+    let admin_b = Admin::new(&b, &token);
+    // Enrolled through A, streaming from B.
+    let agent = enroll(&a, &admin_a.enroll_token("default", 1).await, "web01").await;
+    let on_b = agent.on(&b);
+    let mut stream = on_b.stream().await;
+    hello(&mut stream).await;
+    let list: Vec<ComputerInfo> = admin_a.get_ok("/api/v1/computers").await;
+    assert!(
+        list[0].connected,
+        "connected is visible through the other replica"
+    );
+
+    let mut worst = Duration::ZERO;
+    for i in 0..5u64 {
+        let h = hash(100 + i);
+        let t = Instant::now();
+        admin_a.set_state(h, json!({"state": "banned"})).await;
+        let c = stream.next_change(Duration::from_secs(1)).await;
+        let elapsed = t.elapsed();
+        worst = worst.max(elapsed);
+        assert_eq!(c.hashes, vec![h]);
+        assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
+    }
+    eprintln!(
+        "[figure] {backend:?}: ban via replica A -> stream on replica B: worst of 5 {worst:?}"
+    );
+    // And the other way round: a ban through B reaches a stream on A.
+    let mut stream_a = agent.stream().await;
+    hello(&mut stream_a).await;
+    let h = hash(200);
+    let t = Instant::now();
+    admin_b.set_state(h, json!({"state": "banned"})).await;
+    let c = stream_a.next_change(Duration::from_secs(1)).await;
+    assert_eq!(c.hashes, vec![h]);
+    eprintln!(
+        "[figure] {backend:?}: ban via replica B -> stream on replica A: {:?}",
+        t.elapsed()
+    );
+    // Revocation through A closes the stream on B.
+    let (status, _) = admin_a
+        .call(
+            Method::POST,
+            &format!("/api/v1/computers/{}/revoke", agent.name),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    stream.expect_eof(Duration::from_secs(2)).await;
+    a.stop().await;
+    b.stop().await;
+}
+
+async fn changes_since(backend: Backend) {
+    let env = Env::new(backend).await;
+    let agent = env.agent("default", "web01").await;
+    let other = env.agent("default", "web02").await;
+    let r0 = agent.lookup(&[hash(1)]).await.revision;
+
+    env.admin
+        .set_state(hash(1), json!({"state": "banned"}))
+        .await;
+    env.admin
+        .set_state(hash(2), json!({"state": "approved", "policy": "default"}))
+        .await;
+    env.admin
+        .set_state(
+            hash(3),
+            json!({"state": "approved", "computer": other.name}),
+        )
+        .await;
+    env.admin
+        .set_state(hash(1), json!({"state": "approved"}))
+        .await;
+    let c: Changes = agent.get_ok(&format!("/agent/v1/changes?since={r0}")).await;
+    assert_eq!(
+        c.hashes,
+        vec![hash(1), hash(2)],
+        "deduplicated, in order, only relevant"
+    );
+    assert!(!c.reset && !c.config_changed);
+    let r1 = c.revision;
+    assert!(r1 >= r0 + 4);
+
+    // Nothing since the latest revision.
+    let c: Changes = agent.get_ok(&format!("/agent/v1/changes?since={r1}")).await;
+    assert_eq!((c.hashes.len(), c.reset, c.revision), (0, false, r1));
+    // A revision from the future (another database?): reset.
+    let c: Changes = agent
+        .get_ok(&format!("/agent/v1/changes?since={}", r1 + 100))
+        .await;
+    assert!(c.reset);
+    assert_eq!(c.revision, r1);
+
+    palisade_server::set_policy_levels(
+        &env.server.db,
+        &name("acme"),
+        &name("default"),
+        palisade_core::Levels {
+            connected: Level::Lockdown,
+            disconnected: Level::Lockdown,
+        },
+    )
+    .await
+    .expect("levels");
+    let c: Changes = agent.get_ok(&format!("/agent/v1/changes?since={r1}")).await;
+    assert!(c.config_changed && !c.reset);
+    let r2 = c.revision;
+
+    // After pruning, an old revision is told to reset; the latest is fine.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let pruned = palisade_server::prune_changes(&env.server.db, Duration::ZERO)
+        .await
+        .expect("prune");
+    assert!(pruned >= 5, "pruned {pruned}");
+    let c: Changes = agent.get_ok(&format!("/agent/v1/changes?since={r0}")).await;
+    assert!(c.reset, "{c:?}");
+    let c: Changes = agent.get_ok(&format!("/agent/v1/changes?since={r2}")).await;
+    assert!(!c.reset, "{c:?}");
+    env.admin
+        .set_state(hash(9), json!({"state": "banned"}))
+        .await;
+    let c: Changes = agent.get_ok(&format!("/agent/v1/changes?since={r2}")).await;
+    assert_eq!(c.hashes, vec![hash(9)]);
+    assert_eq!(
+        agent.lookup(&[hash(9)]).await.results[0].approval.as_str(),
+        "banned"
+    );
+    assert!(matches!(
+        agent.lookup(&[hash(2)]).await.results[0].approval,
+        Approval::Approved(_)
+    ));
+    env.server.stop().await;
+}
+
+async fn shutdown_ends_streams(backend: Backend) {
+    let env = Env::new(backend).await;
+    let agent = env.agent("default", "web01").await;
+    let mut stream = agent.stream().await;
+    hello(&mut stream).await;
+    // A long poll in flight as well.
+    let poll = {
+        let client = env.admin.client.clone();
+        let url = env.server.url("/api/v1/events?wait_ms=30000");
+        let token = env.admin.token.clone();
+        tokio::spawn(async move { client.get(url).bearer_auth(token).send().await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let Env {
+        server,
+        admin: _admin,
+        db: _db,
+    } = env;
+    let took = server.stop().await;
+    eprintln!(
+        "[figure] {backend:?}: graceful shutdown with an open stream and a long poll: {took:?}"
+    );
+    assert!(took < Duration::from_secs(3), "shutdown took {took:?}");
+    stream.expect_eof(Duration::from_secs(1)).await;
+    let resp = poll.await.expect("poll task").expect("long poll answered");
+    assert_eq!(resp.status(), StatusCode::OK);
+}

@@ -1,0 +1,396 @@
+//! Admin commands: thin clients of the admin API.
+use crate::cli::{EventsArgs, FileCmd, FileStateArgs, PolicyCmd, StatusArgs};
+use crate::clicfg::CliConfig;
+use anyhow::{bail, Context, Result};
+use palisade_api::admin::{
+    ComputerInfo, CreatePolicy, EventPage, EventRecord, FileDetails, PolicyInfo, ScopeRef, SetFileState, SetLevels,
+};
+use palisade_api::ErrorBody;
+use palisade_core::{FileState, Name, Sha256};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// A client of the admin API.
+pub(crate) struct AdminClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl AdminClient {
+    pub(crate) fn new(server: &str, ca_pem: &str, token: &str) -> Result<AdminClient> {
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).context("CA certificate")?)
+            .connect_timeout(Duration::from_secs(5))
+            .build()?;
+        Ok(AdminClient {
+            http,
+            base: server.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+        })
+    }
+
+    pub(crate) fn from_config(explicit: Option<&Path>) -> Result<(AdminClient, CliConfig)> {
+        let cfg = CliConfig::load(explicit)?;
+        let ca = std::fs::read_to_string(&cfg.ca_cert).with_context(|| cfg.ca_cert.display().to_string())?;
+        Ok((AdminClient::new(&cfg.server, &ca, &cfg.token)?, cfg))
+    }
+
+    async fn send<T: serde::de::DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
+        let resp = req
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the service at {}", self.base))?;
+        let status = resp.status();
+        let body = resp.bytes().await?;
+        if !status.is_success() {
+            let msg = serde_json::from_slice::<ErrorBody>(&body)
+                .map(|b| match b.field {
+                    Some(f) => format!("{} (field {f})", b.error),
+                    None => b.error,
+                })
+                .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+            bail!("{status}: {msg}");
+        }
+        serde_json::from_slice(&body).context("malformed answer from the service")
+    }
+
+    pub(crate) async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.send(self.http.get(format!("{}{path}", self.base)).timeout(Duration::from_secs(60)))
+            .await
+    }
+
+    pub(crate) async fn put<B: serde::Serialize, T: serde::de::DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        self.send(self.http.put(format!("{}{path}", self.base)).json(body).timeout(Duration::from_secs(30)))
+            .await
+    }
+
+    pub(crate) async fn post<B: serde::Serialize, T: serde::de::DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body).timeout(Duration::from_secs(30)))
+            .await
+    }
+}
+
+/// A file argument: an existing path is hashed; otherwise it must be a SHA-256.
+fn resolve_target(target: &str) -> Result<(Sha256, Option<String>)> {
+    let p = Path::new(target);
+    if p.exists() {
+        let abs = std::fs::canonicalize(p)?;
+        let sha = palisade_agent::files::hash_path(&abs).with_context(|| format!("hashing {}", abs.display()))?;
+        return Ok((sha, Some(abs.to_string_lossy().into_owned())));
+    }
+    match Sha256::parse(target) {
+        Ok(sha) => Ok((sha, None)),
+        Err(_) => bail!("{target}: no such file, and not a SHA-256"),
+    }
+}
+
+fn name(field: &str, s: &Option<String>) -> Result<Option<Name>> {
+    s.as_deref()
+        .map(|v| Name::parse(v).with_context(|| format!("--{field}")))
+        .transpose()
+}
+
+pub(crate) async fn file(cfg: Option<&Path>, cmd: FileCmd) -> Result<ExitCode> {
+    let (client, _) = AdminClient::from_config(cfg)?;
+    let (args, state): (FileStateArgs, FileState) = match cmd {
+        FileCmd::Approve(a) => (a, FileState::Approved),
+        FileCmd::Ban(a) => (a, FileState::Banned),
+        FileCmd::Unapprove(a) => (a, FileState::Unapproved),
+        FileCmd::Show { target, json } => {
+            let (sha, _) = resolve_target(&target)?;
+            let details: FileDetails = client.get(&format!("/api/v1/files/{sha}")).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&details)?);
+            } else {
+                print_details(&details);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let policy = name("policy", &args.policy)?;
+    let computer = name("computer", &args.computer)?;
+    for target in &args.targets {
+        let (sha, path) = resolve_target(target)?;
+        let body = SetFileState {
+            state,
+            policy: policy.clone(),
+            computer: computer.clone(),
+            path: path.clone(),
+        };
+        let _: FileDetails = client.put(&format!("/api/v1/files/{sha}/state"), &body).await?;
+        let scope = match (&policy, &computer) {
+            (_, Some(c)) => format!("on computer {c}"),
+            (Some(p), None) => format!("for policy {p}"),
+            (None, None) => "for all computers".to_owned(),
+        };
+        println!("{state} {scope}: {sha}{}", path.map(|p| format!("  {p}")).unwrap_or_default());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fmt_ms(ms: i64) -> String {
+    let secs = ms / 1000;
+    let (d, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = d + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = if month <= 2 { y + 1 } else { y };
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn print_details(d: &FileDetails) {
+    println!("sha256      {}", d.sha256);
+    match d.first_seen_ms {
+        Some(ms) => println!("first seen  {}", fmt_ms(ms)),
+        None => println!("first seen  never reported by an agent"),
+    }
+    println!("\nstates:");
+    if d.states.is_empty() {
+        println!("  (none: the file is unapproved everywhere)");
+    }
+    for s in &d.states {
+        let scope = match &s.scope {
+            ScopeRef::Global => "global".to_owned(),
+            ScopeRef::Policy(p) => format!("policy {p}"),
+            ScopeRef::Computer(c) => format!("computer {c}"),
+        };
+        println!("  {:<11} {:<24} by {} at {}", s.state.as_str(), scope, s.updated_by, fmt_ms(s.updated_ms));
+    }
+    println!("\non computers:");
+    if d.effective.is_empty() {
+        println!("  (no computers)");
+    }
+    for e in &d.effective {
+        println!("  {:<20} policy {:<14} {:<9} {}", e.computer, e.policy, e.approval.as_str(), e.explanation);
+    }
+    println!("\nseen at:");
+    if d.instances.is_empty() {
+        println!("  (nowhere yet)");
+    }
+    for i in &d.instances {
+        println!("  {:<20} {}  ({} times, last {})", i.computer, i.path, i.count, fmt_ms(i.last_seen_ms));
+    }
+}
+
+fn print_event(r: &EventRecord, json: bool) {
+    if json {
+        if let Ok(s) = serde_json::to_string(r) {
+            println!("{s}");
+        }
+        return;
+    }
+    let e = &r.event;
+    let exe = e
+        .process
+        .exe
+        .as_ref()
+        .map(|x| x.path.as_str())
+        .unwrap_or("?");
+    println!(
+        "{:>6} {} {:<12} {:<11} {:<16} {} sha256={} pid={} uid={} exe={} ({})",
+        r.id,
+        fmt_ms(e.time_ms),
+        r.computer,
+        e.kind.as_str(),
+        e.operation.as_str(),
+        e.path,
+        e.sha256.map(|s| s.short()).unwrap_or_else(|| "-".into()),
+        e.process.pid,
+        e.process.uid,
+        exe,
+        e.reason
+    );
+}
+
+pub(crate) async fn events(cfg: Option<&Path>, a: EventsArgs) -> Result<ExitCode> {
+    let (client, _) = AdminClient::from_config(cfg)?;
+    let mut filters = String::new();
+    if let Some(k) = &a.kind {
+        filters.push_str(&format!("&kind={k}"));
+    }
+    if let Some(c) = &a.computer {
+        filters.push_str(&format!("&computer={c}"));
+    }
+    // Find where the last `limit` events start: page through ids.
+    let mut after = 0i64;
+    let mut all: Vec<EventRecord> = Vec::new();
+    loop {
+        let page: EventPage = client
+            .get(&format!("/api/v1/events?after={after}&limit=1000{filters}"))
+            .await?;
+        if page.events.is_empty() {
+            break;
+        }
+        after = page.last_id;
+        all.extend(page.events);
+        let keep = a.limit as usize;
+        if all.len() > keep {
+            all.drain(..all.len() - keep);
+        }
+    }
+    for r in &all {
+        print_event(r, a.json);
+    }
+    if !a.follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    loop {
+        let page: EventPage = client
+            .get(&format!("/api/v1/events?after={after}&limit=1000&wait_ms=25000{filters}"))
+            .await?;
+        for r in &page.events {
+            print_event(r, a.json);
+        }
+        after = page.last_id.max(after);
+    }
+}
+
+pub(crate) async fn computers(cfg: Option<&Path>, json: bool) -> Result<ExitCode> {
+    let (client, _) = AdminClient::from_config(cfg)?;
+    let list: Vec<ComputerInfo> = client.get("/api/v1/computers").await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<20} {:<14} {:<9} {:<9} {:<10} last seen", "NAME", "POLICY", "LEVEL", "OFFLINE", "LINK");
+    for c in list {
+        println!(
+            "{:<20} {:<14} {:<9} {:<9} {:<10} {}",
+            c.name,
+            c.policy,
+            c.levels.connected.as_str(),
+            c.levels.disconnected.as_str(),
+            if c.revoked {
+                "revoked"
+            } else if c.connected {
+                "connected"
+            } else {
+                "offline"
+            },
+            c.last_seen_ms.map(fmt_ms).unwrap_or_else(|| "never".into())
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn policy(cfg: Option<&Path>, cmd: PolicyCmd) -> Result<ExitCode> {
+    let (client, _) = AdminClient::from_config(cfg)?;
+    match cmd {
+        PolicyCmd::List(j) => {
+            let list: Vec<PolicyInfo> = client.get("/api/v1/policies").await?;
+            if j.json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!("{:<20} {:<9} {:<12} computers", "NAME", "LEVEL", "DISCONNECTED");
+                for p in list {
+                    println!(
+                        "{:<20} {:<9} {:<12} {}",
+                        p.name,
+                        p.levels.connected.as_str(),
+                        p.levels.disconnected.as_str(),
+                        p.computers
+                    );
+                }
+            }
+        }
+        PolicyCmd::Create { name, level, disconnected } => {
+            let body = CreatePolicy {
+                name: Name::parse(&name).context("policy name")?,
+                level: Some(level),
+                disconnected_level: disconnected,
+            };
+            let p: PolicyInfo = client.post("/api/v1/policies", &body).await?;
+            println!("created policy {} ({} / disconnected {})", p.name, p.levels.connected, p.levels.disconnected);
+        }
+        PolicyCmd::SetLevel { policy, level, disconnected } => {
+            let name = Name::parse(&policy).context("policy name")?;
+            let body = SetLevels {
+                level,
+                disconnected_level: disconnected,
+            };
+            let p: PolicyInfo = client.put(&format!("/api/v1/policies/{name}/levels"), &body).await?;
+            println!(
+                "policy {}: level {} (disconnected: {}); agents switch within a second",
+                p.name, p.levels.connected, p.levels.disconnected
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn enroll_token(cfg: Option<&Path>, policy: &str, uses: u32, ttl: u64) -> Result<ExitCode> {
+    let (client, _) = AdminClient::from_config(cfg)?;
+    let body = palisade_api::admin::CreateEnrollToken {
+        policy: Name::parse(policy).context("--policy")?,
+        max_uses: Some(uses),
+        ttl_secs: Some(ttl),
+    };
+    let t: palisade_api::admin::EnrollTokenCreated = client.post("/api/v1/enrollment-tokens", &body).await?;
+    println!("{}", t.token);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn status(cfg: Option<&Path>, a: StatusArgs) -> Result<ExitCode> {
+    let loaded = CliConfig::load(cfg).ok();
+    let socket = a
+        .socket
+        .clone()
+        .or_else(|| loaded.as_ref().and_then(|c| c.agent_socket.clone()))
+        .unwrap_or_else(|| Path::new(palisade_agent::config::DEFAULT_DATA_DIR).join("agent.sock"));
+    let st = tokio::task::spawn_blocking(move || palisade_agent::control::query(&socket)).await??;
+    // The policy's level as the service states it, when we can ask.
+    let mut stated = None;
+    if loaded.is_some() {
+        if let Ok((client, _)) = AdminClient::from_config(cfg) {
+            if let Ok(list) = client.get::<Vec<ComputerInfo>>("/api/v1/computers").await {
+                stated = list.into_iter().find(|c| c.name == st.computer).map(|c| c.levels);
+            }
+        }
+    }
+    let expected = stated.unwrap_or(st.levels).connected;
+    let ok = st.connected && st.enforcing && st.level == expected;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+    } else {
+        println!("computer     {} ({})", st.computer, st.server);
+        println!("policy       {}", st.policy.as_deref().unwrap_or("?"));
+        println!("link         {}", if st.connected { "connected" } else { "DISCONNECTED" });
+        println!("enforcing    {}", if st.enforcing { "yes" } else { "NO" });
+        println!(
+            "level        {} (policy states {}; {} while disconnected)",
+            st.level, expected, st.levels.disconnected
+        );
+        println!(
+            "guard        {}",
+            if st.guard_active {
+                "BPF LSM active (libraries, ld.so, memfd controlled)"
+            } else {
+                "INACTIVE: libraries and memory execution not controlled"
+            }
+        );
+        println!("watching     {}", st.watched.join(", "));
+        println!(
+            "decisions    {} events, {} from caches, {} allowed, {} blocked, {} timeouts",
+            st.stats.events, st.stats.fast_path, st.stats.allowed, st.stats.blocked, st.stats.timeouts
+        );
+        println!("events       {} waiting for upload, {} dropped", st.spool_pending, st.events_dropped);
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(3) })
+}

@@ -1,0 +1,45 @@
+//! Subcommands.
+use crate::cli::{Cli, Command};
+use std::process::ExitCode;
+
+mod admin;
+mod agent;
+mod server;
+mod up;
+
+pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .thread_name("palisade-rt")
+        .build()?;
+    let cfg = cli.cli_config.clone();
+    rt.block_on(async move {
+        match cli.command {
+            Command::Up(a) => up::run(a).await,
+            Command::Server(a) => server::run(a).await,
+            Command::Agent(a) => agent::run(a).await,
+            Command::File(c) => admin::file(cfg.as_deref(), c).await,
+            Command::Events(a) => admin::events(cfg.as_deref(), a).await,
+            Command::Computers(a) => admin::computers(cfg.as_deref(), a.json).await,
+            Command::Policy(c) => admin::policy(cfg.as_deref(), c).await,
+            Command::Status(a) => admin::status(cfg.as_deref(), a).await,
+            Command::EnrollToken { policy, uses, ttl } => admin::enroll_token(cfg.as_deref(), &policy, uses, ttl).await,
+        }
+    })
+}
+
+/// Resolve when SIGINT or SIGTERM arrives; a second signal exits at once.
+pub(crate) async fn termination() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+    tracing::info!("stopping (a second signal exits at once)");
+    tokio::spawn(async move {
+        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        std::process::exit(130);
+    });
+}

@@ -1,0 +1,200 @@
+//! `palisade up`: the whole system on this machine, in the foreground.
+use super::admin::AdminClient;
+use crate::cli::UpArgs;
+use crate::clicfg::CliConfig;
+use anyhow::{Context, Result};
+use palisade_agent::config::AgentConfigFile;
+use palisade_agent::identity::{enroll, hostname, Identity};
+use palisade_agent::{RunningAgent, StartOptions};
+use palisade_api::admin::{CreateEnrollToken, EnrollTokenCreated, Health, PolicyInfo, SetLevels};
+use palisade_core::{Level, Levels, Name};
+use palisade_server::{Db, Server, ServerConfig};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+const ORG: &str = "default";
+const ADMIN: &str = "admin";
+const POLICY: &str = "default";
+
+pub(crate) async fn run(a: UpArgs) -> Result<ExitCode> {
+    std::fs::create_dir_all(&a.data_dir).with_context(|| a.data_dir.display().to_string())?;
+    let dir = std::fs::canonicalize(&a.data_dir)?;
+    let agent_dir = dir.join("agent");
+    let cli_path = dir.join("cli.toml");
+    let ca_path = dir.join("ca.crt");
+    let database = format!("sqlite://{}?mode=rwc", dir.join("server.db").display());
+
+    // 1. The organization, its `default` policy and an admin token.
+    let org = Name::parse(ORG)?;
+    let admin_name = Name::parse(ADMIN)?;
+    let token = {
+        let db = Db::connect(&database).await.context("opening the server database")?;
+        let boot = palisade_server::bootstrap(&db, &org, &admin_name).await?;
+        let token = match boot.admin_token {
+            Some(t) => t,
+            None => match CliConfig::load(Some(&cli_path)) {
+                Ok(c) => c.token,
+                Err(_) => palisade_server::create_admin_token(&db, &org, &admin_name).await?,
+            },
+        };
+        db.close().await;
+        token
+    };
+
+    // 2. The server.
+    let config = ServerConfig {
+        listen: a.listen,
+        database,
+        ..ServerConfig::default()
+    };
+    let server = Server::bind(config).await.context("starting the server")?;
+    let addr = server.local_addr();
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        addr.ip().to_string()
+    };
+    let url = format!("https://{}", std::net::SocketAddr::new(host.parse()?, addr.port()));
+    let ca_pem = server.ca_pem().to_owned();
+    std::fs::write(&ca_path, &ca_pem)?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server_task = tokio::spawn(server.serve(async move {
+        let _ = stop_rx.await;
+    }));
+    let admin = AdminClient::new(&url, &ca_pem, &token)?;
+    let _: Health = admin.get("/api/v1/health").await.context("the server does not answer")?;
+
+    // 3. What the admin commands need.
+    let cli = CliConfig {
+        server: url.clone(),
+        ca_cert: ca_path.clone(),
+        token,
+        agent_socket: Some(agent_dir.join("agent.sock")),
+    };
+    cli.save(&cli_path)?;
+    let mut user_cli = None;
+    if let Some(home) = std::env::var_os("HOME") {
+        let p = Path::new(&home).join(".config/palisade/cli.toml");
+        if cli.save(&p).is_ok() {
+            user_cli = Some(p);
+        }
+    }
+
+    // 4. Levels: enforce only once the scan has approved what is installed.
+    let target = if a.lockdown { Level::Lockdown } else { Level::Monitor };
+    let scanned_marker = agent_dir.join("scanned-filesystems.json");
+    let scanned: BTreeSet<String> = std::fs::read_to_string(&scanned_marker)
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default();
+    let initial = if a.no_scan { target } else { target.min(Level::Monitor) };
+    set_levels(&admin, initial).await?;
+
+    // 5. The local agent, enrolled on first start.
+    if Identity::load(&agent_dir)?.is_none() {
+        let t: EnrollTokenCreated = admin
+            .post(
+                "/api/v1/enrollment-tokens",
+                &CreateEnrollToken {
+                    policy: Name::parse(POLICY)?,
+                    max_uses: Some(1),
+                    ttl_secs: Some(600),
+                },
+            )
+            .await?;
+        let id = enroll(&url, &t.token, &hostname()).await.context("enrolling the local agent")?;
+        id.save(&agent_dir)?;
+        tracing::info!("local agent enrolled as {}", id.computer);
+    }
+    let agent_cfg = AgentConfigFile {
+        data_dir: Some(agent_dir.clone()),
+        watch: Some(a.watch.clone()),
+        decision_deadline_ms: a.deadline_ms,
+        ..AgentConfigFile::default()
+    }
+    .validate()?;
+    let agent = RunningAgent::start(
+        agent_cfg,
+        StartOptions {
+            initial_levels: Some(Levels {
+                connected: initial,
+                disconnected: initial,
+            }),
+        },
+    )
+    .await?;
+    if !agent.wait_connected(Duration::from_secs(15)).await {
+        tracing::warn!("the local agent could not connect to the server yet");
+    }
+
+    // 6. The initialization scan, once per filesystem.
+    let to_scan: Vec<String> = agent
+        .mounts()
+        .iter()
+        .map(|m| m.mount_point.display().to_string())
+        .filter(|m| !scanned.contains(m))
+        .collect();
+    if !a.no_scan && !to_scan.is_empty() {
+        println!("initialization scan of {} (bulk approval of what is installed)...", to_scan.join(", "));
+        let s = agent.scan(true, true).await.context("initialization scan")?;
+        println!(
+            "scan: {} files, {} executables/libraries/scripts ({} MB) approved locally in {:.1} s ({} unreadable)",
+            s.files_seen,
+            s.code_files,
+            s.bytes_hashed >> 20,
+            s.elapsed_ms as f64 / 1000.0,
+            s.errors
+        );
+        let mut all = scanned.clone();
+        all.extend(agent.mounts().iter().map(|m| m.mount_point.display().to_string()));
+        std::fs::write(&scanned_marker, serde_json::to_string(&all)?)?;
+    }
+    if initial != target {
+        set_levels(&admin, target).await?;
+    }
+    let end = tokio::time::Instant::now() + Duration::from_secs(5);
+    while agent.engine().level() != target && tokio::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    println!();
+    println!("Palisade is up ({}).", agent.engine().level());
+    println!("  server     {url}  (SQLite database {})", dir.join("server.db").display());
+    println!("  CA         {}", ca_path.display());
+    println!("  agent      {} (watching {})", agent_dir.display(), agent
+        .mounts()
+        .iter()
+        .map(|m| m.mount_point.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", "));
+    println!(
+        "  admin      {}{}",
+        cli_path.display(),
+        user_cli.map(|p| format!(" (copied to {})", p.display())).unwrap_or_default()
+    );
+    println!("  switch     palisade policy set-level {POLICY} lockdown|monitor|disabled");
+    println!("  try        palisade status; palisade events --follow; palisade file show <PATH>");
+    println!("palisade: ready");
+
+    super::termination().await;
+    agent.shutdown().await;
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), server_task).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn set_levels(admin: &AdminClient, level: Level) -> Result<()> {
+    let _: PolicyInfo = admin
+        .put(
+            &format!("/api/v1/policies/{POLICY}/levels"),
+            &SetLevels {
+                level,
+                disconnected_level: Some(level),
+            },
+        )
+        .await
+        .context("setting the policy's level")?;
+    Ok(())
+}

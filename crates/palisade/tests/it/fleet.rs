@@ -1,0 +1,283 @@
+//! Server and agent as separate processes: the persistent cache when the
+//! service is gone, agent restarts, the event spool, corrupt caches,
+//! replicas over PostgreSQL.
+use crate::harness::*;
+use crate::require_root;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A server, an enrolled agent watching a test mount, and an admin config.
+struct Fleet {
+    data: tempfile::TempDir,
+    database: String,
+    servers: Vec<Proc>,
+    urls: Vec<String>,
+    agent: Option<Proc>,
+    cli_config: PathBuf,
+    agent_dir: PathBuf,
+    watch: PathBuf,
+}
+
+fn server_proc(data: &Path, database: &str, name: &str, listen: &str) -> (Proc, String) {
+    let mut p = Proc::palisade(
+        name,
+        &["server", "--database", database, "--listen", listen],
+        &[("PALISADE_LOG", "info")],
+        data,
+    );
+    let line = p.wait_line("listening on https://", Duration::from_secs(60));
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("https://"))
+        .unwrap()
+        .to_owned();
+    (p, url)
+}
+
+impl Fleet {
+    fn start(mount: &TestMount, database: Option<String>, replicas: usize) -> Fleet {
+        let data = tempfile::Builder::new().prefix("palisade-fleet-").tempdir().unwrap();
+        let database = database.unwrap_or_else(|| format!("sqlite://{}/server.db?mode=rwc", data.path().display()));
+        let init = run(BIN, &["server", "init", "--database", &database], &[("PALISADE_LOG", "warn")]);
+        assert!(init.ok(), "server init: {init:?}");
+        let token = init.stdout.lines().last().unwrap().trim().to_owned();
+        let mut servers = Vec::new();
+        let mut urls = Vec::new();
+        for i in 0..replicas {
+            let (p, url) = server_proc(data.path(), &database, &format!("server{i}"), "127.0.0.1:0");
+            servers.push(p);
+            urls.push(url);
+        }
+        let ca = run(BIN, &["server", "ca", "--database", &database], &[("PALISADE_LOG", "warn")]);
+        assert!(ca.ok(), "server ca: {ca:?}");
+        let ca_path = data.path().join("ca.crt");
+        std::fs::write(&ca_path, &ca.stdout).unwrap();
+        let agent_dir = data.path().join("agent");
+        let cli_config = data.path().join("cli.toml");
+        std::fs::write(
+            &cli_config,
+            format!(
+                "server = {:?}\nca_cert = {:?}\ntoken = {:?}\nagent_socket = {:?}\n",
+                urls[0],
+                ca_path,
+                token,
+                agent_dir.join("agent.sock")
+            ),
+        )
+        .unwrap();
+        let mut f = Fleet {
+            data,
+            database,
+            servers,
+            urls,
+            agent: None,
+            cli_config,
+            agent_dir,
+            watch: mount.path.clone(),
+        };
+        let enroll_token = f.ok(&["enroll-token", "--policy", "default"]).trim().to_owned();
+        let agent_url = f.urls.last().unwrap().clone();
+        let r = run(
+            BIN,
+            &["agent", "enroll", "--server", &agent_url, "--token", &enroll_token, "--data-dir", f.agent_dir.to_str().unwrap()],
+            &[("PALISADE_LOG", "warn")],
+        );
+        assert!(r.ok(), "enroll: {r:?}");
+        f.start_agent();
+        f
+    }
+
+    fn start_agent(&mut self) {
+        let mut a = Proc::palisade(
+            "agent",
+            &["agent", "--data-dir", self.agent_dir.to_str().unwrap(), "--watch", self.watch.to_str().unwrap()],
+            &[("PALISADE_LOG", "info")],
+            self.data.path(),
+        );
+        a.wait_line("palisade agent: ready", Duration::from_secs(60));
+        self.agent = Some(a);
+    }
+
+    fn stop_agent(&mut self) {
+        if let Some(mut a) = self.agent.take() {
+            a.stop();
+        }
+    }
+
+    fn agent_log(&self) -> String {
+        self.agent.as_ref().map(|a| a.stderr()).unwrap_or_default()
+    }
+
+    fn cli(&self, args: &[&str]) -> Ran {
+        run(BIN, args, &[("PALISADE_CLI_CONFIG", self.cli_config.to_str().unwrap()), ("PALISADE_LOG", "warn")])
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let r = self.cli(args);
+        assert!(r.ok(), "palisade {args:?}: {r:?}");
+        r.stdout
+    }
+
+    fn status_code(&self) -> Option<i32> {
+        self.cli(&["status"]).spawn.ok().and_then(|s| s.code())
+    }
+}
+
+#[test]
+fn the_persistent_cache_enforces_while_the_service_is_gone_even_across_restarts() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let mut f = Fleet::start(&m, None, 1);
+    let p = Programs::get();
+    let approved = p.install("hello", &m.path, "approved");
+    let banned = p.install("hello2", &m.path, "banned");
+    f.ok(&["policy", "set-level", "default", "lockdown", "--disconnected", "lockdown"]);
+    f.ok(&["file", "approve", approved.to_str().unwrap()]);
+    f.ok(&["file", "ban", banned.to_str().unwrap()]);
+    assert!(eventually(Duration::from_secs(3), || run(&approved, &[], &[]).ok()).is_some(), "{}", f.agent_log());
+    assert!(run(&banned, &[], &[]).exec_refused());
+    assert!(eventually(Duration::from_secs(3), || f.status_code() == Some(0)).is_some(), "status 0 while connected");
+
+    // The service disappears.
+    f.servers[0].kill();
+    assert!(eventually(Duration::from_secs(20), || f.status_code() == Some(3)).is_some(), "status 3 once disconnected");
+    assert!(run(&approved, &[], &[]).ok(), "approved code keeps running offline");
+    assert!(run(&banned, &[], &[]).exec_refused(), "banned code stays banned offline");
+    let stranger = p.install("uselib", &m.path, "stranger");
+    assert!(run(&stranger, &[], &[]).exec_refused(), "unknown code is blocked offline");
+
+    // The agent restarts while the service is still gone: no kernel or
+    // memory cache survives, only the persistent one.
+    f.stop_agent();
+    f.start_agent();
+    assert!(run(&approved, &[], &[]).ok(), "persistent cache approves after restart: {}", f.agent_log());
+    assert!(run(&banned, &[], &[]).exec_refused(), "persistent cache bans after restart");
+    assert!(run(&stranger, &[], &[]).exec_refused());
+    std::thread::sleep(Duration::from_millis(300));
+    f.stop_agent(); // the offline block events are on disk now
+
+    // The service comes back on the same address: the events recorded offline arrive.
+    let port = f.urls[0].rsplit(':').next().unwrap().to_owned();
+    let (p2, _) = server_proc(f.data.path(), &f.database.clone(), "server-again", &format!("127.0.0.1:{port}"));
+    f.servers[0] = p2;
+    f.start_agent();
+    let arrived = eventually(Duration::from_secs(10), || {
+        let out = f.ok(&["events", "--json", "--limit", "1000"]);
+        out.lines()
+            .filter(|l| l.contains("\"blocked\"") && l.contains("/stranger"))
+            .count()
+            >= 2
+    });
+    assert!(arrived.is_some(), "offline events uploaded after reconnect: {}", f.ok(&["events"]));
+}
+
+#[test]
+fn a_corrupt_persistent_cache_is_rebuilt_while_enforcing() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let mut f = Fleet::start(&m, None, 1);
+    let approved = Programs::get().install("hello", &m.path, "approved");
+    f.ok(&["policy", "set-level", "default", "lockdown"]);
+    f.ok(&["file", "approve", approved.to_str().unwrap()]);
+    assert!(eventually(Duration::from_secs(3), || run(&approved, &[], &[]).ok()).is_some());
+    f.stop_agent();
+    for name in ["cache.db", "cache.db-wal", "cache.db-shm"] {
+        let p = f.agent_dir.join(name);
+        if p.exists() {
+            std::fs::write(&p, b"garbage, not a database ".repeat(100)).unwrap();
+        }
+    }
+    f.start_agent();
+    assert!(
+        eventually(Duration::from_secs(5), || run(&approved, &[], &[]).ok()).is_some(),
+        "enforcing again after the rebuild: {}",
+        f.agent_log()
+    );
+    let stranger = Programs::get().install("hello2", &m.path, "stranger");
+    assert!(run(&stranger, &[], &[]).exec_refused(), "still blocking");
+    assert!(f.agent_log().contains("rebuilt"), "the rebuild is logged: {}", f.agent_log());
+    assert!(
+        std::fs::read_dir(&f.agent_dir).unwrap().flatten().any(|e| e.file_name().to_string_lossy().contains("corrupt")),
+        "the corrupt file is kept aside"
+    );
+}
+
+#[test]
+fn the_disconnected_level_applies_while_disconnected() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let mut f = Fleet::start(&m, None, 1);
+    let stranger = Programs::get().install("hello", &m.path, "stranger");
+    f.ok(&["policy", "set-level", "default", "lockdown", "--disconnected", "monitor"]);
+    assert!(eventually(Duration::from_secs(3), || run(&stranger, &[], &[]).exec_refused()).is_some());
+    f.servers[0].kill();
+    assert!(
+        eventually(Duration::from_secs(20), || run(&stranger, &[], &[]).ok()).is_some(),
+        "monitor while disconnected: {}",
+        f.agent_log()
+    );
+}
+
+fn postgres_url() -> String {
+    std::env::var("PALISADE_TEST_POSTGRES")
+        .expect("PALISADE_TEST_POSTGRES is not set: run `source scripts/postgres.sh` (scripts/test.sh does)")
+}
+
+/// A fresh PostgreSQL database, dropped on drop.
+struct PgDb {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl PgDb {
+    fn new() -> PgDb {
+        let admin_url = postgres_url();
+        let name = format!("palisade_it_{}_{}", std::process::id(), rand_suffix());
+        let r = run("psql", &[&admin_url, "-qc", &format!("CREATE DATABASE {name}")], &[]);
+        assert!(r.ok(), "create database: {r:?}");
+        let url = match admin_url.rfind('/') {
+            Some(i) => format!("{}/{name}", &admin_url[..i]),
+            None => panic!("bad PALISADE_TEST_POSTGRES"),
+        };
+        PgDb { admin_url, name, url }
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let _ = run(
+            "psql",
+            &[&self.admin_url, "-qc", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)],
+            &[],
+        );
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+}
+
+#[test]
+fn replicas_over_postgres_push_a_ban_to_an_agent_on_the_other_replica() {
+    require_root!();
+    let pg = PgDb::new();
+    let m = TestMount::tmpfs();
+    // Admin commands go to replica 0; the agent is connected to replica 1.
+    let f = Fleet::start(&m, Some(pg.url.clone()), 2);
+    let hello = Programs::get().install("hello", &m.path, "hello");
+    f.ok(&["policy", "set-level", "default", "lockdown"]);
+    f.ok(&["file", "approve", hello.to_str().unwrap()]);
+    assert!(eventually(Duration::from_secs(3), || run(&hello, &[], &[]).ok()).is_some(), "{}", f.agent_log());
+    let t = std::time::Instant::now();
+    f.ok(&["file", "ban", hello.to_str().unwrap()]);
+    let took = eventually(Duration::from_secs(5), || run(&hello, &[], &[]).exec_refused()).map(|_| t.elapsed());
+    let took = took.expect("ban through replica 0 reaches the agent on replica 1");
+    eprintln!("cross-replica ban took effect after {took:?}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    let computers = f.ok(&["computers"]);
+    assert!(computers.contains("connected"), "{computers}");
+}
