@@ -51,7 +51,8 @@ impl RunningAgent {
     /// enrolled (an identity in the data directory).
     pub async fn start(cfg: AgentConfig, opts: StartOptions) -> Result<RunningAgent> {
         let cfg = Arc::new(cfg);
-        std::fs::create_dir_all(&cfg.data_dir).with_context(|| cfg.data_dir.display().to_string())?;
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| cfg.data_dir.display().to_string())?;
         let identity = Identity::load(&cfg.data_dir)?.with_context(|| {
             format!(
                 "this agent is not enrolled (no identity in {}); run `palisade agent enroll`",
@@ -62,12 +63,16 @@ impl RunningAgent {
 
         let (persistent, rebuilt) = PersistentCache::open(&cfg.data_dir.join("cache.db"))?;
         if rebuilt {
-            tracing::warn!("persistent cache was unusable and has been rebuilt; it refills from the service");
+            tracing::warn!(
+                "persistent cache was unusable and has been rebuilt; it refills from the service"
+            );
         }
         let persistent = Arc::new(persistent);
         let (spool, spool_rebuilt) = Spool::open(&cfg.data_dir.join("events.db"))?;
         if spool_rebuilt {
-            tracing::warn!("event spool was unusable and has been rebuilt (the old file is kept aside)");
+            tracing::warn!(
+                "event spool was unusable and has been rebuilt (the old file is kept aside)"
+            );
         }
         let spool = Arc::new(spool);
         let spool_id = spool_id(&persistent);
@@ -89,15 +94,21 @@ impl RunningAgent {
             .and_then(|s| serde_json::from_str(&s).ok());
 
         let interpreters = resolve_interpreters(&cfg.interpreters);
-        tracing::info!("{} interpreter binaries under script control", interpreters.len());
+        tracing::info!(
+            "{} interpreter binaries under script control",
+            interpreters.len()
+        );
 
         let all_mounts = mounts::all().context("reading the mount table")?;
-        let watch = mounts::watch_set(&all_mounts, &cfg.watch).context("resolving watched paths")?;
+        let watch =
+            mounts::watch_set(&all_mounts, &cfg.watch).context("resolving watched paths")?;
         if watch.is_empty() {
             bail!("nothing to watch");
         }
 
-        let fan = Arc::new(Fanotify::permission_group().context("fanotify permission events (needs root and CONFIG_FANOTIFY_ACCESS_PERMISSIONS)")?);
+        let fan = Arc::new(Fanotify::permission_group().context(
+            "fanotify permission events (needs root and CONFIG_FANOTIFY_ACCESS_PERMISSIONS)",
+        )?);
         let guard = match ExecGuard::load() {
             Ok(g) => Some(Arc::new(g)),
             Err(e) => {
@@ -176,7 +187,10 @@ impl RunningAgent {
             None
         };
 
-        let watched: Vec<String> = watch.iter().map(|m| m.mount_point.display().to_string()).collect();
+        let watched: Vec<String> = watch
+            .iter()
+            .map(|m| m.mount_point.display().to_string())
+            .collect();
         let config = Arc::new(parking_lot::Mutex::new(remembered));
         let tasks = vec![
             tokio::spawn(link::run_stream(LinkParts {
@@ -187,7 +201,12 @@ impl RunningAgent {
                 enforcing: enforcing.clone(),
                 config: config.clone(),
             })),
-            tokio::spawn(link::run_uploader(client.clone(), spool.clone(), spool_id, wake)),
+            tokio::spawn(link::run_uploader(
+                client.clone(),
+                spool.clone(),
+                spool_id,
+                wake,
+            )),
         ];
 
         {
@@ -252,14 +271,28 @@ impl RunningAgent {
     }
 
     /// Run the initialization scan over the watched filesystems.
+    /// Afterwards the answers for everything found are fetched, so that the
+    /// first run of each needs no round trip.
     pub async fn scan(&self, approve: bool, progress: bool) -> Result<ScanSummary> {
-        scan::scan(&self.client, &self.mounts, &self.cfg.script_extensions, approve, progress).await
+        let mut summary = scan::scan(
+            &self.client,
+            &self.mounts,
+            &self.cfg.script_extensions,
+            approve,
+            progress,
+        )
+        .await?;
+        summary.hashes.sort_unstable();
+        summary.hashes.dedup();
+        link::prefetch(&self.client, &self.engine, &summary.hashes).await;
+        Ok(summary)
     }
 
     /// Stop: unmark (by closing the groups, which lets any unanswered event
     /// through), flush queued events to disk, stop the threads and tasks.
     pub async fn shutdown(self) {
         self.enforcing.store(false, Ordering::Relaxed);
+        self.engine.release();
         self.stop.store(true, Ordering::Relaxed);
         for m in &self.mounts {
             let _ = self.fan.unmark_filesystem(&m.mount_point, PERMISSION_MASK);
@@ -286,7 +319,10 @@ impl RunningAgent {
 /// A random id for this spool, kept in the persistent cache, so event
 /// sequence numbers stay unique even if the spool file is rebuilt.
 fn spool_id(persistent: &PersistentCache) -> u64 {
-    if let Some(id) = persistent.meta("spool_id").and_then(|v| v.parse::<u64>().ok()) {
+    if let Some(id) = persistent
+        .meta("spool_id")
+        .and_then(|v| v.parse::<u64>().ok())
+    {
         return id;
     }
     let id = rand::random::<u64>() & ((1 << 23) - 1);
@@ -330,7 +366,14 @@ fn start_hasher(
 }
 
 /// Directories searched for interpreters.
-const BIN_DIRS: &[&str] = &["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
+const BIN_DIRS: &[&str] = &[
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
 
 /// Hash every program in the usual binary directories (and `PATH`) whose
 /// name matches one of `globs`.
@@ -342,13 +385,17 @@ pub fn resolve_interpreters(globs: &[String]) -> HashSet<Sha256> {
     let mut seen = HashSet::new();
     let mut out = HashSet::new();
     for dir in dirs {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if !globs.iter().any(|g| glob_match(g, &name)) {
                 continue;
             }
-            let Ok(real) = std::fs::canonicalize(e.path()) else { continue };
+            let Ok(real) = std::fs::canonicalize(e.path()) else {
+                continue;
+            };
             if !seen.insert(real.clone()) {
                 continue;
             }
@@ -374,7 +421,11 @@ pub fn glob_match(glob: &str, name: &str) -> bool {
 
 /// Whether `path` is on one of the agent's watched filesystems.
 pub fn is_watched(mounts: &[Mount], path: &Path) -> bool {
-    mounts::mount_of(mounts, path).is_ok_and(|m| mounts.iter().any(|w| w.major == m.major && w.minor == m.minor))
+    mounts::mount_of(mounts, path).is_ok_and(|m| {
+        mounts
+            .iter()
+            .any(|w| w.major == m.major && w.minor == m.minor)
+    })
 }
 
 #[cfg(test)]

@@ -63,6 +63,11 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
         self.len() == 0
     }
 
+    /// Every key.
+    pub fn keys(&self) -> Vec<K> {
+        self.young.keys().chain(self.old.keys()).cloned().collect()
+    }
+
     /// Keep only the entries for which `keep` is true.
     pub fn retain(&mut self, mut keep: impl FnMut(&K, &V) -> bool) {
         self.young.retain(|k, v| keep(k, v));

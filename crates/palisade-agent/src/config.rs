@@ -97,16 +97,48 @@ pub const DEFAULT_DATA_DIR: &str = "/var/lib/palisade/agent";
 
 /// Interpreters controlled by default.
 pub const DEFAULT_INTERPRETERS: &[&str] = &[
-    "sh", "bash", "dash", "zsh", "ksh", "ksh93", "mksh", "csh", "tcsh", "fish", "busybox",
-    "python", "python2*", "python3", "python3.*", "pypy*", "perl", "perl5*", "ruby", "ruby*",
-    "php", "php*", "node", "nodejs", "lua", "lua5*", "luajit", "tclsh", "tclsh*", "wish*",
-    "awk", "gawk", "mawk", "Rscript", "osascript", "pwsh",
+    "sh",
+    "bash",
+    "dash",
+    "zsh",
+    "ksh",
+    "ksh93",
+    "mksh",
+    "csh",
+    "tcsh",
+    "fish",
+    "busybox",
+    "python",
+    "python2*",
+    "python3",
+    "python3.*",
+    "pypy*",
+    "perl",
+    "perl5*",
+    "ruby",
+    "ruby*",
+    "php",
+    "php*",
+    "node",
+    "nodejs",
+    "lua",
+    "lua5*",
+    "luajit",
+    "tclsh",
+    "tclsh*",
+    "wish*",
+    "awk",
+    "gawk",
+    "mawk",
+    "Rscript",
+    "osascript",
+    "pwsh",
 ];
 
 /// Script extensions recognised by default.
 pub const DEFAULT_SCRIPT_EXTENSIONS: &[&str] = &[
-    "sh", "bash", "dash", "zsh", "ksh", "csh", "fish", "py", "pyc", "pyo", "pyw", "pl", "pm",
-    "rb", "php", "phar", "js", "mjs", "cjs", "lua", "tcl", "awk", "r", "ps1",
+    "sh", "bash", "dash", "zsh", "ksh", "csh", "fish", "py", "pyc", "pyo", "pyw", "pl", "pm", "rb",
+    "php", "phar", "js", "mjs", "cjs", "lua", "tcl", "awk", "r", "ps1",
 ];
 
 impl AgentConfigFile {
@@ -222,14 +254,20 @@ mod tests {
         assert_eq!(err("wathc = []").field, "wathc");
         assert_eq!(err("workers = \"four\"").field, "workers");
         assert_eq!(err("workers = 0").field, "workers");
-        assert_eq!(err("decision_deadline_ms = 10").field, "decision_deadline_ms");
+        assert_eq!(
+            err("decision_deadline_ms = 10").field,
+            "decision_deadline_ms"
+        );
         assert_eq!(
             err("decision_deadline_ms = 500\nlookup_timeout_ms = 900").field,
             "lookup_timeout_ms"
         );
         assert_eq!(err("watch = [\"relative\"]").field, "watch");
         assert_eq!(err("data_dir = \"x\"").field, "data_dir");
-        assert_eq!(err("interpreters = [\"/usr/bin/python3\"]").field, "interpreters");
+        assert_eq!(
+            err("interpreters = [\"/usr/bin/python3\"]").field,
+            "interpreters"
+        );
         let e = err("wathc = []").to_string();
         assert!(e.contains("wathc"), "{e}");
     }

@@ -33,7 +33,9 @@ use palisade_core::{
     Level, Levels, Operation, ProcessContext, Report, Sha256, Verdict, CLASSIFY_HEADER_LEN,
 };
 use palisade_kernel::fanotify::{Fanotify, Mask, Response};
-use palisade_kernel::guard::{ExecGuard, GuardConfig, GuardEvent, GuardEventKind, GuardMode, InodeKey};
+use palisade_kernel::guard::{
+    ExecGuard, GuardConfig, GuardEvent, GuardEventKind, GuardMode, InodeKey,
+};
 use parking_lot::{Condvar, Mutex};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -247,11 +249,18 @@ pub struct Engine {
     persistent: Arc<PersistentCache>,
     lookup: Arc<dyn Lookup>,
     reporter: Reporter,
-    recent_reports: Mutex<HashMap<(EventKind, Operation, FileId, u32), Instant>>,
+    /// Recent reports by (file, process): one load reported once, even when
+    /// both fanotify and the guard see it (an exec, then its mappings).
+    recent_reports: Mutex<HashMap<(FileId, u32), Instant>>,
     /// Revision of the newest change applied; answers computed at an older
     /// revision are used but not cached.
     newest_change: AtomicI64,
     watchdog: Watchdog,
+    /// Hash of the agent's own executable: `palisade` processes (the admin
+    /// CLI hashing a file to approve it) may read unapproved ELF files.
+    own_exe: Option<Sha256>,
+    /// Whether this agent holds `vm.memfd_noexec` raised.
+    memfd_held: AtomicBool,
     /// Counters.
     pub stats: Stats,
 }
@@ -326,6 +335,8 @@ impl Engine {
             recent_reports: Mutex::new(HashMap::new()),
             newest_change: AtomicI64::new(parts.revision),
             watchdog: Watchdog::default(),
+            own_exe: files::hash_path(std::path::Path::new("/proc/self/exe")).ok(),
+            memfd_held: AtomicBool::new(false),
             stats: Stats::default(),
             cfg: parts.cfg,
             fan: parts.fan,
@@ -336,7 +347,7 @@ impl Engine {
             .name("palisade-persist".into())
             .spawn(move || persist_loop(&persistent, &persist_rx))
             .expect("spawn persist thread");
-        engine.apply_guard_mode();
+        engine.apply_level_mechanisms();
         engine
     }
 
@@ -370,13 +381,18 @@ impl Engine {
         if old != level {
             tracing::info!(
                 "level in force: {level} ({})",
-                if connected { "connected" } else { "disconnected" }
+                if connected {
+                    "connected"
+                } else {
+                    "disconnected"
+                }
             );
         }
-        self.apply_guard_mode();
-        let _ = self
-            .persist_tx
-            .try_send(PersistOp::Meta("levels", serde_json::to_string(&levels).unwrap_or_default()));
+        self.apply_level_mechanisms();
+        let _ = self.persist_tx.try_send(PersistOp::Meta(
+            "levels",
+            serde_json::to_string(&levels).unwrap_or_default(),
+        ));
     }
 
     /// Record the connection state (keeping the levels).
@@ -385,7 +401,23 @@ impl Engine {
         self.set_levels(levels, connected);
     }
 
-    fn apply_guard_mode(&self) {
+    /// Put the kernel mechanisms that depend on the level in line with it:
+    /// the guard's mode, and `vm.memfd_noexec` while enforcing.
+    fn apply_level_mechanisms(&self) {
+        let block_memfd = self.cfg.block_memfd_exec && self.level() == Level::Lockdown;
+        if self.memfd_held.swap(block_memfd, Ordering::AcqRel) != block_memfd {
+            match crate::memfd::want(block_memfd) {
+                Ok(()) => tracing::info!(
+                    "execution from memory (memfd): {}",
+                    if block_memfd {
+                        "refused (vm.memfd_noexec=2)"
+                    } else {
+                        "allowed"
+                    }
+                ),
+                Err(e) => tracing::warn!("vm.memfd_noexec: {e}"),
+            }
+        }
         let Some(guard) = &self.guard else { return };
         let mode = match self.level() {
             Level::Disabled => GuardMode::Off,
@@ -431,7 +463,10 @@ impl Engine {
         }
         let mut buf = vec![0u8; palisade_kernel::fanotify::EVENT_BUFFER];
         while !stop.load(Ordering::Relaxed) {
-            let events = match self.fan.read_events(&mut buf, Some(Duration::from_millis(200))) {
+            let events = match self
+                .fan
+                .read_events(&mut buf, Some(Duration::from_millis(200)))
+            {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::error!("fanotify read failed: {e}");
@@ -534,7 +569,8 @@ impl Engine {
             return false;
         };
         let decision = decide(&cached.approval, level);
-        if decision.report != Report::Nothing {
+        let guard_reports = op == Operation::LoadLibrary && self.guard.is_some();
+        if decision.report != Report::Nothing && !guard_reports {
             // Reporting reads the process context, which opens files: a worker's job.
             return false;
         }
@@ -545,7 +581,9 @@ impl Engine {
             self.kernel_revoke(ident.id);
         }
         bump(&self.stats.fast_path);
-        let verdict = if op == Operation::LoadLibrary && self.guard.is_some() {
+        // Reading a library is not loading it: with the guard, the open is
+        // allowed and the executable mapping is what gets judged.
+        let verdict = if guard_reports {
             Verdict::Allow
         } else {
             decision.verdict
@@ -601,6 +639,11 @@ impl Engine {
             self.answer(p, Verdict::Allow);
             return;
         };
+        if op == Operation::LoadLibrary && self.guard.is_none() && self.is_own_binary(p.pid) {
+            // `palisade file approve PATH` reading the file it approves.
+            self.answer(p, Verdict::Allow);
+            return;
+        }
         let sha = match known.sha {
             Some(s) => s,
             None => match self.hash_file(p.fd(), &ident, &mut known) {
@@ -637,7 +680,17 @@ impl Engine {
                 Report::Blocked => EventKind::Blocked,
                 _ => EventKind::WouldBlock,
             };
-            self.report(kind, op, ident.id, Some(sha), known.path, approval, level, process, reason);
+            self.report(
+                kind,
+                op,
+                ident.id,
+                Some(sha),
+                known.path,
+                approval,
+                level,
+                process,
+                reason,
+            );
         }
     }
 
@@ -648,9 +701,12 @@ impl Engine {
             return Ok(k);
         }
         let header = files::read_header(fd, CLASSIFY_HEADER_LEN)?;
-        let path = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)))
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_else(|_| "?".into());
+        let path = std::fs::read_link(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&fd)
+        ))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "?".into());
         let known = Known {
             stamp: ident.stamp,
             kind: classify(&header),
@@ -661,7 +717,12 @@ impl Engine {
         Ok(known)
     }
 
-    fn hash_file(&self, fd: BorrowedFd<'_>, ident: &Identity, known: &mut Known) -> std::io::Result<Sha256> {
+    fn hash_file(
+        &self,
+        fd: BorrowedFd<'_>,
+        ident: &Identity,
+        known: &mut Known,
+    ) -> std::io::Result<Sha256> {
         bump(&self.stats.hashed);
         let sha = files::hash(fd)?;
         // Only trust the hash if the file did not change while it was read.
@@ -681,11 +742,38 @@ impl Engine {
         let Ok(file) = std::fs::File::open(format!("/proc/{pid}/exe")) else {
             return false;
         };
-        let Ok(ident) = files::identify(&file) else { return false };
+        let Ok(ident) = files::identify(&file) else {
+            return false;
+        };
         let sha = self.exe_sha(&file, &ident);
         let yes = sha.is_some_and(|s| self.interpreters.contains(&s));
-        self.interpreter_exes.lock().insert(ident.id, (ident.stamp, yes));
+        self.interpreter_exes
+            .lock()
+            .insert(ident.id, (ident.stamp, yes));
         yes
+    }
+
+    /// Whether `pid` runs the same executable as the agent.
+    fn is_own_binary(&self, pid: u32) -> bool {
+        let Some(own) = self.own_exe else {
+            return false;
+        };
+        let Ok(file) = std::fs::File::open(format!("/proc/{pid}/exe")) else {
+            return false;
+        };
+        let Ok(ident) = files::identify(&file) else {
+            return false;
+        };
+        self.exe_sha(&file, &ident) == Some(own)
+    }
+
+    /// Stop holding host-wide settings (at shutdown).
+    pub fn release(&self) {
+        if self.memfd_held.swap(false, Ordering::AcqRel) {
+            if let Err(e) = crate::memfd::want(false) {
+                tracing::warn!("vm.memfd_noexec: {e}");
+            }
+        }
     }
 
     /// The hash of an open executable, through the identity cache.
@@ -720,15 +808,21 @@ impl Engine {
         if ext.is_some_and(|e| self.cfg.script_extensions.contains(&e)) {
             return true;
         }
-        let Ok(args) = procfs::cmdline(pid) else { return false };
+        let Ok(args) = procfs::cmdline(pid) else {
+            return false;
+        };
         let cwd = procfs::cwd(pid).ok();
-        args.iter().skip(1).filter(|a| !a.starts_with('-')).any(|a| {
-            let path = match &cwd {
-                Some(cwd) => cwd.join(a),
-                None => a.into(),
-            };
-            rustix::fs::stat(&path).is_ok_and(|st| st.st_dev == ident.id.dev && st.st_ino == ident.id.ino)
-        })
+        args.iter()
+            .skip(1)
+            .filter(|a| !a.starts_with('-'))
+            .any(|a| {
+                let path = match &cwd {
+                    Some(cwd) => cwd.join(a),
+                    None => a.into(),
+                };
+                rustix::fs::stat(&path)
+                    .is_ok_and(|st| st.st_dev == ident.id.dev && st.st_ino == ident.id.ino)
+            })
     }
 
     /// The process context of `pid` (its parent chain, each with its
@@ -815,8 +909,14 @@ impl Engine {
                 self.approvals.lock().insert(sha, c);
                 (c.approval, format!("persistent cache ({why})"))
             }
-            Ok(None) => (Approval::Unknown, format!("not in persistent cache ({why})")),
-            Err(e) => (Approval::Unknown, format!("persistent cache failed: {e} ({why})")),
+            Ok(None) => (
+                Approval::Unknown,
+                format!("not in persistent cache ({why})"),
+            ),
+            Err(e) => (
+                Approval::Unknown,
+                format!("persistent cache failed: {e} ({why})"),
+            ),
         }
     }
 
@@ -833,7 +933,13 @@ impl Engine {
     /// Record answers fetched ahead of need (after a change or at start).
     pub fn prefetched(&self, answers: &[(Sha256, Approval)], revision: i64) {
         for (sha, approval) in answers {
-            self.remember(*sha, CachedApproval { approval: *approval, revision });
+            self.remember(
+                *sha,
+                CachedApproval {
+                    approval: *approval,
+                    revision,
+                },
+            );
         }
     }
 
@@ -845,7 +951,10 @@ impl Engine {
             return; // the policy changed since the approval was read
         }
         if let Some(guard) = &self.guard {
-            if let Err(e) = guard.allow(InodeKey { dev: id.dev, ino: id.ino }) {
+            if let Err(e) = guard.allow(InodeKey {
+                dev: id.dev,
+                ino: id.ino,
+            }) {
                 tracing::warn!("guard allow failed: {e}");
                 return;
             }
@@ -863,7 +972,10 @@ impl Engine {
         let mut kernel = self.kernel.lock();
         kernel.remove(id);
         if let Some(guard) = &self.guard {
-            let _ = guard.revoke(InodeKey { dev: id.dev, ino: id.ino });
+            let _ = guard.revoke(InodeKey {
+                dev: id.dev,
+                ino: id.ino,
+            });
         }
     }
 
@@ -886,7 +998,10 @@ impl Engine {
             self.flush_ignore_marks();
             if let Some(guard) = &self.guard {
                 for id in &revoked {
-                    let _ = guard.revoke(InodeKey { dev: id.dev, ino: id.ino });
+                    let _ = guard.revoke(InodeKey {
+                        dev: id.dev,
+                        ino: id.ino,
+                    });
                 }
             }
         }
@@ -897,10 +1012,16 @@ impl Engine {
             .try_send(PersistOp::Meta("revision", revision.to_string()));
     }
 
-    /// Forget every approval (the service asked for a reset).
-    pub fn reset(&self, revision: i64) {
+    /// Forget every approval (the service asked for a reset). Returns the
+    /// hashes that were cached, to fetch again.
+    pub fn reset(&self, revision: i64) -> Vec<Sha256> {
         self.newest_change.fetch_max(revision, Ordering::AcqRel);
-        self.approvals.lock().clear();
+        let known = {
+            let mut approvals = self.approvals.lock();
+            let keys = approvals.keys();
+            approvals.clear();
+            keys
+        };
         let mut kernel = self.kernel.lock();
         self.epoch.fetch_add(1, Ordering::AcqRel);
         *kernel = KernelAllowed::default();
@@ -915,6 +1036,7 @@ impl Engine {
         let _ = self
             .persist_tx
             .try_send(PersistOp::Meta("revision", revision.to_string()));
+        known
     }
 
     /// Note that the agent is in sync with the service at `revision`.
@@ -958,7 +1080,7 @@ impl Engine {
             if recent.len() > 10_000 {
                 recent.retain(|_, t| now.duration_since(*t) < Duration::from_secs(2));
             }
-            let key = (kind, operation, file, process.pid);
+            let key = (file, process.pid);
             if recent
                 .get(&key)
                 .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(2))
@@ -993,7 +1115,10 @@ impl Engine {
             for p in expired {
                 if self.answer(&p, on_timeout(self.level())) {
                     bump(&self.stats.timeouts);
-                    tracing::warn!("pid {}: no decision within the deadline; answered by the level", p.pid);
+                    tracing::warn!(
+                        "pid {}: no decision within the deadline; answered by the level",
+                        p.pid
+                    );
                 }
             }
         }
@@ -1003,7 +1128,9 @@ impl Engine {
 
     /// Run the guard's event loop until `stop` is set.
     pub(crate) fn run_guard(&self, stop: &AtomicBool) {
-        let Some(guard) = self.guard.clone() else { return };
+        let Some(guard) = self.guard.clone() else {
+            return;
+        };
         while !stop.load(Ordering::Relaxed) {
             match guard.poll_events(Duration::from_millis(200)) {
                 Ok(events) => {
@@ -1053,7 +1180,8 @@ impl Engine {
             let k = self.identities.lock().get(&id);
             (
                 k.as_ref().and_then(|k| k.sha),
-                k.map(|k| k.path).unwrap_or_else(|| format!("inode {} on device {}", id.ino, id.dev)),
+                k.map(|k| k.path)
+                    .unwrap_or_else(|| format!("inode {} on device {}", id.ino, id.dev)),
             )
         };
         let approval = sha
@@ -1065,7 +1193,9 @@ impl Engine {
             Operation::ExecuteMemory => "code executed from memory (memfd)".to_owned(),
             _ => "executable mapping of a file that is not approved (kernel guard)".to_owned(),
         };
-        self.report(kind, operation, id, sha, path, approval, level, process, reason);
+        self.report(
+            kind, operation, id, sha, path, approval, level, process, reason,
+        );
     }
 
     // ---- hashing on write ------------------------------------------------
@@ -1073,19 +1203,25 @@ impl Engine {
     /// Hash a file that was just written, if it looks executable, so that its
     /// first run needs no hashing; and fetch its approval ahead of need.
     pub(crate) fn hash_written(&self, fd: BorrowedFd<'_>) {
-        let Ok(ident) = files::identify(fd) else { return };
+        let Ok(ident) = files::identify(fd) else {
+            return;
+        };
         if !ident.regular || ident.stamp.size == 0 {
             return;
         }
         if self.known_cached(&ident).is_some_and(|k| k.sha.is_some()) {
             return;
         }
-        let Ok(header) = files::read_header(fd, CLASSIFY_HEADER_LEN) else { return };
+        let Ok(header) = files::read_header(fd, CLASSIFY_HEADER_LEN) else {
+            return;
+        };
         let kind = classify(&header);
         if !kind.is_code() && !ident.executable {
             return;
         }
-        let Ok(mut known) = self.known(fd, &ident) else { return };
+        let Ok(mut known) = self.known(fd, &ident) else {
+            return;
+        };
         if self.hash_file(fd, &ident, &mut known).is_ok() {
             bump(&self.stats.hashed_on_write);
         }
@@ -1158,7 +1294,10 @@ impl Watchdog {
     /// unanswered events whose deadline passed.
     fn wait_expired(&self, max: Duration) -> Vec<Arc<Pending>> {
         let mut q = self.queue.lock();
-        while q.front().is_some_and(|p| p.answered.load(Ordering::Relaxed)) {
+        while q
+            .front()
+            .is_some_and(|p| p.answered.load(Ordering::Relaxed))
+        {
             q.pop_front();
         }
         let wake = q

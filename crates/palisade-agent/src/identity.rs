@@ -43,9 +43,11 @@ impl Identity {
             return Ok(None);
         }
         let text = std::fs::read_to_string(&file).with_context(|| file.display().to_string())?;
-        let f: IdentityFile = toml::from_str(&text).with_context(|| format!("{}: malformed", file.display()))?;
+        let f: IdentityFile =
+            toml::from_str(&text).with_context(|| format!("{}: malformed", file.display()))?;
         let read = |name: &str| {
-            std::fs::read_to_string(dir.join(name)).with_context(|| format!("{}: missing", dir.join(name).display()))
+            std::fs::read_to_string(dir.join(name))
+                .with_context(|| format!("{}: missing", dir.join(name).display()))
         };
         Ok(Some(Identity {
             server: f.server,
@@ -131,7 +133,9 @@ pub async fn enroll(server: &str, token: &str, hostname: &str) -> Result<Identit
     }
     let key = rcgen::KeyPair::generate().context("generating the agent key")?;
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-    params.distinguished_name.push(rcgen::DnType::CommonName, hostname);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, hostname);
     let csr = params.serialize_request(&key)?.pem()?;
     let client = crate::link::ca_client(&ca_pem, None)?;
     let request = EnrollRequest {

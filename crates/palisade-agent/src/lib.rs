@@ -21,6 +21,7 @@ pub mod engine;
 pub mod files;
 pub mod identity;
 pub mod link;
+pub mod memfd;
 pub mod mounts;
 pub mod procfs;
 pub mod report;

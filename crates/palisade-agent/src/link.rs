@@ -32,7 +32,9 @@ pub fn ca_client(ca_pem: &str, identity: Option<(&str, &str)>) -> Result<reqwest
     let mut b = reqwest::Client::builder()
         .use_rustls_tls()
         .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).context("CA certificate")?)
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(ca_pem.as_bytes()).context("CA certificate")?,
+        )
         .connect_timeout(Duration::from_secs(5))
         .pool_idle_timeout(Duration::from_secs(60))
         .tcp_nodelay(true);
@@ -65,7 +67,10 @@ impl ServiceClient {
     /// A client for an enrolled identity.
     pub fn new(identity: &Identity) -> Result<ServiceClient> {
         Ok(ServiceClient {
-            http: ca_client(&identity.ca_pem, Some((&identity.cert_pem, &identity.key_pem)))?,
+            http: ca_client(
+                &identity.ca_pem,
+                Some((&identity.cert_pem, &identity.key_pem)),
+            )?,
             base: identity.server.clone(),
         })
     }
@@ -82,7 +87,11 @@ impl ServiceClient {
         bail!("service answered {status}: {msg}")
     }
 
-    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str, timeout: Duration) -> Result<T> {
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<T> {
         let resp = self
             .http
             .get(format!("{}{path}", self.base))
@@ -114,25 +123,38 @@ impl ServiceClient {
     }
 
     /// `POST /agent/v1/lookup`.
-    pub async fn lookup(&self, files: Vec<LookupItem>, timeout: Duration) -> Result<LookupResponse> {
-        self.post("/agent/v1/lookup", &LookupRequest { files }, timeout).await
+    pub async fn lookup(
+        &self,
+        files: Vec<LookupItem>,
+        timeout: Duration,
+    ) -> Result<LookupResponse> {
+        self.post("/agent/v1/lookup", &LookupRequest { files }, timeout)
+            .await
     }
 
     /// `GET /agent/v1/changes?since=R`.
     pub async fn changes(&self, since: i64) -> Result<Changes> {
-        self.get(&format!("/agent/v1/changes?since={since}"), Duration::from_secs(30))
-            .await
+        self.get(
+            &format!("/agent/v1/changes?since={since}"),
+            Duration::from_secs(30),
+        )
+        .await
     }
 
     /// `POST /agent/v1/events`.
     pub async fn upload(&self, events: Vec<AgentEvent>) -> Result<EventAck> {
-        self.post("/agent/v1/events", &EventBatch { events }, Duration::from_secs(30))
-            .await
+        self.post(
+            "/agent/v1/events",
+            &EventBatch { events },
+            Duration::from_secs(30),
+        )
+        .await
     }
 
     /// `POST /agent/v1/inventory`.
     pub async fn inventory(&self, req: &InventoryRequest) -> Result<InventoryResponse> {
-        self.post("/agent/v1/inventory", req, Duration::from_secs(120)).await
+        self.post("/agent/v1/inventory", req, Duration::from_secs(120))
+            .await
     }
 
     /// `POST /agent/v1/status`.
@@ -177,7 +199,10 @@ impl ServiceClient {
                             buf.extend_from_slice(&chunk)
                         }
                         Some(Ok(_)) => {
-                            return Some((Err(anyhow!("stream line too long")), (bytes, Vec::new(), true)))
+                            return Some((
+                                Err(anyhow!("stream line too long")),
+                                (bytes, Vec::new(), true),
+                            ))
                         }
                         Some(Err(e)) => return Some((Err(e.into()), (bytes, Vec::new(), true))),
                         None => return None,
@@ -218,7 +243,11 @@ impl Lookup for LinkLookup {
 }
 
 /// Start the batcher on `rt`; returns the engine's side.
-pub fn start_batcher(rt: &tokio::runtime::Handle, client: ServiceClient, timeout: Duration) -> LinkLookup {
+pub fn start_batcher(
+    rt: &tokio::runtime::Handle,
+    client: ServiceClient,
+    timeout: Duration,
+) -> LinkLookup {
     let (tx, mut rx) = mpsc::channel::<LookupJob>(8192);
     rt.spawn(async move {
         while let Some(first) = rx.recv().await {
@@ -245,9 +274,9 @@ pub fn start_batcher(rt: &tokio::runtime::Handle, client: ServiceClient, timeout
                     }
                     Ok(_) => {
                         for job in jobs {
-                            let _ = job
-                                .reply
-                                .try_send(Err(LookupError::Service("answer of the wrong length".into())));
+                            let _ = job.reply.try_send(Err(LookupError::Service(
+                                "answer of the wrong length".into(),
+                            )));
                         }
                     }
                     Err(e) => {
@@ -353,7 +382,8 @@ async fn apply_config(parts: &LinkParts, config: AgentConfig, connected: bool) {
 async fn apply_changes(parts: &LinkParts, changes: Changes) {
     let engine = &parts.engine;
     if changes.reset {
-        engine.reset(changes.revision);
+        let known = engine.reset(changes.revision);
+        prefetch(&parts.client, engine, &known).await;
         return;
     }
     if changes.hashes.is_empty() {
@@ -380,8 +410,11 @@ pub async fn prefetch(client: &ServiceClient, engine: &Engine, hashes: &[Sha256]
             .collect();
         match client.lookup(items, Duration::from_secs(10)).await {
             Ok(resp) => {
-                let answers: Vec<(Sha256, Approval)> =
-                    resp.results.iter().map(|r| (r.sha256, r.approval)).collect();
+                let answers: Vec<(Sha256, Approval)> = resp
+                    .results
+                    .iter()
+                    .map(|r| (r.sha256, r.approval))
+                    .collect();
                 engine.prefetched(&answers, resp.revision);
             }
             Err(e) => {
@@ -407,7 +440,12 @@ pub async fn report_status(parts: &LinkParts) {
 }
 
 /// Upload spooled events forever: whenever `wake` fires or every 2 s.
-pub async fn run_uploader(client: ServiceClient, spool: Arc<Spool>, spool_id: u64, wake: Arc<Notify>) {
+pub async fn run_uploader(
+    client: ServiceClient,
+    spool: Arc<Spool>,
+    spool_id: u64,
+    wake: Arc<Notify>,
+) {
     let mut backoff = Duration::from_millis(200);
     loop {
         let s = spool.clone();

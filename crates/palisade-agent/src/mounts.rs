@@ -31,8 +31,8 @@ impl Mount {
 /// Filesystem types holding local, persistent or user-writable files, which
 /// the agent watches by default.
 pub const LOCAL_FS_TYPES: &[&str] = &[
-    "ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "bcachefs", "jfs", "reiserfs", "nilfs2",
-    "zfs", "vfat", "exfat", "ntfs", "ntfs3", "tmpfs", "ramfs", "overlay", "fuseblk",
+    "ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "bcachefs", "jfs", "reiserfs", "nilfs2", "zfs",
+    "vfat", "exfat", "ntfs", "ntfs3", "tmpfs", "ramfs", "overlay", "fuseblk",
 ];
 
 /// Read the mount table of the agent's mount namespace.
@@ -71,7 +71,9 @@ fn unescape(s: &str) -> String {
         if b[i] == b'\\' && i + 3 < b.len() {
             let oct = &b[i + 1..i + 4];
             if oct.iter().all(|d| (b'0'..=b'7').contains(d)) {
-                let v = oct.iter().fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
+                let v = oct
+                    .iter()
+                    .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
                 if let Ok(v) = u8::try_from(v) {
                     out.push(v);
                     i += 4;

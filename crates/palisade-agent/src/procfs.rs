@@ -98,7 +98,8 @@ mod tests {
 
     #[test]
     fn stat_with_hostile_comm() {
-        let stat = "1234 (a) b) (c) S 77 1234 1234 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 98765 1000 100";
+        let stat =
+            "1234 (a) b) (c) S 77 1234 1234 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 98765 1000 100";
         assert_eq!(parse_stat(stat), Some((77, 98765)));
         assert_eq!(parse_stat("garbage"), None);
         assert_eq!(parse_stat("1 (x) S"), None);

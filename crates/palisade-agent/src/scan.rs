@@ -29,6 +29,9 @@ pub struct ScanSummary {
     pub errors: u64,
     /// Wall time in milliseconds.
     pub elapsed_ms: u64,
+    /// The hashes inventoried.
+    #[serde(skip)]
+    pub hashes: Vec<palisade_core::Sha256>,
 }
 
 /// Whether a file is code the scan inventories: ELF objects, scripts (by
@@ -87,7 +90,9 @@ pub async fn scan(
             .name("palisade-scan-walk".into())
             .spawn(move || {
                 for root in roots {
-                    let walk = walkdir::WalkDir::new(&root).same_file_system(true).follow_links(false);
+                    let walk = walkdir::WalkDir::new(&root)
+                        .same_file_system(true)
+                        .follow_links(false);
                     for entry in walk.into_iter().filter_map(Result::ok) {
                         if entry.file_type().is_file() {
                             seen.fetch_add(1, Ordering::Relaxed);
@@ -100,7 +105,9 @@ pub async fn scan(
             })?;
     }
     // Hashers: one per core.
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     for i in 0..threads {
         let rx = path_rx.clone();
         let tx = item_tx.clone();
@@ -143,6 +150,7 @@ pub async fn scan(
         if let Some(item) = item {
             summary.code_files += 1;
             summary.bytes_hashed += item.size;
+            summary.hashes.push(item.sha256);
             batch.push(item);
         }
         if batch.len() >= INVENTORY_BATCH_MAX || (done && !batch.is_empty()) {
@@ -186,7 +194,12 @@ mod tests {
         assert!(wanted(Path::new("/x/tool"), true, &other, &exts));
         assert!(wanted(Path::new("/x/mod.py"), false, &other, &exts));
         assert!(wanted(Path::new("/x/MOD.PY"), false, &other, &exts));
-        assert!(wanted(Path::new("/x/lib.so"), false, &FileKind::Elf { shared: true }, &exts));
+        assert!(wanted(
+            Path::new("/x/lib.so"),
+            false,
+            &FileKind::Elf { shared: true },
+            &exts
+        ));
         assert!(!wanted(Path::new("/x/notes.txt"), false, &other, &exts));
     }
 }

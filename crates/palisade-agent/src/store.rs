@@ -144,7 +144,11 @@ impl PersistentCache {
     }
 
     /// Look one hash up, waiting at most `deadline` for the store.
-    pub fn get(&self, sha: &Sha256, deadline: Duration) -> Result<Option<CachedApproval>, StoreError> {
+    pub fn get(
+        &self,
+        sha: &Sha256,
+        deadline: Duration,
+    ) -> Result<Option<CachedApproval>, StoreError> {
         let mut conn = self
             .conn
             .try_lock_for(deadline)
@@ -218,10 +222,12 @@ impl PersistentCache {
     /// Forget every answer.
     pub fn clear(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.lock();
-        conn.execute("DELETE FROM approvals", []).map(drop).map_err(|e| {
-            self.heal(&mut conn, &e);
-            self.sqlite(e)
-        })
+        conn.execute("DELETE FROM approvals", [])
+            .map(drop)
+            .map_err(|e| {
+                self.heal(&mut conn, &e);
+                self.sqlite(e)
+            })
     }
 
     /// Every stored answer (loaded into memory at start).
@@ -232,15 +238,26 @@ impl PersistentCache {
             .map_err(|e| self.sqlite(e))?;
         let rows = st
             .query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
             })
             .map_err(|e| self.sqlite(e))?;
         let mut out = Vec::new();
         for row in rows.flatten() {
-            let (Ok(sha), Ok(approval)) = (Sha256::parse(&row.0), serde_json::from_str(&row.1)) else {
+            let (Ok(sha), Ok(approval)) = (Sha256::parse(&row.0), serde_json::from_str(&row.1))
+            else {
                 continue;
             };
-            out.push((sha, CachedApproval { approval, revision: row.2 }));
+            out.push((
+                sha,
+                CachedApproval {
+                    approval,
+                    revision: row.2,
+                },
+            ));
         }
         Ok(out)
     }
@@ -402,10 +419,26 @@ mod tests {
         let path = dir.path().join("cache.db");
         let (c, rebuilt) = PersistentCache::open(&path).unwrap();
         assert!(!rebuilt);
-        let approved = Approval::Approved(ApprovalSource { scope: ScopeKind::Global });
-        c.put_many(&[(sha(1), CachedApproval { approval: approved, revision: 5 })]).unwrap();
+        let approved = Approval::Approved(ApprovalSource {
+            scope: ScopeKind::Global,
+        });
+        c.put_many(&[(
+            sha(1),
+            CachedApproval {
+                approval: approved,
+                revision: 5,
+            },
+        )])
+        .unwrap();
         // An older answer never overwrites a newer one.
-        c.put_many(&[(sha(1), CachedApproval { approval: Approval::Unknown, revision: 4 })]).unwrap();
+        c.put_many(&[(
+            sha(1),
+            CachedApproval {
+                approval: Approval::Unknown,
+                revision: 4,
+            },
+        )])
+        .unwrap();
         let got = c.get(&sha(1), Duration::from_secs(1)).unwrap().unwrap();
         assert_eq!(got.approval, approved);
         c.set_meta("revision", "5").unwrap();
@@ -421,7 +454,11 @@ mod tests {
     fn corrupt_files_are_rebuilt() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache.db");
-        std::fs::write(&path, b"this is not a sqlite database, it is garbage ".repeat(200)).unwrap();
+        std::fs::write(
+            &path,
+            b"this is not a sqlite database, it is garbage ".repeat(200),
+        )
+        .unwrap();
         let (c, rebuilt) = PersistentCache::open(&path).unwrap();
         assert!(rebuilt);
         assert!(c.is_empty().unwrap());

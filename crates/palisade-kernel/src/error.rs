@@ -41,6 +41,7 @@ pub struct Error {
     op: Cow<'static, str>,
     errno: Option<i32>,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    hint: Option<Cow<'static, str>>,
 }
 
 impl Error {
@@ -51,6 +52,7 @@ impl Error {
             op: op.into(),
             errno: None,
             source: None,
+            hint: None,
         }
     }
 
@@ -70,6 +72,7 @@ impl Error {
             op: op.into(),
             errno: Some(errno),
             source: None,
+            hint: None,
         }
     }
 
@@ -91,6 +94,12 @@ impl Error {
         source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
     ) -> Self {
         self.source = Some(source.into());
+        self
+    }
+
+    /// Adds an explanation of the cause or the remedy, shown last.
+    pub(crate) fn with_hint(mut self, hint: impl Into<Cow<'static, str>>) -> Self {
+        self.hint = Some(hint.into());
         self
     }
 
@@ -117,13 +126,24 @@ impl fmt::Display for Error {
             write!(f, ": {}", io::Error::from_raw_os_error(errno))?;
         }
         if let Some(source) = &self.source {
-            write!(f, ": {source}")?;
-            // aya nests the errno one or two levels down; show the chain.
-            let mut next = source.source();
+            // aya nests the errno one or two levels down; show the chain,
+            // minus the OS error already printed above.
+            let mut next: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
             while let Some(cause) = next {
-                write!(f, ": {cause}")?;
+                let same_errno = self.errno.is_some()
+                    && cause
+                        .downcast_ref::<io::Error>()
+                        .and_then(io::Error::raw_os_error)
+                        == self.errno;
+                let text = cause.to_string();
+                if !same_errno && !text.is_empty() {
+                    write!(f, ": {}", text.trim_end_matches([':', ' ']))?;
+                }
                 next = cause.source();
             }
+        }
+        if let Some(hint) = &self.hint {
+            write!(f, " ({hint})")?;
         }
         Ok(())
     }
@@ -136,6 +156,7 @@ impl fmt::Debug for Error {
             .field("op", &self.op)
             .field("errno", &self.errno)
             .field("source", &self.source.as_ref().map(|s| s.to_string()))
+            .field("hint", &self.hint)
             .finish()
     }
 }

@@ -348,11 +348,23 @@ fn has_bpf_privileges() -> bool {
     has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
 }
 
-/// Whether the BPF LSM is active: `Some(false)` if securityfs says it is not,
-/// `None` if securityfs is not mounted.
-fn bpf_lsm_active() -> Option<bool> {
-    let list = std::fs::read_to_string("/sys/kernel/security/lsm").ok()?;
-    Some(list.trim().split(',').any(|lsm| lsm == "bpf"))
+/// Whether the BPF LSM is active, from securityfs. Without it the programs
+/// would load and attach but never run, so "cannot tell" is an error too.
+fn check_bpf_lsm_active() -> Result<()> {
+    const LSM_LIST: &str = "/sys/kernel/security/lsm";
+    let op = "guard: checking that the BPF LSM is active";
+    let list = std::fs::read_to_string(LSM_LIST).map_err(|e| {
+        Error::new(ErrorKind::Unsupported, op).with_source(e).with_hint(format!(
+            "cannot read {LSM_LIST}; mount securityfs: mount -t securityfs securityfs /sys/kernel/security"
+        ))
+    })?;
+    if list.trim().split(',').any(|lsm| lsm == "bpf") {
+        return Ok(());
+    }
+    Err(Error::new(ErrorKind::Unsupported, op).with_hint(format!(
+        "`bpf` is missing from {LSM_LIST} ({}); the kernel needs CONFIG_BPF_LSM=y and `bpf` in its lsm= boot parameter",
+        list.trim()
+    )))
 }
 
 impl ExecGuard {
@@ -360,16 +372,12 @@ impl ExecGuard {
     /// attaches every program. The guard starts in [`GuardMode::Off`] with no
     /// watched device: inert until [`ExecGuard::set_config`].
     ///
-    /// [`ErrorKind::Unsupported`] if the BPF LSM is not active or the kernel
-    /// has no BTF; [`ErrorKind::PermissionDenied`] without the privileges.
+    /// [`ErrorKind::Unsupported`] if the BPF LSM is not active (or securityfs
+    /// is not mounted, so that cannot be checked), the kernel has no BTF, or
+    /// the kernel refuses LSM programs even to a fully privileged process;
+    /// [`ErrorKind::PermissionDenied`] without the privileges.
     pub fn load() -> Result<ExecGuard> {
-        if bpf_lsm_active() == Some(false) {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                "guard: BPF LSM is not active (`bpf` is missing from /sys/kernel/security/lsm; \
-                 the kernel needs CONFIG_BPF_LSM=y and `bpf` in its lsm= boot parameter)",
-            ));
-        }
+        check_bpf_lsm_active()?;
         let btf = Btf::from_sys_fs().map_err(|e| {
             bpf_err("guard: reading kernel BTF from /sys/kernel/btf/vmlinux", e)
                 .with_kind(ErrorKind::Unsupported)
@@ -401,13 +409,10 @@ impl ExecGuard {
                             // ran: the kernel refuses BPF LSM (trampoline) programs
                             // by policy. Seen on hardened/VM kernels that lock
                             // down kernel text patching.
-                            Error::new(
-                            ErrorKind::Unsupported,
-                            format!(
-                                "guard: the kernel refuses to load BPF LSM programs although this process \
-                                 has CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN ({err})"
-                            ),
-                        )
+                            err.with_kind(ErrorKind::Unsupported).with_hint(
+                                "the kernel refuses BPF LSM programs although this process has \
+                             CAP_SYS_ADMIN (or CAP_BPF and CAP_PERFMON)",
+                            )
                         } else {
                             err
                         },

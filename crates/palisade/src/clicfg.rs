@@ -51,7 +51,11 @@ impl CliConfig {
         }
         bail!(
             "no admin configuration found (looked at {}); run `palisade up` or pass --cli-config",
-            paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     }
 

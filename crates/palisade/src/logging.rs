@@ -10,7 +10,8 @@ pub(crate) fn init(verbose: u8) -> tracing_appender::non_blocking::WorkerGuard {
         1 => "debug,sqlx=warn,hyper=info,rustls=info,h2=info",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_env("PALISADE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let filter =
+        EnvFilter::try_from_env("PALISADE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(16_384)

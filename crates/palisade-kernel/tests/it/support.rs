@@ -8,7 +8,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Every root test takes this lock: they fork children and write files that
 /// the others' kernel hooks would see (a write fd inherited by a concurrent
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 static ROOT_TESTS: Mutex<()> = Mutex::new(());
 
 /// `Some(lock)` when running as root; otherwise prints why the test is skipped.
-pub fn root_test(name: &str) -> Option<MutexGuard<'static, ()>> {
+pub(crate) fn root_test(name: &str) -> Option<MutexGuard<'static, ()>> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("skipping {name}: needs root (fanotify/BPF LSM); CI runs it as root");
@@ -29,13 +29,13 @@ pub fn root_test(name: &str) -> Option<MutexGuard<'static, ()>> {
 /// A fresh tmpfs mounted on `<tempdir>/mnt`, lazily unmounted on drop (also
 /// when the test panics). Whatever holds fanotify groups or BPF guards that
 /// watch it must be dropped before it (declare it last).
-pub struct Tmpfs {
+pub(crate) struct Tmpfs {
     mnt: PathBuf,
     dir: tempfile::TempDir,
 }
 
 impl Tmpfs {
-    pub fn new() -> Tmpfs {
+    pub(crate) fn new() -> Tmpfs {
         let dir = tempfile::Builder::new()
             .prefix("palisade-kernel-it.")
             .tempdir()
@@ -64,18 +64,18 @@ impl Tmpfs {
     }
 
     /// The mount point.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.mnt
     }
 
     /// A directory beside the mount (same temp dir, host filesystem) for
     /// files that must not be on the tmpfs.
-    pub fn outside(&self) -> &Path {
+    pub(crate) fn outside(&self) -> &Path {
         self.dir.path()
     }
 
     /// `st_dev` of the tmpfs.
-    pub fn dev(&self) -> u64 {
+    pub(crate) fn dev(&self) -> u64 {
         std::fs::metadata(&self.mnt).expect("stat mnt").dev()
     }
 }
@@ -91,18 +91,18 @@ impl Drop for Tmpfs {
     }
 }
 
-pub fn cstr(path: &Path) -> CString {
+pub(crate) fn cstr(path: &Path) -> CString {
     CString::new(path.as_os_str().as_bytes()).expect("path without NUL")
 }
 
 /// `(st_dev, st_ino)` of a path.
-pub fn dev_ino(path: &Path) -> (u64, u64) {
+pub(crate) fn dev_ino(path: &Path) -> (u64, u64) {
     let m = std::fs::metadata(path).unwrap_or_else(|e| panic!("stat {path:?}: {e}"));
     (m.dev(), m.ino())
 }
 
 /// Copies `from` to `to` and makes it executable.
-pub fn install_exec(from: &Path, to: &Path) {
+pub(crate) fn install_exec(from: &Path, to: &Path) {
     std::fs::copy(from, to).unwrap_or_else(|e| panic!("copy {from:?} -> {to:?}: {e}"));
     std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
@@ -112,7 +112,7 @@ pub fn install_exec(from: &Path, to: &Path) {
 /// running at the deadline is killed (by its pid) and the test fails.
 /// Retries a spawn that failed with ETXTBSY (a racing fork in this process
 /// briefly held a write fd of a file we just wrote).
-pub fn run(cmd: &mut Command, deadline: Duration) -> io::Result<(u32, Output)> {
+pub(crate) fn run(cmd: &mut Command, deadline: Duration) -> io::Result<(u32, Output)> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -147,12 +147,12 @@ pub fn run(cmd: &mut Command, deadline: Duration) -> io::Result<(u32, Output)> {
     }
 }
 
-pub fn stderr(out: &Output) -> String {
+pub(crate) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Compiles C `source` with gcc into `dir/name` (extra args appended).
-pub fn gcc(dir: &Path, name: &str, source: &str, args: &[&str]) -> PathBuf {
+pub(crate) fn gcc(dir: &Path, name: &str, source: &str, args: &[&str]) -> PathBuf {
     let src = dir.join(format!("{name}.c"));
     std::fs::write(&src, source).expect("write C source");
     let out = dir.join(name);
@@ -170,18 +170,4 @@ pub fn gcc(dir: &Path, name: &str, source: &str, args: &[&str]) -> PathBuf {
         String::from_utf8_lossy(&result.stderr)
     );
     out
-}
-
-/// Waits until `pred` holds, polling every 5 ms, for at most `deadline`.
-pub fn eventually(deadline: Duration, mut pred: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + deadline;
-    loop {
-        if pred() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }

@@ -3,7 +3,8 @@ use crate::cli::{EventsArgs, FileCmd, FileStateArgs, PolicyCmd, StatusArgs};
 use crate::clicfg::CliConfig;
 use anyhow::{bail, Context, Result};
 use palisade_api::admin::{
-    ComputerInfo, CreatePolicy, EventPage, EventRecord, FileDetails, PolicyInfo, ScopeRef, SetFileState, SetLevels,
+    ComputerInfo, CreatePolicy, EventPage, EventRecord, FileDetails, PolicyInfo, ScopeRef,
+    SetFileState, SetLevels,
 };
 use palisade_api::ErrorBody;
 use palisade_core::{FileState, Name, Sha256};
@@ -23,7 +24,9 @@ impl AdminClient {
         let http = reqwest::Client::builder()
             .use_rustls_tls()
             .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).context("CA certificate")?)
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(ca_pem.as_bytes()).context("CA certificate")?,
+            )
             .connect_timeout(Duration::from_secs(5))
             .build()?;
         Ok(AdminClient {
@@ -35,11 +38,15 @@ impl AdminClient {
 
     pub(crate) fn from_config(explicit: Option<&Path>) -> Result<(AdminClient, CliConfig)> {
         let cfg = CliConfig::load(explicit)?;
-        let ca = std::fs::read_to_string(&cfg.ca_cert).with_context(|| cfg.ca_cert.display().to_string())?;
+        let ca = std::fs::read_to_string(&cfg.ca_cert)
+            .with_context(|| cfg.ca_cert.display().to_string())?;
         Ok((AdminClient::new(&cfg.server, &ca, &cfg.token)?, cfg))
     }
 
-    async fn send<T: serde::de::DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T> {
         let resp = req
             .bearer_auth(&self.token)
             .send()
@@ -60,18 +67,40 @@ impl AdminClient {
     }
 
     pub(crate) async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
-        self.send(self.http.get(format!("{}{path}", self.base)).timeout(Duration::from_secs(60)))
-            .await
+        self.send(
+            self.http
+                .get(format!("{}{path}", self.base))
+                .timeout(Duration::from_secs(60)),
+        )
+        .await
     }
 
-    pub(crate) async fn put<B: serde::Serialize, T: serde::de::DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
-        self.send(self.http.put(format!("{}{path}", self.base)).json(body).timeout(Duration::from_secs(30)))
-            .await
+    pub(crate) async fn put<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        self.send(
+            self.http
+                .put(format!("{}{path}", self.base))
+                .json(body)
+                .timeout(Duration::from_secs(30)),
+        )
+        .await
     }
 
-    pub(crate) async fn post<B: serde::Serialize, T: serde::de::DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
-        self.send(self.http.post(format!("{}{path}", self.base)).json(body).timeout(Duration::from_secs(30)))
-            .await
+    pub(crate) async fn post<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        self.send(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .json(body)
+                .timeout(Duration::from_secs(30)),
+        )
+        .await
     }
 }
 
@@ -80,7 +109,8 @@ fn resolve_target(target: &str) -> Result<(Sha256, Option<String>)> {
     let p = Path::new(target);
     if p.exists() {
         let abs = std::fs::canonicalize(p)?;
-        let sha = palisade_agent::files::hash_path(&abs).with_context(|| format!("hashing {}", abs.display()))?;
+        let sha = palisade_agent::files::hash_path(&abs)
+            .with_context(|| format!("hashing {}", abs.display()))?;
         return Ok((sha, Some(abs.to_string_lossy().into_owned())));
     }
     match Sha256::parse(target) {
@@ -122,13 +152,18 @@ pub(crate) async fn file(cfg: Option<&Path>, cmd: FileCmd) -> Result<ExitCode> {
             computer: computer.clone(),
             path: path.clone(),
         };
-        let _: FileDetails = client.put(&format!("/api/v1/files/{sha}/state"), &body).await?;
+        let _: FileDetails = client
+            .put(&format!("/api/v1/files/{sha}/state"), &body)
+            .await?;
         let scope = match (&policy, &computer) {
             (_, Some(c)) => format!("on computer {c}"),
             (Some(p), None) => format!("for policy {p}"),
             (None, None) => "for all computers".to_owned(),
         };
-        println!("{state} {scope}: {sha}{}", path.map(|p| format!("  {p}")).unwrap_or_default());
+        println!(
+            "{state} {scope}: {sha}{}",
+            path.map(|p| format!("  {p}")).unwrap_or_default()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -171,21 +206,39 @@ fn print_details(d: &FileDetails) {
             ScopeRef::Policy(p) => format!("policy {p}"),
             ScopeRef::Computer(c) => format!("computer {c}"),
         };
-        println!("  {:<11} {:<24} by {} at {}", s.state.as_str(), scope, s.updated_by, fmt_ms(s.updated_ms));
+        println!(
+            "  {:<11} {:<24} by {} at {}",
+            s.state.as_str(),
+            scope,
+            s.updated_by,
+            fmt_ms(s.updated_ms)
+        );
     }
     println!("\non computers:");
     if d.effective.is_empty() {
         println!("  (no computers)");
     }
     for e in &d.effective {
-        println!("  {:<20} policy {:<14} {:<9} {}", e.computer, e.policy, e.approval.as_str(), e.explanation);
+        println!(
+            "  {:<20} policy {:<14} {:<9} {}",
+            e.computer,
+            e.policy,
+            e.approval.as_str(),
+            e.explanation
+        );
     }
     println!("\nseen at:");
     if d.instances.is_empty() {
         println!("  (nowhere yet)");
     }
     for i in &d.instances {
-        println!("  {:<20} {}  ({} times, last {})", i.computer, i.path, i.count, fmt_ms(i.last_seen_ms));
+        println!(
+            "  {:<20} {}  ({} times, last {})",
+            i.computer,
+            i.path,
+            i.count,
+            fmt_ms(i.last_seen_ms)
+        );
     }
 }
 
@@ -253,7 +306,9 @@ pub(crate) async fn events(cfg: Option<&Path>, a: EventsArgs) -> Result<ExitCode
     }
     loop {
         let page: EventPage = client
-            .get(&format!("/api/v1/events?after={after}&limit=1000&wait_ms=25000{filters}"))
+            .get(&format!(
+                "/api/v1/events?after={after}&limit=1000&wait_ms=25000{filters}"
+            ))
             .await?;
         for r in &page.events {
             print_event(r, a.json);
@@ -269,7 +324,10 @@ pub(crate) async fn computers(cfg: Option<&Path>, json: bool) -> Result<ExitCode
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<20} {:<14} {:<9} {:<9} {:<10} last seen", "NAME", "POLICY", "LEVEL", "OFFLINE", "LINK");
+    println!(
+        "{:<20} {:<14} {:<9} {:<9} {:<10} last seen",
+        "NAME", "POLICY", "LEVEL", "OFFLINE", "LINK"
+    );
     for c in list {
         println!(
             "{:<20} {:<14} {:<9} {:<9} {:<10} {}",
@@ -298,7 +356,10 @@ pub(crate) async fn policy(cfg: Option<&Path>, cmd: PolicyCmd) -> Result<ExitCod
             if j.json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                println!("{:<20} {:<9} {:<12} computers", "NAME", "LEVEL", "DISCONNECTED");
+                println!(
+                    "{:<20} {:<9} {:<12} computers",
+                    "NAME", "LEVEL", "DISCONNECTED"
+                );
                 for p in list {
                     println!(
                         "{:<20} {:<9} {:<12} {}",
@@ -310,22 +371,35 @@ pub(crate) async fn policy(cfg: Option<&Path>, cmd: PolicyCmd) -> Result<ExitCod
                 }
             }
         }
-        PolicyCmd::Create { name, level, disconnected } => {
+        PolicyCmd::Create {
+            name,
+            level,
+            disconnected,
+        } => {
             let body = CreatePolicy {
                 name: Name::parse(&name).context("policy name")?,
                 level: Some(level),
                 disconnected_level: disconnected,
             };
             let p: PolicyInfo = client.post("/api/v1/policies", &body).await?;
-            println!("created policy {} ({} / disconnected {})", p.name, p.levels.connected, p.levels.disconnected);
+            println!(
+                "created policy {} ({} / disconnected {})",
+                p.name, p.levels.connected, p.levels.disconnected
+            );
         }
-        PolicyCmd::SetLevel { policy, level, disconnected } => {
+        PolicyCmd::SetLevel {
+            policy,
+            level,
+            disconnected,
+        } => {
             let name = Name::parse(&policy).context("policy name")?;
             let body = SetLevels {
                 level,
                 disconnected_level: disconnected,
             };
-            let p: PolicyInfo = client.put(&format!("/api/v1/policies/{name}/levels"), &body).await?;
+            let p: PolicyInfo = client
+                .put(&format!("/api/v1/policies/{name}/levels"), &body)
+                .await?;
             println!(
                 "policy {}: level {} (disconnected: {}); agents switch within a second",
                 p.name, p.levels.connected, p.levels.disconnected
@@ -335,14 +409,20 @@ pub(crate) async fn policy(cfg: Option<&Path>, cmd: PolicyCmd) -> Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) async fn enroll_token(cfg: Option<&Path>, policy: &str, uses: u32, ttl: u64) -> Result<ExitCode> {
+pub(crate) async fn enroll_token(
+    cfg: Option<&Path>,
+    policy: &str,
+    uses: u32,
+    ttl: u64,
+) -> Result<ExitCode> {
     let (client, _) = AdminClient::from_config(cfg)?;
     let body = palisade_api::admin::CreateEnrollToken {
         policy: Name::parse(policy).context("--policy")?,
         max_uses: Some(uses),
         ttl_secs: Some(ttl),
     };
-    let t: palisade_api::admin::EnrollTokenCreated = client.post("/api/v1/enrollment-tokens", &body).await?;
+    let t: palisade_api::admin::EnrollTokenCreated =
+        client.post("/api/v1/enrollment-tokens", &body).await?;
     println!("{}", t.token);
     Ok(ExitCode::SUCCESS)
 }
@@ -360,7 +440,10 @@ pub(crate) async fn status(cfg: Option<&Path>, a: StatusArgs) -> Result<ExitCode
     if loaded.is_some() {
         if let Ok((client, _)) = AdminClient::from_config(cfg) {
             if let Ok(list) = client.get::<Vec<ComputerInfo>>("/api/v1/computers").await {
-                stated = list.into_iter().find(|c| c.name == st.computer).map(|c| c.levels);
+                stated = list
+                    .into_iter()
+                    .find(|c| c.name == st.computer)
+                    .map(|c| c.levels);
             }
         }
     }
@@ -371,7 +454,14 @@ pub(crate) async fn status(cfg: Option<&Path>, a: StatusArgs) -> Result<ExitCode
     } else {
         println!("computer     {} ({})", st.computer, st.server);
         println!("policy       {}", st.policy.as_deref().unwrap_or("?"));
-        println!("link         {}", if st.connected { "connected" } else { "DISCONNECTED" });
+        println!(
+            "link         {}",
+            if st.connected {
+                "connected"
+            } else {
+                "DISCONNECTED"
+            }
+        );
         println!("enforcing    {}", if st.enforcing { "yes" } else { "NO" });
         println!(
             "level        {} (policy states {}; {} while disconnected)",
@@ -388,9 +478,20 @@ pub(crate) async fn status(cfg: Option<&Path>, a: StatusArgs) -> Result<ExitCode
         println!("watching     {}", st.watched.join(", "));
         println!(
             "decisions    {} events, {} from caches, {} allowed, {} blocked, {} timeouts",
-            st.stats.events, st.stats.fast_path, st.stats.allowed, st.stats.blocked, st.stats.timeouts
+            st.stats.events,
+            st.stats.fast_path,
+            st.stats.allowed,
+            st.stats.blocked,
+            st.stats.timeouts
         );
-        println!("events       {} waiting for upload, {} dropped", st.spool_pending, st.events_dropped);
+        println!(
+            "events       {} waiting for upload, {} dropped",
+            st.spool_pending, st.events_dropped
+        );
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(3) })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
 }

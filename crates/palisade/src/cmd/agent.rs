@@ -9,11 +9,22 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 pub(crate) async fn run(a: AgentArgs) -> Result<ExitCode> {
-    if let Some(AgentCmd::Enroll { server, token, data_dir }) = a.command {
+    if let Some(AgentCmd::Enroll {
+        server,
+        token,
+        data_dir,
+    }) = a.command
+    {
         let dir = data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let id = enroll(&server, &token, &hostname()).await?;
-        id.save(&dir).with_context(|| format!("saving the identity in {}", dir.display()))?;
-        println!("enrolled as computer {} ({}); identity in {}", id.computer, id.computer_id, dir.display());
+        id.save(&dir)
+            .with_context(|| format!("saving the identity in {}", dir.display()))?;
+        println!(
+            "enrolled as computer {} ({}); identity in {}",
+            id.computer,
+            id.computer_id,
+            dir.display()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let mut file = match &a.config {

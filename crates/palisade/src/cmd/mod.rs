@@ -24,7 +24,9 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Computers(a) => admin::computers(cfg.as_deref(), a.json).await,
             Command::Policy(c) => admin::policy(cfg.as_deref(), c).await,
             Command::Status(a) => admin::status(cfg.as_deref(), a).await,
-            Command::EnrollToken { policy, uses, ttl } => admin::enroll_token(cfg.as_deref(), &policy, uses, ttl).await,
+            Command::EnrollToken { policy, uses, ttl } => {
+                admin::enroll_token(cfg.as_deref(), &policy, uses, ttl).await
+            }
         }
     })
 }
@@ -32,7 +34,10 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// Resolve when SIGINT or SIGTERM arrives; a second signal exits at once.
 pub(crate) async fn termination() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         std::future::pending::<()>().await;
         return;
     };

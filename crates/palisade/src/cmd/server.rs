@@ -8,7 +8,11 @@ use std::process::ExitCode;
 
 pub(crate) async fn run(a: ServerArgs) -> Result<ExitCode> {
     match a.command {
-        Some(ServerCmd::Init { database, org, admin }) => {
+        Some(ServerCmd::Init {
+            database,
+            org,
+            admin,
+        }) => {
             let db = Db::connect(&database).await?;
             let org = Name::parse(&org).context("--org")?;
             let admin = Name::parse(&admin).context("--admin")?;
@@ -26,17 +30,25 @@ pub(crate) async fn run(a: ServerArgs) -> Result<ExitCode> {
             print!("{}", palisade_server::ca_certificate(&db).await?.pem);
             Ok(ExitCode::SUCCESS)
         }
-        Some(ServerCmd::AdminToken { database, org, admin }) => {
+        Some(ServerCmd::AdminToken {
+            database,
+            org,
+            admin,
+        }) => {
             let db = Db::connect(&database).await?;
             let org = Name::parse(&org).context("--org")?;
             let admin = Name::parse(&admin).context("--admin")?;
-            println!("{}", palisade_server::create_admin_token(&db, &org, &admin).await?);
+            println!(
+                "{}",
+                palisade_server::create_admin_token(&db, &org, &admin).await?
+            );
             Ok(ExitCode::SUCCESS)
         }
         None => {
             let mut cfg = match &a.config {
                 Some(p) => {
-                    let text = std::fs::read_to_string(p).with_context(|| p.display().to_string())?;
+                    let text =
+                        std::fs::read_to_string(p).with_context(|| p.display().to_string())?;
                     ServerConfig::from_toml(&text).with_context(|| p.display().to_string())?
                 }
                 None => ServerConfig::default(),

@@ -30,7 +30,9 @@ pub(crate) async fn run(a: UpArgs) -> Result<ExitCode> {
     let org = Name::parse(ORG)?;
     let admin_name = Name::parse(ADMIN)?;
     let token = {
-        let db = Db::connect(&database).await.context("opening the server database")?;
+        let db = Db::connect(&database)
+            .await
+            .context("opening the server database")?;
         let boot = palisade_server::bootstrap(&db, &org, &admin_name).await?;
         let token = match boot.admin_token {
             Some(t) => t,
@@ -56,7 +58,10 @@ pub(crate) async fn run(a: UpArgs) -> Result<ExitCode> {
     } else {
         addr.ip().to_string()
     };
-    let url = format!("https://{}", std::net::SocketAddr::new(host.parse()?, addr.port()));
+    let url = format!(
+        "https://{}",
+        std::net::SocketAddr::new(host.parse()?, addr.port())
+    );
     let ca_pem = server.ca_pem().to_owned();
     std::fs::write(&ca_path, &ca_pem)?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -64,7 +69,10 @@ pub(crate) async fn run(a: UpArgs) -> Result<ExitCode> {
         let _ = stop_rx.await;
     }));
     let admin = AdminClient::new(&url, &ca_pem, &token)?;
-    let _: Health = admin.get("/api/v1/health").await.context("the server does not answer")?;
+    let _: Health = admin
+        .get("/api/v1/health")
+        .await
+        .context("the server does not answer")?;
 
     // 3. What the admin commands need.
     let cli = CliConfig {
@@ -83,13 +91,21 @@ pub(crate) async fn run(a: UpArgs) -> Result<ExitCode> {
     }
 
     // 4. Levels: enforce only once the scan has approved what is installed.
-    let target = if a.lockdown { Level::Lockdown } else { Level::Monitor };
+    let target = if a.lockdown {
+        Level::Lockdown
+    } else {
+        Level::Monitor
+    };
     let scanned_marker = agent_dir.join("scanned-filesystems.json");
     let scanned: BTreeSet<String> = std::fs::read_to_string(&scanned_marker)
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok())
         .unwrap_or_default();
-    let initial = if a.no_scan { target } else { target.min(Level::Monitor) };
+    let initial = if a.no_scan {
+        target
+    } else {
+        target.min(Level::Monitor)
+    };
     set_levels(&admin, initial).await?;
 
     // 5. The local agent, enrolled on first start.
@@ -104,7 +120,9 @@ pub(crate) async fn run(a: UpArgs) -> Result<ExitCode> {
                 },
             )
             .await?;
-        let id = enroll(&url, &t.token, &hostname()).await.context("enrolling the local agent")?;
+        let id = enroll(&url, &t.token, &hostname())
+            .await
+            .context("enrolling the local agent")?;
         id.save(&agent_dir)?;
         tracing::info!("local agent enrolled as {}", id.computer);
     }
@@ -137,8 +155,14 @@ pub(crate) async fn run(a: UpArgs) -> Result<ExitCode> {
         .filter(|m| !scanned.contains(m))
         .collect();
     if !a.no_scan && !to_scan.is_empty() {
-        println!("initialization scan of {} (bulk approval of what is installed)...", to_scan.join(", "));
-        let s = agent.scan(true, true).await.context("initialization scan")?;
+        println!(
+            "initialization scan of {} (bulk approval of what is installed)...",
+            to_scan.join(", ")
+        );
+        let s = agent
+            .scan(true, true)
+            .await
+            .context("initialization scan")?;
         println!(
             "scan: {} files, {} executables/libraries/scripts ({} MB) approved locally in {:.1} s ({} unreadable)",
             s.files_seen,
@@ -148,7 +172,12 @@ pub(crate) async fn run(a: UpArgs) -> Result<ExitCode> {
             s.errors
         );
         let mut all = scanned.clone();
-        all.extend(agent.mounts().iter().map(|m| m.mount_point.display().to_string()));
+        all.extend(
+            agent
+                .mounts()
+                .iter()
+                .map(|m| m.mount_point.display().to_string()),
+        );
         std::fs::write(&scanned_marker, serde_json::to_string(&all)?)?;
     }
     if initial != target {
@@ -161,18 +190,27 @@ pub(crate) async fn run(a: UpArgs) -> Result<ExitCode> {
 
     println!();
     println!("Palisade is up ({}).", agent.engine().level());
-    println!("  server     {url}  (SQLite database {})", dir.join("server.db").display());
+    println!(
+        "  server     {url}  (SQLite database {})",
+        dir.join("server.db").display()
+    );
     println!("  CA         {}", ca_path.display());
-    println!("  agent      {} (watching {})", agent_dir.display(), agent
-        .mounts()
-        .iter()
-        .map(|m| m.mount_point.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", "));
+    println!(
+        "  agent      {} (watching {})",
+        agent_dir.display(),
+        agent
+            .mounts()
+            .iter()
+            .map(|m| m.mount_point.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!(
         "  admin      {}{}",
         cli_path.display(),
-        user_cli.map(|p| format!(" (copied to {})", p.display())).unwrap_or_default()
+        user_cli
+            .map(|p| format!(" (copied to {})", p.display()))
+            .unwrap_or_default()
     );
     println!("  switch     palisade policy set-level {POLICY} lockdown|monitor|disabled");
     println!("  try        palisade status; palisade events --follow; palisade file show <PATH>");

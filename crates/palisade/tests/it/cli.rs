@@ -43,9 +43,25 @@ fn bad_arguments_are_refused_with_the_choices() {
     let (code, err) = stderr_of(&["policy", "set-level", "default", "strict"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("lockdown"), "{err}");
-    std::fs::write(&cfg, "server = \"https://127.0.0.1:1\"\nca_cert = \"/nonexistent\"\ntoken = \"x\"\n").unwrap();
-    let r = run(BIN, &["file", "approve", "/definitely/not/here"], &[("PALISADE_CLI_CONFIG", cfg.to_str().unwrap())]);
+    std::fs::write(
+        &cfg,
+        "server = \"https://127.0.0.1:1\"\nca_cert = \"/nonexistent\"\ntoken = \"x\"\n",
+    )
+    .unwrap();
+    let r = run(
+        BIN,
+        &["file", "approve", "/definitely/not/here"],
+        &[("PALISADE_CLI_CONFIG", cfg.to_str().unwrap())],
+    );
     assert!(!r.ok());
-    let r = run(BIN, &["status", "--socket", dir.path().join("nope.sock").to_str().unwrap()], &[]);
+    let r = run(
+        BIN,
+        &[
+            "status",
+            "--socket",
+            dir.path().join("nope.sock").to_str().unwrap(),
+        ],
+        &[],
+    );
     assert!(!r.ok() && r.stderr.contains("no agent"), "{r:?}");
 }

@@ -36,19 +36,32 @@ fn server_proc(data: &Path, database: &str, name: &str, listen: &str) -> (Proc, 
 
 impl Fleet {
     fn start(mount: &TestMount, database: Option<String>, replicas: usize) -> Fleet {
-        let data = tempfile::Builder::new().prefix("palisade-fleet-").tempdir().unwrap();
-        let database = database.unwrap_or_else(|| format!("sqlite://{}/server.db?mode=rwc", data.path().display()));
-        let init = run(BIN, &["server", "init", "--database", &database], &[("PALISADE_LOG", "warn")]);
+        let data = tempfile::Builder::new()
+            .prefix("palisade-fleet-")
+            .tempdir()
+            .unwrap();
+        let database = database
+            .unwrap_or_else(|| format!("sqlite://{}/server.db?mode=rwc", data.path().display()));
+        let init = run(
+            BIN,
+            &["server", "init", "--database", &database],
+            &[("PALISADE_LOG", "warn")],
+        );
         assert!(init.ok(), "server init: {init:?}");
         let token = init.stdout.lines().last().unwrap().trim().to_owned();
         let mut servers = Vec::new();
         let mut urls = Vec::new();
         for i in 0..replicas {
-            let (p, url) = server_proc(data.path(), &database, &format!("server{i}"), "127.0.0.1:0");
+            let (p, url) =
+                server_proc(data.path(), &database, &format!("server{i}"), "127.0.0.1:0");
             servers.push(p);
             urls.push(url);
         }
-        let ca = run(BIN, &["server", "ca", "--database", &database], &[("PALISADE_LOG", "warn")]);
+        let ca = run(
+            BIN,
+            &["server", "ca", "--database", &database],
+            &[("PALISADE_LOG", "warn")],
+        );
         assert!(ca.ok(), "server ca: {ca:?}");
         let ca_path = data.path().join("ca.crt");
         std::fs::write(&ca_path, &ca.stdout).unwrap();
@@ -75,11 +88,23 @@ impl Fleet {
             agent_dir,
             watch: mount.path.clone(),
         };
-        let enroll_token = f.ok(&["enroll-token", "--policy", "default"]).trim().to_owned();
+        let enroll_token = f
+            .ok(&["enroll-token", "--policy", "default"])
+            .trim()
+            .to_owned();
         let agent_url = f.urls.last().unwrap().clone();
         let r = run(
             BIN,
-            &["agent", "enroll", "--server", &agent_url, "--token", &enroll_token, "--data-dir", f.agent_dir.to_str().unwrap()],
+            &[
+                "agent",
+                "enroll",
+                "--server",
+                &agent_url,
+                "--token",
+                &enroll_token,
+                "--data-dir",
+                f.agent_dir.to_str().unwrap(),
+            ],
             &[("PALISADE_LOG", "warn")],
         );
         assert!(r.ok(), "enroll: {r:?}");
@@ -90,7 +115,13 @@ impl Fleet {
     fn start_agent(&mut self) {
         let mut a = Proc::palisade(
             "agent",
-            &["agent", "--data-dir", self.agent_dir.to_str().unwrap(), "--watch", self.watch.to_str().unwrap()],
+            &[
+                "agent",
+                "--data-dir",
+                self.agent_dir.to_str().unwrap(),
+                "--watch",
+                self.watch.to_str().unwrap(),
+            ],
             &[("PALISADE_LOG", "info")],
             self.data.path(),
         );
@@ -109,7 +140,14 @@ impl Fleet {
     }
 
     fn cli(&self, args: &[&str]) -> Ran {
-        run(BIN, args, &[("PALISADE_CLI_CONFIG", self.cli_config.to_str().unwrap()), ("PALISADE_LOG", "warn")])
+        run(
+            BIN,
+            args,
+            &[
+                ("PALISADE_CLI_CONFIG", self.cli_config.to_str().unwrap()),
+                ("PALISADE_LOG", "warn"),
+            ],
+        )
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -131,34 +169,72 @@ fn the_persistent_cache_enforces_while_the_service_is_gone_even_across_restarts(
     let p = Programs::get();
     let approved = p.install("hello", &m.path, "approved");
     let banned = p.install("hello2", &m.path, "banned");
-    f.ok(&["policy", "set-level", "default", "lockdown", "--disconnected", "lockdown"]);
+    f.ok(&[
+        "policy",
+        "set-level",
+        "default",
+        "lockdown",
+        "--disconnected",
+        "lockdown",
+    ]);
     f.ok(&["file", "approve", approved.to_str().unwrap()]);
     f.ok(&["file", "ban", banned.to_str().unwrap()]);
-    assert!(eventually(Duration::from_secs(3), || run(&approved, &[], &[]).ok()).is_some(), "{}", f.agent_log());
+    assert!(
+        eventually(Duration::from_secs(3), || run(&approved, &[], &[]).ok()).is_some(),
+        "{}",
+        f.agent_log()
+    );
     assert!(run(&banned, &[], &[]).exec_refused());
-    assert!(eventually(Duration::from_secs(3), || f.status_code() == Some(0)).is_some(), "status 0 while connected");
+    assert!(
+        eventually(Duration::from_secs(3), || f.status_code() == Some(0)).is_some(),
+        "status 0 while connected"
+    );
 
     // The service disappears.
     f.servers[0].kill();
-    assert!(eventually(Duration::from_secs(20), || f.status_code() == Some(3)).is_some(), "status 3 once disconnected");
-    assert!(run(&approved, &[], &[]).ok(), "approved code keeps running offline");
-    assert!(run(&banned, &[], &[]).exec_refused(), "banned code stays banned offline");
+    assert!(
+        eventually(Duration::from_secs(20), || f.status_code() == Some(3)).is_some(),
+        "status 3 once disconnected"
+    );
+    assert!(
+        run(&approved, &[], &[]).ok(),
+        "approved code keeps running offline"
+    );
+    assert!(
+        run(&banned, &[], &[]).exec_refused(),
+        "banned code stays banned offline"
+    );
     let stranger = p.install("uselib", &m.path, "stranger");
-    assert!(run(&stranger, &[], &[]).exec_refused(), "unknown code is blocked offline");
+    assert!(
+        run(&stranger, &[], &[]).exec_refused(),
+        "unknown code is blocked offline"
+    );
 
     // The agent restarts while the service is still gone: no kernel or
     // memory cache survives, only the persistent one.
     f.stop_agent();
     f.start_agent();
-    assert!(run(&approved, &[], &[]).ok(), "persistent cache approves after restart: {}", f.agent_log());
-    assert!(run(&banned, &[], &[]).exec_refused(), "persistent cache bans after restart");
+    assert!(
+        run(&approved, &[], &[]).ok(),
+        "persistent cache approves after restart: {}",
+        f.agent_log()
+    );
+    assert!(
+        run(&banned, &[], &[]).exec_refused(),
+        "persistent cache bans after restart"
+    );
     assert!(run(&stranger, &[], &[]).exec_refused());
     std::thread::sleep(Duration::from_millis(300));
     f.stop_agent(); // the offline block events are on disk now
 
     // The service comes back on the same address: the events recorded offline arrive.
     let port = f.urls[0].rsplit(':').next().unwrap().to_owned();
-    let (p2, _) = server_proc(f.data.path(), &f.database.clone(), "server-again", &format!("127.0.0.1:{port}"));
+    let (p2, _) = server_proc(
+        f.data.path(),
+        &f.database.clone(),
+        "server-again",
+        &format!("127.0.0.1:{port}"),
+    );
     f.servers[0] = p2;
     f.start_agent();
     let arrived = eventually(Duration::from_secs(10), || {
@@ -168,7 +244,11 @@ fn the_persistent_cache_enforces_while_the_service_is_gone_even_across_restarts(
             .count()
             >= 2
     });
-    assert!(arrived.is_some(), "offline events uploaded after reconnect: {}", f.ok(&["events"]));
+    assert!(
+        arrived.is_some(),
+        "offline events uploaded after reconnect: {}",
+        f.ok(&["events"])
+    );
 }
 
 #[test]
@@ -195,9 +275,16 @@ fn a_corrupt_persistent_cache_is_rebuilt_while_enforcing() {
     );
     let stranger = Programs::get().install("hello2", &m.path, "stranger");
     assert!(run(&stranger, &[], &[]).exec_refused(), "still blocking");
-    assert!(f.agent_log().contains("rebuilt"), "the rebuild is logged: {}", f.agent_log());
     assert!(
-        std::fs::read_dir(&f.agent_dir).unwrap().flatten().any(|e| e.file_name().to_string_lossy().contains("corrupt")),
+        f.agent_log().contains("rebuilt"),
+        "the rebuild is logged: {}",
+        f.agent_log()
+    );
+    assert!(
+        std::fs::read_dir(&f.agent_dir)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().contains("corrupt")),
         "the corrupt file is kept aside"
     );
 }
@@ -208,8 +295,19 @@ fn the_disconnected_level_applies_while_disconnected() {
     let m = TestMount::tmpfs();
     let mut f = Fleet::start(&m, None, 1);
     let stranger = Programs::get().install("hello", &m.path, "stranger");
-    f.ok(&["policy", "set-level", "default", "lockdown", "--disconnected", "monitor"]);
-    assert!(eventually(Duration::from_secs(3), || run(&stranger, &[], &[]).exec_refused()).is_some());
+    f.ok(&[
+        "policy",
+        "set-level",
+        "default",
+        "lockdown",
+        "--disconnected",
+        "monitor",
+    ]);
+    assert!(
+        eventually(Duration::from_secs(3), || run(&stranger, &[], &[])
+            .exec_refused())
+        .is_some()
+    );
     f.servers[0].kill();
     assert!(
         eventually(Duration::from_secs(20), || run(&stranger, &[], &[]).ok()).is_some(),
@@ -234,13 +332,21 @@ impl PgDb {
     fn new() -> PgDb {
         let admin_url = postgres_url();
         let name = format!("palisade_it_{}_{}", std::process::id(), rand_suffix());
-        let r = run("psql", &[&admin_url, "-qc", &format!("CREATE DATABASE {name}")], &[]);
+        let r = run(
+            "psql",
+            &[&admin_url, "-qc", &format!("CREATE DATABASE {name}")],
+            &[],
+        );
         assert!(r.ok(), "create database: {r:?}");
         let url = match admin_url.rfind('/') {
             Some(i) => format!("{}/{name}", &admin_url[..i]),
             None => panic!("bad PALISADE_TEST_POSTGRES"),
         };
-        PgDb { admin_url, name, url }
+        PgDb {
+            admin_url,
+            name,
+            url,
+        }
     }
 }
 
@@ -248,7 +354,11 @@ impl Drop for PgDb {
     fn drop(&mut self) {
         let _ = run(
             "psql",
-            &[&self.admin_url, "-qc", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)],
+            &[
+                &self.admin_url,
+                "-qc",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ],
             &[],
         );
     }
@@ -271,10 +381,17 @@ fn replicas_over_postgres_push_a_ban_to_an_agent_on_the_other_replica() {
     let hello = Programs::get().install("hello", &m.path, "hello");
     f.ok(&["policy", "set-level", "default", "lockdown"]);
     f.ok(&["file", "approve", hello.to_str().unwrap()]);
-    assert!(eventually(Duration::from_secs(3), || run(&hello, &[], &[]).ok()).is_some(), "{}", f.agent_log());
+    assert!(
+        eventually(Duration::from_secs(3), || run(&hello, &[], &[]).ok()).is_some(),
+        "{}",
+        f.agent_log()
+    );
     let t = std::time::Instant::now();
     f.ok(&["file", "ban", hello.to_str().unwrap()]);
-    let took = eventually(Duration::from_secs(5), || run(&hello, &[], &[]).exec_refused()).map(|_| t.elapsed());
+    let took = eventually(Duration::from_secs(5), || {
+        run(&hello, &[], &[]).exec_refused()
+    })
+    .map(|_| t.elapsed());
     let took = took.expect("ban through replica 0 reaches the agent on replica 1");
     eprintln!("cross-replica ban took effect after {took:?}");
     assert!(took < Duration::from_secs(1), "took {took:?}");

@@ -40,12 +40,26 @@ impl TestMount {
     }
 
     pub fn new(fstype: &str) -> TestMount {
-        let dir = tempfile::Builder::new().prefix("palisade-it-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("palisade-it-")
+            .tempdir()
+            .unwrap();
         let path = dir.path().join("mnt");
         std::fs::create_dir(&path).unwrap();
-        let opts = if fstype == "tmpfs" { "size=512m,mode=0755" } else { "mode=0755" };
+        let opts = if fstype == "tmpfs" {
+            "size=512m,mode=0755"
+        } else {
+            "mode=0755"
+        };
         let st = Command::new("mount")
-            .args(["-t", fstype, "-o", opts, "palisade-test", path.to_str().unwrap()])
+            .args([
+                "-t",
+                fstype,
+                "-o",
+                opts,
+                "palisade-test",
+                path.to_str().unwrap(),
+            ])
             .status()
             .unwrap();
         assert!(st.success(), "mount {fstype} failed");
@@ -59,7 +73,9 @@ impl TestMount {
 
 impl Drop for TestMount {
     fn drop(&mut self) {
-        let _ = Command::new("umount").args(["-l", self.path.to_str().unwrap()]).status();
+        let _ = Command::new("umount")
+            .args(["-l", self.path.to_str().unwrap()])
+            .status();
     }
 }
 
@@ -78,7 +94,10 @@ impl Proc {
         let stderr_log = log_dir.join(format!("{name}.stderr.log"));
         let err = std::fs::File::create(&stderr_log).unwrap();
         let mut cmd = Command::new(BIN);
-        cmd.args(args).stdout(Stdio::piped()).stderr(err).stdin(Stdio::null());
+        cmd.args(args)
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .stdin(Stdio::null());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -175,7 +194,10 @@ impl Ran {
     /// The exec itself was refused with a permission error.
     pub fn exec_refused(&self) -> bool {
         match &self.spawn {
-            Err(e) => e.kind() == std::io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(libc::EPERM),
+            Err(e) => {
+                e.kind() == std::io::ErrorKind::PermissionDenied
+                    || e.raw_os_error() == Some(libc::EPERM)
+            }
             Ok(_) => false,
         }
     }
@@ -184,7 +206,10 @@ impl Ran {
 /// Run a program (10 s limit), capturing its output.
 pub fn run(program: impl AsRef<std::ffi::OsStr>, args: &[&str], env: &[(&str, &str)]) -> Ran {
     let mut cmd = Command::new(program);
-    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+    cmd.args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -328,10 +353,21 @@ pub struct Up {
 
 impl Up {
     pub fn start(mount: &TestMount, extra: &[&str]) -> Up {
-        let data = tempfile::Builder::new().prefix("palisade-up-").tempdir().unwrap();
+        let data = tempfile::Builder::new()
+            .prefix("palisade-up-")
+            .tempdir()
+            .unwrap();
         let d = data.path().to_str().unwrap().to_owned();
         let watch = mount.path.to_str().unwrap().to_owned();
-        let mut args = vec!["up", "--data-dir", &d, "--watch", &watch, "--listen", "127.0.0.1:0"];
+        let mut args = vec![
+            "up",
+            "--data-dir",
+            &d,
+            "--watch",
+            &watch,
+            "--listen",
+            "127.0.0.1:0",
+        ];
         args.extend_from_slice(extra);
         let home = data.path().join("home");
         let cli_config = data.path().join("cli.toml");
@@ -342,7 +378,11 @@ impl Up {
             data.path(),
         );
         proc.wait_line("palisade: ready", Duration::from_secs(120));
-        Up { proc, data, cli_config }
+        Up {
+            proc,
+            data,
+            cli_config,
+        }
     }
 
     /// Run an admin command against this instance.
@@ -350,21 +390,30 @@ impl Up {
         run(
             BIN,
             args,
-            &[("PALISADE_CLI_CONFIG", self.cli_config.to_str().unwrap()), ("PALISADE_LOG", "warn")],
+            &[
+                ("PALISADE_CLI_CONFIG", self.cli_config.to_str().unwrap()),
+                ("PALISADE_LOG", "warn"),
+            ],
         )
     }
 
     /// Run an admin command that must succeed; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let r = self.cli(args);
-        assert!(r.ok(), "palisade {args:?} failed: {r:?}\nup stderr:\n{}", self.proc.stderr());
+        assert!(
+            r.ok(),
+            "palisade {args:?} failed: {r:?}\nup stderr:\n{}",
+            self.proc.stderr()
+        );
         r.stdout
     }
 
     /// Events as JSON records.
     pub fn events(&self) -> Vec<serde_json::Value> {
         let out = self.ok(&["events", "--json", "--limit", "10000"]);
-        out.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+        out.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 }
 
