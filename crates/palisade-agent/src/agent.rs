@@ -274,7 +274,7 @@ impl RunningAgent {
     /// Afterwards the answers for everything found are fetched, so that the
     /// first run of each needs no round trip.
     pub async fn scan(&self, approve: bool, progress: bool) -> Result<ScanSummary> {
-        let mut summary = scan::scan(
+        let summary = scan::scan(
             &self.client,
             &self.mounts,
             &self.cfg.script_extensions,
@@ -282,9 +282,16 @@ impl RunningAgent {
             progress,
         )
         .await?;
-        summary.hashes.sort_unstable();
-        summary.hashes.dedup();
-        link::prefetch(&self.client, &self.engine, &summary.hashes).await;
+        let mut hashes: Vec<Sha256> = summary.files.iter().map(|(h, _)| *h).collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        link::prefetch(&self.client, &self.engine, &hashes).await;
+        if approve {
+            // Each local approval is an event, like any other decision.
+            let engine = self.engine.clone();
+            let files = summary.files.clone();
+            tokio::task::spawn_blocking(move || engine.report_scan_approvals(&files)).await?;
+        }
         Ok(summary)
     }
 

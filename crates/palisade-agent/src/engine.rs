@@ -1102,9 +1102,27 @@ impl Engine {
         });
     }
 
-    /// Report approvals made on this computer (initialization scan).
-    pub fn report_event(&self, event: FileEvent) {
-        self.reporter.report(event);
+    /// Report the local approvals of an initialization scan, one event per
+    /// file, attributed to the agent's own process.
+    pub fn report_scan_approvals(&self, files: &[(Sha256, String)]) {
+        let process = self.context(self.own_pid);
+        let level = self.level();
+        let now = crate::now_ms();
+        for (sha, path) in files {
+            self.reporter.report(FileEvent {
+                time_ms: now,
+                kind: EventKind::Approved,
+                operation: Operation::Inventory,
+                sha256: Some(*sha),
+                path: path.clone(),
+                approval: Approval::Approved(palisade_core::ApprovalSource {
+                    scope: palisade_core::ScopeKind::Local,
+                }),
+                level,
+                process: process.clone(),
+                reason: "initialization scan (bulk approval)".into(),
+            });
+        }
     }
 
     // ---- the watchdog ----------------------------------------------------

@@ -29,9 +29,9 @@ pub struct ScanSummary {
     pub errors: u64,
     /// Wall time in milliseconds.
     pub elapsed_ms: u64,
-    /// The hashes inventoried.
+    /// The files inventoried: hash and path.
     #[serde(skip)]
-    pub hashes: Vec<palisade_core::Sha256>,
+    pub files: Vec<(palisade_core::Sha256, String)>,
 }
 
 /// Whether a file is code the scan inventories: ELF objects, scripts (by
@@ -150,7 +150,7 @@ pub async fn scan(
         if let Some(item) = item {
             summary.code_files += 1;
             summary.bytes_hashed += item.size;
-            summary.hashes.push(item.sha256);
+            summary.files.push((item.sha256, item.path.clone()));
             batch.push(item);
         }
         if batch.len() >= INVENTORY_BATCH_MAX || (done && !batch.is_empty()) {

@@ -20,6 +20,8 @@ pub enum Operation {
     /// Code executed from memory (`memfd_create` + `fexecve`), which has no
     /// file on disk to approve.
     ExecuteMemory,
+    /// Not a load: the file was found (and approved) by the initialization scan.
+    Inventory,
 }
 
 impl Operation {
@@ -31,6 +33,7 @@ impl Operation {
             Operation::InterpretScript => "interpret_script",
             Operation::MapExecutable => "map_executable",
             Operation::ExecuteMemory => "execute_memory",
+            Operation::Inventory => "inventory",
         }
     }
 }

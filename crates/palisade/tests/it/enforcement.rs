@@ -430,4 +430,16 @@ fn initialization_scan_approves_what_is_installed() {
     assert!(run(&late, &[], &[]).exec_refused());
     let show = up.ok(&["file", "show", hello.to_str().unwrap()]);
     assert!(show.contains("approved") && show.contains("scan"), "{show}");
+    let approvals = eventually(Duration::from_secs(5), || {
+        up.events()
+            .iter()
+            .filter(|e| e["event"]["kind"] == "approved" && e["event"]["operation"] == "inventory")
+            .count()
+            >= 4
+    });
+    assert!(
+        approvals.is_some(),
+        "each local approval is an event: {:#?}",
+        up.events()
+    );
 }

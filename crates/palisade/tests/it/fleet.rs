@@ -113,15 +113,21 @@ impl Fleet {
     }
 
     fn start_agent(&mut self) {
+        self.start_agent_with(&[]);
+    }
+
+    fn start_agent_with(&mut self, extra: &[&str]) {
+        let mut args = vec![
+            "agent",
+            "--data-dir",
+            self.agent_dir.to_str().unwrap(),
+            "--watch",
+            self.watch.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
         let mut a = Proc::palisade(
             "agent",
-            &[
-                "agent",
-                "--data-dir",
-                self.agent_dir.to_str().unwrap(),
-                "--watch",
-                self.watch.to_str().unwrap(),
-            ],
+            &args,
             &[("PALISADE_LOG", "info")],
             self.data.path(),
         );
@@ -314,6 +320,56 @@ fn the_disconnected_level_applies_while_disconnected() {
         "monitor while disconnected: {}",
         f.agent_log()
     );
+}
+
+#[test]
+fn a_hung_service_cannot_stall_a_decision_past_the_deadline() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let mut f = Fleet::start(&m, None, 1);
+    let cfg = f.data.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        "decision_deadline_ms = 1500\nlookup_timeout_ms = 400\n",
+    )
+    .unwrap();
+    f.stop_agent();
+    f.start_agent_with(&["--config", cfg.to_str().unwrap()]);
+    let p = Programs::get();
+    let approved = p.install("hello", &m.path, "approved");
+    f.ok(&[
+        "policy",
+        "set-level",
+        "default",
+        "lockdown",
+        "--disconnected",
+        "lockdown",
+    ]);
+    f.ok(&["file", "approve", approved.to_str().unwrap()]);
+    assert!(eventually(Duration::from_secs(3), || run(&approved, &[], &[]).ok()).is_some());
+
+    // Freeze the service: connections are accepted by the kernel, nothing answers.
+    let server = f.servers[0].pid();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(server, libc::SIGSTOP) };
+    let stranger = p.install("hello2", &m.path, "stranger");
+    let t = std::time::Instant::now();
+    let r = run(&stranger, &[], &[]);
+    let took = t.elapsed();
+    // SAFETY: as above.
+    unsafe { libc::kill(server, libc::SIGCONT) };
+    assert!(
+        r.exec_refused(),
+        "unknown code is refused even when the service hangs: {r:?}"
+    );
+    assert!(
+        took < Duration::from_millis(1500 + 700),
+        "answered within the deadline: {took:?}"
+    );
+    eprintln!(
+        "decision with a hung service took {took:?} (lookup timeout 400 ms, deadline 1500 ms)"
+    );
+    assert!(run(&approved, &[], &[]).ok(), "approved code unaffected");
 }
 
 fn postgres_url() -> String {
