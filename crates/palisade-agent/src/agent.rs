@@ -383,14 +383,14 @@ const BIN_DIRS: &[&str] = &[
 ];
 
 /// Hash every program in the usual binary directories (and `PATH`) whose
-/// name matches one of `globs`.
-pub fn resolve_interpreters(globs: &[String]) -> HashSet<Sha256> {
+/// name matches one of `globs`: (hash, size) of each.
+pub fn resolve_interpreters(globs: &[String]) -> Vec<(Sha256, u64)> {
     let mut dirs: Vec<PathBuf> = BIN_DIRS.iter().map(PathBuf::from).collect();
     if let Some(path) = std::env::var_os("PATH") {
         dirs.extend(std::env::split_paths(&path));
     }
     let mut seen = HashSet::new();
-    let mut out = HashSet::new();
+    let mut out = Vec::new();
     for dir in dirs {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
@@ -406,8 +406,9 @@ pub fn resolve_interpreters(globs: &[String]) -> HashSet<Sha256> {
             if !seen.insert(real.clone()) {
                 continue;
             }
+            let size = std::fs::metadata(&real).map(|m| m.len()).unwrap_or(0);
             if let Ok(sha) = crate::files::hash_path(&real) {
-                out.insert(sha);
+                out.push((sha, size));
             }
         }
     }
@@ -453,6 +454,6 @@ mod tests {
     fn finds_the_shell() {
         let set = resolve_interpreters(&["sh".to_string(), "bash".to_string()]);
         let bash = crate::files::hash_path(&std::fs::canonicalize("/bin/bash").unwrap()).unwrap();
-        assert!(set.contains(&bash));
+        assert!(set.iter().any(|(h, size)| *h == bash && *size > 0));
     }
 }

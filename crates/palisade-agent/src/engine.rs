@@ -239,12 +239,18 @@ pub struct Engine {
     level: AtomicU8,
     identities: Mutex<Cache<FileId, Known>>,
     interpreter_exes: Mutex<Cache<FileId, (Stamp, bool)>>,
+    /// Ancestors already read, by (pid, start time, executable inode and
+    /// stamp): a process that exec'd since is read again.
+    ancestors: Mutex<Cache<(u32, u64, FileId, Stamp), (u32, Ancestor)>>,
     approvals: Mutex<Cache<Sha256, CachedApproval>>,
     kernel: Mutex<KernelAllowed>,
     /// Bumped (under the `kernel` lock) by every invalidation, so a decision
     /// made from an approval read before it is not cached in the kernel.
     epoch: AtomicU64,
     interpreters: HashSet<Sha256>,
+    /// Sizes of the interpreters: an executable of another size is not one,
+    /// whatever its name, and need not be hashed to know it.
+    interpreter_sizes: HashSet<u64>,
     persist_tx: crossbeam_channel::Sender<PersistOp>,
     persistent: Arc<PersistentCache>,
     lookup: Arc<dyn Lookup>,
@@ -291,8 +297,8 @@ pub struct EngineParts {
     pub guard: Option<Arc<ExecGuard>>,
     /// Levels to start with (from the persistent cache or the service).
     pub levels: Levels,
-    /// Hashes of the interpreters whose script reads are controlled.
-    pub interpreters: HashSet<Sha256>,
+    /// Hashes and sizes of the interpreters whose script reads are controlled.
+    pub interpreters: Vec<(Sha256, u64)>,
     /// The persistent cache.
     pub persistent: Arc<PersistentCache>,
     /// The service side of lookups.
@@ -308,6 +314,14 @@ impl Engine {
     /// persistent cache into memory.
     pub fn new(parts: EngineParts) -> Arc<Engine> {
         let (persist_tx, persist_rx) = crossbeam_channel::bounded(65_536);
+        // Know our own executable (the admin CLI is the same binary) without
+        // hashing it on the decision path.
+        let mut identities = Cache::new(65_536);
+        let own_exe = own_executable().map(|(id, known)| {
+            let sha = known.sha;
+            identities.insert(id, known);
+            sha
+        });
         let mut approvals = Cache::new(100_000);
         match parts.persistent.all() {
             Ok(all) => {
@@ -322,12 +336,14 @@ impl Engine {
             levels: Mutex::new(parts.levels),
             connected: AtomicBool::new(false),
             own_pid: std::process::id(),
-            identities: Mutex::new(Cache::new(65_536)),
+            identities: Mutex::new(identities),
             interpreter_exes: Mutex::new(Cache::new(4096)),
+            ancestors: Mutex::new(Cache::new(4096)),
             approvals: Mutex::new(approvals),
             kernel: Mutex::new(KernelAllowed::default()),
             epoch: AtomicU64::new(0),
-            interpreters: parts.interpreters,
+            interpreters: parts.interpreters.iter().map(|(h, _)| *h).collect(),
+            interpreter_sizes: parts.interpreters.iter().map(|(_, s)| *s).collect(),
             persist_tx,
             persistent: parts.persistent.clone(),
             lookup: parts.lookup,
@@ -335,7 +351,7 @@ impl Engine {
             recent_reports: Mutex::new(HashMap::new()),
             newest_change: AtomicI64::new(parts.revision),
             watchdog: Watchdog::default(),
-            own_exe: files::hash_path(std::path::Path::new("/proc/self/exe")).ok(),
+            own_exe: own_exe.flatten(),
             memfd_held: AtomicBool::new(false),
             stats: Stats::default(),
             cfg: parts.cfg,
@@ -445,6 +461,7 @@ impl Engine {
             std::thread::Builder::new()
                 .name(format!("palisade-worker-{i}"))
                 .spawn(move || {
+                    raise_priority();
                     while let Ok(p) = rx.recv() {
                         if !p.answered.load(Ordering::Relaxed) {
                             engine.decide_slow(&p);
@@ -652,8 +669,11 @@ impl Engine {
             },
         };
         let epoch = self.epoch.load(Ordering::Acquire);
-        let process = self.context(p.pid);
-        let (approval, reason) = self.approval(sha, &known.path, op, &process, p.deadline);
+        // The process context is built only when something needs it: a lookup
+        // at the service (the request carries it) or a report.
+        let mut process = None;
+        let (approval, reason) =
+            self.approval(sha, &known.path, op, p.pid, &mut process, p.deadline);
         let level = self.level();
         let decision = decide(&approval, level);
 
@@ -674,8 +694,11 @@ impl Engine {
         } else {
             self.kernel_revoke(ident.id);
         }
+        // Read who it was while the process is still held by the kernel.
+        let process = (decision.report != Report::Nothing)
+            .then(|| process.unwrap_or_else(|| self.context(p.pid)));
         self.answer(p, decision.verdict);
-        if decision.report != Report::Nothing {
+        if let Some(process) = process {
             let kind = match decision.report {
                 Report::Blocked => EventKind::Blocked,
                 _ => EventKind::WouldBlock,
@@ -745,8 +768,10 @@ impl Engine {
         let Ok(ident) = files::identify(&file) else {
             return false;
         };
-        let sha = self.exe_sha(&file, &ident);
-        let yes = sha.is_some_and(|s| self.interpreters.contains(&s));
+        let yes = self.interpreter_sizes.contains(&ident.stamp.size)
+            && self
+                .exe_sha(&file, &ident)
+                .is_some_and(|s| self.interpreters.contains(&s));
         self.interpreter_exes
             .lock()
             .insert(ident.id, (ident.stamp, yes));
@@ -834,12 +859,36 @@ impl Engine {
         let mut ancestors = Vec::new();
         let mut next = info.ppid;
         while next > 0 && ancestors.len() < MAX_ANCESTORS {
+            let Ok((ppid, start)) = procfs::read_stat(next) else {
+                break;
+            };
+            let exe = rustix::fs::stat(format!("/proc/{next}/exe"))
+                .ok()
+                .map(|st| {
+                    (
+                        FileId {
+                            dev: st.st_dev,
+                            ino: st.st_ino,
+                        },
+                        stamp_of(&st),
+                    )
+                });
+            let key = exe.map(|(id, stamp)| (next, start, id, stamp));
+            if let Some((_, a)) = key.and_then(|k| self.ancestors.lock().get(&k)) {
+                ancestors.push(a);
+                next = ppid;
+                continue;
+            }
             let Ok(a) = procfs::read(next) else { break };
-            ancestors.push(Ancestor {
+            let ancestor = Ancestor {
                 pid: a.pid,
                 uid: a.uid,
                 exe: self.executable(a.pid, a.exe.as_deref()),
-            });
+            };
+            if let Some(k) = key {
+                self.ancestors.lock().insert(k, (a.ppid, ancestor.clone()));
+            }
+            ancestors.push(ancestor);
             next = a.ppid;
         }
         ProcessContext {
@@ -871,7 +920,8 @@ impl Engine {
         sha: Sha256,
         path: &str,
         op: Operation,
-        process: &ProcessContext,
+        pid: u32,
+        process: &mut Option<ProcessContext>,
         deadline: Instant,
     ) -> (Approval, String) {
         if let Some(c) = self.approvals.lock().get(&sha) {
@@ -889,7 +939,7 @@ impl Engine {
                 sha256: sha,
                 path: Some(path.to_owned()),
                 operation: Some(op),
-                process: Some(process.clone()),
+                process: Some(process.get_or_insert_with(|| self.context(pid)).clone()),
             };
             match self.lookup.lookup(item, budget) {
                 Ok((approval, revision)) => {
@@ -1128,6 +1178,7 @@ impl Engine {
     // ---- the watchdog ----------------------------------------------------
 
     fn watchdog_loop(&self, stop: &AtomicBool) {
+        raise_priority();
         while !stop.load(Ordering::Relaxed) {
             let expired = self.watchdog.wait_expired(Duration::from_millis(200));
             for p in expired {
@@ -1244,6 +1295,37 @@ impl Engine {
             bump(&self.stats.hashed_on_write);
         }
     }
+}
+
+/// Nice value of the threads that answer the kernel: a process waiting on a
+/// decision should not wait for the scheduler behind ordinary work.
+const DECISION_NICE: i32 = -10;
+
+/// Give the calling thread the decision threads' priority (Linux nice values
+/// are per thread). Best effort: without the privilege it stays as it is.
+fn raise_priority() {
+    if let Err(e) = rustix::process::setpriority_process(None, DECISION_NICE) {
+        tracing::debug!("cannot raise the decision threads' priority: {e}");
+    }
+}
+
+/// The agent's own executable: its identity and what is known of it.
+fn own_executable() -> Option<(FileId, Known)> {
+    let file = std::fs::File::open("/proc/self/exe").ok()?;
+    let ident = files::identify(&file).ok()?;
+    let sha = files::hash(&file).ok()?;
+    let header = files::read_header(&file, CLASSIFY_HEADER_LEN).ok()?;
+    Some((
+        ident.id,
+        Known {
+            stamp: ident.stamp,
+            kind: classify(&header),
+            sha: Some(sha),
+            path: std::fs::read_link("/proc/self/exe")
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        },
+    ))
 }
 
 fn stamp_of(st: &rustix::fs::Stat) -> Stamp {

@@ -87,22 +87,28 @@ pub fn hash(fd: impl AsFd) -> io::Result<Sha256> {
     let fd = fd.as_fd();
     let size = rustix::fs::fstat(fd)?.st_size as u64;
     if size <= 4 * CHUNK as u64 {
-        let mut h = sha2::Sha256::new();
-        let mut buf = vec![0u8; CHUNK];
-        let mut off = 0u64;
-        loop {
-            let n = match rustix::io::pread(fd, &mut buf, off) {
-                Ok(n) => n,
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-            off += n as u64;
+        // One buffer per thread, allocated once: no zeroing per file.
+        thread_local! {
+            static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; CHUNK]);
         }
-        return Ok(Sha256::from_bytes(h.finalize().into()));
+        return BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            let mut h = sha2::Sha256::new();
+            let mut off = 0u64;
+            loop {
+                let n = match rustix::io::pread(fd, &mut buf[..], off) {
+                    Ok(n) => n,
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+                off += n as u64;
+            }
+            Ok(Sha256::from_bytes(h.finalize().into()))
+        });
     }
     hash_pipelined(fd)
 }

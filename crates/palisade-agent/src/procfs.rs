@@ -57,6 +57,13 @@ pub fn read(pid: u32) -> io::Result<ProcInfo> {
     })
 }
 
+/// `(ppid, start time)` of a process: one small read.
+pub fn read_stat(pid: u32) -> io::Result<(u32, u64)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    parse_stat(&stat)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed /proc/PID/stat"))
+}
+
 /// The command line of a process, one entry per argument.
 pub fn cmdline(pid: u32) -> io::Result<Vec<String>> {
     let raw = fs::read(format!("/proc/{pid}/cmdline"))?;

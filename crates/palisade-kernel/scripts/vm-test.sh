@@ -15,6 +15,10 @@
 #               exercises the file_truncate hook too)
 #   VM_ACCEL    QEMU accelerator (default: tcg; kvm is faster where nested
 #               virtualisation works)
+# Exit status: 0 passed, 1 tests failed, 2 set-up error, 77 kernel package
+# unavailable (skipped).
+#   VM_PACKAGE  which crate's `it` test binary to run (default: palisade-kernel;
+#               palisade runs the end-to-end suite through the guard)
 #
 # The host filesystem is shared read-only (9p); the guest's /tmp is a tmpfs.
 # Installs qemu-system-x86 and busybox-static with apt-get if missing, and
@@ -39,7 +43,14 @@ trap 'rm -rf "$work"' EXIT
 
 pkg="${KERNEL_PKG:-$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/ {print $2; exit}')}"
 echo "vm-test: kernel package $pkg"
-(cd "$work" && apt-get download "$pkg" >/dev/null 2>&1) || { echo "apt-get download $pkg failed" >&2; exit 2; }
+# Exit 77 ("skipped") when the kernel package cannot be fetched: that is the
+# mirror, not the code under test.
+fetched=0
+for attempt in 1 2 3; do
+    if (cd "$work" && apt-get download "$pkg" >/dev/null 2>&1); then fetched=1; break; fi
+    sleep $((attempt * 5))
+done
+[ "$fetched" = 1 ] || { echo "vm-test: apt-get download $pkg failed (3 attempts)" >&2; exit 77; }
 dpkg -x "$work"/*.deb "$work/root"
 kver="$(ls "$work/root/lib/modules")"
 vmlinuz="$work/root/boot/vmlinuz-$kver"
@@ -69,22 +80,24 @@ add_module() {
 for m in virtio_pci 9pnet_virtio 9p; do add_module "$m"; done
 echo "vm-test: modules ${order[*]}"
 
-test_bin="$(cd "$workspace" && cargo test -p palisade-kernel --test it --no-run --message-format=json 2>/dev/null \
+export package="${VM_PACKAGE:-palisade-kernel}"
+test_bin="$(cd "$workspace" && cargo test -p "$package" --test it --no-run --message-format=json 2>/dev/null \
     | python3 -c '
-import sys, json
+import os, sys, json
 for line in sys.stdin:
     try:
         j = json.loads(line)
     except ValueError:
         continue
     if j.get("reason") == "compiler-artifact" and j.get("executable") \
-            and j["target"]["name"] == "it" and "palisade-kernel" in j["package_id"]:
+            and j["target"]["name"] == "it" and "/" + os.environ["package"] + "#" in j["package_id"]:
         print(j["executable"])
 ')"
 [ -n "$test_bin" ] || { echo "vm-test: could not build the test binary" >&2; exit 2; }
 
 cat > "$init/guest.sh" <<EOF
-cd /tmp && export HOME=/tmp PATH=/usr/sbin:/usr/bin:/sbin:/bin
+cd /tmp && export HOME=/tmp PATH=/usr/sbin:/usr/bin:/sbin:/bin PALISADE_REQUIRE_GUARD=1
+ip link set lo up 2>/dev/null || true
 uname -r
 $test_bin --test-threads=1 $*
 EOF
