@@ -156,6 +156,10 @@ struct Known {
     path: String,
 }
 
+/// An ancestor process as cached: pid, start time, and its executable's
+/// inode and stamp (a process that exec'd since is read again).
+type AncestorKey = (u32, u64, FileId, Stamp);
+
 /// Inodes in the kernel-side cache (ignore mark + guard entry), by hash, so a
 /// policy change can revoke exactly them.
 #[derive(Debug, Default)]
@@ -241,7 +245,7 @@ pub struct Engine {
     interpreter_exes: Mutex<Cache<FileId, (Stamp, bool)>>,
     /// Ancestors already read, by (pid, start time, executable inode and
     /// stamp): a process that exec'd since is read again.
-    ancestors: Mutex<Cache<(u32, u64, FileId, Stamp), (u32, Ancestor)>>,
+    ancestors: Mutex<Cache<AncestorKey, Ancestor>>,
     approvals: Mutex<Cache<Sha256, CachedApproval>>,
     kernel: Mutex<KernelAllowed>,
     /// Bumped (under the `kernel` lock) by every invalidation, so a decision
@@ -874,7 +878,7 @@ impl Engine {
                     )
                 });
             let key = exe.map(|(id, stamp)| (next, start, id, stamp));
-            if let Some((_, a)) = key.and_then(|k| self.ancestors.lock().get(&k)) {
+            if let Some(a) = key.and_then(|k| self.ancestors.lock().get(&k)) {
                 ancestors.push(a);
                 next = ppid;
                 continue;
@@ -886,7 +890,7 @@ impl Engine {
                 exe: self.executable(a.pid, a.exe.as_deref()),
             };
             if let Some(k) = key {
-                self.ancestors.lock().insert(k, (a.ppid, ancestor.clone()));
+                self.ancestors.lock().insert(k, ancestor.clone());
             }
             ancestors.push(ancestor);
             next = a.ppid;
