@@ -282,7 +282,10 @@ impl RunningAgent {
             progress,
         )
         .await?;
-        let mut hashes: Vec<Sha256> = summary.files.iter().map(|(h, _)| *h).collect();
+        // What the scan hashed is known from now on, and where it is: its
+        // approvals, fetched next, put it straight into the kernel-side cache.
+        self.engine.learn_scanned(&summary.files);
+        let mut hashes: Vec<Sha256> = summary.files.iter().map(|f| f.sha256).collect();
         hashes.sort_unstable();
         hashes.dedup();
         link::prefetch(&self.client, &self.engine, &hashes).await;

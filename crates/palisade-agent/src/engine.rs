@@ -85,7 +85,7 @@ pub struct Stats {
     pub own: AtomicU64,
     /// Answered by a worker.
     pub slow_path: AtomicU64,
-    /// Files hashed on the decision path.
+    /// Files hashed on the decision path (not counting hashing on write).
     pub hashed: AtomicU64,
     /// Answered by the watchdog.
     pub timeouts: AtomicU64,
@@ -103,10 +103,13 @@ pub struct Stats {
     pub kernel_flushes: AtomicU64,
     /// Files hashed after being written.
     pub hashed_on_write: AtomicU64,
+    /// Inodes put into the kernel-side cache ahead of their first run.
+    pub prewarmed: AtomicU64,
 }
 
 /// A copy of [`Stats`] for serialisation.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 #[allow(missing_docs)]
 pub struct StatsSnapshot {
     pub events: u64,
@@ -122,6 +125,7 @@ pub struct StatsSnapshot {
     pub persistent_hits: u64,
     pub kernel_flushes: u64,
     pub hashed_on_write: u64,
+    pub prewarmed: u64,
 }
 
 impl Stats {
@@ -142,6 +146,7 @@ impl Stats {
             persistent_hits: g(&self.persistent_hits),
             kernel_flushes: g(&self.kernel_flushes),
             hashed_on_write: g(&self.hashed_on_write),
+            prewarmed: g(&self.prewarmed),
         }
     }
 }
@@ -162,6 +167,17 @@ struct Known {
 /// An ancestor process as cached: pid, start time, and its executable's
 /// inode and stamp (a process that exec'd since is read again).
 type AncestorKey = (u32, u64, FileId, Stamp);
+
+/// One place a file version was seen.
+#[derive(Debug, Clone)]
+struct Location {
+    id: FileId,
+    stamp: Stamp,
+    path: String,
+}
+
+/// At most this many locations are remembered per hash.
+const LOCATIONS_PER_HASH: usize = 8;
 
 /// Inodes in the kernel-side cache (ignore mark + guard entry), by hash, so a
 /// policy change can revoke exactly them.
@@ -250,6 +266,11 @@ pub struct Engine {
     /// stamp): a process that exec'd since is read again.
     ancestors: Mutex<Cache<AncestorKey, Ancestor>>,
     approvals: Mutex<Cache<Sha256, CachedApproval>>,
+    /// Where code files of each hash were last seen (hashed on write, by the
+    /// scan, or on the decision path): when an approval arrives, these inodes
+    /// go into the kernel-side cache before their first run.
+    locations: Mutex<Cache<Sha256, Vec<Location>>>,
+    prewarm_tx: crossbeam_channel::Sender<Sha256>,
     kernel: Mutex<KernelAllowed>,
     /// Bumped (under the `kernel` lock) by every invalidation, so a decision
     /// made from an approval read before it is not cached in the kernel.
@@ -321,6 +342,7 @@ impl Engine {
     /// persistent cache into memory.
     pub fn new(parts: EngineParts) -> Arc<Engine> {
         let (persist_tx, persist_rx) = crossbeam_channel::bounded(65_536);
+        let (prewarm_tx, prewarm_rx) = crossbeam_channel::bounded::<Sha256>(65_536);
         // Know our own executable (the admin CLI is the same binary) without
         // hashing it on the decision path.
         let mut identities = Cache::new(65_536);
@@ -347,6 +369,8 @@ impl Engine {
             interpreter_exes: Mutex::new(Cache::new(4096)),
             ancestors: Mutex::new(Cache::new(4096)),
             approvals: Mutex::new(approvals),
+            locations: Mutex::new(Cache::new(65_536)),
+            prewarm_tx,
             kernel: Mutex::new(KernelAllowed::default()),
             epoch: AtomicU64::new(0),
             interpreters: parts.interpreters.iter().map(|(h, _)| *h).collect(),
@@ -370,6 +394,20 @@ impl Engine {
             .name("palisade-persist".into())
             .spawn(move || persist_loop(&persistent, &persist_rx))
             .expect("spawn persist thread");
+        {
+            let engine = Arc::downgrade(&engine);
+            std::thread::Builder::new()
+                .name("palisade-prewarm".into())
+                .spawn(move || {
+                    while let Ok(sha) = prewarm_rx.recv() {
+                        let Some(engine) = engine.upgrade() else {
+                            return;
+                        };
+                        engine.prewarm(sha);
+                    }
+                })
+                .expect("spawn prewarm thread");
+        }
         engine.apply_level_mechanisms();
         engine
     }
@@ -600,7 +638,10 @@ impl Engine {
         let sha = match known.sha {
             Some(sha) => sha,
             None if small => match self.hash_file(p.fd(), &ident, &mut known) {
-                Ok(sha) => sha,
+                Ok(sha) => {
+                    bump(&self.stats.hashed);
+                    sha
+                }
                 Err(_) => return false,
             },
             None => return false,
@@ -687,7 +728,10 @@ impl Engine {
         let sha = match known.sha {
             Some(s) => s,
             None => match self.hash_file(p.fd(), &ident, &mut known) {
-                Ok(s) => s,
+                Ok(s) => {
+                    bump(&self.stats.hashed);
+                    s
+                }
                 Err(e) => return fail(self, &format!("cannot hash {}: {e}", known.path)),
             },
         };
@@ -769,12 +813,12 @@ impl Engine {
         ident: &Identity,
         known: &mut Known,
     ) -> std::io::Result<Sha256> {
-        bump(&self.stats.hashed);
         let sha = files::hash(fd)?;
         // Only trust the hash if the file did not change while it was read.
         if files::identify(fd)?.stamp == ident.stamp {
             known.sha = Some(sha);
             self.identities.lock().insert(ident.id, known.clone());
+            self.remember_location(sha, ident, &known.path);
         }
         Ok(sha)
     }
@@ -799,6 +843,78 @@ impl Engine {
             .lock()
             .insert(ident.id, (ident.stamp, yes));
         yes
+    }
+
+    fn remember_location(&self, sha: Sha256, ident: &Identity, path: &str) {
+        if !path.starts_with('/') {
+            return;
+        }
+        let mut locations = self.locations.lock();
+        let mut list = locations.get(&sha).unwrap_or_default();
+        list.retain(|l| l.id != ident.id);
+        list.push(Location {
+            id: ident.id,
+            stamp: ident.stamp,
+            path: path.to_owned(),
+        });
+        if list.len() > LOCATIONS_PER_HASH {
+            list.remove(0);
+        }
+        locations.insert(sha, list);
+    }
+
+    /// Put the known, unchanged copies of an approved hash into the
+    /// kernel-side cache, so their first run costs no round trip. A copy is
+    /// marked only if its inode and stamp are still those that were hashed,
+    /// checked again after marking (a write in between clears the mark, or
+    /// is caught by the second check).
+    fn prewarm(&self, sha: Sha256) {
+        let Some(cached) = self.approvals.lock().get(&sha) else {
+            return;
+        };
+        if !decide(&cached.approval, self.level()).cacheable {
+            return;
+        }
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let locations = self.locations.lock().get(&sha).unwrap_or_default();
+        for loc in locations {
+            use std::os::unix::fs::OpenOptionsExt;
+            let Ok(file) = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(&loc.path)
+            else {
+                continue;
+            };
+            let Ok(ident) = files::identify(&file) else {
+                continue;
+            };
+            if ident.id != loc.id || !ident.regular {
+                continue;
+            }
+            if ident.stamp != loc.stamp {
+                // Touched since it was hashed (often only a chmod): hash again,
+                // here, off the decision path.
+                if files::hash(&file).ok() != Some(sha) {
+                    continue;
+                }
+                let path = loc.path.clone();
+                self.remember_location(sha, &ident, &path);
+                let known = self.identities.lock().get(&ident.id);
+                if let Some(mut known) = known {
+                    known.stamp = ident.stamp;
+                    known.sha = Some(sha);
+                    self.identities.lock().insert(ident.id, known);
+                }
+            }
+            self.kernel_allow(file.as_fd(), loc.id, sha, epoch);
+            if files::identify(&file).map(|i| i.stamp).ok() != Some(ident.stamp) {
+                self.kernel_revoke(loc.id);
+                let _ = self.fan.remove_ignore(file.as_fd(), PERMISSION_MASK);
+            } else {
+                bump(&self.stats.prewarmed);
+            }
+        }
     }
 
     /// Whether `pid` runs the same executable as the agent.
@@ -1001,6 +1117,9 @@ impl Engine {
         }
         self.approvals.lock().insert(sha, c);
         let _ = self.persist_tx.try_send(PersistOp::Put(sha, c));
+        if matches!(c.approval, Approval::Approved(_)) {
+            let _ = self.prewarm_tx.try_send(sha);
+        }
     }
 
     /// Record answers fetched ahead of need (after a change or at start).
@@ -1175,19 +1294,35 @@ impl Engine {
         });
     }
 
+    /// Record what the scan hashed: identity and location of each file.
+    pub fn learn_scanned(&self, files: &[crate::scan::ScannedFile]) {
+        for f in files {
+            self.identities.lock().insert(
+                f.identity.id,
+                Known {
+                    stamp: f.identity.stamp,
+                    kind: f.kind.clone(),
+                    sha: Some(f.sha256),
+                    path: f.path.clone(),
+                },
+            );
+            self.remember_location(f.sha256, &f.identity, &f.path);
+        }
+    }
+
     /// Report the local approvals of an initialization scan, one event per
     /// file, attributed to the agent's own process.
-    pub fn report_scan_approvals(&self, files: &[(Sha256, String)]) {
+    pub fn report_scan_approvals(&self, files: &[crate::scan::ScannedFile]) {
         let process = self.context(self.own_pid);
         let level = self.level();
         let now = crate::now_ms();
-        for (sha, path) in files {
+        for f in files {
             self.reporter.report(FileEvent {
                 time_ms: now,
                 kind: EventKind::Approved,
                 operation: Operation::Inventory,
-                sha256: Some(*sha),
-                path: path.clone(),
+                sha256: Some(f.sha256),
+                path: f.path.clone(),
                 approval: Approval::Approved(palisade_core::ApprovalSource {
                     scope: palisade_core::ScopeKind::Local,
                 }),
@@ -1314,8 +1449,10 @@ impl Engine {
         let Ok(mut known) = self.known(fd, &ident) else {
             return;
         };
-        if self.hash_file(fd, &ident, &mut known).is_ok() {
+        if let Ok(sha) = self.hash_file(fd, &ident, &mut known) {
             bump(&self.stats.hashed_on_write);
+            // Approved already (a copy of approved code): no round trip at its first run.
+            let _ = self.prewarm_tx.try_send(sha);
         }
     }
 }

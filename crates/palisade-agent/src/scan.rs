@@ -29,9 +29,22 @@ pub struct ScanSummary {
     pub errors: u64,
     /// Wall time in milliseconds.
     pub elapsed_ms: u64,
-    /// The files inventoried: hash and path.
+    /// The files inventoried.
     #[serde(skip)]
-    pub files: Vec<(palisade_core::Sha256, String)>,
+    pub files: Vec<ScannedFile>,
+}
+
+/// One file the scan inventoried: what it is and which file version was hashed.
+#[derive(Debug, Clone)]
+pub struct ScannedFile {
+    /// Content hash.
+    pub sha256: palisade_core::Sha256,
+    /// Path.
+    pub path: String,
+    /// File identity and stamp when hashed.
+    pub identity: files::Identity,
+    /// Kind.
+    pub kind: FileKind,
 }
 
 /// Whether a file is code the scan inventories: ELF objects, scripts (by
@@ -46,7 +59,10 @@ fn wanted(path: &Path, executable: bool, kind: &FileKind, script_extensions: &[S
 }
 
 /// Inspect one file: `Some(item)` if it is code.
-fn inspect(path: &Path, script_extensions: &[String]) -> std::io::Result<Option<InventoryItem>> {
+fn inspect(
+    path: &Path,
+    script_extensions: &[String],
+) -> std::io::Result<Option<(InventoryItem, files::Identity)>> {
     let file = std::fs::File::open(path)?;
     let ident = files::identify(&file)?;
     if !ident.regular {
@@ -58,12 +74,19 @@ fn inspect(path: &Path, script_extensions: &[String]) -> std::io::Result<Option<
         return Ok(None);
     }
     let sha256 = files::hash(&file)?;
-    Ok(Some(InventoryItem {
-        sha256,
-        path: path.to_string_lossy().into_owned(),
-        size: ident.stamp.size,
-        kind,
-    }))
+    if files::identify(&file)?.stamp != ident.stamp {
+        // Changed while it was read: not a version we can vouch for.
+        return Ok(None);
+    }
+    Ok(Some((
+        InventoryItem {
+            sha256,
+            path: path.to_string_lossy().into_owned(),
+            size: ident.stamp.size,
+            kind,
+        },
+        ident,
+    )))
 }
 
 /// Scan `mounts` (each within its own filesystem), hashing on all cores, and
@@ -81,7 +104,8 @@ pub async fn scan(
     let seen = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let (path_tx, path_rx) = crossbeam_channel::bounded::<PathBuf>(4096);
-    let (item_tx, mut item_rx) = tokio::sync::mpsc::channel::<InventoryItem>(4096);
+    let (item_tx, mut item_rx) =
+        tokio::sync::mpsc::channel::<(InventoryItem, files::Identity)>(4096);
 
     // Walker: one thread, staying on each root's filesystem.
     {
@@ -147,10 +171,15 @@ pub async fn scan(
     loop {
         let item = item_rx.recv().await;
         let done = item.is_none();
-        if let Some(item) = item {
+        if let Some((item, identity)) = item {
             summary.code_files += 1;
             summary.bytes_hashed += item.size;
-            summary.files.push((item.sha256, item.path.clone()));
+            summary.files.push(ScannedFile {
+                sha256: item.sha256,
+                path: item.path.clone(),
+                identity,
+                kind: item.kind.clone(),
+            });
             batch.push(item);
         }
         if batch.len() >= INVENTORY_BATCH_MAX || (done && !batch.is_empty()) {

@@ -443,3 +443,42 @@ fn initialization_scan_approves_what_is_installed() {
         up.events()
     );
 }
+
+#[test]
+fn approved_code_already_seen_runs_first_time_without_a_round_trip() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let up = Up::start(&m, &["--lockdown", "--no-scan"]);
+    let stats = || -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(&up.ok(&["status", "--json"])).unwrap()["stats"]
+            .clone()
+    };
+    // Written while the agent runs: hashed when closed.
+    let hello = Programs::get().install("hello", &m.path, "fresh");
+    assert!(
+        eventually(Duration::from_secs(5), || stats()["hashed_on_write"]
+            .as_u64()
+            >= Some(1))
+        .is_some(),
+        "hashed on write: {}",
+        stats()
+    );
+    // Approved by hash only: the agent is told the hash, and finds the file itself.
+    let sha = sha256_hex(&Programs::get().path("hello"));
+    up.ok(&["file", "approve", &sha]);
+    assert!(
+        eventually(Duration::from_secs(5), || stats()["prewarmed"].as_u64()
+            >= Some(1))
+        .is_some(),
+        "put in the kernel-side cache ahead of its first run: {}",
+        stats()
+    );
+    let before = stats()["events"].as_u64().unwrap();
+    let r = run(&hello, &[], &[]);
+    assert!(r.ok(), "{r:?}");
+    let after = stats()["events"].as_u64().unwrap();
+    assert_eq!(
+        after, before,
+        "the first run was answered by the kernel, not the agent"
+    );
+}
