@@ -13,11 +13,14 @@
 //! | POST   | `/agent/v1/events`         | [`EventBatch`]     | [`EventAck`]         |
 //! | POST   | `/agent/v1/inventory`      | [`InventoryRequest`] | [`InventoryResponse`] |
 //! | POST   | `/agent/v1/status`         | [`AgentStatus`]    | 204                  |
+//! | POST   | `/agent/v1/approvals`      | [`LocalApprovals`] | [`LocalApprovalsAck`] |
+//! | POST   | `/agent/v1/requests`       | [`NewApprovalRequest`] | [`ApprovalRequestCreated`] |
 //!
 //! Revisions: every change the service makes to file states or policies gets
 //! a revision number, increasing over the whole database. Answers carry the
 //! revision they were computed at; an agent that reconnects asks for the
 //! changes since the last revision it saw.
+use palisade_core::rules::{PublisherFact, RuleId, RuleSet};
 use palisade_core::{
     Approval, ComputerId, FileEvent, FileKind, Levels, Operation, ProcessContext, Sha256,
 };
@@ -65,6 +68,17 @@ pub struct AgentConfig {
     pub levels: Levels,
     /// Revision at which this configuration was read.
     pub revision: i64,
+    /// The rules that apply to this computer: its policy's and the global
+    /// ones, custom rules in rank order, publisher states resolved for the
+    /// policy.
+    #[serde(default)]
+    pub rules: RuleSet,
+    /// Increased each time an admin raises the policy's level asking that
+    /// what the computers already have be approved locally: an agent that
+    /// sees a new value approves its existing files (a scan) before
+    /// enforcing at the new level.
+    #[serde(default)]
+    pub approve_existing_epoch: i64,
 }
 
 /// Ask for the approval of a batch of files.
@@ -91,6 +105,9 @@ pub struct LookupItem {
     /// Who is loading it.
     #[serde(default)]
     pub process: Option<ProcessContext>,
+    /// The package and publisher the agent established for it.
+    #[serde(default)]
+    pub publisher: Option<PublisherFact>,
 }
 
 /// Approvals for a batch, in request order.
@@ -108,8 +125,11 @@ pub struct LookupResponse {
 pub struct LookupResult {
     /// The hash asked about.
     pub sha256: Sha256,
-    /// Its approval on this computer.
+    /// Its approval on this computer (file states).
     pub approval: Approval,
+    /// Its reputation trust rating, 0..=10, when known.
+    #[serde(default)]
+    pub trust: Option<u8>,
 }
 
 /// What changed since a revision.
@@ -200,6 +220,9 @@ pub struct InventoryItem {
     pub size: u64,
     /// What it is.
     pub kind: FileKind,
+    /// The package and publisher the agent established for it.
+    #[serde(default)]
+    pub publisher: Option<PublisherFact>,
 }
 
 /// The service's answer to an inventory batch.
@@ -226,4 +249,94 @@ pub struct AgentStatus {
     pub guard_active: bool,
     /// Mount points of the watched filesystems.
     pub watched: Vec<String>,
+}
+
+/// Approvals made on the computer by trusted change (updaters, trusted users,
+/// trusted directories, approving custom rules) or by approving what a
+/// computer has when its level is raised.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LocalApprovals {
+    /// At most [`INVENTORY_BATCH_MAX`] approvals.
+    pub items: Vec<LocalApproval>,
+}
+
+/// One approval made on the computer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LocalApproval {
+    /// The file's hash.
+    pub sha256: Sha256,
+    /// Where it was written.
+    pub path: String,
+    /// Why it is approved.
+    pub origin: ApprovalOrigin,
+    /// The process that wrote it.
+    #[serde(default)]
+    pub process: Option<ProcessContext>,
+}
+
+/// Why a file was approved on a computer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum ApprovalOrigin {
+    /// Written by an approved updater (local approval).
+    Updater {
+        /// The rule.
+        rule: RuleId,
+        /// The updater's name.
+        name: String,
+    },
+    /// Written by a trusted user or group (local approval).
+    TrustedUser {
+        /// The rule.
+        rule: RuleId,
+        /// The user or group.
+        user: String,
+    },
+    /// Placed in a trusted directory (approval for all computers).
+    TrustedDirectory {
+        /// The rule.
+        rule: RuleId,
+        /// The directory.
+        dir: String,
+    },
+    /// Written by a process an `approve` custom rule promotes (local approval).
+    CustomRule {
+        /// The rule.
+        rule: RuleId,
+    },
+    /// Already on the computer when its level was raised (local approval).
+    LevelChange,
+}
+
+/// The service's answer to [`LocalApprovals`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LocalApprovalsAck {
+    /// Approvals recorded (existing ones included).
+    pub approved: u64,
+    /// Revision after the batch.
+    pub revision: i64,
+}
+
+/// A user asks for a blocked file to be approved (prompt level).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NewApprovalRequest {
+    /// The file's hash.
+    pub sha256: Sha256,
+    /// Its path.
+    pub path: String,
+    /// The requesting user (name).
+    pub user: String,
+    /// Why they need it.
+    #[serde(default)]
+    pub reason: String,
+    /// The process that was blocked, when known.
+    #[serde(default)]
+    pub process: Option<ProcessContext>,
+}
+
+/// The id of a created request.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ApprovalRequestCreated {
+    /// Request id.
+    pub id: i64,
 }

@@ -175,6 +175,64 @@ pub fn resolve<'a>(
     }
 }
 
+/// A file's state across the organization (Carbon Black's "global state"),
+/// from its own states and its publisher's, ignoring local (computer) states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GlobalState {
+    /// Approved for every computer.
+    ApprovedForAll,
+    /// Approved for some policies, unapproved for others.
+    ApprovedByPolicy,
+    /// Neither approved nor banned anywhere.
+    Unapproved,
+    /// Banned for every computer.
+    BannedForAll,
+    /// Banned for some policies, unapproved for others.
+    BannedByPolicy,
+    /// Banned for some, approved for others.
+    Mixed,
+}
+
+impl GlobalState {
+    /// The state's name in the CLI and API.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            GlobalState::ApprovedForAll => "approved for all",
+            GlobalState::ApprovedByPolicy => "approved by policy",
+            GlobalState::Unapproved => "unapproved",
+            GlobalState::BannedForAll => "banned for all",
+            GlobalState::BannedByPolicy => "banned by policy",
+            GlobalState::Mixed => "mixed",
+        }
+    }
+}
+
+/// Derive the global state from the states of the file and of its publisher
+/// (each at global or policy scope; computer-scope states are local and do
+/// not count).
+pub fn global_state<'a>(states: impl IntoIterator<Item = &'a ScopedState>) -> GlobalState {
+    let (mut ban_all, mut approve_all, mut ban_some, mut approve_some) =
+        (false, false, false, false);
+    for s in states {
+        match (s.scope, s.state) {
+            (Scope::Global, FileState::Banned) => ban_all = true,
+            (Scope::Global, FileState::Approved) => approve_all = true,
+            (Scope::Policy(_), FileState::Banned) => ban_some = true,
+            (Scope::Policy(_), FileState::Approved) => approve_some = true,
+            _ => {}
+        }
+    }
+    match (ban_all, approve_all, ban_some, approve_some) {
+        (true, ..) => GlobalState::BannedForAll,
+        (false, true, false, _) => GlobalState::ApprovedForAll,
+        (false, true, true, _) | (false, false, true, true) => GlobalState::Mixed,
+        (false, false, true, false) => GlobalState::BannedByPolicy,
+        (false, false, false, true) => GlobalState::ApprovedByPolicy,
+        (false, false, false, false) => GlobalState::Unapproved,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,5 +285,44 @@ mod tests {
             &[st(Global, Approved), st(Computer(C), Approved)],
             approved(ScopeKind::Local),
         );
+    }
+}
+
+#[cfg(test)]
+mod global_tests {
+    use super::*;
+
+    #[test]
+    fn global_state_table() {
+        use FileState::*;
+        let g = |v: &[(Scope, FileState)]| {
+            let states: Vec<ScopedState> = v
+                .iter()
+                .map(|&(scope, state)| ScopedState { scope, state })
+                .collect();
+            global_state(&states)
+        };
+        let p1 = Scope::Policy(PolicyId(1));
+        let p2 = Scope::Policy(PolicyId(2));
+        let local = Scope::Computer(ComputerId(9));
+        assert_eq!(g(&[]), GlobalState::Unapproved);
+        assert_eq!(
+            g(&[(local, Approved)]),
+            GlobalState::Unapproved,
+            "local states are not global"
+        );
+        assert_eq!(g(&[(Scope::Global, Approved)]), GlobalState::ApprovedForAll);
+        assert_eq!(g(&[(p1, Approved)]), GlobalState::ApprovedByPolicy);
+        assert_eq!(g(&[(p1, Banned)]), GlobalState::BannedByPolicy);
+        assert_eq!(g(&[(p1, Banned), (p2, Approved)]), GlobalState::Mixed);
+        assert_eq!(
+            g(&[(Scope::Global, Approved), (p2, Banned)]),
+            GlobalState::Mixed
+        );
+        assert_eq!(
+            g(&[(Scope::Global, Banned), (p2, Approved)]),
+            GlobalState::BannedForAll
+        );
+        assert_eq!(g(&[(Scope::Global, Unapproved)]), GlobalState::Unapproved);
     }
 }

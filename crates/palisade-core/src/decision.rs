@@ -22,6 +22,8 @@ pub enum Operation {
     ExecuteMemory,
     /// Not a load: the file was found (and approved) by the initialization scan.
     Inventory,
+    /// Opening a file for writing (write control by custom rules).
+    Write,
 }
 
 impl Operation {
@@ -34,6 +36,7 @@ impl Operation {
             Operation::MapExecutable => "map_executable",
             Operation::ExecuteMemory => "execute_memory",
             Operation::Inventory => "inventory",
+            Operation::Write => "write",
         }
     }
 }
@@ -64,6 +67,8 @@ pub enum Report {
     Blocked,
     /// The load was allowed only because the level does not enforce.
     WouldBlock,
+    /// Allowed, and reported anyway (a `report` rule, verbose logging).
+    Reported,
 }
 
 /// The outcome of [`decide`].
@@ -102,7 +107,7 @@ pub fn decide(approval: &Approval, level: Level) -> Decision {
             report: Report::WouldBlock,
             cacheable: false,
         },
-        (Level::Lockdown, false) => Decision {
+        (Level::Lockdown | Level::Prompt, false) => Decision {
             verdict: Verdict::Block,
             report: Report::Blocked,
             cacheable: false,
@@ -115,7 +120,7 @@ pub fn decide(approval: &Approval, level: Level) -> Decision {
 /// answer): fail closed only where the level enforces.
 pub const fn on_timeout(level: Level) -> Verdict {
     match level {
-        Level::Lockdown => Verdict::Block,
+        Level::Lockdown | Level::Prompt => Verdict::Block,
         Level::Monitor | Level::Disabled => Verdict::Allow,
     }
 }

@@ -14,6 +14,9 @@ pub enum EventKind {
     WouldBlock,
     /// A file was approved on the computer (initialization scan, local approval).
     Approved,
+    /// A load or write was allowed and reported anyway (a `report` rule,
+    /// verbose logging).
+    Allowed,
 }
 
 impl EventKind {
@@ -23,6 +26,7 @@ impl EventKind {
             EventKind::Blocked => "blocked",
             EventKind::WouldBlock => "would_block",
             EventKind::Approved => "approved",
+            EventKind::Allowed => "allowed",
         }
     }
 }

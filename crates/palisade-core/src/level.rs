@@ -13,12 +13,15 @@ pub enum Level {
     Disabled,
     /// Everything runs; what lockdown would have blocked is reported as a would-block.
     Monitor,
+    /// Unknown code is blocked, and the user may request its approval
+    /// (explicit blocks stay blocks).
+    Prompt,
     /// Only approved code runs; everything else is blocked and reported.
     Lockdown,
 }
 
 /// The level names accepted by [`Level::from_str`], for error messages.
-pub const LEVEL_NAMES: &str = "disabled, monitor, lockdown";
+pub const LEVEL_NAMES: &str = "disabled, monitor, prompt, lockdown";
 
 /// Why a string is not an enforcement level.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,13 +32,19 @@ pub struct ParseLevelError {
 
 impl Level {
     /// Every level, least strict first.
-    pub const ALL: [Level; 3] = [Level::Disabled, Level::Monitor, Level::Lockdown];
+    pub const ALL: [Level; 4] = [
+        Level::Disabled,
+        Level::Monitor,
+        Level::Prompt,
+        Level::Lockdown,
+    ];
 
     /// The level's name as used in configuration, the CLI and the API.
     pub const fn as_str(self) -> &'static str {
         match self {
             Level::Disabled => "disabled",
             Level::Monitor => "monitor",
+            Level::Prompt => "prompt",
             Level::Lockdown => "lockdown",
         }
     }
@@ -91,7 +100,8 @@ mod tests {
         }
         let err = "strict".parse::<Level>().unwrap_err().to_string();
         assert!(err.contains("strict") && err.contains("lockdown"), "{err}");
-        assert!(Level::Disabled < Level::Monitor && Level::Monitor < Level::Lockdown);
+        assert!(Level::Disabled < Level::Monitor && Level::Monitor < Level::Prompt);
+        assert!(Level::Prompt < Level::Lockdown);
         let levels = Levels {
             connected: Level::Monitor,
             disconnected: Level::Lockdown,

@@ -20,13 +20,19 @@ mod event;
 mod filekind;
 mod ids;
 mod level;
+mod pattern;
+pub mod rules;
 mod sha256;
 
-pub use approval::{resolve, Approval, ApprovalSource, FileState, Scope, ScopeKind, ScopedState};
+pub use approval::{
+    global_state, resolve, Approval, ApprovalSource, FileState, GlobalState, Scope, ScopeKind,
+    ScopedState,
+};
 pub use context::{Ancestor, Executable, ProcessContext};
 pub use decision::{decide, on_timeout, Decision, Operation, Report, Verdict};
 pub use event::{EventKind, FileEvent};
 pub use filekind::{classify, FileKind, CLASSIFY_HEADER_LEN};
 pub use ids::{ComputerId, Name, NameError, OrgId, PolicyId};
 pub use level::{Level, Levels, ParseLevelError, LEVEL_NAMES};
+pub use pattern::{ancestor_dirs, PathPattern, PatternError};
 pub use sha256::{ParseSha256Error, Sha256};

@@ -1,0 +1,560 @@
+use super::*;
+use crate::approval::ApprovalSource;
+use crate::context::Executable;
+use crate::decision::Verdict;
+
+fn sha(n: u8) -> Sha256 {
+    Sha256::from_bytes([n; 32])
+}
+
+fn pat(s: &str) -> PathPattern {
+    PathPattern::parse(s).unwrap()
+}
+
+fn process(exe_path: &str, exe: Sha256) -> ProcessContext {
+    let mut p = ProcessContext::unknown(100);
+    p.uid = 1000;
+    p.exe = Some(Executable {
+        path: exe_path.into(),
+        sha256: Some(exe),
+    });
+    p
+}
+
+const APPROVED: Approval = Approval::Approved(ApprovalSource {
+    scope: ScopeKind::Global,
+});
+const BANNED: Approval = Approval::Banned(ApprovalSource {
+    scope: ScopeKind::Policy,
+});
+
+struct Case<'a> {
+    op: Operation,
+    path: &'a str,
+    approval: Approval,
+    trust: Option<u8>,
+    publisher: Option<PublisherFact>,
+    exe: (&'a str, Sha256),
+    users: Vec<String>,
+    starter: Option<Sha256>,
+}
+
+impl Default for Case<'_> {
+    fn default() -> Self {
+        Case {
+            op: Operation::Execute,
+            path: "/opt/app/tool",
+            approval: Approval::Unknown,
+            trust: None,
+            publisher: None,
+            exe: ("/usr/bin/bash", sha(50)),
+            users: vec!["alice".into()],
+            starter: Some(sha(50)),
+        }
+    }
+}
+
+fn eval(rules: &CompiledRules, c: &Case<'_>, level: Level) -> Evaluation {
+    let process = process(c.exe.0, c.exe.1);
+    let groups = vec!["staff".to_string()];
+    let req = Request {
+        operation: c.op,
+        path: c.path,
+        file: FileFacts {
+            sha256: Some(sha(1)),
+            approval: c.approval,
+            trust: c.trust,
+            publisher: c.publisher.as_ref(),
+        },
+        subject: Subject {
+            process: &process,
+            users: &c.users,
+            groups: &groups,
+            publisher: None,
+        },
+        starter: c.starter,
+    };
+    evaluate(rules, &req, level)
+}
+
+fn custom(id: i64, paths: &[&str], action: RuleAction) -> CustomRule {
+    CustomRule {
+        id: RuleId(id),
+        name: format!("rule {id}"),
+        process: None,
+        user: None,
+        operations: Operations {
+            execute: true,
+            write: false,
+        },
+        paths: paths.iter().map(|p| pat(p)).collect(),
+        action,
+        conditions: Conditions::default(),
+    }
+}
+
+fn debian(verified: bool) -> PublisherFact {
+    PublisherFact {
+        name: Some("Debian".into()),
+        package: "coreutils".into(),
+        version: "9.1-1".into(),
+        verified,
+    }
+}
+
+#[test]
+fn level_table_for_unknown_and_explicit_blocks() {
+    let rules = CompiledRules::new(RuleSet::default());
+    let unknown = Case::default();
+    let banned = Case {
+        approval: BANNED,
+        ..Case::default()
+    };
+    let v = |c: &Case<'_>, l| {
+        let e = eval(&rules, c, l);
+        (e.verdict, e.report, e.requestable)
+    };
+    assert_eq!(
+        v(&unknown, Level::Lockdown),
+        (Verdict::Block, Report::Blocked, false)
+    );
+    assert_eq!(
+        v(&unknown, Level::Prompt),
+        (Verdict::Block, Report::Blocked, true)
+    );
+    assert_eq!(
+        v(&banned, Level::Prompt),
+        (Verdict::Block, Report::Blocked, false),
+        "a ban is not requestable"
+    );
+    assert_eq!(
+        v(&unknown, Level::Monitor),
+        (Verdict::Allow, Report::WouldBlock, false)
+    );
+    assert_eq!(
+        v(&banned, Level::Disabled),
+        (Verdict::Allow, Report::Nothing, false)
+    );
+    let e = eval(
+        &rules,
+        &Case {
+            approval: APPROVED,
+            ..Case::default()
+        },
+        Level::Lockdown,
+    );
+    assert_eq!((e.verdict, e.cacheable), (Verdict::Allow, true));
+}
+
+#[test]
+fn precedence() {
+    let mut set = RuleSet {
+        custom: vec![
+            custom(1, &["/opt/exception/*"], RuleAction::Allow),
+            custom(2, &["/opt/blocked/**"], RuleAction::Block),
+        ],
+        folders: vec![FolderProtection {
+            id: RuleId(3),
+            dir: "/opt/rmm/scripts".into(),
+            parents: vec![sha(77)],
+        }],
+        publishers: vec![
+            PublisherState {
+                name: "Debian".into(),
+                state: FileState::Approved,
+                scope: ScopeKind::Global,
+            },
+            PublisherState {
+                name: "Evil".into(),
+                state: FileState::Banned,
+                scope: ScopeKind::Policy,
+            },
+        ],
+        reputation: vec![ReputationRule {
+            id: RuleId(4),
+            min_trust: 8,
+            min_publisher_trust: None,
+            except_files: vec![sha(9)],
+            except_publishers: vec![],
+        }],
+        ..RuleSet::default()
+    };
+    let rules = CompiledRules::new(set.clone());
+    let by = |c: Case<'_>| eval(&rules, &c, Level::Lockdown);
+
+    // 1. A custom allow beats a ban; a custom block beats an approval.
+    let e = by(Case {
+        path: "/opt/exception/tool",
+        approval: BANNED,
+        ..Case::default()
+    });
+    assert_eq!(
+        (e.verdict, e.decided_by.clone()),
+        (
+            Verdict::Allow,
+            DecidedBy::CustomRule {
+                id: RuleId(1),
+                name: "rule 1".into(),
+                action: RuleAction::Allow
+            }
+        )
+    );
+    assert!(
+        !e.cacheable,
+        "a path with custom rules is decided per subject"
+    );
+    let e = by(Case {
+        path: "/opt/blocked/deep/x",
+        approval: APPROVED,
+        ..Case::default()
+    });
+    assert_eq!(e.verdict, Verdict::Block);
+    // 2. A ban beats folder protection, approvals, publisher and reputation.
+    let e = by(Case {
+        path: "/opt/rmm/scripts/gen.sh",
+        approval: BANNED,
+        starter: Some(sha(77)),
+        trust: Some(10),
+        ..Case::default()
+    });
+    assert!(matches!(
+        e.decided_by,
+        DecidedBy::FileState {
+            state: FileState::Banned,
+            ..
+        }
+    ));
+    // 3. Folder protection: right parent runs unknown code; wrong parent is
+    // blocked even with an approval.
+    let e = by(Case {
+        path: "/opt/rmm/scripts/gen-1234.sh",
+        starter: Some(sha(77)),
+        ..Case::default()
+    });
+    assert_eq!(e.verdict, Verdict::Allow);
+    assert!(!e.cacheable);
+    let e = by(Case {
+        path: "/opt/rmm/scripts/gen-1234.sh",
+        starter: Some(sha(78)),
+        approval: APPROVED,
+        ..Case::default()
+    });
+    assert_eq!(e.verdict, Verdict::Block);
+    assert!(e.decided_by.explain().contains("not started by"));
+    // 4. Approval.
+    assert_eq!(
+        by(Case {
+            approval: APPROVED,
+            ..Case::default()
+        })
+        .verdict,
+        Verdict::Allow
+    );
+    // 5. Publisher: approved only when verified; banned blocks.
+    let e = by(Case {
+        publisher: Some(debian(true)),
+        ..Case::default()
+    });
+    assert_eq!((e.verdict, e.cacheable), (Verdict::Allow, true));
+    assert_eq!(
+        by(Case {
+            publisher: Some(debian(false)),
+            ..Case::default()
+        })
+        .verdict,
+        Verdict::Block
+    );
+    let mut evil = debian(true);
+    evil.name = Some("Evil".into());
+    let e = by(Case {
+        publisher: Some(evil),
+        trust: Some(10),
+        ..Case::default()
+    });
+    assert!(matches!(
+        e.decided_by,
+        DecidedBy::Publisher {
+            state: FileState::Banned,
+            ..
+        }
+    ));
+    // 6. Reputation, with exceptions; manual approvals come first.
+    let e = by(Case {
+        trust: Some(8),
+        ..Case::default()
+    });
+    assert_eq!(
+        e.decided_by,
+        DecidedBy::Reputation {
+            id: RuleId(4),
+            trust: 8
+        }
+    );
+    assert_eq!(
+        by(Case {
+            trust: Some(7),
+            ..Case::default()
+        })
+        .verdict,
+        Verdict::Block
+    );
+    assert!(matches!(
+        by(Case {
+            trust: Some(9),
+            approval: APPROVED,
+            ..Case::default()
+        })
+        .decided_by,
+        DecidedBy::FileState { .. }
+    ));
+    // The excepted file.
+    set.reputation[0].except_files = vec![sha(1)];
+    let rules = CompiledRules::new(set);
+    assert_eq!(
+        eval(
+            &rules,
+            &Case {
+                trust: Some(10),
+                ..Case::default()
+            },
+            Level::Lockdown
+        )
+        .verdict,
+        Verdict::Block
+    );
+}
+
+#[test]
+fn custom_rule_matching_by_process_user_operation() {
+    let mut by_hash = custom(1, &["/srv/**"], RuleAction::Block);
+    by_hash.process = Some(ProcessMatch::Hash(sha(60)));
+    let mut by_user = custom(2, &["/srv/**"], RuleAction::Prompt);
+    by_user.user = Some(UserMatch::User("bob".into()));
+    let mut by_group = custom(3, &["/srv/**"], RuleAction::Report);
+    by_group.user = Some(UserMatch::Group("staff".into()));
+    let mut write_protect = custom(4, &["/etc/app/*.conf"], RuleAction::Block);
+    write_protect.operations = Operations {
+        execute: false,
+        write: true,
+    };
+    let mut approver = custom(5, &["/opt/deploy/**"], RuleAction::Approve);
+    approver.process = Some(ProcessMatch::Path(pat("/usr/bin/deployer")));
+    approver.operations = Operations {
+        execute: true,
+        write: true,
+    };
+    let mut slow = custom(6, &["/opt/batch/*"], RuleAction::Allow);
+    slow.conditions = Conditions {
+        nice: Some(10),
+        max_runtime_secs: Some(60),
+        log: LogLevel::Verbose,
+    };
+    let rules = CompiledRules::new(RuleSet {
+        custom: vec![by_hash, by_user, by_group, write_protect, approver, slow],
+        ..RuleSet::default()
+    });
+    let l = Level::Lockdown;
+    // Process by hash.
+    let e = eval(
+        &rules,
+        &Case {
+            path: "/srv/x",
+            exe: ("/usr/bin/x", sha(60)),
+            approval: APPROVED,
+            ..Case::default()
+        },
+        l,
+    );
+    assert_eq!(e.verdict, Verdict::Block);
+    // A report rule reports and lets evaluation continue.
+    let e = eval(
+        &rules,
+        &Case {
+            path: "/srv/x",
+            approval: APPROVED,
+            ..Case::default()
+        },
+        l,
+    );
+    assert_eq!((e.verdict, e.report), (Verdict::Allow, Report::Reported));
+    // By user: prompt.
+    let e = eval(
+        &rules,
+        &Case {
+            path: "/srv/x",
+            users: vec!["bob".into()],
+            ..Case::default()
+        },
+        l,
+    );
+    assert_eq!((e.verdict, e.requestable), (Verdict::Block, true));
+    // Write control: only writes are decided by rule 4; other writes are allowed.
+    let w = |path| {
+        eval(
+            &rules,
+            &Case {
+                op: Operation::Write,
+                path,
+                ..Case::default()
+            },
+            l,
+        )
+    };
+    assert_eq!(w("/etc/app/main.conf").verdict, Verdict::Block);
+    assert_eq!(w("/etc/app/other.txt").verdict, Verdict::Allow);
+    assert_eq!(
+        eval(
+            &rules,
+            &Case {
+                path: "/etc/app/main.conf",
+                approval: APPROVED,
+                ..Case::default()
+            },
+            l
+        )
+        .verdict,
+        Verdict::Allow
+    );
+    // Approve: the deployer's writes are to be approved.
+    let e = eval(
+        &rules,
+        &Case {
+            op: Operation::Write,
+            path: "/opt/deploy/new",
+            exe: ("/usr/bin/deployer", sha(61)),
+            ..Case::default()
+        },
+        l,
+    );
+    assert!(e.approve_writes && e.verdict == Verdict::Allow);
+    // Conditions travel with the allow.
+    let e = eval(
+        &rules,
+        &Case {
+            path: "/opt/batch/job",
+            ..Case::default()
+        },
+        l,
+    );
+    assert_eq!(
+        (e.verdict, e.conditions.nice, e.report),
+        (Verdict::Allow, Some(10), Report::Reported)
+    );
+    assert!(!e.cacheable);
+}
+
+#[test]
+fn publisher_states_ban_wins() {
+    let rules = CompiledRules::new(RuleSet {
+        publishers: vec![
+            PublisherState {
+                name: "X".into(),
+                state: FileState::Approved,
+                scope: ScopeKind::Policy,
+            },
+            PublisherState {
+                name: "X".into(),
+                state: FileState::Banned,
+                scope: ScopeKind::Global,
+            },
+            PublisherState {
+                name: "Y".into(),
+                state: FileState::Unapproved,
+                scope: ScopeKind::Global,
+            },
+            PublisherState {
+                name: "Y".into(),
+                state: FileState::Approved,
+                scope: ScopeKind::Policy,
+            },
+        ],
+        ..RuleSet::default()
+    });
+    assert_eq!(
+        rules.publisher_state("X").map(|s| s.0),
+        Some(FileState::Banned)
+    );
+    assert_eq!(
+        rules.publisher_state("Y").map(|s| s.0),
+        Some(FileState::Approved)
+    );
+    assert_eq!(rules.publisher_state("Z"), None);
+}
+
+#[test]
+fn rule_sets_round_trip_through_json() {
+    let set = RuleSet {
+        custom: vec![custom(1, &["/a/*"], RuleAction::Approve)],
+        trusted_change: vec![
+            TrustedChange::Updater {
+                id: RuleId(2),
+                name: "dpkg".into(),
+                programs: vec!["dpkg".into()],
+                hashes: vec![sha(3)],
+                package_manager: true,
+            },
+            TrustedChange::TrustedUser {
+                id: RuleId(3),
+                user: UserMatch::Group("wheel".into()),
+            },
+        ],
+        ..RuleSet::default()
+    };
+    let json = serde_json::to_string(&set).unwrap();
+    assert_eq!(serde_json::from_str::<RuleSet>(&json).unwrap(), set);
+    assert!(serde_json::from_str::<RuleSet>(r#"{"custom":[{"id":1,"name":"x","operations":{"execute":true,"write":false},"paths":["relative"],"action":"allow"}]}"#).is_err());
+}
+
+#[test]
+fn package_manager_updater_approves_verified_package_files() {
+    let dpkg = TrustedChange::Updater {
+        id: RuleId(7),
+        name: "dpkg".into(),
+        programs: vec!["dpkg".into()],
+        hashes: vec![],
+        package_manager: true,
+    };
+    let local_deb = PublisherFact {
+        name: None,
+        package: "hello-palisade".into(),
+        version: "1.0".into(),
+        verified: true,
+    };
+    let without = CompiledRules::new(RuleSet::default());
+    let with = CompiledRules::new(RuleSet {
+        trusted_change: vec![dpkg],
+        publishers: vec![PublisherState {
+            name: "Debian".into(),
+            state: FileState::Banned,
+            scope: ScopeKind::Global,
+        }],
+        ..RuleSet::default()
+    });
+    let case = |p: PublisherFact| Case {
+        publisher: Some(p),
+        ..Case::default()
+    };
+    assert_eq!(
+        eval(&without, &case(local_deb.clone()), Level::Lockdown).verdict,
+        Verdict::Block
+    );
+    let e = eval(&with, &case(local_deb.clone()), Level::Lockdown);
+    assert_eq!(e.verdict, Verdict::Allow);
+    assert!(
+        e.decided_by.explain().contains("hello-palisade"),
+        "{}",
+        e.decided_by.explain()
+    );
+    let mut tampered = local_deb;
+    tampered.verified = false;
+    assert_eq!(
+        eval(&with, &case(tampered), Level::Lockdown).verdict,
+        Verdict::Block,
+        "a file changed after install is not vouched for"
+    );
+    assert_eq!(
+        eval(&with, &case(debian(true)), Level::Lockdown).verdict,
+        Verdict::Block,
+        "a banned publisher beats the updater"
+    );
+}
