@@ -3,7 +3,8 @@
 //! watched filesystems (so no permission event can arrive before its reader).
 use crate::config::AgentConfig;
 use crate::control::{self, ControlStatus};
-use crate::engine::{Engine, EngineParts, PERMISSION_MASK};
+use crate::debian::LivePackageDb;
+use crate::engine::{Engine, EngineParts, PackageFacts, PERMISSION_MASK};
 use crate::identity::Identity;
 use crate::link::{self, LinkParts, ServiceClient};
 use crate::mounts::{self, Mount};
@@ -36,6 +37,7 @@ pub struct RunningAgent {
     threads: Vec<std::thread::JoinHandle<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     reporter: Reporter,
+    packages: Option<Arc<dyn PackageFacts>>,
 }
 
 /// Options beyond the configuration file.
@@ -126,6 +128,18 @@ impl RunningAgent {
         };
         let rt = tokio::runtime::Handle::current();
         let lookup = Arc::new(link::start_batcher(&rt, client.clone(), cfg.lookup_timeout));
+        let packages: Option<Arc<dyn PackageFacts>> = match LivePackageDb::load(Path::new("/")) {
+            Ok(db) => {
+                let (files, packages) = db.current().counts();
+                tracing::info!("package database: {packages} packages, {files} files");
+                Some(Arc::new(db))
+            }
+            Err(e) => {
+                tracing::info!("no package database ({e}): publishers and package-manager updaters unused");
+                None
+            }
+        };
+        let (local_tx, local_rx) = tokio::sync::mpsc::channel(65_536);
         let engine = Engine::new(EngineParts {
             cfg: cfg.clone(),
             fan: fan.clone(),
@@ -136,6 +150,9 @@ impl RunningAgent {
             lookup,
             reporter: reporter.clone(),
             revision,
+            rules: remembered.as_ref().map(|c| c.rules.clone()).unwrap_or_default(),
+            packages: packages.clone(),
+            local_tx,
         });
 
         let stop = Arc::new(AtomicBool::new(false));
@@ -194,6 +211,11 @@ impl RunningAgent {
         let config = Arc::new(parking_lot::Mutex::new(remembered));
         let tasks = vec![
             tokio::spawn(link::run_stream(LinkParts {
+                scan: link::ScanParams {
+                    mounts: watch.clone(),
+                    script_extensions: cfg.script_extensions.clone(),
+                    packages: packages.clone(),
+                },
                 client: client.clone(),
                 engine: engine.clone(),
                 persistent: persistent.clone(),
@@ -201,6 +223,7 @@ impl RunningAgent {
                 enforcing: enforcing.clone(),
                 config: config.clone(),
             })),
+            tokio::spawn(link::run_local_approvals(client.clone(), local_rx)),
             tokio::spawn(link::run_uploader(
                 client.clone(),
                 spool.clone(),
@@ -233,6 +256,32 @@ impl RunningAgent {
             })?;
         }
 
+        {
+            // Local users ask for blocked files to be approved (prompt level).
+            let client = client.clone();
+            let rt = tokio::runtime::Handle::current();
+            let names = crate::users::Names::default();
+            control::serve_requests(&cfg.request_socket, move |uid, req| {
+                let path = std::fs::canonicalize(&req.path).map_err(|e| format!("{}: {e}", req.path))?;
+                let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                if !crate::files::identify(&file).is_ok_and(|i| i.regular) {
+                    return Err(format!("{} is not a regular file", path.display()));
+                }
+                let sha256 = crate::files::hash(&file).map_err(|e| format!("{}: {e}", path.display()))?;
+                let user = names.users(&[uid]).pop().unwrap_or_else(|| format!("#{uid}"));
+                let request = palisade_api::agent::NewApprovalRequest {
+                    sha256,
+                    path: path.to_string_lossy().into_owned(),
+                    user,
+                    reason: req.reason,
+                    process: None,
+                };
+                rt.block_on(client.request(&request))
+                    .map(|c| c.id)
+                    .map_err(|e| format!("the service did not take the request: {e:#}"))
+            })?;
+        }
+
         Ok(RunningAgent {
             cfg,
             engine,
@@ -245,6 +294,7 @@ impl RunningAgent {
             threads,
             tasks,
             reporter,
+            packages,
         })
     }
 
@@ -278,6 +328,7 @@ impl RunningAgent {
             &self.client,
             &self.mounts,
             &self.cfg.script_extensions,
+            self.packages.clone(),
             approve,
             progress,
         )
@@ -323,6 +374,7 @@ impl RunningAgent {
         })
         .await;
         let _ = std::fs::remove_file(&self.cfg.control_socket);
+        let _ = std::fs::remove_file(&self.cfg.request_socket);
     }
 }
 
@@ -439,6 +491,12 @@ pub fn is_watched(mounts: &[Mount], path: &Path) -> bool {
     })
 }
 
+impl PackageFacts for LivePackageDb {
+    fn fact(&self, path: &str, file: std::os::fd::BorrowedFd<'_>) -> Option<palisade_core::rules::PublisherFact> {
+        LivePackageDb::fact(self, path, file)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -460,3 +518,4 @@ mod tests {
         assert!(set.iter().any(|(h, size)| *h == bash && *size > 0));
     }
 }
+

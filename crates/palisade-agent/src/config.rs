@@ -65,6 +65,8 @@ pub struct AgentConfigFile {
     pub hash_on_write: Option<bool>,
     /// Path of the local control socket (`palisade status`).
     pub control_socket: Option<PathBuf>,
+    /// Path of the socket local users file approval requests on.
+    pub request_socket: Option<PathBuf>,
 }
 
 /// A validated agent configuration.
@@ -90,6 +92,8 @@ pub struct AgentConfig {
     pub hash_on_write: bool,
     /// Control socket path.
     pub control_socket: PathBuf,
+    /// Request socket path (any local user may connect).
+    pub request_socket: PathBuf,
 }
 
 /// The default data directory.
@@ -216,6 +220,9 @@ impl AgentConfigFile {
         let control_socket = self
             .control_socket
             .unwrap_or_else(|| data_dir.join("agent.sock"));
+        let request_socket = self
+            .request_socket
+            .unwrap_or_else(|| data_dir.join("request.sock"));
         Ok(AgentConfig {
             data_dir,
             watch,
@@ -227,6 +234,7 @@ impl AgentConfigFile {
             block_memfd_exec: self.block_memfd_exec.unwrap_or(true),
             hash_on_write: self.hash_on_write.unwrap_or(true),
             control_socket,
+            request_socket,
         })
     }
 }

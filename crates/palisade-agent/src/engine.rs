@@ -21,7 +21,11 @@
 //!   are closed after writing, so their first run needs no hashing.
 //!
 //! Locks are held only around in-memory operations, never across I/O.
+mod decide;
+
 use crate::cache::Cache;
+use crate::conditions::Timekeeper;
+use palisade_core::rules::{CompiledRules, PublisherFact, RuleId, RuleSet, TrustedChange};
 use crate::config::AgentConfig;
 use crate::files::{self, FileId, Identity, Stamp};
 use crate::procfs;
@@ -47,6 +51,13 @@ use std::time::{Duration, Instant};
 pub const PERMISSION_MASK: Mask =
     Mask::from_bits(Mask::OPEN_PERM.bits() | Mask::OPEN_EXEC_PERM.bits());
 
+/// No answer.
+const UNKNOWN: CachedApproval = CachedApproval {
+    approval: Approval::Unknown,
+    trust: None,
+    revision: 0,
+};
+
 /// Files up to this size are classified and hashed by the reader itself.
 const READER_READ_MAX: u64 = 256 << 10;
 
@@ -71,7 +82,14 @@ pub enum LookupError {
 pub trait Lookup: Send + Sync {
     /// Ask for one file's approval, waiting at most `timeout`. Returns the
     /// approval and the revision it was computed at.
-    fn lookup(&self, item: LookupItem, timeout: Duration) -> Result<(Approval, i64), LookupError>;
+    fn lookup(&self, item: LookupItem, timeout: Duration) -> Result<CachedApproval, LookupError>;
+}
+
+/// What the system package database says about a file (implemented by
+/// [`crate::debian`]).
+pub trait PackageFacts: Send + Sync {
+    /// The package and publisher of the file at `path`, read through `file`.
+    fn fact(&self, path: &str, file: BorrowedFd<'_>) -> Option<PublisherFact>;
 }
 
 /// Counters, for `palisade status` and the benchmarks.
@@ -162,7 +180,12 @@ struct Known {
     kind: FileKind,
     sha: Option<Sha256>,
     path: String,
+    /// Package/publisher fact: `None` until computed.
+    publisher: Option<Option<PublisherFact>>,
 }
+
+/// An updater rule (id, name) and the executable hashes it resolves to here.
+type UpdaterHashes = ((RuleId, String), HashSet<Sha256>);
 
 /// An ancestor process as cached: pid, start time, and its executable's
 /// inode and stamp (a process that exec'd since is read again).
@@ -295,6 +318,20 @@ pub struct Engine {
     own_exe: Option<Sha256>,
     /// Whether this agent holds `vm.memfd_noexec` raised.
     memfd_held: AtomicBool,
+    /// The rules that apply to this computer, compiled.
+    rules: parking_lot::RwLock<Arc<CompiledRules>>,
+    /// Updater rules and the executable hashes they resolve to here.
+    updater_hashes: parking_lot::RwLock<Vec<UpdaterHashes>>,
+    /// User and group names.
+    names: crate::users::Names,
+    /// Files being written by trusted writers, by inode.
+    pending_writes: Mutex<Cache<FileId, decide::PendingWrite>>,
+    /// The system package database, when there is one.
+    packages: Option<Arc<dyn PackageFacts>>,
+    /// Approvals made here, for the link to send to the service.
+    local_tx: tokio::sync::mpsc::Sender<palisade_api::agent::LocalApproval>,
+    /// Maximum run times of conditionally allowed processes.
+    timekeeper: Arc<Timekeeper>,
     /// Counters.
     pub stats: Stats,
 }
@@ -303,7 +340,8 @@ fn level_to_u8(l: Level) -> u8 {
     match l {
         Level::Disabled => 0,
         Level::Monitor => 1,
-        Level::Lockdown => 2,
+        Level::Prompt => 2,
+        Level::Lockdown => 3,
     }
 }
 
@@ -311,6 +349,7 @@ fn level_from_u8(v: u8) -> Level {
     match v {
         0 => Level::Disabled,
         1 => Level::Monitor,
+        2 => Level::Prompt,
         _ => Level::Lockdown,
     }
 }
@@ -335,6 +374,12 @@ pub struct EngineParts {
     pub reporter: Reporter,
     /// Revision the persistent cache is in sync with.
     pub revision: i64,
+    /// Rules to start with (the last ones received).
+    pub rules: RuleSet,
+    /// The system package database.
+    pub packages: Option<Arc<dyn PackageFacts>>,
+    /// Where approvals made on this computer go (to the service).
+    pub local_tx: tokio::sync::mpsc::Sender<palisade_api::agent::LocalApproval>,
 }
 
 impl Engine {
@@ -384,6 +429,13 @@ impl Engine {
             watchdog: Watchdog::default(),
             own_exe: own_exe.flatten(),
             memfd_held: AtomicBool::new(false),
+            rules: parking_lot::RwLock::new(Arc::new(CompiledRules::new(parts.rules.clone()))),
+            updater_hashes: parking_lot::RwLock::new(resolve_updaters(&parts.rules)),
+            names: crate::users::Names::default(),
+            pending_writes: Mutex::new(Cache::new(4096)),
+            packages: parts.packages,
+            local_tx: parts.local_tx,
+            timekeeper: Timekeeper::start(),
             stats: Stats::default(),
             cfg: parts.cfg,
             fan: parts.fan,
@@ -465,7 +517,7 @@ impl Engine {
     /// Put the kernel mechanisms that depend on the level in line with it:
     /// the guard's mode, and `vm.memfd_noexec` while enforcing.
     fn apply_level_mechanisms(&self) {
-        let block_memfd = self.cfg.block_memfd_exec && self.level() == Level::Lockdown;
+        let block_memfd = self.cfg.block_memfd_exec && self.level() >= Level::Prompt;
         if self.memfd_held.swap(block_memfd, Ordering::AcqRel) != block_memfd {
             match crate::memfd::want(block_memfd) {
                 Ok(()) => tracing::info!(
@@ -483,7 +535,7 @@ impl Engine {
         let mode = match self.level() {
             Level::Disabled => GuardMode::Off,
             Level::Monitor => GuardMode::Report,
-            Level::Lockdown => GuardMode::Enforce,
+            Level::Prompt | Level::Lockdown => GuardMode::Enforce,
         };
         let cfg = GuardConfig {
             mode,
@@ -587,91 +639,6 @@ impl Engine {
         true
     }
 
-    /// Settle an event from the caches, without opening anything. Returns
-    /// false when a worker must decide.
-    fn decide_fast(&self, p: &Pending) -> bool {
-        if p.pid == self.own_pid {
-            bump(&self.stats.own);
-            p.answered.store(true, Ordering::Relaxed);
-            let _ = self.fan.respond(p.fd(), Response::Allow);
-            return true;
-        }
-        let level = self.level();
-        if level == Level::Disabled {
-            bump(&self.stats.fast_path);
-            return self.answer(p, Verdict::Allow);
-        }
-        let Ok(ident) = files::identify(p.fd()) else {
-            return false;
-        };
-        if !ident.regular {
-            bump(&self.stats.fast_path);
-            return self.answer(p, Verdict::Allow);
-        }
-        // Small files are read here rather than handed to a worker: reading
-        // them through the event's descriptor (no open) costs less than the
-        // hand-off.
-        let small = ident.stamp.size <= READER_READ_MAX;
-        let mut known = match self.known_cached(&ident) {
-            Some(k) => k,
-            None if small => match self.known(p.fd(), &ident) {
-                Ok(k) => k,
-                Err(_) => return false,
-            },
-            None => return false,
-        };
-        let op = if p.mask.contains(Mask::OPEN_EXEC_PERM) {
-            Operation::Execute
-        } else if matches!(known.kind, FileKind::Elf { .. }) {
-            Operation::LoadLibrary
-        } else {
-            match self.interpreter_cached(p.pid) {
-                Some(false) => {
-                    bump(&self.stats.fast_path);
-                    return self.answer(p, Verdict::Allow);
-                }
-                // An interpreter reading a file: whether it is a script needs
-                // the command line; let a worker look.
-                _ => return false,
-            }
-        };
-        let sha = match known.sha {
-            Some(sha) => sha,
-            None if small => match self.hash_file(p.fd(), &ident, &mut known) {
-                Ok(sha) => {
-                    bump(&self.stats.hashed);
-                    sha
-                }
-                Err(_) => return false,
-            },
-            None => return false,
-        };
-        let Some(cached) = self.approvals.lock().get(&sha) else {
-            return false;
-        };
-        let decision = decide(&cached.approval, level);
-        let guard_reports = op == Operation::LoadLibrary && self.guard.is_some();
-        if decision.report != Report::Nothing && !guard_reports {
-            // Reporting reads the process context, which opens files: a worker's job.
-            return false;
-        }
-        let epoch = self.epoch.load(Ordering::Acquire);
-        if decision.cacheable {
-            self.kernel_allow(p.fd(), ident.id, sha, epoch);
-        } else if op == Operation::LoadLibrary {
-            self.kernel_revoke(ident.id);
-        }
-        bump(&self.stats.fast_path);
-        // Reading a library is not loading it: with the guard, the open is
-        // allowed and the executable mapping is what gets judged.
-        let verdict = if guard_reports {
-            Verdict::Allow
-        } else {
-            decision.verdict
-        };
-        self.answer(p, verdict)
-    }
-
     fn known_cached(&self, ident: &Identity) -> Option<Known> {
         let known = self.identities.lock().get(&ident.id)?;
         (known.stamp == ident.stamp).then_some(known)
@@ -689,100 +656,6 @@ impl Engine {
     }
 
     // ---- the workers -----------------------------------------------------
-
-    /// Decide an event the caches could not settle.
-    fn decide_slow(&self, p: &Pending) {
-        bump(&self.stats.slow_path);
-        let level = self.level();
-        let fail = |engine: &Engine, why: &str| {
-            tracing::warn!("pid {}: {why}; answering by the level", p.pid);
-            engine.answer(p, on_timeout(level));
-        };
-        let ident = match files::identify(p.fd()) {
-            Ok(i) => i,
-            Err(e) => return fail(self, &format!("fstat failed: {e}")),
-        };
-        if !ident.regular {
-            self.answer(p, Verdict::Allow);
-            return;
-        }
-        let mut known = match self.known(p.fd(), &ident) {
-            Ok(k) => k,
-            Err(e) => return fail(self, &format!("cannot read file: {e}")),
-        };
-        let op = if p.mask.contains(Mask::OPEN_EXEC_PERM) {
-            Operation::Execute
-        } else if matches!(known.kind, FileKind::Elf { .. }) {
-            Operation::LoadLibrary
-        } else if self.is_interpreter(p.pid) && self.is_script_for(p.pid, &ident, &known) {
-            Operation::InterpretScript
-        } else {
-            self.answer(p, Verdict::Allow);
-            return;
-        };
-        if op == Operation::LoadLibrary && self.guard.is_none() && self.is_own_binary(p.pid) {
-            // `palisade file approve PATH` reading the file it approves.
-            self.answer(p, Verdict::Allow);
-            return;
-        }
-        let sha = match known.sha {
-            Some(s) => s,
-            None => match self.hash_file(p.fd(), &ident, &mut known) {
-                Ok(s) => {
-                    bump(&self.stats.hashed);
-                    s
-                }
-                Err(e) => return fail(self, &format!("cannot hash {}: {e}", known.path)),
-            },
-        };
-        let epoch = self.epoch.load(Ordering::Acquire);
-        // The process context is built only when something needs it: a lookup
-        // at the service (the request carries it) or a report.
-        let mut process = None;
-        let (approval, reason) =
-            self.approval(sha, &known.path, op, p.pid, &mut process, p.deadline);
-        let level = self.level();
-        let decision = decide(&approval, level);
-
-        if op == Operation::LoadLibrary && self.guard.is_some() {
-            // Reading a library is not loading it: the open is allowed, and
-            // the guard refuses an executable mapping unless the inode is in
-            // its allowed map.
-            if decision.cacheable {
-                self.kernel_allow(p.fd(), ident.id, sha, epoch);
-            } else {
-                self.kernel_revoke(ident.id);
-            }
-            self.answer(p, Verdict::Allow);
-            return;
-        }
-        if decision.cacheable {
-            self.kernel_allow(p.fd(), ident.id, sha, epoch);
-        } else {
-            self.kernel_revoke(ident.id);
-        }
-        // Read who it was while the process is still held by the kernel.
-        let process = (decision.report != Report::Nothing)
-            .then(|| process.unwrap_or_else(|| self.context(p.pid)));
-        self.answer(p, decision.verdict);
-        if let Some(process) = process {
-            let kind = match decision.report {
-                Report::Blocked => EventKind::Blocked,
-                _ => EventKind::WouldBlock,
-            };
-            self.report(
-                kind,
-                op,
-                ident.id,
-                Some(sha),
-                known.path,
-                approval,
-                level,
-                process,
-                reason,
-            );
-        }
-    }
 
     /// The cached facts about a file version, or read them (header and path;
     /// not the hash).
@@ -802,6 +675,7 @@ impl Engine {
             kind: classify(&header),
             sha: None,
             path,
+            publisher: None,
         };
         self.identities.lock().insert(ident.id, known.clone());
         Ok(known)
@@ -954,6 +828,7 @@ impl Engine {
                 kind: classify(&header),
                 sha: Some(sha),
                 path: String::new(),
+                publisher: None,
             },
         );
         Some(sha)
@@ -1062,9 +937,9 @@ impl Engine {
         pid: u32,
         process: &mut Option<ProcessContext>,
         deadline: Instant,
-    ) -> (Approval, String) {
+    ) -> (CachedApproval, String) {
         if let Some(c) = self.approvals.lock().get(&sha) {
-            return (c.approval, "agent cache".into());
+            return (c, "agent cache".into());
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
         // Keep a margin to answer, and to try the disk if the service fails.
@@ -1079,11 +954,12 @@ impl Engine {
                 path: Some(path.to_owned()),
                 operation: Some(op),
                 process: Some(process.get_or_insert_with(|| self.context(pid)).clone()),
+                publisher: None,
             };
             match self.lookup.lookup(item, budget) {
-                Ok((approval, revision)) => {
-                    self.remember(sha, CachedApproval { approval, revision });
-                    return (approval, "policy lookup service".into());
+                Ok(c) => {
+                    self.remember(sha, c);
+                    return (c, "policy lookup service".into());
                 }
                 Err(e) => why = e.to_string(),
             }
@@ -1096,16 +972,10 @@ impl Engine {
             Ok(Some(c)) => {
                 bump(&self.stats.persistent_hits);
                 self.approvals.lock().insert(sha, c);
-                (c.approval, format!("persistent cache ({why})"))
+                (c, format!("persistent cache ({why})"))
             }
-            Ok(None) => (
-                Approval::Unknown,
-                format!("not in persistent cache ({why})"),
-            ),
-            Err(e) => (
-                Approval::Unknown,
-                format!("persistent cache failed: {e} ({why})"),
-            ),
+            Ok(None) => (UNKNOWN, format!("not in persistent cache ({why})")),
+            Err(e) => (UNKNOWN, format!("persistent cache failed: {e} ({why})")),
         }
     }
 
@@ -1123,16 +993,45 @@ impl Engine {
     }
 
     /// Record answers fetched ahead of need (after a change or at start).
-    pub fn prefetched(&self, answers: &[(Sha256, Approval)], revision: i64) {
-        for (sha, approval) in answers {
+    pub fn prefetched(&self, answers: &[(Sha256, Approval, Option<u8>)], revision: i64) {
+        for (sha, approval, trust) in answers {
             self.remember(
                 *sha,
                 CachedApproval {
                     approval: *approval,
+                    trust: *trust,
                     revision,
                 },
             );
         }
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> Arc<CompiledRules> {
+        self.rules.read().clone()
+    }
+
+    /// Replace the rules (from the service). When they differ, every
+    /// kernel-side allow is dropped: a rule may now decide differently.
+    /// Resolves updater programs to hashes (reads executables: never call
+    /// from the reader).
+    pub fn set_rules(&self, rules: RuleSet) {
+        if self.rules.read().rules() == &rules {
+            return;
+        }
+        let updaters = resolve_updaters(&rules);
+        let compiled = Arc::new(CompiledRules::new(rules));
+        let mut kernel = self.kernel.lock();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        *self.rules.write() = compiled;
+        *self.updater_hashes.write() = updaters;
+        *kernel = KernelAllowed::default();
+        self.flush_ignore_marks();
+        if let Some(guard) = &self.guard {
+            let _ = guard.clear();
+        }
+        drop(kernel);
+        tracing::info!("rules updated; kernel-side cache flushed");
     }
 
     /// Put an approved inode in the kernel-side cache: the guard's allowed map
@@ -1304,6 +1203,7 @@ impl Engine {
                     kind: f.kind.clone(),
                     sha: Some(f.sha256),
                     path: f.path.clone(),
+                    publisher: f.publisher.clone().map(Some),
                 },
             );
             self.remember_location(f.sha256, &f.identity, &f.path);
@@ -1443,14 +1343,39 @@ impl Engine {
             return;
         };
         let kind = classify(&header);
-        if !kind.is_code() && !ident.executable {
-            return;
-        }
         let Ok(mut known) = self.known(fd, &ident) else {
             return;
         };
+        let script_ext = std::path::Path::new(&known.path)
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .is_some_and(|e| self.cfg.script_extensions.contains(&e));
+        if !kind.is_code() && !ident.executable && !script_ext {
+            return;
+        }
         if let Ok(sha) = self.hash_file(fd, &ident, &mut known) {
             bump(&self.stats.hashed_on_write);
+            // Trusted change: written by a trusted writer, or into a trusted
+            // directory, and not approved yet.
+            let origin = {
+                let rules = self.rules();
+                let pending = self.pending_writes.lock().remove(&ident.id);
+                pending.map(|w| (w.origin, Some(w.process))).or_else(|| {
+                    rules.trusted_directory_for(&known.path).map(|(rule, dir)| {
+                        (palisade_api::agent::ApprovalOrigin::TrustedDirectory { rule, dir: dir.to_owned() }, None)
+                    })
+                })
+            };
+            if let Some((origin, writer)) = origin {
+                let approved = self
+                    .approvals
+                    .lock()
+                    .get(&sha)
+                    .is_some_and(|c| matches!(c.approval, Approval::Approved(_)));
+                if !approved {
+                    self.approve_locally(sha, &known.path, origin, writer);
+                }
+            }
             // Approved already (a copy of approved code): no round trip at its first run.
             let _ = self.prewarm_tx.try_send(sha);
         }
@@ -1469,6 +1394,29 @@ fn raise_priority() {
     }
 }
 
+/// The executable hashes of each updater rule: its listed hashes and the
+/// programs of its listed names in the system's binary directories.
+fn resolve_updaters(rules: &RuleSet) -> Vec<UpdaterHashes> {
+    rules
+        .trusted_change
+        .iter()
+        .filter_map(|t| match t {
+            TrustedChange::Updater {
+                id,
+                name,
+                programs,
+                hashes,
+                ..
+            } => {
+                let mut set: HashSet<Sha256> = hashes.iter().copied().collect();
+                set.extend(crate::agent::resolve_interpreters(programs).into_iter().map(|(h, _)| h));
+                Some(((*id, name.clone()), set))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// The agent's own executable: its identity and what is known of it.
 fn own_executable() -> Option<(FileId, Known)> {
     let file = std::fs::File::open("/proc/self/exe").ok()?;
@@ -1484,6 +1432,7 @@ fn own_executable() -> Option<(FileId, Known)> {
             path: std::fs::read_link("/proc/self/exe")
                 .map(|p| p.to_string_lossy().into_owned())
                 .unwrap_or_default(),
+            publisher: None,
         },
     ))
 }

@@ -15,8 +15,10 @@
 
 pub mod agent;
 pub mod cache;
+pub mod conditions;
 pub mod config;
 pub mod control;
+pub mod debian;
 pub mod engine;
 pub mod files;
 pub mod identity;
@@ -27,6 +29,8 @@ pub mod procfs;
 pub mod report;
 pub mod scan;
 pub mod store;
+pub mod syscall;
+pub mod users;
 
 pub use agent::{RunningAgent, StartOptions};
 pub use config::{AgentConfig, AgentConfigFile, ConfigError};

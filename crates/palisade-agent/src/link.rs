@@ -12,11 +12,12 @@
 //! - **status** reports what the agent is doing.
 use crate::engine::{Engine, Lookup, LookupError};
 use crate::identity::Identity;
-use crate::store::{PersistentCache, Spool};
+use crate::store::{CachedApproval, PersistentCache, Spool};
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::StreamExt;
 use palisade_api::agent::{
-    AgentConfig, AgentEvent, AgentStatus, Changes, EventAck, EventBatch, InventoryRequest,
+    AgentConfig, AgentEvent, AgentStatus, ApprovalRequestCreated, Changes, EventAck, EventBatch, InventoryRequest,
+    LocalApproval, LocalApprovals, LocalApprovalsAck, NewApprovalRequest,
     InventoryResponse, LookupItem, LookupRequest, LookupResponse, StreamMessage, EVENT_BATCH_MAX,
     HEARTBEAT_SECS, LOOKUP_BATCH_MAX,
 };
@@ -157,6 +158,17 @@ impl ServiceClient {
             .await
     }
 
+    /// `POST /agent/v1/approvals`.
+    pub async fn local_approvals(&self, items: Vec<LocalApproval>) -> Result<LocalApprovalsAck> {
+        self.post("/agent/v1/approvals", &LocalApprovals { items }, Duration::from_secs(30))
+            .await
+    }
+
+    /// `POST /agent/v1/requests`.
+    pub async fn request(&self, req: &NewApprovalRequest) -> Result<ApprovalRequestCreated> {
+        self.post("/agent/v1/requests", req, Duration::from_secs(10)).await
+    }
+
     /// `POST /agent/v1/status`.
     pub async fn status(&self, status: &AgentStatus) -> Result<()> {
         let resp = self
@@ -224,7 +236,7 @@ pub type MessageStream =
 /// One lookup waiting for the batcher.
 struct LookupJob {
     item: LookupItem,
-    reply: crossbeam_channel::Sender<Result<(Approval, i64), LookupError>>,
+    reply: crossbeam_channel::Sender<Result<CachedApproval, LookupError>>,
 }
 
 /// The engine's [`Lookup`], backed by the batcher task.
@@ -233,7 +245,7 @@ pub struct LinkLookup {
 }
 
 impl Lookup for LinkLookup {
-    fn lookup(&self, item: LookupItem, timeout: Duration) -> Result<(Approval, i64), LookupError> {
+    fn lookup(&self, item: LookupItem, timeout: Duration) -> Result<CachedApproval, LookupError> {
         let (reply, rx) = crossbeam_channel::bounded(1);
         self.tx
             .try_send(LookupJob { item, reply })
@@ -265,7 +277,11 @@ pub fn start_batcher(
                     Ok(resp) if resp.results.len() == jobs.len() => {
                         for (job, res) in jobs.into_iter().zip(resp.results) {
                             let answer = if res.sha256 == job.item.sha256 {
-                                Ok((res.approval, resp.revision))
+                                Ok(CachedApproval {
+                                    approval: res.approval,
+                                    trust: res.trust,
+                                    revision: resp.revision,
+                                })
                             } else {
                                 Err(LookupError::Service("answer for another hash".into()))
                             };
@@ -306,6 +322,20 @@ pub struct LinkParts {
     pub enforcing: Arc<std::sync::atomic::AtomicBool>,
     /// Latest configuration received (shared with the control socket).
     pub config: Arc<parking_lot::Mutex<Option<AgentConfig>>>,
+    /// What a scan needs (to approve what the computer has when its level
+    /// is raised).
+    pub scan: ScanParams,
+}
+
+/// What a scan of the watched filesystems needs.
+#[derive(Clone)]
+pub struct ScanParams {
+    /// The watched filesystems.
+    pub mounts: Vec<crate::mounts::Mount>,
+    /// Script extensions.
+    pub script_extensions: Vec<String>,
+    /// The package database.
+    pub packages: Option<Arc<dyn crate::engine::PackageFacts>>,
 }
 
 /// Run the stream task forever (reconnecting with backoff).
@@ -371,12 +401,45 @@ async fn connect_once(parts: &LinkParts) -> Result<()> {
 }
 
 async fn apply_config(parts: &LinkParts, config: AgentConfig, connected: bool) {
+    // Rules first (resolving updater programs reads executables: not on
+    // the async threads), then levels.
+    let engine = parts.engine.clone();
+    let rules = config.rules.clone();
+    let _ = tokio::task::spawn_blocking(move || engine.set_rules(rules)).await;
+    approve_existing(parts, &config).await;
     parts.engine.set_levels(config.levels, connected);
     if let Ok(json) = serde_json::to_string(&config) {
         let p = parts.persistent.clone();
         let _ = tokio::task::spawn_blocking(move || p.set_meta("config", &json)).await;
     }
     *parts.config.lock() = Some(config);
+}
+
+/// When an admin raised the policy's level asking that what computers
+/// already have be approved (a new `approve_existing_epoch`), approve it
+/// locally (a scan) before the new level applies. A computer that never saw
+/// an epoch before (new, or upgraded) only records the current one.
+async fn approve_existing(parts: &LinkParts, config: &AgentConfig) {
+    let seen = parts.persistent.meta("approve_epoch").and_then(|v| v.parse::<i64>().ok());
+    let current = config.approve_existing_epoch;
+    if seen.is_some_and(|s| current > s) {
+        tracing::info!("the policy's level was raised with approval of what is here: scanning");
+        let p = &parts.scan;
+        match crate::scan::scan(&parts.client, &p.mounts, &p.script_extensions, p.packages.clone(), true, false).await {
+            Ok(s) => {
+                let hashes: Vec<Sha256> = s.files.iter().map(|f| f.sha256).collect();
+                parts.engine.learn_scanned(&s.files);
+                prefetch(&parts.client, &parts.engine, &hashes).await;
+                tracing::info!("approved {} files present before the level was raised", s.approved);
+            }
+            Err(e) => tracing::error!("approving what is here failed: {e:#}"),
+        }
+    }
+    if seen != Some(current) {
+        let p = parts.persistent.clone();
+        let v = current.to_string();
+        let _ = tokio::task::spawn_blocking(move || p.set_meta("approve_epoch", &v)).await;
+    }
 }
 
 async fn apply_changes(parts: &LinkParts, changes: Changes) {
@@ -406,14 +469,15 @@ pub async fn prefetch(client: &ServiceClient, engine: &Engine, hashes: &[Sha256]
                 path: None,
                 operation: None,
                 process: None,
+                publisher: None,
             })
             .collect();
         match client.lookup(items, Duration::from_secs(10)).await {
             Ok(resp) => {
-                let answers: Vec<(Sha256, Approval)> = resp
+                let answers: Vec<(Sha256, Approval, Option<u8>)> = resp
                     .results
                     .iter()
-                    .map(|r| (r.sha256, r.approval))
+                    .map(|r| (r.sha256, r.approval, r.trust))
                     .collect();
                 engine.prefetched(&answers, resp.revision);
             }
@@ -477,6 +541,38 @@ pub async fn run_uploader(
             }
             Err(e) => {
                 tracing::debug!("event upload failed (kept on disk): {e:#}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Send approvals made on this computer (trusted change) to the service,
+/// in batches, retrying until it accepts them.
+pub async fn run_local_approvals(client: ServiceClient, mut rx: mpsc::Receiver<LocalApproval>) {
+    let mut pending: Vec<LocalApproval> = Vec::new();
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        if pending.is_empty() {
+            match rx.recv().await {
+                Some(a) => pending.push(a),
+                None => return,
+            }
+        }
+        while pending.len() < palisade_api::agent::INVENTORY_BATCH_MAX {
+            match rx.try_recv() {
+                Ok(a) => pending.push(a),
+                Err(_) => break,
+            }
+        }
+        match client.local_approvals(pending.clone()).await {
+            Ok(_) => {
+                pending.clear();
+                backoff = Duration::from_millis(200);
+            }
+            Err(e) => {
+                tracing::debug!("local approvals not sent yet ({} waiting): {e:#}", pending.len());
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }

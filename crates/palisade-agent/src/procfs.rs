@@ -12,7 +12,7 @@ const UNSET: u32 = u32::MAX;
 /// What `/proc/PID` says about one process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcInfo {
-    /// Process id.
+    /// Process id (the thread group's, when read through a thread id).
     pub pid: u32,
     /// Parent process id (0 for init and kernel threads).
     pub ppid: u32,
@@ -39,6 +39,12 @@ pub fn read(pid: u32) -> io::Result<ProcInfo> {
     let status = fs::read_to_string(base.join("status"))?;
     let (uid, euid) = parse_status_uids(&status)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no Uid in /proc/PID/status"))?;
+    // A thread id resolves to its process (the thread group).
+    let tgid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(pid);
     let read_id = |name: &str| {
         fs::read_to_string(base.join(name))
             .ok()
@@ -46,7 +52,7 @@ pub fn read(pid: u32) -> io::Result<ProcInfo> {
             .filter(|&v| v != UNSET)
     };
     Ok(ProcInfo {
-        pid,
+        pid: tgid,
         ppid,
         uid,
         euid,

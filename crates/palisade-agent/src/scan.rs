@@ -45,6 +45,8 @@ pub struct ScannedFile {
     pub identity: files::Identity,
     /// Kind.
     pub kind: FileKind,
+    /// Package and publisher, when the package database knows it.
+    pub publisher: Option<palisade_core::rules::PublisherFact>,
 }
 
 /// Whether a file is code the scan inventories: ELF objects, scripts (by
@@ -62,7 +64,9 @@ fn wanted(path: &Path, executable: bool, kind: &FileKind, script_extensions: &[S
 fn inspect(
     path: &Path,
     script_extensions: &[String],
+    packages: Option<&dyn crate::engine::PackageFacts>,
 ) -> std::io::Result<Option<(InventoryItem, files::Identity)>> {
+    use std::os::fd::AsFd;
     let file = std::fs::File::open(path)?;
     let ident = files::identify(&file)?;
     if !ident.regular {
@@ -84,6 +88,7 @@ fn inspect(
             path: path.to_string_lossy().into_owned(),
             size: ident.stamp.size,
             kind,
+            publisher: packages.and_then(|db| db.fact(&path.to_string_lossy(), file.as_fd())),
         },
         ident,
     )))
@@ -96,6 +101,7 @@ pub async fn scan(
     client: &ServiceClient,
     mounts: &[Mount],
     script_extensions: &[String],
+    packages: Option<std::sync::Arc<dyn crate::engine::PackageFacts>>,
     approve: bool,
     progress: bool,
 ) -> Result<ScanSummary> {
@@ -137,11 +143,12 @@ pub async fn scan(
         let tx = item_tx.clone();
         let errors = errors.clone();
         let exts = script_extensions.to_vec();
+        let packages = packages.clone();
         std::thread::Builder::new()
             .name(format!("palisade-scan-hash-{i}"))
             .spawn(move || {
                 while let Ok(path) = rx.recv() {
-                    match inspect(&path, &exts) {
+                    match inspect(&path, &exts, packages.as_deref()) {
                         Ok(Some(item)) => {
                             if tx.blocking_send(item).is_err() {
                                 return;
@@ -179,6 +186,7 @@ pub async fn scan(
                 path: item.path.clone(),
                 identity,
                 kind: item.kind.clone(),
+                publisher: item.publisher.clone(),
             });
             batch.push(item);
         }

@@ -110,8 +110,34 @@ pub struct PersistentCache {
 pub struct CachedApproval {
     /// The approval.
     pub approval: Approval,
+    /// The reputation trust rating, when known.
+    pub trust: Option<u8>,
     /// The revision it was computed at.
     pub revision: i64,
+}
+
+/// How an answer is kept in the `approval` column (JSON). Rows written before
+/// trust was kept hold a bare `Approval`, still read.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredAnswer {
+    approval: Approval,
+    #[serde(default)]
+    trust: Option<u8>,
+}
+
+fn decode_answer(json: &str) -> Option<(Approval, Option<u8>)> {
+    serde_json::from_str::<StoredAnswer>(json)
+        .map(|a| (a.approval, a.trust))
+        .or_else(|_| serde_json::from_str::<Approval>(json).map(|a| (a, None)))
+        .ok()
+}
+
+fn encode_answer(c: &CachedApproval) -> String {
+    serde_json::to_string(&StoredAnswer {
+        approval: c.approval,
+        trust: c.trust,
+    })
+    .unwrap_or_default()
 }
 
 impl PersistentCache {
@@ -161,11 +187,12 @@ impl PersistentCache {
             )
             .optional();
         match row {
-            Ok(Some((json, revision))) => match serde_json::from_str(&json) {
-                Ok(approval) => Ok(Some(CachedApproval { approval, revision })),
-                // A row we cannot read is no answer; it will be overwritten.
-                Err(_) => Ok(None),
-            },
+            // A row we cannot read is no answer; it will be overwritten.
+            Ok(Some((json, revision))) => Ok(decode_answer(&json).map(|(approval, trust)| CachedApproval {
+                approval,
+                trust,
+                revision,
+            })),
             Ok(None) => Ok(None),
             Err(e) => {
                 self.heal(&mut conn, &e);
@@ -188,7 +215,7 @@ impl PersistentCache {
                 )?;
                 let now = now_ms();
                 for (sha, c) in entries {
-                    let json = serde_json::to_string(&c.approval).unwrap_or_default();
+                    let json = encode_answer(c);
                     st.execute(params![sha.to_hex(), json, c.revision, now])?;
                 }
             }
@@ -247,14 +274,14 @@ impl PersistentCache {
             .map_err(|e| self.sqlite(e))?;
         let mut out = Vec::new();
         for row in rows.flatten() {
-            let (Ok(sha), Ok(approval)) = (Sha256::parse(&row.0), serde_json::from_str(&row.1))
-            else {
+            let (Ok(sha), Some((approval, trust))) = (Sha256::parse(&row.0), decode_answer(&row.1)) else {
                 continue;
             };
             out.push((
                 sha,
                 CachedApproval {
                     approval,
+                    trust,
                     revision: row.2,
                 },
             ));
@@ -424,19 +451,13 @@ mod tests {
         });
         c.put_many(&[(
             sha(1),
-            CachedApproval {
-                approval: approved,
-                revision: 5,
-            },
+            CachedApproval { approval: approved, trust: Some(9), revision: 5 },
         )])
         .unwrap();
         // An older answer never overwrites a newer one.
         c.put_many(&[(
             sha(1),
-            CachedApproval {
-                approval: Approval::Unknown,
-                revision: 4,
-            },
+            CachedApproval { approval: Approval::Unknown, trust: None, revision: 4 },
         )])
         .unwrap();
         let got = c.get(&sha(1), Duration::from_secs(1)).unwrap().unwrap();

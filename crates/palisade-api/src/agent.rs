@@ -148,6 +148,10 @@ pub struct Changes {
 
 /// One line of the `/agent/v1/stream` NDJSON stream.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one Hello per stream; boxing would only complicate (de)serialisation"
+)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum StreamMessage {
     /// First message: the current revision and configuration.

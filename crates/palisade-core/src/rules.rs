@@ -419,6 +419,65 @@ impl CompiledRules {
         &self.set.trusted_change
     }
 
+    /// Whether a custom rule controls writes to `path` (its opens for
+    /// writing must be judged).
+    pub fn write_sensitive(&self, path: &str) -> bool {
+        self.custom_for(path).iter().any(|&ri| self.set.custom[ri].operations.write)
+    }
+
+    /// Whether writers are tracked at all: trusted users, updaters, or
+    /// custom rules that approve what a process writes.
+    pub fn tracks_writers(&self) -> bool {
+        self.set.custom.iter().any(|r| r.action == RuleAction::Approve && r.operations.write)
+            || self
+                .set
+                .trusted_change
+                .iter()
+                .any(|t| matches!(t, TrustedChange::TrustedUser { .. } | TrustedChange::Updater { .. }))
+    }
+
+    /// Whether decisions can depend on a file's package or publisher.
+    pub fn needs_publishers(&self) -> bool {
+        !self.set.publishers.is_empty()
+            || self.package_manager().is_some()
+            || self
+                .set
+                .reputation
+                .iter()
+                .any(|r| r.min_publisher_trust.is_some() || !r.except_publishers.is_empty())
+    }
+
+    /// Whether custom rules match processes by their executable's publisher.
+    pub fn needs_process_publishers(&self) -> bool {
+        self.set
+            .custom
+            .iter()
+            .any(|r| matches!(r.process, Some(ProcessMatch::Publisher(_))))
+    }
+
+    /// The trusted directory holding `path`, if any.
+    pub fn trusted_directory_for(&self, path: &str) -> Option<(RuleId, &str)> {
+        self.set.trusted_change.iter().find_map(|t| match t {
+            TrustedChange::TrustedDirectory { id, dir } => {
+                let dir = dir.trim_end_matches('/');
+                (path.len() > dir.len() && path.starts_with(dir) && path.as_bytes()[dir.len()] == b'/')
+                    .then_some((*id, dir))
+            }
+            _ => None,
+        })
+    }
+
+    /// The trusted user or group rule the subject matches, if any.
+    pub fn trusted_user(&self, users: &[String], groups: &[String]) -> Option<(RuleId, String)> {
+        self.set.trusted_change.iter().find_map(|t| match t {
+            TrustedChange::TrustedUser { id, user: UserMatch::User(u) } if users.contains(u) => Some((*id, u.clone())),
+            TrustedChange::TrustedUser { id, user: UserMatch::Group(g) } if groups.contains(g) => {
+                Some((*id, format!("group {g}")))
+            }
+            _ => None,
+        })
+    }
+
     /// The name of the package-manager updater rule, if one applies.
     pub fn package_manager(&self) -> Option<&str> {
         self.set.trusted_change.iter().find_map(|t| match t {

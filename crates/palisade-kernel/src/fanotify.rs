@@ -198,7 +198,9 @@ pub enum Response {
 pub struct Event {
     /// What happened (for a permission event, exactly one `*_PERM` bit).
     pub mask: Mask,
-    /// The process (thread-group id) that caused the event.
+    /// The process that caused the event: its thread id for a
+    /// [`Fanotify::permission_group`] (`FAN_REPORT_TID`), its thread-group id
+    /// for a [`Fanotify::notification_group`].
     pub pid: i32,
     /// A read-only fd for the file (opened by the kernel without generating
     /// events); `None` for a queue overflow (`FAN_NOFD`). Closed on drop — for
@@ -212,6 +214,9 @@ impl Event {
         self.file.as_ref().map(|f| f.as_fd())
     }
 }
+
+/// `FAN_REPORT_TID` (Linux 4.20): report thread ids instead of thread-group ids.
+const FAN_REPORT_TID: libc::c_uint = 0x0000_0100;
 
 /// The length of `struct fanotify_event_metadata`.
 const METADATA_LEN: usize = 24;
@@ -262,9 +267,15 @@ impl Fanotify {
     ///
     /// [`ErrorKind::Unsupported`] if the kernel lacks fanotify or permission
     /// events; [`ErrorKind::PermissionDenied`] without `CAP_SYS_ADMIN`.
+    ///
+    /// Events report the acting *thread* (`FAN_REPORT_TID`): while it waits
+    /// for the answer, `/proc/TID/syscall` shows the system call and its
+    /// arguments (an `open`'s flags), which the thread group's id would not
+    /// for a multi-threaded process.
     pub fn permission_group() -> Result<Fanotify> {
         Fanotify::init(
             libc::FAN_CLASS_CONTENT
+                | FAN_REPORT_TID
                 | libc::FAN_CLOEXEC
                 | libc::FAN_NONBLOCK
                 | libc::FAN_UNLIMITED_QUEUE

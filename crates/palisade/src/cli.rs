@@ -39,6 +39,24 @@ pub(crate) enum Command {
     Policy(PolicyCmd),
     /// Exit 0 when the local agent is connected and enforcing at its policy's level.
     Status(StatusArgs),
+    /// Publishers (signed package repositories): list, approve, ban, trust.
+    #[command(subcommand)]
+    Publisher(PublisherCmd),
+    /// Curated rule bundles.
+    #[command(subcommand)]
+    Bundle(BundleCmd),
+    /// Import reputation data (trust ratings for hashes).
+    #[command(subcommand)]
+    Reputation(ReputationCmd),
+    /// Rules: trusted directories and users, updaters, reputation, custom and event rules.
+    #[command(subcommand)]
+    Rule(RuleCmd),
+    /// Folder protection: code in a folder runs only under named parent processes.
+    #[command(subcommand)]
+    Folder(FolderCmd),
+    /// Approval requests (prompt level): list, grant, deny; or file one as a local user.
+    #[command(subcommand)]
+    Request(RequestCmd),
     /// Create a one-time enrollment token for new computers.
     EnrollToken {
         /// Policy the new computers join.
@@ -233,7 +251,7 @@ pub(crate) enum PolicyCmd {
         #[arg(long)]
         disconnected: Option<Level>,
     },
-    /// Set a policy's enforcement level: disabled, monitor or lockdown.
+    /// Set a policy's enforcement level: disabled, monitor, prompt or lockdown.
     SetLevel {
         /// Policy name.
         policy: String,
@@ -242,6 +260,9 @@ pub(crate) enum PolicyCmd {
         /// Level while disconnected (default: unchanged).
         #[arg(long)]
         disconnected: Option<Level>,
+        /// Approve, locally on each computer, what it already has before the new level applies.
+        #[arg(long)]
+        approve_existing: bool,
     },
 }
 
@@ -253,4 +274,289 @@ pub(crate) struct StatusArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PublisherCmd {
+    /// List publishers with their states and trust.
+    List(JsonFlag),
+    /// Approve a publisher (its verified files run).
+    Approve(PublisherStateArgs),
+    /// Ban a publisher.
+    Ban(PublisherStateArgs),
+    /// Remove an approval or ban.
+    Unapprove(PublisherStateArgs),
+    /// Set a publisher's reputation trust: high, medium, low, not_trusted.
+    Trust {
+        /// Publisher name.
+        name: String,
+        /// Trust.
+        trust: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PublisherStateArgs {
+    /// Publisher name (the repository's Origin, e.g. Debian).
+    pub(crate) name: String,
+    /// Only for computers in this policy.
+    #[arg(long)]
+    pub(crate) policy: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BundleCmd {
+    /// List bundles.
+    List(JsonFlag),
+    /// Enable a bundle.
+    Enable {
+        /// Bundle name.
+        name: String,
+    },
+    /// Disable a bundle.
+    Disable {
+        /// Bundle name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ReputationCmd {
+    /// Import a hash set: NSRL RDS (v3, SQLite) or a list of SHA-256 with ratings.
+    Import {
+        /// The file.
+        file: PathBuf,
+        /// Its format (default: detected).
+        #[arg(long, value_parser = ["nsrl", "sha256-list"])]
+        format: Option<String>,
+        /// Trust rating for hashes without one (NSRL: known software), 0-10.
+        #[arg(long, default_value_t = 8)]
+        rating: u8,
+        /// Source name recorded with the ratings (default: the file name).
+        #[arg(long)]
+        source: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RuleCmd {
+    /// List rules.
+    List(JsonFlag),
+    /// Remove a rule.
+    Remove {
+        /// Rule id.
+        id: i64,
+    },
+    /// Add a rule.
+    #[command(subcommand)]
+    Add(RuleAdd),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RuleCommon {
+    /// Rule name (default: derived from the rule).
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// Policies it applies to (repeatable; default: all).
+    #[arg(long = "policy")]
+    pub(crate) policies: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RuleAdd {
+    /// Files placed in DIR are approved for all computers.
+    TrustedDir {
+        /// The directory.
+        dir: String,
+        #[command(flatten)]
+        common: RuleCommon,
+    },
+    /// Code written by this user (or --group) is approved on that computer.
+    TrustedUser {
+        /// User name (or a group with --group).
+        name: String,
+        /// NAME is a group.
+        #[arg(long)]
+        group: bool,
+        #[command(flatten)]
+        common: RuleCommon,
+    },
+    /// What this updater writes is approved.
+    Updater {
+        /// Updater name.
+        updater: String,
+        /// Program names (repeatable).
+        #[arg(long = "program")]
+        programs: Vec<String>,
+        /// Executable hashes (repeatable).
+        #[arg(long = "hash")]
+        hashes: Vec<String>,
+        /// Also vouch for what the system package database records (dpkg).
+        #[arg(long)]
+        package_manager: bool,
+        #[command(flatten)]
+        common: RuleCommon,
+    },
+    /// Approve files whose trust rating reaches a threshold.
+    Reputation {
+        /// Minimum trust rating, 0-10.
+        #[arg(long)]
+        min_trust: u8,
+        /// Minimum publisher trust: high, medium, low, not_trusted.
+        #[arg(long)]
+        min_publisher_trust: Option<String>,
+        /// Files never approved by this rule (SHA-256, repeatable).
+        #[arg(long = "except-file")]
+        except_files: Vec<String>,
+        /// Publishers never approved by this rule (repeatable).
+        #[arg(long = "except-publisher")]
+        except_publishers: Vec<String>,
+        #[command(flatten)]
+        common: RuleCommon,
+    },
+    /// If this process and/or user attempts this operation on these files, then this action.
+    Custom(CustomArgs),
+    /// When an event matching a filter occurs, take an action.
+    Event(EventArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CustomArgs {
+    /// Source process by executable hash.
+    #[arg(long, conflicts_with_all = ["process_path", "process_publisher"])]
+    pub(crate) process_hash: Option<String>,
+    /// Source process by executable path pattern.
+    #[arg(long, conflicts_with = "process_publisher")]
+    pub(crate) process_path: Option<String>,
+    /// Source process by publisher.
+    #[arg(long)]
+    pub(crate) process_publisher: Option<String>,
+    /// User name.
+    #[arg(long, conflicts_with = "group")]
+    pub(crate) user: Option<String>,
+    /// Group name.
+    #[arg(long)]
+    pub(crate) group: Option<String>,
+    /// The operation: execute, write or both.
+    #[arg(long = "op", value_parser = ["execute", "write", "both"], default_value = "execute")]
+    pub(crate) op: String,
+    /// File path patterns (repeatable; `*`, `?`, `**`).
+    #[arg(long = "path", required = true)]
+    pub(crate) paths: Vec<String>,
+    /// allow, block, prompt, approve or report.
+    #[arg(long, value_parser = ["allow", "block", "prompt", "approve", "report"])]
+    pub(crate) action: String,
+    /// Nice value for allowed processes.
+    #[arg(long, allow_hyphen_values = true)]
+    pub(crate) nice: Option<i8>,
+    /// Kill allowed processes after this many seconds.
+    #[arg(long)]
+    pub(crate) max_runtime: Option<u32>,
+    /// Report allowed runs too.
+    #[arg(long)]
+    pub(crate) verbose: bool,
+    /// Rank among custom rules (lower first).
+    #[arg(long)]
+    pub(crate) rank: Option<i64>,
+    #[command(flatten)]
+    pub(crate) common: RuleCommon,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EventArgs {
+    /// React to reported events, or to files seen for the first time.
+    #[arg(long, value_parser = ["event", "file-seen"], default_value = "event")]
+    pub(crate) trigger: String,
+    /// Event kinds (repeatable): blocked, would_block, approved, allowed.
+    #[arg(long = "kind")]
+    pub(crate) kinds: Vec<String>,
+    /// Operations (repeatable).
+    #[arg(long = "operation")]
+    pub(crate) operations: Vec<String>,
+    /// Only files with a trust rating at most this.
+    #[arg(long)]
+    pub(crate) max_trust: Option<u8>,
+    /// Only files with a trust rating at least this.
+    #[arg(long)]
+    pub(crate) min_trust: Option<u8>,
+    /// Only files whose path matches.
+    #[arg(long)]
+    pub(crate) path: Option<String>,
+    /// Only these computers (repeatable).
+    #[arg(long = "computer")]
+    pub(crate) computers: Vec<String>,
+    /// Only computers in these policies (repeatable).
+    #[arg(long = "in-policy")]
+    pub(crate) in_policies: Vec<String>,
+    /// Action: set the file's global state (approved, banned, unapproved).
+    #[arg(long)]
+    pub(crate) set_global: Option<String>,
+    /// Action: set the file's state on the computer.
+    #[arg(long)]
+    pub(crate) set_local: Option<String>,
+    /// Action: move the computer to this policy.
+    #[arg(long)]
+    pub(crate) move_to: Option<String>,
+    /// Action: POST the event to this URL.
+    #[arg(long)]
+    pub(crate) webhook: Option<String>,
+    /// Action: send to syslog (host:port over UDP, or "local" for /dev/log).
+    #[arg(long)]
+    pub(crate) syslog: Option<String>,
+    #[command(flatten)]
+    pub(crate) common: RuleCommon,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum FolderCmd {
+    /// Protect a folder: its code runs only when started by one of the parents.
+    Protect {
+        /// The folder.
+        dir: String,
+        /// Parent process: a program path or its SHA-256 (repeatable).
+        #[arg(long = "parent", required = true)]
+        parents: Vec<String>,
+        #[command(flatten)]
+        common: RuleCommon,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RequestCmd {
+    /// List approval requests.
+    List {
+        /// pending (default), granted, denied or all.
+        #[arg(long, default_value = "pending")]
+        status: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Grant a request: the file is approved on the requester's computer.
+    Grant {
+        /// Request id.
+        id: i64,
+        /// Comment for the requester.
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Deny a request.
+    Deny {
+        /// Request id.
+        id: i64,
+        /// Comment for the requester.
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// As a local user: ask for a blocked file to be approved on this computer.
+    New {
+        /// The file.
+        path: PathBuf,
+        /// Why you need it.
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// The agent's request socket.
+        #[arg(long, default_value = "/var/lib/palisade/agent/request.sock")]
+        socket: PathBuf,
+    },
 }

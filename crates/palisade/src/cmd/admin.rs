@@ -89,6 +89,26 @@ impl AdminClient {
         .await
     }
 
+    pub(crate) async fn delete(&self, path: &str) -> Result<()> {
+        let resp = self
+            .http
+            .delete(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the service at {}", self.base))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = resp.bytes().await.unwrap_or_default();
+        let msg = serde_json::from_slice::<ErrorBody>(&body)
+            .map(|b| b.error)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+        bail!("{status}: {msg}")
+    }
+
     pub(crate) async fn post<B: serde::Serialize, T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
@@ -105,7 +125,7 @@ impl AdminClient {
 }
 
 /// A file argument: an existing path is hashed; otherwise it must be a SHA-256.
-fn resolve_target(target: &str) -> Result<(Sha256, Option<String>)> {
+pub(crate) fn resolve_target(target: &str) -> Result<(Sha256, Option<String>)> {
     let p = Path::new(target);
     if p.exists() {
         let abs = std::fs::canonicalize(p)?;
@@ -119,7 +139,7 @@ fn resolve_target(target: &str) -> Result<(Sha256, Option<String>)> {
     }
 }
 
-fn name(field: &str, s: &Option<String>) -> Result<Option<Name>> {
+pub(crate) fn name(field: &str, s: &Option<String>) -> Result<Option<Name>> {
     s.as_deref()
         .map(|v| Name::parse(v).with_context(|| format!("--{field}")))
         .transpose()
@@ -168,7 +188,7 @@ pub(crate) async fn file(cfg: Option<&Path>, cmd: FileCmd) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn fmt_ms(ms: i64) -> String {
+pub(crate) fn fmt_ms(ms: i64) -> String {
     let secs = ms / 1000;
     let (d, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -391,11 +411,13 @@ pub(crate) async fn policy(cfg: Option<&Path>, cmd: PolicyCmd) -> Result<ExitCod
             policy,
             level,
             disconnected,
+            approve_existing,
         } => {
             let name = Name::parse(&policy).context("policy name")?;
             let body = SetLevels {
                 level,
                 disconnected_level: disconnected,
+                approve_existing,
             };
             let p: PolicyInfo = client
                 .put(&format!("/api/v1/policies/{name}/levels"), &body)

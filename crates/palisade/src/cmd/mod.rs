@@ -3,6 +3,7 @@ use crate::cli::{Cli, Command};
 use std::process::ExitCode;
 
 mod admin;
+mod approval;
 mod agent;
 mod server;
 mod up;
@@ -24,6 +25,12 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Computers(a) => admin::computers(cfg.as_deref(), a.json).await,
             Command::Policy(c) => admin::policy(cfg.as_deref(), c).await,
             Command::Status(a) => admin::status(cfg.as_deref(), a).await,
+            Command::Publisher(c) => approval::publisher(cfg.as_deref(), c).await,
+            Command::Bundle(c) => approval::bundle(cfg.as_deref(), c).await,
+            Command::Reputation(c) => approval::reputation(cfg.as_deref(), c).await,
+            Command::Rule(c) => approval::rule(cfg.as_deref(), c).await,
+            Command::Folder(c) => approval::folder(cfg.as_deref(), c).await,
+            Command::Request(c) => approval::request(cfg.as_deref(), c).await,
             Command::EnrollToken { policy, uses, ttl } => {
                 admin::enroll_token(cfg.as_deref(), &policy, uses, ttl).await
             }

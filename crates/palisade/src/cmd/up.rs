@@ -230,6 +230,7 @@ async fn set_levels(admin: &AdminClient, level: Level) -> Result<()> {
             &SetLevels {
                 level,
                 disconnected_level: Some(level),
+                approve_existing: false,
             },
         )
         .await

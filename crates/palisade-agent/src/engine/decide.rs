@@ -1,0 +1,524 @@
+//! Deciding one permission event with the rule engine
+//! (`palisade_core::rules::evaluate`).
+//!
+//! The reader settles what the caches can (rule-free paths whose facts are
+//! known); workers do the rest: the process context and names when a rule
+//! for the path needs the subject, the package/publisher fact when the
+//! decision can depend on it, the service lookup, trusted change.
+use super::*;
+use crate::syscall::{open_intent, OpenIntent};
+use palisade_api::agent::{ApprovalOrigin, LocalApproval};
+use palisade_core::rules::{evaluate, CompiledRules, DecidedBy, Evaluation, FileFacts, PublisherFact, Request, Subject};
+
+/// A write to a file by a writer whose writes are approved (trusted change),
+/// recorded when the file was opened for writing.
+#[derive(Debug, Clone)]
+pub(super) struct PendingWrite {
+    pub(super) origin: ApprovalOrigin,
+    pub(super) process: ProcessContext,
+}
+
+/// Names and publisher of a subject, when a rule needs them.
+struct SubjectFacts {
+    users: Vec<String>,
+    groups: Vec<String>,
+    publisher: Option<String>,
+}
+
+impl Engine {
+    /// Whether `tid` is one of the agent's own threads.
+    pub(super) fn is_own(&self, tid: u32) -> bool {
+        tid == self.own_pid || rustix::fs::stat(format!("/proc/self/task/{tid}")).is_ok()
+    }
+
+    /// Settle an event from the caches, without opening anything. Returns
+    /// false when a worker must decide.
+    pub(super) fn decide_fast(&self, p: &Pending) -> bool {
+        if self.is_own(p.pid) {
+            bump(&self.stats.own);
+            p.answered.store(true, Ordering::Relaxed);
+            let _ = self.fan.respond(p.fd(), Response::Allow);
+            return true;
+        }
+        let level = self.level();
+        if level == Level::Disabled {
+            bump(&self.stats.fast_path);
+            return self.answer(p, Verdict::Allow);
+        }
+        let Ok(ident) = files::identify(p.fd()) else {
+            return false;
+        };
+        if !ident.regular {
+            bump(&self.stats.fast_path);
+            return self.answer(p, Verdict::Allow);
+        }
+        // Small files are read here rather than handed to a worker: reading
+        // them through the event's descriptor (no open) costs less than the
+        // hand-off.
+        let small = ident.stamp.size <= READER_READ_MAX;
+        let mut known = match self.known_cached(&ident) {
+            Some(k) => k,
+            None if small => match self.known(p.fd(), &ident) {
+                Ok(k) => k,
+                Err(_) => return false,
+            },
+            None => return false,
+        };
+        let rules = self.rules();
+        let exec = p.mask.contains(Mask::OPEN_EXEC_PERM);
+        if !exec
+            && (rules.write_sensitive(&known.path) || rules.tracks_writers())
+            && open_intent(p.pid) != OpenIntent::Read
+        {
+            return false; // a write: judged by a worker
+        }
+        let op = if exec {
+            Operation::Execute
+        } else if matches!(known.kind, FileKind::Elf { .. }) {
+            Operation::LoadLibrary
+        } else {
+            match self.interpreter_cached(p.pid) {
+                Some(false) => {
+                    bump(&self.stats.fast_path);
+                    return self.answer(p, Verdict::Allow);
+                }
+                // An interpreter reading a file: whether it is a script needs
+                // the command line; let a worker look.
+                _ => return false,
+            }
+        };
+        if rules.path_has_rules(&known.path) {
+            return false; // decided per subject
+        }
+        let sha = match known.sha {
+            Some(sha) => sha,
+            None if small => match self.hash_file(p.fd(), &ident, &mut known) {
+                Ok(sha) => {
+                    bump(&self.stats.hashed);
+                    sha
+                }
+                Err(_) => return false,
+            },
+            None => return false,
+        };
+        let Some(cached) = self.approvals.lock().get(&sha) else {
+            return false;
+        };
+        let undecided = !matches!(cached.approval, Approval::Approved(_) | Approval::Banned(_));
+        let publisher = match &known.publisher {
+            Some(p) => p.clone(),
+            None if undecided && rules.needs_publishers() && self.packages.is_some() => return false,
+            None => None,
+        };
+        if undecided && self.pending_writes.lock().get(&ident.id).is_some() {
+            return false; // written by a trusted writer: approved by a worker
+        }
+        if undecided && rules.trusted_directory_for(&known.path).is_some() {
+            return false;
+        }
+        let process = ProcessContext::unknown(p.pid);
+        let eval = evaluate(
+            &rules,
+            &Request {
+                operation: op,
+                path: &known.path,
+                file: FileFacts {
+                    sha256: Some(sha),
+                    approval: cached.approval,
+                    trust: cached.trust,
+                    publisher: publisher.as_ref(),
+                },
+                subject: Subject {
+                    process: &process,
+                    users: &[],
+                    groups: &[],
+                    publisher: None,
+                },
+                starter: None,
+            },
+            level,
+        );
+        let guard_reports = op == Operation::LoadLibrary && self.guard.is_some();
+        if (eval.report != Report::Nothing && !guard_reports) || eval.requestable {
+            // Reporting reads the process context, which opens files: a worker's job.
+            return false;
+        }
+        let epoch = self.epoch.load(Ordering::Acquire);
+        if eval.cacheable {
+            self.kernel_allow(p.fd(), ident.id, sha, epoch);
+        } else if op == Operation::LoadLibrary {
+            self.kernel_revoke(ident.id);
+        }
+        bump(&self.stats.fast_path);
+        // Reading a library is not loading it: with the guard, the open is
+        // allowed and the executable mapping is what gets judged.
+        self.answer(p, if guard_reports { Verdict::Allow } else { eval.verdict })
+    }
+
+    /// Decide an event the caches could not settle.
+    pub(super) fn decide_slow(&self, p: &Pending) {
+        bump(&self.stats.slow_path);
+        let level = self.level();
+        let fail = |engine: &Engine, why: &str| {
+            tracing::warn!("pid {}: {why}; answering by the level", p.pid);
+            engine.answer(p, on_timeout(level));
+        };
+        let ident = match files::identify(p.fd()) {
+            Ok(i) => i,
+            Err(e) => return fail(self, &format!("fstat failed: {e}")),
+        };
+        if !ident.regular {
+            self.answer(p, Verdict::Allow);
+            return;
+        }
+        let mut known = match self.known(p.fd(), &ident) {
+            Ok(k) => k,
+            Err(e) => return fail(self, &format!("cannot read file: {e}")),
+        };
+        let rules = self.rules();
+        let exec = p.mask.contains(Mask::OPEN_EXEC_PERM);
+        if !exec && (rules.write_sensitive(&known.path) || rules.tracks_writers()) {
+            let intent = open_intent(p.pid);
+            if intent != OpenIntent::Read {
+                return self.decide_write(p, &ident, &known, &rules, intent);
+            }
+        }
+        let op = if exec {
+            Operation::Execute
+        } else if matches!(known.kind, FileKind::Elf { .. }) {
+            Operation::LoadLibrary
+        } else if self.is_interpreter(p.pid) && self.is_script_for(p.pid, &ident, &known) {
+            Operation::InterpretScript
+        } else {
+            self.answer(p, Verdict::Allow);
+            return;
+        };
+        if op == Operation::LoadLibrary && self.guard.is_none() && self.is_own_binary(p.pid) {
+            // `palisade file approve PATH` reading the file it approves.
+            self.answer(p, Verdict::Allow);
+            return;
+        }
+        let sha = match known.sha {
+            Some(s) => s,
+            None => match self.hash_file(p.fd(), &ident, &mut known) {
+                Ok(s) => {
+                    bump(&self.stats.hashed);
+                    s
+                }
+                Err(e) => return fail(self, &format!("cannot hash {}: {e}", known.path)),
+            },
+        };
+        let epoch = self.epoch.load(Ordering::Acquire);
+        // The process context is built only when something needs it: a lookup
+        // at the service (the request carries it), a rule about the subject,
+        // or a report.
+        let mut process = None;
+        let (mut answer, mut reason) = self.approval(sha, &known.path, op, p.pid, &mut process, p.deadline);
+        let undecided = !matches!(answer.approval, Approval::Approved(_) | Approval::Banned(_));
+        let publisher = if undecided && rules.needs_publishers() {
+            self.publisher_fact(p.fd(), &ident, &mut known)
+        } else {
+            known.publisher.clone().flatten()
+        };
+        // Trusted change that happened before this load: written by a
+        // trusted writer (recorded at its open for writing), or placed in a
+        // trusted directory.
+        if undecided {
+            if let Some((origin, writer)) = self.trusted_origin(ident.id, &known.path, &rules) {
+                answer.approval = self.approve_locally(sha, &known.path, origin.clone(), writer);
+                reason = "trusted change".into();
+            }
+        }
+        let subject_needed = rules.path_has_rules(&known.path);
+        let facts = subject_needed.then(|| {
+            let process = process.get_or_insert_with(|| self.context(p.pid));
+            self.subject_facts(process, p.pid, &rules)
+        });
+        let starter = if subject_needed && rules.folder_for(&known.path).is_some() {
+            let process = process.get_or_insert_with(|| self.context(p.pid));
+            self.starter(op, process)
+        } else {
+            None
+        };
+        let unknown_process = ProcessContext::unknown(p.pid);
+        let eval = evaluate(
+            &rules,
+            &Request {
+                operation: op,
+                path: &known.path,
+                file: FileFacts {
+                    sha256: Some(sha),
+                    approval: answer.approval,
+                    trust: answer.trust,
+                    publisher: publisher.as_ref(),
+                },
+                subject: Subject {
+                    process: process.as_ref().unwrap_or(&unknown_process),
+                    users: facts.as_ref().map(|f| f.users.as_slice()).unwrap_or_default(),
+                    groups: facts.as_ref().map(|f| f.groups.as_slice()).unwrap_or_default(),
+                    publisher: facts.as_ref().and_then(|f| f.publisher.as_deref()),
+                },
+                starter,
+            },
+            level,
+        );
+
+        if op == Operation::LoadLibrary && self.guard.is_some() {
+            // Reading a library is not loading it: the open is allowed, and
+            // the guard refuses an executable mapping unless the inode is in
+            // its allowed map.
+            if eval.cacheable {
+                self.kernel_allow(p.fd(), ident.id, sha, epoch);
+            } else {
+                self.kernel_revoke(ident.id);
+            }
+            self.answer(p, Verdict::Allow);
+            return;
+        }
+        if eval.cacheable {
+            self.kernel_allow(p.fd(), ident.id, sha, epoch);
+        } else {
+            self.kernel_revoke(ident.id);
+        }
+        if eval.verdict == Verdict::Allow && op == Operation::Execute {
+            self.apply_conditions(p.pid, ident.id, &eval);
+        }
+        // Read who it was while the process is still held by the kernel.
+        let report = eval.report != Report::Nothing;
+        let process = report.then(|| process.unwrap_or_else(|| self.context(p.pid)));
+        self.answer(p, eval.verdict);
+        if let Some(process) = process {
+            let reason = explain(&eval, &reason, &known.path);
+            self.report(report_kind(&eval), op, ident.id, Some(sha), known.path, answer.approval, level, process, reason);
+        }
+    }
+
+    /// An open for writing (or that cannot be told from one): custom write
+    /// rules decide; a trusted writer's file is recorded for approval.
+    fn decide_write(&self, p: &Pending, ident: &Identity, known: &Known, rules: &CompiledRules, intent: OpenIntent) {
+        let level = self.level();
+        let process = self.context(p.pid);
+        let facts = self.subject_facts(&process, p.pid, rules);
+        let eval = evaluate(
+            rules,
+            &Request {
+                operation: Operation::Write,
+                path: &known.path,
+                file: FileFacts {
+                    sha256: known.sha,
+                    approval: Approval::Unknown,
+                    trust: None,
+                    publisher: None,
+                },
+                subject: Subject {
+                    process: &process,
+                    users: &facts.users,
+                    groups: &facts.groups,
+                    publisher: facts.publisher.as_deref(),
+                },
+                starter: None,
+            },
+            level,
+        );
+        if eval.verdict == Verdict::Allow {
+            let origin = match &eval.decided_by {
+                DecidedBy::CustomRule { id, .. } if eval.approve_writes => Some(ApprovalOrigin::CustomRule { rule: *id }),
+                _ => self.writer_origin(&process, &facts, rules),
+            };
+            if let Some(origin) = origin {
+                self.pending_writes.lock().insert(
+                    ident.id,
+                    PendingWrite {
+                        origin,
+                        process: process.clone(),
+                    },
+                );
+            }
+        }
+        self.answer(p, eval.verdict);
+        if eval.report != Report::Nothing {
+            let how = if intent == OpenIntent::Unknown {
+                "open flags unknown (treated as a write)"
+            } else {
+                "open for writing"
+            };
+            let reason = explain(&eval, how, &known.path);
+            self.report(
+                report_kind(&eval),
+                Operation::Write,
+                ident.id,
+                known.sha,
+                known.path.clone(),
+                Approval::Unknown,
+                level,
+                process,
+                reason,
+            );
+        }
+    }
+
+    /// Names (and, when rules match processes by publisher, the publisher
+    /// of the executable) of a subject.
+    fn subject_facts(&self, process: &ProcessContext, tid: u32, rules: &CompiledRules) -> SubjectFacts {
+        let mut uids = Vec::new();
+        if let Some(l) = process.loginuid {
+            uids.push(l);
+        }
+        uids.push(process.euid);
+        let users = self.names.users(&uids);
+        let groups = self.names.groups(&crate::users::process_groups(tid));
+        let publisher = if rules.needs_process_publishers() {
+            self.exe_publisher(tid)
+        } else {
+            None
+        };
+        SubjectFacts { users, groups, publisher }
+    }
+
+    /// The verified publisher of a process's executable.
+    fn exe_publisher(&self, tid: u32) -> Option<String> {
+        let file = std::fs::File::open(format!("/proc/{tid}/exe")).ok()?;
+        let path = std::fs::read_link(format!("/proc/{tid}/exe")).ok()?;
+        let fact = self.packages.as_ref()?.fact(&path.to_string_lossy(), file.as_fd())?;
+        fact.verified.then_some(fact.name).flatten()
+    }
+
+    /// The executable hash of the process that started the code: for an
+    /// exec the process calling exec, for an interpreted script the
+    /// interpreter's parent.
+    fn starter(&self, op: Operation, process: &ProcessContext) -> Option<Sha256> {
+        match op {
+            Operation::InterpretScript => process.ancestors.first().and_then(|a| a.exe.as_ref()).and_then(|e| e.sha256),
+            _ => process.exe.as_ref().and_then(|e| e.sha256),
+        }
+    }
+
+    /// The package/publisher fact of a file version, computed once.
+    fn publisher_fact(&self, fd: BorrowedFd<'_>, ident: &Identity, known: &mut Known) -> Option<PublisherFact> {
+        if let Some(p) = &known.publisher {
+            return p.clone();
+        }
+        let fact = self.packages.as_ref().and_then(|db| db.fact(&known.path, fd));
+        known.publisher = Some(fact.clone());
+        if files::identify(fd).is_ok_and(|i| i.stamp == ident.stamp) {
+            self.identities.lock().insert(ident.id, known.clone());
+        }
+        fact
+    }
+
+    /// Why a file that no state approves may be approved by trusted change.
+    fn trusted_origin(&self, id: FileId, path: &str, rules: &CompiledRules) -> Option<(ApprovalOrigin, Option<ProcessContext>)> {
+        if let Some(w) = self.pending_writes.lock().remove(&id) {
+            return Some((w.origin, Some(w.process)));
+        }
+        rules.trusted_directory_for(path).map(|(rule, dir)| {
+            (
+                ApprovalOrigin::TrustedDirectory {
+                    rule,
+                    dir: dir.to_owned(),
+                },
+                None,
+            )
+        })
+    }
+
+    /// Whether a writer's writes are approved: a trusted user or group, or
+    /// an updater's executable.
+    fn writer_origin(&self, process: &ProcessContext, facts: &SubjectFacts, rules: &CompiledRules) -> Option<ApprovalOrigin> {
+        if let Some((rule, user)) = rules.trusted_user(&facts.users, &facts.groups) {
+            return Some(ApprovalOrigin::TrustedUser { rule, user });
+        }
+        let exe = process.exe.as_ref().and_then(|e| e.sha256)?;
+        self.updater_hashes
+            .read()
+            .iter()
+            .find(|(_, hashes)| hashes.contains(&exe))
+            .map(|((rule, name), _)| ApprovalOrigin::Updater {
+                rule: *rule,
+                name: name.clone(),
+            })
+    }
+
+    /// Approve a file on this computer now (trusted change): in memory at
+    /// once, and at the service (which pushes it back). Returns the approval.
+    pub(super) fn approve_locally(
+        &self,
+        sha: Sha256,
+        path: &str,
+        origin: ApprovalOrigin,
+        process: Option<ProcessContext>,
+    ) -> Approval {
+        let scope = match origin {
+            ApprovalOrigin::TrustedDirectory { .. } => palisade_core::ScopeKind::Global,
+            _ => palisade_core::ScopeKind::Local,
+        };
+        let approval = Approval::Approved(palisade_core::ApprovalSource { scope });
+        let revision = self.newest_change.load(Ordering::Acquire);
+        self.approvals.lock().insert(
+            sha,
+            CachedApproval {
+                approval,
+                trust: None,
+                revision,
+            },
+        );
+        let _ = self.prewarm_tx.try_send(sha);
+        let why = origin_text(&origin);
+        let _ = self.local_tx.try_send(LocalApproval {
+            sha256: sha,
+            path: path.to_owned(),
+            origin,
+            process: process.clone(),
+        });
+        self.reporter.report(FileEvent {
+            time_ms: crate::now_ms(),
+            kind: EventKind::Approved,
+            operation: Operation::Write,
+            sha256: Some(sha),
+            path: path.to_owned(),
+            approval,
+            level: self.level(),
+            process: process.unwrap_or_else(|| ProcessContext::unknown(0)),
+            reason: format!("trusted change: {why}"),
+        });
+        approval
+    }
+
+    /// Apply an allow's conditions to the process that is starting.
+    fn apply_conditions(&self, tid: u32, program: FileId, eval: &Evaluation) {
+        let c = eval.conditions;
+        if let Some(nice) = c.nice {
+            crate::conditions::renice(tid, nice);
+        }
+        if let Some(secs) = c.max_runtime_secs {
+            self.timekeeper.limit(tid, program, Duration::from_secs(u64::from(secs)));
+        }
+    }
+}
+
+fn report_kind(eval: &Evaluation) -> EventKind {
+    match eval.report {
+        Report::Blocked => EventKind::Blocked,
+        Report::WouldBlock => EventKind::WouldBlock,
+        _ => EventKind::Allowed,
+    }
+}
+
+/// The reason recorded with an event: what decided, and where the facts came from.
+fn explain(eval: &Evaluation, source: &str, path: &str) -> String {
+    let mut s = format!("{} ({source})", eval.decided_by.explain());
+    if eval.requestable {
+        s.push_str(&format!("; request approval with: palisade request new {path}"));
+    }
+    s
+}
+
+fn origin_text(o: &ApprovalOrigin) -> String {
+    match o {
+        ApprovalOrigin::Updater { name, .. } => format!("written by updater {name}"),
+        ApprovalOrigin::TrustedUser { user, .. } => format!("written by trusted user {user}"),
+        ApprovalOrigin::TrustedDirectory { dir, .. } => format!("placed in trusted directory {dir}"),
+        ApprovalOrigin::CustomRule { rule } => format!("written by a process custom rule {rule} approves"),
+        ApprovalOrigin::LevelChange => "present when the level was raised".into(),
+    }
+}
