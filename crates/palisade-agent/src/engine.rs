@@ -523,6 +523,7 @@ impl Engine {
                 .spawn(move || engine.watchdog_loop(&stop))
                 .expect("spawn watchdog");
         }
+        raise_priority();
         let mut buf = vec![0u8; palisade_kernel::fanotify::EVENT_BUFFER];
         while !stop.load(Ordering::Relaxed) {
             let events = match self
@@ -1429,10 +1430,24 @@ impl Engine {
 
     /// Hash a file that was just written, if it looks executable, so that its
     /// first run needs no hashing; and fetch its approval ahead of need.
+    ///
+    /// First, a file that was in the kernel-side cache leaves it: its content
+    /// may have changed without a `write(2)` (through a shared writable
+    /// mapping, which clears no ignore mark). This notification comes only
+    /// once every writer is gone (a mapping holds the file open until
+    /// `munmap`), and while a writer holds it the kernel refuses to exec it
+    /// (`ETXTBSY`).
     pub(crate) fn hash_written(&self, fd: BorrowedFd<'_>) {
         let Ok(ident) = files::identify(fd) else {
             return;
         };
+        let cached = self.kernel.lock().by_file.contains_key(&ident.id);
+        if cached {
+            self.kernel_revoke(ident.id);
+            if let Err(e) = self.fan.remove_ignore(fd, PERMISSION_MASK) {
+                tracing::debug!("removing an ignore mark after a write: {e}");
+            }
+        }
         if !ident.regular || ident.stamp.size == 0 {
             return;
         }
