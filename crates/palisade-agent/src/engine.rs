@@ -893,12 +893,13 @@ impl Engine {
             if ident.id != loc.id || !ident.regular {
                 continue;
             }
+            // Hash again, here, off the decision path: a stamp can stay
+            // the same while the content changed (writes through a
+            // mapping), and can move while it did not (chmod).
+            if files::hash(&file).ok() != Some(sha) {
+                continue;
+            }
             if ident.stamp != loc.stamp {
-                // Touched since it was hashed (often only a chmod): hash again,
-                // here, off the decision path.
-                if files::hash(&file).ok() != Some(sha) {
-                    continue;
-                }
                 let path = loc.path.clone();
                 self.remember_location(sha, &ident, &path);
                 let known = self.identities.lock().get(&ident.id);
@@ -1390,7 +1391,11 @@ impl Engine {
             self.flush_ignore_marks();
         }
         let operation = match e.kind {
-            GuardEventKind::Invalidated => return,
+            GuardEventKind::Invalidated => {
+                // Its content may change without its stamp moving.
+                self.identities.lock().remove(&id);
+                return;
+            }
             GuardEventKind::MemfdExec => Operation::ExecuteMemory,
             GuardEventKind::Exec => Operation::Execute,
             GuardEventKind::Mprotect => Operation::MapExecutable,
@@ -1448,6 +1453,10 @@ impl Engine {
                 tracing::debug!("removing an ignore mark after a write: {e}");
             }
         }
+        // Forget what was known of the inode: its stamp may not have moved
+        // (tmpfs on some kernels updates no time for writes through a
+        // mapping), so its hash is recomputed below or at its next use.
+        self.identities.lock().remove(&ident.id);
         if !ident.regular || ident.stamp.size == 0 {
             return;
         }

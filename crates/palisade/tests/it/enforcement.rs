@@ -116,7 +116,11 @@ fn a_file_modified_through_a_shared_mapping_after_approval_is_blocked() {
         eventually(Duration::from_secs(2), || run(&hello, &[], &[])
             .exec_refused())
         .is_some(),
-        "content changed through a mapping must not run as the approved file"
+        "content changed through a mapping must not run as the approved file: {:?}\nstatus: {}\nevents: {:#?}\nagent log:\n{}",
+        run(&hello, &[], &[]),
+        up.cli(&["status", "--json"]).stdout,
+        up.events(),
+        up.proc.stderr()
     );
 }
 
