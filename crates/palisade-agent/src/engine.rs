@@ -575,6 +575,7 @@ impl Engine {
                 .spawn(move || engine.watchdog_loop(&stop))
                 .expect("spawn watchdog");
         }
+        raise_priority();
         let mut buf = vec![0u8; palisade_kernel::fanotify::EVENT_BUFFER];
         while !stop.load(Ordering::Relaxed) {
             let events = match self
@@ -766,12 +767,13 @@ impl Engine {
             if ident.id != loc.id || !ident.regular {
                 continue;
             }
+            // Hash again, here, off the decision path: a stamp can stay
+            // the same while the content changed (writes through a
+            // mapping), and can move while it did not (chmod).
+            if files::hash(&file).ok() != Some(sha) {
+                continue;
+            }
             if ident.stamp != loc.stamp {
-                // Touched since it was hashed (often only a chmod): hash again,
-                // here, off the decision path.
-                if files::hash(&file).ok() != Some(sha) {
-                    continue;
-                }
                 let path = loc.path.clone();
                 self.remember_location(sha, &ident, &path);
                 let known = self.identities.lock().get(&ident.id);
@@ -1289,7 +1291,11 @@ impl Engine {
             self.flush_ignore_marks();
         }
         let operation = match e.kind {
-            GuardEventKind::Invalidated => return,
+            GuardEventKind::Invalidated => {
+                // Its content may change without its stamp moving.
+                self.identities.lock().remove(&id);
+                return;
+            }
             GuardEventKind::MemfdExec => Operation::ExecuteMemory,
             GuardEventKind::Exec => Operation::Execute,
             GuardEventKind::Mprotect => Operation::MapExecutable,
@@ -1329,10 +1335,28 @@ impl Engine {
 
     /// Hash a file that was just written, if it looks executable, so that its
     /// first run needs no hashing; and fetch its approval ahead of need.
+    ///
+    /// First, a file that was in the kernel-side cache leaves it: its content
+    /// may have changed without a `write(2)` (through a shared writable
+    /// mapping, which clears no ignore mark). This notification comes only
+    /// once every writer is gone (a mapping holds the file open until
+    /// `munmap`), and while a writer holds it the kernel refuses to exec it
+    /// (`ETXTBSY`).
     pub(crate) fn hash_written(&self, fd: BorrowedFd<'_>) {
         let Ok(ident) = files::identify(fd) else {
             return;
         };
+        let cached = self.kernel.lock().by_file.contains_key(&ident.id);
+        if cached {
+            self.kernel_revoke(ident.id);
+            if let Err(e) = self.fan.remove_ignore(fd, PERMISSION_MASK) {
+                tracing::debug!("removing an ignore mark after a write: {e}");
+            }
+        }
+        // Forget what was known of the inode: its stamp may not have moved
+        // (tmpfs on some kernels updates no time for writes through a
+        // mapping), so its hash is recomputed below or at its next use.
+        self.identities.lock().remove(&ident.id);
         if !ident.regular || ident.stamp.size == 0 {
             return;
         }

@@ -100,6 +100,31 @@ fn a_file_modified_after_approval_is_blocked() {
 }
 
 #[test]
+fn a_file_modified_through_a_shared_mapping_after_approval_is_blocked() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let up = Up::start(&m, &["--lockdown", "--no-scan"]);
+    let p = Programs::get();
+    let hello = p.install("hello", &m.path, "hello");
+    up.ok(&["file", "approve", hello.to_str().unwrap()]);
+    assert!(eventually(Duration::from_secs(2), || run(&hello, &[], &[]).ok()).is_some());
+    assert!(run(&hello, &[], &[]).ok(), "cached in the kernel");
+    // A write through a shared writable mapping clears no ignore mark.
+    let w = run(p.path("mmapwrite"), &[hello.to_str().unwrap()], &[]);
+    assert!(w.stdout.contains("modified"), "{w:?}");
+    assert!(
+        eventually(Duration::from_secs(2), || run(&hello, &[], &[])
+            .exec_refused())
+        .is_some(),
+        "content changed through a mapping must not run as the approved file: {:?}\nstatus: {}\nevents: {:#?}\nagent log:\n{}",
+        run(&hello, &[], &[]),
+        up.cli(&["status", "--json"]).stdout,
+        up.events(),
+        up.proc.stderr()
+    );
+}
+
+#[test]
 fn a_ban_made_while_running_takes_effect_within_a_second() {
     require_root!();
     let m = TestMount::tmpfs();

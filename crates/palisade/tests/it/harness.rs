@@ -318,6 +318,14 @@ impl Programs {
                  char*args[]={\"payload\",NULL};fexecve(fd,args,environ);printf(\"fexecve failed: %s\\n\",strerror(errno));return 3;}\n",
             );
             gcc(&["-O1", "-o", "memexec", "memexec.c"]);
+            src(
+                "mmapwrite.c",
+                "#include <stdio.h>\n#include <sys/mman.h>\n#include <sys/stat.h>\n#include <fcntl.h>\n#include <unistd.h>\n\
+                 int main(int c, char**v){int fd=open(v[1],O_RDWR);if(fd<0){perror(\"open\");return 1;}struct stat st;fstat(fd,&st);\
+                 char*m=mmap(0,st.st_size,PROT_READ|PROT_WRITE,MAP_SHARED,fd,0);if(m==MAP_FAILED){perror(\"mmap\");return 1;}\
+                 m[st.st_size-1]^=0x5a;munmap(m,st.st_size);close(fd);puts(\"modified\");return 0;}\n",
+            );
+            gcc(&["-O1", "-o", "mmapwrite", "mmapwrite.c"]);
             Programs { dir }
         })
     }

@@ -1,0 +1,2 @@
+/* The measured program: does nothing and exits 0. */
+int main(void) { return 0; }
