@@ -128,14 +128,22 @@ impl RunningAgent {
         };
         let rt = tokio::runtime::Handle::current();
         let lookup = Arc::new(link::start_batcher(&rt, client.clone(), cfg.lookup_timeout));
-        let packages: Option<Arc<dyn PackageFacts>> = match LivePackageDb::load(Path::new("/")) {
+        let packages: Option<Arc<dyn PackageFacts>> = match LivePackageDb::load(&cfg.package_root) {
             Ok(db) => {
-                let (files, packages) = db.current().counts();
-                tracing::info!("package database: {packages} packages, {files} files");
-                Some(Arc::new(db))
+                let (packages, files) = db.current().counts();
+                tracing::info!(
+                    "package database under {}: {packages} packages, {files} files",
+                    cfg.package_root.display()
+                );
+                Some(Arc::new(RootedPackages {
+                    db,
+                    root: cfg.package_root.clone(),
+                }))
             }
             Err(e) => {
-                tracing::info!("no package database ({e}): publishers and package-manager updaters unused");
+                tracing::info!(
+                    "no package database ({e}): publishers and package-manager updaters unused"
+                );
                 None
             }
         };
@@ -150,7 +158,10 @@ impl RunningAgent {
             lookup,
             reporter: reporter.clone(),
             revision,
-            rules: remembered.as_ref().map(|c| c.rules.clone()).unwrap_or_default(),
+            rules: remembered
+                .as_ref()
+                .map(|c| c.rules.clone())
+                .unwrap_or_default(),
             packages: packages.clone(),
             local_tx,
         });
@@ -262,13 +273,19 @@ impl RunningAgent {
             let rt = tokio::runtime::Handle::current();
             let names = crate::users::Names::default();
             control::serve_requests(&cfg.request_socket, move |uid, req| {
-                let path = std::fs::canonicalize(&req.path).map_err(|e| format!("{}: {e}", req.path))?;
-                let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let path =
+                    std::fs::canonicalize(&req.path).map_err(|e| format!("{}: {e}", req.path))?;
+                let file =
+                    std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
                 if !crate::files::identify(&file).is_ok_and(|i| i.regular) {
                     return Err(format!("{} is not a regular file", path.display()));
                 }
-                let sha256 = crate::files::hash(&file).map_err(|e| format!("{}: {e}", path.display()))?;
-                let user = names.users(&[uid]).pop().unwrap_or_else(|| format!("#{uid}"));
+                let sha256 =
+                    crate::files::hash(&file).map_err(|e| format!("{}: {e}", path.display()))?;
+                let user = names
+                    .users(&[uid])
+                    .pop()
+                    .unwrap_or_else(|| format!("#{uid}"));
                 let request = palisade_api::agent::NewApprovalRequest {
                     sha256,
                     path: path.to_string_lossy().into_owned(),
@@ -491,9 +508,24 @@ pub fn is_watched(mounts: &[Mount], path: &Path) -> bool {
     })
 }
 
-impl PackageFacts for LivePackageDb {
-    fn fact(&self, path: &str, file: std::os::fd::BorrowedFd<'_>) -> Option<palisade_core::rules::PublisherFact> {
-        LivePackageDb::fact(self, path, file)
+/// The package database of a root directory, answering for absolute paths
+/// (a path outside the root has no package).
+struct RootedPackages {
+    db: LivePackageDb,
+    root: PathBuf,
+}
+
+impl PackageFacts for RootedPackages {
+    fn fact(
+        &self,
+        path: &str,
+        file: std::os::fd::BorrowedFd<'_>,
+    ) -> Option<palisade_core::rules::PublisherFact> {
+        if self.root == Path::new("/") {
+            return self.db.fact(path, file);
+        }
+        let rel = Path::new(path).strip_prefix(&self.root).ok()?;
+        self.db.fact(&format!("/{}", rel.display()), file)
     }
 }
 
@@ -518,4 +550,3 @@ mod tests {
         assert!(set.iter().any(|(h, size)| *h == bash && *size > 0));
     }
 }
-

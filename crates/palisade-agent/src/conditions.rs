@@ -2,20 +2,20 @@
 //! lets run (the patent's "qualified enable"): a scheduling priority and a
 //! maximum run time. Applied by pid, re-checked before killing so that a
 //! reused pid or a process that exec'd something else is never hit.
-use crate::files::FileId;
 use parking_lot::{Condvar, Mutex};
-use std::collections::BinaryHeap;
 use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A process to kill at a deadline, if it still runs the same program.
+/// A process to kill at a deadline, if it is still the same process (pid
+/// and start time, which survive exec: a script's process runs its
+/// interpreter once started).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Expiry {
     at: Instant,
     pid: u32,
     start_time: u64,
-    program: FileId,
 }
 
 /// Enforces maximum run times on one background thread.
@@ -53,9 +53,8 @@ impl Timekeeper {
         }
     }
 
-    /// Kill `pid` after `limit` if it still runs `program` (the file that
-    /// was allowed) and is the same process (start time).
-    pub fn limit(&self, pid: u32, program: FileId, limit: Duration) {
+    /// Kill `pid` after `limit` if it is still the same process.
+    pub fn limit(&self, pid: u32, limit: Duration) {
         let Ok((_, start_time)) = crate::procfs::read_stat(pid) else {
             return;
         };
@@ -63,17 +62,15 @@ impl Timekeeper {
             at: Instant::now() + limit,
             pid,
             start_time,
-            program,
         }));
         self.cv.notify_one();
     }
 }
 
 fn expire(e: Expiry) {
-    let same_process = crate::procfs::read_stat(e.pid).is_ok_and(|(_, start)| start == e.start_time);
-    let same_program = rustix::fs::stat(format!("/proc/{}/exe", e.pid))
-        .is_ok_and(|st| st.st_dev == e.program.dev && st.st_ino == e.program.ino);
-    if same_process && same_program {
+    let same_process =
+        crate::procfs::read_stat(e.pid).is_ok_and(|(_, start)| start == e.start_time);
+    if same_process {
         tracing::info!("pid {}: maximum run time reached; killing it", e.pid);
         if let Some(pid) = rustix::process::Pid::from_raw(e.pid as i32) {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);

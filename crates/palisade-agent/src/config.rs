@@ -67,6 +67,9 @@ pub struct AgentConfigFile {
     pub control_socket: Option<PathBuf>,
     /// Path of the socket local users file approval requests on.
     pub request_socket: Option<PathBuf>,
+    /// Root of the system whose package database (dpkg, apt lists) vouches
+    /// for installed files (default `/`; another root for a chroot).
+    pub package_root: Option<PathBuf>,
 }
 
 /// A validated agent configuration.
@@ -94,6 +97,8 @@ pub struct AgentConfig {
     pub control_socket: PathBuf,
     /// Request socket path (any local user may connect).
     pub request_socket: PathBuf,
+    /// Root of the package database.
+    pub package_root: PathBuf,
 }
 
 /// The default data directory.
@@ -235,6 +240,13 @@ impl AgentConfigFile {
             hash_on_write: self.hash_on_write.unwrap_or(true),
             control_socket,
             request_socket,
+            package_root: match self.package_root {
+                Some(p) if !p.is_absolute() => {
+                    return Err(ConfigError::new("package_root", "must be an absolute path"))
+                }
+                Some(p) => p,
+                None => PathBuf::from("/"),
+            },
         })
     }
 }

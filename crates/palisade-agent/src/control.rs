@@ -115,7 +115,8 @@ pub fn serve_requests(
     std::thread::Builder::new()
         .name("palisade-requests".into())
         .spawn(move || {
-            let mut recent: std::collections::HashMap<u32, Vec<std::time::Instant>> = Default::default();
+            let mut recent: std::collections::HashMap<u32, Vec<std::time::Instant>> =
+                Default::default();
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
                 let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
@@ -156,7 +157,8 @@ pub fn serve_requests(
 
 /// Send a request to the agent listening on `path`.
 pub fn request(path: &Path, req: &LocalRequest) -> Result<LocalRequestAnswer> {
-    let mut conn = UnixStream::connect(path).with_context(|| format!("no agent answers on {}", path.display()))?;
+    let mut conn = UnixStream::connect(path)
+        .with_context(|| format!("no agent answers on {}", path.display()))?;
     conn.set_read_timeout(Some(Duration::from_secs(30)))?;
     conn.write_all(&serde_json::to_vec(req)?)?;
     conn.shutdown(std::net::Shutdown::Write)?;

@@ -25,13 +25,13 @@ mod decide;
 
 use crate::cache::Cache;
 use crate::conditions::Timekeeper;
-use palisade_core::rules::{CompiledRules, PublisherFact, RuleId, RuleSet, TrustedChange};
 use crate::config::AgentConfig;
 use crate::files::{self, FileId, Identity, Stamp};
 use crate::procfs;
 use crate::report::Reporter;
 use crate::store::{CachedApproval, PersistentCache};
 use palisade_api::agent::LookupItem;
+use palisade_core::rules::{CompiledRules, PublisherFact, RuleId, RuleSet, TrustedChange};
 use palisade_core::{
     classify, decide, on_timeout, Ancestor, Approval, EventKind, Executable, FileEvent, FileKind,
     Level, Levels, Operation, ProcessContext, Report, Sha256, Verdict, CLASSIFY_HEADER_LEN,
@@ -1386,7 +1386,13 @@ impl Engine {
                 let pending = self.pending_writes.lock().remove(&ident.id);
                 pending.map(|w| (w.origin, Some(w.process))).or_else(|| {
                     rules.trusted_directory_for(&known.path).map(|(rule, dir)| {
-                        (palisade_api::agent::ApprovalOrigin::TrustedDirectory { rule, dir: dir.to_owned() }, None)
+                        (
+                            palisade_api::agent::ApprovalOrigin::TrustedDirectory {
+                                rule,
+                                dir: dir.to_owned(),
+                            },
+                            None,
+                        )
                     })
                 })
             };
@@ -1433,7 +1439,11 @@ fn resolve_updaters(rules: &RuleSet) -> Vec<UpdaterHashes> {
                 ..
             } => {
                 let mut set: HashSet<Sha256> = hashes.iter().copied().collect();
-                set.extend(crate::agent::resolve_interpreters(programs).into_iter().map(|(h, _)| h));
+                set.extend(
+                    crate::agent::resolve_interpreters(programs)
+                        .into_iter()
+                        .map(|(h, _)| h),
+                );
                 Some(((*id, name.clone()), set))
             }
             _ => None,

@@ -16,9 +16,9 @@ use crate::store::{CachedApproval, PersistentCache, Spool};
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::StreamExt;
 use palisade_api::agent::{
-    AgentConfig, AgentEvent, AgentStatus, ApprovalRequestCreated, Changes, EventAck, EventBatch, InventoryRequest,
-    LocalApproval, LocalApprovals, LocalApprovalsAck, NewApprovalRequest,
-    InventoryResponse, LookupItem, LookupRequest, LookupResponse, StreamMessage, EVENT_BATCH_MAX,
+    AgentConfig, AgentEvent, AgentStatus, ApprovalRequestCreated, Changes, EventAck, EventBatch,
+    InventoryRequest, InventoryResponse, LocalApproval, LocalApprovals, LocalApprovalsAck,
+    LookupItem, LookupRequest, LookupResponse, NewApprovalRequest, StreamMessage, EVENT_BATCH_MAX,
     HEARTBEAT_SECS, LOOKUP_BATCH_MAX,
 };
 use palisade_api::ErrorBody;
@@ -160,13 +160,18 @@ impl ServiceClient {
 
     /// `POST /agent/v1/approvals`.
     pub async fn local_approvals(&self, items: Vec<LocalApproval>) -> Result<LocalApprovalsAck> {
-        self.post("/agent/v1/approvals", &LocalApprovals { items }, Duration::from_secs(30))
-            .await
+        self.post(
+            "/agent/v1/approvals",
+            &LocalApprovals { items },
+            Duration::from_secs(30),
+        )
+        .await
     }
 
     /// `POST /agent/v1/requests`.
     pub async fn request(&self, req: &NewApprovalRequest) -> Result<ApprovalRequestCreated> {
-        self.post("/agent/v1/requests", req, Duration::from_secs(10)).await
+        self.post("/agent/v1/requests", req, Duration::from_secs(10))
+            .await
     }
 
     /// `POST /agent/v1/status`.
@@ -420,17 +425,32 @@ async fn apply_config(parts: &LinkParts, config: AgentConfig, connected: bool) {
 /// locally (a scan) before the new level applies. A computer that never saw
 /// an epoch before (new, or upgraded) only records the current one.
 async fn approve_existing(parts: &LinkParts, config: &AgentConfig) {
-    let seen = parts.persistent.meta("approve_epoch").and_then(|v| v.parse::<i64>().ok());
+    let seen = parts
+        .persistent
+        .meta("approve_epoch")
+        .and_then(|v| v.parse::<i64>().ok());
     let current = config.approve_existing_epoch;
     if seen.is_some_and(|s| current > s) {
         tracing::info!("the policy's level was raised with approval of what is here: scanning");
         let p = &parts.scan;
-        match crate::scan::scan(&parts.client, &p.mounts, &p.script_extensions, p.packages.clone(), true, false).await {
+        match crate::scan::scan(
+            &parts.client,
+            &p.mounts,
+            &p.script_extensions,
+            p.packages.clone(),
+            true,
+            false,
+        )
+        .await
+        {
             Ok(s) => {
                 let hashes: Vec<Sha256> = s.files.iter().map(|f| f.sha256).collect();
                 parts.engine.learn_scanned(&s.files);
                 prefetch(&parts.client, &parts.engine, &hashes).await;
-                tracing::info!("approved {} files present before the level was raised", s.approved);
+                tracing::info!(
+                    "approved {} files present before the level was raised",
+                    s.approved
+                );
             }
             Err(e) => tracing::error!("approving what is here failed: {e:#}"),
         }
@@ -572,7 +592,10 @@ pub async fn run_local_approvals(client: ServiceClient, mut rx: mpsc::Receiver<L
                 backoff = Duration::from_millis(200);
             }
             Err(e) => {
-                tracing::debug!("local approvals not sent yet ({} waiting): {e:#}", pending.len());
+                tracing::debug!(
+                    "local approvals not sent yet ({} waiting): {e:#}",
+                    pending.len()
+                );
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }

@@ -188,11 +188,15 @@ impl PersistentCache {
             .optional();
         match row {
             // A row we cannot read is no answer; it will be overwritten.
-            Ok(Some((json, revision))) => Ok(decode_answer(&json).map(|(approval, trust)| CachedApproval {
-                approval,
-                trust,
-                revision,
-            })),
+            Ok(Some((json, revision))) => {
+                Ok(
+                    decode_answer(&json).map(|(approval, trust)| CachedApproval {
+                        approval,
+                        trust,
+                        revision,
+                    }),
+                )
+            }
             Ok(None) => Ok(None),
             Err(e) => {
                 self.heal(&mut conn, &e);
@@ -274,7 +278,8 @@ impl PersistentCache {
             .map_err(|e| self.sqlite(e))?;
         let mut out = Vec::new();
         for row in rows.flatten() {
-            let (Ok(sha), Some((approval, trust))) = (Sha256::parse(&row.0), decode_answer(&row.1)) else {
+            let (Ok(sha), Some((approval, trust))) = (Sha256::parse(&row.0), decode_answer(&row.1))
+            else {
                 continue;
             };
             out.push((
@@ -451,13 +456,21 @@ mod tests {
         });
         c.put_many(&[(
             sha(1),
-            CachedApproval { approval: approved, trust: Some(9), revision: 5 },
+            CachedApproval {
+                approval: approved,
+                trust: Some(9),
+                revision: 5,
+            },
         )])
         .unwrap();
         // An older answer never overwrites a newer one.
         c.put_many(&[(
             sha(1),
-            CachedApproval { approval: Approval::Unknown, trust: None, revision: 4 },
+            CachedApproval {
+                approval: Approval::Unknown,
+                trust: None,
+                revision: 4,
+            },
         )])
         .unwrap();
         let got = c.get(&sha(1), Duration::from_secs(1)).unwrap().unwrap();

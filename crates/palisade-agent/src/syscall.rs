@@ -90,13 +90,18 @@ mod tests {
     #[test]
     fn parses_proc_syscall_lines() {
         // openat(AT_FDCWD, path, O_WRONLY|O_CREAT|O_TRUNC, 0644)
-        let (nr, a) = parse("257 0xffffff9c 0x7ffd1c0 0x241 0x1a4 0x0 0x0 0x7ffd000 0x7f00").unwrap();
+        let (nr, a) =
+            parse("257 0xffffff9c 0x7ffd1c0 0x241 0x1a4 0x0 0x0 0x7ffd000 0x7f00").unwrap();
         assert_eq!(nr, 257);
         assert_eq!(intent_of_flags(a[2]), OpenIntent::Write);
         // openat(AT_FDCWD, path, O_RDONLY|O_CLOEXEC)
         let (_, a) = parse("257 0xffffff9c 0x55 0x80000 0x0 0x0 0x0 0x7ffd 0x7f").unwrap();
         assert_eq!(intent_of_flags(a[2]), OpenIntent::Read);
-        assert_eq!(intent_of_flags(0o1000), OpenIntent::Write, "O_RDONLY|O_TRUNC truncates");
+        assert_eq!(
+            intent_of_flags(0o1000),
+            OpenIntent::Write,
+            "O_RDONLY|O_TRUNC truncates"
+        );
         assert!(parse("running").is_none());
         assert!(parse("-1 0x7ffd 0x7f").is_none());
     }

@@ -41,11 +41,15 @@ impl Names {
         let mut t = self.table.lock();
         let (pm, gm) = (mtime("/etc/passwd"), mtime("/etc/group"));
         if pm != t.passwd_mtime || t.users.is_empty() {
-            t.users = std::fs::read_to_string("/etc/passwd").map(|s| parse_db(&s)).unwrap_or_default();
+            t.users = std::fs::read_to_string("/etc/passwd")
+                .map(|s| parse_db(&s))
+                .unwrap_or_default();
             t.passwd_mtime = pm;
         }
         if gm != t.group_mtime || t.groups.is_empty() {
-            t.groups = std::fs::read_to_string("/etc/group").map(|s| parse_db(&s)).unwrap_or_default();
+            t.groups = std::fs::read_to_string("/etc/group")
+                .map(|s| parse_db(&s))
+                .unwrap_or_default();
             t.group_mtime = gm;
         }
         t
@@ -66,7 +70,12 @@ impl Names {
     pub fn groups(&self, ids: &[u32]) -> Vec<String> {
         let t = self.refresh();
         ids.iter()
-            .map(|id| t.groups.get(id).cloned().unwrap_or_else(|| format!("#{id}")))
+            .map(|id| {
+                t.groups
+                    .get(id)
+                    .cloned()
+                    .unwrap_or_else(|| format!("#{id}"))
+            })
             .collect()
     }
 }
@@ -80,7 +89,11 @@ pub fn process_groups(pid: u32) -> Vec<u32> {
         status
             .lines()
             .find_map(|l| l.strip_prefix(name))
-            .map(|rest| rest.split_whitespace().filter_map(|v| v.parse::<u32>().ok()).collect::<Vec<_>>())
+            .map(|rest| {
+                rest.split_whitespace()
+                    .filter_map(|v| v.parse::<u32>().ok())
+                    .collect::<Vec<_>>()
+            })
             .unwrap_or_default()
     };
     let mut out = Vec::new();

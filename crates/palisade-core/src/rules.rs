@@ -318,6 +318,27 @@ impl DirIndex {
             .filter_map(|d| self.by_dir.get(d))
             .flat_map(|v| v.iter().copied())
     }
+
+    /// Items filed under `path`'s ancestor directories, in ascending order
+    /// (each bucket is kept sorted; buckets are merged only when several
+    /// ancestors have items).
+    fn sorted_candidates(&self, path: &str) -> std::borrow::Cow<'_, [usize]> {
+        let mut buckets = ancestor_dirs(path).filter_map(|d| self.by_dir.get(d));
+        let Some(first) = buckets.next() else {
+            return std::borrow::Cow::Borrowed(&[]);
+        };
+        match buckets.next() {
+            None => std::borrow::Cow::Borrowed(first.as_slice()),
+            Some(second) => {
+                let mut all: Vec<usize> = first.iter().chain(second).copied().collect();
+                for b in buckets {
+                    all.extend_from_slice(b);
+                }
+                all.sort_unstable();
+                std::borrow::Cow::Owned(all)
+            }
+        }
+    }
 }
 
 /// A [`RuleSet`] indexed for evaluation.
@@ -384,20 +405,28 @@ impl CompiledRules {
         &self.set
     }
 
-    /// Custom rules with a pattern matching `path`, in rank order.
-    fn custom_for(&self, path: &str) -> Vec<usize> {
-        let mut hits: Vec<usize> = self
-            .custom_index
-            .candidates(path)
-            .filter(|&k| {
-                let (ri, pi) = self.custom_patterns[k];
-                self.set.custom[ri].paths[pi].matches(path)
-            })
-            .map(|k| self.custom_patterns[k].0)
-            .collect();
-        hits.sort_unstable();
-        hits.dedup();
-        hits
+    /// Custom rules with a pattern matching `path`, in rank order, matched
+    /// lazily: the caller stops at the first rule that decides. (Pattern
+    /// entries are numbered in rule order, so ascending entry numbers are
+    /// rank order.)
+    fn custom_for<'a>(&'a self, path: &'a str) -> impl Iterator<Item = usize> + 'a {
+        let candidates = self.custom_index.sorted_candidates(path);
+        let mut i = 0;
+        std::iter::from_fn(move || {
+            while i < candidates.len() {
+                let (ri, _) = self.custom_patterns[candidates[i]];
+                let mut hit = false;
+                while i < candidates.len() && self.custom_patterns[candidates[i]].0 == ri {
+                    let (_, pi) = self.custom_patterns[candidates[i]];
+                    hit = hit || self.set.custom[ri].paths[pi].matches(path);
+                    i += 1;
+                }
+                if hit {
+                    return Some(ri);
+                }
+            }
+            None
+        })
     }
 
     /// The protected folder holding `path`, if any (the nearest).
@@ -411,7 +440,7 @@ impl CompiledRules {
     /// Whether some custom rule could apply to `path`, whoever acts: such a
     /// path's decisions depend on the subject and are not cached by inode.
     pub fn path_has_rules(&self, path: &str) -> bool {
-        !self.custom_for(path).is_empty() || self.folder_for(path).is_some()
+        self.custom_for(path).next().is_some() || self.folder_for(path).is_some()
     }
 
     /// The trusted-change rules.
@@ -422,18 +451,23 @@ impl CompiledRules {
     /// Whether a custom rule controls writes to `path` (its opens for
     /// writing must be judged).
     pub fn write_sensitive(&self, path: &str) -> bool {
-        self.custom_for(path).iter().any(|&ri| self.set.custom[ri].operations.write)
+        self.custom_for(path)
+            .any(|ri| self.set.custom[ri].operations.write)
     }
 
     /// Whether writers are tracked at all: trusted users, updaters, or
     /// custom rules that approve what a process writes.
     pub fn tracks_writers(&self) -> bool {
-        self.set.custom.iter().any(|r| r.action == RuleAction::Approve && r.operations.write)
-            || self
-                .set
-                .trusted_change
-                .iter()
-                .any(|t| matches!(t, TrustedChange::TrustedUser { .. } | TrustedChange::Updater { .. }))
+        self.set
+            .custom
+            .iter()
+            .any(|r| r.action == RuleAction::Approve && r.operations.write)
+            || self.set.trusted_change.iter().any(|t| {
+                matches!(
+                    t,
+                    TrustedChange::TrustedUser { .. } | TrustedChange::Updater { .. }
+                )
+            })
     }
 
     /// Whether decisions can depend on a file's package or publisher.
@@ -460,7 +494,9 @@ impl CompiledRules {
         self.set.trusted_change.iter().find_map(|t| match t {
             TrustedChange::TrustedDirectory { id, dir } => {
                 let dir = dir.trim_end_matches('/');
-                (path.len() > dir.len() && path.starts_with(dir) && path.as_bytes()[dir.len()] == b'/')
+                (path.len() > dir.len()
+                    && path.starts_with(dir)
+                    && path.as_bytes()[dir.len()] == b'/')
                     .then_some((*id, dir))
             }
             _ => None,
@@ -470,10 +506,14 @@ impl CompiledRules {
     /// The trusted user or group rule the subject matches, if any.
     pub fn trusted_user(&self, users: &[String], groups: &[String]) -> Option<(RuleId, String)> {
         self.set.trusted_change.iter().find_map(|t| match t {
-            TrustedChange::TrustedUser { id, user: UserMatch::User(u) } if users.contains(u) => Some((*id, u.clone())),
-            TrustedChange::TrustedUser { id, user: UserMatch::Group(g) } if groups.contains(g) => {
-                Some((*id, format!("group {g}")))
-            }
+            TrustedChange::TrustedUser {
+                id,
+                user: UserMatch::User(u),
+            } if users.contains(u) => Some((*id, u.clone())),
+            TrustedChange::TrustedUser {
+                id,
+                user: UserMatch::Group(g),
+            } if groups.contains(g) => Some((*id, format!("group {g}"))),
             _ => None,
         })
     }
@@ -678,7 +718,6 @@ pub struct Evaluation {
 /// Evaluate one request (see the module doc for the precedence).
 pub fn evaluate(rules: &CompiledRules, req: &Request<'_>, level: Level) -> Evaluation {
     let write = req.operation == Operation::Write;
-    let customs = rules.custom_for(req.path);
     let folder = if write {
         None
     } else {
@@ -687,8 +726,10 @@ pub fn evaluate(rules: &CompiledRules, req: &Request<'_>, level: Level) -> Evalu
     let mut reported = false;
     let mut decided: Option<(Outcome, DecidedBy, Conditions, bool)> = None;
 
-    // 1. Custom rules.
-    for &ri in &customs {
+    // 1. Custom rules: the first decisive one in rank order.
+    let mut path_has_customs = false;
+    for ri in rules.custom_for(req.path) {
+        path_has_customs = true;
         let rule = &rules.set.custom[ri];
         let op_ok = if write {
             rule.operations.write
@@ -879,7 +920,7 @@ pub fn evaluate(rules: &CompiledRules, req: &Request<'_>, level: Level) -> Evalu
         && report == Report::Nothing
         && conditions.is_empty()
         && !approve_writes
-        && customs.is_empty()
+        && !path_has_customs
         && folder.is_none();
     Evaluation {
         outcome,

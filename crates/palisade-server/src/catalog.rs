@@ -2,11 +2,17 @@
 //! but writing that down must never slow an answer. Handlers hand their
 //! items to a bounded queue with `try_send` (dropping, and counting, when it
 //! is full) and one background task per replica writes them in batched
-//! transactions.
+//! transactions: sightings, the publisher facts lookups carry
+//! (`file_publishers`), and, when the organization has `file_seen` event
+//! rules, which sightings are a hash's first on its computer (handed to the
+//! event rules after commit).
 use crate::db::{now_ms, Db};
-use crate::store::{record_sightings, Sighting};
+use crate::eventrules::{wants_file_seen, EventRules};
+use crate::store::{record_publishers, record_sightings, unseen_instances, Sighting};
 use palisade_api::agent::LookupItem;
+use palisade_core::rules::PublisherFact;
 use palisade_core::FileEvent;
+use palisade_core::Sha256;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -60,10 +66,11 @@ impl Recorder {
     pub(crate) fn new(
         db: Db,
         capacity: usize,
+        rules: EventRules,
     ) -> (Recorder, impl std::future::Future<Output = ()>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let dropped = Arc::new(AtomicU64::new(0));
-        (Recorder { tx, dropped }, run(db, rx))
+        (Recorder { tx, dropped }, run(db, rx, rules))
     }
 
     fn send(&self, msg: Msg) {
@@ -127,7 +134,7 @@ fn truncate(path: &str) -> String {
     path[..end].to_owned()
 }
 
-async fn run(db: Db, mut rx: mpsc::Receiver<Msg>) {
+async fn run(db: Db, mut rx: mpsc::Receiver<Msg>, rules: EventRules) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         let mut weight = batch[0].weight();
@@ -140,7 +147,7 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Msg>) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = flush(&db, batch).await {
+        if let Err(e) = flush(&db, batch, &rules).await {
             tracing::warn!(error = %e, "cannot record catalog sightings");
             // Back off a little so a failing database is not hammered.
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -148,8 +155,9 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Msg>) {
     }
 }
 
-async fn flush(db: &Db, batch: Vec<Msg>) -> Result<(), sqlx::Error> {
+async fn flush(db: &Db, batch: Vec<Msg>, rules: &EventRules) -> Result<(), sqlx::Error> {
     let mut by_org: BTreeMap<i64, Vec<Sighting>> = BTreeMap::new();
+    let mut facts: BTreeMap<i64, Vec<(Sha256, PublisherFact)>> = BTreeMap::new();
     let mut touches: BTreeMap<i64, i64> = BTreeMap::new();
     for msg in batch {
         match msg {
@@ -160,12 +168,15 @@ async fn flush(db: &Db, batch: Vec<Msg>) -> Result<(), sqlx::Error> {
                 items,
             } => {
                 let out = by_org.entry(org_id).or_default();
-                for item in items {
+                for mut item in items {
+                    if let Some(f) = item.publisher.take() {
+                        facts.entry(org_id).or_default().push((item.sha256, f));
+                    }
                     out.push(Sighting {
                         sha256: item.sha256,
                         computer_id,
                         path: item.path.as_deref().map(truncate),
-                        operation: item.operation.map(|o| o.as_str()),
+                        operation: item.operation,
                         process_json: item
                             .process
                             .as_ref()
@@ -189,7 +200,7 @@ async fn flush(db: &Db, batch: Vec<Msg>) -> Result<(), sqlx::Error> {
                         sha256,
                         computer_id,
                         path: (!e.path.is_empty()).then(|| truncate(&e.path)),
-                        operation: Some(e.operation.as_str()),
+                        operation: Some(e.operation),
                         process_json: serde_json::to_string(&e.process).ok(),
                         at_ms,
                     });
@@ -202,8 +213,20 @@ async fn flush(db: &Db, batch: Vec<Msg>) -> Result<(), sqlx::Error> {
         }
     }
     let mut tx = db.write().await?;
+    let mut first_seen: Vec<(i64, Vec<Sighting>)> = Vec::new();
     for (org_id, sightings) in &by_org {
+        if wants_file_seen(tx.conn(), *org_id).await? {
+            first_seen.push((
+                *org_id,
+                unseen_instances(tx.conn(), *org_id, sightings).await?,
+            ));
+        }
         record_sightings(tx.conn(), *org_id, sightings).await?;
+    }
+    let now = now_ms();
+    for (org_id, facts) in &facts {
+        let refs: Vec<(Sha256, &PublisherFact)> = facts.iter().map(|(h, f)| (*h, f)).collect();
+        record_publishers(tx.conn(), *org_id, &refs, now).await?;
     }
     for (computer_id, at_ms) in touches {
         sqlx::query(
@@ -215,5 +238,9 @@ async fn flush(db: &Db, batch: Vec<Msg>) -> Result<(), sqlx::Error> {
         .execute(tx.conn())
         .await?;
     }
-    tx.commit().await
+    tx.commit().await?;
+    for (org_id, seen) in first_seen {
+        rules.file_seen(org_id, seen);
+    }
+    Ok(())
 }

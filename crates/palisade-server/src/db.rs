@@ -3,9 +3,10 @@
 //!
 //! # Schema
 //!
-//! Two DDL files, `schema/sqlite.sql` and `schema/postgres.sql`, declare the
-//! same tables, columns and constraints; only generated keys are spelled
-//! differently. Every query in this crate is written once, in SQL both
+//! Each migration is two DDL files, `schema/sqlite[-N].sql` and
+//! `schema/postgres[-N].sql` (version 1 has no suffix), which leave the two
+//! dialects with the same tables, columns and constraints; only generated
+//! keys, and how a constraint is changed, are spelled differently. Every query in this crate is written once, in SQL both
 //! dialects accept, through `sqlx`'s `Any` driver, with `$1, $2, ...`
 //! placeholders (sqlx-sqlite binds `$N` to the N-th argument). Hashes are
 //! 64-char lowercase hex `TEXT`, times `BIGINT` milliseconds since the epoch,
@@ -15,17 +16,24 @@
 //! |------------------|-------|
 //! | `schema_version` | the applied migration number (one row) |
 //! | `counters`       | `revision`, `events`, `changes_pruned` sequence values |
-//! | `orgs`           | organizations (tenants) |
-//! | `policies`       | policies (security groups) and their two levels |
+//! | `orgs`           | organizations (tenants); `rules_version`, bumped with every change to rules, bundles or publishers |
+//! | `policies`       | policies (security groups), their two levels, `approve_existing_epoch` |
 //! | `computers`      | enrolled computers: policy, certificate fingerprint, revoked flag, liveness (`connected_until_ms`), last status |
 //! | `enroll_tokens`  | SHA-256 of each token secret, uses left, expiry |
 //! | `admins`, `admin_tokens` | admins per organization, SHA-256 of each API token |
 //! | `files`          | the catalog: every hash an organization has seen, first sighting |
 //! | `file_instances` | where (computer, path) and how often each hash was seen, last operation and process |
 //! | `file_states`    | approved/banned per (hash, scope kind, scope id); unique per scope |
-//! | `changes`        | the change log: id = revision; kind file / policy / computer |
+//! | `changes`        | the change log: id = revision; kind file / policy / computer (a `policy` row with a NULL policy: every policy's configuration, i.e. rules or publishers) |
 //! | `events`         | agent events, unique per (computer, agent seq) |
 //! | `ca`             | the service CA certificate and key (one row) |
+//! | `publishers`     | publishers an organization knows (attributed by agents or named by admins), reputation trust |
+//! | `publisher_states` | approved/banned per (publisher, global or policy scope) |
+//! | `reputation`     | trust rating 0..10 per hash, with its source |
+//! | `file_publishers`| package, version and publisher agents attributed each hash to, verified or not |
+//! | `rules`, `rule_policies` | every rule (`body_json` is an `admin::RuleBody`), rank, enabled, bundle; the policies it is limited to |
+//! | `bundles`        | built-in bundles an organization enabled |
+//! | `approval_requests` | users' requests to approve a blocked file, and the admin's decision |
 //!
 //! # Ordering: revisions and event ids
 //!
@@ -46,10 +54,14 @@
 //! `schema_version` holds the number of the last applied migration; at
 //! connect, every later migration runs in one transaction (under a
 //! PostgreSQL advisory lock, or SQLite's write lock), so replicas starting
-//! together migrate once. Migrations only go forward.
+//! together migrate once. Migrations only go forward. On SQLite the
+//! migration connection has foreign key enforcement off (a table whose
+//! constraint changes is rebuilt, which enforcement would refuse) and runs
+//! `PRAGMA foreign_key_check` before committing; the connection is closed
+//! afterwards.
 use crate::errors::{Error, ErrorKind};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Transaction};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,11 +92,18 @@ pub(crate) const CHANGES_CHANNEL: &str = "palisade_changes";
 pub(crate) const EVENTS_CHANNEL: &str = "palisade_events";
 
 /// Forward migrations: (version, SQLite DDL, PostgreSQL DDL).
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    include_str!("../schema/sqlite.sql"),
-    include_str!("../schema/postgres.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        include_str!("../schema/sqlite.sql"),
+        include_str!("../schema/postgres.sql"),
+    ),
+    (
+        2,
+        include_str!("../schema/sqlite-2.sql"),
+        include_str!("../schema/postgres-2.sql"),
+    ),
+];
 
 /// A handle on the database (cheap to clone).
 #[derive(Clone)]
@@ -202,19 +221,34 @@ impl Db {
     }
 
     async fn migrate(&self) -> Result<(), Error> {
-        let mut tx = self.write().await?;
+        let mut conn = self.pool().acquire().await?;
+        if self.kind() == DbKind::Sqlite {
+            // Rebuilding a table (SQLite cannot alter a constraint) needs
+            // foreign key enforcement off, which cannot change inside a
+            // transaction. This connection is closed afterwards instead of
+            // going back to the pool with enforcement off.
+            conn.close_on_drop();
+            conn.execute("PRAGMA foreign_keys = OFF").await?;
+        }
+        let _guard = match &self.inner.write_lock {
+            Some(m) => Some(m.lock().await),
+            None => None,
+        };
+        let mut tx = match self.kind() {
+            DbKind::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
+            DbKind::Postgres => conn.begin().await?,
+        };
         if self.kind() == DbKind::Postgres {
             // Replicas starting together: the first takes the lock and
             // migrates, the others wait and then find nothing to do.
             sqlx::query("SELECT COUNT(*) FROM (SELECT pg_advisory_xact_lock(7240917)) AS l")
-                .execute(tx.conn())
+                .execute(&mut *tx)
                 .await?;
         }
-        tx.conn()
-            .execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+        tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
             .await?;
         let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
-            .fetch_one(tx.conn())
+            .fetch_one(&mut *tx)
             .await?;
         let current = current.unwrap_or(0);
         let latest = MIGRATIONS.last().map_or(0, |m| m.0);
@@ -235,7 +269,7 @@ impl Db {
                 DbKind::Postgres => postgres,
             };
             for stmt in split_sql(ddl) {
-                tx.conn().execute(stmt.as_str()).await.map_err(|e| {
+                tx.execute(stmt.as_str()).await.map_err(|e| {
                     Error::with_source(
                         ErrorKind::Database,
                         format!("migration {version} failed"),
@@ -244,13 +278,28 @@ impl Db {
                 })?;
             }
             sqlx::query("DELETE FROM schema_version")
-                .execute(tx.conn())
+                .execute(&mut *tx)
                 .await?;
             sqlx::query("INSERT INTO schema_version (version) VALUES ($1)")
                 .bind(*version)
-                .execute(tx.conn())
+                .execute(&mut *tx)
                 .await?;
             tracing::info!(version, "database schema migrated");
+        }
+        if self.kind() == DbKind::Sqlite && current < latest {
+            // What enforcement would have refused during the rebuilds.
+            let violations = sqlx::query("PRAGMA foreign_key_check")
+                .fetch_all(&mut *tx)
+                .await?;
+            if !violations.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::Database,
+                    format!(
+                        "migration left {} foreign key violations; nothing was changed",
+                        violations.len()
+                    ),
+                ));
+            }
         }
         tx.commit().await?;
         Ok(())

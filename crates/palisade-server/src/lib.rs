@@ -14,7 +14,9 @@
 //! | accept loop | one tokio task | TLS handshake (tokio-rustls, ring), then hyper-util `serve_connection` per connection, in its own task; the client certificate's SHA-256 is put into every request's extensions |
 //! | change feed | one tokio task | tails the `changes` table and broadcasts batches to this replica's agent streams; also prunes the change log |
 //! | PostgreSQL listener | one tokio task (PostgreSQL only) | `LISTEN palisade_changes, palisade_events`; wakes the feed and event long polls |
-//! | catalog recorder | one tokio task | writes lookup / event sightings (bounded queue, drop-and-count when full) |
+//! | catalog recorder | one tokio task | writes lookup / event sightings and the publisher facts lookups carry (bounded queue, drop-and-count when full) |
+//! | event rules | one tokio task | evaluates event rules on stored events and on hashes seen on a computer for the first time; runs their actions (bounded queue, drop-and-count) |
+//! | alerts | one dispatcher task, one worker per receiver | webhook and syslog deliveries of event rules (bounded queues; a hung receiver delays only its own alerts) |
 //! | agent streams | one tokio task each | filter feed batches for one computer, heartbeats, liveness |
 //! | database pool | sqlx `Any` pool | SQLite: WAL, `busy_timeout`, `BEGIN IMMEDIATE` writes; PostgreSQL: plain pool |
 //!
@@ -22,9 +24,12 @@
 //!
 //! # How push works
 //!
-//! Every write that can change an answer (a file state, a policy's levels, a
+//! Every write that can change an answer (a file state, a reputation rating,
+//! a policy's levels, a rule, a bundle, a publisher's state or trust, a
 //! computer's policy or revocation) appends rows to `changes` in the same
-//! transaction; a row's id is a *revision*. Ids come from a counter row
+//! transaction; a row's id is a *revision*. A `policy` row without a policy
+//! (rules, bundles or publishers that apply to every policy) concerns every
+//! computer of the organization. Ids come from a counter row
 //! updated under a lock held to commit, so they commit in order and a
 //! reader tailing by id never skips one. On commit the writing replica wakes
 //! its own change feed at once and, on PostgreSQL, the transaction's
@@ -69,6 +74,16 @@
 //!   [`ca_certificate`], [`prune_changes`]: administration without a running
 //!   server (`palisade server init`, `palisade up`).
 //!
+//! # The approval model
+//!
+//! Rules of every kind are stored once (`rules`, see `src/rules.rs` for
+//! storage, the rule set each agent receives, its cache and the built-in
+//! bundles) and evaluated by `palisade_core::rules::evaluate` — by agents
+//! for every load, and by the service to explain decisions in
+//! `GET /api/v1/files/{sha256}`. Event rules are the exception: the service
+//! evaluates them (`src/eventrules.rs`) and sends their alerts
+//! (`src/notify.rs`).
+//!
 //! Errors: library functions return [`Error`]; how errors become HTTP
 //! answers (status codes, the JSON `ErrorBody`, field names) is stated once,
 //! in the documentation of the `errors` module (`src/errors.rs`).
@@ -80,9 +95,12 @@ mod catalog;
 mod config;
 mod db;
 mod errors;
+mod eventrules;
 mod feed;
 mod http;
+mod notify;
 mod ops;
+mod rules;
 mod server;
 mod store;
 

@@ -2,13 +2,14 @@
 //! `palisade up` do before (or beside) serving, and what the admin API
 //! handlers share with them.
 use crate::ca::Ca;
-use crate::db::{now_ms, Db};
+use crate::db::{now_ms, Db, WriteTx};
 use crate::errors::{Error, ErrorKind};
 use crate::store::{
-    append_changes, insert_admin_token, org_id_by_name, policy_by_name, secret_hash, NewChange,
+    append_changes, insert_admin_token, org_id_by_name, policy_by_name, scope_columns, secret_hash,
+    NewChange,
 };
 use palisade_api::EnrollToken;
-use palisade_core::{Level, Levels, Name, Sha256};
+use palisade_core::{FileState, Level, Levels, Name, Scope, Sha256};
 use std::time::Duration;
 
 /// The name of the policy [`bootstrap`] creates.
@@ -174,28 +175,104 @@ pub async fn set_policy_levels(
         .await?
         .ok_or_else(|| not_found("policy", policy.as_str()))?;
     drop(conn);
-    update_levels(db, org_id, p.id, levels).await?;
+    update_levels(db, org_id, p.id, levels, false).await?;
     Ok(())
 }
 
+/// Set a policy's levels; with `approve_existing`, also bump its
+/// `approve_existing_epoch` (agents seeing a new value approve what they
+/// have before enforcing the new level).
 pub(crate) async fn update_levels(
     db: &Db,
     org_id: i64,
     policy_id: i64,
     levels: Levels,
+    approve_existing: bool,
 ) -> Result<(), sqlx::Error> {
     let mut tx = db.write().await?;
     sqlx::query(
-        "UPDATE policies SET level = $1, disconnected_level = $2 WHERE id = $3 AND org_id = $4",
+        "UPDATE policies SET level = $1, disconnected_level = $2, \
+           approve_existing_epoch = approve_existing_epoch + $3 WHERE id = $4 AND org_id = $5",
     )
     .bind(levels.connected.as_str())
     .bind(levels.disconnected.as_str())
+    .bind(i64::from(approve_existing))
     .bind(policy_id)
     .bind(org_id)
     .execute(tx.conn())
     .await?;
     append_changes(&mut tx, org_id, &[NewChange::policy(policy_id)]).await?;
     tx.commit().await
+}
+
+/// Set (or, with `unapproved`, clear) a file's state at a scope and log the
+/// change, inside `tx`: the one code path of the admin API, approval
+/// requests and event rules.
+pub(crate) async fn write_file_state(
+    tx: &mut WriteTx<'_>,
+    org_id: i64,
+    sha: Sha256,
+    scope: Scope,
+    state: FileState,
+    by: &str,
+) -> Result<(), sqlx::Error> {
+    let (kind, scope_id) = scope_columns(scope);
+    match state {
+        FileState::Unapproved => {
+            sqlx::query(
+                "DELETE FROM file_states WHERE org_id = $1 AND sha256 = $2 \
+                 AND scope_kind = $3 AND scope_id = $4",
+            )
+            .bind(org_id)
+            .bind(sha.to_hex())
+            .bind(kind)
+            .bind(scope_id)
+            .execute(tx.conn())
+            .await?;
+        }
+        s => {
+            sqlx::query(
+                "INSERT INTO file_states (org_id, sha256, scope_kind, scope_id, state, \
+                   updated_ms, updated_by) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (org_id, sha256, scope_kind, scope_id) DO UPDATE SET \
+                   state = excluded.state, updated_ms = excluded.updated_ms, \
+                   updated_by = excluded.updated_by",
+            )
+            .bind(org_id)
+            .bind(sha.to_hex())
+            .bind(kind)
+            .bind(scope_id)
+            .bind(s.as_str())
+            .bind(now_ms())
+            .bind(by)
+            .execute(tx.conn())
+            .await?;
+        }
+    }
+    append_changes(tx, org_id, &[NewChange::file(Some(sha), scope)]).await?;
+    Ok(())
+}
+
+/// Move a computer of `org_id` to a policy (of the same organization) and
+/// log the change, inside `tx`. False when there is no such computer.
+pub(crate) async fn move_computer(
+    tx: &mut WriteTx<'_>,
+    org_id: i64,
+    computer_id: i64,
+    policy_id: i64,
+) -> Result<bool, sqlx::Error> {
+    let n = sqlx::query("UPDATE computers SET policy_id = $1 WHERE org_id = $2 AND id = $3")
+        .bind(policy_id)
+        .bind(org_id)
+        .bind(computer_id)
+        .execute(tx.conn())
+        .await?
+        .rows_affected();
+    if n == 0 {
+        return Ok(false);
+    }
+    append_changes(tx, org_id, &[NewChange::computer(computer_id)]).await?;
+    Ok(true)
 }
 
 /// The CA certificate, creating the CA if no replica has yet.

@@ -4,7 +4,9 @@ use crate::catalog::Recorder;
 use crate::config::ServerConfig;
 use crate::db::{revision, Db};
 use crate::errors::{Error, ErrorKind};
+use crate::eventrules::EventRules;
 use crate::http::{self, Shared};
+use crate::notify::Notifier;
 use palisade_core::Sha256;
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
@@ -18,6 +20,10 @@ use tokio::sync::{broadcast, watch};
 /// Capacity of the feed's broadcast channel, in batches; a stream that
 /// falls further behind is told to reset.
 const FEED_CAPACITY: usize = 256;
+/// Capacity, in batches, of the queue in front of the event rules.
+const EVENT_RULE_QUEUE: usize = 1024;
+/// Capacity, in alerts, of the queue in front of webhook and syslog delivery.
+const ALERT_QUEUE: usize = 1024;
 
 /// A bound, not yet serving, replica.
 pub struct Server {
@@ -152,13 +158,21 @@ impl Server {
             stop_rx.clone(),
         ));
         let listen = tokio::spawn(crate::feed::listen(db.clone(), stop_rx.clone()));
-        let (recorder, recorder_task) = Recorder::new(db.clone(), config.catalog_queue);
+        let (notifier, notifier_task) = Notifier::new(ALERT_QUEUE);
+        let notifier_task = tokio::spawn(notifier_task);
+        let (event_rules, event_rules_task) =
+            EventRules::new(db.clone(), notifier, EVENT_RULE_QUEUE);
+        let event_rules_task = tokio::spawn(event_rules_task);
+        let (recorder, recorder_task) =
+            Recorder::new(db.clone(), config.catalog_queue, event_rules.clone());
         let recorder_task = tokio::spawn(recorder_task);
         let shared = Arc::new(Shared {
             db: db.clone(),
             ca,
             feed: feed_tx,
             recorder: recorder.clone(),
+            event_rules,
+            rule_cache: Default::default(),
             shutdown: stop_rx.clone(),
         });
         let router = http::router(shared, &config);
@@ -186,6 +200,19 @@ impl Server {
         }
         if dropped > 0 {
             tracing::warn!(dropped, "catalog sightings dropped while serving");
+        }
+        // The recorder held the last handle on the event rules, which held
+        // the last on the notifier: each drains its queue and stops.
+        for (task, what) in [
+            (event_rules_task, "event rule worker"),
+            (notifier_task, "alert worker"),
+        ] {
+            if tokio::time::timeout(Duration::from_secs(6), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("{what} did not finish in time");
+            }
         }
         if tokio::time::timeout(Duration::from_secs(5), db.close())
             .await

@@ -5,10 +5,13 @@ use crate::db::{
     bump_counter, derived_values, list_placeholders, now_ms, rows_per_statement,
     values_placeholders, WriteTx,
 };
-use palisade_core::{ComputerId, FileState, Level, Levels, PolicyId, Scope, ScopedState, Sha256};
+use palisade_core::rules::PublisherFact;
+use palisade_core::{
+    ComputerId, FileState, Level, Levels, Operation, PolicyId, Scope, ScopedState, Sha256,
+};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 /// Above this many hashes in one change batch, a stream message or a
 /// changes answer says `reset` instead of listing them.
@@ -23,7 +26,8 @@ pub(crate) const MAX_CHANGE_ROWS_PER_TX: usize = 256;
 pub(crate) enum ChangeKind {
     /// A file state (or, with no hash, many file states).
     File,
-    /// A policy's levels.
+    /// A policy's levels or rules; with no policy id, the rules or publisher
+    /// states of every policy of the organization.
     Policy,
     /// A computer moved to another policy, or was revoked.
     Computer,
@@ -90,6 +94,26 @@ impl NewChange {
             sha256: None,
             policy_id: Some(policy_id),
             computer_id: None,
+        }
+    }
+
+    /// Every computer's configuration changed (rules or publishers that
+    /// apply to all policies).
+    pub(crate) fn all_policies() -> Self {
+        NewChange {
+            kind: ChangeKind::Policy,
+            sha256: None,
+            policy_id: None,
+            computer_id: None,
+        }
+    }
+
+    /// The configuration of each of `policies` changed; all of them when empty.
+    pub(crate) fn policies(policies: &[i64]) -> Vec<Self> {
+        if policies.is_empty() {
+            vec![NewChange::all_policies()]
+        } else {
+            policies.iter().map(|p| NewChange::policy(*p)).collect()
         }
     }
 
@@ -188,7 +212,7 @@ pub(crate) async fn relevant_changes(
         "SELECT id, org_id, kind, sha256, policy_id, computer_id FROM changes \
          WHERE org_id = $1 AND id > $2 AND id <= $3 AND ( \
            (kind = 'file' AND ((policy_id IS NULL AND computer_id IS NULL) OR policy_id = $4 OR computer_id = $5)) \
-           OR (kind = 'policy' AND policy_id = $4) \
+           OR (kind = 'policy' AND (policy_id IS NULL OR policy_id = $4)) \
            OR (kind = 'computer' AND computer_id = $5)) \
          ORDER BY id LIMIT $6",
     )
@@ -253,7 +277,7 @@ impl Relevance {
                     }
                 }
                 ChangeKind::Policy => {
-                    if c.policy_id == Some(who.policy_id) {
+                    if c.policy_id.is_none_or(|p| p == who.policy_id) {
                         self.config_changed = true;
                     }
                 }
@@ -311,55 +335,13 @@ pub(crate) fn scope_from_columns(kind: &str, id: i64) -> Result<Scope, sqlx::Err
     }
 }
 
-/// The states of `hashes` that apply to `who`, in one indexed query. The IN
-/// list is padded to a power of two (repeating the last hash) so that a
-/// handful of prepared statements serve every batch size.
-pub(crate) async fn states_for(
-    conn: &mut AnyConnection,
-    who: &Who,
-    hashes: &[Sha256],
-) -> Result<BTreeMap<Sha256, Vec<ScopedState>>, sqlx::Error> {
-    let mut out: BTreeMap<Sha256, Vec<ScopedState>> = BTreeMap::new();
-    let Some(last) = hashes.last() else {
-        return Ok(out);
-    };
-    let padded = hashes.len().next_power_of_two();
-    let sql = format!(
-        "SELECT sha256, scope_kind, scope_id, state FROM file_states \
-         WHERE org_id = $1 AND (scope_kind = 'global' \
-           OR (scope_kind = 'policy' AND scope_id = $2) \
-           OR (scope_kind = 'computer' AND scope_id = $3)) \
-           AND sha256 IN ({})",
-        list_placeholders(padded, 4)
-    );
-    let mut q = sqlx::query(&sql)
-        .bind(who.org_id)
-        .bind(who.policy_id)
-        .bind(who.computer_id);
-    for i in 0..padded {
-        q = q.bind(hashes.get(i).unwrap_or(last).to_hex());
-    }
-    for row in q.fetch_all(conn).await? {
-        let sha: String = row.try_get(0)?;
-        let kind: String = row.try_get(1)?;
-        let id: i64 = row.try_get(2)?;
-        let state: String = row.try_get(3)?;
-        let sha = Sha256::parse(&sha).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-        out.entry(sha).or_default().push(ScopedState {
-            scope: scope_from_columns(&kind, id)?,
-            state: parse_state(&state)?,
-        });
-    }
-    Ok(out)
-}
-
 /// One sighting of a file, for the catalog.
 #[derive(Debug, Clone)]
 pub(crate) struct Sighting {
     pub(crate) sha256: Sha256,
     pub(crate) computer_id: i64,
     pub(crate) path: Option<String>,
-    pub(crate) operation: Option<&'static str>,
+    pub(crate) operation: Option<Operation>,
     pub(crate) process_json: Option<String>,
     pub(crate) at_ms: i64,
 }
@@ -392,7 +374,7 @@ pub(crate) async fn record_sightings(
             if s.at_ms >= e.2 || e.3.is_none() {
                 e.2 = e.2.max(s.at_ms);
                 if s.operation.is_some() {
-                    e.3 = s.operation;
+                    e.3 = s.operation.map(Operation::as_str);
                 }
                 if s.process_json.is_some() {
                     e.4 = s.process_json.as_deref();
@@ -528,4 +510,209 @@ pub(crate) async fn insert_admin_token(
     .execute(conn)
     .await?;
     Ok(token)
+}
+
+pub(crate) fn parse_sha(s: &str) -> Result<Sha256, sqlx::Error> {
+    Sha256::parse(s).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+/// What a lookup needs about a batch of hashes: the states that apply to
+/// `who` and the reputation trust ratings, in one indexed query. The IN
+/// list is padded to a power of two (repeating the last hash) so that a
+/// handful of prepared statements serve every batch size.
+pub(crate) async fn lookup_facts(
+    conn: &mut AnyConnection,
+    who: &Who,
+    hashes: &[Sha256],
+) -> Result<(BTreeMap<Sha256, Vec<ScopedState>>, BTreeMap<Sha256, u8>), sqlx::Error> {
+    let mut states: BTreeMap<Sha256, Vec<ScopedState>> = BTreeMap::new();
+    let mut trust: BTreeMap<Sha256, u8> = BTreeMap::new();
+    let Some(last) = hashes.last() else {
+        return Ok((states, trust));
+    };
+    let padded = hashes.len().next_power_of_two();
+    let list = list_placeholders(padded, 4);
+    let sql = format!(
+        "SELECT sha256, scope_kind, scope_id, state FROM file_states \
+         WHERE org_id = $1 AND (scope_kind = 'global' \
+           OR (scope_kind = 'policy' AND scope_id = $2) \
+           OR (scope_kind = 'computer' AND scope_id = $3)) \
+           AND sha256 IN ({list}) \
+         UNION ALL \
+         SELECT sha256, 'trust', trust, '' FROM reputation \
+         WHERE org_id = $1 AND sha256 IN ({list})"
+    );
+    let mut q = sqlx::query(&sql)
+        .bind(who.org_id)
+        .bind(who.policy_id)
+        .bind(who.computer_id);
+    for i in 0..padded {
+        q = q.bind(hashes.get(i).unwrap_or(last).to_hex());
+    }
+    for row in q.fetch_all(conn).await? {
+        let sha = parse_sha(&row.try_get::<String, _>(0)?)?;
+        let kind: String = row.try_get(1)?;
+        let id: i64 = row.try_get(2)?;
+        if kind == "trust" {
+            trust.insert(sha, u8::try_from(id.clamp(0, 10)).unwrap_or(0));
+            continue;
+        }
+        let state: String = row.try_get(3)?;
+        states.entry(sha).or_default().push(ScopedState {
+            scope: scope_from_columns(&kind, id)?,
+            state: parse_state(&state)?,
+        });
+    }
+    Ok((states, trust))
+}
+
+/// The reputation trust ratings of `hashes` known to `org_id`.
+pub(crate) async fn trust_for(
+    conn: &mut AnyConnection,
+    org_id: i64,
+    hashes: &[Sha256],
+) -> Result<BTreeMap<Sha256, u8>, sqlx::Error> {
+    let mut out = BTreeMap::new();
+    for chunk in hashes.chunks(rows_per_statement(1)) {
+        let sql = format!(
+            "SELECT sha256, trust FROM reputation WHERE org_id = $1 AND sha256 IN ({})",
+            list_placeholders(chunk.len(), 2)
+        );
+        let mut q = sqlx::query(&sql).bind(org_id);
+        for h in chunk {
+            q = q.bind(h.to_hex());
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            let sha = parse_sha(&row.try_get::<String, _>(0)?)?;
+            let t: i64 = row.try_get(1)?;
+            out.insert(sha, u8::try_from(t.clamp(0, 10)).unwrap_or(0));
+        }
+    }
+    Ok(out)
+}
+
+/// Longest publisher, package or version name recorded.
+pub(crate) const MAX_PUBLISHER_TEXT: usize = 256;
+
+/// Whether a publisher, package or version name is acceptable: 1 to
+/// [`MAX_PUBLISHER_TEXT`] bytes, no control characters.
+pub(crate) fn publisher_text_ok(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_PUBLISHER_TEXT && !s.chars().any(char::is_control)
+}
+
+/// Record what agents attributed hashes to (`file_publishers`), and the
+/// publishers named (`publishers`, insert if absent). Facts with unusable
+/// text are skipped: metadata never fails a lookup.
+pub(crate) async fn record_publishers(
+    conn: &mut AnyConnection,
+    org_id: i64,
+    facts: &[(Sha256, &PublisherFact)],
+    at_ms: i64,
+) -> Result<(), sqlx::Error> {
+    // (sha, package, version) -> (publisher, verified); the last one wins.
+    let mut rows: BTreeMap<(Sha256, &str, &str), (Option<&str>, bool)> = BTreeMap::new();
+    let mut names: BTreeSet<&str> = BTreeSet::new();
+    for (sha, f) in facts {
+        let name_ok = f.name.as_deref().is_none_or(publisher_text_ok);
+        if !publisher_text_ok(&f.package) || !publisher_text_ok(&f.version) || !name_ok {
+            tracing::debug!(sha256 = %sha, "unusable publisher fact skipped");
+            continue;
+        }
+        rows.insert(
+            (*sha, f.package.as_str(), f.version.as_str()),
+            (f.name.as_deref(), f.verified),
+        );
+        if let Some(n) = f.name.as_deref() {
+            names.insert(n);
+        }
+    }
+    let names: Vec<&str> = names.into_iter().collect();
+    for chunk in names.chunks(rows_per_statement(1)) {
+        let sql = format!(
+            "INSERT INTO publishers (org_id, name, trust, created_ms) \
+             SELECT $1, v.column1, NULL, $2 FROM {} WHERE true \
+             ON CONFLICT (org_id, name) DO NOTHING",
+            derived_values(chunk.len(), 1, 3)
+        );
+        let mut q = sqlx::query(&sql).bind(org_id).bind(at_ms);
+        for n in chunk {
+            q = q.bind(n.to_string());
+        }
+        q.execute(&mut *conn).await?;
+    }
+    let rows: Vec<_> = rows.into_iter().collect();
+    for chunk in rows.chunks(rows_per_statement(5)) {
+        let sql = format!(
+            "INSERT INTO file_publishers (org_id, sha256, package, version, publisher, verified, \
+               first_seen_ms, last_seen_ms) \
+             SELECT $1, v.column1, v.column2, v.column3, v.column4, v.column5, $2, $2 \
+             FROM {} WHERE true \
+             ON CONFLICT (org_id, sha256, package, version) DO UPDATE SET \
+               publisher = excluded.publisher, verified = excluded.verified, \
+               last_seen_ms = CASE WHEN excluded.last_seen_ms > file_publishers.last_seen_ms \
+                 THEN excluded.last_seen_ms ELSE file_publishers.last_seen_ms END",
+            derived_values(chunk.len(), 5, 3)
+        );
+        let mut q = sqlx::query(&sql).bind(org_id).bind(at_ms);
+        for ((sha, package, version), (publisher, verified)) in chunk {
+            q = q
+                .bind(sha.to_hex())
+                .bind(package.to_string())
+                .bind(version.to_string())
+                .bind(publisher.map(str::to_owned))
+                .bind(i64::from(*verified));
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// The sightings that are the first of their hash on their computer: no
+/// `file_instances` row exists yet for (hash, computer). One per pair;
+/// admin sightings (computer 0) and sightings without a path are not
+/// instances. Call before [`record_sightings`] in the same transaction.
+pub(crate) async fn unseen_instances(
+    conn: &mut AnyConnection,
+    org_id: i64,
+    sightings: &[Sighting],
+) -> Result<Vec<Sighting>, sqlx::Error> {
+    let mut by_computer: BTreeMap<i64, BTreeMap<Sha256, &Sighting>> = BTreeMap::new();
+    for s in sightings {
+        if s.computer_id == 0 || s.path.is_none() {
+            continue;
+        }
+        by_computer
+            .entry(s.computer_id)
+            .or_default()
+            .entry(s.sha256)
+            .or_insert(s);
+    }
+    let mut out = Vec::new();
+    for (computer, firsts) in by_computer {
+        let hashes: Vec<Sha256> = firsts.keys().copied().collect();
+        let mut known: HashSet<Sha256> = HashSet::new();
+        for chunk in hashes.chunks(rows_per_statement(1)) {
+            let sql = format!(
+                "SELECT DISTINCT sha256 FROM file_instances \
+                 WHERE org_id = $1 AND computer_id = $2 AND sha256 IN ({})",
+                list_placeholders(chunk.len(), 3)
+            );
+            let mut q = sqlx::query_scalar::<_, String>(&sql)
+                .bind(org_id)
+                .bind(computer);
+            for h in chunk {
+                q = q.bind(h.to_hex());
+            }
+            for s in q.fetch_all(&mut *conn).await? {
+                known.insert(parse_sha(&s)?);
+            }
+        }
+        out.extend(
+            firsts
+                .into_iter()
+                .filter(|(h, _)| !known.contains(h))
+                .map(|(_, s)| s.clone()),
+        );
+    }
+    Ok(out)
 }

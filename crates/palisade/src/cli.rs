@@ -98,6 +98,10 @@ pub(crate) struct UpArgs {
     /// Deadline to answer a permission event, in milliseconds.
     #[arg(long)]
     pub(crate) deadline_ms: Option<u64>,
+    /// Root of the system whose package database vouches for installed files
+    /// (default `/`; for a chroot).
+    #[arg(long)]
+    pub(crate) package_root: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

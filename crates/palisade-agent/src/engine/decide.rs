@@ -8,7 +8,9 @@
 use super::*;
 use crate::syscall::{open_intent, OpenIntent};
 use palisade_api::agent::{ApprovalOrigin, LocalApproval};
-use palisade_core::rules::{evaluate, CompiledRules, DecidedBy, Evaluation, FileFacts, PublisherFact, Request, Subject};
+use palisade_core::rules::{
+    evaluate, CompiledRules, DecidedBy, Evaluation, FileFacts, PublisherFact, Request, Subject,
+};
 
 /// A write to a file by a writer whose writes are approved (trusted change),
 /// recorded when the file was opened for writing.
@@ -107,7 +109,9 @@ impl Engine {
         let undecided = !matches!(cached.approval, Approval::Approved(_) | Approval::Banned(_));
         let publisher = match &known.publisher {
             Some(p) => p.clone(),
-            None if undecided && rules.needs_publishers() && self.packages.is_some() => return false,
+            None if undecided && rules.needs_publishers() && self.packages.is_some() => {
+                return false
+            }
             None => None,
         };
         if undecided && self.pending_writes.lock().get(&ident.id).is_some() {
@@ -152,7 +156,14 @@ impl Engine {
         bump(&self.stats.fast_path);
         // Reading a library is not loading it: with the guard, the open is
         // allowed and the executable mapping is what gets judged.
-        self.answer(p, if guard_reports { Verdict::Allow } else { eval.verdict })
+        self.answer(
+            p,
+            if guard_reports {
+                Verdict::Allow
+            } else {
+                eval.verdict
+            },
+        )
     }
 
     /// Decide an event the caches could not settle.
@@ -213,7 +224,8 @@ impl Engine {
         // at the service (the request carries it), a rule about the subject,
         // or a report.
         let mut process = None;
-        let (mut answer, mut reason) = self.approval(sha, &known.path, op, p.pid, &mut process, p.deadline);
+        let (mut answer, mut reason) =
+            self.approval(sha, &known.path, op, p.pid, &mut process, p.deadline);
         let undecided = !matches!(answer.approval, Approval::Approved(_) | Approval::Banned(_));
         let publisher = if undecided && rules.needs_publishers() {
             self.publisher_fact(p.fd(), &ident, &mut known)
@@ -254,8 +266,14 @@ impl Engine {
                 },
                 subject: Subject {
                     process: process.as_ref().unwrap_or(&unknown_process),
-                    users: facts.as_ref().map(|f| f.users.as_slice()).unwrap_or_default(),
-                    groups: facts.as_ref().map(|f| f.groups.as_slice()).unwrap_or_default(),
+                    users: facts
+                        .as_ref()
+                        .map(|f| f.users.as_slice())
+                        .unwrap_or_default(),
+                    groups: facts
+                        .as_ref()
+                        .map(|f| f.groups.as_slice())
+                        .unwrap_or_default(),
                     publisher: facts.as_ref().and_then(|f| f.publisher.as_deref()),
                 },
                 starter,
@@ -281,7 +299,7 @@ impl Engine {
             self.kernel_revoke(ident.id);
         }
         if eval.verdict == Verdict::Allow && op == Operation::Execute {
-            self.apply_conditions(p.pid, ident.id, &eval);
+            self.apply_conditions(p.pid, &eval);
         }
         // Read who it was while the process is still held by the kernel.
         let report = eval.report != Report::Nothing;
@@ -289,13 +307,30 @@ impl Engine {
         self.answer(p, eval.verdict);
         if let Some(process) = process {
             let reason = explain(&eval, &reason, &known.path);
-            self.report(report_kind(&eval), op, ident.id, Some(sha), known.path, answer.approval, level, process, reason);
+            self.report(
+                report_kind(&eval),
+                op,
+                ident.id,
+                Some(sha),
+                known.path,
+                answer.approval,
+                level,
+                process,
+                reason,
+            );
         }
     }
 
     /// An open for writing (or that cannot be told from one): custom write
     /// rules decide; a trusted writer's file is recorded for approval.
-    fn decide_write(&self, p: &Pending, ident: &Identity, known: &Known, rules: &CompiledRules, intent: OpenIntent) {
+    fn decide_write(
+        &self,
+        p: &Pending,
+        ident: &Identity,
+        known: &Known,
+        rules: &CompiledRules,
+        intent: OpenIntent,
+    ) {
         let level = self.level();
         let process = self.context(p.pid);
         let facts = self.subject_facts(&process, p.pid, rules);
@@ -322,7 +357,9 @@ impl Engine {
         );
         if eval.verdict == Verdict::Allow {
             let origin = match &eval.decided_by {
-                DecidedBy::CustomRule { id, .. } if eval.approve_writes => Some(ApprovalOrigin::CustomRule { rule: *id }),
+                DecidedBy::CustomRule { id, .. } if eval.approve_writes => {
+                    Some(ApprovalOrigin::CustomRule { rule: *id })
+                }
                 _ => self.writer_origin(&process, &facts, rules),
             };
             if let Some(origin) = origin {
@@ -359,7 +396,12 @@ impl Engine {
 
     /// Names (and, when rules match processes by publisher, the publisher
     /// of the executable) of a subject.
-    fn subject_facts(&self, process: &ProcessContext, tid: u32, rules: &CompiledRules) -> SubjectFacts {
+    fn subject_facts(
+        &self,
+        process: &ProcessContext,
+        tid: u32,
+        rules: &CompiledRules,
+    ) -> SubjectFacts {
         let mut uids = Vec::new();
         if let Some(l) = process.loginuid {
             uids.push(l);
@@ -372,14 +414,21 @@ impl Engine {
         } else {
             None
         };
-        SubjectFacts { users, groups, publisher }
+        SubjectFacts {
+            users,
+            groups,
+            publisher,
+        }
     }
 
     /// The verified publisher of a process's executable.
     fn exe_publisher(&self, tid: u32) -> Option<String> {
         let file = std::fs::File::open(format!("/proc/{tid}/exe")).ok()?;
         let path = std::fs::read_link(format!("/proc/{tid}/exe")).ok()?;
-        let fact = self.packages.as_ref()?.fact(&path.to_string_lossy(), file.as_fd())?;
+        let fact = self
+            .packages
+            .as_ref()?
+            .fact(&path.to_string_lossy(), file.as_fd())?;
         fact.verified.then_some(fact.name).flatten()
     }
 
@@ -388,17 +437,29 @@ impl Engine {
     /// interpreter's parent.
     fn starter(&self, op: Operation, process: &ProcessContext) -> Option<Sha256> {
         match op {
-            Operation::InterpretScript => process.ancestors.first().and_then(|a| a.exe.as_ref()).and_then(|e| e.sha256),
+            Operation::InterpretScript => process
+                .ancestors
+                .first()
+                .and_then(|a| a.exe.as_ref())
+                .and_then(|e| e.sha256),
             _ => process.exe.as_ref().and_then(|e| e.sha256),
         }
     }
 
     /// The package/publisher fact of a file version, computed once.
-    fn publisher_fact(&self, fd: BorrowedFd<'_>, ident: &Identity, known: &mut Known) -> Option<PublisherFact> {
+    fn publisher_fact(
+        &self,
+        fd: BorrowedFd<'_>,
+        ident: &Identity,
+        known: &mut Known,
+    ) -> Option<PublisherFact> {
         if let Some(p) = &known.publisher {
             return p.clone();
         }
-        let fact = self.packages.as_ref().and_then(|db| db.fact(&known.path, fd));
+        let fact = self
+            .packages
+            .as_ref()
+            .and_then(|db| db.fact(&known.path, fd));
         known.publisher = Some(fact.clone());
         if files::identify(fd).is_ok_and(|i| i.stamp == ident.stamp) {
             self.identities.lock().insert(ident.id, known.clone());
@@ -407,7 +468,12 @@ impl Engine {
     }
 
     /// Why a file that no state approves may be approved by trusted change.
-    fn trusted_origin(&self, id: FileId, path: &str, rules: &CompiledRules) -> Option<(ApprovalOrigin, Option<ProcessContext>)> {
+    fn trusted_origin(
+        &self,
+        id: FileId,
+        path: &str,
+        rules: &CompiledRules,
+    ) -> Option<(ApprovalOrigin, Option<ProcessContext>)> {
         if let Some(w) = self.pending_writes.lock().remove(&id) {
             return Some((w.origin, Some(w.process)));
         }
@@ -424,7 +490,12 @@ impl Engine {
 
     /// Whether a writer's writes are approved: a trusted user or group, or
     /// an updater's executable.
-    fn writer_origin(&self, process: &ProcessContext, facts: &SubjectFacts, rules: &CompiledRules) -> Option<ApprovalOrigin> {
+    fn writer_origin(
+        &self,
+        process: &ProcessContext,
+        facts: &SubjectFacts,
+        rules: &CompiledRules,
+    ) -> Option<ApprovalOrigin> {
         if let Some((rule, user)) = rules.trusted_user(&facts.users, &facts.groups) {
             return Some(ApprovalOrigin::TrustedUser { rule, user });
         }
@@ -485,13 +556,14 @@ impl Engine {
     }
 
     /// Apply an allow's conditions to the process that is starting.
-    fn apply_conditions(&self, tid: u32, program: FileId, eval: &Evaluation) {
+    fn apply_conditions(&self, tid: u32, eval: &Evaluation) {
         let c = eval.conditions;
         if let Some(nice) = c.nice {
             crate::conditions::renice(tid, nice);
         }
         if let Some(secs) = c.max_runtime_secs {
-            self.timekeeper.limit(tid, program, Duration::from_secs(u64::from(secs)));
+            self.timekeeper
+                .limit(tid, Duration::from_secs(u64::from(secs)));
         }
     }
 }
@@ -508,7 +580,9 @@ fn report_kind(eval: &Evaluation) -> EventKind {
 fn explain(eval: &Evaluation, source: &str, path: &str) -> String {
     let mut s = format!("{} ({source})", eval.decided_by.explain());
     if eval.requestable {
-        s.push_str(&format!("; request approval with: palisade request new {path}"));
+        s.push_str(&format!(
+            "; request approval with: palisade request new {path}"
+        ));
     }
     s
 }
@@ -517,8 +591,12 @@ fn origin_text(o: &ApprovalOrigin) -> String {
     match o {
         ApprovalOrigin::Updater { name, .. } => format!("written by updater {name}"),
         ApprovalOrigin::TrustedUser { user, .. } => format!("written by trusted user {user}"),
-        ApprovalOrigin::TrustedDirectory { dir, .. } => format!("placed in trusted directory {dir}"),
-        ApprovalOrigin::CustomRule { rule } => format!("written by a process custom rule {rule} approves"),
+        ApprovalOrigin::TrustedDirectory { dir, .. } => {
+            format!("placed in trusted directory {dir}")
+        }
+        ApprovalOrigin::CustomRule { rule } => {
+            format!("written by a process custom rule {rule} approves")
+        }
         ApprovalOrigin::LevelChange => "present when the level was raised".into(),
     }
 }

@@ -7,9 +7,11 @@ use crate::db::{
     values_placeholders,
 };
 use crate::errors::{ApiError, ApiResult};
+use crate::eventrules::wants_file_seen;
 use crate::store::{
-    append_changes, record_sightings, relevant_changes, scope_columns, secret_hash, NewChange,
-    Relevance, Sighting, MAX_CHANGE_ROWS_PER_TX, MAX_HASHES_PER_MESSAGE,
+    append_changes, record_publishers, record_sightings, relevant_changes, scope_columns,
+    secret_hash, unseen_instances, NewChange, Relevance, Sighting, MAX_CHANGE_ROWS_PER_TX,
+    MAX_HASHES_PER_MESSAGE,
 };
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
@@ -17,14 +19,16 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use palisade_api::agent::{
-    AgentConfig, AgentStatus, Changes, EnrollRequest, EnrollResponse, EventAck, EventBatch,
-    InventoryRequest, InventoryResponse, LookupRequest, LookupResponse, LookupResult,
+    AgentConfig, AgentStatus, ApprovalOrigin, ApprovalRequestCreated, Changes, EnrollRequest,
+    EnrollResponse, EventAck, EventBatch, InventoryRequest, InventoryResponse, LocalApprovals,
+    LocalApprovalsAck, LookupRequest, LookupResponse, LookupResult, NewApprovalRequest,
     EVENT_BATCH_MAX, INVENTORY_BATCH_MAX, LOOKUP_BATCH_MAX,
 };
 use palisade_api::EnrollToken;
-use palisade_core::{resolve, ComputerId, PolicyId, Scope, Sha256};
+use palisade_core::rules::{PublisherFact, RuleId, RuleSet, TrustedChange};
+use palisade_core::{resolve, ComputerId, Operation, PolicyId, Scope, Sha256};
 use sqlx::{AnyConnection, Row};
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// Longest accepted path in an event or inventory item.
 const MAX_PATH: usize = 4096;
@@ -213,20 +217,25 @@ async fn free_name(
 /// The configuration of a computer, stamped with `revision`.
 pub(crate) async fn load_config(
     conn: &mut AnyConnection,
+    cache: &crate::rules::RuleCache,
     computer_id: i64,
     revision: i64,
 ) -> ApiResult<AgentConfig> {
     let row = sqlx::query(
-        "SELECT c.id, c.name, o.name, p.name, p.level, p.disconnected_level \
+        "SELECT c.id, c.name, o.name, p.name, p.level, p.disconnected_level, \
+           p.approve_existing_epoch, c.org_id, c.policy_id, o.rules_version \
          FROM computers c JOIN orgs o ON o.id = c.org_id JOIN policies p ON p.id = c.policy_id \
          WHERE c.id = $1",
     )
     .bind(computer_id)
-    .fetch_optional(conn)
+    .fetch_optional(&mut *conn)
     .await?
     .ok_or_else(|| ApiError::forbidden("this computer no longer exists"))?;
     let level: String = row.try_get(4)?;
     let disconnected: String = row.try_get(5)?;
+    let rules = cache
+        .get(conn, row.try_get(7)?, row.try_get(8)?, row.try_get(9)?)
+        .await?;
     Ok(AgentConfig {
         computer_id: ComputerId(row.try_get(0)?),
         computer: row.try_get(1)?,
@@ -237,6 +246,8 @@ pub(crate) async fn load_config(
             disconnected: crate::store::parse_level(&disconnected)?,
         },
         revision,
+        rules: RuleSet::clone(&rules),
+        approve_existing_epoch: row.try_get(6)?,
     })
 }
 
@@ -247,11 +258,14 @@ pub(crate) async fn config(
 ) -> ApiResult<Json<AgentConfig>> {
     let mut conn = state.db.pool().acquire().await?;
     let rev = revision(&mut conn).await?;
-    Ok(Json(load_config(&mut conn, agent.computer_id, rev).await?))
+    Ok(Json(
+        load_config(&mut conn, &state.rule_cache, agent.computer_id, rev).await?,
+    ))
 }
 
-/// `POST /agent/v1/lookup`: one indexed query for the whole batch; the
-/// catalog is written by the recorder task afterwards.
+/// `POST /agent/v1/lookup`: one indexed query for the whole batch (states
+/// and reputation); the catalog and publisher facts are written by the
+/// recorder task afterwards.
 pub(crate) async fn lookup(
     State(state): State<AppState>,
     agent: AgentAuth,
@@ -274,7 +288,7 @@ pub(crate) async fn lookup(
     let mut conn = state.db.pool().acquire().await?;
     // The revision first: every change up to it is visible to the next query.
     let rev = revision(&mut conn).await?;
-    let states = crate::store::states_for(&mut conn, &who, &unique).await?;
+    let (states, trust) = crate::store::lookup_facts(&mut conn, &who, &unique).await?;
     drop(conn);
     let (policy, computer) = (PolicyId(who.policy_id), ComputerId(who.computer_id));
     let results = req
@@ -287,6 +301,7 @@ pub(crate) async fn lookup(
                 policy,
                 computer,
             ),
+            trust: trust.get(&f.sha256).copied(),
         })
         .collect();
     state
@@ -339,7 +354,8 @@ pub(crate) async fn changes(
     }))
 }
 
-/// `POST /agent/v1/events`: idempotent per (computer, seq).
+/// `POST /agent/v1/events`: idempotent per (computer, seq). Newly stored
+/// events go to the event rules after commit.
 pub(crate) async fn events(
     State(state): State<AppState>,
     agent: AgentAuth,
@@ -369,6 +385,7 @@ pub(crate) async fn events(
         rows.push((seq, e, json));
     }
     let mut stored = 0u64;
+    let mut stored_events = Vec::new();
     if !rows.is_empty() {
         let received = now_ms();
         let mut tx = state.db.write().await?;
@@ -389,6 +406,9 @@ pub(crate) async fn events(
             existing.extend(q.fetch_all(tx.conn()).await?);
         }
         let fresh: Vec<_> = rows.iter().filter(|r| !existing.contains(&r.0)).collect();
+        for (i, (_, e, _)) in fresh.iter().enumerate() {
+            stored_events.push((next_id + i as i64, e.event.clone()));
+        }
         for chunk in fresh.chunks(rows_per_statement(10)) {
             let sql = format!(
                 "INSERT INTO events (id, org_id, computer_id, seq, received_ms, time_ms, kind, \
@@ -417,6 +437,9 @@ pub(crate) async fn events(
         }
         tx.commit().await?;
     }
+    state
+        .event_rules
+        .events(agent.org_id, agent.computer_id, stored_events);
     state.recorder.events(
         agent.org_id,
         agent.computer_id,
@@ -425,9 +448,11 @@ pub(crate) async fn events(
     Ok(Json(EventAck { stored }))
 }
 
-/// `POST /agent/v1/inventory`: catalog the batch and, with
-/// `approve_locally`, approve each file on this computer (never replacing a
-/// state an admin set there), all in one transaction of multi-row inserts.
+/// `POST /agent/v1/inventory`: catalog the batch (with the publisher facts
+/// it carries) and, with `approve_locally`, approve each file on this
+/// computer (never replacing a state an admin set there), all in one
+/// transaction of multi-row inserts. Hashes new to this computer are handed
+/// to `file_seen` event rules (operation `inventory`) after commit.
 pub(crate) async fn inventory(
     State(state): State<AppState>,
     agent: AgentAuth,
@@ -461,8 +486,22 @@ pub(crate) async fn inventory(
         })
         .collect();
     let hashes: BTreeSet<Sha256> = req.files.iter().map(|f| f.sha256).collect();
+    let facts: Vec<(Sha256, &PublisherFact)> = req
+        .files
+        .iter()
+        .filter_map(|f| f.publisher.as_ref().map(|p| (f.sha256, p)))
+        .collect();
     let mut tx = state.db.write().await?;
+    let mut first_seen = if wants_file_seen(tx.conn(), agent.org_id).await? {
+        unseen_instances(tx.conn(), agent.org_id, &sightings).await?
+    } else {
+        Vec::new()
+    };
+    for s in &mut first_seen {
+        s.operation = Some(Operation::Inventory);
+    }
     let new_hashes = record_sightings(tx.conn(), agent.org_id, &sightings).await?;
+    record_publishers(tx.conn(), agent.org_id, &facts, now).await?;
     let mut approved: Vec<Sha256> = Vec::new();
     if req.approve_locally {
         let scope = Scope::Computer(ComputerId(agent.computer_id));
@@ -504,11 +543,285 @@ pub(crate) async fn inventory(
     }
     let rev = revision(tx.conn()).await?;
     tx.commit().await?;
+    state.event_rules.file_seen(agent.org_id, first_seen);
     Ok(Json(InventoryResponse {
         new_hashes,
         approved: approved.len() as u64,
         revision: rev,
     }))
+}
+
+/// Who an approval made on a computer is recorded as made by.
+fn origin_author(origin: &ApprovalOrigin, computer: &str) -> String {
+    match origin {
+        ApprovalOrigin::Updater { name, .. } => format!("updater:{name}@{computer}"),
+        ApprovalOrigin::TrustedUser { user, .. } => format!("trusted-user:{user}@{computer}"),
+        ApprovalOrigin::TrustedDirectory { dir, .. } => {
+            format!("trusted-directory:{dir}@{computer}")
+        }
+        ApprovalOrigin::CustomRule { rule } => format!("custom-rule:{rule}@{computer}"),
+        ApprovalOrigin::LevelChange => format!("level-change@{computer}"),
+    }
+}
+
+/// Insert approvals at `scope` unless a state is set there already (an
+/// admin's ban or approval stays); returns the hashes newly approved.
+async fn insert_approvals(
+    tx: &mut crate::db::WriteTx<'_>,
+    org_id: i64,
+    scope: Scope,
+    rows: &[(Sha256, String)],
+    now: i64,
+) -> Result<Vec<Sha256>, sqlx::Error> {
+    let (kind, scope_id) = scope_columns(scope);
+    let mut out = Vec::new();
+    for chunk in rows.chunks(rows_per_statement(2)) {
+        let sql = format!(
+            "INSERT INTO file_states (org_id, sha256, scope_kind, scope_id, state, updated_ms, \
+               updated_by) SELECT $1, v.column1, $2, $3, 'approved', $4, v.column2 FROM {} \
+             WHERE true ON CONFLICT (org_id, sha256, scope_kind, scope_id) DO NOTHING \
+             RETURNING sha256",
+            derived_values(chunk.len(), 2, 5)
+        );
+        let mut q = sqlx::query_scalar::<_, String>(&sql)
+            .bind(org_id)
+            .bind(kind)
+            .bind(scope_id)
+            .bind(now);
+        for (h, by) in chunk {
+            q = q.bind(h.to_hex()).bind(by.as_str());
+        }
+        for s in q.fetch_all(tx.conn()).await? {
+            out.push(crate::store::parse_sha(&s)?);
+        }
+    }
+    Ok(out)
+}
+
+/// How many of `hashes` are approved at `scope`.
+async fn approved_at(
+    conn: &mut AnyConnection,
+    org_id: i64,
+    scope: Scope,
+    hashes: &[Sha256],
+) -> Result<u64, sqlx::Error> {
+    let (kind, scope_id) = scope_columns(scope);
+    let mut n = 0u64;
+    for chunk in hashes.chunks(rows_per_statement(1)) {
+        let sql = format!(
+            "SELECT COUNT(*) FROM file_states WHERE org_id = $1 AND scope_kind = $2 \
+             AND scope_id = $3 AND state = 'approved' AND sha256 IN ({})",
+            list_placeholders(chunk.len(), 4)
+        );
+        let mut q = sqlx::query_scalar::<_, i64>(&sql)
+            .bind(org_id)
+            .bind(kind)
+            .bind(scope_id);
+        for h in chunk {
+            q = q.bind(h.to_hex());
+        }
+        n += u64::try_from(q.fetch_one(&mut *conn).await?).unwrap_or(0);
+    }
+    Ok(n)
+}
+
+/// `POST /agent/v1/approvals`: approvals the computer made by trusted
+/// change or when its level was raised. Each is a local (computer-scope)
+/// approval, except a file placed in a trusted directory, which is approved
+/// for all computers — accepted only when the item names an enabled
+/// trusted-directory rule that applies to this computer, with its
+/// directory, and the path is inside it (other claims are skipped and
+/// logged). A state already set at the scope is never replaced. Paths go to
+/// the catalog; new approvals are logged as changes (pushed).
+pub(crate) async fn approvals(
+    State(state): State<AppState>,
+    agent: AgentAuth,
+    JsonBody(req): JsonBody<LocalApprovals>,
+) -> ApiResult<Json<LocalApprovalsAck>> {
+    if req.items.len() > INVENTORY_BATCH_MAX {
+        return Err(ApiError::invalid(
+            "items",
+            format!("at most {INVENTORY_BATCH_MAX} approvals per batch"),
+        ));
+    }
+    for (i, it) in req.items.iter().enumerate() {
+        if it.path.is_empty() || it.path.len() > MAX_PATH || it.path.contains('\0') {
+            return Err(ApiError::invalid(
+                &format!("items[{i}].path"),
+                format!("must be 1 to {MAX_PATH} bytes without NUL"),
+            ));
+        }
+        let (field, text, max) = match &it.origin {
+            ApprovalOrigin::Updater { name, .. } => ("name", name, 256),
+            ApprovalOrigin::TrustedUser { user, .. } => ("user", user, 256),
+            ApprovalOrigin::TrustedDirectory { dir, .. } => ("dir", dir, MAX_PATH),
+            ApprovalOrigin::CustomRule { .. } | ApprovalOrigin::LevelChange => continue,
+        };
+        let field = format!("items[{i}].origin.{field}");
+        if text.is_empty() {
+            return Err(ApiError::invalid(&field, "must not be empty"));
+        }
+        check_text(&field, text, max)?;
+    }
+    let trusted_dirs: HashMap<RuleId, String> = if req
+        .items
+        .iter()
+        .any(|i| matches!(i.origin, ApprovalOrigin::TrustedDirectory { .. }))
+    {
+        let mut conn = state.db.pool().acquire().await?;
+        let version = crate::rules::rules_version(&mut conn, agent.org_id).await?;
+        state
+            .rule_cache
+            .get(&mut conn, agent.org_id, agent.policy_id, version)
+            .await?
+            .trusted_change
+            .iter()
+            .filter_map(|t| match t {
+                TrustedChange::TrustedDirectory { id, dir } => Some((*id, dir.clone())),
+                _ => None,
+            })
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    let now = now_ms();
+    let mut global: BTreeMap<Sha256, String> = BTreeMap::new();
+    let mut local: BTreeMap<Sha256, String> = BTreeMap::new();
+    let mut sightings = Vec::with_capacity(req.items.len());
+    for it in &req.items {
+        let by = origin_author(&it.origin, &agent.name);
+        if let ApprovalOrigin::TrustedDirectory { rule, dir } = &it.origin {
+            let inside = it
+                .path
+                .strip_prefix(dir.as_str())
+                .is_some_and(|rest| rest.starts_with('/') && rest.len() > 1)
+                && !it.path.split('/').any(|seg| seg == ".." || seg == ".");
+            if trusted_dirs.get(rule) != Some(dir) || !inside {
+                tracing::warn!(computer = %agent.name, rule = %rule, dir = %dir, path = %it.path, sha256 = %it.sha256,
+                    "trusted-directory approval refused: no such rule for this computer, or the path is outside it");
+                continue;
+            }
+            global.entry(it.sha256).or_insert(by);
+        } else {
+            local.entry(it.sha256).or_insert(by);
+        }
+        sightings.push(Sighting {
+            sha256: it.sha256,
+            computer_id: agent.computer_id,
+            path: Some(it.path.clone()),
+            operation: None,
+            process_json: it
+                .process
+                .as_ref()
+                .and_then(|p| serde_json::to_string(p).ok()),
+            at_ms: now,
+        });
+    }
+    let local_scope = Scope::Computer(ComputerId(agent.computer_id));
+    let mut tx = state.db.write().await?;
+    let first_seen = if wants_file_seen(tx.conn(), agent.org_id).await? {
+        unseen_instances(tx.conn(), agent.org_id, &sightings).await?
+    } else {
+        Vec::new()
+    };
+    record_sightings(tx.conn(), agent.org_id, &sightings).await?;
+    let mut approved = 0u64;
+    let mut changes = Vec::new();
+    for (scope, rows) in [(Scope::Global, global), (local_scope, local)] {
+        if rows.is_empty() {
+            continue;
+        }
+        let rows: Vec<(Sha256, String)> = rows.into_iter().collect();
+        let fresh = insert_approvals(&mut tx, agent.org_id, scope, &rows, now).await?;
+        let hashes: Vec<Sha256> = rows.iter().map(|r| r.0).collect();
+        approved += approved_at(tx.conn(), agent.org_id, scope, &hashes).await?;
+        if fresh.len() > MAX_CHANGE_ROWS_PER_TX {
+            changes.push(NewChange::file(None, scope));
+        } else {
+            changes.extend(fresh.iter().map(|h| NewChange::file(Some(*h), scope)));
+        }
+    }
+    append_changes(&mut tx, agent.org_id, &changes).await?;
+    let rev = revision(tx.conn()).await?;
+    tx.commit().await?;
+    state.event_rules.file_seen(agent.org_id, first_seen);
+    if !changes.is_empty() {
+        tracing::info!(computer = %agent.name, approved, new = changes.len(), "local approvals recorded");
+    }
+    Ok(Json(LocalApprovalsAck {
+        approved,
+        revision: rev,
+    }))
+}
+
+/// Longest reason of an approval request.
+const MAX_REASON: usize = 2000;
+
+/// `POST /agent/v1/requests`: a user asks for a blocked file to be
+/// approved on this computer. A pending request for the same file on the
+/// same computer is answered with its id (200) instead of a new one (201).
+pub(crate) async fn request_approval(
+    State(state): State<AppState>,
+    agent: AgentAuth,
+    JsonBody(req): JsonBody<NewApprovalRequest>,
+) -> ApiResult<(StatusCode, Json<ApprovalRequestCreated>)> {
+    if req.path.is_empty() || req.path.len() > MAX_PATH || req.path.contains('\0') {
+        return Err(ApiError::invalid(
+            "path",
+            format!("must be 1 to {MAX_PATH} bytes without NUL"),
+        ));
+    }
+    if req.user.trim().is_empty() {
+        return Err(ApiError::invalid("user", "must not be empty"));
+    }
+    check_text("user", &req.user, 256)?;
+    if req.reason.len() > MAX_REASON {
+        return Err(ApiError::invalid(
+            "reason",
+            format!("longer than {MAX_REASON} bytes"),
+        ));
+    }
+    if req
+        .reason
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(ApiError::invalid("reason", "contains control characters"));
+    }
+    let process = req
+        .process
+        .as_ref()
+        .and_then(|p| serde_json::to_string(p).ok());
+    let mut tx = state.db.write().await?;
+    let existing: Option<i64> = sqlx::query_scalar(
+        "SELECT id FROM approval_requests WHERE computer_id = $1 AND sha256 = $2 \
+         AND status = 'pending' ORDER BY id LIMIT 1",
+    )
+    .bind(agent.computer_id)
+    .bind(req.sha256.to_hex())
+    .fetch_optional(tx.conn())
+    .await?;
+    if let Some(id) = existing {
+        return Ok((StatusCode::OK, Json(ApprovalRequestCreated { id })));
+    }
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO approval_requests (org_id, computer_id, sha256, path, user_name, reason, \
+           process_json, status, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8) \
+         RETURNING id",
+    )
+    .bind(agent.org_id)
+    .bind(agent.computer_id)
+    .bind(req.sha256.to_hex())
+    .bind(&req.path)
+    .bind(&req.user)
+    .bind(&req.reason)
+    .bind(process)
+    .bind(now_ms())
+    .fetch_one(tx.conn())
+    .await?;
+    tx.commit().await?;
+    tracing::info!(computer = %agent.name, id, sha256 = %req.sha256, path = %req.path, user = %req.user, "approval requested");
+    Ok((StatusCode::CREATED, Json(ApprovalRequestCreated { id })))
 }
 
 /// `POST /agent/v1/status`.

@@ -5,7 +5,8 @@ use super::extract::{AdminAuth, JsonBody, PathParam, QueryParams};
 use super::AppState;
 use crate::db::now_ms;
 use crate::errors::{ApiError, ApiResult};
-use crate::ops::{insert_enroll_token, insert_policy, update_levels};
+use crate::ops::{insert_enroll_token, insert_policy, update_levels, write_file_state};
+use crate::rules::RuleCache;
 use crate::store::{
     append_changes, computer_id_by_name, parse_level, parse_state, policy_by_name, policy_from_row,
     record_sightings, scope_columns, scope_from_columns, NewChange, Sighting,
@@ -19,10 +20,15 @@ use palisade_api::admin::{
     PolicyInfo, ScopeRef, SetFileState, SetLevels, StateRecord, WhoAmI,
 };
 use palisade_api::agent::AgentStatus;
+use palisade_core::rules::{
+    evaluate, CompiledRules, FileFacts, PublisherFact, Request, RuleSet, Subject,
+};
 use palisade_core::{
-    resolve, ComputerId, FileEvent, FileState, Level, Levels, PolicyId, Scope, ScopedState, Sha256,
+    resolve, Approval, ComputerId, FileEvent, Level, Levels, Operation, PolicyId, ProcessContext,
+    Report, Scope, ScopedState, Sha256, Verdict,
 };
 use sqlx::{AnyConnection, Row};
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// Longest accepted path.
@@ -67,11 +73,14 @@ pub(crate) async fn file(
 ) -> ApiResult<Json<FileDetails>> {
     let sha = sha.sha256()?;
     let mut conn = state.db.pool().acquire().await?;
-    Ok(Json(file_details(&mut conn, admin.org_id, sha).await?))
+    Ok(Json(
+        file_details(&mut conn, &state.rule_cache, admin.org_id, sha).await?,
+    ))
 }
 
 async fn file_details(
     conn: &mut AnyConnection,
+    cache: &RuleCache,
     org_id: i64,
     sha: Sha256,
 ) -> ApiResult<FileDetails> {
@@ -93,16 +102,20 @@ async fn file_details(
     .fetch_all(&mut *conn)
     .await?;
     let mut instances = Vec::with_capacity(rows.len());
+    // The most recent path of the file on each computer.
+    let mut paths: HashMap<i64, String> = HashMap::new();
     for r in rows {
         let computer_id: i64 = r.try_get(0)?;
         let name: Option<String> = r.try_get(1)?;
+        let path: String = r.try_get(2)?;
+        paths.entry(computer_id).or_insert_with(|| path.clone());
         instances.push(FileInstance {
             computer: match (computer_id, name) {
                 (0, _) => "(admin)".to_owned(),
                 (_, Some(n)) => n,
                 (id, None) => format!("#{id}"),
             },
-            path: r.try_get(2)?,
+            path,
             first_seen_ms: r.try_get(3)?,
             last_seen_ms: r.try_get(4)?,
             count: r.try_get(5)?,
@@ -142,21 +155,95 @@ async fn file_details(
             updated_by: r.try_get(4)?,
         });
     }
+    let reputation =
+        sqlx::query("SELECT trust, source FROM reputation WHERE org_id = $1 AND sha256 = $2")
+            .bind(org_id)
+            .bind(&hex)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let (trust, trust_source) = match reputation {
+        Some(r) => (
+            Some(u8::try_from(r.try_get::<i64, _>(0)?.clamp(0, 10)).unwrap_or(0)),
+            Some(r.try_get::<String, _>(1)?),
+        ),
+        None => (None, None),
+    };
     let rows = sqlx::query(
-        "SELECT c.id, c.name, c.policy_id, p.name FROM computers c \
+        "SELECT publisher, package, version, verified FROM file_publishers \
+         WHERE org_id = $1 AND sha256 = $2 ORDER BY last_seen_ms DESC, package, version",
+    )
+    .bind(org_id)
+    .bind(&hex)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut publishers = Vec::with_capacity(rows.len());
+    for r in rows {
+        publishers.push(PublisherFact {
+            name: r.try_get(0)?,
+            package: r.try_get(1)?,
+            version: r.try_get(2)?,
+            verified: r.try_get::<i64, _>(3)? != 0,
+        });
+    }
+    // The global state: the file's own states and those of every publisher
+    // agents verifiably attributed it to.
+    let rows = sqlx::query(
+        "SELECT scope_kind, scope_id, state FROM publisher_states \
+         WHERE org_id = $1 AND publisher IN (SELECT publisher FROM file_publishers \
+           WHERE org_id = $1 AND sha256 = $2 AND verified = 1 AND publisher IS NOT NULL)",
+    )
+    .bind(org_id)
+    .bind(&hex)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut for_global = scoped.clone();
+    for r in rows {
+        let kind: String = r.try_get(0)?;
+        for_global.push(ScopedState {
+            scope: scope_from_columns(&kind, r.try_get(1)?)?,
+            state: parse_state(&r.try_get::<String, _>(2)?)?,
+        });
+    }
+    let global_state = palisade_core::global_state(&for_global);
+    let fact = publishers
+        .iter()
+        .find(|p| p.verified && p.name.is_some())
+        .or_else(|| publishers.iter().find(|p| p.verified))
+        .or_else(|| publishers.first());
+    let rows = sqlx::query(
+        "SELECT c.id, c.name, c.policy_id, p.name, p.level FROM computers c \
          JOIN policies p ON p.id = c.policy_id \
          WHERE c.org_id = $1 AND c.revoked = 0 ORDER BY c.name",
     )
     .bind(org_id)
     .fetch_all(&mut *conn)
     .await?;
+    let version = crate::rules::rules_version(&mut *conn, org_id).await?;
+    let mut compiled: HashMap<i64, CompiledRules> = HashMap::new();
     let mut effective = Vec::with_capacity(rows.len());
     for r in rows {
-        let approval = resolve(&scoped, PolicyId(r.try_get(2)?), ComputerId(r.try_get(0)?));
+        let computer_id: i64 = r.try_get(0)?;
+        let policy_id: i64 = r.try_get(2)?;
+        let level = parse_level(&r.try_get::<String, _>(4)?)?;
+        if let std::collections::hash_map::Entry::Vacant(slot) = compiled.entry(policy_id) {
+            let set = cache.get(&mut *conn, org_id, policy_id, version).await?;
+            slot.insert(CompiledRules::new(RuleSet::clone(&set)));
+        }
+        let rules = &compiled[&policy_id];
+        let approval = resolve(&scoped, PolicyId(policy_id), ComputerId(computer_id));
+        let explanation = explain(
+            rules,
+            sha,
+            approval,
+            trust,
+            fact,
+            paths.get(&computer_id).map(String::as_str),
+            level,
+        );
         effective.push(EffectiveApproval {
             computer: r.try_get(1)?,
             policy: r.try_get(3)?,
-            explanation: approval.explain(),
+            explanation,
             approval,
         });
     }
@@ -166,7 +253,66 @@ async fn file_details(
         instances,
         states,
         effective,
+        global_state,
+        trust,
+        trust_source,
+        publishers,
     })
+}
+
+/// Why the file would be allowed or blocked if run on a computer, by the
+/// agents' own engine: the computer's rules and level, the file's resolved
+/// approval, trust and publisher, its path there, and a subject nobody
+/// matches (rules that name a process or user do not apply to it).
+fn explain(
+    rules: &CompiledRules,
+    sha: Sha256,
+    approval: Approval,
+    trust: Option<u8>,
+    publisher: Option<&PublisherFact>,
+    path: Option<&str>,
+    level: Level,
+) -> String {
+    let process = ProcessContext::unknown(0);
+    let subject = Subject {
+        process: &process,
+        users: &[],
+        groups: &[],
+        publisher: None,
+    };
+    let request = Request {
+        operation: Operation::Execute,
+        path: path.unwrap_or_default(),
+        file: FileFacts {
+            sha256: Some(sha),
+            approval,
+            trust,
+            publisher,
+        },
+        subject,
+        starter: None,
+    };
+    let e = evaluate(rules, &request, level);
+    let outcome = match (e.verdict, e.report) {
+        _ if level == Level::Disabled => "allowed: enforcement is disabled".to_owned(),
+        (Verdict::Allow, Report::WouldBlock) => {
+            format!("allowed only because the level is {level} (reported as a would-block)")
+        }
+        (Verdict::Allow, _) => format!("allowed at level {level}"),
+        (Verdict::Block, _) if e.requestable => {
+            format!("blocked at level {level}; the user may request approval")
+        }
+        (Verdict::Block, _) => format!("blocked at level {level}"),
+    };
+    let mut s = format!("{}: {outcome}", e.decided_by.explain());
+    match path {
+        None => s.push_str("; not seen on this computer, so rules on paths were not evaluated"),
+        Some(p) if rules.path_has_rules(p) => s.push_str(&format!(
+            "; custom rules or folder protection apply to {p}: the decision may differ by process and user"
+        )),
+        Some(_) => {}
+    }
+    s
 }
 
 /// `PUT /api/v1/files/{sha256}/state`: set (or, with `unapproved`, clear) a
@@ -215,41 +361,10 @@ pub(crate) async fn set_file_state(
         (None, None) => Scope::Global,
     };
     drop(conn);
-    let (kind, scope_id) = scope_columns(scope);
+    let (kind, _) = scope_columns(scope);
     let now = now_ms();
     let mut tx = state.db.write().await?;
-    match req.state {
-        FileState::Unapproved => {
-            sqlx::query(
-                "DELETE FROM file_states WHERE org_id = $1 AND sha256 = $2 \
-                 AND scope_kind = $3 AND scope_id = $4",
-            )
-            .bind(admin.org_id)
-            .bind(sha.to_hex())
-            .bind(kind)
-            .bind(scope_id)
-            .execute(tx.conn())
-            .await?;
-        }
-        s => {
-            sqlx::query(
-                "INSERT INTO file_states (org_id, sha256, scope_kind, scope_id, state, \
-                   updated_ms, updated_by) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 ON CONFLICT (org_id, sha256, scope_kind, scope_id) DO UPDATE SET \
-                   state = excluded.state, updated_ms = excluded.updated_ms, \
-                   updated_by = excluded.updated_by",
-            )
-            .bind(admin.org_id)
-            .bind(sha.to_hex())
-            .bind(kind)
-            .bind(scope_id)
-            .bind(s.as_str())
-            .bind(now)
-            .bind(&admin.admin)
-            .execute(tx.conn())
-            .await?;
-        }
-    }
+    write_file_state(&mut tx, admin.org_id, sha, scope, req.state, &admin.admin).await?;
     record_sightings(
         tx.conn(),
         admin.org_id,
@@ -263,11 +378,12 @@ pub(crate) async fn set_file_state(
         }],
     )
     .await?;
-    append_changes(&mut tx, admin.org_id, &[NewChange::file(Some(sha), scope)]).await?;
     tx.commit().await?;
     tracing::info!(admin = %admin.admin, org = %admin.org, sha256 = %sha, state = %req.state, scope = kind, "file state set");
     let mut conn = state.db.pool().acquire().await?;
-    Ok(Json(file_details(&mut conn, admin.org_id, sha).await?))
+    Ok(Json(
+        file_details(&mut conn, &state.rule_cache, admin.org_id, sha).await?,
+    ))
 }
 
 /// Longest long poll.
@@ -433,17 +549,10 @@ pub(crate) async fn move_computer(
         })?;
     drop(conn);
     let mut tx = state.db.write().await?;
-    let id: Option<i64> = sqlx::query_scalar(
-        "UPDATE computers SET policy_id = $1 WHERE org_id = $2 AND name = $3 RETURNING id",
-    )
-    .bind(policy.id)
-    .bind(admin.org_id)
-    .bind(name.as_str())
-    .fetch_optional(tx.conn())
-    .await?;
-    let id =
-        id.ok_or_else(|| ApiError::not_found(format!("no computer named {:?}", name.as_str())))?;
-    append_changes(&mut tx, admin.org_id, &[NewChange::computer(id)]).await?;
+    let id = computer_id_by_name(tx.conn(), admin.org_id, name.as_str())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no computer named {:?}", name.as_str())))?;
+    crate::ops::move_computer(&mut tx, admin.org_id, id, policy.id).await?;
     tx.commit().await?;
     tracing::info!(admin = %admin.admin, computer = %name, policy = %policy.name, "computer moved");
     Ok(Json(
@@ -566,8 +675,8 @@ pub(crate) async fn set_levels(
         connected: req.level,
         disconnected: req.disconnected_level.unwrap_or(p.levels.disconnected),
     };
-    update_levels(&state.db, admin.org_id, p.id, levels).await?;
-    tracing::info!(admin = %admin.admin, policy = %name, level = %levels.connected, disconnected = %levels.disconnected, "policy levels set");
+    update_levels(&state.db, admin.org_id, p.id, levels, req.approve_existing).await?;
+    tracing::info!(admin = %admin.admin, policy = %name, level = %levels.connected, disconnected = %levels.disconnected, approve_existing = req.approve_existing, "policy levels set");
     Ok(Json(one_policy(&state, admin.org_id, name.as_str()).await?))
 }
 

@@ -57,6 +57,46 @@ where
     }
 }
 
+/// A JSON body that may be absent (empty): `T::default()` then.
+pub(crate) struct OptionalJsonBody<T>(pub(crate) T);
+
+impl<S, T> FromRequest<S> for OptionalJsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Default,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let json_type = req.headers().get(CONTENT_TYPE).is_none_or(|ct| {
+            ct.to_str().is_ok_and(|s| {
+                let mime = s.split(';').next().unwrap_or_default().trim();
+                mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json")
+            })
+        });
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body is larger than the server accepts",
+                )
+            } else {
+                ApiError::bad_request("cannot read the request body")
+            }
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJsonBody(T::default()));
+        }
+        if !json_type {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "expected a JSON body (Content-Type: application/json)",
+            ));
+        }
+        parse_json(&bytes).map(OptionalJsonBody)
+    }
+}
+
 /// Parse JSON into `T`, mapping errors as the `errors` module describes.
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
@@ -74,6 +114,47 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
     de.end()
         .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
     Ok(value)
+}
+
+/// Convert an already parsed JSON value into `T`, mapping errors as
+/// [`parse_json`] does.
+pub(crate) fn from_json_value<T: DeserializeOwned>(
+    value: serde_json::Value,
+) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        let field = field_from_serde(&path, &message);
+        ApiError::invalid(&field, format!("invalid request body: {message}"))
+    })
+}
+
+/// The first field of `given` (a request's JSON) that `canonical` (the
+/// parsed value serialized again) does not have: for types that cannot
+/// refuse unknown fields themselves (internally tagged enums). Null values
+/// are skipped (an absent optional field).
+pub(crate) fn unknown_field(
+    given: &serde_json::Value,
+    canonical: &serde_json::Value,
+    path: &str,
+) -> Option<String> {
+    use serde_json::Value;
+    match (given, canonical) {
+        (Value::Object(g), Value::Object(c)) => g.iter().find_map(|(k, v)| {
+            let here = format!("{path}.{k}");
+            match c.get(k) {
+                _ if v.is_null() => None,
+                None => Some(here),
+                Some(cv) => unknown_field(v, cv, &here),
+            }
+        }),
+        (Value::Array(g), Value::Array(c)) => g
+            .iter()
+            .zip(c)
+            .enumerate()
+            .find_map(|(i, (gv, cv))| unknown_field(gv, cv, &format!("{path}[{i}]"))),
+        _ => None,
+    }
 }
 
 /// A query string, parsed with `serde_path_to_error`.
@@ -118,6 +199,15 @@ impl PathParam {
     /// The parameter as a hash.
     pub(crate) fn sha256(&self) -> Result<Sha256, ApiError> {
         Sha256::parse(&self.0).map_err(|e| ApiError::bad_request(e.to_string()).field("sha256"))
+    }
+
+    /// The parameter as a numeric id.
+    pub(crate) fn id(&self, field: &str) -> Result<i64, ApiError> {
+        self.0
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| ApiError::bad_request(format!("{:?} is not an id", self.0)).field(field))
     }
 
     /// The parameter as a name.

@@ -2,6 +2,7 @@
 //! connection's client certificate to the handlers.
 pub(crate) mod agent;
 pub(crate) mod api;
+pub(crate) mod approvals;
 pub(crate) mod extract;
 pub(crate) mod stream;
 
@@ -10,10 +11,12 @@ use crate::catalog::Recorder;
 use crate::config::ServerConfig;
 use crate::db::Db;
 use crate::errors::ApiError;
+use crate::eventrules::EventRules;
 use crate::feed::FeedBatch;
+use crate::rules::RuleCache;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Request, StatusCode, Uri};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use extract::PeerCert;
 use hyper::body::Incoming;
@@ -32,6 +35,8 @@ pub(crate) struct Shared {
     pub(crate) ca: Arc<Ca>,
     pub(crate) feed: broadcast::Sender<Arc<FeedBatch>>,
     pub(crate) recorder: Recorder,
+    pub(crate) event_rules: EventRules,
+    pub(crate) rule_cache: RuleCache,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
 
@@ -50,6 +55,8 @@ pub(crate) fn router(state: AppState, config: &ServerConfig) -> Router {
         .route("/agent/v1/events", post(agent::events))
         .route("/agent/v1/inventory", post(agent::inventory))
         .route("/agent/v1/status", post(agent::status))
+        .route("/agent/v1/approvals", post(agent::approvals))
+        .route("/agent/v1/requests", post(agent::request_approval))
         // Admin API.
         .route("/api/v1/health", get(api::health))
         .route("/api/v1/whoami", get(api::whoami))
@@ -68,6 +75,29 @@ pub(crate) fn router(state: AppState, config: &ServerConfig) -> Router {
         )
         .route("/api/v1/policies/{name}/levels", put(api::set_levels))
         .route("/api/v1/enrollment-tokens", post(api::create_enroll_token))
+        .route("/api/v1/publishers", get(approvals::publishers))
+        .route(
+            "/api/v1/publishers/{name}/state",
+            put(approvals::set_publisher_state),
+        )
+        .route(
+            "/api/v1/publishers/{name}/trust",
+            put(approvals::set_publisher_trust),
+        )
+        .route("/api/v1/reputation", post(approvals::import_reputation))
+        .route(
+            "/api/v1/rules",
+            get(approvals::rules).post(approvals::create_rule),
+        )
+        .route("/api/v1/rules/{id}", delete(approvals::delete_rule))
+        .route("/api/v1/bundles", get(approvals::bundles))
+        .route("/api/v1/bundles/{name}", put(approvals::set_bundle))
+        .route("/api/v1/requests", get(approvals::requests))
+        .route(
+            "/api/v1/requests/{id}/grant",
+            post(approvals::grant_request),
+        )
+        .route("/api/v1/requests/{id}/deny", post(approvals::deny_request))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))

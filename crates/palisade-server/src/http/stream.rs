@@ -37,7 +37,7 @@ pub(crate) async fn stream(State(state): State<AppState>, agent: AgentAuth) -> A
     let feed = state.feed.subscribe();
     let mut conn = state.db.pool().acquire().await?;
     let rev = revision(&mut conn).await?;
-    let config = load_config(&mut conn, agent.computer_id, rev).await?;
+    let config = load_config(&mut conn, &state.rule_cache, agent.computer_id, rev).await?;
     drop(conn);
     let until = mark_connected(&state, agent.computer_id).await?;
     let (tx, rx) = mpsc::channel::<Bytes>(16);

@@ -2,7 +2,8 @@
 use crate::both_backends;
 use crate::support::*;
 use palisade_api::admin::FileDetails;
-use palisade_core::{Approval, ApprovalSource, ScopeKind, Sha256};
+use palisade_core::rules::DecidedBy;
+use palisade_core::{Approval, ApprovalSource, FileState, ScopeKind, Sha256};
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -110,7 +111,30 @@ async fn lookup_precedence(backend: Backend) {
             .find(|e| e.computer == me.name)
             .expect("effective entry");
         assert_eq!(mine.approval, *want);
-        assert_eq!(mine.explanation, want.explain());
+        // Explained by the agents' engine: the deciding state, then what
+        // the level (monitor) makes of it.
+        let decided_by = match want {
+            Approval::Approved(s) => DecidedBy::FileState {
+                state: FileState::Approved,
+                scope: s.scope,
+            },
+            Approval::Banned(s) => DecidedBy::FileState {
+                state: FileState::Banned,
+                scope: s.scope,
+            },
+            Approval::Unknown => DecidedBy::Nothing,
+        };
+        let allowed = if matches!(want, Approval::Approved(_)) {
+            "allowed at level monitor"
+        } else {
+            "allowed only because the level is monitor"
+        };
+        assert!(
+            mine.explanation
+                .starts_with(&format!("{}: {allowed}", decided_by.explain())),
+            "{}",
+            mine.explanation
+        );
         assert_eq!(d.effective.len(), 3);
         assert!(!d.states.is_empty());
     }

@@ -5,10 +5,15 @@
 mod support;
 
 mod admin;
+mod approvals;
 mod config;
 mod enroll;
+mod eventrules;
 mod events;
 mod inventory;
 mod lookup;
 mod malformed;
+mod migrate;
+mod publishers;
 mod push;
+mod rules;

@@ -285,6 +285,47 @@ impl Admin {
         from_value(v)
     }
 
+    /// A request expecting `want`, decoded.
+    pub(crate) async fn expect<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Value,
+        want: StatusCode,
+    ) -> T {
+        let (status, v) = self.call(method.clone(), path, Some(body)).await;
+        assert_eq!(status, want, "{method} {path}: {v}");
+        from_value(v)
+    }
+
+    /// PUT, expecting 200, decoded.
+    pub(crate) async fn put_ok<T: DeserializeOwned>(&self, path: &str, body: Value) -> T {
+        self.expect(Method::PUT, path, body, StatusCode::OK).await
+    }
+
+    /// POST, expecting 200, decoded.
+    pub(crate) async fn post_ok<T: DeserializeOwned>(&self, path: &str, body: Value) -> T {
+        self.expect(Method::POST, path, body, StatusCode::OK).await
+    }
+
+    /// Create a rule, expecting 201.
+    pub(crate) async fn create_rule(&self, body: Value) -> palisade_api::admin::RuleRecord {
+        self.expect(Method::POST, "/api/v1/rules", body, StatusCode::CREATED)
+            .await
+    }
+
+    /// Create a policy, expecting 201.
+    pub(crate) async fn create_policy(&self, name: &str, level: &str) {
+        let _: Value = self
+            .expect(
+                Method::POST,
+                "/api/v1/policies",
+                serde_json::json!({ "name": name, "level": level }),
+                StatusCode::CREATED,
+            )
+            .await;
+    }
+
     /// Set a file state, expecting success.
     pub(crate) async fn set_state(&self, sha: Sha256, body: Value) {
         let (status, v) = self
@@ -434,6 +475,29 @@ impl Agent {
             .await
     }
 
+    /// Look up items given as JSON (path, operation, publisher...).
+    pub(crate) async fn lookup_items(
+        &self,
+        files: Vec<Value>,
+    ) -> palisade_api::agent::LookupResponse {
+        self.post_ok("/agent/v1/lookup", serde_json::json!({ "files": files }))
+            .await
+    }
+
+    /// `GET /agent/v1/config`.
+    pub(crate) async fn config(&self) -> palisade_api::agent::AgentConfig {
+        self.get_ok("/agent/v1/config").await
+    }
+
+    /// Open the stream and read its `Hello`.
+    pub(crate) async fn stream_hello(&self) -> (StreamReader, palisade_api::agent::AgentConfig) {
+        let mut s = self.stream().await;
+        match s.next(Duration::from_secs(5)).await {
+            Next::Msg(StreamMessage::Hello { config, .. }) => (s, config),
+            other => panic!("expected Hello, got {other:?}"),
+        }
+    }
+
     /// Open the NDJSON stream.
     pub(crate) async fn stream(&self) -> StreamReader {
         let resp = self
@@ -460,6 +524,7 @@ pub(crate) struct StreamReader {
 
 /// What reading the stream produced.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Next {
     Msg(StreamMessage),
     Eof,
@@ -495,6 +560,19 @@ impl StreamReader {
                 Next::Msg(StreamMessage::Heartbeat { .. }) => continue,
                 Next::Msg(StreamMessage::Changed(c)) => return c,
                 other => panic!("expected a Changed message within {within:?}, got {other:?}"),
+            }
+        }
+    }
+
+    /// Expect no `Changed` message within `within` (heartbeats allowed).
+    pub(crate) async fn expect_quiet(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next(left).await {
+                Next::Timeout => return,
+                Next::Msg(StreamMessage::Heartbeat { .. }) => continue,
+                other => panic!("expected no change within {within:?}, got {other:?}"),
             }
         }
     }
@@ -537,6 +615,33 @@ impl Env {
         let token = self.admin.enroll_token(policy, 1).await;
         enroll(&self.server, &token, hostname).await
     }
+}
+
+/// Poll `check` every 20 ms until it returns `Some`, for at most `within`.
+pub(crate) async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A file event as an agent uploads it.
+pub(crate) fn event_json(seq: u64, kind: &str, sha: Sha256, path: &str) -> Value {
+    serde_json::json!({"seq": seq, "event": {
+        "time_ms": 1_700_000_000_000i64 + seq as i64, "kind": kind, "operation": "execute",
+        "sha256": sha, "path": path,
+        "approval": {"state": "unknown"}, "level": "lockdown",
+        "process": {"pid": 1, "uid": 0, "euid": 0, "loginuid": null,
+                    "sessionid": null, "exe": null, "ancestors": []},
+        "reason": "test"}})
 }
 
 /// Median and 95th percentile of durations, in microseconds.

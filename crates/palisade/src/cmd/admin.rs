@@ -124,6 +124,19 @@ impl AdminClient {
     }
 }
 
+/// Percent-encode one URL path segment (publisher names may hold spaces).
+pub(crate) fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// A file argument: an existing path is hashed; otherwise it must be a SHA-256.
 pub(crate) fn resolve_target(target: &str) -> Result<(Sha256, Option<String>)> {
     let p = Path::new(target);

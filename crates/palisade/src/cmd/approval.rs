@@ -1,17 +1,19 @@
 //! Admin commands of the approval model: publishers, bundles, reputation,
 //! rules of every kind, folder protection, approval requests.
-use super::admin::{fmt_ms, name, resolve_target, AdminClient};
+use super::admin::{fmt_ms, name, resolve_target, segment, AdminClient};
 use crate::cli::{
     BundleCmd, CustomArgs, EventArgs, FolderCmd, PublisherCmd, ReputationCmd, RequestCmd, RuleAdd,
     RuleCmd, RuleCommon,
 };
 use anyhow::{bail, Context, Result};
 use palisade_api::admin::{
-    ApprovalRequestInfo, BundleInfo, CreateRule, DecideRequest, EventAction, EventFilter, EventTrigger, PublisherInfo,
-    ReputationBatch, ReputationEntry, ReputationImported, RuleBody, RuleRecord, SetBundle, SetPublisherState,
-    SetPublisherTrust, REPUTATION_BATCH_MAX,
+    ApprovalRequestInfo, BundleInfo, CreateRule, DecideRequest, EventAction, EventFilter,
+    EventTrigger, PublisherInfo, ReputationBatch, ReputationEntry, ReputationImported, RuleBody,
+    RuleRecord, SetBundle, SetPublisherState, SetPublisherTrust, REPUTATION_BATCH_MAX,
 };
-use palisade_core::rules::{Conditions, LogLevel, Operations, ProcessMatch, PublisherTrust, RuleAction, UserMatch};
+use palisade_core::rules::{
+    Conditions, LogLevel, Operations, ProcessMatch, PublisherTrust, RuleAction, UserMatch,
+};
 use palisade_core::{FileState, Name, PathPattern, Sha256};
 use std::path::Path;
 use std::process::ExitCode;
@@ -50,8 +52,16 @@ pub(crate) async fn publisher(cfg: Option<&Path>, cmd: PublisherCmd) -> Result<E
         state,
         policy: name("policy", &a.policy)?,
     };
-    let p: PublisherInfo = client.put(&format!("/api/v1/publishers/{}/state", a.name), &body).await?;
-    let scope = a.policy.map(|p| format!("for policy {p}")).unwrap_or_else(|| "for all computers".into());
+    let p: PublisherInfo = client
+        .put(
+            &format!("/api/v1/publishers/{}/state", segment(&a.name)),
+            &body,
+        )
+        .await?;
+    let scope = a
+        .policy
+        .map(|p| format!("for policy {p}"))
+        .unwrap_or_else(|| "for all computers".into());
     println!("publisher {}: {state} {scope}", p.name);
     Ok(ExitCode::SUCCESS)
 }
@@ -70,19 +80,33 @@ async fn publisher_other(client: &AdminClient, cmd: PublisherCmd) -> Result<Exit
                     .states
                     .iter()
                     .map(|s| match &s.scope {
-                        palisade_api::admin::ScopeRef::Policy(n) => format!("{} (policy {n})", s.state),
+                        palisade_api::admin::ScopeRef::Policy(n) => {
+                            format!("{} (policy {n})", s.state)
+                        }
                         _ => s.state.to_string(),
                     })
                     .collect();
-                let trust = p.trust.map(|t| format!("{t:?}").to_lowercase()).unwrap_or_else(|| "-".into());
-                println!("{:<28} {:<12} {:>7}  {}", p.name, trust, p.files, states.join(", "));
+                let trust = p
+                    .trust
+                    .map(|t| format!("{t:?}").to_lowercase())
+                    .unwrap_or_else(|| "-".into());
+                println!(
+                    "{:<28} {:<12} {:>7}  {}",
+                    p.name,
+                    trust,
+                    p.files,
+                    states.join(", ")
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
         PublisherCmd::Trust { name, trust } => {
             let trust: PublisherTrust = enum_arg("trust", &trust)?;
             let p: PublisherInfo = client
-                .put(&format!("/api/v1/publishers/{name}/trust"), &SetPublisherTrust { trust })
+                .put(
+                    &format!("/api/v1/publishers/{}/trust", segment(&name)),
+                    &SetPublisherTrust { trust },
+                )
                 .await?;
             println!("publisher {}: trust {:?}", p.name, trust);
             Ok(ExitCode::SUCCESS)
@@ -102,7 +126,12 @@ pub(crate) async fn bundle(cfg: Option<&Path>, cmd: BundleCmd) -> Result<ExitCod
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 for b in list {
-                    println!("{} [{}]\n  {}", b.name, if b.enabled { "enabled" } else { "disabled" }, b.description);
+                    println!(
+                        "{} [{}]\n  {}",
+                        b.name,
+                        if b.enabled { "enabled" } else { "disabled" },
+                        b.description
+                    );
                     for r in &b.rules {
                         println!("  - {r}");
                     }
@@ -113,8 +142,17 @@ pub(crate) async fn bundle(cfg: Option<&Path>, cmd: BundleCmd) -> Result<ExitCod
         BundleCmd::Enable { name } => (name, true),
         BundleCmd::Disable { name } => (name, false),
     };
-    let b: BundleInfo = client.put(&format!("/api/v1/bundles/{name}"), &SetBundle { enabled }).await?;
-    println!("bundle {} {}", b.name, if b.enabled { "enabled" } else { "disabled" });
+    let b: BundleInfo = client
+        .put(
+            &format!("/api/v1/bundles/{}", segment(&name)),
+            &SetBundle { enabled },
+        )
+        .await?;
+    println!(
+        "bundle {} {}",
+        b.name,
+        if b.enabled { "enabled" } else { "disabled" }
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -138,17 +176,28 @@ fn read_reputation(file: &Path, format: Option<&str>, rating: u8) -> Result<Vec<
 /// NSRL RDS version 3 (a SQLite database; the `FILE` table has a `sha256`
 /// column). Every hash in it is known software: it gets `rating`.
 fn read_nsrl(file: &Path, rating: u8) -> Result<Vec<ReputationEntry>> {
-    let db = rusqlite::Connection::open_with_flags(file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .with_context(|| format!("{}: not an NSRL RDS database", file.display()))?;
+    let db =
+        rusqlite::Connection::open_with_flags(file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| format!("{}: not an NSRL RDS database", file.display()))?;
     let mut st = db
-        .prepare("SELECT DISTINCT lower(sha256) FROM FILE WHERE sha256 IS NOT NULL AND sha256 <> ''")
-        .with_context(|| format!("{}: no FILE table with a sha256 column (NSRL RDS v3 expected)", file.display()))?;
+        .prepare(
+            "SELECT DISTINCT lower(sha256) FROM FILE WHERE sha256 IS NOT NULL AND sha256 <> ''",
+        )
+        .with_context(|| {
+            format!(
+                "{}: no FILE table with a sha256 column (NSRL RDS v3 expected)",
+                file.display()
+            )
+        })?;
     let rows = st.query_map([], |r| r.get::<_, String>(0))?;
     let mut out = Vec::new();
     for row in rows {
         let v = row?;
         if let Ok(sha256) = Sha256::parse(&v) {
-            out.push(ReputationEntry { sha256, trust: rating });
+            out.push(ReputationEntry {
+                sha256,
+                trust: rating,
+            });
         }
     }
     Ok(out)
@@ -163,17 +212,21 @@ fn read_sha256_list(file: &Path, rating: u8) -> Result<Vec<ReputationEntry>> {
         if line.is_empty() {
             continue;
         }
-        let mut parts = line.split(|c: char| c == ',' || c.is_whitespace()).filter(|s| !s.is_empty());
-        let (Some(h), r) = (parts.next(), parts.next()) else { continue };
-        let sha256 = Sha256::parse(h).with_context(|| format!("{}:{}: not a SHA-256", file.display(), i + 1))?;
-        let trust = match r {
-            Some(r) => r
-                .parse::<u8>()
-                .ok()
-                .filter(|t| *t <= 10)
-                .with_context(|| format!("{}:{}: rating must be 0-10", file.display(), i + 1))?,
-            None => rating,
+        let mut parts = line
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|s| !s.is_empty());
+        let (Some(h), r) = (parts.next(), parts.next()) else {
+            continue;
         };
+        let sha256 = Sha256::parse(h)
+            .with_context(|| format!("{}:{}: not a SHA-256", file.display(), i + 1))?;
+        let trust =
+            match r {
+                Some(r) => r.parse::<u8>().ok().filter(|t| *t <= 10).with_context(|| {
+                    format!("{}:{}: rating must be 0-10", file.display(), i + 1)
+                })?,
+                None => rating,
+            };
         out.push(ReputationEntry { sha256, trust });
     }
     Ok(out)
@@ -209,11 +262,21 @@ pub(crate) async fn reputation(cfg: Option<&Path>, cmd: ReputationCmd) -> Result
             .await?;
         stored += r.stored;
     }
-    println!("{} ratings read from {}, {stored} stored (source {source})", entries.len(), file.display());
+    println!(
+        "{} ratings read from {}, {stored} stored (source {source})",
+        entries.len(),
+        file.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
-async fn create(client: &AdminClient, common: &RuleCommon, default_name: String, rank: Option<i64>, body: RuleBody) -> Result<ExitCode> {
+async fn create(
+    client: &AdminClient,
+    common: &RuleCommon,
+    default_name: String,
+    rank: Option<i64>,
+    body: RuleBody,
+) -> Result<ExitCode> {
     let r: RuleRecord = client
         .post(
             "/api/v1/rules",
@@ -242,11 +305,24 @@ fn custom_body(a: &CustomArgs) -> Result<RuleBody> {
         _ => None,
     };
     let operations = match a.op.as_str() {
-        "write" => Operations { execute: false, write: true },
-        "both" => Operations { execute: true, write: true },
-        _ => Operations { execute: true, write: false },
+        "write" => Operations {
+            execute: false,
+            write: true,
+        },
+        "both" => Operations {
+            execute: true,
+            write: true,
+        },
+        _ => Operations {
+            execute: true,
+            write: false,
+        },
     };
-    let paths = a.paths.iter().map(|p| pattern("--path", p)).collect::<Result<Vec<_>>>()?;
+    let paths = a
+        .paths
+        .iter()
+        .map(|p| pattern("--path", p))
+        .collect::<Result<Vec<_>>>()?;
     let action: RuleAction = enum_arg("--action", &a.action)?;
     Ok(RuleBody::Custom {
         process,
@@ -257,7 +333,11 @@ fn custom_body(a: &CustomArgs) -> Result<RuleBody> {
         conditions: Conditions {
             nice: a.nice,
             max_runtime_secs: a.max_runtime,
-            log: if a.verbose { LogLevel::Verbose } else { LogLevel::Normal },
+            log: if a.verbose {
+                LogLevel::Verbose
+            } else {
+                LogLevel::Normal
+            },
         },
     })
 }
@@ -266,10 +346,14 @@ fn event_body(a: &EventArgs) -> Result<RuleBody> {
     let state = |what: &str, v: &str| enum_arg::<FileState>(what, v);
     let mut actions = Vec::new();
     if let Some(s) = &a.set_global {
-        actions.push(EventAction::SetGlobalState { state: state("--set-global", s)? });
+        actions.push(EventAction::SetGlobalState {
+            state: state("--set-global", s)?,
+        });
     }
     if let Some(s) = &a.set_local {
-        actions.push(EventAction::SetLocalState { state: state("--set-local", s)? });
+        actions.push(EventAction::SetLocalState {
+            state: state("--set-local", s)?,
+        });
     }
     if let Some(p) = &a.move_to {
         actions.push(EventAction::MoveComputer {
@@ -285,7 +369,9 @@ fn event_body(a: &EventArgs) -> Result<RuleBody> {
         });
     }
     if actions.is_empty() {
-        bail!("give at least one action: --set-global, --set-local, --move-to, --webhook or --syslog");
+        bail!(
+            "give at least one action: --set-global, --set-local, --move-to, --webhook or --syslog"
+        );
     }
     Ok(RuleBody::Event {
         filter: EventFilter {
@@ -294,11 +380,23 @@ fn event_body(a: &EventArgs) -> Result<RuleBody> {
             } else {
                 EventTrigger::Event
             },
-            kinds: a.kinds.iter().map(|k| enum_arg("--kind", k)).collect::<Result<_>>()?,
-            operations: a.operations.iter().map(|o| enum_arg("--operation", o)).collect::<Result<_>>()?,
+            kinds: a
+                .kinds
+                .iter()
+                .map(|k| enum_arg("--kind", k))
+                .collect::<Result<_>>()?,
+            operations: a
+                .operations
+                .iter()
+                .map(|o| enum_arg("--operation", o))
+                .collect::<Result<_>>()?,
             max_trust: a.max_trust,
             min_trust: a.min_trust,
-            path: a.path.as_deref().map(|p| pattern("--path", p)).transpose()?,
+            path: a
+                .path
+                .as_deref()
+                .map(|p| pattern("--path", p))
+                .transpose()?,
             computers: a.computers.clone(),
             policies: a.in_policies.clone(),
         },
@@ -315,9 +413,16 @@ pub(crate) async fn rule(cfg: Option<&Path>, cmd: RuleCmd) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&list)?);
                 return Ok(ExitCode::SUCCESS);
             }
-            println!("{:>5} {:>5} {:<8} {:<30} {:<18} {}", "ID", "RANK", "ENABLED", "NAME", "POLICIES", "RULE");
+            println!(
+                "{:>5} {:>5} {:<8} {:<30} {:<18} {}",
+                "ID", "RANK", "ENABLED", "NAME", "POLICIES", "RULE"
+            );
             for r in list {
-                let policies = if r.policies.is_empty() { "all".into() } else { r.policies.join(",") };
+                let policies = if r.policies.is_empty() {
+                    "all".into()
+                } else {
+                    r.policies.join(",")
+                };
                 let body = serde_json::to_string(&r.body).unwrap_or_default();
                 println!(
                     "{:>5} {:>5} {:<8} {:<30} {:<18} {}{}",
@@ -327,7 +432,9 @@ pub(crate) async fn rule(cfg: Option<&Path>, cmd: RuleCmd) -> Result<ExitCode> {
                     r.name,
                     policies,
                     body,
-                    r.bundle.map(|b| format!("  (bundle {b})")).unwrap_or_default()
+                    r.bundle
+                        .map(|b| format!("  (bundle {b})"))
+                        .unwrap_or_default()
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -340,12 +447,38 @@ pub(crate) async fn rule(cfg: Option<&Path>, cmd: RuleCmd) -> Result<ExitCode> {
         RuleCmd::Add(add) => match add {
             RuleAdd::TrustedDir { dir, common } => {
                 let body = RuleBody::TrustedDirectory { dir: dir.clone() };
-                create(&client, &common, format!("trusted directory {dir}"), None, body).await
+                create(
+                    &client,
+                    &common,
+                    format!("trusted directory {dir}"),
+                    None,
+                    body,
+                )
+                .await
             }
-            RuleAdd::TrustedUser { name, group, common } => {
-                let user = if group { UserMatch::Group(name.clone()) } else { UserMatch::User(name.clone()) };
-                let label = if group { format!("trusted group {name}") } else { format!("trusted user {name}") };
-                create(&client, &common, label, None, RuleBody::TrustedUser { user }).await
+            RuleAdd::TrustedUser {
+                name,
+                group,
+                common,
+            } => {
+                let user = if group {
+                    UserMatch::Group(name.clone())
+                } else {
+                    UserMatch::User(name.clone())
+                };
+                let label = if group {
+                    format!("trusted group {name}")
+                } else {
+                    format!("trusted user {name}")
+                };
+                create(
+                    &client,
+                    &common,
+                    label,
+                    None,
+                    RuleBody::TrustedUser { user },
+                )
+                .await
             }
             RuleAdd::Updater {
                 updater,
@@ -354,7 +487,10 @@ pub(crate) async fn rule(cfg: Option<&Path>, cmd: RuleCmd) -> Result<ExitCode> {
                 package_manager,
                 common,
             } => {
-                let hashes = hashes.iter().map(|h| sha("--hash", h)).collect::<Result<_>>()?;
+                let hashes = hashes
+                    .iter()
+                    .map(|h| sha("--hash", h))
+                    .collect::<Result<_>>()?;
                 let body = RuleBody::Updater {
                     programs,
                     hashes,
@@ -375,10 +511,20 @@ pub(crate) async fn rule(cfg: Option<&Path>, cmd: RuleCmd) -> Result<ExitCode> {
                         .as_deref()
                         .map(|t| enum_arg("--min-publisher-trust", t))
                         .transpose()?,
-                    except_files: except_files.iter().map(|h| sha("--except-file", h)).collect::<Result<_>>()?,
+                    except_files: except_files
+                        .iter()
+                        .map(|h| sha("--except-file", h))
+                        .collect::<Result<_>>()?,
                     except_publishers,
                 };
-                create(&client, &common, format!("approve if trust >= {min_trust}"), None, body).await
+                create(
+                    &client,
+                    &common,
+                    format!("approve if trust >= {min_trust}"),
+                    None,
+                    body,
+                )
+                .await
             }
             RuleAdd::Custom(a) => {
                 let body = custom_body(&a)?;
@@ -394,7 +540,11 @@ pub(crate) async fn rule(cfg: Option<&Path>, cmd: RuleCmd) -> Result<ExitCode> {
 }
 
 pub(crate) async fn folder(cfg: Option<&Path>, cmd: FolderCmd) -> Result<ExitCode> {
-    let FolderCmd::Protect { dir, parents, common } = cmd;
+    let FolderCmd::Protect {
+        dir,
+        parents,
+        common,
+    } = cmd;
     let (client, _) = AdminClient::from_config(cfg)?;
     let dir = match std::fs::canonicalize(&dir) {
         Ok(d) => d.to_string_lossy().into_owned(),
@@ -408,7 +558,14 @@ pub(crate) async fn folder(cfg: Option<&Path>, cmd: FolderCmd) -> Result<ExitCod
         dir: dir.clone(),
         parents,
     };
-    create(&client, &common, format!("protected folder {dir}"), None, body).await
+    create(
+        &client,
+        &common,
+        format!("protected folder {dir}"),
+        None,
+        body,
+    )
+    .await
 }
 
 fn print_request(r: &ApprovalRequestInfo) {
@@ -421,24 +578,37 @@ fn print_request(r: &ApprovalRequestInfo) {
         fmt_ms(r.created_ms),
         r.path,
         r.sha256.short(),
-        if r.reason.is_empty() { String::new() } else { format!("  {:?}", r.reason) }
+        if r.reason.is_empty() {
+            String::new()
+        } else {
+            format!("  {:?}", r.reason)
+        }
     );
 }
 
 pub(crate) async fn request(cfg: Option<&Path>, cmd: RequestCmd) -> Result<ExitCode> {
-    if let RequestCmd::New { path, reason, socket } = cmd {
+    if let RequestCmd::New {
+        path,
+        reason,
+        socket,
+    } = cmd
+    {
         let path = std::fs::canonicalize(&path).with_context(|| path.display().to_string())?;
         let req = palisade_agent::control::LocalRequest {
             path: path.to_string_lossy().into_owned(),
             reason,
         };
-        let answer = tokio::task::spawn_blocking(move || palisade_agent::control::request(&socket, &req)).await??;
+        let answer =
+            tokio::task::spawn_blocking(move || palisade_agent::control::request(&socket, &req))
+                .await??;
         return match answer {
             palisade_agent::control::LocalRequestAnswer::Filed { id } => {
                 println!("request {id} filed: an administrator will grant or deny it");
                 Ok(ExitCode::SUCCESS)
             }
-            palisade_agent::control::LocalRequestAnswer::Refused { error } => bail!("request refused: {error}"),
+            palisade_agent::control::LocalRequestAnswer::Refused { error } => {
+                bail!("request refused: {error}")
+            }
         };
     }
     let (client, _) = AdminClient::from_config(cfg)?;
@@ -460,13 +630,19 @@ pub(crate) async fn request(cfg: Option<&Path>, cmd: RequestCmd) -> Result<ExitC
         }
         RequestCmd::Grant { id, comment } => {
             let r: ApprovalRequestInfo = client
-                .post(&format!("/api/v1/requests/{id}/grant"), &DecideRequest { comment })
+                .post(
+                    &format!("/api/v1/requests/{id}/grant"),
+                    &DecideRequest { comment },
+                )
                 .await?;
             print_request(&r);
         }
         RequestCmd::Deny { id, comment } => {
             let r: ApprovalRequestInfo = client
-                .post(&format!("/api/v1/requests/{id}/deny"), &DecideRequest { comment })
+                .post(
+                    &format!("/api/v1/requests/{id}/deny"),
+                    &DecideRequest { comment },
+                )
                 .await?;
             print_request(&r);
         }

@@ -3,8 +3,8 @@ use crate::cli::{Cli, Command};
 use std::process::ExitCode;
 
 mod admin;
-mod approval;
 mod agent;
+mod approval;
 mod server;
 mod up;
 

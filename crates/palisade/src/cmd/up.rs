@@ -130,6 +130,7 @@ pub(crate) async fn run(a: UpArgs) -> Result<ExitCode> {
         data_dir: Some(agent_dir.clone()),
         watch: Some(a.watch.clone()),
         decision_deadline_ms: a.deadline_ms,
+        package_root: a.package_root.clone(),
         ..AgentConfigFile::default()
     }
     .validate()?;

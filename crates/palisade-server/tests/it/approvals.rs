@@ -1,0 +1,315 @@
+//! Approvals made on computers (trusted change, level changes), users'
+//! approval requests, and the approve-existing epoch.
+use crate::both_backends;
+use crate::support::*;
+use palisade_api::admin::{ApprovalRequestInfo, FileDetails, RequestStatus};
+use palisade_api::agent::{ApprovalRequestCreated, LocalApprovalsAck};
+use palisade_core::rules::TrustedChange;
+use palisade_core::{Approval, ApprovalSource, Level, ScopeKind};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+both_backends!(local_approvals, approval_requests, approve_existing_epoch);
+
+const LOCAL: Approval = Approval::Approved(ApprovalSource {
+    scope: ScopeKind::Local,
+});
+const GLOBAL: Approval = Approval::Approved(ApprovalSource {
+    scope: ScopeKind::Global,
+});
+
+async fn local_approvals(backend: Backend) {
+    let env = Env::new(backend).await;
+    env.admin.create_policy("servers", "lockdown").await;
+    let web = env.agent("default", "web01").await;
+    let other = env.agent("default", "web02").await;
+    let elsewhere = env.agent("servers", "db01").await;
+    let dist = env
+        .admin
+        .create_rule(json!({"name": "dist", "policies": ["default"],
+            "body": {"kind": "trusted_directory", "dir": "/srv/dist"}}))
+        .await;
+    let config = web.config().await;
+    assert!(matches!(
+        config.rules.trusted_change.as_slice(),
+        [TrustedChange::TrustedDirectory { dir, .. }] if dir == "/srv/dist"
+    ));
+    let (mut other_s, _) = other.stream_hello().await;
+    let (mut web_s, _) = web.stream_hello().await;
+
+    let item = |n: u64, path: &str, origin: Value| json!({"sha256": hash(n), "path": path, "origin": origin});
+    let body = json!({"items": [
+        item(1, "/usr/bin/new", json!({"by": "updater", "rule": 7, "name": "dpkg"})),
+        item(2, "/srv/dist/tool", json!({"by": "trusted_directory", "rule": dist.id, "dir": "/srv/dist"})),
+        // Outside the directory, a wrong directory, an unknown rule, a path
+        // climbing out: refused.
+        item(3, "/tmp/tool", json!({"by": "trusted_directory", "rule": dist.id, "dir": "/srv/dist"})),
+        item(3, "/srv/other/tool", json!({"by": "trusted_directory", "rule": dist.id, "dir": "/srv/other"})),
+        item(3, "/srv/dist/tool", json!({"by": "trusted_directory", "rule": 999_999, "dir": "/srv/dist"})),
+        item(3, "/srv/dist/../etc/tool", json!({"by": "trusted_directory", "rule": dist.id, "dir": "/srv/dist"})),
+        item(4, "/opt/app/bin", json!({"by": "level_change"})),
+        item(5, "/home/alice/bin/x", json!({"by": "trusted_user", "rule": 8, "user": "alice"})),
+        item(6, "/opt/app/lib.so", json!({"by": "custom_rule", "rule": 9}))
+    ]});
+    let t = Instant::now();
+    let ack: LocalApprovalsAck = web.post_ok("/agent/v1/approvals", body.clone()).await;
+    assert_eq!(ack.approved, 5);
+    // The global approval reaches every computer of the organization...
+    let c = other_s.next_change(Duration::from_secs(1)).await;
+    eprintln!(
+        "[figure] {backend:?}: trusted-directory approval -> another computer's stream: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(c.hashes, vec![hash(2)]);
+    let c = web_s.next_change(Duration::from_secs(1)).await;
+    let mut pushed = c.hashes.clone();
+    pushed.sort();
+    assert_eq!(pushed, vec![hash(1), hash(2), hash(4), hash(5), hash(6)]);
+
+    let mine = web
+        .lookup(&[hash(1), hash(2), hash(3), hash(4), hash(5), hash(6)])
+        .await;
+    let got: Vec<Approval> = mine.results.iter().map(|r| r.approval).collect();
+    assert_eq!(got, [LOCAL, GLOBAL, Approval::Unknown, LOCAL, LOCAL, LOCAL]);
+    // ...the local ones only this one.
+    for a in [&other, &elsewhere] {
+        let got: Vec<Approval> = a
+            .lookup(&[hash(1), hash(2)])
+            .await
+            .results
+            .iter()
+            .map(|r| r.approval)
+            .collect();
+        assert_eq!(got, [Approval::Unknown, GLOBAL]);
+    }
+    for (n, by) in [
+        (1, "updater:dpkg@web01".to_owned()),
+        (2, "trusted-directory:/srv/dist@web01".to_owned()),
+        (4, "level-change@web01".to_owned()),
+        (5, "trusted-user:alice@web01".to_owned()),
+        (6, "custom-rule:9@web01".to_owned()),
+    ] {
+        let d: FileDetails = env
+            .admin
+            .get_ok(&format!("/api/v1/files/{}", hash(n)))
+            .await;
+        assert_eq!(d.states.len(), 1, "{n}");
+        assert_eq!(d.states[0].updated_by, by);
+        assert_eq!(d.instances[0].computer, "web01", "catalogued");
+    }
+
+    // Sent again: counted, nothing new pushed.
+    let ack: LocalApprovalsAck = web.post_ok("/agent/v1/approvals", body).await;
+    assert_eq!(ack.approved, 5);
+    web_s.expect_quiet(Duration::from_millis(300)).await;
+
+    // An admin's local ban is never replaced by a local approval.
+    env.admin
+        .set_state(hash(10), json!({"state": "banned", "computer": web.name}))
+        .await;
+    let _ = web_s.next_change(Duration::from_secs(1)).await;
+    let ack: LocalApprovalsAck = web
+        .post_ok(
+            "/agent/v1/approvals",
+            json!({"items": [item(10, "/usr/bin/evil", json!({"by": "level_change"}))]}),
+        )
+        .await;
+    assert_eq!(ack.approved, 0);
+    assert_eq!(
+        web.lookup(&[hash(10)]).await.results[0].approval.as_str(),
+        "banned"
+    );
+    env.server.stop().await;
+}
+
+async fn approval_requests(backend: Backend) {
+    let env = Env::new(backend).await;
+    let _: Value = env
+        .admin
+        .put_ok(
+            "/api/v1/policies/default/levels",
+            json!({"level": "prompt"}),
+        )
+        .await;
+    let web = env.agent("default", "web01").await;
+    let (mut stream, config) = web.stream_hello().await;
+    assert_eq!(config.levels.connected, Level::Prompt);
+
+    let request = |n: u64| {
+        json!({"sha256": hash(n), "path": format!("/home/alice/bin/tool{n}"), "user": "alice",
+               "reason": "I need it\nfor the release", "process": {"pid": 9, "uid": 1000, "euid": 1000,
+               "loginuid": 1000, "sessionid": 3, "exe": null, "ancestors": []}})
+    };
+    let (status, v) = web
+        .call(Method::POST, "/agent/v1/requests", Some(request(1)))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let created: ApprovalRequestCreated = from_value(v);
+    // Asked again while pending: the same request.
+    let (status, v) = web
+        .call(Method::POST, "/agent/v1/requests", Some(request(1)))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(from_value::<ApprovalRequestCreated>(v).id, created.id);
+    let (status, v) = web
+        .call(Method::POST, "/agent/v1/requests", Some(request(2)))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let second: ApprovalRequestCreated = from_value(v);
+
+    let pending: Vec<ApprovalRequestInfo> =
+        env.admin.get_ok("/api/v1/requests?status=pending").await;
+    assert_eq!(pending.len(), 2);
+    let r = &pending[0];
+    assert_eq!(
+        (r.id, r.computer.as_str(), r.user.as_str()),
+        (created.id, "web01", "alice")
+    );
+    assert_eq!(r.sha256, hash(1));
+    assert_eq!(r.path, "/home/alice/bin/tool1");
+    assert_eq!(r.reason, "I need it\nfor the release");
+    assert_eq!(
+        (r.status, r.decided_by.as_deref()),
+        (RequestStatus::Pending, None)
+    );
+
+    // Another organization cannot decide it.
+    let bob_token = palisade_server::bootstrap(&env.server.db, &name("globex"), &name("bob"))
+        .await
+        .expect("bootstrap")
+        .admin_token
+        .expect("token");
+    let bob = Admin::new(&env.server, &bob_token);
+    let e = expect_error(
+        bob.call(
+            Method::POST,
+            &format!("/api/v1/requests/{}/grant", created.id),
+            None,
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+    );
+    assert_eq!(e.field.as_deref(), Some("id"));
+    let theirs: Vec<ApprovalRequestInfo> = bob.get_ok("/api/v1/requests").await;
+    assert!(theirs.is_empty());
+
+    // Granted: the computer is told within a second, and its lookup says
+    // approved (locally).
+    let t = Instant::now();
+    let granted: ApprovalRequestInfo = env
+        .admin
+        .post_ok(
+            &format!("/api/v1/requests/{}/grant", created.id),
+            json!({"comment": "ok for the release"}),
+        )
+        .await;
+    let c = stream.next_change(Duration::from_secs(1)).await;
+    let elapsed = t.elapsed();
+    eprintln!("[figure] {backend:?}: request granted -> agent stream: {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(1));
+    assert_eq!(c.hashes, vec![hash(1)]);
+    assert_eq!(granted.status, RequestStatus::Granted);
+    assert_eq!(granted.decided_by.as_deref(), Some("alice"));
+    assert_eq!(granted.comment.as_deref(), Some("ok for the release"));
+    assert!(granted.decided_ms.is_some());
+    assert_eq!(web.lookup(&[hash(1)]).await.results[0].approval, LOCAL);
+    // Decided once.
+    let e = expect_error(
+        env.admin
+            .call(
+                Method::POST,
+                &format!("/api/v1/requests/{}/deny", created.id),
+                None,
+            )
+            .await,
+        StatusCode::CONFLICT,
+    );
+    assert_eq!(e.field.as_deref(), Some("id"));
+
+    // Denied (no body): only the status changes.
+    let (status, v) = env
+        .admin
+        .call(
+            Method::POST,
+            &format!("/api/v1/requests/{}/deny", second.id),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let denied: ApprovalRequestInfo = from_value(v);
+    assert_eq!(
+        (denied.status, denied.comment),
+        (RequestStatus::Denied, None)
+    );
+    stream.expect_quiet(Duration::from_millis(300)).await;
+    assert_eq!(
+        web.lookup(&[hash(2)]).await.results[0].approval,
+        Approval::Unknown
+    );
+    for (status, n) in [("pending", 0), ("granted", 1), ("denied", 1)] {
+        let list: Vec<ApprovalRequestInfo> = env
+            .admin
+            .get_ok(&format!("/api/v1/requests?status={status}"))
+            .await;
+        assert_eq!(list.len(), n, "{status}");
+    }
+    let all: Vec<ApprovalRequestInfo> = env.admin.get_ok("/api/v1/requests").await;
+    assert_eq!(all.len(), 2);
+    // A new request for a denied file is a new request.
+    let (status, _) = web
+        .call(Method::POST, "/agent/v1/requests", Some(request(2)))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    env.server.stop().await;
+}
+
+async fn approve_existing_epoch(backend: Backend) {
+    let env = Env::new(backend).await;
+    let web = env.agent("default", "web01").await;
+    let (mut stream, config) = web.stream_hello().await;
+    assert_eq!(config.approve_existing_epoch, 0);
+    let set = |body: Value| {
+        let env = &env;
+        async move {
+            let _: Value = env
+                .admin
+                .put_ok("/api/v1/policies/default/levels", body)
+                .await;
+        }
+    };
+    set(json!({"level": "lockdown", "approve_existing": true})).await;
+    assert!(
+        stream
+            .next_change(Duration::from_secs(1))
+            .await
+            .config_changed
+    );
+    let c = web.config().await;
+    assert_eq!(
+        (c.levels.connected, c.approve_existing_epoch),
+        (Level::Lockdown, 1)
+    );
+    set(json!({"level": "prompt"})).await;
+    assert!(
+        stream
+            .next_change(Duration::from_secs(1))
+            .await
+            .config_changed
+    );
+    let c = web.config().await;
+    assert_eq!(
+        (c.levels.connected, c.approve_existing_epoch),
+        (Level::Prompt, 1)
+    );
+    set(json!({"level": "lockdown", "disconnected_level": "prompt", "approve_existing": true}))
+        .await;
+    let c = web.config().await;
+    assert_eq!(c.approve_existing_epoch, 2);
+    assert_eq!(c.levels.disconnected, Level::Prompt);
+    // Another policy's epoch is its own.
+    env.admin.create_policy("servers", "monitor").await;
+    let db = env.agent("servers", "db01").await;
+    assert_eq!(db.config().await.approve_existing_epoch, 0);
+    env.server.stop().await;
+}

@@ -1,0 +1,360 @@
+//! Event rules: triggers (events, files seen for the first time) and
+//! actions (file states, moving computers, webhooks, syslog).
+use crate::both_backends;
+use crate::support::*;
+use palisade_api::admin::{ComputerInfo, EventPage, FileDetails, ReputationImported};
+use palisade_api::agent::EventAck;
+use palisade_core::{Approval, ApprovalSource, FileState, ScopeKind, Sha256};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+both_backends!(
+    event_rule_bans_low_trust_files,
+    file_seen_rule,
+    webhook_and_syslog_alerts,
+    event_rule_moves_computer
+);
+
+async fn ratings(env: &Env, entries: &[(Sha256, u8)]) {
+    let entries: Vec<Value> = entries
+        .iter()
+        .map(|(h, t)| json!({"sha256": h, "trust": t}))
+        .collect();
+    let _: ReputationImported = env
+        .admin
+        .post_ok(
+            "/api/v1/reputation",
+            json!({"source": "test", "entries": entries}),
+        )
+        .await;
+}
+
+async fn upload(agent: &Agent, events: Vec<Value>) -> u64 {
+    let ack: EventAck = agent
+        .post_ok("/agent/v1/events", json!({ "events": events }))
+        .await;
+    ack.stored
+}
+
+async fn event_rule_bans_low_trust_files(backend: Backend) {
+    let env = Env::new(backend).await;
+    let web = env.agent("default", "web01").await;
+    let other = env.agent("default", "web02").await;
+    let (bad, good, unrated) = (hash(1), hash(2), hash(3));
+    ratings(&env, &[(bad, 1), (good, 9)]).await;
+    let rule = env
+        .admin
+        .create_rule(json!({"name": "ban known bad", "body": {"kind": "event",
+            "filter": {"kinds": ["blocked", "would_block"], "max_trust": 2},
+            "actions": [{"do": "set_global_state", "state": "banned"}]}}))
+        .await;
+    let (mut other_s, _) = other.stream_hello().await;
+
+    let t = Instant::now();
+    let stored = upload(
+        &web,
+        vec![
+            event_json(1, "would_block", bad, "/tmp/miner"),
+            event_json(2, "would_block", good, "/usr/bin/good"),
+            event_json(3, "would_block", unrated, "/usr/bin/unrated"),
+            event_json(4, "blocked", bad, "/tmp/miner"),
+        ],
+    )
+    .await;
+    assert_eq!(stored, 4);
+    // Banned for all computers, by the rule, and pushed.
+    let c = other_s.next_change(Duration::from_secs(2)).await;
+    eprintln!(
+        "[figure] {backend:?}: event with a low-trust file -> global ban on another computer's stream: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(c.hashes, vec![bad]);
+    let answer = other.lookup(&[bad, good, unrated]).await;
+    let got: Vec<Approval> = answer.results.iter().map(|r| r.approval).collect();
+    assert_eq!(
+        got,
+        [
+            Approval::Banned(ApprovalSource {
+                scope: ScopeKind::Global
+            }),
+            Approval::Unknown,
+            Approval::Unknown
+        ]
+    );
+    let d: FileDetails = env.admin.get_ok(&format!("/api/v1/files/{bad}")).await;
+    assert_eq!(d.states.len(), 1);
+    assert_eq!(d.states[0].state, FileState::Banned);
+    assert_eq!(d.states[0].updated_by, format!("event-rule:{}", rule.id));
+    // Applied once, and the actions created no events.
+    other_s.expect_quiet(Duration::from_millis(300)).await;
+    let page: EventPage = env.admin.get_ok("/api/v1/events").await;
+    assert_eq!(page.events.len(), 4);
+    env.server.stop().await;
+}
+
+async fn file_seen_rule(backend: Backend) {
+    let env = Env::new(backend).await;
+    let web = env.agent("default", "web01").await;
+    let db = env.agent("default", "db01").await;
+    let rule = env
+        .admin
+        .create_rule(
+            json!({"name": "nothing from /tmp", "body": {"kind": "event",
+            "filter": {"trigger": "file_seen", "path": "/tmp/**"},
+            "actions": [{"do": "set_local_state", "state": "banned"}]}}),
+        )
+        .await;
+    // An event rule for events does not fire on sightings.
+    env.admin
+        .create_rule(json!({"name": "other trigger", "body": {"kind": "event",
+            "filter": {"path": "/usr/**"},
+            "actions": [{"do": "set_global_state", "state": "banned"}]}}))
+        .await;
+    let banned_local = Approval::Banned(ApprovalSource {
+        scope: ScopeKind::Local,
+    });
+    let (tmp, usr, inv) = (hash(1), hash(2), hash(3));
+    web.lookup_items(vec![
+        json!({"sha256": tmp, "path": "/tmp/x", "operation": "execute"}),
+        json!({"sha256": usr, "path": "/usr/bin/y", "operation": "execute"}),
+    ])
+    .await;
+    let t = Instant::now();
+    eventually(
+        Duration::from_secs(3),
+        "the /tmp file banned on web01",
+        || async { (web.lookup(&[tmp]).await.results[0].approval == banned_local).then_some(()) },
+    )
+    .await;
+    eprintln!(
+        "[figure] {backend:?}: first sighting (lookup) -> local ban by a file_seen rule: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        web.lookup(&[usr]).await.results[0].approval,
+        Approval::Unknown
+    );
+    let d: FileDetails = env.admin.get_ok(&format!("/api/v1/files/{tmp}")).await;
+    assert_eq!(d.states[0].updated_by, format!("event-rule:{}", rule.id));
+    assert_eq!(
+        d.states[0].scope,
+        palisade_api::admin::ScopeRef::Computer("web01".into())
+    );
+    // The same file first seen on another computer (inventory): banned there too.
+    let _: Value = db
+        .post_ok(
+            "/agent/v1/inventory",
+            json!({"approve_locally": false, "files": [
+                {"sha256": tmp, "path": "/tmp/x", "size": 1, "kind": {"kind": "elf", "shared": false}},
+                {"sha256": inv, "path": "/tmp/inv", "size": 1, "kind": {"kind": "elf", "shared": false}}
+            ]}),
+        )
+        .await;
+    eventually(
+        Duration::from_secs(3),
+        "inventory sightings banned on db01",
+        || async {
+            let r = db.lookup(&[tmp, inv]).await.results;
+            r.iter().all(|r| r.approval == banned_local).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        web.lookup(&[inv]).await.results[0].approval,
+        Approval::Unknown
+    );
+    env.server.stop().await;
+}
+
+/// A minimal HTTP/1.1 server: each request's body goes to the channel;
+/// with `hang`, it never answers.
+async fn http_sink(hang: bool) -> (u16, mpsc::UnboundedReceiver<String>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = sock.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if buf.len() < end + 4 + len {
+                        continue;
+                    }
+                    let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
+                    buf.drain(..end + 4 + len);
+                    let _ = tx.send(body);
+                    if hang {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        return;
+                    }
+                    let _ = sock
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                }
+            });
+        }
+    });
+    (port, rx)
+}
+
+async fn webhook_and_syslog_alerts(backend: Backend) {
+    let env = Env::new(backend).await;
+    env.admin.create_policy("servers", "lockdown").await;
+    let web = env.agent("servers", "web01").await;
+    let desk = env.agent("default", "desk01").await;
+    let (hook_port, mut hooks) = http_sink(false).await;
+    let (hang_port, mut hung) = http_sink(true).await;
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("udp");
+    let udp_port = udp.local_addr().expect("addr").port();
+    let rule = env
+        .admin
+        .create_rule(
+            json!({"name": "blocks on servers", "body": {"kind": "event",
+            "filter": {"kinds": ["blocked"], "policies": ["servers"]},
+            "actions": [
+                {"do": "webhook", "url": format!("http://127.0.0.1:{hang_port}/hang")},
+                {"do": "webhook", "url": format!("http://127.0.0.1:{hook_port}/hook")},
+                {"do": "syslog", "address": format!("127.0.0.1:{udp_port}")}
+            ]}}),
+        )
+        .await;
+    ratings(&env, &[(hash(1), 3)]).await;
+
+    let t = Instant::now();
+    upload(&web, vec![event_json(1, "blocked", hash(1), "/tmp/miner")]).await;
+    let body = tokio::time::timeout(Duration::from_secs(3), hooks.recv())
+        .await
+        .expect("webhook within 3 s")
+        .expect("webhook body");
+    eprintln!(
+        "[figure] {backend:?}: blocked event -> webhook delivered: {:?}",
+        t.elapsed()
+    );
+    let v: Value = serde_json::from_str(&body).expect("webhook JSON");
+    assert_eq!(v["rule"]["id"], json!(rule.id.0));
+    assert_eq!(v["rule"]["name"], "blocks on servers");
+    assert_eq!(v["trigger"], "event");
+    assert_eq!(v["organization"], "acme");
+    assert_eq!(v["computer"], "web01");
+    assert_eq!(v["policy"], "servers");
+    assert_eq!(v["sha256"], json!(hash(1)));
+    assert_eq!(v["path"], "/tmp/miner");
+    assert_eq!(v["trust"], 3);
+    assert_eq!(v["event"]["kind"], "blocked");
+    assert!(v["event_id"].as_i64().is_some());
+
+    let mut datagram = vec![0u8; 65536];
+    let n = tokio::time::timeout(Duration::from_secs(3), udp.recv(&mut datagram))
+        .await
+        .expect("syslog within 3 s")
+        .expect("recv");
+    let line = String::from_utf8_lossy(&datagram[..n]).into_owned();
+    // RFC 5424: <authpriv.warning>1 TIMESTAMP HOST palisade PROCID event-rule - MSG
+    assert!(line.starts_with("<84>1 "), "{line}");
+    let fields: Vec<&str> = line.splitn(8, ' ').collect();
+    assert!(
+        fields[1].ends_with('Z') && fields[1].contains('T'),
+        "{line}"
+    );
+    assert_eq!(
+        (fields[3], fields[5], fields[6]),
+        ("palisade", "event-rule", "-")
+    );
+    let msg: Value = serde_json::from_str(fields[7]).expect("syslog message is the JSON");
+    assert_eq!(msg["path"], "/tmp/miner");
+
+    // The hung receiver holds its delivery; ingest does not wait for it.
+    tokio::time::timeout(Duration::from_secs(3), hung.recv())
+        .await
+        .expect("hung receiver got its request");
+    let t = Instant::now();
+    for seq in 2..12u64 {
+        upload(&web, vec![event_json(seq, "blocked", hash(seq), "/tmp/x")]).await;
+    }
+    let ingest = t.elapsed();
+    eprintln!("[figure] {backend:?}: 10 event uploads while a webhook receiver hangs: {ingest:?}");
+    assert!(ingest < Duration::from_secs(2), "{ingest:?}");
+    for _ in 2..12 {
+        tokio::time::timeout(Duration::from_secs(3), hooks.recv())
+            .await
+            .expect("other webhooks keep flowing");
+    }
+
+    // Another policy's blocks and other kinds: no alert.
+    upload(&desk, vec![event_json(1, "blocked", hash(50), "/tmp/y")]).await;
+    upload(
+        &web,
+        vec![event_json(20, "would_block", hash(51), "/tmp/z")],
+    )
+    .await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), hooks.recv())
+            .await
+            .is_err(),
+        "no alert expected"
+    );
+    env.server.stop().await;
+}
+
+async fn event_rule_moves_computer(backend: Backend) {
+    let env = Env::new(backend).await;
+    env.admin.create_policy("quarantine", "lockdown").await;
+    let web = env.agent("default", "web01").await;
+    ratings(&env, &[(hash(1), 0)]).await;
+    env.admin
+        .create_rule(
+            json!({"name": "quarantine miners", "body": {"kind": "event",
+            "filter": {"kinds": ["blocked", "would_block"], "max_trust": 1, "path": "/tmp/**"},
+            "actions": [{"do": "move_computer", "policy": "quarantine"}]}}),
+        )
+        .await;
+    let (mut stream, config) = web.stream_hello().await;
+    assert_eq!(config.policy, "default");
+    let t = Instant::now();
+    upload(
+        &web,
+        vec![
+            event_json(1, "would_block", hash(1), "/tmp/miner"),
+            event_json(2, "would_block", hash(1), "/tmp/miner"),
+        ],
+    )
+    .await;
+    let c = stream.next_change(Duration::from_secs(2)).await;
+    eprintln!(
+        "[figure] {backend:?}: event -> computer moved, agent told: {:?}",
+        t.elapsed()
+    );
+    assert!(c.config_changed && c.reset, "{c:?}");
+    let config = web.config().await;
+    assert_eq!(config.policy, "quarantine");
+    let list: Vec<ComputerInfo> = env.admin.get_ok("/api/v1/computers").await;
+    assert_eq!(list[0].policy, "quarantine");
+    env.server.stop().await;
+}

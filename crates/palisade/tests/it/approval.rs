@@ -1,0 +1,638 @@
+//! The approval model end to end, as root, on tmpfs mounts the tests make:
+//! publishers and package-manager updaters (real dpkg), trusted directories
+//! and users, reputation, custom execute and write rules with conditions,
+//! event rules, the prompt flow, folder protection.
+use crate::harness::*;
+use crate::require_root;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn sh(cmd: &str) -> Ran {
+    run("/bin/sh", &["-c", cmd], &[])
+}
+
+fn must(cmd: &str) -> String {
+    let r = sh(cmd);
+    assert!(r.ok(), "{cmd}: {r:?}");
+    r.stdout
+}
+
+/// A root directory with an empty dpkg database and apt lists, inside `dir`.
+fn fake_root(dir: &Path) -> PathBuf {
+    let root = dir.join("root");
+    for d in [
+        "var/lib/dpkg/info",
+        "var/lib/dpkg/updates",
+        "var/lib/apt/lists",
+        "usr/bin",
+        "var/log",
+    ] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::write(root.join("var/lib/dpkg/status"), "").unwrap();
+    root
+}
+
+fn arch() -> String {
+    must("dpkg --print-architecture").trim().to_owned()
+}
+
+/// Build `name_version.deb` holding `/usr/bin/<name>` (a copy of `program`).
+fn build_deb(work: &Path, name: &str, version: &str, program: &Path) -> PathBuf {
+    let tree = work.join(format!("{name}-{version}"));
+    std::fs::create_dir_all(tree.join("DEBIAN")).unwrap();
+    std::fs::create_dir_all(tree.join("usr/bin")).unwrap();
+    std::fs::copy(program, tree.join("usr/bin").join(name)).unwrap();
+    std::fs::write(
+        tree.join("DEBIAN/control"),
+        format!(
+            "Package: {name}\nVersion: {version}\nArchitecture: {}\nMaintainer: Palisade Tests <t@example.org>\nDescription: test package\n",
+            arch()
+        ),
+    )
+    .unwrap();
+    let deb = work.join(format!("{name}_{version}.deb"));
+    must(&format!(
+        "dpkg-deb --root-owner-group --build {} {} >/dev/null",
+        tree.display(),
+        deb.display()
+    ));
+    deb
+}
+
+fn dpkg_install(root: &Path, deb: &Path) {
+    must(&format!(
+        "dpkg --root={r} --log={r}/var/log/dpkg.log --force-not-root --force-bad-path --force-script-chrootless -i {d} >/dev/null",
+        r = root.display(),
+        d = deb.display()
+    ));
+}
+
+/// A signed-looking apt list (apt keeps only lists whose signature verified)
+/// whose repository `origin` provides `name` at `version`.
+fn apt_list(root: &Path, origin: &str, name: &str, version: &str) {
+    let lists = root.join("var/lib/apt/lists");
+    std::fs::write(
+        lists.join("repo.example.org_debian_dists_stable_InRelease"),
+        format!(
+            "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\nOrigin: {origin}\nLabel: {origin}\nSuite: stable\nCodename: stable\n\
+             -----BEGIN PGP SIGNATURE-----\n\nAAAA\n-----END PGP SIGNATURE-----\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        lists.join(format!(
+            "repo.example.org_debian_dists_stable_main_binary-{}_Packages",
+            arch()
+        )),
+        format!(
+            "Package: {name}\nVersion: {version}\nArchitecture: {}\nFilename: pool/{name}.deb\n\n",
+            arch()
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn packages_from_an_approved_publisher_run_and_tampered_copies_do_not() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let root = fake_root(&m.path);
+    let up = Up::start(
+        &m,
+        &[
+            "--lockdown",
+            "--no-scan",
+            "--package-root",
+            root.to_str().unwrap(),
+        ],
+    );
+    let work = tempfile::tempdir().unwrap();
+    let p = Programs::get();
+
+    // A package its repository (origin PalisadeTest) provides, installed with dpkg -i.
+    apt_list(&root, "PalisadeTest", "palisade-hello", "1.0");
+    let deb = build_deb(work.path(), "palisade-hello", "1.0", &p.path("hello"));
+    up.ok(&["publisher", "approve", "PalisadeTest"]);
+    dpkg_install(&root, &deb);
+    let installed = root.join("usr/bin/palisade-hello");
+    let r = run(&installed, &[], &[]);
+    assert!(
+        r.ok() && r.stdout.contains("hello"),
+        "a verified file of an approved publisher runs: {r:?}\n{}",
+        up.proc.stderr()
+    );
+    let show = up.ok(&["file", "show", &sha256_hex(&p.path("hello"))]);
+    assert!(
+        show.contains("PalisadeTest"),
+        "file show names the publisher: {show}"
+    );
+
+    // A local package no repository provides: not without the updater rule.
+    let local = build_deb(work.path(), "palisade-local", "2.0", &p.path("hello2"));
+    dpkg_install(&root, &local);
+    let local_bin = root.join("usr/bin/palisade-local");
+    assert!(
+        run(&local_bin, &[], &[]).exec_refused(),
+        "unpublished package, no updater rule"
+    );
+    up.ok(&["bundle", "enable", "debian-packages"]);
+    assert!(
+        eventually(Duration::from_secs(3), || run(&local_bin, &[], &[]).ok()).is_some(),
+        "installed by dpkg (package-manager updater): runs"
+    );
+
+    // Tampered after installation: the content no longer matches the package.
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&installed)
+        .unwrap()
+        .write_all(b"\0x")
+        .unwrap();
+    assert!(
+        run(&installed, &[], &[]).exec_refused(),
+        "tampered package file is blocked"
+    );
+    // Reinstalled: verified again. Then a banned publisher beats the updater.
+    dpkg_install(&root, &deb);
+    assert!(
+        eventually(Duration::from_secs(3), || run(&installed, &[], &[]).ok()).is_some(),
+        "reinstalled: runs"
+    );
+    up.ok(&["publisher", "ban", "PalisadeTest"]);
+    assert!(
+        eventually(Duration::from_secs(3), || run(&installed, &[], &[])
+            .exec_refused())
+        .is_some(),
+        "banned publisher, even with the package-manager updater"
+    );
+}
+
+#[test]
+fn trusted_directories_and_users_approve_what_they_receive() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let up = Up::start(&m, &["--lockdown", "--no-scan"]);
+    let p = Programs::get();
+    let dist = m.join("dist");
+    let drop = m.join("drop");
+    std::fs::create_dir_all(&dist).unwrap();
+    std::fs::create_dir_all(&drop).unwrap();
+    must(&format!("chmod 1777 {}", drop.display()));
+
+    // Trusted directory: files placed there are approved for all computers.
+    up.ok(&["rule", "add", "trusted-dir", dist.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_millis(300));
+    let tool = p.install("hello", &dist, "tool");
+    assert!(
+        eventually(Duration::from_secs(3), || run(&tool, &[], &[]).ok()).is_some(),
+        "placed in a trusted directory: runs\n{}",
+        up.proc.stderr()
+    );
+    // Approved by hash, for all computers: a copy elsewhere runs too.
+    let copy = m.join("copy-of-tool");
+    must(&format!(
+        "cp {} {}",
+        p.path("hello").display(),
+        copy.display()
+    ));
+    assert!(eventually(Duration::from_secs(3), || run(&copy, &[], &[]).ok()).is_some());
+    let show = up.ok(&["file", "show", &sha256_hex(&p.path("hello"))]);
+    assert!(show.contains("trusted-directory"), "{show}");
+
+    // Trusted user: code written by `daemon` is approved on this computer;
+    // by `bin` it is not.
+    up.ok(&["rule", "add", "trusted-user", "daemon"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let by_daemon = drop.join("by-daemon");
+    let by_bin = drop.join("by-bin");
+    must(&format!(
+        "setpriv --reuid=daemon --regid=daemon --clear-groups sh -c 'cat {src} > {dst} && chmod 755 {dst}'",
+        src = p.path("hello2").display(),
+        dst = by_daemon.display()
+    ));
+    must(&format!(
+        "setpriv --reuid=bin --regid=bin --clear-groups sh -c 'cat {src} > {dst}; chmod 755 {dst}'",
+        src = p.path("uselib").display(),
+        dst = by_bin.display()
+    ));
+    assert!(
+        eventually(Duration::from_secs(3), || run(&by_daemon, &[], &[]).ok()).is_some(),
+        "written by a trusted user: runs\n{}",
+        up.proc.stderr()
+    );
+    assert!(
+        run(&by_bin, &[], &[]).exec_refused(),
+        "written by another user: blocked"
+    );
+    let events = up.events();
+    assert!(
+        events.iter().any(|e| e["event"]["kind"] == "approved"
+            && e["event"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("trusted user"))),
+        "the approval is an event: {events:#?}"
+    );
+}
+
+#[test]
+fn reputation_thresholds_approve_and_manual_states_win() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let up = Up::start(&m, &["--lockdown", "--no-scan"]);
+    let p = Programs::get();
+    let good = p.install("hello2", &m.path, "good");
+    let meh = p.install("hello", &m.path, "meh");
+    let list = m.dir.path().join("ratings.txt");
+    std::fs::write(
+        &list,
+        format!(
+            "# test ratings\n{} 9\n{},3\n",
+            sha256_hex(&p.path("hello2")),
+            sha256_hex(&p.path("hello"))
+        ),
+    )
+    .unwrap();
+    let out = up.ok(&[
+        "reputation",
+        "import",
+        list.to_str().unwrap(),
+        "--format",
+        "sha256-list",
+    ]);
+    assert!(out.contains("2 ratings"), "{out}");
+    assert!(
+        run(&good, &[], &[]).exec_refused(),
+        "a rating alone approves nothing"
+    );
+    up.ok(&["rule", "add", "reputation", "--min-trust", "8"]);
+    assert!(
+        eventually(Duration::from_secs(3), || run(&good, &[], &[]).ok()).is_some(),
+        "trust 9 >= 8: runs"
+    );
+    assert!(run(&meh, &[], &[]).exec_refused(), "trust 3 < 8: blocked");
+    up.ok(&["file", "ban", &sha256_hex(&p.path("hello2"))]);
+    assert!(
+        eventually(Duration::from_secs(2), || run(&good, &[], &[])
+            .exec_refused())
+        .is_some(),
+        "a manual ban beats reputation"
+    );
+    let show: serde_json::Value =
+        serde_json::from_str(&up.ok(&["file", "show", "--json", &sha256_hex(&p.path("hello"))]))
+            .unwrap();
+    assert_eq!(
+        show["trust"], 3,
+        "file show carries the trust rating: {show}"
+    );
+}
+
+#[test]
+fn custom_rules_control_execution_and_writes_with_conditions() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let up = Up::start(&m, &["--lockdown", "--no-scan"]);
+    let p = Programs::get();
+    for d in ["blocked", "tools", "protected", "slow"] {
+        std::fs::create_dir_all(m.join(d)).unwrap();
+    }
+    // Block: beats an approval.
+    let blocked = p.install("hello", &m.join("blocked"), "x");
+    up.ok(&["file", "approve", &sha256_hex(&p.path("hello"))]);
+    up.ok(&[
+        "rule",
+        "add",
+        "custom",
+        "--path",
+        &format!("{}/**", m.join("blocked").display()),
+        "--action",
+        "block",
+    ]);
+    assert!(
+        eventually(Duration::from_secs(2), || run(&blocked, &[], &[])
+            .exec_refused())
+        .is_some()
+    );
+
+    // Allow, only for one source process (by path): unknown code started by bash runs.
+    let tool = p.install("hello2", &m.join("tools"), "t");
+    up.ok(&[
+        "rule",
+        "add",
+        "custom",
+        "--process-path",
+        "/usr/bin/bash",
+        "--path",
+        &format!("{}/*", m.join("tools").display()),
+        "--action",
+        "allow",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        run("/usr/bin/bash", &["-c", tool.to_str().unwrap()], &[]).ok(),
+        "started by bash"
+    );
+    assert!(
+        run(&tool, &[], &[]).exec_refused(),
+        "started by anything else"
+    );
+
+    // Write control: opening protected files for writing is refused; reading is not.
+    let conf = m.join("protected/app.conf");
+    std::fs::write(&conf, "setting=1\n").unwrap();
+    up.ok(&[
+        "rule",
+        "add",
+        "custom",
+        "--op",
+        "write",
+        "--path",
+        &format!("{}/*.conf", m.join("protected").display()),
+        "--action",
+        "block",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let w = sh(&format!("echo setting=2 > {}", conf.display()));
+    assert!(
+        !w.ok() && (w.stderr.contains("not permitted") || w.stderr.contains("ermission")),
+        "write refused: {w:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&conf).unwrap(),
+        "setting=1\n",
+        "content untouched"
+    );
+    assert!(
+        sh(&format!(
+            "echo x > {}",
+            m.join("protected/other.txt").display()
+        ))
+        .ok(),
+        "other files writable"
+    );
+    let events = up.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"]["kind"] == "blocked" && e["event"]["operation"] == "write"),
+        "blocked write reported: {events:#?}"
+    );
+
+    // Conditional execution: nice 10, killed after one second.
+    let sleeper = script(&m.join("slow/sleeper"), "#!/bin/sh\nsleep 30\n");
+    up.ok(&[
+        "rule",
+        "add",
+        "custom",
+        "--path",
+        &format!("{}/*", m.join("slow").display()),
+        "--action",
+        "allow",
+        "--nice",
+        "10",
+        "--max-runtime",
+        "1",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut child = std::process::Command::new(&sleeper)
+        .spawn()
+        .expect("allowed by the rule");
+    std::thread::sleep(Duration::from_millis(300));
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
+    let nice: i64 = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(16)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(nice, 10, "nice applied: {stat}");
+    let start = std::time::Instant::now();
+    let status = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "killed at its maximum run time");
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+/// A one-request HTTP server: returns what was posted.
+fn webhook_listener() -> (String, std::sync::mpsc::Receiver<String>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            use std::io::{Read, Write};
+            let mut conn = conn;
+            conn.set_read_timeout(Some(Duration::from_secs(5))).ok();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = conn.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf);
+                if let Some(i) = text.find("\r\n\r\n") {
+                    let len = text[..i]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= i + 4 + len {
+                        break;
+                    }
+                }
+            }
+            let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n");
+            let _ = tx.send(String::from_utf8_lossy(&buf).into_owned());
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn event_rules_ban_globally_and_alert() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let up = Up::start(&m, &["--no-scan"]);
+    let p = Programs::get();
+    let suspicious = p.install("hello", &m.path, "suspicious");
+    let list = m.dir.path().join("bad.txt");
+    std::fs::write(&list, format!("{} 1\n", sha256_hex(&p.path("hello")))).unwrap();
+    up.ok(&["reputation", "import", list.to_str().unwrap()]);
+    let (url, hooks) = webhook_listener();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let syslog = udp.local_addr().unwrap().to_string();
+    up.ok(&[
+        "rule",
+        "add",
+        "event",
+        "--name",
+        "ban bad reputation",
+        "--max-trust",
+        "2",
+        "--set-global",
+        "banned",
+        "--webhook",
+        &url,
+        "--syslog",
+        &syslog,
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    // Monitor: it runs, and the would-block event fires the rule.
+    assert!(run(&suspicious, &[], &[]).ok());
+    let hook = hooks
+        .recv_timeout(Duration::from_secs(10))
+        .expect("webhook delivered");
+    assert!(hook.contains(&sha256_hex(&p.path("hello"))), "{hook}");
+    let mut buf = [0u8; 8192];
+    let n = udp.recv(&mut buf).expect("syslog line delivered");
+    let line = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        line.starts_with('<') && line.contains("palisade"),
+        "RFC 5424 line: {line}"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || up
+            .ok(&["file", "show", &sha256_hex(&p.path("hello"))])
+            .contains("banned"))
+        .is_some(),
+        "banned globally by the event rule"
+    );
+    up.ok(&["policy", "set-level", "default", "lockdown"]);
+    assert!(
+        eventually(Duration::from_secs(3), || run(&suspicious, &[], &[])
+            .exec_refused())
+        .is_some()
+    );
+}
+
+#[test]
+fn the_prompt_level_lets_users_request_approval() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let up = Up::start(&m, &["--no-scan"]);
+    let p = Programs::get();
+    let wanted = p.install("hello", &m.path, "wanted");
+    let unwanted = p.install("hello2", &m.path, "unwanted");
+    // Raising the level approves what is already here, when asked.
+    let before = p.install("uselib", &m.path, "already-here");
+    p.install("libfoo.so", &m.path, "libfoo.so");
+    up.ok(&[
+        "policy",
+        "set-level",
+        "default",
+        "prompt",
+        "--approve-existing",
+        "--disconnected",
+        "prompt",
+    ]);
+    assert!(
+        eventually(Duration::from_secs(10), || run(&before, &[], &[]).ok()).is_some(),
+        "present when the level was raised: approved\n{}",
+        up.proc.stderr()
+    );
+    // (wanted and unwanted were present too: start again with new content.)
+    let wanted2 = m.join("wanted2");
+    let unwanted2 = m.join("unwanted2");
+    for (src, dst) in [(&wanted, &wanted2), (&unwanted, &unwanted2)] {
+        std::fs::copy(src, dst).unwrap();
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(dst)
+            .unwrap()
+            .write_all(b"\0new")
+            .unwrap();
+    }
+    let r = run(&wanted2, &[], &[]);
+    assert!(r.exec_refused(), "prompt blocks unknown code: {r:?}");
+    let socket = up.data.path().join("agent/request.sock");
+    let ask = |path: &Path| {
+        let r = run(
+            BIN,
+            &[
+                "request",
+                "new",
+                path.to_str().unwrap(),
+                "--reason",
+                "need it",
+                "--socket",
+                socket.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert!(r.ok(), "{r:?}");
+        r.stdout
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<i64>()
+            .unwrap()
+    };
+    let grant_id = ask(&wanted2);
+    let deny_id = ask(&unwanted2);
+    let pending = up.ok(&["request", "list"]);
+    assert!(
+        pending.contains("wanted2") && pending.contains("need it"),
+        "{pending}"
+    );
+    let t = std::time::Instant::now();
+    up.ok(&["request", "grant", &grant_id.to_string()]);
+    let took =
+        eventually(Duration::from_secs(3), || run(&wanted2, &[], &[]).ok()).map(|_| t.elapsed());
+    let took = took.expect("granted: runs");
+    assert!(
+        took < Duration::from_secs(1) + Duration::from_millis(300),
+        "granted within a second: {took:?}"
+    );
+    up.ok(&["request", "deny", &deny_id.to_string(), "--comment", "no"]);
+    assert!(run(&unwanted2, &[], &[]).exec_refused());
+    let all = up.ok(&["request", "list", "--status", "all"]);
+    assert!(all.contains("granted") && all.contains("denied"), "{all}");
+}
+
+#[test]
+fn folder_protection_runs_generated_scripts_only_under_their_parent() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let up = Up::start(&m, &["--lockdown", "--no-scan"]);
+    let rmm = m.join("rmm");
+    std::fs::create_dir_all(&rmm).unwrap();
+    // The "RMM agent" is python3 (by hash): it writes a new script each run and starts it.
+    up.ok(&[
+        "folder",
+        "protect",
+        rmm.to_str().unwrap(),
+        "--parent",
+        "/usr/bin/python3",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..3 {
+        let script_path = rmm.join(format!("job-{i}.sh"));
+        script(&script_path, &format!("#!/bin/sh\necho job {i} $$\n"));
+        let code = format!(
+            "import subprocess,sys; r=subprocess.run(['/bin/sh', '{p}'], capture_output=True, text=True); \
+             r2=subprocess.run(['{p}'], capture_output=True, text=True); print(r.stdout + r2.stdout); sys.exit(r.returncode or r2.returncode)",
+            p = script_path.display()
+        );
+        let r = run("/usr/bin/python3", &["-c", &code], &[]);
+        assert!(
+            r.ok() && r.stdout.matches(&format!("job {i}")).count() == 2,
+            "new script {i} under its parent: {r:?}\n{}",
+            up.proc.stderr()
+        );
+        // Started by anything else: blocked, though the folder is trusted for the parent.
+        let direct = run(&script_path, &[], &[]);
+        assert!(direct.exec_refused(), "wrong parent: {direct:?}");
+        let via_bash = run("/usr/bin/bash", &[script_path.to_str().unwrap()], &[]);
+        assert!(!via_bash.ok(), "wrong parent (interpreter): {via_bash:?}");
+    }
+}
