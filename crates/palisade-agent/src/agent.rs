@@ -148,6 +148,7 @@ impl RunningAgent {
             }
         };
         let (local_tx, local_rx) = tokio::sync::mpsc::channel(65_536);
+        let (facts_tx, facts_rx) = tokio::sync::mpsc::channel(16_384);
         let engine = Engine::new(EngineParts {
             cfg: cfg.clone(),
             fan: fan.clone(),
@@ -164,6 +165,7 @@ impl RunningAgent {
                 .unwrap_or_default(),
             packages: packages.clone(),
             local_tx,
+            facts_tx,
         });
 
         let stop = Arc::new(AtomicBool::new(false));
@@ -235,6 +237,7 @@ impl RunningAgent {
                 config: config.clone(),
             })),
             tokio::spawn(link::run_local_approvals(client.clone(), local_rx)),
+            tokio::spawn(link::run_facts(client.clone(), facts_rx)),
             tokio::spawn(link::run_uploader(
                 client.clone(),
                 spool.clone(),

@@ -330,6 +330,9 @@ pub struct Engine {
     packages: Option<Arc<dyn PackageFacts>>,
     /// Approvals made here, for the link to send to the service.
     local_tx: tokio::sync::mpsc::Sender<palisade_api::agent::LocalApproval>,
+    /// Package/publisher facts established at a decision, for the service
+    /// (which otherwise learns them only from a scan's inventory).
+    facts_tx: tokio::sync::mpsc::Sender<palisade_api::agent::InventoryItem>,
     /// Maximum run times of conditionally allowed processes.
     timekeeper: Arc<Timekeeper>,
     /// Counters.
@@ -380,6 +383,8 @@ pub struct EngineParts {
     pub packages: Option<Arc<dyn PackageFacts>>,
     /// Where approvals made on this computer go (to the service).
     pub local_tx: tokio::sync::mpsc::Sender<palisade_api::agent::LocalApproval>,
+    /// Where package/publisher facts established at decisions go.
+    pub facts_tx: tokio::sync::mpsc::Sender<palisade_api::agent::InventoryItem>,
 }
 
 impl Engine {
@@ -435,6 +440,7 @@ impl Engine {
             pending_writes: Mutex::new(Cache::new(4096)),
             packages: parts.packages,
             local_tx: parts.local_tx,
+            facts_tx: parts.facts_tx,
             timekeeper: Timekeeper::start(),
             stats: Stats::default(),
             cfg: parts.cfg,

@@ -17,9 +17,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use futures_util::StreamExt;
 use palisade_api::agent::{
     AgentConfig, AgentEvent, AgentStatus, ApprovalRequestCreated, Changes, EventAck, EventBatch,
-    InventoryRequest, InventoryResponse, LocalApproval, LocalApprovals, LocalApprovalsAck,
-    LookupItem, LookupRequest, LookupResponse, NewApprovalRequest, StreamMessage, EVENT_BATCH_MAX,
-    HEARTBEAT_SECS, LOOKUP_BATCH_MAX,
+    InventoryItem, InventoryRequest, InventoryResponse, LocalApproval, LocalApprovals,
+    LocalApprovalsAck, LookupItem, LookupRequest, LookupResponse, NewApprovalRequest,
+    StreamMessage, EVENT_BATCH_MAX, HEARTBEAT_SECS, LOOKUP_BATCH_MAX,
 };
 use palisade_api::ErrorBody;
 use palisade_core::{Approval, Sha256};
@@ -568,10 +568,41 @@ pub async fn run_uploader(
     }
 }
 
-/// Send approvals made on this computer (trusted change) to the service,
-/// in batches, retrying until it accepts them.
-pub async fn run_local_approvals(client: ServiceClient, mut rx: mpsc::Receiver<LocalApproval>) {
-    let mut pending: Vec<LocalApproval> = Vec::new();
+/// Send the approvals made on this computer to the service, in batches,
+/// retrying with back-off while it is away.
+pub async fn run_local_approvals(client: ServiceClient, rx: mpsc::Receiver<LocalApproval>) {
+    send_batches(rx, "local approvals", |items| {
+        let client = client.clone();
+        async move { client.local_approvals(items).await.map(drop) }
+    })
+    .await;
+}
+
+/// Send package/publisher facts established at decisions to the service,
+/// as inventory (without approving anything), retrying while it is away.
+pub async fn run_facts(client: ServiceClient, rx: mpsc::Receiver<InventoryItem>) {
+    send_batches(rx, "package facts", |files| {
+        let client = client.clone();
+        async move {
+            let req = InventoryRequest {
+                files,
+                approve_locally: false,
+            };
+            client.inventory(&req).await.map(drop)
+        }
+    })
+    .await;
+}
+
+/// Drain `rx` in batches of at most [`INVENTORY_BATCH_MAX`] items, handing
+/// each to `send` until it succeeds (back-off 200 ms doubling to 5 s).
+/// Returns when every sender is gone and everything was sent.
+async fn send_batches<T: Clone, F, Fut>(mut rx: mpsc::Receiver<T>, what: &str, send: F)
+where
+    F: Fn(Vec<T>) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let mut pending: Vec<T> = Vec::new();
     let mut backoff = Duration::from_millis(200);
     loop {
         if pending.is_empty() {
@@ -586,16 +617,13 @@ pub async fn run_local_approvals(client: ServiceClient, mut rx: mpsc::Receiver<L
                 Err(_) => break,
             }
         }
-        match client.local_approvals(pending.clone()).await {
-            Ok(_) => {
+        match send(pending.clone()).await {
+            Ok(()) => {
                 pending.clear();
                 backoff = Duration::from_millis(200);
             }
             Err(e) => {
-                tracing::debug!(
-                    "local approvals not sent yet ({} waiting): {e:#}",
-                    pending.len()
-                );
+                tracing::debug!("{what} not sent yet ({} waiting): {e:#}", pending.len());
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }

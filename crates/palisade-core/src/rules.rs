@@ -22,7 +22,11 @@
 //!    started by one of the folder's parent processes (by hash), whatever its
 //!    own hash (dynamically generated scripts); started by anything else it
 //!    is blocked, approved or not.
-//! 4. **File approvals** (global, policy, local).
+//! 4. **File approvals** (global, policy, local). A local approval (made on
+//!    the computer by trusted change or the initialization scan) does not
+//!    outrank a banned publisher: banning a publisher blocks what dpkg
+//!    installed from it, while an admin's approval of that exact hash for
+//!    all computers or a policy still wins.
 //! 5. **Publishers**: a banned publisher blocks; an approved publisher
 //!    approves files it verifiably published (content matches the package's
 //!    recorded checksum). Then **package-manager updaters** (dpkg): a file
@@ -481,6 +485,24 @@ impl CompiledRules {
                 .any(|r| r.min_publisher_trust.is_some() || !r.except_publishers.is_empty())
     }
 
+    /// Whether a file's package/publisher fact can change the decision for a
+    /// file with this approval (so whether the agent must establish it):
+    /// bans and admin approvals decide before publishers; a local approval
+    /// yields only to a banned publisher.
+    pub fn publisher_matters(&self, approval: Approval) -> bool {
+        match approval {
+            Approval::Banned(_) => false,
+            Approval::Approved(src) => {
+                src.scope == ScopeKind::Local
+                    && self
+                        .publisher_state
+                        .values()
+                        .any(|(state, _)| *state == FileState::Banned)
+            }
+            Approval::Unknown => self.needs_publishers(),
+        }
+    }
+
     /// Whether custom rules match processes by their executable's publisher.
     pub fn needs_process_publishers(&self) -> bool {
         self.set
@@ -807,8 +829,19 @@ pub fn evaluate(rules: &CompiledRules, req: &Request<'_>, level: Level) -> Evalu
         }
     }
     // 4. File approvals.
+    let verified = f.publisher.filter(|p| p.verified);
+    let publisher_banned = verified
+        .and_then(|p| p.name.as_deref())
+        .and_then(|n| rules.publisher_state(n))
+        .is_some_and(|(state, _)| state == FileState::Banned);
     if decided.is_none() {
-        if let Approval::Approved(src) = f.approval {
+        let approved = match f.approval {
+            Approval::Approved(src) if !(src.scope == ScopeKind::Local && publisher_banned) => {
+                Some(src)
+            }
+            _ => None,
+        };
+        if let Some(src) = approved {
             decided = Some((
                 Outcome::Allow,
                 DecidedBy::FileState {
@@ -821,7 +854,6 @@ pub fn evaluate(rules: &CompiledRules, req: &Request<'_>, level: Level) -> Evalu
         }
     }
     // 5. Publishers, then package-manager updaters.
-    let verified = f.publisher.filter(|p| p.verified);
     if decided.is_none() {
         if let Some(p) = verified {
             let name = p.name.as_deref().unwrap_or_default();

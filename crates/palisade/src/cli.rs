@@ -353,7 +353,7 @@ pub(crate) enum RuleCmd {
     },
     /// Add a rule.
     #[command(subcommand)]
-    Add(RuleAdd),
+    Add(Box<RuleAdd>),
 }
 
 #[derive(Debug, Args)]
@@ -378,8 +378,8 @@ pub(crate) enum RuleAdd {
     /// Code written by this user (or --group) is approved on that computer.
     TrustedUser {
         /// User name (or a group with --group).
-        name: String,
-        /// NAME is a group.
+        user: String,
+        /// USER is a group.
         #[arg(long)]
         group: bool,
         #[command(flatten)]
@@ -456,9 +456,9 @@ pub(crate) struct CustomArgs {
     /// Kill allowed processes after this many seconds.
     #[arg(long)]
     pub(crate) max_runtime: Option<u32>,
-    /// Report allowed runs too.
+    /// Report allowed runs too (verbose logging for this rule).
     #[arg(long)]
-    pub(crate) verbose: bool,
+    pub(crate) log_allowed: bool,
     /// Rank among custom rules (lower first).
     #[arg(long)]
     pub(crate) rank: Option<i64>,
@@ -563,4 +563,17 @@ pub(crate) enum RequestCmd {
         #[arg(long, default_value = "/var/lib/palisade/agent/request.sock")]
         socket: PathBuf,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Clap checks argument definitions only when a command is parsed; this
+    /// walks every subcommand so a clash (two `--name`s, a flag shadowing a
+    /// global one) fails here rather than at an operator's prompt.
+    #[test]
+    fn every_subcommand_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
 }

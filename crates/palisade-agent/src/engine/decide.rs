@@ -109,7 +109,7 @@ impl Engine {
         let undecided = !matches!(cached.approval, Approval::Approved(_) | Approval::Banned(_));
         let publisher = match &known.publisher {
             Some(p) => p.clone(),
-            None if undecided && rules.needs_publishers() && self.packages.is_some() => {
+            None if rules.publisher_matters(cached.approval) && self.packages.is_some() => {
                 return false
             }
             None => None,
@@ -227,7 +227,7 @@ impl Engine {
         let (mut answer, mut reason) =
             self.approval(sha, &known.path, op, p.pid, &mut process, p.deadline);
         let undecided = !matches!(answer.approval, Approval::Approved(_) | Approval::Banned(_));
-        let publisher = if undecided && rules.needs_publishers() {
+        let publisher = if rules.publisher_matters(answer.approval) {
             self.publisher_fact(p.fd(), &ident, &mut known)
         } else {
             known.publisher.clone().flatten()
@@ -461,8 +461,23 @@ impl Engine {
             .as_ref()
             .and_then(|db| db.fact(&known.path, fd));
         known.publisher = Some(fact.clone());
-        if files::identify(fd).is_ok_and(|i| i.stamp == ident.stamp) {
+        let unchanged = files::identify(fd).is_ok_and(|i| i.stamp == ident.stamp);
+        if unchanged {
             self.identities.lock().insert(ident.id, known.clone());
+        }
+        if let (Some(fact), Some(sha), true) = (&fact, known.sha, unchanged) {
+            // Tell the service, so its view of the file (and its evaluation
+            // for `file show`, reputation, publisher counts) has the fact
+            // too. Never waits: when the queue is full the next scan's
+            // inventory carries it.
+            let size = rustix::fs::fstat(fd).map_or(0, |st| st.st_size.max(0) as u64);
+            let _ = self.facts_tx.try_send(palisade_api::agent::InventoryItem {
+                sha256: sha,
+                path: known.path.clone(),
+                size,
+                kind: known.kind.clone(),
+                publisher: Some(fact.clone()),
+            });
         }
         fact
     }

@@ -558,3 +558,47 @@ fn package_manager_updater_approves_verified_package_files() {
         "a banned publisher beats the updater"
     );
 }
+
+#[test]
+fn a_banned_publisher_outranks_local_approvals_but_not_admin_approvals() {
+    let banned_debian = CompiledRules::new(RuleSet {
+        publishers: vec![PublisherState {
+            name: "Debian".into(),
+            state: FileState::Banned,
+            scope: ScopeKind::Global,
+        }],
+        ..RuleSet::default()
+    });
+    let local = Approval::Approved(ApprovalSource {
+        scope: ScopeKind::Local,
+    });
+    let case = |approval: Approval, verified: bool| Case {
+        approval,
+        publisher: Some(debian(verified)),
+        ..Case::default()
+    };
+    // Installed by dpkg (approved locally by trusted change), then its
+    // publisher banned: blocked.
+    let e = eval(&banned_debian, &case(local, true), Level::Lockdown);
+    assert_eq!(e.verdict, Verdict::Block);
+    assert!(matches!(e.decided_by, DecidedBy::Publisher { .. }));
+    // The admin approved that exact hash for all computers: it runs.
+    assert_eq!(
+        eval(&banned_debian, &case(APPROVED, true), Level::Lockdown).verdict,
+        Verdict::Allow
+    );
+    // Content that does not match the package is not the publisher's: the
+    // local approval stands.
+    assert_eq!(
+        eval(&banned_debian, &case(local, false), Level::Lockdown).verdict,
+        Verdict::Allow
+    );
+    // The agent establishes the fact only where it can matter.
+    assert!(banned_debian.publisher_matters(local));
+    assert!(banned_debian.publisher_matters(Approval::Unknown));
+    assert!(!banned_debian.publisher_matters(APPROVED));
+    assert!(!banned_debian.publisher_matters(BANNED));
+    let none = CompiledRules::new(RuleSet::default());
+    assert!(!none.publisher_matters(local));
+    assert!(!none.publisher_matters(Approval::Unknown));
+}

@@ -71,7 +71,6 @@ impl Fixture {
         let thread = {
             let (fan, stop, policy) = (fan.clone(), stop.clone(), policy.clone());
             std::thread::spawn(move || {
-                let me = std::process::id() as i32;
                 let mut buf = vec![0u8; EVENT_BUFFER];
                 // Keep answering until told to stop; never exit with events
                 // unanswered while the group is alive.
@@ -91,7 +90,8 @@ impl Fixture {
                             .map_or(0, |m| m.ino());
                         let mut response = None;
                         if event.mask.is_permission() {
-                            let decision = if event.pid == me {
+                            // Permission events carry the thread id.
+                            let decision = if is_own_thread(event.pid) {
                                 Response::Allow
                             } else {
                                 let policy =
@@ -141,7 +141,8 @@ impl Fixture {
     /// barrier is in the result.
     fn drain(&self) -> Vec<Seen> {
         let barrier_ino = support::dev_ino(&self.barrier).1;
-        let me = std::process::id() as i32;
+        // SAFETY: gettid has no preconditions.
+        let me = unsafe { libc::gettid() };
         drop(File::open(&self.barrier).expect("open barrier"));
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut seen = Vec::new();
@@ -157,6 +158,11 @@ impl Fixture {
             }
         }
     }
+}
+
+/// Whether `tid` is a thread of this (test) process.
+fn is_own_thread(tid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
 }
 
 fn events_for(seen: &[Seen], ino: u64) -> Vec<Seen> {

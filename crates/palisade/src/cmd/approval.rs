@@ -333,7 +333,7 @@ fn custom_body(a: &CustomArgs) -> Result<RuleBody> {
         conditions: Conditions {
             nice: a.nice,
             max_runtime_secs: a.max_runtime,
-            log: if a.verbose {
+            log: if a.log_allowed {
                 LogLevel::Verbose
             } else {
                 LogLevel::Normal
@@ -414,8 +414,8 @@ pub(crate) async fn rule(cfg: Option<&Path>, cmd: RuleCmd) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             println!(
-                "{:>5} {:>5} {:<8} {:<30} {:<18} {}",
-                "ID", "RANK", "ENABLED", "NAME", "POLICIES", "RULE"
+                "{:>5} {:>5} {:<8} {:<30} {:<18} RULE",
+                "ID", "RANK", "ENABLED", "NAME", "POLICIES"
             );
             for r in list {
                 let policies = if r.policies.is_empty() {
@@ -444,7 +444,7 @@ pub(crate) async fn rule(cfg: Option<&Path>, cmd: RuleCmd) -> Result<ExitCode> {
             println!("rule {id} removed");
             Ok(ExitCode::SUCCESS)
         }
-        RuleCmd::Add(add) => match add {
+        RuleCmd::Add(add) => match *add {
             RuleAdd::TrustedDir { dir, common } => {
                 let body = RuleBody::TrustedDirectory { dir: dir.clone() };
                 create(
@@ -457,7 +457,7 @@ pub(crate) async fn rule(cfg: Option<&Path>, cmd: RuleCmd) -> Result<ExitCode> {
                 .await
             }
             RuleAdd::TrustedUser {
-                name,
+                user: name,
                 group,
                 common,
             } => {

@@ -122,10 +122,16 @@ fn packages_from_an_approved_publisher_run_and_tampered_copies_do_not() {
         "a verified file of an approved publisher runs: {r:?}\n{}",
         up.proc.stderr()
     );
-    let show = up.ok(&["file", "show", &sha256_hex(&p.path("hello"))]);
+    // The agent sends the package fact it established to the service.
+    let hello = sha256_hex(&p.path("hello"));
     assert!(
-        show.contains("PalisadeTest"),
-        "file show names the publisher: {show}"
+        eventually(Duration::from_secs(3), || {
+            let show = up.ok(&["file", "show", &hello]);
+            show.contains("PalisadeTest")
+        })
+        .is_some(),
+        "file show names the publisher: {}",
+        up.ok(&["file", "show", &hello])
     );
 
     // A local package no repository provides: not without the updater rule.
@@ -226,14 +232,13 @@ fn trusted_directories_and_users_approve_what_they_receive() {
         run(&by_bin, &[], &[]).exec_refused(),
         "written by another user: blocked"
     );
-    let events = up.events();
-    assert!(
-        events.iter().any(|e| e["event"]["kind"] == "approved"
+    up.wait_event(|e| {
+        e["event"]["kind"] == "approved"
             && e["event"]["reason"]
                 .as_str()
-                .is_some_and(|r| r.contains("trusted user"))),
-        "the approval is an event: {events:#?}"
-    );
+                .is_some_and(|r| r.contains("trusted user"))
+    })
+    .unwrap_or_else(|events| panic!("the approval is an event: {events:#?}"));
 }
 
 #[test]
@@ -371,13 +376,8 @@ fn custom_rules_control_execution_and_writes_with_conditions() {
         .ok(),
         "other files writable"
     );
-    let events = up.events();
-    assert!(
-        events
-            .iter()
-            .any(|e| e["event"]["kind"] == "blocked" && e["event"]["operation"] == "write"),
-        "blocked write reported: {events:#?}"
-    );
+    up.wait_event(|e| e["event"]["kind"] == "blocked" && e["event"]["operation"] == "write")
+        .unwrap_or_else(|events| panic!("blocked write reported: {events:#?}"));
 
     // Conditional execution: nice 10, killed after one second.
     let sleeper = script(&m.join("slow/sleeper"), "#!/bin/sh\nsleep 30\n");

@@ -42,19 +42,15 @@ fn lockdown_blocks_unknown_executables_and_runs_approved_ones() {
         "new content at an old path is unknown"
     );
 
-    let events = up.events();
-    assert!(
-        events.iter().any(|e| e["event"]["kind"] == "blocked"
-            && e["event"]["operation"] == "execute"
-            && e["event"]["path"]
-                .as_str()
-                .is_some_and(|p| p.ends_with("/hello"))),
-        "a blocked event for the first exec: {events:#?}"
-    );
-    let ev = events
-        .iter()
-        .find(|e| e["event"]["kind"] == "blocked")
-        .unwrap();
+    let ev = up
+        .wait_event(|e| {
+            e["event"]["kind"] == "blocked"
+                && e["event"]["operation"] == "execute"
+                && e["event"]["path"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with("/hello"))
+        })
+        .unwrap_or_else(|events| panic!("a blocked event for the first exec: {events:#?}"));
     let process = &ev["event"]["process"];
     assert!(process["pid"].as_u64().unwrap() > 0);
     assert!(
@@ -248,14 +244,13 @@ fn libraries_are_controlled_however_they_are_loaded() {
         .unwrap();
     assert_blocked(&run(&uselib, &[], &[]), "uselib with a modified libfoo.so");
 
-    let events = up.events();
-    assert!(
-        events.iter().any(|e| e["event"]["kind"] == "blocked"
+    up.wait_event(|e| {
+        e["event"]["kind"] == "blocked"
             && e["event"]["path"]
                 .as_str()
-                .is_some_and(|p| p.ends_with("libfoo.so"))),
-        "blocked library load reported: {events:#?}"
-    );
+                .is_some_and(|p| p.ends_with("libfoo.so"))
+    })
+    .unwrap_or_else(|events| panic!("blocked library load reported: {events:#?}"));
 }
 
 #[test]
@@ -334,14 +329,10 @@ fn scripts_are_controlled_through_shebang_and_interpreters() {
             "approved script must run: {prog} {args:?}: {r:?}"
         );
     }
-    let events = up.events();
-    assert!(
-        events
-            .iter()
-            .any(|e| e["event"]["operation"] == "interpret_script"
-                && e["event"]["kind"] == "blocked"),
-        "interpreted script blocks are reported: {events:#?}"
-    );
+    up.wait_event(|e| {
+        e["event"]["operation"] == "interpret_script" && e["event"]["kind"] == "blocked"
+    })
+    .unwrap_or_else(|events| panic!("interpreted script blocks are reported: {events:#?}"));
 }
 
 #[test]

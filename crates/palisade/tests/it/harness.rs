@@ -416,6 +416,26 @@ impl Up {
         r.stdout
     }
 
+    /// The first event matching `pred`, waiting up to 5 s for it: events
+    /// reach the service asynchronously (queue, spool, upload). `Err` holds
+    /// every event there was, for the failure message.
+    pub fn wait_event(
+        &self,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<serde_json::Value, Vec<serde_json::Value>> {
+        let end = Instant::now() + Duration::from_secs(5);
+        loop {
+            let events = self.events();
+            if let Some(e) = events.iter().find(|e| pred(e)) {
+                return Ok(e.clone());
+            }
+            if Instant::now() > end {
+                return Err(events);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Events as JSON records.
     pub fn events(&self) -> Vec<serde_json::Value> {
         let out = self.ok(&["events", "--json", "--limit", "10000"]);
