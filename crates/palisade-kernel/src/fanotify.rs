@@ -93,11 +93,17 @@ impl Mask {
     /// `FAN_OPEN_EXEC_PERM`: permission to open a file for execution (execve,
     /// the ELF interpreter, a shebang interpreter, `uselib`).
     pub const OPEN_EXEC_PERM: Mask = Mask(libc::FAN_OPEN_EXEC_PERM);
+    /// A name was removed from a directory (name groups only).
+    pub const DELETE: Mask = Mask(libc::FAN_DELETE);
+    /// A name was moved out of a directory (name groups only).
+    pub const MOVED_FROM: Mask = Mask(libc::FAN_MOVED_FROM);
+    /// The event is about a directory (name groups only).
+    pub const ONDIR: Mask = Mask(libc::FAN_ONDIR);
     /// Every permission event bit.
     pub const PERMISSION_EVENTS: Mask =
         Mask(libc::FAN_OPEN_PERM | libc::FAN_ACCESS_PERM | libc::FAN_OPEN_EXEC_PERM);
 
-    const NAMES: [(Mask, &'static str); 10] = [
+    const NAMES: [(Mask, &'static str); 13] = [
         (Mask::ACCESS, "ACCESS"),
         (Mask::MODIFY, "MODIFY"),
         (Mask::CLOSE_WRITE, "CLOSE_WRITE"),
@@ -108,6 +114,9 @@ impl Mask {
         (Mask::OPEN_PERM, "OPEN_PERM"),
         (Mask::ACCESS_PERM, "ACCESS_PERM"),
         (Mask::OPEN_EXEC_PERM, "OPEN_EXEC_PERM"),
+        (Mask::DELETE, "DELETE"),
+        (Mask::MOVED_FROM, "MOVED_FROM"),
+        (Mask::ONDIR, "ONDIR"),
     ];
 
     /// The empty set.
@@ -295,6 +304,23 @@ impl Fanotify {
                 | libc::FAN_NONBLOCK
                 | libc::FAN_UNLIMITED_MARKS,
             "fanotify_init(FAN_CLASS_NOTIF|FAN_UNLIMITED_MARKS)",
+            false,
+        )
+    }
+
+    /// A group for directory-entry notifications (`FAN_DELETE`,
+    /// `FAN_MOVED_FROM`): `FAN_CLASS_NOTIF | FAN_REPORT_DFID_NAME` (Linux
+    /// 5.9). Its events carry no fd but the directory's file handle and the
+    /// entry's name; read them with [`Fanotify::read_name_events`] and find
+    /// the directory with [`open_dir_by_handle`].
+    pub fn name_group() -> Result<Fanotify> {
+        Fanotify::init(
+            libc::FAN_CLASS_NOTIF
+                | libc::FAN_REPORT_DFID_NAME
+                | libc::FAN_CLOEXEC
+                | libc::FAN_NONBLOCK
+                | libc::FAN_UNLIMITED_MARKS,
+            "fanotify_init(FAN_CLASS_NOTIF|FAN_REPORT_DFID_NAME)",
             false,
         )
     }
@@ -503,31 +529,7 @@ impl Fanotify {
     /// a good size. Malformed records are skipped and counted
     /// ([`Fanotify::malformed_events`]); this never panics on kernel input.
     pub fn read_events(&self, buf: &mut [u8], timeout: Option<Duration>) -> Result<Vec<Event>> {
-        if buf.len() < MIN_EVENT_BUFFER {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!(
-                    "fanotify read: buffer of {} bytes (need {MIN_EVENT_BUFFER})",
-                    buf.len()
-                ),
-            ));
-        }
-        if !poll_readable(self.fd.as_raw_fd(), timeout)
-            .map_err(|e| Error::from_errno("poll(fanotify fd)", e))?
-        {
-            return Ok(Vec::new());
-        }
-        // SAFETY: `buf` is a valid writable buffer of `buf.len()` bytes for the
-        // duration of the call.
-        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 {
-            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-            return match errno {
-                libc::EAGAIN | libc::EINTR => Ok(Vec::new()),
-                _ => Err(Error::from_errno("read(fanotify fd)", errno)),
-            };
-        }
-        let len = usize::try_from(n).unwrap_or(0).min(buf.len());
+        let len = self.read_into(buf, timeout)?;
         let mut malformed = 0;
         let events = parse_events(&buf[..len], &mut malformed)
             .into_iter()
@@ -544,6 +546,54 @@ impl Fanotify {
             self.malformed.fetch_add(malformed, Ordering::Relaxed);
         }
         Ok(events)
+    }
+
+    /// Reads the events of a [`Fanotify::name_group`], as
+    /// [`Fanotify::read_events`] does. A record without a directory handle
+    /// and name (a queue overflow is returned with an empty handle and name)
+    /// or with a malformed one is skipped and counted.
+    pub fn read_name_events(
+        &self,
+        buf: &mut [u8],
+        timeout: Option<Duration>,
+    ) -> Result<Vec<NameEvent>> {
+        let len = self.read_into(buf, timeout)?;
+        let mut malformed = 0;
+        let events = parse_name_events(&buf[..len], &mut malformed);
+        if malformed > 0 {
+            self.malformed.fetch_add(malformed, Ordering::Relaxed);
+        }
+        Ok(events)
+    }
+
+    /// Waits up to `timeout` and reads whatever events are queued into
+    /// `buf`: the number of bytes read (0 on timeout).
+    fn read_into(&self, buf: &mut [u8], timeout: Option<Duration>) -> Result<usize> {
+        if buf.len() < MIN_EVENT_BUFFER {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "fanotify read: buffer of {} bytes (need {MIN_EVENT_BUFFER})",
+                    buf.len()
+                ),
+            ));
+        }
+        if !poll_readable(self.fd.as_raw_fd(), timeout)
+            .map_err(|e| Error::from_errno("poll(fanotify fd)", e))?
+        {
+            return Ok(0);
+        }
+        // SAFETY: `buf` is a valid writable buffer of `buf.len()` bytes for the
+        // duration of the call.
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            return match errno {
+                libc::EAGAIN | libc::EINTR => Ok(0),
+                _ => Err(Error::from_errno("read(fanotify fd)", errno)),
+            };
+        }
+        Ok(usize::try_from(n).unwrap_or(0).min(buf.len()))
     }
 
     /// Answers the permission event whose fd is `event_fd`. Call exactly once
@@ -612,6 +662,156 @@ pub(crate) fn poll_readable(
         };
     }
     Ok(rc > 0)
+}
+
+/// One event of a [`Fanotify::name_group`]: `name` was removed from (or
+/// moved out of) the directory `dir`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NameEvent {
+    /// What happened ([`Mask::DELETE`], [`Mask::MOVED_FROM`], with
+    /// [`Mask::ONDIR`] for a directory; or [`Mask::Q_OVERFLOW`]).
+    pub mask: Mask,
+    /// The process (thread-group id) that caused it.
+    pub pid: i32,
+    /// The directory, as a file handle for [`open_dir_by_handle`] (empty for
+    /// an overflow).
+    pub dir: FileHandle,
+    /// The entry's name in that directory (empty for an overflow).
+    pub name: std::ffi::OsString,
+}
+
+/// A file handle as the kernel reports it (`struct file_handle`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct FileHandle {
+    /// `handle_type`.
+    pub handle_type: i32,
+    /// `f_handle`.
+    pub bytes: Vec<u8>,
+}
+
+/// Opens (`O_PATH`) the directory a [`NameEvent`] names, on the filesystem
+/// that `mount` (any open file or directory of it) is on. Needs
+/// `CAP_DAC_READ_SEARCH`. An `O_PATH` open raises no fanotify event.
+pub fn open_dir_by_handle(mount: BorrowedFd<'_>, handle: &FileHandle) -> Result<OwnedFd> {
+    const HEADER: usize = std::mem::size_of::<libc::file_handle>();
+    let handle_bytes = u32::try_from(handle.bytes.len())
+        .ok()
+        .filter(|n| *n > 0 && *n <= 128) // MAX_HANDLE_SZ
+        .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "file handle of a bad size"))?;
+    // struct file_handle { u32 handle_bytes; i32 handle_type; u8 f_handle[]; },
+    // built in a u64 buffer so that it is aligned for the header's fields.
+    let mut words = vec![0u64; (HEADER + handle.bytes.len()).div_ceil(8)];
+    {
+        // SAFETY: `words` spans at least HEADER + bytes.len() bytes; viewing
+        // initialized u64s as bytes is always valid.
+        let raw: &mut [u8] = unsafe {
+            std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 8)
+        };
+        raw[..4].copy_from_slice(&handle_bytes.to_ne_bytes());
+        raw[4..8].copy_from_slice(&handle.handle_type.to_ne_bytes());
+        raw[HEADER..HEADER + handle.bytes.len()].copy_from_slice(&handle.bytes);
+    }
+    // SAFETY: the buffer holds a well-formed, aligned file_handle whose
+    // handle_bytes matches the bytes that follow; the kernel only reads it.
+    let fd = unsafe {
+        libc::open_by_handle_at(
+            mount.as_raw_fd(),
+            words.as_mut_ptr().cast::<libc::file_handle>(),
+            libc::O_PATH | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(Error::last_os_error("open_by_handle_at"));
+    }
+    // SAFETY: open_by_handle_at returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Parses the records of a name group: metadata (whose fd is `FAN_NOFD`)
+/// followed by info records `{ u8 type; u8 pad; u16 len; ... }`; the
+/// `FAN_EVENT_INFO_TYPE_DFID_NAME` record is
+/// `{ fsid (8 bytes); u32 handle_bytes; i32 handle_type; handle; name\0 }`.
+fn parse_name_events(mut bytes: &[u8], malformed: &mut u64) -> Vec<NameEvent> {
+    let mut events = Vec::new();
+    while !bytes.is_empty() {
+        let Some(header) = bytes.get(..METADATA_LEN) else {
+            *malformed += 1;
+            break;
+        };
+        let event_len = u32_at(header, 0) as usize;
+        let metadata_len = u16::from_ne_bytes([header[6], header[7]]) as usize;
+        if event_len < METADATA_LEN || event_len > bytes.len() {
+            *malformed += 1;
+            break;
+        }
+        let record = &bytes[..event_len];
+        bytes = &bytes[event_len..];
+        if header[4] != libc::FANOTIFY_METADATA_VERSION
+            || metadata_len < METADATA_LEN
+            || metadata_len > event_len
+        {
+            *malformed += 1;
+            continue;
+        }
+        let mask = Mask(u64::from_ne_bytes(
+            header[8..16].try_into().unwrap_or([0; 8]),
+        ));
+        let pid = i32::from_ne_bytes(header[20..24].try_into().unwrap_or([0; 4]));
+        if mask.contains(Mask::Q_OVERFLOW) {
+            events.push(NameEvent {
+                mask,
+                pid,
+                dir: FileHandle::default(),
+                name: Default::default(),
+            });
+            continue;
+        }
+        let mut info = &record[metadata_len..];
+        let mut found = None;
+        while info.len() >= 4 {
+            let kind = info[0];
+            let len = u16::from_ne_bytes([info[2], info[3]]) as usize;
+            if len < 4 || len > info.len() {
+                break;
+            }
+            if kind == libc::FAN_EVENT_INFO_TYPE_DFID_NAME {
+                found = parse_dfid_name(&info[4..len]);
+                break;
+            }
+            info = &info[len..];
+        }
+        match found {
+            Some((dir, name)) => events.push(NameEvent {
+                mask,
+                pid,
+                dir,
+                name,
+            }),
+            None => *malformed += 1,
+        }
+    }
+    events
+}
+
+/// `{ fsid (8 bytes); u32 handle_bytes; i32 handle_type; handle; name\0 pad }`.
+fn parse_dfid_name(body: &[u8]) -> Option<(FileHandle, std::ffi::OsString)> {
+    use std::os::unix::ffi::OsStringExt;
+    let handle_bytes = u32_at(body.get(8..12)?, 0) as usize;
+    let handle_type = i32::from_ne_bytes(body.get(12..16)?.try_into().ok()?);
+    let handle = body.get(16..16 + handle_bytes)?.to_vec();
+    let rest = body.get(16 + handle_bytes..)?;
+    let end = rest.iter().position(|b| *b == 0)?;
+    if end == 0 {
+        return None;
+    }
+    Some((
+        FileHandle {
+            handle_type,
+            bytes: handle,
+        },
+        std::ffi::OsString::from_vec(rest[..end].to_vec()),
+    ))
 }
 
 /// One record of the read buffer, before its fd is owned.
@@ -710,6 +910,89 @@ mod tests {
 
     fn ev(mask: u64, fd: i32, pid: i32) -> RawEvent {
         RawEvent { mask, fd, pid }
+    }
+
+    /// A name-group record: metadata, then a DFID_NAME info record.
+    fn name_record(mask: u64, handle: &[u8], name: &[u8]) -> Vec<u8> {
+        let mut info = Vec::new();
+        info.extend_from_slice(&[0u8; 8]); // fsid
+        info.extend_from_slice(&(handle.len() as u32).to_ne_bytes());
+        info.extend_from_slice(&1i32.to_ne_bytes());
+        info.extend_from_slice(handle);
+        info.extend_from_slice(name);
+        info.push(0);
+        while (info.len() + 4) % 4 != 0 {
+            info.push(0);
+        }
+        let info_len = (info.len() + 4) as u16;
+        // The metadata alone, then its length patched to cover the info record.
+        let mut r = record(
+            24,
+            libc::FANOTIFY_METADATA_VERSION,
+            24,
+            mask,
+            libc::FAN_NOFD,
+            7,
+        );
+        r[..4].copy_from_slice(&(24 + u32::from(info_len)).to_ne_bytes());
+        r.push(libc::FAN_EVENT_INFO_TYPE_DFID_NAME);
+        r.push(0);
+        r.extend_from_slice(&info_len.to_ne_bytes());
+        r.extend_from_slice(&info);
+        r
+    }
+
+    #[test]
+    fn name_records_parse_and_hostile_ones_are_skipped() {
+        let mut bytes = name_record(libc::FAN_DELETE, &[1, 2, 3, 4, 5, 6, 7, 8], b"libx.so");
+        bytes.extend(name_record(libc::FAN_MOVED_FROM, &[9; 12], b"a"));
+        let mut malformed = 0;
+        let evs = parse_name_events(&bytes, &mut malformed);
+        assert_eq!(malformed, 0);
+        assert_eq!(evs.len(), 2);
+        assert_eq!(evs[0].mask, Mask::DELETE);
+        assert_eq!(evs[0].dir.bytes, [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(evs[0].name, "libx.so");
+        assert_eq!(evs[0].pid, 7);
+        assert_eq!(evs[1].name, "a");
+        // A handle longer than its record, an empty name, no info record at
+        // all: skipped and counted, and the records after them still parse.
+        let mut bad = name_record(libc::FAN_DELETE, &[1; 8], b"x");
+        bad[24 + 4 + 8..24 + 4 + 12].copy_from_slice(&200u32.to_ne_bytes());
+        let mut bytes = bad;
+        bytes.extend(name_record(libc::FAN_DELETE, &[1; 8], b""));
+        bytes.extend(record(
+            24,
+            libc::FANOTIFY_METADATA_VERSION,
+            24,
+            libc::FAN_DELETE,
+            libc::FAN_NOFD,
+            1,
+        ));
+        bytes.extend(name_record(libc::FAN_DELETE, &[2; 8], b"ok"));
+        let mut malformed = 0;
+        let evs = parse_name_events(&bytes, &mut malformed);
+        assert_eq!(malformed, 3);
+        assert_eq!(evs.len(), 1);
+        assert_eq!(evs[0].name, "ok");
+        // Truncated buffer: stops, counted.
+        let whole = name_record(libc::FAN_DELETE, &[2; 8], b"ok");
+        let mut malformed = 0;
+        assert!(parse_name_events(&whole[..30], &mut malformed).is_empty());
+        assert_eq!(malformed, 1);
+        // Overflow: reported, without a directory.
+        let mut malformed = 0;
+        let ov = record(
+            24,
+            libc::FANOTIFY_METADATA_VERSION,
+            24,
+            libc::FAN_Q_OVERFLOW,
+            libc::FAN_NOFD,
+            0,
+        );
+        let evs = parse_name_events(&ov, &mut malformed);
+        assert_eq!(evs.len(), 1);
+        assert!(evs[0].mask.contains(Mask::Q_OVERFLOW) && evs[0].name.is_empty());
     }
 
     #[test]

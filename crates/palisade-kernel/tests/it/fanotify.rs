@@ -610,3 +610,52 @@ fn notification_group_reports_close_write() {
         .expect("unmark mount");
     drop(fan);
 }
+
+#[test]
+fn name_group_reports_deleted_and_moved_entries_with_their_directory() {
+    let Some(_lock) = support::root_test("name_group_reports_deleted_and_moved_entries") else {
+        return;
+    };
+    let tmpfs = Tmpfs::new();
+    let fan = Fanotify::name_group().expect("fanotify_init(FAN_REPORT_DFID_NAME)");
+    if let Err(e) = fan.mark_filesystem(tmpfs.path(), Mask::DELETE | Mask::MOVED_FROM) {
+        // tmpfs gained file handles in Linux 6.6; older kernels refuse
+        // name reporting on it (EOPNOTSUPP or ENODEV).
+        eprintln!("skipped: this kernel cannot report names on tmpfs: {e}");
+        return;
+    }
+    let sub = tmpfs.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::write(sub.join("gone"), b"x").unwrap();
+    std::fs::write(sub.join("moved"), b"x").unwrap();
+    std::fs::remove_file(sub.join("gone")).unwrap();
+    std::fs::rename(sub.join("moved"), tmpfs.path().join("elsewhere")).unwrap();
+    let mount = File::open(tmpfs.path()).unwrap();
+    let mut buf = vec![0u8; EVENT_BUFFER];
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while seen.len() < 2 && Instant::now() < deadline {
+        for ev in fan
+            .read_name_events(&mut buf, Some(Duration::from_millis(100)))
+            .unwrap()
+        {
+            let dir = palisade_kernel::fanotify::open_dir_by_handle(mount.as_fd(), &ev.dir)
+                .expect("open the event's directory by handle");
+            let dir_path =
+                std::fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd())).unwrap();
+            seen.push((ev.mask, dir_path.join(&ev.name), ev.pid));
+        }
+    }
+    let me = std::process::id() as i32;
+    assert!(
+        seen.iter()
+            .any(|(m, p, pid)| m.contains(Mask::DELETE) && *p == sub.join("gone") && *pid == me),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|(m, p, _)| m.contains(Mask::MOVED_FROM) && *p == sub.join("moved")),
+        "{seen:?}"
+    );
+    assert_eq!(fan.malformed_events(), 0);
+}
