@@ -217,6 +217,13 @@ impl RunningAgent {
             None
         };
 
+        let (removed_tx, removed_rx) = tokio::sync::mpsc::channel(16_384);
+        if let Some(t) =
+            crate::removals::start(&watch, engine.code_paths(), removed_tx, stop.clone())
+        {
+            threads.push(t);
+        }
+
         let watched: Vec<String> = watch
             .iter()
             .map(|m| m.mount_point.display().to_string())
@@ -238,6 +245,7 @@ impl RunningAgent {
             })),
             tokio::spawn(link::run_local_approvals(client.clone(), local_rx)),
             tokio::spawn(link::run_facts(client.clone(), facts_rx)),
+            tokio::spawn(link::run_removed(client.clone(), removed_rx)),
             tokio::spawn(link::run_uploader(
                 client.clone(),
                 spool.clone(),

@@ -293,6 +293,8 @@ pub struct Engine {
     /// scan, or on the decision path): when an approval arrives, these inodes
     /// go into the kernel-side cache before their first run.
     locations: Mutex<Cache<Sha256, Vec<Location>>>,
+    /// Paths known to hold code, for reporting their removal.
+    code_paths: Arc<crate::removals::CodePaths>,
     prewarm_tx: crossbeam_channel::Sender<Sha256>,
     kernel: Mutex<KernelAllowed>,
     /// Bumped (under the `kernel` lock) by every invalidation, so a decision
@@ -420,6 +422,7 @@ impl Engine {
             ancestors: Mutex::new(Cache::new(4096)),
             approvals: Mutex::new(approvals),
             locations: Mutex::new(Cache::new(65_536)),
+            code_paths: Arc::default(),
             prewarm_tx,
             kernel: Mutex::new(KernelAllowed::default()),
             epoch: AtomicU64::new(0),
@@ -699,7 +702,16 @@ impl Engine {
         if files::identify(fd)?.stamp == ident.stamp {
             known.sha = Some(sha);
             self.identities.lock().insert(ident.id, known.clone());
-            self.remember_location(sha, ident, &known.path);
+            if self.remember_location(sha, ident, &known.path) {
+                // Code is back where the service was told it was removed.
+                let _ = self.facts_tx.try_send(palisade_api::agent::InventoryItem {
+                    sha256: sha,
+                    path: known.path.clone(),
+                    size: ident.stamp.size,
+                    kind: known.kind.clone(),
+                    publisher: known.publisher.clone().flatten(),
+                });
+            }
         }
         Ok(sha)
     }
@@ -726,10 +738,13 @@ impl Engine {
         yes
     }
 
-    fn remember_location(&self, sha: Sha256, ident: &Identity, path: &str) {
+    /// Remember where a hash lives. True when code had been reported
+    /// removed from `path` (see [`crate::removals`]).
+    fn remember_location(&self, sha: Sha256, ident: &Identity, path: &str) -> bool {
         if !path.starts_with('/') {
-            return;
+            return false;
         }
+        let returned = self.code_paths.note(path);
         let mut locations = self.locations.lock();
         let mut list = locations.get(&sha).unwrap_or_default();
         list.retain(|l| l.id != ident.id);
@@ -742,6 +757,12 @@ impl Engine {
             list.remove(0);
         }
         locations.insert(sha, list);
+        returned
+    }
+
+    /// Paths known to hold code (for [`crate::removals`]).
+    pub fn code_paths(&self) -> Arc<crate::removals::CodePaths> {
+        self.code_paths.clone()
     }
 
     /// Put the known, unchanged copies of an approved hash into the
@@ -781,7 +802,7 @@ impl Engine {
             }
             if ident.stamp != loc.stamp {
                 let path = loc.path.clone();
-                self.remember_location(sha, &ident, &path);
+                let _ = self.remember_location(sha, &ident, &path);
                 let known = self.identities.lock().get(&ident.id);
                 if let Some(mut known) = known {
                     known.stamp = ident.stamp;
@@ -1214,7 +1235,7 @@ impl Engine {
                     publisher: f.publisher.clone().map(Some),
                 },
             );
-            self.remember_location(f.sha256, &f.identity, &f.path);
+            let _ = self.remember_location(f.sha256, &f.identity, &f.path);
         }
     }
 

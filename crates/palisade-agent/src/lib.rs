@@ -26,6 +26,7 @@ pub mod link;
 pub mod memfd;
 pub mod mounts;
 pub mod procfs;
+pub mod removals;
 pub mod report;
 pub mod scan;
 pub mod store;

@@ -18,8 +18,8 @@ use futures_util::StreamExt;
 use palisade_api::agent::{
     AgentConfig, AgentEvent, AgentStatus, ApprovalRequestCreated, Changes, EventAck, EventBatch,
     InventoryItem, InventoryRequest, InventoryResponse, LocalApproval, LocalApprovals,
-    LocalApprovalsAck, LookupItem, LookupRequest, LookupResponse, NewApprovalRequest,
-    StreamMessage, EVENT_BATCH_MAX, HEARTBEAT_SECS, LOOKUP_BATCH_MAX,
+    LocalApprovalsAck, LookupItem, LookupRequest, LookupResponse, NewApprovalRequest, Removed,
+    RemovedAck, RemovedPath, StreamMessage, EVENT_BATCH_MAX, HEARTBEAT_SECS, LOOKUP_BATCH_MAX,
 };
 use palisade_api::ErrorBody;
 use palisade_core::{Approval, Sha256};
@@ -147,6 +147,16 @@ impl ServiceClient {
         self.post(
             "/agent/v1/events",
             &EventBatch { events },
+            Duration::from_secs(30),
+        )
+        .await
+    }
+
+    /// `POST /agent/v1/removed`.
+    pub async fn removed(&self, items: Vec<RemovedPath>) -> Result<RemovedAck> {
+        self.post(
+            "/agent/v1/removed",
+            &Removed { items },
             Duration::from_secs(30),
         )
         .await
@@ -590,6 +600,16 @@ pub async fn run_facts(client: ServiceClient, rx: mpsc::Receiver<InventoryItem>)
             };
             client.inventory(&req).await.map(drop)
         }
+    })
+    .await;
+}
+
+/// Send the code paths removed from this computer to the service, retrying
+/// while it is away.
+pub async fn run_removed(client: ServiceClient, rx: mpsc::Receiver<RemovedPath>) {
+    send_batches(rx, "removed paths", |items| {
+        let client = client.clone();
+        async move { client.removed(items).await.map(drop) }
     })
     .await;
 }

@@ -113,6 +113,11 @@ pub struct FileInstance {
     pub last_seen_ms: i64,
     /// Number of reports (lookups, inventory, events).
     pub count: i64,
+    /// The instance's local state on that computer.
+    pub local_state: palisade_core::LocalState,
+    /// When the agent reported it gone from that path, if it is.
+    #[serde(default)]
+    pub deleted_ms: Option<i64>,
 }
 
 /// The approval in force for a file on one computer, with its explanation.

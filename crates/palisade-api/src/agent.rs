@@ -15,6 +15,7 @@
 //! | POST   | `/agent/v1/status`         | [`AgentStatus`]    | 204                  |
 //! | POST   | `/agent/v1/approvals`      | [`LocalApprovals`] | [`LocalApprovalsAck`] |
 //! | POST   | `/agent/v1/requests`       | [`NewApprovalRequest`] | [`ApprovalRequestCreated`] |
+//! | POST   | `/agent/v1/removed`        | [`Removed`]        | [`RemovedAck`]       |
 //!
 //! Revisions: every change the service makes to file states or policies gets
 //! a revision number, increasing over the whole database. Answers carry the
@@ -343,4 +344,32 @@ pub struct NewApprovalRequest {
 pub struct ApprovalRequestCreated {
     /// Request id.
     pub id: i64,
+}
+
+/// Files gone from the computer (deleted, or moved away from the path where
+/// they were seen): their instances' local state becomes `deleted`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Removed {
+    /// At most [`INVENTORY_BATCH_MAX`] paths.
+    pub items: Vec<RemovedPath>,
+}
+
+/// One removed path.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RemovedPath {
+    /// Absolute path.
+    pub path: String,
+    /// A directory was moved away: everything seen under it is gone from
+    /// where it was seen.
+    #[serde(default)]
+    pub dir: bool,
+    /// When (ms since the epoch). A sighting after this revives the instance.
+    pub at_ms: i64,
+}
+
+/// The answer to [`Removed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RemovedAck {
+    /// Instances marked deleted.
+    pub instances: u64,
 }

@@ -194,6 +194,33 @@ pub enum GlobalState {
     Mixed,
 }
 
+/// The state of one instance of a file (a path on a computer), as the seed
+/// defines it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LocalState {
+    /// It may run there (an approval, its publisher, an updater, reputation).
+    Approved,
+    /// It is blocked there by a ban (of the file or of its publisher).
+    Banned,
+    /// Neither: unknown code on that computer.
+    Unapproved,
+    /// The agent reported it gone from that path.
+    Deleted,
+}
+
+impl LocalState {
+    /// The state's name in the CLI and API.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            LocalState::Approved => "approved",
+            LocalState::Banned => "banned",
+            LocalState::Unapproved => "unapproved",
+            LocalState::Deleted => "deleted",
+        }
+    }
+}
+
 impl GlobalState {
     /// The state's name in the CLI and API.
     pub const fn as_str(self) -> &'static str {
@@ -233,9 +260,57 @@ pub fn global_state<'a>(states: impl IntoIterator<Item = &'a ScopedState>) -> Gl
     }
 }
 
+/// A file's global state from that of its own states (`file`) and that of
+/// its publisher's (`publisher`), by the rule engine's precedence: the file's
+/// own states come first, so a file approved or banned for all is that
+/// whatever its publisher; an unapproved file takes its publisher's state;
+/// otherwise the two agree or the result is mixed.
+pub fn combine_global(file: GlobalState, publisher: GlobalState) -> GlobalState {
+    use GlobalState::*;
+    match (file, publisher) {
+        (BannedForAll | ApprovedForAll, _) => file,
+        (Unapproved, p) => p,
+        (f, Unapproved) => f,
+        (ApprovedByPolicy, ApprovedForAll | ApprovedByPolicy) => publisher,
+        (BannedByPolicy, BannedForAll | BannedByPolicy) => publisher,
+        _ => Mixed,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn global_state_combines_file_then_publisher() {
+        use GlobalState::*;
+        let all = [
+            ApprovedForAll,
+            ApprovedByPolicy,
+            Unapproved,
+            BannedForAll,
+            BannedByPolicy,
+            Mixed,
+        ];
+        for p in all {
+            assert_eq!(combine_global(BannedForAll, p), BannedForAll);
+            assert_eq!(combine_global(ApprovedForAll, p), ApprovedForAll);
+            assert_eq!(combine_global(Unapproved, p), p);
+        }
+        for f in all {
+            if f != Unapproved {
+                assert_eq!(combine_global(f, Unapproved), f);
+            }
+        }
+        assert_eq!(
+            combine_global(ApprovedByPolicy, ApprovedForAll),
+            ApprovedForAll
+        );
+        assert_eq!(combine_global(BannedByPolicy, BannedForAll), BannedForAll);
+        assert_eq!(combine_global(ApprovedByPolicy, BannedForAll), Mixed);
+        assert_eq!(combine_global(BannedByPolicy, ApprovedByPolicy), Mixed);
+        assert_eq!(combine_global(Mixed, ApprovedForAll), Mixed);
+    }
 
     const P: PolicyId = PolicyId(1);
     const OTHER_P: PolicyId = PolicyId(2);

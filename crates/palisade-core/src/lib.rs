@@ -25,8 +25,8 @@ pub mod rules;
 mod sha256;
 
 pub use approval::{
-    global_state, resolve, Approval, ApprovalSource, FileState, GlobalState, Scope, ScopeKind,
-    ScopedState,
+    combine_global, global_state, resolve, Approval, ApprovalSource, FileState, GlobalState,
+    LocalState, Scope, ScopeKind, ScopedState,
 };
 pub use context::{Ancestor, Executable, ProcessContext};
 pub use decision::{decide, on_timeout, Decision, Operation, Report, Verdict};

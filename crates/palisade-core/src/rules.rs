@@ -42,7 +42,7 @@
 //! may be requested in `prompt`, is allowed and reported as a would-block in
 //! `monitor`; `disabled` allows everything. Writes are controlled only by
 //! custom rules: a write no rule decides is allowed.
-use crate::approval::{Approval, FileState, ScopeKind};
+use crate::approval::{Approval, FileState, LocalState, ScopeKind};
 use crate::context::ProcessContext;
 use crate::decision::{Operation, Report};
 use crate::level::Level;
@@ -735,6 +735,59 @@ pub struct Evaluation {
     pub conditions: Conditions,
     /// The process is an approving writer: approve what it writes.
     pub approve_writes: bool,
+}
+
+/// The local state of a file on a computer whose rules are `rules`: what its
+/// own facts (file states, publisher, package, reputation) make of it, by the
+/// same precedence as [`evaluate`] but without the rules that depend on who
+/// runs it and where (custom rules, folder protection). A deleted instance is
+/// the caller's to know.
+pub fn local_state(rules: &CompiledRules, file: FileFacts<'_>) -> LocalState {
+    let process = ProcessContext::unknown(0);
+    let req = Request {
+        operation: Operation::Execute,
+        // No pattern matches an empty path: path rules stay out of it.
+        path: "",
+        file,
+        subject: Subject {
+            process: &process,
+            users: &[],
+            groups: &[],
+            publisher: None,
+        },
+        starter: None,
+    };
+    match evaluate(rules, &req, Level::Lockdown).decided_by {
+        DecidedBy::FileState {
+            state: FileState::Banned,
+            ..
+        }
+        | DecidedBy::Publisher {
+            state: FileState::Banned,
+            ..
+        } => LocalState::Banned,
+        DecidedBy::FileState {
+            state: FileState::Approved,
+            ..
+        }
+        | DecidedBy::Publisher {
+            state: FileState::Approved,
+            ..
+        }
+        | DecidedBy::Updater { .. }
+        | DecidedBy::Reputation { .. } => LocalState::Approved,
+        DecidedBy::FileState {
+            state: FileState::Unapproved,
+            ..
+        }
+        | DecidedBy::Publisher {
+            state: FileState::Unapproved,
+            ..
+        }
+        | DecidedBy::CustomRule { .. }
+        | DecidedBy::FolderProtection { .. }
+        | DecidedBy::Nothing => LocalState::Unapproved,
+    }
 }
 
 /// Evaluate one request (see the module doc for the precedence).

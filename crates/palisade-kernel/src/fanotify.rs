@@ -681,18 +681,42 @@ pub struct NameEvent {
     pub name: std::ffi::OsString,
 }
 
-/// A file handle as the kernel reports it (`struct file_handle`).
+/// A file handle as the kernel reports it (`struct file_handle`), with the
+/// id of the filesystem it belongs to (handles are only meaningful there).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct FileHandle {
+    /// The filesystem's id (`statfs`'s `f_fsid`); see [`fsid`].
+    pub fsid: [i32; 2],
     /// `handle_type`.
     pub handle_type: i32,
     /// `f_handle`.
     pub bytes: Vec<u8>,
 }
 
+/// The id of the filesystem `fd` is on (`fstatfs`'s `f_fsid`), as name
+/// events report it in [`FileHandle::fsid`].
+pub fn fsid(fd: BorrowedFd<'_>) -> Result<[i32; 2]> {
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: `st` is a writable statfs the kernel fills on success.
+    if unsafe { libc::fstatfs(fd.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+        return Err(Error::last_os_error("fstatfs"));
+    }
+    // SAFETY: fstatfs succeeded, so `st` is initialized.
+    let st = unsafe { st.assume_init() };
+    // fsid_t's field is private in libc; it is two C ints.
+    const _: () = assert!(std::mem::size_of::<libc::fsid_t>() == 8);
+    // SAFETY: fsid_t is `struct { int val[2]; }`: 8 bytes of plain data.
+    let raw: [i32; 2] = unsafe { std::mem::transmute(st.f_fsid) };
+    Ok(raw)
+}
+
 /// Opens (`O_PATH`) the directory a [`NameEvent`] names, on the filesystem
-/// that `mount` (any open file or directory of it) is on. Needs
-/// `CAP_DAC_READ_SEARCH`. An `O_PATH` open raises no fanotify event.
+/// that `mount` (any open file or directory of it) is on; check first that
+/// its [`fsid`] is the handle's, a handle decoded on another filesystem
+/// means nothing. Needs
+/// `CAP_DAC_READ_SEARCH`. `mount` must be a real open (the kernel refuses
+/// an `O_PATH` fd there); the directory itself is opened `O_PATH`, which
+/// raises no fanotify event.
 pub fn open_dir_by_handle(mount: BorrowedFd<'_>, handle: &FileHandle) -> Result<OwnedFd> {
     const HEADER: usize = std::mem::size_of::<libc::file_handle>();
     let handle_bytes = u32::try_from(handle.bytes.len())
@@ -797,6 +821,10 @@ fn parse_name_events(mut bytes: &[u8], malformed: &mut u64) -> Vec<NameEvent> {
 /// `{ fsid (8 bytes); u32 handle_bytes; i32 handle_type; handle; name\0 pad }`.
 fn parse_dfid_name(body: &[u8]) -> Option<(FileHandle, std::ffi::OsString)> {
     use std::os::unix::ffi::OsStringExt;
+    let fsid = [
+        i32::from_ne_bytes(body.get(0..4)?.try_into().ok()?),
+        i32::from_ne_bytes(body.get(4..8)?.try_into().ok()?),
+    ];
     let handle_bytes = u32_at(body.get(8..12)?, 0) as usize;
     let handle_type = i32::from_ne_bytes(body.get(12..16)?.try_into().ok()?);
     let handle = body.get(16..16 + handle_bytes)?.to_vec();
@@ -807,6 +835,7 @@ fn parse_dfid_name(body: &[u8]) -> Option<(FileHandle, std::ffi::OsString)> {
     }
     Some((
         FileHandle {
+            fsid,
             handle_type,
             bytes: handle,
         },

@@ -128,3 +128,7 @@ CREATE TABLE approval_requests (
 );
 CREATE INDEX approval_requests_org ON approval_requests (org_id, status, id);
 CREATE INDEX approval_requests_file ON approval_requests (computer_id, sha256, status);
+-- Instances reported gone (deleted or moved away) by their computer's agent;
+-- a later sighting at the same path clears it.
+ALTER TABLE file_instances ADD COLUMN deleted_ms BIGINT;
+CREATE INDEX file_instances_path ON file_instances (org_id, computer_id, path);

@@ -22,7 +22,7 @@
 //! | `enroll_tokens`  | SHA-256 of each token secret, uses left, expiry |
 //! | `admins`, `admin_tokens` | admins per organization, SHA-256 of each API token |
 //! | `files`          | the catalog: every hash an organization has seen, first sighting |
-//! | `file_instances` | where (computer, path) and how often each hash was seen, last operation and process |
+//! | `file_instances` | where (computer, path) and how often each hash was seen, last operation and process, and when the agent reported it gone (`deleted_ms`, v2) |
 //! | `file_states`    | approved/banned per (hash, scope kind, scope id); unique per scope |
 //! | `changes`        | the change log: id = revision; kind file / policy / computer (a `policy` row with a NULL policy: every policy's configuration, i.e. rules or publishers) |
 //! | `events`         | agent events, unique per (computer, agent seq) |

@@ -411,7 +411,9 @@ pub(crate) async fn record_sightings(
                  THEN excluded.last_seen_ms ELSE file_instances.last_seen_ms END, \
                count = file_instances.count + excluded.count, \
                operation = COALESCE(excluded.operation, file_instances.operation), \
-               process_json = COALESCE(excluded.process_json, file_instances.process_json)",
+               process_json = COALESCE(excluded.process_json, file_instances.process_json), \
+               deleted_ms = CASE WHEN file_instances.deleted_ms < excluded.last_seen_ms \
+                 THEN NULL ELSE file_instances.deleted_ms END",
             derived_values(chunk.len(), 8, 2)
         );
         let mut q = sqlx::query(&sql).bind(org_id);

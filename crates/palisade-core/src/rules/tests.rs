@@ -602,3 +602,42 @@ fn a_banned_publisher_outranks_local_approvals_but_not_admin_approvals() {
     assert!(!none.publisher_matters(local));
     assert!(!none.publisher_matters(Approval::Unknown));
 }
+
+#[test]
+fn local_state_follows_the_file_facts_and_ignores_path_rules() {
+    let rules = CompiledRules::new(RuleSet {
+        publishers: vec![PublisherState {
+            name: "Debian".into(),
+            state: FileState::Approved,
+            scope: ScopeKind::Global,
+        }],
+        // Would block everything, for whoever runs it anywhere: not a state.
+        custom: vec![custom(1, &["/**"], RuleAction::Block)],
+        ..RuleSet::default()
+    });
+    let facts = |approval, publisher| FileFacts {
+        sha256: Some(sha(1)),
+        approval,
+        trust: None,
+        publisher,
+    };
+    assert_eq!(local_state(&rules, facts(BANNED, None)), LocalState::Banned);
+    assert_eq!(
+        local_state(&rules, facts(APPROVED, None)),
+        LocalState::Approved
+    );
+    assert_eq!(
+        local_state(&rules, facts(Approval::Unknown, None)),
+        LocalState::Unapproved
+    );
+    let verified = debian(true);
+    assert_eq!(
+        local_state(&rules, facts(Approval::Unknown, Some(&verified))),
+        LocalState::Approved
+    );
+    let tampered = debian(false);
+    assert_eq!(
+        local_state(&rules, facts(Approval::Unknown, Some(&tampered))),
+        LocalState::Unapproved
+    );
+}

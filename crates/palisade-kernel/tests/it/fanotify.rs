@@ -639,6 +639,10 @@ fn name_group_reports_deleted_and_moved_entries_with_their_directory() {
             .read_name_events(&mut buf, Some(Duration::from_millis(100)))
             .unwrap()
         {
+            assert_eq!(
+                ev.dir.fsid,
+                palisade_kernel::fanotify::fsid(mount.as_fd()).unwrap()
+            );
             let dir = palisade_kernel::fanotify::open_dir_by_handle(mount.as_fd(), &ev.dir)
                 .expect("open the event's directory by handle");
             let dir_path =

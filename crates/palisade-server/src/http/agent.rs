@@ -21,8 +21,8 @@ use axum::Json;
 use palisade_api::agent::{
     AgentConfig, AgentStatus, ApprovalOrigin, ApprovalRequestCreated, Changes, EnrollRequest,
     EnrollResponse, EventAck, EventBatch, InventoryRequest, InventoryResponse, LocalApprovals,
-    LocalApprovalsAck, LookupRequest, LookupResponse, LookupResult, NewApprovalRequest,
-    EVENT_BATCH_MAX, INVENTORY_BATCH_MAX, LOOKUP_BATCH_MAX,
+    LocalApprovalsAck, LookupRequest, LookupResponse, LookupResult, NewApprovalRequest, Removed,
+    RemovedAck, EVENT_BATCH_MAX, INVENTORY_BATCH_MAX, LOOKUP_BATCH_MAX,
 };
 use palisade_api::EnrollToken;
 use palisade_core::rules::{PublisherFact, RuleId, RuleSet, TrustedChange};
@@ -844,6 +844,70 @@ pub(crate) async fn status(
     .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /agent/v1/removed`: paths gone from the agent's computer. Each
+/// instance of the computer at such a path (or, for a directory moved away,
+/// under it) seen before the removal becomes `deleted`.
+pub(crate) async fn removed(
+    State(state): State<AppState>,
+    agent: AgentAuth,
+    JsonBody(req): JsonBody<Removed>,
+) -> ApiResult<Json<RemovedAck>> {
+    if req.items.len() > INVENTORY_BATCH_MAX {
+        return Err(ApiError::invalid(
+            "items",
+            format!("at most {INVENTORY_BATCH_MAX} paths per batch"),
+        ));
+    }
+    for (i, it) in req.items.iter().enumerate() {
+        if !it.path.starts_with('/') || it.path.len() > MAX_PATH || it.path.contains('\0') {
+            return Err(ApiError::invalid(
+                &format!("items[{i}].path"),
+                format!("must be an absolute path of at most {MAX_PATH} bytes without NUL"),
+            ));
+        }
+        if it.at_ms <= 0 {
+            return Err(ApiError::invalid(
+                &format!("items[{i}].at_ms"),
+                "must be a time in milliseconds since the epoch",
+            ));
+        }
+    }
+    let mut tx = state.db.write().await?;
+    let mut instances = 0u64;
+    for it in &req.items {
+        let done = if it.dir {
+            let prefix = format!("{}/", it.path.trim_end_matches('/'));
+            sqlx::query(
+                "UPDATE file_instances SET deleted_ms = $1 \
+                 WHERE org_id = $2 AND computer_id = $3 AND substr(path, 1, CAST($4 AS INTEGER)) = $5 \
+                   AND last_seen_ms <= $1 AND deleted_ms IS NULL",
+            )
+            .bind(it.at_ms)
+            .bind(agent.org_id)
+            .bind(agent.computer_id)
+            .bind(i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX))
+            .bind(&prefix)
+            .execute(tx.conn())
+            .await?
+        } else {
+            sqlx::query(
+                "UPDATE file_instances SET deleted_ms = $1 \
+                 WHERE org_id = $2 AND computer_id = $3 AND path = $4 \
+                   AND last_seen_ms <= $1 AND deleted_ms IS NULL",
+            )
+            .bind(it.at_ms)
+            .bind(agent.org_id)
+            .bind(agent.computer_id)
+            .bind(&it.path)
+            .execute(tx.conn())
+            .await?
+        };
+        instances += done.rows_affected();
+    }
+    tx.commit().await?;
+    Ok(Json(RemovedAck { instances }))
 }
 
 #[cfg(test)]

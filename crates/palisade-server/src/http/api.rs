@@ -21,11 +21,11 @@ use palisade_api::admin::{
 };
 use palisade_api::agent::AgentStatus;
 use palisade_core::rules::{
-    evaluate, CompiledRules, FileFacts, PublisherFact, Request, RuleSet, Subject,
+    evaluate, local_state, CompiledRules, FileFacts, PublisherFact, Request, RuleSet, Subject,
 };
 use palisade_core::{
-    resolve, Approval, ComputerId, FileEvent, Level, Levels, Operation, PolicyId, ProcessContext,
-    Report, Scope, ScopedState, Sha256, Verdict,
+    resolve, Approval, ComputerId, FileEvent, Level, Levels, LocalState, Operation, PolicyId,
+    ProcessContext, Report, Scope, ScopedState, Sha256, Verdict,
 };
 use sqlx::{AnyConnection, Row};
 use std::collections::HashMap;
@@ -92,7 +92,8 @@ async fn file_details(
             .fetch_optional(&mut *conn)
             .await?;
     let rows = sqlx::query(
-        "SELECT i.computer_id, c.name, i.path, i.first_seen_ms, i.last_seen_ms, i.count \
+        "SELECT i.computer_id, c.name, i.path, i.first_seen_ms, i.last_seen_ms, i.count, \
+           i.deleted_ms \
          FROM file_instances i LEFT JOIN computers c ON c.id = i.computer_id \
          WHERE i.org_id = $1 AND i.sha256 = $2 ORDER BY i.last_seen_ms DESC LIMIT $3",
     )
@@ -102,13 +103,18 @@ async fn file_details(
     .fetch_all(&mut *conn)
     .await?;
     let mut instances = Vec::with_capacity(rows.len());
+    let mut instance_computers = Vec::with_capacity(rows.len());
     // The most recent path of the file on each computer.
     let mut paths: HashMap<i64, String> = HashMap::new();
     for r in rows {
         let computer_id: i64 = r.try_get(0)?;
         let name: Option<String> = r.try_get(1)?;
         let path: String = r.try_get(2)?;
-        paths.entry(computer_id).or_insert_with(|| path.clone());
+        let deleted_ms: Option<i64> = r.try_get(6)?;
+        if deleted_ms.is_none() {
+            paths.entry(computer_id).or_insert_with(|| path.clone());
+        }
+        instance_computers.push(computer_id);
         instances.push(FileInstance {
             computer: match (computer_id, name) {
                 (0, _) => "(admin)".to_owned(),
@@ -119,6 +125,13 @@ async fn file_details(
             first_seen_ms: r.try_get(3)?,
             last_seen_ms: r.try_get(4)?,
             count: r.try_get(5)?,
+            // Set below, once the computers' rules are known.
+            local_state: if deleted_ms.is_some() {
+                LocalState::Deleted
+            } else {
+                LocalState::Unapproved
+            },
+            deleted_ms,
         });
     }
     let rows = sqlx::query(
@@ -196,15 +209,18 @@ async fn file_details(
     .bind(&hex)
     .fetch_all(&mut *conn)
     .await?;
-    let mut for_global = scoped.clone();
+    let mut publisher_states = Vec::with_capacity(rows.len());
     for r in rows {
         let kind: String = r.try_get(0)?;
-        for_global.push(ScopedState {
+        publisher_states.push(ScopedState {
             scope: scope_from_columns(&kind, r.try_get(1)?)?,
             state: parse_state(&r.try_get::<String, _>(2)?)?,
         });
     }
-    let global_state = palisade_core::global_state(&for_global);
+    let global_state = palisade_core::combine_global(
+        palisade_core::global_state(&scoped),
+        palisade_core::global_state(&publisher_states),
+    );
     let fact = publishers
         .iter()
         .find(|p| p.verified && p.name.is_some())
@@ -240,6 +256,20 @@ async fn file_details(
             paths.get(&computer_id).map(String::as_str),
             level,
         );
+        let local = local_state(
+            rules,
+            FileFacts {
+                sha256: Some(sha),
+                approval,
+                trust,
+                publisher: fact,
+            },
+        );
+        for (i, c) in instances.iter_mut().zip(&instance_computers) {
+            if *c == computer_id && i.local_state != LocalState::Deleted {
+                i.local_state = local;
+            }
+        }
         effective.push(EffectiveApproval {
             computer: r.try_get(1)?,
             policy: r.try_get(3)?,

@@ -57,6 +57,7 @@ pub(crate) fn router(state: AppState, config: &ServerConfig) -> Router {
         .route("/agent/v1/status", post(agent::status))
         .route("/agent/v1/approvals", post(agent::approvals))
         .route("/agent/v1/requests", post(agent::request_approval))
+        .route("/agent/v1/removed", post(agent::removed))
         // Admin API.
         .route("/api/v1/health", get(api::health))
         .route("/api/v1/whoami", get(api::whoami))

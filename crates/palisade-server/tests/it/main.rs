@@ -16,4 +16,5 @@ mod malformed;
 mod migrate;
 mod publishers;
 mod push;
+mod removed;
 mod rules;

@@ -260,14 +260,19 @@ fn print_details(d: &FileDetails) {
             e.explanation
         );
     }
-    println!("\nseen at:");
+    println!("\nseen at (local state of each instance):");
     if d.instances.is_empty() {
         println!("  (nowhere yet)");
     }
     for i in &d.instances {
+        let gone = i
+            .deleted_ms
+            .map(|t| format!(", gone since {}", fmt_ms(t)))
+            .unwrap_or_default();
         println!(
-            "  {:<20} {}  ({} times, last {})",
+            "  {:<20} {:<10} {}  ({} times, last {}{gone})",
             i.computer,
+            i.local_state.as_str(),
             i.path,
             i.count,
             fmt_ms(i.last_seen_ms)

@@ -636,3 +636,101 @@ fn folder_protection_runs_generated_scripts_only_under_their_parent() {
         assert!(!via_bash.ok(), "wrong parent (interpreter): {via_bash:?}");
     }
 }
+
+/// `file show --json` for a hash.
+fn show_json(up: &Up, sha: &str) -> serde_json::Value {
+    serde_json::from_str(&up.ok(&["file", "show", "--json", sha])).unwrap()
+}
+
+/// The local state of the file's instance at `path`.
+fn local_state_at(up: &Up, sha: &str, path: &Path) -> Option<String> {
+    show_json(up, sha)["instances"]
+        .as_array()?
+        .iter()
+        .find(|i| i["path"] == path.to_str().unwrap())
+        .and_then(|i| i["local_state"].as_str().map(str::to_owned))
+}
+
+#[test]
+fn global_and_local_states_follow_approvals_bans_and_deletions() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let up = Up::start(&m, &["--lockdown", "--no-scan"]);
+    let p = Programs::get();
+    let tool = p.install("hello", &m.path, "tool");
+    // (Read from the source: lockdown refuses to open unapproved ELF files.)
+    let sha = sha256_hex(&p.path("hello"));
+    // Seen (blocked): an unapproved instance.
+    assert!(run(&tool, &[], &[]).exec_refused());
+    let state = |want: &str| {
+        eventually(Duration::from_secs(5), || {
+            local_state_at(&up, &sha, &tool).as_deref() == Some(want)
+        })
+        .is_some()
+    };
+    assert!(state("unapproved"), "{:#}", show_json(&up, &sha));
+    assert_eq!(show_json(&up, &sha)["global_state"], "unapproved");
+
+    // Approved for one policy only: "approved by policy", and approved here.
+    up.ok(&["file", "approve", &sha, "--policy", "default"]);
+    assert_eq!(show_json(&up, &sha)["global_state"], "approved_by_policy");
+    assert!(state("approved"), "{:#}", show_json(&up, &sha));
+    assert!(eventually(Duration::from_secs(3), || run(&tool, &[], &[]).ok()).is_some());
+
+    // Banned for all: the ban wins everywhere.
+    up.ok(&["file", "ban", &sha]);
+    assert_eq!(show_json(&up, &sha)["global_state"], "banned_for_all");
+    assert!(state("banned"), "{:#}", show_json(&up, &sha));
+    up.ok(&["file", "unapprove", &sha]);
+
+    // Deleted: the agent reports the instance gone; the text output says so.
+    up.ok(&["file", "approve", &sha]);
+    assert!(eventually(Duration::from_secs(3), || run(&tool, &[], &[]).ok()).is_some());
+    std::fs::remove_file(&tool).unwrap();
+    assert!(
+        state("deleted"),
+        "{:#}\n{}",
+        show_json(&up, &sha),
+        up.proc.stderr()
+    );
+    let text = up.ok(&["file", "show", &sha]);
+    assert!(
+        text.contains("deleted") && text.contains("gone since"),
+        "{text}"
+    );
+
+    // Back at the same path: present (and approved) again.
+    let tool = p.install("hello", &m.path, "tool");
+    assert!(run(&tool, &[], &[]).ok());
+    assert!(state("approved"), "{:#}", show_json(&up, &sha));
+
+    // A directory holding code moved away: its instances are gone from there.
+    // (Code not yet known to the service, so that running it is a lookup,
+    // which records the instance.)
+    let dir = m.join("vendor");
+    std::fs::create_dir(&dir).unwrap();
+    let inner = p.install("hello2", &dir, "inner");
+    let sha2 = sha256_hex(&p.path("hello2"));
+    assert!(run(&inner, &[], &[]).exec_refused());
+    assert!(
+        eventually(Duration::from_secs(5), || local_state_at(
+            &up, &sha2, &inner
+        )
+        .as_deref()
+            == Some("unapproved"))
+        .is_some(),
+        "{:#}",
+        show_json(&up, &sha2)
+    );
+    std::fs::rename(&dir, m.join("vendor-old")).unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || local_state_at(
+            &up, &sha2, &inner
+        )
+        .as_deref()
+            == Some("deleted"))
+        .is_some(),
+        "{:#}",
+        show_json(&up, &sha2)
+    );
+}

@@ -1,0 +1,182 @@
+//! Instances that disappear: which files holding code are deleted or moved
+//! away from where the agent saw them, so the service can show their local
+//! state as `deleted` (and stop explaining them as present).
+//!
+//! A fanotify name group (`FAN_REPORT_DFID_NAME`, Linux 5.9) reports every
+//! `unlink`/`rename` on the watched filesystems as (directory handle, name);
+//! the directory is opened by its handle (`O_PATH`, which raises no
+//! permission event) to learn its path. Only paths the agent knows to hold
+//! code ([`CodePaths`]: hashed at a decision, on write, or by the scan since
+//! it started) are reported, so temporary files cost nothing but the
+//! event; a directory moved away is always reported (everything seen under
+//! it is gone from there). Filesystems that cannot report names (tmpfs
+//! before Linux 6.6, some network filesystems) are logged and skipped.
+use crate::cache::Cache;
+use crate::mounts::Mount;
+use palisade_api::agent::RemovedPath;
+use palisade_kernel::fanotify::{self, Fanotify, Mask};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Paths known to hold code (bounded: two generations of 65,536), and
+/// those reported removed (so that code appearing there again is reported
+/// too, and the service revives the instance).
+pub struct CodePaths {
+    present: Mutex<Cache<String, ()>>,
+    removed: Mutex<Cache<String, ()>>,
+}
+
+impl Default for CodePaths {
+    fn default() -> Self {
+        CodePaths {
+            present: Mutex::new(Cache::new(65_536)),
+            removed: Mutex::new(Cache::new(16_384)),
+        }
+    }
+}
+
+impl CodePaths {
+    /// `path` holds code. True when it had been reported removed.
+    pub fn note(&self, path: &str) -> bool {
+        let key = path.to_owned();
+        let mut present = self.present.lock();
+        if present.get(&key).is_none() {
+            present.insert(key.clone(), ());
+        }
+        drop(present);
+        self.removed.lock().remove(&key).is_some()
+    }
+
+    /// Whether `path` was known to hold code; if so it is now removed.
+    pub fn take(&self, path: &str) -> bool {
+        let key = path.to_owned();
+        let known = self.present.lock().remove(&key).is_some();
+        if known {
+            self.removed.lock().insert(key, ());
+        }
+        known
+    }
+}
+
+/// Start watching `watch` for removals; each removed code path goes to `tx`.
+/// `None` when no filesystem can report names (logged).
+pub fn start(
+    watch: &[Mount],
+    paths: Arc<CodePaths>,
+    tx: tokio::sync::mpsc::Sender<RemovedPath>,
+    stop: Arc<AtomicBool>,
+) -> Option<std::thread::JoinHandle<()>> {
+    let fan = match Fanotify::name_group() {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::info!("deleted files are not tracked: {e}");
+            return None;
+        }
+    };
+    // Handles are per filesystem: the event's fsid picks the mount to
+    // decode them on.
+    let mut mounts: HashMap<[i32; 2], OwnedFd> = HashMap::new();
+    for m in watch {
+        // A real open (open_by_handle_at refuses an O_PATH mount fd): the
+        // agent's own opens are always allowed, and directories raise no
+        // permission events.
+        use rustix::fs::{Mode, OFlags};
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let dir = match rustix::fs::open(&m.mount_point, flags, Mode::empty()) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::info!("deletions on {} not tracked: {e}", m.mount_point.display());
+                continue;
+            }
+        };
+        let fsid = match fanotify::fsid(dir.as_fd()) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::info!("deletions on {} not tracked: {e}", m.mount_point.display());
+                continue;
+            }
+        };
+        match fan.mark_filesystem(
+            &m.mount_point,
+            Mask::DELETE | Mask::MOVED_FROM | Mask::ONDIR,
+        ) {
+            Ok(()) => {
+                mounts.insert(fsid, dir);
+            }
+            Err(e) => tracing::info!(
+                "deletions on {} not tracked (this filesystem cannot report names): {e}",
+                m.mount_point.display()
+            ),
+        }
+    }
+    if mounts.is_empty() {
+        return None;
+    }
+    let own = std::process::id() as i32;
+    std::thread::Builder::new()
+        .name("palisade-removals".into())
+        .spawn(move || {
+            let mut buf = vec![0u8; fanotify::EVENT_BUFFER];
+            while !stop.load(Ordering::Relaxed) {
+                let events = match fan.read_name_events(&mut buf, Some(Duration::from_millis(200)))
+                {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::debug!("removal events: {e}");
+                        std::thread::sleep(Duration::from_millis(50));
+                        continue;
+                    }
+                };
+                for ev in events {
+                    if ev.mask.contains(Mask::Q_OVERFLOW) {
+                        tracing::warn!("removal events overflowed: some deletions not reported");
+                        continue;
+                    }
+                    if ev.pid == own {
+                        continue;
+                    }
+                    let is_dir = ev.mask.contains(Mask::ONDIR);
+                    if is_dir && !ev.mask.contains(Mask::MOVED_FROM) {
+                        continue; // rmdir: only an empty directory can go
+                    }
+                    let Some(mount) = mounts.get(&ev.dir.fsid) else {
+                        continue;
+                    };
+                    let Some(path) = resolve(mount, &ev.dir, &ev.name) else {
+                        continue;
+                    };
+                    if !is_dir && !paths.take(&path) {
+                        continue;
+                    }
+                    let item = RemovedPath {
+                        path,
+                        dir: is_dir,
+                        at_ms: crate::now_ms(),
+                    };
+                    if tx.try_send(item).is_err() {
+                        tracing::debug!("removal queue full: a deletion not reported");
+                    }
+                }
+            }
+        })
+        .ok()
+}
+
+/// The path of `name` in the directory `dir` (a handle on `mount`'s
+/// filesystem); `None` if the directory is gone too.
+fn resolve(mount: &OwnedFd, dir: &fanotify::FileHandle, name: &std::ffi::OsStr) -> Option<String> {
+    let fd = fanotify::open_dir_by_handle(mount.as_fd(), dir).ok()?;
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+    let bytes = link.as_os_str().as_bytes();
+    if bytes.ends_with(b" (deleted)") || !bytes.starts_with(b"/") {
+        return None;
+    }
+    let full = Path::new(&link).join(name);
+    full.to_str().map(str::to_owned)
+}
