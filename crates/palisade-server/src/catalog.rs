@@ -202,7 +202,11 @@ async fn flush(db: &Db, batch: Vec<Msg>, rules: &EventRules) -> Result<(), sqlx:
                         path: (!e.path.is_empty()).then(|| truncate(&e.path)),
                         operation: Some(e.operation),
                         process_json: serde_json::to_string(&e.process).ok(),
-                        at_ms,
+                        // When the agent saw it (an event may be uploaded
+                        // long after, from the offline spool), never later
+                        // than its arrival: so a removal reported in between
+                        // is not undone by the late upload.
+                        at_ms: e.time_ms.clamp(0, at_ms),
                     });
                 }
             }

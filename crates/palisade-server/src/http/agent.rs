@@ -874,9 +874,12 @@ pub(crate) async fn removed(
             ));
         }
     }
+    let now = now_ms();
     let mut tx = state.db.write().await?;
     let mut instances = 0u64;
     for it in &req.items {
+        // An agent clock ahead of ours must not stamp the future.
+        let at_ms = it.at_ms.min(now);
         let done = if it.dir {
             let prefix = format!("{}/", it.path.trim_end_matches('/'));
             sqlx::query(
@@ -884,7 +887,7 @@ pub(crate) async fn removed(
                  WHERE org_id = $2 AND computer_id = $3 AND substr(path, 1, CAST($4 AS INTEGER)) = $5 \
                    AND last_seen_ms <= $1 AND deleted_ms IS NULL",
             )
-            .bind(it.at_ms)
+            .bind(at_ms)
             .bind(agent.org_id)
             .bind(agent.computer_id)
             .bind(i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX))
@@ -897,7 +900,7 @@ pub(crate) async fn removed(
                  WHERE org_id = $2 AND computer_id = $3 AND path = $4 \
                    AND last_seen_ms <= $1 AND deleted_ms IS NULL",
             )
-            .bind(it.at_ms)
+            .bind(at_ms)
             .bind(agent.org_id)
             .bind(agent.computer_id)
             .bind(&it.path)

@@ -46,13 +46,16 @@ async fn removed_paths_mark_instances_deleted(backend: Backend) {
         v.sort_by(|x, y| (&x.0, &x.1).cmp(&(&y.0, &y.1)));
         v
     };
+    // Removals are stamped no later than the server's clock: report one
+    // made just now, after the sightings above.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let now = palisade_server_now();
 
     // A file deleted on one computer: only that instance.
     let ack: RemovedAck = agent
         .post_ok(
             "/agent/v1/removed",
-            json!({"items": [{"path": "/opt/x/tool", "at_ms": now + 1}]}),
+            json!({"items": [{"path": "/opt/x/tool", "at_ms": now}]}),
         )
         .await;
     assert_eq!(ack.instances, 1);
@@ -64,12 +67,12 @@ async fn removed_paths_mark_instances_deleted(backend: Backend) {
             ("web02".into(), "/opt/x/tool".into(), LocalState::Unapproved),
         ]
     );
-    assert!(d.instances.iter().any(|i| i.deleted_ms == Some(now + 1)));
+    assert!(d.instances.iter().any(|i| i.deleted_ms == Some(now)));
     // Reported twice: nothing more to mark.
     let ack: RemovedAck = agent
         .post_ok(
             "/agent/v1/removed",
-            json!({"items": [{"path": "/opt/x/tool", "at_ms": now + 2}]}),
+            json!({"items": [{"path": "/opt/x/tool", "at_ms": now + 1}]}),
         )
         .await;
     assert_eq!(ack.instances, 0);
@@ -89,7 +92,7 @@ async fn removed_paths_mark_instances_deleted(backend: Backend) {
     let ack: RemovedAck = agent
         .post_ok(
             "/agent/v1/removed",
-            json!({"items": [{"path": "/opt/vendor", "dir": true, "at_ms": palisade_server_now() + 1}]}),
+            json!({"items": [{"path": "/opt/vendor", "dir": true, "at_ms": palisade_server_now()}]}),
         )
         .await;
     assert_eq!(ack.instances, 1);
