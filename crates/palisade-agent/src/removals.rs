@@ -9,8 +9,9 @@
 //! code ([`CodePaths`]: hashed at a decision, on write, or by the scan since
 //! it started) are reported, so temporary files cost nothing but the
 //! event; a directory moved away is always reported (everything seen under
-//! it is gone from there). Filesystems that cannot report names (tmpfs
-//! before Linux 6.6, some network filesystems) are logged and skipped.
+//! it is gone from there). Filesystems that cannot report names (those
+//! without file handles: ramfs, tmpfs on older kernels, some network
+//! filesystems) are logged and skipped.
 use crate::cache::Cache;
 use crate::mounts::Mount;
 use palisade_api::agent::RemovedPath;

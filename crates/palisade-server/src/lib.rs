@@ -14,7 +14,7 @@
 //! | accept loop | one tokio task | TLS handshake (tokio-rustls, ring), then hyper-util `serve_connection` per connection, in its own task; the client certificate's SHA-256 is put into every request's extensions |
 //! | change feed | one tokio task | tails the `changes` table and broadcasts batches to this replica's agent streams; also prunes the change log |
 //! | PostgreSQL listener | one tokio task (PostgreSQL only) | `LISTEN palisade_changes, palisade_events`; wakes the feed and event long polls |
-//! | catalog recorder | one tokio task | writes lookup / event sightings and the publisher facts lookups carry (bounded queue, drop-and-count when full) |
+//! | catalog recorder | one tokio task | writes lookup / event sightings (bounded queue, drop-and-count when full); package/publisher facts arrive with inventory (scan, or facts the agent established at a decision) and are written by that request |
 //! | event rules | one tokio task | evaluates event rules on stored events and on hashes seen on a computer for the first time; runs their actions (bounded queue, drop-and-count) |
 //! | alerts | one dispatcher task, one worker per receiver | webhook and syslog deliveries of event rules (bounded queues; a hung receiver delays only its own alerts) |
 //! | agent streams | one tokio task each | filter feed batches for one computer, heartbeats, liveness |

@@ -619,8 +619,8 @@ fn name_group_reports_deleted_and_moved_entries_with_their_directory() {
     let tmpfs = Tmpfs::new();
     let fan = Fanotify::name_group().expect("fanotify_init(FAN_REPORT_DFID_NAME)");
     if let Err(e) = fan.mark_filesystem(tmpfs.path(), Mask::DELETE | Mask::MOVED_FROM) {
-        // tmpfs gained file handles in Linux 6.6; older kernels refuse
-        // name reporting on it (EOPNOTSUPP or ENODEV).
+        // Name reporting needs file handles, which tmpfs lacks on older
+        // kernels (the mark is refused with EOPNOTSUPP or ENODEV).
         eprintln!("skipped: this kernel cannot report names on tmpfs: {e}");
         return;
     }
