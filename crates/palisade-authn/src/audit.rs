@@ -37,8 +37,9 @@
 //! object keys sorted by their UTF-8 bytes (duplicates cannot occur in a
 //! `serde_json::Value`), strings escaped minimally (`\"`, `\\`, `\b`, `\f`,
 //! `\n`, `\r`, `\t`, other control characters as `\u00xx`, everything else
-//! literal), numbers as `serde_json` prints them (integers in decimal, floats
-//! in the shortest form that reads back to the same value). Parsing that
+//! literal), numbers as `serde_json` 1.x prints them (integers in decimal, floats
+//! in the shortest form that reads back to the same value, e.g. `0.1`,
+//! `1.0`, `1e+300`). Parsing that
 //! text with `serde_json` and writing it again gives the same text, so store
 //! `before` and `after` as the canonical text (a `TEXT` column), not as
 //! PostgreSQL `jsonb`, which may rewrite numbers.
