@@ -333,6 +333,11 @@ impl SessionKey {
         hex::encode(self.0)
     }
 
+    /// Wraps raw bytes (e.g. from a `BYTEA` column).
+    pub const fn from_bytes(bytes: [u8; 32]) -> SessionKey {
+        SessionKey(bytes)
+    }
+
     /// The raw bytes.
     pub const fn as_bytes(&self) -> &[u8; 32] {
         &self.0

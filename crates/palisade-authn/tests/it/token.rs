@@ -183,6 +183,7 @@ fn sessions_and_csrf() {
     let expected: [u8; 32] = sha2::Sha256::digest(hex::decode(&cookie).unwrap()).into();
     assert_eq!(key.as_bytes(), &expected);
     assert_eq!(SessionKey::parse_hex(&key.to_hex()), Ok(key));
+    assert_eq!(SessionKey::from_bytes(expected), key);
     assert_ne!(key.to_hex(), cookie);
 
     let csrf = session.csrf_token();
