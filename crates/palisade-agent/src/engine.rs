@@ -674,12 +674,7 @@ impl Engine {
             return Ok(k);
         }
         let header = files::read_header(fd, CLASSIFY_HEADER_LEN)?;
-        let path = std::fs::read_link(format!(
-            "/proc/self/fd/{}",
-            std::os::fd::AsRawFd::as_raw_fd(&fd)
-        ))
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| "?".into());
+        let path = fd_path(fd);
         let known = Known {
             stamp: ident.stamp,
             kind: classify(&header),
@@ -701,19 +696,50 @@ impl Engine {
         // Only trust the hash if the file did not change while it was read.
         if files::identify(fd)?.stamp == ident.stamp {
             known.sha = Some(sha);
-            self.identities.lock().insert(ident.id, known.clone());
-            if self.remember_location(sha, ident, &known.path) {
-                // Code is back where the service was told it was removed.
-                let _ = self.facts_tx.try_send(palisade_api::agent::InventoryItem {
-                    sha256: sha,
-                    path: known.path.clone(),
-                    size: ident.stamp.size,
-                    kind: known.kind.clone(),
-                    publisher: known.publisher.clone().flatten(),
-                });
-            }
+            self.learn(ident, known.clone());
         }
         Ok(sha)
+    }
+
+    /// The facts about a small file not met before, from one read through
+    /// the event's descriptor (header and hash); its path only if
+    /// `with_path` (a `/proc` lookup: the reader leaves it for after the
+    /// answer when no rule depends on it). An error when the file changed
+    /// while it was read.
+    fn read_small(
+        &self,
+        fd: BorrowedFd<'_>,
+        ident: &Identity,
+        with_path: bool,
+    ) -> std::io::Result<Known> {
+        let (header, sha) = files::header_and_hash(fd, ident.stamp.size, CLASSIFY_HEADER_LEN)?;
+        if files::identify(fd)?.stamp != ident.stamp {
+            return Err(std::io::Error::other("file changed while read"));
+        }
+        Ok(Known {
+            stamp: ident.stamp,
+            kind: classify(&header),
+            sha: Some(sha),
+            path: if with_path { fd_path(fd) } else { String::new() },
+            publisher: None,
+        })
+    }
+
+    /// Cache the facts about a hashed file version and remember where its
+    /// hash lives.
+    fn learn(&self, ident: &Identity, known: Known) {
+        let Some(sha) = known.sha else { return };
+        if self.remember_location(sha, ident, &known.path) {
+            // Code is back where the service was told it was removed.
+            let _ = self.facts_tx.try_send(palisade_api::agent::InventoryItem {
+                sha256: sha,
+                path: known.path.clone(),
+                size: ident.stamp.size,
+                kind: known.kind.clone(),
+                publisher: known.publisher.clone().flatten(),
+            });
+        }
+        self.identities.lock().insert(ident.id, known);
     }
 
     /// Whether `pid` runs one of the configured interpreters (by content hash
@@ -1445,6 +1471,16 @@ const DECISION_NICE: i32 = -10;
 
 /// Give the calling thread the decision threads' priority (Linux nice values
 /// are per thread). Best effort: without the privilege it stays as it is.
+/// The path an open file descriptor refers to (`?` when unknown).
+fn fd_path(fd: BorrowedFd<'_>) -> String {
+    std::fs::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&fd)
+    ))
+    .map(|p| p.to_string_lossy().into_owned())
+    .unwrap_or_else(|_| "?".into())
+}
+
 fn raise_priority() {
     if let Err(e) = rustix::process::setpriority_process(None, DECISION_NICE) {
         tracing::debug!("cannot raise the decision threads' priority: {e}");

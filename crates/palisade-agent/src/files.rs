@@ -80,6 +80,47 @@ pub fn read_header(fd: impl AsFd, len: usize) -> io::Result<Vec<u8>> {
 /// Chunk size for hashing reads.
 const CHUNK: usize = 1 << 20;
 
+/// Largest file [`header_and_hash`] reads in one go.
+pub const ONE_READ_MAX: u64 = CHUNK as u64;
+
+/// The first `header_len` bytes and the SHA-256 of a small file of `size`
+/// bytes (from [`identify`]), from one `pread` into a per-thread buffer: the
+/// reader thread's path for a first exec. Reading stops at `size`; a file
+/// that grew meanwhile is caught by the caller comparing identities after.
+pub fn header_and_hash(
+    fd: impl AsFd,
+    size: u64,
+    header_len: usize,
+) -> io::Result<(Vec<u8>, Sha256)> {
+    let fd = fd.as_fd();
+    if size > ONE_READ_MAX {
+        let header = read_header(fd, header_len)?;
+        return Ok((header, hash(fd)?));
+    }
+    // `size` fits the buffer (checked above).
+    let want = size as usize;
+    SMALL_BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        let mut got = 0usize;
+        while got < want {
+            match rustix::io::pread(fd, &mut buf[got..want], got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let header = buf[..got.min(header_len)].to_vec();
+        let digest = sha2::Sha256::digest(&buf[..got]);
+        Ok((header, Sha256::from_bytes(digest.into())))
+    })
+}
+
+thread_local! {
+    /// One buffer per thread, allocated once: no zeroing per file.
+    static SMALL_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; CHUNK]);
+}
+
 /// SHA-256 of the whole file (read with `pread`, so the descriptor's offset
 /// is untouched). Reading and hashing overlap on two threads for files larger
 /// than a few chunks, so hashing runs at the speed of SHA-256 alone.
@@ -87,11 +128,7 @@ pub fn hash(fd: impl AsFd) -> io::Result<Sha256> {
     let fd = fd.as_fd();
     let size = rustix::fs::fstat(fd)?.st_size as u64;
     if size <= 4 * CHUNK as u64 {
-        // One buffer per thread, allocated once: no zeroing per file.
-        thread_local! {
-            static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; CHUNK]);
-        }
-        return BUF.with(|buf| {
+        return SMALL_BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
             let mut h = sha2::Sha256::new();
             let mut off = 0u64;

@@ -404,6 +404,19 @@ impl CompiledRules {
         c
     }
 
+    /// Whether any decision can depend on a file's path: custom rules,
+    /// folder protection or trusted directories exist. When not, the agent
+    /// settles a first exec without looking the path up first.
+    pub fn path_matters(&self) -> bool {
+        !self.set.custom.is_empty()
+            || !self.set.folders.is_empty()
+            || self
+                .set
+                .trusted_change
+                .iter()
+                .any(|t| matches!(t, TrustedChange::TrustedDirectory { .. }))
+    }
+
     /// The rule set.
     pub fn rules(&self) -> &RuleSet {
         &self.set

@@ -33,15 +33,39 @@ impl Engine {
         tid == self.own_pid || rustix::fs::stat(format!("/proc/self/task/{tid}")).is_ok()
     }
 
-    /// Settle an event from the caches, without opening anything. Returns
-    /// false when a worker must decide.
+    /// Settle an event from the caches, or for a small file by reading it
+    /// through the event's descriptor; never opens anything. Returns false
+    /// when a worker must decide.
+    ///
+    /// The agent's own events are always allowed, but finding out whether an
+    /// event is one (a `/proc` lookup) is left until the answer would be
+    /// anything but an allow. Likewise the path of a file read here is looked
+    /// up before the answer only when a rule depends on paths; otherwise it
+    /// and the caching come after the answer.
     pub(super) fn decide_fast(&self, p: &Pending) -> bool {
+        let mut learned = None;
+        let settled = self.settle_fast(p, &mut learned);
+        if let Some((ident, mut known)) = learned {
+            if known.path.is_empty() {
+                known.path = fd_path(p.fd());
+            }
+            self.learn(&ident, known);
+        }
+        if settled {
+            return true;
+        }
         if self.is_own(p.pid) {
             bump(&self.stats.own);
             p.answered.store(true, Ordering::Relaxed);
             let _ = self.fan.respond(p.fd(), Response::Allow);
             return true;
         }
+        false
+    }
+
+    /// [`Engine::decide_fast`] but for the own-event check; a file read here
+    /// is put into `learned`, to be cached by the caller.
+    fn settle_fast(&self, p: &Pending, learned: &mut Option<(Identity, Known)>) -> bool {
         let level = self.level();
         if level == Level::Disabled {
             bump(&self.stats.fast_path);
@@ -54,19 +78,23 @@ impl Engine {
             bump(&self.stats.fast_path);
             return self.answer(p, Verdict::Allow);
         }
+        let rules = self.rules();
         // Small files are read here rather than handed to a worker: reading
         // them through the event's descriptor (no open) costs less than the
         // hand-off.
         let small = ident.stamp.size <= READER_READ_MAX;
-        let mut known = match self.known_cached(&ident) {
+        let known = match self.known_cached(&ident) {
             Some(k) => k,
-            None if small => match self.known(p.fd(), &ident) {
-                Ok(k) => k,
+            None if small => match self.read_small(p.fd(), &ident, rules.path_matters()) {
+                Ok(k) => {
+                    bump(&self.stats.hashed);
+                    *learned = Some((ident, k.clone()));
+                    k
+                }
                 Err(_) => return false,
             },
             None => return false,
         };
-        let rules = self.rules();
         let exec = p.mask.contains(Mask::OPEN_EXEC_PERM);
         if !exec
             && (rules.write_sensitive(&known.path) || rules.tracks_writers())
@@ -92,16 +120,8 @@ impl Engine {
         if rules.path_has_rules(&known.path) {
             return false; // decided per subject
         }
-        let sha = match known.sha {
-            Some(sha) => sha,
-            None if small => match self.hash_file(p.fd(), &ident, &mut known) {
-                Ok(sha) => {
-                    bump(&self.stats.hashed);
-                    sha
-                }
-                Err(_) => return false,
-            },
-            None => return false,
+        let Some(sha) = known.sha else {
+            return false; // a large file, or one whose hash is not cached
         };
         let Some(cached) = self.approvals.lock().get(&sha) else {
             return false;
@@ -146,6 +166,9 @@ impl Engine {
         if (eval.report != Report::Nothing && !guard_reports) || eval.requestable {
             // Reporting reads the process context, which opens files: a worker's job.
             return false;
+        }
+        if eval.verdict == Verdict::Block && !guard_reports && self.is_own(p.pid) {
+            return false; // the agent's own event: allowed by the caller
         }
         let epoch = self.epoch.load(Ordering::Acquire);
         if eval.cacheable {
