@@ -720,7 +720,11 @@ impl Engine {
             stamp: ident.stamp,
             kind: classify(&header),
             sha: Some(sha),
-            path: if with_path { fd_path(fd) } else { String::new() },
+            path: if with_path {
+                fd_path(fd)
+            } else {
+                String::new()
+            },
             publisher: None,
         })
     }

@@ -103,6 +103,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../schema/sqlite-2.sql"),
         include_str!("../schema/postgres-2.sql"),
     ),
+    (
+        3,
+        include_str!("../schema/sqlite-3.sql"),
+        include_str!("../schema/postgres-3.sql"),
+    ),
 ];
 
 /// A handle on the database (cheap to clone).

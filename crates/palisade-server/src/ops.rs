@@ -86,7 +86,10 @@ pub async fn bootstrap(db: &Db, org: &Name, admin: &Name) -> Result<Bootstrap, E
     .fetch_optional(tx.conn())
     .await?;
     let admin_token = match admin_id {
-        Some(id) => Some(insert_admin_token(tx.conn(), id).await?),
+        Some(id) => {
+            grant_owner(tx.conn(), id, now).await?;
+            Some(insert_admin_token(tx.conn(), id).await?)
+        }
         None => None,
     };
     tx.commit().await?;
@@ -96,20 +99,39 @@ pub async fn bootstrap(db: &Db, org: &Name, admin: &Name) -> Result<Bootstrap, E
     })
 }
 
-/// A new API token for `admin` of `org` (creating the admin if needed).
+/// Make a new admin created by the server's operator (who holds the
+/// database) an owner of their organization.
+async fn grant_owner(conn: &mut sqlx::AnyConnection, admin_id: i64, now: i64) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO admin_grants (admin_id, role, policy_id, created_ms, created_by) \
+         VALUES ($1, 'owner', 0, $2, 'server operator') ON CONFLICT (admin_id, role, policy_id) DO NOTHING",
+    )
+    .bind(admin_id)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A new API token for `admin` of `org` (creating the admin, as an owner,
+/// if needed; an existing admin keeps their grants).
 /// The organization must exist.
 pub async fn create_admin_token(db: &Db, org: &Name, admin: &Name) -> Result<String, Error> {
     let org_id = org_id(db, org).await?;
     let mut tx = db.write().await?;
-    sqlx::query(
+    let now = now_ms();
+    let created: Option<i64> = sqlx::query_scalar(
         "INSERT INTO admins (org_id, name, created_ms) VALUES ($1, $2, $3) \
-         ON CONFLICT (org_id, name) DO NOTHING",
+         ON CONFLICT (org_id, name) DO NOTHING RETURNING id",
     )
     .bind(org_id)
     .bind(admin.as_str())
-    .bind(now_ms())
-    .execute(tx.conn())
+    .bind(now)
+    .fetch_optional(tx.conn())
     .await?;
+    if let Some(id) = created {
+        grant_owner(tx.conn(), id, now).await?;
+    }
     let admin_id: i64 = sqlx::query_scalar("SELECT id FROM admins WHERE org_id = $1 AND name = $2")
         .bind(org_id)
         .bind(admin.as_str())

@@ -173,6 +173,7 @@ impl Server {
             recorder: recorder.clone(),
             event_rules,
             rule_cache: Default::default(),
+            authorizer: palisade_authz::Authorizer::new(),
             shutdown: stop_rx.clone(),
         });
         let router = http::router(shared, &config);

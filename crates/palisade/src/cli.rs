@@ -57,6 +57,21 @@ pub(crate) enum Command {
     /// Approval requests (prompt level): list, grant, deny; or file one as a local user.
     #[command(subcommand)]
     Request(RequestCmd),
+    /// Admins of your organization: list, add, grant and revoke roles, disable.
+    #[command(subcommand)]
+    Admin(AdminCmd),
+    /// Roles (sets of permissions): list, add custom ones.
+    #[command(subcommand)]
+    Role(RoleCmd),
+    /// API tokens for the CLI (PALISADE_TOKEN): create, list, revoke.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Conditional access for admins: MFA, trusted networks, office hours.
+    #[command(subcommand)]
+    Access(AccessCmd),
+    /// The tamper-evident audit log of admin operations.
+    #[command(subcommand)]
+    Audit(AuditCmd),
     /// Create a one-time enrollment token for new computers.
     EnrollToken {
         /// Policy the new computers join.
@@ -576,4 +591,141 @@ mod tests {
     fn every_subcommand_is_well_formed() {
         super::Cli::command().debug_assert();
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AdminCmd {
+    /// List the organization's admins with their grants.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add an admin (without grants).
+    Add {
+        /// Admin name.
+        name: String,
+        /// Organization (must be your token's).
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Grant a role, for the whole organization or one policy.
+    Grant {
+        /// Admin name.
+        name: String,
+        /// Role: owner, security-admin, approver, auditor, or a custom role.
+        role: String,
+        /// Limit the grant to this policy.
+        #[arg(long)]
+        policy: Option<String>,
+    },
+    /// Revoke a grant; also ends the admin's sessions and API tokens.
+    Revoke {
+        /// Admin name.
+        name: String,
+        /// Role.
+        role: String,
+        /// The policy the grant is limited to.
+        #[arg(long)]
+        policy: Option<String>,
+    },
+    /// Disable an admin; also ends their sessions and API tokens.
+    Disable {
+        /// Admin name.
+        name: String,
+    },
+    /// Enable a disabled admin.
+    Enable {
+        /// Admin name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RoleCmd {
+    /// List built-in and custom roles.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a custom role.
+    Add {
+        /// Role name.
+        name: String,
+        /// Permissions such as files:read files:update (resources: files, rules,
+        /// computers, policies, events, admins, settings; operations: create,
+        /// read, update, delete).
+        #[arg(required = true)]
+        permissions: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokenCmd {
+    /// Create an API token and print it.
+    Create {
+        /// For another admin (needs admins:update).
+        #[arg(long)]
+        admin: Option<String>,
+        /// Lifetime: 90d, 12h, 30m, 3600s.
+        #[arg(long)]
+        expires: Option<String>,
+        /// Limit the token to these permissions (repeatable).
+        #[arg(long)]
+        scope: Vec<String>,
+        /// A label.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List your tokens.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by id.
+    Revoke {
+        /// Token id.
+        id: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AccessCmd {
+    /// Show the organization's conditional-access settings.
+    Show,
+    /// Replace them.
+    Set {
+        /// Refuse credentials obtained without a verified second factor.
+        #[arg(long)]
+        require_mfa: bool,
+        /// Only from this network (CIDR; repeatable).
+        #[arg(long)]
+        trusted_network: Vec<String>,
+        /// Only during these hours, e.g. "mon-fri 08:00-18:00 +01:00".
+        #[arg(long)]
+        office_hours: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCmd {
+    /// List audit records, oldest first.
+    List {
+        /// Only records after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify the hash chain of the organization's audit log (exit 1 when broken).
+    Verify {
+        /// An anchor saved earlier (seq:hash): the chain must still contain it.
+        #[arg(long)]
+        anchor: Option<PathBuf>,
+        /// Save the head of the verified chain as an anchor.
+        #[arg(long)]
+        save_anchor: Option<PathBuf>,
+    },
 }

@@ -1,7 +1,8 @@
 //! The admin API handlers (see `palisade_api::admin` for the table). Every
 //! query is filtered by the token's organization; names of another
 //! organization's objects are simply not found.
-use super::extract::{AdminAuth, JsonBody, PathParam, QueryParams};
+use super::access::AdminAuth;
+use super::extract::{JsonBody, PathParam, QueryParams};
 use super::AppState;
 use crate::db::now_ms;
 use crate::errors::{ApiError, ApiResult};
@@ -20,6 +21,7 @@ use palisade_api::admin::{
     PolicyInfo, ScopeRef, SetFileState, SetLevels, StateRecord, WhoAmI,
 };
 use palisade_api::agent::AgentStatus;
+use palisade_authz::{Op, Permission, Resource};
 use palisade_core::rules::{
     evaluate, local_state, CompiledRules, FileFacts, PublisherFact, Request, RuleSet, Subject,
 };
@@ -390,6 +392,18 @@ pub(crate) async fn set_file_state(
         }
         (None, None) => Scope::Global,
     };
+    let update = Permission::new(Resource::Files, Op::Update);
+    match scope {
+        Scope::Global => admin.require_org(update)?,
+        Scope::Policy(p) => admin.require_policy(update, p.0)?,
+        Scope::Computer(c) => {
+            let policy: i64 = sqlx::query_scalar("SELECT policy_id FROM computers WHERE id = $1")
+                .bind(c.0)
+                .fetch_one(&mut *conn)
+                .await?;
+            admin.require_policy(update, policy)?;
+        }
+    }
     drop(conn);
     let (kind, _) = scope_columns(scope);
     let now = now_ms();
@@ -410,6 +424,11 @@ pub(crate) async fn set_file_state(
     .await?;
     tx.commit().await?;
     tracing::info!(admin = %admin.admin, org = %admin.org, sha256 = %sha, state = %req.state, scope = kind, "file state set");
+    admin.record(
+        format!("file {sha}"),
+        None,
+        Some(serde_json::json!({ "state": req.state.to_string(), "scope": kind, "policy": req.policy.as_ref().map(|p| p.as_str()), "computer": req.computer.as_ref().map(|c| c.as_str()) })),
+    );
     let mut conn = state.db.pool().acquire().await?;
     Ok(Json(
         file_details(&mut conn, &state.rule_cache, admin.org_id, sha).await?,
@@ -577,13 +596,31 @@ pub(crate) async fn move_computer(
             ApiError::not_found(format!("no policy named {:?}", req.policy.as_str()))
                 .field("policy")
         })?;
+    let row = sqlx::query("SELECT c.policy_id, p.name FROM computers c JOIN policies p ON p.id = c.policy_id WHERE c.org_id = $1 AND c.name = $2")
+        .bind(admin.org_id)
+        .bind(name.as_str())
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no computer named {:?}", name.as_str())))?;
+    let from: i64 = row.try_get(0)?;
+    let from_name: String = row.try_get(1)?;
     drop(conn);
+    // Moving takes the computer out of one policy and into another: both
+    // must be the caller's to change.
+    let update = Permission::new(Resource::Computers, Op::Update);
+    admin.require_policy(update, from)?;
+    admin.require_policy(update, policy.id)?;
     let mut tx = state.db.write().await?;
     let id = computer_id_by_name(tx.conn(), admin.org_id, name.as_str())
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no computer named {:?}", name.as_str())))?;
     crate::ops::move_computer(&mut tx, admin.org_id, id, policy.id).await?;
     tx.commit().await?;
+    admin.record(
+        format!("computer {}", name.as_str()),
+        Some(serde_json::json!({ "policy": from_name })),
+        Some(serde_json::json!({ "policy": policy.name })),
+    );
     tracing::info!(admin = %admin.admin, computer = %name, policy = %policy.name, "computer moved");
     Ok(Json(
         one_computer(&state, admin.org_id, name.as_str()).await?,
@@ -700,6 +737,7 @@ pub(crate) async fn set_levels(
     let p = policy_by_name(&mut conn, admin.org_id, name.as_str())
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no policy named {:?}", name.as_str())))?;
+    admin.require_policy(Permission::new(Resource::Policies, Op::Update), p.id)?;
     drop(conn);
     let levels = Levels {
         connected: req.level,

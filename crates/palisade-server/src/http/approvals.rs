@@ -2,8 +2,9 @@
 //! table): publishers, reputation, rules, bundles and approval requests.
 //! Every query is filtered by the token's organization; an id or name of
 //! another organization's object is simply not found.
+use super::access::AdminAuth;
 use super::extract::{
-    from_json_value, unknown_field, AdminAuth, JsonBody, OptionalJsonBody, PathParam, QueryParams,
+    from_json_value, unknown_field, JsonBody, OptionalJsonBody, PathParam, QueryParams,
 };
 use super::AppState;
 use crate::db::{derived_values, now_ms, rows_per_statement};

@@ -5,9 +5,9 @@ use super::AppState;
 use crate::config::field_from_serde;
 use crate::db::now_ms;
 use crate::errors::ApiError;
-use crate::store::{secret_hash, Who};
+use crate::store::Who;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use bytes::Bytes;
@@ -19,6 +19,11 @@ use sqlx::Row;
 /// TLS connection, put into every request's extensions by the accept loop.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PeerCert(pub(crate) Option<Sha256>);
+
+/// The client's address (the TCP peer), put into every request's
+/// extensions by the accept loop.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerAddr(pub(crate) std::net::IpAddr);
 
 /// A JSON body, parsed with `serde_path_to_error` so errors name the field.
 pub(crate) struct JsonBody<T>(pub(crate) T);
@@ -283,46 +288,5 @@ impl FromRequestParts<AppState> for AgentAuth {
             state.recorder.touch(auth.computer_id, now);
         }
         Ok(auth)
-    }
-}
-
-/// An admin, identified by a bearer token; scoped to one organization.
-#[derive(Debug, Clone)]
-pub(crate) struct AdminAuth {
-    pub(crate) admin: String,
-    pub(crate) org_id: i64,
-    pub(crate) org: String,
-}
-
-impl FromRequestParts<AppState> for AdminAuth {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-            ApiError::unauthorized("missing Authorization: Bearer <token> header")
-        })?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
-            })?;
-        let row = sqlx::query(
-            "SELECT a.name, o.id, o.name FROM admin_tokens t \
-             JOIN admins a ON a.id = t.admin_id JOIN orgs o ON o.id = a.org_id \
-             WHERE t.token_sha256 = $1",
-        )
-        .bind(secret_hash(token.as_bytes()))
-        .fetch_optional(state.db.pool())
-        .await?;
-        let row = row.ok_or_else(|| ApiError::unauthorized("invalid or revoked API token"))?;
-        Ok(AdminAuth {
-            admin: row.try_get(0)?,
-            org_id: row.try_get(1)?,
-            org: row.try_get(2)?,
-        })
     }
 }

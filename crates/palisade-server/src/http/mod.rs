@@ -1,5 +1,7 @@
 //! HTTP: the router, shared state, and the TLS accept loop that hands each
 //! connection's client certificate to the handlers.
+pub(crate) mod access;
+pub(crate) mod admins;
 pub(crate) mod agent;
 pub(crate) mod api;
 pub(crate) mod approvals;
@@ -18,7 +20,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Request, StatusCode, Uri};
 use axum::routing::{delete, get, post, put};
 use axum::Router;
-use extract::PeerCert;
+use extract::{PeerAddr, PeerCert};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -37,6 +39,8 @@ pub(crate) struct Shared {
     pub(crate) recorder: Recorder,
     pub(crate) event_rules: EventRules,
     pub(crate) rule_cache: RuleCache,
+    /// The Cedar policies every admin request is decided by.
+    pub(crate) authorizer: palisade_authz::Authorizer,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
 
@@ -99,6 +103,29 @@ pub(crate) fn router(state: AppState, config: &ServerConfig) -> Router {
             post(approvals::grant_request),
         )
         .route("/api/v1/requests/{id}/deny", post(approvals::deny_request))
+        .route("/api/v1/admins", get(admins::list).post(admins::add))
+        .route("/api/v1/admins/{name}/grants", post(admins::grant))
+        .route("/api/v1/admins/{name}/revoke", post(admins::revoke))
+        .route("/api/v1/admins/{name}/disable", post(admins::disable))
+        .route("/api/v1/admins/{name}/enable", post(admins::enable))
+        .route(
+            "/api/v1/roles",
+            get(admins::roles).post(admins::create_role),
+        )
+        .route(
+            "/api/v1/tokens",
+            get(admins::tokens).post(admins::create_token),
+        )
+        .route("/api/v1/tokens/{id}", delete(admins::revoke_token))
+        .route(
+            "/api/v1/settings",
+            get(admins::settings).put(admins::set_settings),
+        )
+        .route("/api/v1/audit", get(admins::audit))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::audit_layer,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
@@ -178,8 +205,10 @@ pub(crate) async fn serve(
                     .and_then(|chain| chain.first())
                     .map(|cert| sha256(cert)),
             );
+            let addr = PeerAddr(peer_addr.ip());
             let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                 req.extensions_mut().insert(peer);
+                req.extensions_mut().insert(addr);
                 router.clone().oneshot(req)
             });
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);

@@ -4,6 +4,7 @@
 //! without it the PostgreSQL variants fail).
 mod support;
 
+mod access;
 mod admin;
 mod approvals;
 mod config;

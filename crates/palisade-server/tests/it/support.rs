@@ -650,3 +650,21 @@ pub(crate) fn percentiles(mut d: Vec<Duration>) -> (u128, u128) {
     let p = |q: f64| d[((d.len() as f64 - 1.0) * q).round() as usize].as_micros();
     (p(0.5), p(0.95))
 }
+
+/// Run one SQL statement on the test database behind the server's back
+/// (tampering, or changes the API refuses on purpose).
+pub(crate) async fn exec_sql(backend: Backend, url: &str, sql: &str) {
+    use sqlx::{Connection, Executor};
+    match backend {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(url).await.expect("sqlite");
+            c.execute(sql).await.expect(sql);
+            c.close().await.ok();
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(url).await.expect("postgres");
+            c.execute(sql).await.expect(sql);
+            c.close().await.ok();
+        }
+    }
+}

@@ -2,6 +2,7 @@
 use crate::cli::{Cli, Command};
 use std::process::ExitCode;
 
+mod access;
 mod admin;
 mod agent;
 mod approval;
@@ -31,6 +32,11 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Rule(c) => approval::rule(cfg.as_deref(), c).await,
             Command::Folder(c) => approval::folder(cfg.as_deref(), c).await,
             Command::Request(c) => approval::request(cfg.as_deref(), c).await,
+            Command::Admin(c) => access::admin(cfg.as_deref(), c).await,
+            Command::Role(c) => access::role(cfg.as_deref(), c).await,
+            Command::Token(c) => access::token(cfg.as_deref(), c).await,
+            Command::Access(c) => access::access(cfg.as_deref(), c).await,
+            Command::Audit(c) => access::audit(cfg.as_deref(), c).await,
             Command::EnrollToken { policy, uses, ttl } => {
                 admin::enroll_token(cfg.as_deref(), &policy, uses, ttl).await
             }

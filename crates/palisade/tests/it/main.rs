@@ -5,6 +5,7 @@
 // other test modules", which is what `unreachable_pub` cannot see.
 #![allow(unreachable_pub)]
 
+mod access;
 mod approval;
 mod cli;
 mod enforcement;

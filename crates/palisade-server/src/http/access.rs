@@ -1,0 +1,501 @@
+//! Zero-trust admin access: every admin API call is authorized from the
+//! caller's grants as they are in the database at that moment.
+//!
+//! The [`AdminAuth`] extractor, for each request:
+//! 1. finds the API token (`Authorization: Bearer`), refusing unknown,
+//!    revoked and expired ones (`401`);
+//! 2. loads, in the same round trip, the admin (status, lock), the
+//!    organization's conditional-access settings, and then the admin's
+//!    grants with their roles' permissions; nothing of this is cached
+//!    between requests, so a revoked grant, a disabled admin or a changed
+//!    condition applies to the very next request;
+//! 3. asks the Cedar policies ([`palisade_authz::Authorizer`]) whether the
+//!    account may act at all now (status, MFA, trusted networks, office
+//!    hours), then whether it may do what the route needs
+//!    ([`route_permission`]): routes whose target is the organization are
+//!    decided here; the rest name their target (a policy) in the handler
+//!    with [`AdminAuth::require`]. A token's scope can only narrow what the
+//!    grants allow.
+//!
+//! Refusals are `403` with the reason; an object of another organization is
+//! never a target (queries are filtered by the caller's organization, so it
+//! is `404`, exactly as for an object that does not exist).
+//!
+//! The [`audit_layer`] middleware writes one audit record per admin request
+//! that changes something or was refused: who, what (method and route),
+//! which object (the request path), before/after where the handler gave
+//! them ([`AdminAuth::record`]), from where, and the outcome.
+use super::extract::PeerAddr;
+use super::AppState;
+use crate::audit::{self, Entry};
+use crate::db::now_ms;
+use crate::errors::ApiError;
+use crate::store::secret_hash;
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::Response;
+use palisade_authz::{
+    AccessContext, AdminFacts, AdminId, AdminStatus, Caller, Decision, DenyReason, Grant, Op,
+    OrgConditions, Permission, PermissionSet, Resource, Role, Scope, Target,
+};
+use palisade_core::{OrgId, PolicyId};
+use parking_lot::Mutex;
+use sqlx::Row;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+/// What a route needs. `Org`: decided by the extractor against the
+/// organization; `Policy`: the handler names the policy with
+/// [`AdminAuth::require`]; `Signed`: any admin allowed to act at
+/// all (their own identity, their own tokens).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Need {
+    Org(Permission),
+    Policy(Permission),
+    Signed,
+}
+
+const fn p(resource: Resource, op: Op) -> Permission {
+    Permission::new(resource, op)
+}
+
+/// The permission each admin route needs. A route missing here is refused
+/// (`403`): fail closed. Only routes whose handler names its target policy
+/// are `Policy`; the others need the permission on the whole organization
+/// (so far: policy-scoped grants reach file states, computer moves and
+/// policy levels).
+pub(crate) fn route_permission(method: &Method, route: &str) -> Option<Need> {
+    use Need::{Org, Policy, Signed};
+    use Op::{Create, Delete, Read, Update};
+    use Resource::{Admins, Computers, Events, Files, Policies, Rules, Settings};
+    let m = method.as_str();
+    Some(match (m, route) {
+        ("GET", "/api/v1/whoami") => Signed,
+        ("GET", "/api/v1/files/{sha256}") => Org(p(Files, Read)),
+        ("PUT", "/api/v1/files/{sha256}/state") => Policy(p(Files, Update)),
+        ("GET", "/api/v1/events") => Org(p(Events, Read)),
+        ("GET", "/api/v1/computers") => Org(p(Computers, Read)),
+        ("PUT", "/api/v1/computers/{name}/policy") => Policy(p(Computers, Update)),
+        ("POST", "/api/v1/computers/{name}/revoke") => Org(p(Computers, Delete)),
+        ("GET", "/api/v1/policies") => Org(p(Policies, Read)),
+        ("POST", "/api/v1/policies") => Org(p(Policies, Create)),
+        ("PUT", "/api/v1/policies/{name}/levels") => Policy(p(Policies, Update)),
+        ("POST", "/api/v1/enrollment-tokens") => Org(p(Computers, Create)),
+        ("GET", "/api/v1/publishers") => Org(p(Rules, Read)),
+        ("PUT", "/api/v1/publishers/{name}/state") => Org(p(Rules, Update)),
+        ("PUT", "/api/v1/publishers/{name}/trust") => Org(p(Rules, Update)),
+        ("POST", "/api/v1/reputation") => Org(p(Rules, Create)),
+        ("GET", "/api/v1/rules") => Org(p(Rules, Read)),
+        ("POST", "/api/v1/rules") => Org(p(Rules, Create)),
+        ("DELETE", "/api/v1/rules/{id}") => Org(p(Rules, Delete)),
+        ("GET", "/api/v1/bundles") => Org(p(Rules, Read)),
+        ("PUT", "/api/v1/bundles/{name}") => Org(p(Rules, Update)),
+        ("GET", "/api/v1/requests") => Org(p(Files, Read)),
+        ("POST", "/api/v1/requests/{id}/grant") => Org(p(Files, Update)),
+        ("POST", "/api/v1/requests/{id}/deny") => Org(p(Files, Update)),
+        ("GET", "/api/v1/admins") => Org(p(Admins, Read)),
+        ("POST", "/api/v1/admins") => Org(p(Admins, Create)),
+        ("POST", "/api/v1/admins/{name}/grants") => Org(p(Admins, Update)),
+        ("POST", "/api/v1/admins/{name}/revoke") => Org(p(Admins, Update)),
+        ("POST", "/api/v1/admins/{name}/disable") => Org(p(Admins, Update)),
+        ("POST", "/api/v1/admins/{name}/enable") => Org(p(Admins, Update)),
+        ("GET", "/api/v1/roles") => Org(p(Admins, Read)),
+        ("POST", "/api/v1/roles") => Org(p(Admins, Create)),
+        ("POST", "/api/v1/tokens") => Signed,
+        ("GET", "/api/v1/tokens") => Signed,
+        ("DELETE", "/api/v1/tokens/{id}") => Signed,
+        ("GET", "/api/v1/settings") => Org(p(Settings, Read)),
+        ("PUT", "/api/v1/settings") => Org(p(Settings, Update)),
+        ("GET", "/api/v1/audit") => Org(p(Admins, Read)),
+        _ => return None,
+    })
+}
+
+/// What the audit middleware learns about the request from the extractor
+/// and the handler.
+#[derive(Debug, Default)]
+struct AuditNote {
+    org_id: Option<i64>,
+    actor: String,
+    source: String,
+    denied: Option<String>,
+    object: Option<String>,
+    before: Option<serde_json::Value>,
+    after: Option<serde_json::Value>,
+}
+
+/// Shared between the middleware and the request's extractor/handler.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AuditSlot(Arc<Mutex<AuditNote>>);
+
+/// The caller's live facts, loaded for this request.
+#[derive(Debug)]
+struct Live {
+    facts: AdminFacts,
+    grants: Vec<Grant>,
+    conditions: OrgConditions,
+    context: AccessContext,
+    /// The token's scope (`None`: everything the grants allow).
+    scope: Option<PermissionSet>,
+}
+
+/// An admin, authenticated and allowed to act now; see the module doc.
+#[derive(Clone)]
+pub(crate) struct AdminAuth {
+    pub(crate) admin: String,
+    pub(crate) admin_id: i64,
+    pub(crate) org_id: i64,
+    pub(crate) org: String,
+    /// Whether the credential was obtained with a verified second factor.
+    pub(crate) mfa: bool,
+    live: Arc<Live>,
+    state: AppState,
+    slot: AuditSlot,
+}
+
+impl AdminAuth {
+    fn caller(&self) -> Caller<'_> {
+        Caller {
+            admin: &self.live.facts,
+            grants: &self.live.grants,
+            conditions: &self.live.conditions,
+            context: &self.live.context,
+        }
+    }
+
+    /// The decision for `permission` on `target`, the token's scope applied.
+    pub(crate) fn decide(&self, permission: Permission, target: Target) -> Decision {
+        if self.live.scope.is_some_and(|s| !s.contains(permission)) {
+            return Decision::Deny(DenyReason::NoGrant);
+        }
+        self.state
+            .authorizer
+            .authorize(&self.caller(), permission, target)
+    }
+
+    /// `Ok` when the caller may do `permission` on `target`; otherwise a
+    /// `403` naming the reason (and the refusal goes to the audit log).
+    pub(crate) fn require(&self, permission: Permission, target: Target) -> Result<(), ApiError> {
+        match self.decide(permission, target) {
+            Decision::Allow => Ok(()),
+            Decision::Deny(reason) => Err(self.refuse(permission, reason)),
+        }
+    }
+
+    /// [`AdminAuth::require`] on a policy of the caller's organization.
+    pub(crate) fn require_policy(
+        &self,
+        permission: Permission,
+        policy_id: i64,
+    ) -> Result<(), ApiError> {
+        self.require(permission, self.policy(policy_id))
+    }
+
+    /// [`AdminAuth::require`] on the organization.
+    pub(crate) fn require_org(&self, permission: Permission) -> Result<(), ApiError> {
+        self.require(permission, Target::Org(OrgId(self.org_id)))
+    }
+
+    fn policy(&self, policy_id: i64) -> Target {
+        Target::Policy {
+            org: OrgId(self.org_id),
+            policy: PolicyId(policy_id),
+        }
+    }
+
+    /// Why this request would be refused under `conditions` (as the
+    /// organization's new settings), if it would.
+    pub(crate) fn refused_under(&self, conditions: &OrgConditions) -> Option<DenyReason> {
+        match self
+            .state
+            .authorizer
+            .sign_in(&self.live.facts, conditions, &self.live.context)
+        {
+            Decision::Allow => None,
+            Decision::Deny(reason) => Some(reason),
+        }
+    }
+
+    /// Give the audit record of this request its object and before/after
+    /// states.
+    pub(crate) fn record(
+        &self,
+        object: impl Into<String>,
+        before: Option<serde_json::Value>,
+        after: Option<serde_json::Value>,
+    ) {
+        let mut note = self.slot.0.lock();
+        note.object = Some(object.into());
+        note.before = before;
+        note.after = after;
+    }
+
+    fn refuse(&self, permission: Permission, reason: DenyReason) -> ApiError {
+        self.slot.0.lock().denied = Some(format!("{permission}: {reason}"));
+        if reason == DenyReason::OtherOrganization {
+            return ApiError::not_found("not found");
+        }
+        ApiError::forbidden(format!("not permitted: {permission}: {reason}"))
+    }
+}
+
+/// Parse a stored role permission list.
+pub(crate) fn parse_permissions(text: &str) -> Result<PermissionSet, String> {
+    let mut set = PermissionSet::EMPTY;
+    for word in text.split_whitespace() {
+        set.insert(word.parse().map_err(|e| format!("{e}"))?);
+    }
+    Ok(set)
+}
+
+/// The role named `name` for organization `org_id`: built-in, or custom
+/// with the permissions stored for it.
+pub(crate) fn role_of(name: &str, custom: Option<&str>) -> Option<Role> {
+    if let Some(r) = Role::builtin(name) {
+        return Some(r);
+    }
+    let perms = parse_permissions(custom?).ok()?;
+    Role::parse(name, perms).ok()
+}
+
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    let header = parts
+        .headers
+        .get(AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token> header"))?;
+    header
+        .to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))
+}
+
+impl FromRequestParts<AppState> for AdminAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let slot = parts
+            .extensions
+            .get::<AuditSlot>()
+            .cloned()
+            .unwrap_or_default();
+        let source_ip = parts
+            .extensions
+            .get::<PeerAddr>()
+            .map(|a| a.0)
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let token = bearer(parts)?;
+        let now = now_ms();
+        let row = sqlx::query(
+            "SELECT t.id, t.scope, t.expires_ms, t.revoked_ms, t.mfa, a.id, a.name, a.status, \
+               a.locked_until_ms, o.id, o.name, o.require_mfa, o.trusted_networks, o.office_hours \
+             FROM admin_tokens t JOIN admins a ON a.id = t.admin_id JOIN orgs o ON o.id = a.org_id \
+             WHERE t.token_sha256 = $1",
+        )
+        .bind(secret_hash(token.as_bytes()))
+        .fetch_optional(state.db.pool())
+        .await?;
+        let row = row.ok_or_else(|| ApiError::unauthorized("invalid or revoked API token"))?;
+        let expires: Option<i64> = row.try_get(2)?;
+        let revoked: Option<i64> = row.try_get(3)?;
+        if revoked.is_some() || expires.is_some_and(|e| e <= now) {
+            return Err(ApiError::unauthorized(
+                "invalid, revoked or expired API token",
+            ));
+        }
+        let token_id: i64 = row.try_get(0)?;
+        let scope: Option<String> = row.try_get(1)?;
+        let mfa: i64 = row.try_get(4)?;
+        let admin_id: i64 = row.try_get(5)?;
+        let admin: String = row.try_get(6)?;
+        let status: String = row.try_get(7)?;
+        let locked_until: Option<i64> = row.try_get(8)?;
+        let org_id: i64 = row.try_get(9)?;
+        let org: String = row.try_get(10)?;
+        let require_mfa: i64 = row.try_get(11)?;
+        let networks: String = row.try_get(12)?;
+        let hours: String = row.try_get(13)?;
+        {
+            let mut note = slot.0.lock();
+            note.org_id = Some(org_id);
+            note.actor = admin.clone();
+            note.source = source_ip.to_string();
+        }
+        let conditions = org_conditions(require_mfa != 0, &networks, &hours)
+            .map_err(|e| ApiError::internal(&format!("organization {org}: {e}")))?;
+        let status = if status != "active" {
+            AdminStatus::Disabled
+        } else if locked_until.is_some_and(|t| t > now) {
+            AdminStatus::Locked
+        } else {
+            AdminStatus::Active
+        };
+        let grant_rows = sqlx::query(
+            "SELECT g.role, g.policy_id, r.permissions FROM admin_grants g \
+             LEFT JOIN roles r ON r.org_id = $2 AND r.name = g.role WHERE g.admin_id = $1",
+        )
+        .bind(admin_id)
+        .bind(org_id)
+        .fetch_all(state.db.pool())
+        .await?;
+        let mut grants = Vec::with_capacity(grant_rows.len());
+        for r in grant_rows {
+            let name: String = r.try_get(0)?;
+            let policy_id: i64 = r.try_get(1)?;
+            let custom: Option<String> = r.try_get(2)?;
+            let Some(role) = role_of(&name, custom.as_deref()) else {
+                tracing::warn!(admin = %admin, role = %name, "grant of an unknown role ignored");
+                continue;
+            };
+            grants.push(Grant {
+                role,
+                scope: if policy_id == 0 {
+                    Scope::Org
+                } else {
+                    Scope::Policy(PolicyId(policy_id))
+                },
+            });
+        }
+        let scope = match scope {
+            None => None,
+            Some(text) => Some(
+                parse_permissions(&text)
+                    .map_err(|e| ApiError::internal(&format!("token {token_id} scope: {e}")))?,
+            ),
+        };
+        let auth = AdminAuth {
+            admin,
+            admin_id,
+            org_id,
+            org,
+            mfa: mfa != 0,
+            live: Arc::new(Live {
+                facts: AdminFacts {
+                    id: AdminId(admin_id),
+                    org: OrgId(org_id),
+                    status,
+                },
+                grants,
+                conditions,
+                context: AccessContext {
+                    mfa_verified: mfa != 0,
+                    source_ip,
+                    now_unix_ms: now,
+                },
+                scope,
+            }),
+            state: state.clone(),
+            slot,
+        };
+        // May this account act at all, now, from here?
+        if let Decision::Deny(reason) =
+            state
+                .authorizer
+                .sign_in(&auth.live.facts, &auth.live.conditions, &auth.live.context)
+        {
+            auth.slot.0.lock().denied = Some(format!("sign-in: {reason}"));
+            return Err(ApiError::forbidden(format!("not permitted: {reason}")));
+        }
+        let route = parts
+            .extensions
+            .get::<MatchedPath>()
+            .map(|m| m.as_str().to_owned())
+            .unwrap_or_default();
+        match route_permission(&parts.method, &route) {
+            None => {
+                auth.slot.0.lock().denied = Some("route without a permission".into());
+                Err(ApiError::forbidden(
+                    "not permitted: this route has no permission",
+                ))
+            }
+            Some(Need::Org(permission)) => {
+                auth.require_org(permission)?;
+                Ok(auth)
+            }
+            Some(Need::Policy(_) | Need::Signed) => Ok(auth),
+        }
+    }
+}
+
+/// An organization's conditions from its stored settings.
+pub(crate) fn org_conditions(
+    require_mfa: bool,
+    networks: &str,
+    hours: &str,
+) -> Result<OrgConditions, String> {
+    let trusted_networks = networks
+        .split([',', ' '])
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(|e| format!("trusted network {s:?}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let office_hours = if hours.trim().is_empty() {
+        None
+    } else {
+        Some(
+            hours
+                .parse()
+                .map_err(|e| format!("office hours {hours:?}: {e}"))?,
+        )
+    };
+    Ok(OrgConditions {
+        require_mfa,
+        trusted_networks,
+        office_hours,
+    })
+}
+
+/// Middleware: one audit record per admin request that changed something
+/// (any method but GET/HEAD) or was refused.
+pub(crate) async fn audit_layer(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let slot = AuditSlot::default();
+    req.extensions_mut().insert(slot.clone());
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| path.clone());
+    let response = next.run(req).await;
+    let note = std::mem::take(&mut *slot.0.lock());
+    let Some(org_id) = note.org_id else {
+        return response; // not an authenticated admin request
+    };
+    let changed = !matches!(method, Method::GET | Method::HEAD);
+    let status = response.status();
+    let denied = note.denied.is_some();
+    if !changed && !denied {
+        return response;
+    }
+    // The outcome is the authorization's; a permitted call that then failed
+    // says so in the reason.
+    let allowed = !denied;
+    let reason = note
+        .denied
+        .or_else(|| (!status.is_success()).then(|| format!("failed: {}", status.as_u16())));
+    let entry = Entry {
+        org_id,
+        actor: note.actor,
+        action: format!("{method} {route}"),
+        object: note.object.unwrap_or(path),
+        source: note.source,
+        allowed,
+        reason,
+        before: note.before,
+        after: note.after,
+    };
+    if let Err(e) = audit::append(&state.db, entry).await {
+        // The operation happened; losing its record is logged loudly.
+        tracing::error!(error = %e, "cannot append to the audit log");
+    }
+    response
+}
