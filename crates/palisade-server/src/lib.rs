@@ -91,6 +91,8 @@
 #![deny(missing_docs)]
 
 mod audit;
+#[doc(hidden)]
+pub mod bench;
 mod ca;
 mod catalog;
 mod config;

@@ -83,9 +83,13 @@ impl Engine {
         // them through the event's descriptor (no open) costs less than the
         // hand-off.
         let small = ident.stamp.size <= READER_READ_MAX;
-        let known = match self.known_cached(&ident) {
+        let exec = p.mask.contains(Mask::OPEN_EXEC_PERM);
+        let mut known = match self.known_cached(&ident) {
             Some(k) => k,
-            None if small => match self.read_small(p.fd(), &ident, rules.path_matters()) {
+            // A first exec: header and hash from one read. (A plain open may
+            // be a writer creating the file, or a read of data: its content is
+            // hashed only once it is known to be code, below.)
+            None if small && exec => match self.read_small(p.fd(), &ident, rules.path_matters()) {
                 Ok(k) => {
                     bump(&self.stats.hashed);
                     *learned = Some((ident, k.clone()));
@@ -93,9 +97,12 @@ impl Engine {
                 }
                 Err(_) => return false,
             },
+            None if small => match self.known(p.fd(), &ident) {
+                Ok(k) => k,
+                Err(_) => return false,
+            },
             None => return false,
         };
-        let exec = p.mask.contains(Mask::OPEN_EXEC_PERM);
         if !exec
             && (rules.write_sensitive(&known.path) || rules.tracks_writers())
             && open_intent(p.pid) != OpenIntent::Read
@@ -120,8 +127,16 @@ impl Engine {
         if rules.path_has_rules(&known.path) {
             return false; // decided per subject
         }
-        let Some(sha) = known.sha else {
-            return false; // a large file, or one whose hash is not cached
+        let sha = match known.sha {
+            Some(sha) => sha,
+            None if small => match self.hash_file(p.fd(), &ident, &mut known) {
+                Ok(sha) => {
+                    bump(&self.stats.hashed);
+                    sha
+                }
+                Err(_) => return false,
+            },
+            None => return false,
         };
         let Some(cached) = self.approvals.lock().get(&sha) else {
             return false;

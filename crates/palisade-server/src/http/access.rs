@@ -28,7 +28,7 @@
 use super::extract::PeerAddr;
 use super::AppState;
 use crate::audit::{self, Entry};
-use crate::db::now_ms;
+use crate::db::{now_ms, Db};
 use crate::errors::ApiError;
 use crate::store::secret_hash;
 use axum::extract::{FromRequestParts, MatchedPath, Request, State};
@@ -275,6 +275,145 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
         .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))
 }
 
+/// The caller of one request as the database has it now.
+pub(crate) struct Loaded {
+    pub(crate) admin: String,
+    pub(crate) admin_id: i64,
+    pub(crate) org_id: i64,
+    pub(crate) org: String,
+    pub(crate) mfa: bool,
+    live: Live,
+}
+
+impl Loaded {
+    /// The decision for `permission` on `target` (token scope applied),
+    /// after the account check, as the extractor and
+    /// [`AdminAuth::require`] make them.
+    pub(crate) fn decide(
+        &self,
+        authorizer: &palisade_authz::Authorizer,
+        permission: Permission,
+        target: Target,
+    ) -> Decision {
+        if let Decision::Deny(r) =
+            authorizer.sign_in(&self.live.facts, &self.live.conditions, &self.live.context)
+        {
+            return Decision::Deny(r);
+        }
+        if self.live.scope.is_some_and(|s| !s.contains(permission)) {
+            return Decision::Deny(DenyReason::NoGrant);
+        }
+        let caller = Caller {
+            admin: &self.live.facts,
+            grants: &self.live.grants,
+            conditions: &self.live.conditions,
+            context: &self.live.context,
+        };
+        authorizer.authorize(&caller, permission, target)
+    }
+}
+
+/// Load the caller of a request made with API token `token` from
+/// `source_ip`: the token, the admin, the organization's conditions and the
+/// admin's grants, as they are now (two queries). `401` for an unknown,
+/// revoked or expired token.
+pub(crate) async fn load(db: &Db, token: &str, source_ip: IpAddr) -> Result<Loaded, ApiError> {
+    let now = now_ms();
+    let row = sqlx::query(
+        "SELECT t.id, t.scope, t.expires_ms, t.revoked_ms, t.mfa, a.id, a.name, a.status, \
+           a.locked_until_ms, o.id, o.name, o.require_mfa, o.trusted_networks, o.office_hours \
+         FROM admin_tokens t JOIN admins a ON a.id = t.admin_id JOIN orgs o ON o.id = a.org_id \
+         WHERE t.token_sha256 = $1",
+    )
+    .bind(secret_hash(token.as_bytes()))
+    .fetch_optional(db.pool())
+    .await?;
+    let row = row.ok_or_else(|| ApiError::unauthorized("invalid or revoked API token"))?;
+    let expires: Option<i64> = row.try_get(2)?;
+    let revoked: Option<i64> = row.try_get(3)?;
+    if revoked.is_some() || expires.is_some_and(|e| e <= now) {
+        return Err(ApiError::unauthorized(
+            "invalid, revoked or expired API token",
+        ));
+    }
+    let token_id: i64 = row.try_get(0)?;
+    let scope: Option<String> = row.try_get(1)?;
+    let mfa: i64 = row.try_get(4)?;
+    let admin_id: i64 = row.try_get(5)?;
+    let admin: String = row.try_get(6)?;
+    let status: String = row.try_get(7)?;
+    let locked_until: Option<i64> = row.try_get(8)?;
+    let org_id: i64 = row.try_get(9)?;
+    let org: String = row.try_get(10)?;
+    let require_mfa: i64 = row.try_get(11)?;
+    let networks: String = row.try_get(12)?;
+    let hours: String = row.try_get(13)?;
+    let conditions = org_conditions(require_mfa != 0, &networks, &hours)
+        .map_err(|e| ApiError::internal(&format!("organization {org}: {e}")))?;
+    let status = if status != "active" {
+        AdminStatus::Disabled
+    } else if locked_until.is_some_and(|t| t > now) {
+        AdminStatus::Locked
+    } else {
+        AdminStatus::Active
+    };
+    let grant_rows = sqlx::query(
+        "SELECT g.role, g.policy_id, r.permissions FROM admin_grants g \
+         LEFT JOIN roles r ON r.org_id = $2 AND r.name = g.role WHERE g.admin_id = $1",
+    )
+    .bind(admin_id)
+    .bind(org_id)
+    .fetch_all(db.pool())
+    .await?;
+    let mut grants = Vec::with_capacity(grant_rows.len());
+    for r in grant_rows {
+        let name: String = r.try_get(0)?;
+        let policy_id: i64 = r.try_get(1)?;
+        let custom: Option<String> = r.try_get(2)?;
+        let Some(role) = role_of(&name, custom.as_deref()) else {
+            tracing::warn!(admin = %admin, role = %name, "grant of an unknown role ignored");
+            continue;
+        };
+        grants.push(Grant {
+            role,
+            scope: if policy_id == 0 {
+                Scope::Org
+            } else {
+                Scope::Policy(PolicyId(policy_id))
+            },
+        });
+    }
+    let scope = match scope {
+        None => None,
+        Some(text) => Some(
+            parse_permissions(&text)
+                .map_err(|e| ApiError::internal(&format!("token {token_id} scope: {e}")))?,
+        ),
+    };
+    Ok(Loaded {
+        admin,
+        admin_id,
+        org_id,
+        org,
+        mfa: mfa != 0,
+        live: Live {
+            facts: AdminFacts {
+                id: AdminId(admin_id),
+                org: OrgId(org_id),
+                status,
+            },
+            grants,
+            conditions,
+            context: AccessContext {
+                mfa_verified: mfa != 0,
+                source_ip,
+                now_unix_ms: now,
+            },
+            scope,
+        },
+    })
+}
+
 impl FromRequestParts<AppState> for AdminAuth {
     type Rejection = ApiError;
 
@@ -290,105 +429,20 @@ impl FromRequestParts<AppState> for AdminAuth {
             .map(|a| a.0)
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let token = bearer(parts)?;
-        let now = now_ms();
-        let row = sqlx::query(
-            "SELECT t.id, t.scope, t.expires_ms, t.revoked_ms, t.mfa, a.id, a.name, a.status, \
-               a.locked_until_ms, o.id, o.name, o.require_mfa, o.trusted_networks, o.office_hours \
-             FROM admin_tokens t JOIN admins a ON a.id = t.admin_id JOIN orgs o ON o.id = a.org_id \
-             WHERE t.token_sha256 = $1",
-        )
-        .bind(secret_hash(token.as_bytes()))
-        .fetch_optional(state.db.pool())
-        .await?;
-        let row = row.ok_or_else(|| ApiError::unauthorized("invalid or revoked API token"))?;
-        let expires: Option<i64> = row.try_get(2)?;
-        let revoked: Option<i64> = row.try_get(3)?;
-        if revoked.is_some() || expires.is_some_and(|e| e <= now) {
-            return Err(ApiError::unauthorized(
-                "invalid, revoked or expired API token",
-            ));
-        }
-        let token_id: i64 = row.try_get(0)?;
-        let scope: Option<String> = row.try_get(1)?;
-        let mfa: i64 = row.try_get(4)?;
-        let admin_id: i64 = row.try_get(5)?;
-        let admin: String = row.try_get(6)?;
-        let status: String = row.try_get(7)?;
-        let locked_until: Option<i64> = row.try_get(8)?;
-        let org_id: i64 = row.try_get(9)?;
-        let org: String = row.try_get(10)?;
-        let require_mfa: i64 = row.try_get(11)?;
-        let networks: String = row.try_get(12)?;
-        let hours: String = row.try_get(13)?;
+        let loaded = load(&state.db, token, source_ip).await?;
         {
             let mut note = slot.0.lock();
-            note.org_id = Some(org_id);
-            note.actor = admin.clone();
+            note.org_id = Some(loaded.org_id);
+            note.actor = loaded.admin.clone();
             note.source = source_ip.to_string();
         }
-        let conditions = org_conditions(require_mfa != 0, &networks, &hours)
-            .map_err(|e| ApiError::internal(&format!("organization {org}: {e}")))?;
-        let status = if status != "active" {
-            AdminStatus::Disabled
-        } else if locked_until.is_some_and(|t| t > now) {
-            AdminStatus::Locked
-        } else {
-            AdminStatus::Active
-        };
-        let grant_rows = sqlx::query(
-            "SELECT g.role, g.policy_id, r.permissions FROM admin_grants g \
-             LEFT JOIN roles r ON r.org_id = $2 AND r.name = g.role WHERE g.admin_id = $1",
-        )
-        .bind(admin_id)
-        .bind(org_id)
-        .fetch_all(state.db.pool())
-        .await?;
-        let mut grants = Vec::with_capacity(grant_rows.len());
-        for r in grant_rows {
-            let name: String = r.try_get(0)?;
-            let policy_id: i64 = r.try_get(1)?;
-            let custom: Option<String> = r.try_get(2)?;
-            let Some(role) = role_of(&name, custom.as_deref()) else {
-                tracing::warn!(admin = %admin, role = %name, "grant of an unknown role ignored");
-                continue;
-            };
-            grants.push(Grant {
-                role,
-                scope: if policy_id == 0 {
-                    Scope::Org
-                } else {
-                    Scope::Policy(PolicyId(policy_id))
-                },
-            });
-        }
-        let scope = match scope {
-            None => None,
-            Some(text) => Some(
-                parse_permissions(&text)
-                    .map_err(|e| ApiError::internal(&format!("token {token_id} scope: {e}")))?,
-            ),
-        };
         let auth = AdminAuth {
-            admin,
-            admin_id,
-            org_id,
-            org,
-            mfa: mfa != 0,
-            live: Arc::new(Live {
-                facts: AdminFacts {
-                    id: AdminId(admin_id),
-                    org: OrgId(org_id),
-                    status,
-                },
-                grants,
-                conditions,
-                context: AccessContext {
-                    mfa_verified: mfa != 0,
-                    source_ip,
-                    now_unix_ms: now,
-                },
-                scope,
-            }),
+            admin: loaded.admin,
+            admin_id: loaded.admin_id,
+            org_id: loaded.org_id,
+            org: loaded.org,
+            mfa: loaded.mfa,
+            live: Arc::new(loaded.live),
             state: state.clone(),
             slot,
         };

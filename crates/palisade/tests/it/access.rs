@@ -45,9 +45,15 @@ fn admins_grants_tokens_and_audit_from_the_cli() {
     assert!(r.stderr.contains("401"), "{r:?}");
 
     let listed = up.ok(&["admin", "list"]);
-    assert!(listed.contains("bob") && listed.contains("(no grants)"), "{listed}");
+    assert!(
+        listed.contains("bob") && listed.contains("(no grants)"),
+        "{listed}"
+    );
     let audit = up.ok(&["audit", "list", "--limit", "1000"]);
-    assert!(audit.contains("denied") && audit.contains("/grants"), "{audit}");
+    assert!(
+        audit.contains("denied") && audit.contains("/grants"),
+        "{audit}"
+    );
     let anchor = up.data.path().join("anchor");
     let out = up.ok(&["audit", "verify", "--save-anchor", anchor.to_str().unwrap()]);
     assert!(out.contains("audit chain intact"), "{out}");
