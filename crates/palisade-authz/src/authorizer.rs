@@ -9,8 +9,6 @@ use cedar_policy::{
     Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId, PolicySet,
     RestrictedExpression, Schema, ValidationMode, Validator,
 };
-#[cfg(test)]
-use palisade_core::OrgId;
 use std::collections::HashMap;
 use std::str::FromStr;
 
@@ -54,6 +52,15 @@ const POLICIES: &[(&str, &str)] = &[
     ),
 ];
 
+/// The permit only sign-in can match (`action == Action::"sign-in"`): left
+/// out of the set that other requests are evaluated against. A permit that
+/// cannot match changes nothing but the time taken.
+const ONLY_SIGN_IN: &str = "sign-in";
+/// The permit sign-in cannot match (no group holds `Action::"sign-in"`, and
+/// sign-in brings no grants): left out of the set sign-in is evaluated
+/// against.
+const NEVER_SIGN_IN: &str = "grants";
+
 /// The Cedar action that signing in is checked as.
 const SIGN_IN: &str = "sign-in";
 
@@ -66,7 +73,8 @@ const SIGN_IN: &str = "sign-in";
 #[derive(Debug)]
 pub struct Authorizer {
     schema_source: String,
-    policies: PolicySet,
+    requests: PolicySet,
+    sign_ins: PolicySet,
     cedar: cedar::Authorizer,
     org_type: EntityTypeName,
     policy_type: EntityTypeName,
@@ -160,7 +168,10 @@ impl Default for Authorizer {
 
 impl Authorizer {
     /// Parse the schema and the policies and validate the policies against
-    /// the schema.
+    /// the schema (a few milliseconds).
+    ///
+    /// Panics only if this crate's own schema or policy text is broken,
+    /// which its tests rule out.
     pub fn new() -> Authorizer {
         // Invariant for every `expect` here: the inputs are this crate's own
         // constant text, which the tests parse and validate.
@@ -168,17 +179,20 @@ impl Authorizer {
         let schema = Schema::from_cedarschema_str(&schema_source)
             .map(|(schema, _warnings)| schema)
             .expect("the Cedar schema parses");
-        let mut policies = PolicySet::new();
-        for (id, text) in POLICIES {
-            let policy =
-                cedar::Policy::parse(Some(PolicyId::new(id)), *text).expect("the policies parse");
-            policies.add(policy).expect("policy ids are distinct");
-        }
-        let validation = Validator::new(schema).validate(&policies, ValidationMode::Strict);
-        assert!(
-            validation.validation_passed(),
-            "the policies match the schema: {validation}"
-        );
+        let set = |skip: &str| {
+            let mut set = PolicySet::new();
+            for (id, text) in POLICIES.iter().filter(|(id, _)| *id != skip) {
+                let policy = cedar::Policy::parse(Some(PolicyId::new(id)), *text)
+                    .expect("the policies parse");
+                set.add(policy).expect("policy ids are distinct");
+            }
+            let validation = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
+            assert!(
+                validation.validation_passed(),
+                "the policies match the schema: {validation}"
+            );
+            set
+        };
         let type_name = |s| EntityTypeName::from_str(s).expect("entity type names parse");
         let action =
             |id: &str| EntityUid::from_type_name_and_id(type_name("Action"), EntityId::new(id));
@@ -190,7 +204,8 @@ impl Authorizer {
             admin_type: type_name("Admin"),
             action_type: type_name("Action"),
             cedar: cedar::Authorizer::new(),
-            policies,
+            requests: set(ONLY_SIGN_IN),
+            sign_ins: set(NEVER_SIGN_IN),
             schema_source,
         }
     }
@@ -204,7 +219,9 @@ impl Authorizer {
     ) -> Decision {
         let held = Held::new(caller.admin, caller.grants);
         self.inputs(caller, &held, target, &[permission], None)
-            .and_then(|inputs| self.decide(&inputs, &self.actions[permission.index()]))
+            .and_then(|inputs| {
+                self.decide(&self.requests, &inputs, &self.actions[permission.index()])
+            })
             .unwrap_or(Decision::Deny(DenyReason::PolicyError))
     }
 
@@ -222,7 +239,7 @@ impl Authorizer {
         permissions
             .into_iter()
             .filter(|p| {
-                self.decide(&inputs, &self.actions[p.index()])
+                self.decide(&self.requests, &inputs, &self.actions[p.index()])
                     .is_ok_and(Decision::is_allowed)
             })
             .collect()
@@ -251,7 +268,7 @@ impl Authorizer {
             &[],
             None,
         )
-        .and_then(|inputs| self.decide(&inputs, &self.sign_in))
+        .and_then(|inputs| self.decide(&self.sign_ins, &inputs, &self.sign_in))
         .unwrap_or(Decision::Deny(DenyReason::PolicyError))
     }
 
@@ -373,8 +390,13 @@ impl Authorizer {
         })
     }
 
-    /// One Cedar evaluation of every policy.
-    fn decide(&self, inputs: &Inputs, action: &EntityUid) -> Result<Decision, Fault> {
+    /// One Cedar evaluation of `policies`.
+    fn decide(
+        &self,
+        policies: &PolicySet,
+        inputs: &Inputs,
+        action: &EntityUid,
+    ) -> Result<Decision, Fault> {
         let request = cedar::Request::new(
             inputs.principal.clone(),
             action.clone(),
@@ -384,7 +406,7 @@ impl Authorizer {
         )?;
         let response = self
             .cedar
-            .is_authorized(&request, &self.policies, &inputs.entities);
+            .is_authorized(&request, policies, &inputs.entities);
         // A policy that fails to evaluate is skipped by Cedar; a skipped
         // forbid could turn a deny into an allow, so any error refuses.
         if response.diagnostics().errors().next().is_some() {
@@ -463,7 +485,7 @@ mod tests {
     use super::*;
     use crate::model::{AdminId, AdminStatus};
     use crate::role::{builtin_roles, Role};
-    use palisade_core::{Name, PolicyId};
+    use palisade_core::{Name, OrgId, PolicyId};
 
     /// With the request's action groups declared in the schema, the
     /// entities and the requests for every action conform (the production
@@ -562,6 +584,25 @@ mod tests {
         for reason in DenyReason::ALL {
             assert_eq!(DenyReason::from_code(reason.code()), Some(reason));
         }
+    }
+
+    #[test]
+    fn shareable_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Authorizer>();
+    }
+
+    #[test]
+    fn sources_show_every_policy() {
+        let policies = Authorizer::policies_source();
+        for (id, _) in POLICIES {
+            assert!(policies.contains(&format!("@id(\"{id}\")")), "{id}");
+        }
+        let authz = Authorizer::new();
+        assert!(authz.schema_source().contains("tags Action"));
+        assert!(authz
+            .schema_source()
+            .contains(r#"action "settings:delete" appliesTo"#));
     }
 
     #[test]
