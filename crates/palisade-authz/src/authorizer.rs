@@ -1,22 +1,20 @@
-//! The Cedar side: schema, static policies, role templates, and the
-//! per-request entities, context and policy set.
+//! The Cedar side: schema and policies (compiled once), and the entities
+//! and context built for each request.
 use crate::conditions::{AccessContext, Facts, OrgConditions};
 use crate::decision::{Decision, DenyReason};
-use crate::model::{AdminFacts, Caller, Scope, Target};
+use crate::model::{AdminFacts, Caller, Grant, Scope, Target};
 use crate::permission::{Permission, PermissionSet};
 use cedar_policy as cedar;
 use cedar_policy::{
     Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId, PolicySet,
-    RestrictedExpression, Schema, SlotId, Template, ValidationMode, Validator,
+    RestrictedExpression, Schema, ValidationMode, Validator,
 };
-use palisade_core::OrgId;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::{PoisonError, RwLock};
 
-/// The static policies, each with the id that names it in a decision's
-/// reasons. Every `forbid` id is a [`DenyReason::code`].
-const STATIC_POLICIES: &[(&str, &str)] = &[
+/// The policies, each with its id. A `forbid`'s id is the
+/// [`DenyReason::code`] it reports.
+const POLICIES: &[(&str, &str)] = &[
     (
         "admin-disabled",
         r#"forbid (principal, action, resource) when { principal.status == "disabled" };"#,
@@ -42,39 +40,51 @@ const STATIC_POLICIES: &[(&str, &str)] = &[
         r#"forbid (principal, action, resource) unless { resource in principal.org };"#,
     ),
     (
+        "grants",
+        r#"permit (principal, action, resource) when {
+  (principal.hasTag(resource.scope) && action in principal.getTag(resource.scope)) ||
+  (principal.hasTag(resource.org_scope) && action in principal.getTag(resource.org_scope))
+};"#,
+    ),
+    (
         "sign-in",
         r#"permit (principal, action == Action::"sign-in", resource);"#,
     ),
 ];
 
+/// The permit only sign-in can match (`action == Action::"sign-in"`): left
+/// out of the set that other requests are evaluated against. A permit that
+/// cannot match changes nothing but the time taken.
+const ONLY_SIGN_IN: &str = "sign-in";
+/// The permit sign-in cannot match (no group holds `Action::"sign-in"`, and
+/// sign-in brings no grants): left out of the set sign-in is evaluated
+/// against.
+const NEVER_SIGN_IN: &str = "grants";
+
 /// The Cedar action that signing in is checked as.
 const SIGN_IN: &str = "sign-in";
 
-/// Templates kept compiled, at most. Every distinct permission set among the
-/// roles in use needs one; past this many, a role's template is compiled
-/// for each request instead of kept (correct, slower).
-const MAX_TEMPLATES: usize = 4096;
-
 /// Decides admin requests with Cedar. Build one at start and share it.
 ///
-/// It holds only things derived from this crate's own text (schema, static
-/// policies) and compiled role templates keyed by their exact permission
-/// set; no grant, role name, admin or organization data survives a call.
+/// It holds only what is derived from this crate's own text: the policies
+/// and the names of entity types and actions. It never changes after
+/// [`Authorizer::new`]: nothing about admins, grants, roles or conditions
+/// is kept between calls.
 #[derive(Debug)]
 pub struct Authorizer {
-    schema: Schema,
     schema_source: String,
-    base: PolicySet,
-    templates: RwLock<HashMap<u32, Template>>,
+    requests: PolicySet,
+    sign_ins: PolicySet,
     cedar: cedar::Authorizer,
     org_type: EntityTypeName,
     policy_type: EntityTypeName,
     admin_type: EntityTypeName,
+    action_type: EntityTypeName,
     actions: Vec<EntityUid>,
     sign_in: EntityUid,
 }
 
-/// A fault while building the Cedar request: refused as
+/// A fault while building or evaluating the Cedar request: refused as
 /// [`DenyReason::PolicyError`].
 struct Fault;
 
@@ -86,12 +96,68 @@ impl<E: std::error::Error> From<E> for Fault {
 
 /// One request's Cedar inputs, built once and evaluated for one or more
 /// actions.
-struct Prepared {
+struct Inputs {
     principal: EntityUid,
     resource: EntityUid,
     context: Context,
     entities: Entities,
-    policies: PolicySet,
+}
+
+/// What the caller's grants come to: for each scope (as its tag key), the
+/// permissions held there (the union of the roles granted at that scope).
+struct Held(Vec<(String, PermissionSet)>);
+
+impl Held {
+    fn new(admin: &AdminFacts, grants: &[Grant]) -> Held {
+        let mut by_scope: Vec<(ScopeKey, PermissionSet)> = grants
+            .iter()
+            .map(|g| {
+                let scope = match g.scope {
+                    Scope::Org => ScopeKey::Org(admin.org.0),
+                    Scope::Policy(p) => ScopeKey::Policy(p.0),
+                };
+                (scope, g.role.permissions())
+            })
+            .collect();
+        by_scope.sort_unstable_by_key(|&(scope, _)| scope);
+        let mut held: Vec<(ScopeKey, PermissionSet)> = Vec::with_capacity(by_scope.len());
+        for (scope, permissions) in by_scope {
+            match held.last_mut() {
+                Some((last, union)) if *last == scope => *union = union.union(permissions),
+                _ => held.push((scope, permissions)),
+            }
+        }
+        Held(
+            held.into_iter()
+                .map(|(scope, permissions)| (scope.tag(), permissions))
+                .collect(),
+        )
+    }
+
+    /// The distinct permission sets held, each an action group.
+    fn groups(&self) -> Vec<PermissionSet> {
+        let mut groups: Vec<PermissionSet> = self.0.iter().map(|&(_, p)| p).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        groups
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum ScopeKey {
+    Org(i64),
+    Policy(i64),
+}
+
+impl ScopeKey {
+    /// The key of the scope in the admin's tags and the targets' `scope`
+    /// and `org_scope` attributes.
+    fn tag(self) -> String {
+        match self {
+            ScopeKey::Org(org) => format!("org:{org}"),
+            ScopeKey::Policy(policy) => format!("policy:{policy}"),
+        }
+    }
 }
 
 impl Default for Authorizer {
@@ -101,48 +167,47 @@ impl Default for Authorizer {
 }
 
 impl Authorizer {
-    /// Parse the schema and the static policies, validate the policies
-    /// against the schema, and compile the built-in roles' templates.
+    /// Parse the schema and the policies and validate the policies against
+    /// the schema (a few milliseconds).
+    ///
+    /// Panics only if this crate's own schema or policy text is broken,
+    /// which its tests rule out.
     pub fn new() -> Authorizer {
         // Invariant for every `expect` here: the inputs are this crate's own
         // constant text, which the tests parse and validate.
-        let schema_source = schema_source();
+        let schema_source = schema_source(&[]);
         let schema = Schema::from_cedarschema_str(&schema_source)
             .map(|(schema, _warnings)| schema)
             .expect("the Cedar schema parses");
-        let mut base = PolicySet::new();
-        for (id, text) in STATIC_POLICIES {
-            let policy = cedar::Policy::parse(Some(PolicyId::new(id)), *text)
-                .expect("the static policies parse");
-            base.add(policy).expect("static policy ids are distinct");
-        }
-        let validation = Validator::new(schema.clone()).validate(&base, ValidationMode::Strict);
-        assert!(
-            validation.validation_passed(),
-            "the static policies match the schema: {validation}"
-        );
+        let set = |skip: &str| {
+            let mut set = PolicySet::new();
+            for (id, text) in POLICIES.iter().filter(|(id, _)| *id != skip) {
+                let policy = cedar::Policy::parse(Some(PolicyId::new(id)), *text)
+                    .expect("the policies parse");
+                set.add(policy).expect("policy ids are distinct");
+            }
+            let validation = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
+            assert!(
+                validation.validation_passed(),
+                "the policies match the schema: {validation}"
+            );
+            set
+        };
         let type_name = |s| EntityTypeName::from_str(s).expect("entity type names parse");
         let action =
             |id: &str| EntityUid::from_type_name_and_id(type_name("Action"), EntityId::new(id));
-        let authorizer = Authorizer {
+        Authorizer {
             actions: Permission::all().map(|p| action(&p.to_string())).collect(),
             sign_in: action(SIGN_IN),
             org_type: type_name("Org"),
             policy_type: type_name("Policy"),
             admin_type: type_name("Admin"),
-            templates: RwLock::new(HashMap::new()),
+            action_type: type_name("Action"),
             cedar: cedar::Authorizer::new(),
-            base,
-            schema,
+            requests: set(ONLY_SIGN_IN),
+            sign_ins: set(NEVER_SIGN_IN),
             schema_source,
-        };
-        for role in crate::role::builtin_roles() {
-            authorizer
-                .template(role.permissions())
-                .ok()
-                .expect("the built-in roles' templates compile");
         }
-        authorizer
     }
 
     /// Decide whether `caller` may do `permission` on `target`.
@@ -152,38 +217,30 @@ impl Authorizer {
         permission: Permission,
         target: Target,
     ) -> Decision {
-        match self.prepare(
-            caller.admin,
-            caller.grants,
-            caller.conditions,
-            caller.context,
-            target,
-            None,
-        ) {
-            Ok(prepared) => self.decide(&prepared, &self.actions[permission.index()]),
-            Err(Fault) => Decision::Deny(DenyReason::PolicyError),
-        }
+        let held = Held::new(caller.admin, caller.grants);
+        self.inputs(caller, &held, target, &[permission], None)
+            .and_then(|inputs| {
+                self.decide(&self.requests, &inputs, &self.actions[permission.index()])
+            })
+            .unwrap_or(Decision::Deny(DenyReason::PolicyError))
     }
 
     /// The permissions `caller` has on `target` right now, for a console
     /// that hides what the admin may not do. Each one is decided exactly as
-    /// [`authorize`](Self::authorize) decides it (same entities, same
-    /// policies, one Cedar evaluation per permission).
+    /// [`authorize`](Self::authorize) decides it: the same policies and
+    /// entities (plus the other actions' entities, which a request for this
+    /// action does not read).
     pub fn allowed(&self, caller: &Caller<'_>, target: Target) -> PermissionSet {
-        let Ok(prepared) = self.prepare(
-            caller.admin,
-            caller.grants,
-            caller.conditions,
-            caller.context,
-            target,
-            None,
-        ) else {
+        let held = Held::new(caller.admin, caller.grants);
+        let permissions: Vec<Permission> = Permission::all().collect();
+        let Ok(inputs) = self.inputs(caller, &held, target, &permissions, None) else {
             return PermissionSet::EMPTY;
         };
-        Permission::all()
-            .filter(|&p| {
-                self.decide(&prepared, &self.actions[p.index()])
-                    .is_allowed()
+        permissions
+            .into_iter()
+            .filter(|p| {
+                self.decide(&self.requests, &inputs, &self.actions[p.index()])
+                    .is_ok_and(Decision::is_allowed)
             })
             .collect()
     }
@@ -198,232 +255,167 @@ impl Authorizer {
         conditions: &OrgConditions,
         context: &AccessContext,
     ) -> Decision {
-        match self.prepare(
+        let caller = Caller {
             admin,
-            &[],
+            grants: &[],
             conditions,
             context,
+        };
+        self.inputs(
+            &caller,
+            &Held(Vec::new()),
             Target::Org(admin.org),
+            &[],
             None,
-        ) {
-            Ok(prepared) => self.decide(&prepared, &self.sign_in),
-            Err(Fault) => Decision::Deny(DenyReason::PolicyError),
-        }
+        )
+        .and_then(|inputs| self.decide(&self.sign_ins, &inputs, &self.sign_in))
+        .unwrap_or(Decision::Deny(DenyReason::PolicyError))
     }
 
-    /// The Cedar schema the policies are validated against.
+    /// The Cedar schema the policies are validated against. The action
+    /// groups that grants bring (`Action::"perms:…"`) are not declared in
+    /// it: they exist per request.
     pub fn schema_source(&self) -> &str {
         &self.schema_source
     }
 
-    /// The static policies (conditional access, account status, organization
-    /// boundary, sign-in), one per line, each preceded by its id.
-    pub fn static_policies_source() -> String {
-        STATIC_POLICIES
+    /// The policies, each preceded by its id.
+    pub fn policies_source() -> String {
+        POLICIES
             .iter()
             .map(|(id, text)| format!("@id(\"{id}\")\n{text}\n"))
             .collect()
     }
 
-    /// The Cedar template a role with `permissions` compiles to; each grant
-    /// of the role links it with `?principal` = the admin and `?resource` =
-    /// the grant's scope.
-    pub fn template_source(permissions: PermissionSet) -> String {
-        let actions: Vec<String> = permissions
-            .iter()
-            .map(|p| format!("Action::\"{p}\""))
-            .collect();
-        format!(
-            "permit (principal == ?principal, action in [{}], resource in ?resource);",
-            actions.join(", ")
-        )
+    fn entity(&self, ty: &EntityTypeName, id: impl AsRef<str>) -> EntityUid {
+        EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id))
     }
 
-    fn template(&self, permissions: PermissionSet) -> Result<Template, Fault> {
-        let bits = permissions.bits();
-        let cached = self
-            .templates
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&bits)
-            .cloned();
-        if let Some(template) = cached {
-            return Ok(template);
-        }
-        let template =
-            Template::parse(Some(template_id(bits)), Self::template_source(permissions))?;
-        let mut set = PolicySet::new();
-        set.add_template(template.clone())?;
-        if !Validator::new(self.schema.clone())
-            .validate(&set, ValidationMode::Strict)
-            .validation_passed()
-        {
-            return Err(Fault);
-        }
-        let mut cache = self
-            .templates
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if cache.len() < MAX_TEMPLATES {
-            cache.insert(bits, template.clone());
-        }
-        Ok(template)
+    fn group(&self, permissions: PermissionSet) -> EntityUid {
+        self.entity(&self.action_type, group_id(permissions))
     }
 
-    fn entity(&self, ty: &EntityTypeName, id: i64) -> EntityUid {
-        EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id.to_string()))
-    }
-
-    fn org(&self, org: OrgId) -> EntityUid {
-        self.entity(&self.org_type, org.0)
-    }
-
-    /// Build the Cedar inputs of one request. `schema` is given only by the
-    /// tests, to check that the entities and context conform.
-    fn prepare(
+    /// Build the Cedar entities and context of one request, with the
+    /// entities of the actions of `permissions`. `schema` is given only by
+    /// the tests, to check that the entities conform.
+    fn inputs(
         &self,
-        admin: &AdminFacts,
-        grants: &[crate::model::Grant],
-        conditions: &OrgConditions,
-        context: &AccessContext,
+        caller: &Caller<'_>,
+        held: &Held,
         target: Target,
+        permissions: &[Permission],
         schema: Option<&Schema>,
-    ) -> Result<Prepared, Fault> {
-        let principal = self.entity(&self.admin_type, admin.id.0);
-        let admin_org = self.org(admin.org);
-
-        // Entities: the admin (status, organization), the admin's
-        // organization, the target and the organization it is in.
-        let mut entities = Vec::with_capacity(4);
-        entities.push(Entity::new(
+    ) -> Result<Inputs, Fault> {
+        let admin = caller.admin;
+        let principal = self.entity(&self.admin_type, admin.id.to_string());
+        let mut entities = Vec::with_capacity(2 + permissions.len());
+        // The admin: status, organization, and a tag per scope it holds
+        // permissions at, naming the group of those permissions.
+        entities.push(Entity::new_with_tags(
             principal.clone(),
-            HashMap::from([
+            [
                 (
                     "status".to_owned(),
                     RestrictedExpression::new_string(admin.status.as_str().to_owned()),
                 ),
                 (
                     "org".to_owned(),
-                    RestrictedExpression::new_entity_uid(admin_org.clone()),
+                    RestrictedExpression::new_entity_uid(
+                        self.entity(&self.org_type, admin.org.to_string()),
+                    ),
+                ),
+            ],
+            [],
+            held.0.iter().map(|(scope, permissions)| {
+                (
+                    scope.clone(),
+                    RestrictedExpression::new_entity_uid(self.group(*permissions)),
+                )
+            }),
+        )?);
+        // The target: an organization, or a policy in its organization;
+        // either names the scopes that reach it.
+        let org = target.org();
+        let org_uid = self.entity(&self.org_type, org.to_string());
+        let org_scope = ScopeKey::Org(org.0).tag();
+        let (resource, scope, parents) = match target {
+            Target::Org(_) => (org_uid, org_scope.clone(), vec![]),
+            Target::Policy { policy, .. } => (
+                self.entity(&self.policy_type, policy.to_string()),
+                ScopeKey::Policy(policy.0).tag(),
+                vec![org_uid],
+            ),
+        };
+        entities.push(Entity::new(
+            resource.clone(),
+            HashMap::from([
+                ("scope".to_owned(), RestrictedExpression::new_string(scope)),
+                (
+                    "org_scope".to_owned(),
+                    RestrictedExpression::new_string(org_scope),
                 ),
             ]),
-            HashSet::new(),
+            parents.into_iter().collect(),
         )?);
-        entities.push(Entity::new_no_attrs(admin_org.clone(), HashSet::new()));
-        let target_org = self.org(target.org());
-        if target.org() != admin.org {
-            entities.push(Entity::new_no_attrs(target_org.clone(), HashSet::new()));
+        // Each action, in the groups that hold it.
+        let groups = held.groups();
+        for &permission in permissions {
+            entities.push(Entity::new_no_attrs(
+                self.actions[permission.index()].clone(),
+                groups
+                    .iter()
+                    .filter(|g| g.contains(permission))
+                    .map(|&g| self.group(g))
+                    .collect(),
+            ));
         }
-        let resource = match target {
-            Target::Org(_) => target_org,
-            Target::Policy { policy, .. } => {
-                let uid = self.entity(&self.policy_type, policy.0);
-                entities.push(Entity::new_no_attrs(
-                    uid.clone(),
-                    HashSet::from([target_org]),
-                ));
-                uid
-            }
-        };
         let entities = Entities::from_entities(entities, schema)?;
 
         // Context: each condition of the organization and whether this
         // request meets it.
-        let facts = Facts::new(conditions, context);
+        let facts = Facts::new(caller.conditions, caller.context);
         let context = Context::from_pairs([
-            (
-                "mfa_required".to_owned(),
-                RestrictedExpression::new_bool(facts.mfa_required),
-            ),
-            (
-                "mfa_verified".to_owned(),
-                RestrictedExpression::new_bool(facts.mfa_verified),
-            ),
-            (
-                "network_restricted".to_owned(),
-                RestrictedExpression::new_bool(facts.network_restricted),
-            ),
-            (
-                "from_trusted_network".to_owned(),
-                RestrictedExpression::new_bool(facts.trusted_network),
-            ),
-            (
-                "hours_restricted".to_owned(),
-                RestrictedExpression::new_bool(facts.hours_restricted),
-            ),
-            (
-                "in_office_hours".to_owned(),
-                RestrictedExpression::new_bool(facts.office_hours),
-            ),
+            bool_pair("mfa_required", facts.mfa_required),
+            bool_pair("mfa_verified", facts.mfa_verified),
+            bool_pair("network_restricted", facts.network_restricted),
+            bool_pair("from_trusted_network", facts.trusted_network),
+            bool_pair("hours_restricted", facts.hours_restricted),
+            bool_pair("in_office_hours", facts.office_hours),
         ])?;
-
-        // Policies: the static ones, plus one template per distinct
-        // permission set among the grants and one link per distinct
-        // (permission set, scope).
-        let mut keys: Vec<(u32, Option<i64>)> = grants
-            .iter()
-            .map(|g| {
-                let scope = match g.scope {
-                    Scope::Org => None,
-                    Scope::Policy(p) => Some(p.0),
-                };
-                (g.role.permissions().bits(), scope)
-            })
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        let mut policies = self.base.clone();
-        let mut added = None;
-        for (n, &(bits, scope)) in keys.iter().enumerate() {
-            if added != Some(bits) {
-                policies.add_template(self.template(PermissionSet::from_bits(bits))?)?;
-                added = Some(bits);
-            }
-            let scope = match scope {
-                None => admin_org.clone(),
-                Some(policy) => self.entity(&self.policy_type, policy),
-            };
-            policies.link(
-                template_id(bits),
-                PolicyId::new(format!("grant-{n}")),
-                HashMap::from([
-                    (SlotId::principal(), principal.clone()),
-                    (SlotId::resource(), scope),
-                ]),
-            )?;
-        }
-
-        Ok(Prepared {
+        Ok(Inputs {
             principal,
             resource,
             context,
             entities,
-            policies,
         })
     }
 
-    fn decide(&self, prepared: &Prepared, action: &EntityUid) -> Decision {
-        let Ok(request) = cedar::Request::new(
-            prepared.principal.clone(),
+    /// One Cedar evaluation of `policies`.
+    fn decide(
+        &self,
+        policies: &PolicySet,
+        inputs: &Inputs,
+        action: &EntityUid,
+    ) -> Result<Decision, Fault> {
+        let request = cedar::Request::new(
+            inputs.principal.clone(),
             action.clone(),
-            prepared.resource.clone(),
-            prepared.context.clone(),
+            inputs.resource.clone(),
+            inputs.context.clone(),
             None,
-        ) else {
-            return Decision::Deny(DenyReason::PolicyError);
-        };
+        )?;
         let response = self
             .cedar
-            .is_authorized(&request, &prepared.policies, &prepared.entities);
+            .is_authorized(&request, policies, &inputs.entities);
         // A policy that fails to evaluate is skipped by Cedar; a skipped
         // forbid could turn a deny into an allow, so any error refuses.
         if response.diagnostics().errors().next().is_some() {
-            return Decision::Deny(DenyReason::PolicyError);
+            return Err(Fault);
         }
-        match response.decision() {
+        Ok(match response.decision() {
             cedar::Decision::Allow => Decision::Allow,
-            // Cedar's reasons for a deny are the forbid policies that hold
-            // (whether or not a permit also holds); none means no permit.
+            // Cedar's reasons for a deny are the forbids that hold, whether
+            // or not a permit holds too; none means no permit held.
             cedar::Decision::Deny => Decision::Deny(
                 response
                     .diagnostics()
@@ -432,21 +424,49 @@ impl Authorizer {
                     .min()
                     .unwrap_or(DenyReason::NoGrant),
             ),
-        }
+        })
     }
 }
 
-fn template_id(bits: u32) -> PolicyId {
-    PolicyId::new(format!("role-{bits:07x}"))
+fn bool_pair(name: &str, value: bool) -> (String, RestrictedExpression) {
+    (name.to_owned(), RestrictedExpression::new_bool(value))
 }
 
-fn schema_source() -> String {
-    let actions: Vec<String> = Permission::all().map(|p| format!("\"{p}\"")).collect();
+/// The id of the action group of a set of permissions: `perms:` and the
+/// set's bits in hex (bit 4 × resource + operation, in
+/// [`Permission::all`] order).
+fn group_id(permissions: PermissionSet) -> String {
+    format!("perms:{:07x}", permissions.bits())
+}
+
+/// The schema, with the action groups `groups` declared (the tests declare
+/// some to validate requests; at run time there are none: a request brings
+/// its own).
+fn schema_source(groups: &[PermissionSet]) -> String {
+    let mut actions = String::new();
+    for p in Permission::all() {
+        let member_of: Vec<String> = groups
+            .iter()
+            .filter(|g| g.contains(p))
+            .map(|&g| format!("\"{}\"", group_id(g)))
+            .collect();
+        let member_of = if member_of.is_empty() {
+            String::new()
+        } else {
+            format!(" in [{}]", member_of.join(", "))
+        };
+        actions.push_str(&format!(
+            "action \"{p}\"{member_of} appliesTo {{ principal: [Admin], resource: [Org, Policy], context: Conditions }};\n"
+        ));
+    }
+    for &g in groups {
+        actions.push_str(&format!("action \"{}\";\n", group_id(g)));
+    }
     format!(
         r#"// Palisade admin authorization.
-entity Org;
-entity Policy in [Org];
-entity Admin = {{ status: String, org: Org }};
+entity Org = {{ scope: String, org_scope: String }};
+entity Policy in [Org] = {{ scope: String, org_scope: String }};
+entity Admin = {{ status: String, org: Org }} tags Action;
 type Conditions = {{
   mfa_required: Bool,
   mfa_verified: Bool,
@@ -455,31 +475,21 @@ type Conditions = {{
   hours_restricted: Bool,
   in_office_hours: Bool,
 }};
-action {} appliesTo {{
-  principal: [Admin],
-  resource: [Org, Policy],
-  context: Conditions,
-}};
-action "{SIGN_IN}" appliesTo {{
-  principal: [Admin],
-  resource: [Org],
-  context: Conditions,
-}};
-"#,
-        actions.join(", ")
+{actions}action "{SIGN_IN}" appliesTo {{ principal: [Admin], resource: [Org], context: Conditions }};
+"#
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{AdminId, AdminStatus, Grant};
+    use crate::model::{AdminId, AdminStatus};
     use crate::role::{builtin_roles, Role};
-    use palisade_core::{Name, PolicyId};
+    use palisade_core::{Name, OrgId, PolicyId};
 
-    /// The entities and context built per request conform to the schema, and
-    /// so do requests for every action (the production path skips these
-    /// checks for speed).
+    /// With the request's action groups declared in the schema, the
+    /// entities and the requests for every action conform (the production
+    /// path skips these checks for speed).
     #[test]
     fn requests_conform_to_the_schema() {
         let authz = Authorizer::new();
@@ -515,6 +525,18 @@ mod tests {
                 org: OrgId(1),
                 status,
             };
+            let caller = Caller {
+                admin: &admin,
+                grants: &grants,
+                conditions: &conditions,
+                context: &context,
+            };
+            let held = Held::new(&admin, &grants);
+            // Two scopes: the policy (four roles merged) and the organization.
+            assert_eq!(held.0.len(), 2);
+            let schema = Schema::from_cedarschema_str(&schema_source(&held.groups()))
+                .unwrap()
+                .0;
             for target in [
                 Target::Org(OrgId(1)),
                 Target::Org(OrgId(2)),
@@ -527,36 +549,24 @@ mod tests {
                     policy: PolicyId(8),
                 },
             ] {
-                let prepared = authz
-                    .prepare(
-                        &admin,
-                        &grants,
-                        &conditions,
-                        &context,
-                        target,
-                        Some(&authz.schema),
-                    )
+                let all: Vec<Permission> = Permission::all().collect();
+                let inputs = authz
+                    .inputs(&caller, &held, target, &all, Some(&schema))
                     .ok()
                     .expect("entities conform");
-                for action in &authz.actions {
+                let mut actions = authz.actions.clone();
+                if let Target::Org(_) = target {
+                    actions.push(authz.sign_in.clone());
+                }
+                for action in actions {
                     cedar::Request::new(
-                        prepared.principal.clone(),
-                        action.clone(),
-                        prepared.resource.clone(),
-                        prepared.context.clone(),
-                        Some(&authz.schema),
+                        inputs.principal.clone(),
+                        action,
+                        inputs.resource.clone(),
+                        inputs.context.clone(),
+                        Some(&schema),
                     )
                     .expect("request conforms");
-                }
-                if let Target::Org(_) = target {
-                    cedar::Request::new(
-                        prepared.principal.clone(),
-                        authz.sign_in.clone(),
-                        prepared.resource.clone(),
-                        prepared.context.clone(),
-                        Some(&authz.schema),
-                    )
-                    .expect("sign-in request conforms");
                 }
             }
         }
@@ -564,10 +574,12 @@ mod tests {
 
     #[test]
     fn every_forbid_is_a_deny_reason() {
-        for (id, text) in STATIC_POLICIES {
-            if text.starts_with("forbid") {
-                assert!(DenyReason::from_code(id).is_some(), "{id}");
-            }
+        for (id, text) in POLICIES {
+            assert_eq!(
+                text.starts_with("forbid"),
+                DenyReason::from_code(id).is_some(),
+                "{id}"
+            );
         }
         for reason in DenyReason::ALL {
             assert_eq!(DenyReason::from_code(reason.code()), Some(reason));
@@ -575,16 +587,58 @@ mod tests {
     }
 
     #[test]
-    fn templates_are_keyed_by_permission_set() {
+    fn shareable_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Authorizer>();
+    }
+
+    #[test]
+    fn sources_show_every_policy() {
+        let policies = Authorizer::policies_source();
+        for (id, _) in POLICIES {
+            assert!(policies.contains(&format!("@id(\"{id}\")")), "{id}");
+        }
         let authz = Authorizer::new();
-        assert_eq!(authz.templates.read().unwrap().len(), 4);
-        let set: PermissionSet = "events:read,admins:update".parse().unwrap();
-        authz.template(set).ok().expect("compiles");
-        authz.template(set).ok().expect("cached");
-        assert_eq!(authz.templates.read().unwrap().len(), 5);
+        assert!(authz.schema_source().contains("tags Action"));
+        assert!(authz
+            .schema_source()
+            .contains(r#"action "settings:delete" appliesTo"#));
+    }
+
+    #[test]
+    fn grants_at_one_scope_are_merged() {
+        let admin = AdminFacts {
+            id: AdminId(1),
+            org: OrgId(3),
+            status: AdminStatus::Active,
+        };
+        let role = |p: &str| Role::custom(Name::parse("r").unwrap(), p.parse().unwrap()).unwrap();
+        let grants = [
+            Grant {
+                role: role("files:read"),
+                scope: Scope::Policy(PolicyId(7)),
+            },
+            Grant {
+                role: role("rules:read"),
+                scope: Scope::Org,
+            },
+            Grant {
+                role: role("files:update"),
+                scope: Scope::Policy(PolicyId(7)),
+            },
+        ];
+        let held = Held::new(&admin, &grants);
+        let got: Vec<(String, String)> = held
+            .0
+            .iter()
+            .map(|(k, p)| (k.clone(), group_id(*p)))
+            .collect();
         assert_eq!(
-            Authorizer::template_source(set),
-            r#"permit (principal == ?principal, action in [Action::"events:read", Action::"admins:update"], resource in ?resource);"#
+            got,
+            [
+                ("org:3".to_owned(), "perms:0000020".to_owned()),
+                ("policy:7".to_owned(), "perms:0000006".to_owned()),
+            ]
         );
     }
 }

@@ -270,15 +270,10 @@ impl PermissionSet {
         Permission::all().filter(move |p| self.contains(*p))
     }
 
-    /// The set as a number (bit `4 × resource + operation`); the key of a
-    /// role's compiled Cedar template.
+    /// The set as a number (bit `4 × resource + operation`), which names
+    /// its Cedar action group.
     pub(crate) fn bits(self) -> u32 {
         self.0
-    }
-
-    /// The set whose [`bits`](Self::bits) are `bits`.
-    pub(crate) fn from_bits(bits: u32) -> PermissionSet {
-        PermissionSet(bits & Self::ALL.0)
     }
 }
 

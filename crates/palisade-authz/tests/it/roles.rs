@@ -259,3 +259,29 @@ fn duplicate_grants_are_harmless() {
         Decision::Deny(DenyReason::NoGrant)
     );
 }
+
+#[test]
+fn many_grants() {
+    // 2,000 grants on as many policies: the one on P7 is found.
+    let mut grants: Vec<Grant> = (100..2_100)
+        .map(|p| grant("auditor", Scope::Policy(PolicyId(p))))
+        .collect();
+    grants.push(grant("approver", Scope::Policy(P7)));
+    let ask = Ask::new(&grants);
+    assert_eq!(
+        ask.decide("files:update", in_policy(ORG, P7)),
+        Decision::Allow
+    );
+    assert_eq!(
+        ask.decide("files:update", in_policy(ORG, PolicyId(150))),
+        Decision::Deny(DenyReason::NoGrant)
+    );
+    assert_eq!(
+        ask.decide("files:read", in_policy(ORG, PolicyId(150))),
+        Decision::Allow
+    );
+    assert_eq!(
+        ask.decide("files:read", in_policy(ORG, P8)),
+        Decision::Deny(DenyReason::NoGrant)
+    );
+}
