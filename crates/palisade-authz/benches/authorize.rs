@@ -98,7 +98,7 @@ fn main() {
             let grants = (0..GRANTS_PER_ADMIN)
                 .map(|g| {
                     let r = mix((a * GRANTS_PER_ADMIN + g) as u64);
-                    let role = if r % 2 == 0 {
+                    let role = if r.is_multiple_of(2) {
                         builtins[(r / 2 % 4) as usize].clone()
                     } else {
                         customs[(r / 2 % CUSTOM_ROLES) as usize].clone()

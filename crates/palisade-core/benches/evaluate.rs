@@ -136,7 +136,7 @@ fn main() {
                 .copied()
                 .unwrap_or((Approval::Unknown, None));
             let req = Request {
-                operation: if i % 13 == 0 {
+                operation: if i.is_multiple_of(13) {
                     Operation::Write
                 } else {
                     Operation::Execute
@@ -146,7 +146,7 @@ fn main() {
                     sha256: Some(h),
                     approval,
                     trust,
-                    publisher: (i % 4 == 0).then_some(&publisher),
+                    publisher: i.is_multiple_of(4).then_some(&publisher),
                 },
                 subject: Subject {
                     process: &process,

@@ -13,15 +13,19 @@ fn record(seq: u64) -> AuditRecord {
         action: ["login", "rule.update", "token.create"][seq as usize % 3].to_owned(),
         object: format!("rule:{seq}"),
         source: "192.0.2.7".to_owned(),
-        outcome: if seq % 4 == 0 {
+        outcome: if seq.is_multiple_of(4) {
             Outcome::Denied
         } else {
             Outcome::Allowed
         },
-        reason: (seq % 4 == 0).then(|| "missing permission".to_owned()),
-        before: (seq % 2 == 0)
+        reason: seq
+            .is_multiple_of(4)
+            .then(|| "missing permission".to_owned()),
+        before: seq
+            .is_multiple_of(2)
             .then(|| json!({"level": "enforce", "paths": ["/usr/bin"], "n": seq})),
-        after: (seq % 3 != 0).then(|| json!({"level": "monitor", "nested": {"b": 1.5, "a": null}})),
+        after: (!seq.is_multiple_of(3))
+            .then(|| json!({"level": "monitor", "nested": {"b": 1.5, "a": null}})),
     }
 }
 

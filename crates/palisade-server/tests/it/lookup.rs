@@ -83,7 +83,7 @@ async fn lookup_precedence(backend: Backend) {
                 }
                 // Noise that must not apply to `me`: a ban in another policy,
                 // a ban on another computer of the same policy.
-                let noise = if n % 2 == 0 {
+                let noise = if n.is_multiple_of(2) {
                     json!({"state": "banned", "policy": "servers"})
                 } else {
                     json!({"state": "banned", "computer": neighbour.name})
