@@ -199,6 +199,20 @@ impl AdminAuth {
         self.require(permission, Target::Org(OrgId(self.org_id)))
     }
 
+    /// Every permission the caller holds on the organization (or on
+    /// policy `policy_id`) right now, the token's scope applied.
+    pub(crate) fn held(&self, policy_id: Option<i64>) -> PermissionSet {
+        let target = match policy_id {
+            Some(p) => self.policy(p),
+            None => Target::Org(OrgId(self.org_id)),
+        };
+        let set = self.state.authorizer.allowed(&self.caller(), target);
+        match self.live.scope {
+            Some(scope) => set.intersection(scope),
+            None => set,
+        }
+    }
+
     fn policy(&self, policy_id: i64) -> Target {
         Target::Policy {
             org: OrgId(self.org_id),

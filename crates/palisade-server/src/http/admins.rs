@@ -133,19 +133,41 @@ pub(crate) async fn add(
 }
 
 /// The role named in a grant must exist: built-in or custom.
-async fn check_role(conn: &mut AnyConnection, org_id: i64, role: &str) -> ApiResult<()> {
-    if Role::builtin(role).is_some() {
-        return Ok(());
+/// The role named in a grant (built-in or custom); `422` when none.
+async fn find_role(conn: &mut AnyConnection, org_id: i64, role: &str) -> ApiResult<Role> {
+    if let Some(r) = Role::builtin(role) {
+        return Ok(r);
     }
-    let custom: Option<i64> =
-        sqlx::query_scalar("SELECT id FROM roles WHERE org_id = $1 AND name = $2")
+    let custom: Option<String> =
+        sqlx::query_scalar("SELECT permissions FROM roles WHERE org_id = $1 AND name = $2")
             .bind(org_id)
             .bind(role)
             .fetch_optional(conn)
             .await?;
     custom
-        .map(|_| ())
+        .and_then(|perms| role_of(role, Some(&perms)))
         .ok_or_else(|| ApiError::invalid("role", format!("no role named {role:?}")))
+}
+
+/// No escalation: an admin grants only permissions they hold themselves
+/// where the grant applies.
+fn check_no_escalation(admin: &AdminAuth, role: &Role, policy_id: i64) -> ApiResult<()> {
+    let held = admin.held((policy_id != 0).then_some(policy_id));
+    let missing: Vec<String> = role
+        .permissions()
+        .iter()
+        .filter(|p| !held.contains(*p))
+        .map(|p| p.to_string())
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "not permitted: role {} grants what you do not hold there: {}",
+            role.name().as_str(),
+            missing.join(" ")
+        )))
+    }
 }
 
 async fn grant_policy(
@@ -192,8 +214,9 @@ pub(crate) async fn grant(
     let name = name.name("name")?;
     let mut tx = state.db.write().await?;
     let id = admin_id(tx.conn(), admin.org_id, name.as_str()).await?;
-    check_role(tx.conn(), admin.org_id, body.role.as_str()).await?;
+    let role = find_role(tx.conn(), admin.org_id, body.role.as_str()).await?;
     let policy_id = grant_policy(tx.conn(), admin.org_id, body.policy.as_ref()).await?;
+    check_no_escalation(&admin, &role, policy_id)?;
     let before = admin_info(tx.conn(), admin.org_id, name.as_str()).await?;
     sqlx::query(
         "INSERT INTO admin_grants (admin_id, role, policy_id, created_ms, created_by) \
@@ -395,18 +418,22 @@ pub(crate) async fn create_token(
     if for_other {
         admin.require_org(Permission::new(Resource::Admins, Op::Update))?;
     }
-    let scope = match &body.scope {
+    let mut scope = match &body.scope {
         None => None,
-        Some(list) => {
-            let set = permission_set("scope", list)?;
-            Some(
-                set.iter()
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            )
-        }
+        Some(list) => Some(permission_set("scope", list)?),
     };
+    if for_other {
+        // Acting for another admin never reaches beyond what the caller
+        // holds on the organization: the token is limited to that.
+        let held = admin.held(None);
+        scope = Some(scope.map_or(held, |s| s.intersection(held)));
+    }
+    let scope = scope.map(|set| {
+        set.iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
     let expires_ms = match body.expires_secs {
         None => None,
         Some(s) if s == 0 || s > MAX_TOKEN_SECS => {

@@ -16,7 +16,67 @@ both_backends!(
     other_organizations_are_not_found,
     conditional_access_refuses_with_a_reason,
     audit_chain_detects_edited_and_deleted_records,
+    no_admin_grants_more_than_they_hold,
 );
+
+async fn no_admin_grants_more_than_they_hold(backend: Backend) {
+    let env = Env::new(backend).await;
+    let _: Value = env
+        .admin
+        .expect(
+            Method::POST,
+            "/api/v1/roles",
+            json!({"name": "admin-manager", "permissions": ["admins:read", "admins:update", "admins:create"]}),
+            StatusCode::CREATED,
+        )
+        .await;
+    let mgr = admin_with(&env, "mgr", "admin-manager", None).await;
+    let _: AdminInfo = mgr
+        .expect(
+            Method::POST,
+            "/api/v1/admins",
+            json!({"name": "newbie"}),
+            StatusCode::CREATED,
+        )
+        .await;
+    // Granting what he holds: fine. Owner, or even auditor (reads he lacks): no.
+    let _: AdminInfo = mgr
+        .post_ok(
+            "/api/v1/admins/newbie/grants",
+            json!({"role": "admin-manager"}),
+        )
+        .await;
+    for role in ["owner", "auditor"] {
+        let (status, v) = mgr
+            .call(
+                Method::POST,
+                "/api/v1/admins/mgr/grants",
+                Some(json!({"role": role})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{role}: {v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("do not hold"),
+            "{v}"
+        );
+    }
+    // A token he makes for the owner is limited to what he holds.
+    let t: TokenCreated = mgr
+        .expect(
+            Method::POST,
+            "/api/v1/tokens",
+            json!({"admin": "alice"}),
+            StatusCode::CREATED,
+        )
+        .await;
+    let as_alice = Admin::new(&env.server, &t.token);
+    let _: Vec<AdminInfo> = as_alice.get_ok("/api/v1/admins").await;
+    let (status, _) = as_alice.get("/api/v1/computers").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
 
 /// Add `who` with `role` (org-wide or on `policy`) and return a client
 /// with a fresh token for them, made by the owner.
