@@ -95,12 +95,12 @@ pub async fn seed(
         for g in 0..grants_per_admin {
             let r = next();
             let role = roles[(r % roles.len() as u64) as usize];
-            // One grant in ten is organization-wide; the others pick a
-            // policy (distinct per grant index, so no duplicates).
-            let policy = if r % 10 == 0 {
+            // One admin in ten has an organization-wide grant; the other
+            // grants name distinct policies (so none is a duplicate).
+            let policy = if g == 0 && a % 10 == 0 {
                 0
             } else {
-                policy_ids[(g * 7 + (r as usize >> 8)) % policy_ids.len()]
+                policy_ids[(a + g * 5) % policy_ids.len()]
             };
             sqlx::query(
                 "INSERT INTO admin_grants (admin_id, role, policy_id, created_ms, created_by) \

@@ -168,12 +168,13 @@ impl AdminAuth {
 
     /// The decision for `permission` on `target`, the token's scope applied.
     pub(crate) fn decide(&self, permission: Permission, target: Target) -> Decision {
-        if self.live.scope.is_some_and(|s| !s.contains(permission)) {
-            return Decision::Deny(DenyReason::NoGrant);
-        }
-        self.state
-            .authorizer
-            .authorize(&self.caller(), permission, target)
+        scoped(
+            self.state
+                .authorizer
+                .authorize(&self.caller(), permission, target),
+            self.live.scope,
+            permission,
+        )
     }
 
     /// `Ok` when the caller may do `permission` on `target`; otherwise a
@@ -300,49 +301,62 @@ pub(crate) struct Loaded {
 }
 
 impl Loaded {
-    /// The decision for `permission` on `target` (token scope applied),
-    /// after the account check, as the extractor and
-    /// [`AdminAuth::require`] make them.
+    /// The decision for `permission` on `target` (token scope applied), as
+    /// the extractor and [`AdminAuth::require`] make it.
     pub(crate) fn decide(
         &self,
         authorizer: &palisade_authz::Authorizer,
         permission: Permission,
         target: Target,
     ) -> Decision {
-        if let Decision::Deny(r) =
-            authorizer.sign_in(&self.live.facts, &self.live.conditions, &self.live.context)
-        {
-            return Decision::Deny(r);
-        }
-        if self.live.scope.is_some_and(|s| !s.contains(permission)) {
-            return Decision::Deny(DenyReason::NoGrant);
-        }
         let caller = Caller {
             admin: &self.live.facts,
             grants: &self.live.grants,
             conditions: &self.live.conditions,
             context: &self.live.context,
         };
-        authorizer.authorize(&caller, permission, target)
+        scoped(
+            authorizer.authorize(&caller, permission, target),
+            self.live.scope,
+            permission,
+        )
+    }
+}
+
+/// A decision narrowed by a token's scope: the grants' answer (with its
+/// reason) first, then the scope.
+fn scoped(decision: Decision, scope: Option<PermissionSet>, permission: Permission) -> Decision {
+    match decision {
+        Decision::Allow if scope.is_some_and(|s| !s.contains(permission)) => {
+            Decision::Deny(DenyReason::NoGrant)
+        }
+        d => d,
     }
 }
 
 /// Load the caller of a request made with API token `token` from
 /// `source_ip`: the token, the admin, the organization's conditions and the
-/// admin's grants, as they are now (two queries). `401` for an unknown,
+/// admin's grants, as they are now (one query). `401` for an unknown,
 /// revoked or expired token.
 pub(crate) async fn load(db: &Db, token: &str, source_ip: IpAddr) -> Result<Loaded, ApiError> {
     let now = now_ms();
-    let row = sqlx::query(
+    // One round trip: the token row with its admin and organization, once
+    // per grant of the admin (or once with NULL grant columns).
+    let rows = sqlx::query(
         "SELECT t.id, t.scope, t.expires_ms, t.revoked_ms, t.mfa, a.id, a.name, a.status, \
-           a.locked_until_ms, o.id, o.name, o.require_mfa, o.trusted_networks, o.office_hours \
+           a.locked_until_ms, o.id, o.name, o.require_mfa, o.trusted_networks, o.office_hours, \
+           g.role, g.policy_id, r.permissions \
          FROM admin_tokens t JOIN admins a ON a.id = t.admin_id JOIN orgs o ON o.id = a.org_id \
+           LEFT JOIN admin_grants g ON g.admin_id = a.id \
+           LEFT JOIN roles r ON r.org_id = a.org_id AND r.name = g.role \
          WHERE t.token_sha256 = $1",
     )
     .bind(secret_hash(token.as_bytes()))
-    .fetch_optional(db.pool())
+    .fetch_all(db.pool())
     .await?;
-    let row = row.ok_or_else(|| ApiError::unauthorized("invalid or revoked API token"))?;
+    let row = rows
+        .first()
+        .ok_or_else(|| ApiError::unauthorized("invalid or revoked API token"))?;
     let expires: Option<i64> = row.try_get(2)?;
     let revoked: Option<i64> = row.try_get(3)?;
     if revoked.is_some() || expires.is_some_and(|e| e <= now) {
@@ -371,19 +385,13 @@ pub(crate) async fn load(db: &Db, token: &str, source_ip: IpAddr) -> Result<Load
     } else {
         AdminStatus::Active
     };
-    let grant_rows = sqlx::query(
-        "SELECT g.role, g.policy_id, r.permissions FROM admin_grants g \
-         LEFT JOIN roles r ON r.org_id = $2 AND r.name = g.role WHERE g.admin_id = $1",
-    )
-    .bind(admin_id)
-    .bind(org_id)
-    .fetch_all(db.pool())
-    .await?;
-    let mut grants = Vec::with_capacity(grant_rows.len());
-    for r in grant_rows {
-        let name: String = r.try_get(0)?;
-        let policy_id: i64 = r.try_get(1)?;
-        let custom: Option<String> = r.try_get(2)?;
+    let mut grants = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let Some(name) = r.try_get::<Option<String>, _>(14)? else {
+            continue; // no grant at all
+        };
+        let policy_id: i64 = r.try_get(15)?;
+        let custom: Option<String> = r.try_get(16)?;
         let Some(role) = role_of(&name, custom.as_deref()) else {
             tracing::warn!(admin = %admin, role = %name, "grant of an unknown role ignored");
             continue;
@@ -460,15 +468,6 @@ impl FromRequestParts<AppState> for AdminAuth {
             state: state.clone(),
             slot,
         };
-        // May this account act at all, now, from here?
-        if let Decision::Deny(reason) =
-            state
-                .authorizer
-                .sign_in(&auth.live.facts, &auth.live.conditions, &auth.live.context)
-        {
-            auth.slot.0.lock().denied = Some(format!("sign-in: {reason}"));
-            return Err(ApiError::forbidden(format!("not permitted: {reason}")));
-        }
         let route = parts
             .extensions
             .get::<MatchedPath>()
@@ -481,11 +480,21 @@ impl FromRequestParts<AppState> for AdminAuth {
                     "not permitted: this route has no permission",
                 ))
             }
+            // One Cedar evaluation: the account and conditional-access
+            // forbids are part of it.
             Some(Need::Org(permission)) => {
                 auth.require_org(permission)?;
                 Ok(auth)
             }
-            Some(Need::Policy(_) | Need::Signed) => Ok(auth),
+            // The handler decides on its target; may this account act at
+            // all, now, from here?
+            Some(Need::Policy(_) | Need::Signed) => {
+                if let Some(reason) = auth.refused_under(&auth.live.conditions) {
+                    auth.slot.0.lock().denied = Some(format!("sign-in: {reason}"));
+                    return Err(ApiError::forbidden(format!("not permitted: {reason}")));
+                }
+                Ok(auth)
+            }
         }
     }
 }
