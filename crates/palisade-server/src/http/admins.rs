@@ -251,6 +251,20 @@ pub(crate) async fn revoke(
     let mut tx = state.db.write().await?;
     let id = admin_id(tx.conn(), admin.org_id, name.as_str()).await?;
     let policy_id = grant_policy(tx.conn(), admin.org_id, body.policy.as_ref()).await?;
+    // Taking a role away is as much a use of power as giving it: only over
+    // roles whose permissions the caller holds there.
+    if let Ok(role) = find_role(tx.conn(), admin.org_id, body.role.as_str()).await {
+        check_no_escalation(&admin, &role, policy_id)?;
+    }
+    if body.role.as_str() == "owner"
+        && policy_id == 0
+        && other_owners(tx.conn(), admin.org_id, id).await? == 0
+    {
+        return Err(ApiError::invalid(
+            "role",
+            "the organization's last owner keeps the owner role",
+        ));
+    }
     let before = admin_info(tx.conn(), admin.org_id, name.as_str()).await?;
     let gone = sqlx::query(
         "DELETE FROM admin_grants WHERE admin_id = $1 AND role = $2 AND policy_id = $3",
@@ -278,6 +292,20 @@ pub(crate) async fn revoke(
     Ok(Json(after))
 }
 
+/// Active admins other than `admin_id` holding the owner role for the
+/// whole organization.
+async fn other_owners(conn: &mut AnyConnection, org_id: i64, admin_id: i64) -> ApiResult<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT COUNT(*) FROM admin_grants g JOIN admins a ON a.id = g.admin_id \
+         WHERE a.org_id = $1 AND g.role = 'owner' AND g.policy_id = 0 AND a.status = 'active' \
+           AND a.id <> $2",
+    )
+    .bind(org_id)
+    .bind(admin_id)
+    .fetch_one(conn)
+    .await?)
+}
+
 async fn set_status(
     state: &AppState,
     admin: &AdminAuth,
@@ -287,6 +315,23 @@ async fn set_status(
     let mut tx = state.db.write().await?;
     let id = admin_id(tx.conn(), admin.org_id, name.as_str()).await?;
     let before = admin_info(tx.conn(), admin.org_id, name.as_str()).await?;
+    // Switching an admin off is a use of power over everything they hold.
+    for g in &before.grants {
+        let policy_id = grant_policy(tx.conn(), admin.org_id, g.policy.as_ref()).await?;
+        if let Ok(role) = find_role(tx.conn(), admin.org_id, g.role.as_str()).await {
+            check_no_escalation(admin, &role, policy_id)?;
+        }
+    }
+    let is_owner = before
+        .grants
+        .iter()
+        .any(|g| g.role.as_str() == "owner" && g.policy.is_none());
+    if status != "active" && is_owner && other_owners(tx.conn(), admin.org_id, id).await? == 0 {
+        return Err(ApiError::invalid(
+            "name",
+            "the organization's last active owner cannot be disabled",
+        ));
+    }
     sqlx::query("UPDATE admins SET status = $1 WHERE id = $2")
         .bind(status)
         .bind(id)

@@ -63,6 +63,43 @@ async fn no_admin_grants_more_than_they_hold(backend: Backend) {
             "{v}"
         );
     }
+    // Nor take away what he does not hold.
+    let (status, v) = mgr
+        .call(
+            Method::POST,
+            "/api/v1/admins/alice/revoke",
+            Some(json!({"role": "owner"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    // The last owner keeps the role and cannot be disabled.
+    let (status, v) = env
+        .admin
+        .call(
+            Method::POST,
+            "/api/v1/admins/alice/revoke",
+            Some(json!({"role": "owner"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("last owner"),
+        "{v}"
+    );
+    let _: AdminInfo = env
+        .admin
+        .post_ok("/api/v1/admins/newbie/grants", json!({"role": "owner"}))
+        .await;
+    // Nor switch off an admin who holds more than he does.
+    for who in ["newbie", "alice"] {
+        let (status, v) = mgr
+            .call(Method::POST, &format!("/api/v1/admins/{who}/disable"), None)
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{who}: {v}");
+    }
     // A token he makes for the owner is limited to what he holds.
     let t: TokenCreated = mgr
         .expect(
