@@ -4,18 +4,19 @@
 //! The [`AdminAuth`] extractor, for each request:
 //! 1. finds the API token (`Authorization: Bearer`), refusing unknown,
 //!    revoked and expired ones (`401`);
-//! 2. loads, in the same round trip, the admin (status, lock), the
-//!    organization's conditional-access settings, and then the admin's
-//!    grants with their roles' permissions; nothing of this is cached
-//!    between requests, so a revoked grant, a disabled admin or a changed
-//!    condition applies to the very next request;
-//! 3. asks the Cedar policies ([`palisade_authz::Authorizer`]) whether the
-//!    account may act at all now (status, MFA, trusted networks, office
-//!    hours), then whether it may do what the route needs
-//!    ([`route_permission`]): routes whose target is the organization are
-//!    decided here; the rest name their target (a policy) in the handler
-//!    with [`AdminAuth::require`]. A token's scope can only narrow what the
-//!    grants allow.
+//! 2. loads, in the same query, the admin (status, lock), the
+//!    organization's conditional-access settings and the admin's grants
+//!    with their roles' permissions; nothing of this is cached between
+//!    requests, so a revoked grant, a disabled admin or a changed condition
+//!    applies to the very next request;
+//! 3. asks the Cedar policies ([`palisade_authz::Authorizer`]) what the
+//!    route needs ([`route_permission`]): routes whose target is the
+//!    organization are decided here, in one evaluation that includes the
+//!    account and conditional-access forbids (status, MFA, trusted
+//!    networks, office hours); for the rest the extractor only checks that
+//!    the account may act at all now, and the handler names its target (a
+//!    policy) with [`AdminAuth::require`]. A token's scope can only narrow
+//!    what the grants allow, after the grants' answer.
 //!
 //! Refusals are `403` with the reason; an object of another organization is
 //! never a target (queries are filtered by the caller's organization, so it
