@@ -19,6 +19,14 @@
 //! | GET    | `/api/v1/settings`                |                   | [`AccessSettings`] |
 //! | PUT    | `/api/v1/settings`                | [`AccessSettings`]| [`AccessSettings`] |
 //! | GET    | `/api/v1/audit?after&limit`       |                   | [`AuditPage`] |
+//! | POST   | `/api/v1/admins/{name}/invite`    |                   | [`Invitation`] |
+//! | GET    | `/api/v1/me`                      |                   | [`Me`] |
+//! | POST   | `/api/v1/me/totp`                 |                   | [`TotpEnrollment`] |
+//! | POST   | `/api/v1/me/totp/confirm`         | [`ConfirmTotp`]   | [`RecoveryCodes`] |
+//!
+//! The web console (`/console/`) signs in with a password and then a TOTP
+//! code or a recovery code; its session cookie authenticates the same API
+//! calls (with the session's CSRF token in `X-CSRF-Token` for changes).
 use palisade_core::Name;
 
 /// An admin of the caller's organization.
@@ -166,4 +174,64 @@ pub struct AuditPage {
     pub org_id: i64,
     /// The records.
     pub records: Vec<AuditEntry>,
+}
+
+/// The caller's own account (`GET /api/v1/me`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Me {
+    /// Admin name.
+    pub admin: String,
+    /// Organization name.
+    pub organization: String,
+    /// Whether a TOTP second factor is enrolled.
+    pub totp: bool,
+    /// Unused recovery codes.
+    pub recovery_codes: u32,
+    /// Whether this request's credential was obtained with a verified
+    /// second factor.
+    pub mfa_verified: bool,
+    /// Whether the organization requires a second factor.
+    pub require_mfa: bool,
+    /// Whether the request came with a console session (rather than a token).
+    pub console_session: bool,
+}
+
+/// A TOTP enrollment in progress (`POST /api/v1/me/totp`): add the secret to
+/// an authenticator app, then confirm with a code.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TotpEnrollment {
+    /// The secret, base32 (for typing it in).
+    pub secret: String,
+    /// The `otpauth://` URI the QR code carries.
+    pub uri: String,
+    /// The QR code, as an SVG document.
+    pub qr_svg: String,
+}
+
+/// Confirm a TOTP enrollment with the app's current code.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmTotp {
+    /// Six digits from the authenticator app.
+    pub code: String,
+}
+
+/// Fresh recovery codes, shown once.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RecoveryCodes {
+    /// Single-use codes (`xxxx-xxxx-xxxx-xxxx`), each good for one sign-in
+    /// instead of a TOTP code.
+    pub codes: Vec<String>,
+}
+
+/// A one-time invitation to set a password
+/// (`POST /api/v1/admins/{name}/invite`). Accepting it replaces the admin's
+/// password, removes their second factor and recovery codes, and ends their
+/// sessions and tokens.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Invitation {
+    /// The console link to open (it carries the secret).
+    pub url: String,
+    /// Until when the link works (ms since the epoch).
+    pub expires_ms: i64,
 }

@@ -16,7 +16,7 @@ pub async fn authorize(
     policy: Option<i64>,
 ) -> Result<bool, String> {
     let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-    let loaded = crate::http::access::load(db, token, ip)
+    let loaded = crate::http::access::load(db, crate::http::access::Credential::Token(token), ip)
         .await
         .map_err(|e| format!("{e:?}"))?;
     let target = match policy {
@@ -139,7 +139,7 @@ pub async fn grant_count(db: &Db) -> i64 {
 /// The database part of [`authorize`] alone.
 pub async fn load_only(db: &Db, token: &str) {
     let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-    let _ = crate::http::access::load(db, token, ip).await;
+    let _ = crate::http::access::load(db, crate::http::access::Credential::Token(token), ip).await;
 }
 
 /// Create a fresh PostgreSQL database next to `base`'s.

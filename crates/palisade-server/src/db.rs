@@ -108,6 +108,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../schema/sqlite-3.sql"),
         include_str!("../schema/postgres-3.sql"),
     ),
+    (
+        4,
+        include_str!("../schema/sqlite-4.sql"),
+        include_str!("../schema/postgres-4.sql"),
+    ),
 ];
 
 /// A handle on the database (cheap to clone).

@@ -173,6 +173,16 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, error)
     }
 
+    /// The answer's status.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The answer's message.
+    pub(crate) fn message(&self) -> &str {
+        &self.error
+    }
+
     /// 500: log the cause, answer a generic message.
     pub(crate) fn internal(cause: &dyn fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error while handling a request");

@@ -174,6 +174,9 @@ impl Server {
             event_rules,
             rule_cache: Default::default(),
             authorizer: palisade_authz::Authorizer::new(),
+            logins: Default::default(),
+            login_policy: Default::default(),
+            hashing: tokio::sync::Semaphore::new(http::signin::HASHING_CONCURRENCY),
             shutdown: stop_rx.clone(),
         });
         let router = http::router(shared, &config);

@@ -2,8 +2,11 @@
 //! caller's grants as they are in the database at that moment.
 //!
 //! The [`AdminAuth`] extractor, for each request:
-//! 1. finds the API token (`Authorization: Bearer`), refusing unknown,
-//!    revoked and expired ones (`401`);
+//! 1. finds the credential: an API token (`Authorization: Bearer`) or a
+//!    console session (the `palisade_session` cookie, whose requests other
+//!    than GET must carry the session's CSRF token in `X-CSRF-Token`),
+//!    refusing unknown, revoked and expired ones (`401`), and sessions still
+//!    waiting for their second factor or idle too long;
 //! 2. loads, in the same query, the admin (status, lock), the
 //!    organization's conditional-access settings and the admin's grants
 //!    with their roles' permissions; nothing of this is cached between
@@ -33,11 +36,13 @@ use crate::db::{now_ms, Db};
 use crate::errors::ApiError;
 use crate::store::secret_hash;
 use axum::extract::{FromRequestParts, MatchedPath, Request, State};
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
+use palisade_authn::token::SessionId;
 use palisade_authz::{
     AccessContext, AdminFacts, AdminId, AdminStatus, Caller, Decision, DenyReason, Grant, Op,
     OrgConditions, Permission, PermissionSet, Resource, Role, Scope, Target,
@@ -51,12 +56,14 @@ use std::sync::Arc;
 /// What a route needs. `Org`: decided by the extractor against the
 /// organization; `Policy`: the handler names the policy with
 /// [`AdminAuth::require`]; `Signed`: any admin allowed to act at
-/// all (their own identity, their own tokens).
+/// all (their own identity, their own tokens); `Enroll`: the same except
+/// that a required second factor is not yet needed (enrolling one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Need {
     Org(Permission),
     Policy(Permission),
     Signed,
+    Enroll,
 }
 
 const fn p(resource: Resource, op: Op) -> Permission {
@@ -69,12 +76,16 @@ const fn p(resource: Resource, op: Op) -> Permission {
 /// (so far: policy-scoped grants reach file states, computer moves and
 /// policy levels).
 pub(crate) fn route_permission(method: &Method, route: &str) -> Option<Need> {
-    use Need::{Org, Policy, Signed};
+    use Need::{Enroll, Org, Policy, Signed};
     use Op::{Create, Delete, Read, Update};
     use Resource::{Admins, Computers, Events, Files, Policies, Rules, Settings};
     let m = method.as_str();
     Some(match (m, route) {
         ("GET", "/api/v1/whoami") => Signed,
+        ("GET", "/api/v1/me") => Enroll,
+        ("POST", "/api/v1/me/totp") => Enroll,
+        ("POST", "/api/v1/me/totp/confirm") => Enroll,
+        ("POST", "/api/v1/admins/{name}/invite") => Org(p(Admins, Update)),
         ("GET", "/api/v1/files/{sha256}") => Org(p(Files, Read)),
         ("PUT", "/api/v1/files/{sha256}/state") => Policy(p(Files, Update)),
         ("GET", "/api/v1/events") => Org(p(Events, Read)),
@@ -111,6 +122,18 @@ pub(crate) fn route_permission(method: &Method, route: &str) -> Option<Need> {
         ("GET", "/api/v1/settings") => Org(p(Settings, Read)),
         ("PUT", "/api/v1/settings") => Org(p(Settings, Update)),
         ("GET", "/api/v1/audit") => Org(p(Admins, Read)),
+        // Console pages: the permission to read what the page shows.
+        ("GET", "/console/") => Signed,
+        ("GET", "/console/account") => Enroll,
+        ("GET", "/console/events") => Org(p(Events, Read)),
+        ("GET", "/console/files") => Org(p(Files, Read)),
+        ("GET", "/console/files/{sha256}") => Org(p(Files, Read)),
+        ("GET", "/console/requests") => Org(p(Files, Read)),
+        ("GET", "/console/rules") => Org(p(Rules, Read)),
+        ("GET", "/console/computers") => Org(p(Computers, Read)),
+        ("GET", "/console/policies") => Org(p(Policies, Read)),
+        ("GET", "/console/admins") => Org(p(Admins, Read)),
+        ("GET", "/console/audit") => Org(p(Admins, Read)),
         _ => return None,
     })
 }
@@ -152,6 +175,8 @@ pub(crate) struct AdminAuth {
     pub(crate) org: String,
     /// Whether the credential was obtained with a verified second factor.
     pub(crate) mfa: bool,
+    /// The console session this request came with (`None`: an API token).
+    pub(crate) session: Option<i64>,
     live: Arc<Live>,
     state: AppState,
     slot: AuditSlot,
@@ -277,11 +302,44 @@ pub(crate) fn role_of(name: &str, custom: Option<&str>) -> Option<Role> {
     Role::parse(name, perms).ok()
 }
 
-fn bearer(parts: &Parts) -> Result<&str, ApiError> {
-    let header = parts
-        .headers
-        .get(AUTHORIZATION)
-        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token> header"))?;
+/// The name of the console's session cookie.
+pub(crate) const SESSION_COOKIE: &str = "palisade_session";
+/// The header carrying a console session's CSRF token.
+pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
+/// A console session ends after this long without a request...
+pub(crate) const SESSION_IDLE_MS: i64 = 30 * 60 * 1000;
+/// ...and this long after sign-in in any case.
+pub(crate) const SESSION_MAX_MS: i64 = 12 * 3600 * 1000;
+/// How stale `last_seen_ms` may get before a request refreshes it.
+const SESSION_TOUCH_MS: i64 = 60 * 1000;
+
+/// What a request authenticates with.
+pub(crate) enum Credential<'a> {
+    /// An API token (`plt...`), as presented.
+    Token(&'a str),
+    /// A console session.
+    Session(&'a SessionId),
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|h| h.to_str().ok())
+        .flat_map(|h| h.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+}
+
+/// The console session the request carries, if any (a malformed cookie is
+/// no session).
+pub(crate) fn session_of(headers: &HeaderMap) -> Option<SessionId> {
+    cookie(headers, SESSION_COOKIE).and_then(|v| SessionId::parse(v).ok())
+}
+
+fn bearer(header: &axum::http::HeaderValue) -> Result<&str, ApiError> {
     header
         .to_str()
         .ok()
@@ -298,6 +356,7 @@ pub(crate) struct Loaded {
     pub(crate) org_id: i64,
     pub(crate) org: String,
     pub(crate) mfa: bool,
+    pub(crate) session: Option<i64>,
     live: Live,
 }
 
@@ -335,48 +394,99 @@ fn scoped(decision: Decision, scope: Option<PermissionSet>, permission: Permissi
     }
 }
 
-/// Load the caller of a request made with API token `token` from
-/// `source_ip`: the token, the admin, the organization's conditions and the
+/// The caller's admin, organization and grants: the part of [`load`]'s
+/// query after the credential's own columns.
+macro_rules! caller_query {
+    ($credential_columns:literal, $from:literal, $key:literal) => {
+        concat!(
+            "SELECT ",
+            $credential_columns,
+            ", a.id, a.name, a.status, a.locked_until_ms, o.id, o.name, o.require_mfa, \
+               o.trusted_networks, o.office_hours, g.role, g.policy_id, r.permissions \
+             FROM ",
+            $from,
+            " t JOIN admins a ON a.id = t.admin_id JOIN orgs o ON o.id = a.org_id \
+               LEFT JOIN admin_grants g ON g.admin_id = a.id \
+               LEFT JOIN roles r ON r.org_id = a.org_id AND r.name = g.role \
+             WHERE t.",
+            $key,
+            " = $1"
+        )
+    };
+}
+
+/// Columns 0..7 are the credential's: id, scope, expires, revoked, mfa,
+/// stage, last use.
+const TOKEN_QUERY: &str = caller_query!(
+    "t.id, t.scope, t.expires_ms, t.revoked_ms, t.mfa, 'full', t.created_ms",
+    "admin_tokens",
+    "token_sha256"
+);
+const SESSION_QUERY: &str = caller_query!(
+    "t.id, CAST(NULL AS TEXT), t.expires_ms, t.revoked_ms, t.mfa, t.stage, t.last_seen_ms",
+    "admin_sessions",
+    "secret_sha256"
+);
+
+/// Load the caller of a request made with `credential` from `source_ip`:
+/// the token or session, the admin, the organization's conditions and the
 /// admin's grants, as they are now (one query). `401` for an unknown,
-/// revoked or expired token.
-pub(crate) async fn load(db: &Db, token: &str, source_ip: IpAddr) -> Result<Loaded, ApiError> {
+/// revoked or expired credential, and for a session that is idle too long
+/// or still waiting for its second factor.
+pub(crate) async fn load(
+    db: &Db,
+    credential: Credential<'_>,
+    source_ip: IpAddr,
+) -> Result<Loaded, ApiError> {
     let now = now_ms();
-    // One round trip: the token row with its admin and organization, once
-    // per grant of the admin (or once with NULL grant columns).
-    let rows = sqlx::query(
-        "SELECT t.id, t.scope, t.expires_ms, t.revoked_ms, t.mfa, a.id, a.name, a.status, \
-           a.locked_until_ms, o.id, o.name, o.require_mfa, o.trusted_networks, o.office_hours, \
-           g.role, g.policy_id, r.permissions \
-         FROM admin_tokens t JOIN admins a ON a.id = t.admin_id JOIN orgs o ON o.id = a.org_id \
-           LEFT JOIN admin_grants g ON g.admin_id = a.id \
-           LEFT JOIN roles r ON r.org_id = a.org_id AND r.name = g.role \
-         WHERE t.token_sha256 = $1",
-    )
-    .bind(secret_hash(token.as_bytes()))
-    .fetch_all(db.pool())
-    .await?;
+    // One round trip: the credential's row with its admin and organization,
+    // once per grant of the admin (or once with NULL grant columns).
+    let (query, key, what) = match credential {
+        Credential::Token(token) => (TOKEN_QUERY, secret_hash(token.as_bytes()), "API token"),
+        Credential::Session(id) => (SESSION_QUERY, id.storage_key().to_hex(), "session"),
+    };
+    let rows = sqlx::query(query).bind(key).fetch_all(db.pool()).await?;
     let row = rows
         .first()
-        .ok_or_else(|| ApiError::unauthorized("invalid or revoked API token"))?;
+        .ok_or_else(|| ApiError::unauthorized(format!("invalid or revoked {what}")))?;
     let expires: Option<i64> = row.try_get(2)?;
     let revoked: Option<i64> = row.try_get(3)?;
     if revoked.is_some() || expires.is_some_and(|e| e <= now) {
-        return Err(ApiError::unauthorized(
-            "invalid, revoked or expired API token",
-        ));
+        return Err(ApiError::unauthorized(format!(
+            "invalid, revoked or expired {what}"
+        )));
     }
-    let token_id: i64 = row.try_get(0)?;
+    let credential_id: i64 = row.try_get(0)?;
     let scope: Option<String> = row.try_get(1)?;
     let mfa: i64 = row.try_get(4)?;
-    let admin_id: i64 = row.try_get(5)?;
-    let admin: String = row.try_get(6)?;
-    let status: String = row.try_get(7)?;
-    let locked_until: Option<i64> = row.try_get(8)?;
-    let org_id: i64 = row.try_get(9)?;
-    let org: String = row.try_get(10)?;
-    let require_mfa: i64 = row.try_get(11)?;
-    let networks: String = row.try_get(12)?;
-    let hours: String = row.try_get(13)?;
+    let stage: String = row.try_get(5)?;
+    let last_seen: i64 = row.try_get(6)?;
+    let session = match credential {
+        Credential::Token(_) => None,
+        Credential::Session(_) => {
+            if stage != "full" {
+                return Err(ApiError::unauthorized(
+                    "sign-in is not complete: the second factor is missing",
+                ));
+            }
+            if last_seen + SESSION_IDLE_MS <= now {
+                return Err(ApiError::unauthorized("session ended after inactivity"));
+            }
+            if last_seen + SESSION_TOUCH_MS <= now {
+                touch_session(db, credential_id, now).await;
+            }
+            Some(credential_id)
+        }
+    };
+    let admin_id: i64 = row.try_get(7)?;
+    let admin: String = row.try_get(8)?;
+    let status: String = row.try_get(9)?;
+    let locked_until: Option<i64> = row.try_get(10)?;
+    let org_id: i64 = row.try_get(11)?;
+    let org: String = row.try_get(12)?;
+    let require_mfa: i64 = row.try_get(13)?;
+    let networks: String = row.try_get(14)?;
+    let hours: String = row.try_get(15)?;
     let conditions = org_conditions(require_mfa != 0, &networks, &hours)
         .map_err(|e| ApiError::internal(&format!("organization {org}: {e}")))?;
     let status = if status != "active" {
@@ -388,11 +498,11 @@ pub(crate) async fn load(db: &Db, token: &str, source_ip: IpAddr) -> Result<Load
     };
     let mut grants = Vec::with_capacity(rows.len());
     for r in &rows {
-        let Some(name) = r.try_get::<Option<String>, _>(14)? else {
+        let Some(name) = r.try_get::<Option<String>, _>(16)? else {
             continue; // no grant at all
         };
-        let policy_id: i64 = r.try_get(15)?;
-        let custom: Option<String> = r.try_get(16)?;
+        let policy_id: i64 = r.try_get(17)?;
+        let custom: Option<String> = r.try_get(18)?;
         let Some(role) = role_of(&name, custom.as_deref()) else {
             tracing::warn!(admin = %admin, role = %name, "grant of an unknown role ignored");
             continue;
@@ -410,7 +520,7 @@ pub(crate) async fn load(db: &Db, token: &str, source_ip: IpAddr) -> Result<Load
         None => None,
         Some(text) => Some(
             parse_permissions(&text)
-                .map_err(|e| ApiError::internal(&format!("token {token_id} scope: {e}")))?,
+                .map_err(|e| ApiError::internal(&format!("token {credential_id} scope: {e}")))?,
         ),
     };
     Ok(Loaded {
@@ -419,6 +529,7 @@ pub(crate) async fn load(db: &Db, token: &str, source_ip: IpAddr) -> Result<Load
         org_id,
         org,
         mfa: mfa != 0,
+        session,
         live: Live {
             facts: AdminFacts {
                 id: AdminId(admin_id),
@@ -451,8 +562,33 @@ impl FromRequestParts<AppState> for AdminAuth {
             .get::<PeerAddr>()
             .map(|a| a.0)
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let token = bearer(parts)?;
-        let loaded = load(&state.db, token, source_ip).await?;
+        let session_id;
+        let credential = match parts.headers.get(AUTHORIZATION) {
+            Some(header) => Credential::Token(bearer(header)?),
+            None => {
+                session_id = session_of(&parts.headers).ok_or_else(|| {
+                    ApiError::unauthorized(
+                        "missing Authorization: Bearer <token> header (or console session)",
+                    )
+                })?;
+                // A cookie rides along with any request the browser makes:
+                // changes must prove they come from the console's own page.
+                if !matches!(parts.method, Method::GET | Method::HEAD) {
+                    let csrf = parts
+                        .headers
+                        .get(CSRF_HEADER)
+                        .and_then(|h| h.to_str().ok())
+                        .unwrap_or("");
+                    if !session_id.verify_csrf(csrf) {
+                        return Err(ApiError::forbidden(
+                            "missing or wrong X-CSRF-Token header for this session",
+                        ));
+                    }
+                }
+                Credential::Session(&session_id)
+            }
+        };
+        let loaded = load(&state.db, credential, source_ip).await?;
         {
             let mut note = slot.0.lock();
             note.org_id = Some(loaded.org_id);
@@ -465,6 +601,7 @@ impl FromRequestParts<AppState> for AdminAuth {
             org_id: loaded.org_id,
             org: loaded.org,
             mfa: loaded.mfa,
+            session: loaded.session,
             live: Arc::new(loaded.live),
             state: state.clone(),
             slot,
@@ -489,14 +626,36 @@ impl FromRequestParts<AppState> for AdminAuth {
             }
             // The handler decides on its target; may this account act at
             // all, now, from here?
-            Some(Need::Policy(_) | Need::Signed) => {
-                if let Some(reason) = auth.refused_under(&auth.live.conditions) {
+            Some(need @ (Need::Policy(_) | Need::Signed | Need::Enroll)) => {
+                let mut conditions = auth.live.conditions.clone();
+                if need == Need::Enroll {
+                    conditions.require_mfa = false;
+                }
+                if let Some(reason) = auth.refused_under(&conditions) {
                     auth.slot.0.lock().denied = Some(format!("sign-in: {reason}"));
                     return Err(ApiError::forbidden(format!("not permitted: {reason}")));
                 }
                 Ok(auth)
             }
         }
+    }
+}
+
+/// Record that session `id` was used at `now` (best effort: a failure only
+/// makes the idle timeout count from the previous use).
+async fn touch_session(db: &Db, id: i64, now: i64) {
+    let result = async {
+        let mut tx = db.write().await?;
+        sqlx::query("UPDATE admin_sessions SET last_seen_ms = $2 WHERE id = $1")
+            .bind(id)
+            .bind(now)
+            .execute(tx.conn())
+            .await?;
+        tx.commit().await
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, session = id, "cannot record the session's last use");
     }
 }
 

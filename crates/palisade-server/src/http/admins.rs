@@ -26,7 +26,7 @@ use sqlx::{AnyConnection, Row};
 /// Longest token lifetime (one year).
 const MAX_TOKEN_SECS: u64 = 366 * 24 * 3600;
 
-async fn admin_id(conn: &mut AnyConnection, org_id: i64, name: &str) -> ApiResult<i64> {
+pub(crate) async fn admin_id(conn: &mut AnyConnection, org_id: i64, name: &str) -> ApiResult<i64> {
     sqlx::query_scalar("SELECT id FROM admins WHERE org_id = $1 AND name = $2")
         .bind(org_id)
         .bind(name)
@@ -35,7 +35,11 @@ async fn admin_id(conn: &mut AnyConnection, org_id: i64, name: &str) -> ApiResul
         .ok_or_else(|| ApiError::not_found(format!("no admin named {name:?}")))
 }
 
-async fn admin_info(conn: &mut AnyConnection, org_id: i64, name: &str) -> ApiResult<AdminInfo> {
+pub(crate) async fn admin_info(
+    conn: &mut AnyConnection,
+    org_id: i64,
+    name: &str,
+) -> ApiResult<AdminInfo> {
     let row = sqlx::query(
         "SELECT id, status, locked_until_ms FROM admins WHERE org_id = $1 AND name = $2",
     )
@@ -185,7 +189,7 @@ async fn grant_policy(
 }
 
 /// End an admin's live credentials: console sessions and API tokens.
-async fn end_credentials(conn: &mut AnyConnection, admin_id: i64) -> ApiResult<()> {
+pub(crate) async fn end_credentials(conn: &mut AnyConnection, admin_id: i64) -> ApiResult<()> {
     let now = now_ms();
     sqlx::query(
         "UPDATE admin_tokens SET revoked_ms = $2 WHERE admin_id = $1 AND revoked_ms IS NULL",
@@ -306,6 +310,22 @@ async fn other_owners(conn: &mut AnyConnection, org_id: i64, admin_id: i64) -> A
     .await?)
 }
 
+/// Acting on another admin's account as a whole (disabling it, resetting
+/// its credentials) needs every permission they hold, where they hold it.
+pub(crate) async fn check_power_over(
+    conn: &mut AnyConnection,
+    admin: &AdminAuth,
+    target: &AdminInfo,
+) -> ApiResult<()> {
+    for g in &target.grants {
+        let policy_id = grant_policy(&mut *conn, admin.org_id, g.policy.as_ref()).await?;
+        if let Ok(role) = find_role(&mut *conn, admin.org_id, g.role.as_str()).await {
+            check_no_escalation(admin, &role, policy_id)?;
+        }
+    }
+    Ok(())
+}
+
 async fn set_status(
     state: &AppState,
     admin: &AdminAuth,
@@ -316,12 +336,7 @@ async fn set_status(
     let id = admin_id(tx.conn(), admin.org_id, name.as_str()).await?;
     let before = admin_info(tx.conn(), admin.org_id, name.as_str()).await?;
     // Switching an admin off is a use of power over everything they hold.
-    for g in &before.grants {
-        let policy_id = grant_policy(tx.conn(), admin.org_id, g.policy.as_ref()).await?;
-        if let Ok(role) = find_role(tx.conn(), admin.org_id, g.role.as_str()).await {
-            check_no_escalation(admin, &role, policy_id)?;
-        }
-    }
+    check_power_over(tx.conn(), admin, &before).await?;
     let is_owner = before
         .grants
         .iter()
@@ -656,9 +671,9 @@ pub(crate) async fn set_settings(
 #[serde(deny_unknown_fields)]
 pub(crate) struct AuditQuery {
     #[serde(default)]
-    after: Option<i64>,
+    pub(crate) after: Option<i64>,
     #[serde(default)]
-    limit: Option<i64>,
+    pub(crate) limit: Option<i64>,
 }
 
 /// Most records per page.

@@ -474,7 +474,7 @@ async fn request_infos(
 #[serde(deny_unknown_fields)]
 pub(crate) struct RequestQuery {
     #[serde(default)]
-    status: Option<RequestStatus>,
+    pub(crate) status: Option<RequestStatus>,
 }
 
 /// `GET /api/v1/requests?status=pending|granted|denied`: oldest first.

@@ -5,7 +5,9 @@ pub(crate) mod admins;
 pub(crate) mod agent;
 pub(crate) mod api;
 pub(crate) mod approvals;
+pub(crate) mod console;
 pub(crate) mod extract;
+pub(crate) mod signin;
 pub(crate) mod stream;
 
 use crate::ca::{sha256, Ca};
@@ -41,6 +43,12 @@ pub(crate) struct Shared {
     pub(crate) rule_cache: RuleCache,
     /// The Cedar policies every admin request is decided by.
     pub(crate) authorizer: palisade_authz::Authorizer,
+    /// Console sign-in throttling: this replica's in-memory part, and the
+    /// parameters.
+    pub(crate) logins: parking_lot::Mutex<signin::Throttle>,
+    pub(crate) login_policy: palisade_authn::throttle::Policy,
+    /// Bounds the Argon2id work running at once.
+    pub(crate) hashing: tokio::sync::Semaphore,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
 
@@ -122,6 +130,11 @@ pub(crate) fn router(state: AppState, config: &ServerConfig) -> Router {
             get(admins::settings).put(admins::set_settings),
         )
         .route("/api/v1/audit", get(admins::audit))
+        .route("/api/v1/admins/{name}/invite", post(signin::invite))
+        .route("/api/v1/me", get(signin::me))
+        .route("/api/v1/me/totp", post(signin::start_totp))
+        .route("/api/v1/me/totp/confirm", post(signin::confirm_totp))
+        .merge(console::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             access::audit_layer,

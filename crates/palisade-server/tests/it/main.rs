@@ -19,3 +19,4 @@ mod publishers;
 mod push;
 mod removed;
 mod rules;
+mod signin;
