@@ -600,7 +600,7 @@ pub(crate) enum AdminCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Add an admin (without grants).
+    /// Add an admin (without grants) and print their invitation link.
     Add {
         /// Admin name.
         name: String,
@@ -635,6 +635,13 @@ pub(crate) enum AdminCmd {
     },
     /// Enable a disabled admin.
     Enable {
+        /// Admin name.
+        name: String,
+    },
+    /// Print a one-time console link (valid 72 hours) with which the admin
+    /// sets a new password; using it removes their second factor and ends
+    /// their sessions and tokens (for a new admin, or one who lost theirs).
+    Invite {
         /// Admin name.
         name: String,
     },

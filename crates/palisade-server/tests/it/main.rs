@@ -3,11 +3,13 @@
 //! PostgreSQL (`source scripts/postgres.sh` exports `PALISADE_TEST_POSTGRES`;
 //! without it the PostgreSQL variants fail).
 mod support;
+mod webdriver;
 
 mod access;
 mod admin;
 mod approvals;
 mod config;
+mod console;
 mod enroll;
 mod eventrules;
 mod events;

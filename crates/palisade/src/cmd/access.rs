@@ -4,8 +4,8 @@ use super::admin::{fmt_ms, segment, AdminClient};
 use crate::cli::{AccessCmd, AdminCmd, AuditCmd, RoleCmd, TokenCmd};
 use anyhow::{bail, Context, Result};
 use palisade_api::access::{
-    AccessSettings, AddAdmin, AdminInfo, AuditEntry, AuditPage, CreateToken, GrantRef, RoleInfo,
-    TokenCreated, TokenInfo,
+    AccessSettings, AddAdmin, AdminInfo, AuditEntry, AuditPage, CreateToken, GrantRef, Invitation,
+    RoleInfo, TokenCreated, TokenInfo,
 };
 use palisade_api::admin::WhoAmI;
 use palisade_authn::audit::{Anchor, AuditRecord, ChainVerifier, Outcome};
@@ -50,6 +50,18 @@ fn grant_ref(role: &str, policy: Option<&str>) -> Result<GrantRef> {
     })
 }
 
+async fn print_invitation(client: &AdminClient, admin: &str) -> Result<()> {
+    let inv: Invitation = client
+        .post(&format!("/api/v1/admins/{}/invite", segment(admin)), &())
+        .await?;
+    println!(
+        "invitation for {admin} (one use, until {}):\n  {}",
+        fmt_ms(inv.expires_ms),
+        inv.url
+    );
+    Ok(())
+}
+
 /// `palisade admin ...`.
 pub(crate) async fn admin(cfg: Option<&Path>, cmd: AdminCmd) -> Result<ExitCode> {
     let (client, _) = AdminClient::from_config(cfg)?;
@@ -81,7 +93,9 @@ pub(crate) async fn admin(cfg: Option<&Path>, cmd: AdminCmd) -> Result<ExitCode>
                 )
                 .await?;
             print_admin(&a);
+            print_invitation(&client, &n).await?;
         }
+        AdminCmd::Invite { name: n } => print_invitation(&client, &n).await?,
         AdminCmd::Grant {
             name: n,
             role,

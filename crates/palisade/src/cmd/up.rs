@@ -213,6 +213,10 @@ pub(crate) async fn run(a: UpArgs) -> Result<ExitCode> {
             .map(|p| format!(" (copied to {})", p.display()))
             .unwrap_or_default()
     );
+    println!(
+        "  console    {}/console/  (first run `palisade admin invite {ADMIN}` for a link that sets your password)",
+        url.trim_end_matches('/')
+    );
     println!("  switch     palisade policy set-level {POLICY} lockdown|monitor|disabled");
     println!("  try        palisade status; palisade events --follow; palisade file show <PATH>");
     println!("palisade: ready");

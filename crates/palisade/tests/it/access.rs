@@ -21,7 +21,17 @@ fn admins_grants_tokens_and_audit_from_the_cli() {
     require_root!();
     let mount = TestMount::tmpfs();
     let up = Up::start(&mount, &[]);
-    up.ok(&["admin", "add", "bob"]);
+    let out = up.ok(&["admin", "add", "bob"]);
+    assert!(
+        out.contains("invitation for bob") && out.contains("/console/invite/"),
+        "{out}"
+    );
+    let out = up.ok(&["admin", "invite", "bob"]);
+    let link = out
+        .split_whitespace()
+        .find(|w| w.starts_with("https://"))
+        .unwrap_or_else(|| panic!("no link: {out}"));
+    assert!(link.contains("/console/invite/"), "{out}");
     let out = up.ok(&["admin", "grant", "bob", "approver"]);
     assert!(out.contains("approver"), "{out}");
     let token = up.ok(&["token", "create", "--admin", "bob", "--expires", "1h"]);

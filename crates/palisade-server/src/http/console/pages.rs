@@ -33,6 +33,19 @@ fn state_class(state: &str) -> String {
     format!("state-{state}")
 }
 
+/// A global state's words and style.
+fn global_label(g: palisade_core::GlobalState) -> (&'static str, &'static str) {
+    use palisade_core::GlobalState as G;
+    match g {
+        G::ApprovedForAll => ("approved for all", "state-approved"),
+        G::ApprovedByPolicy => ("approved by policy", "state-approved"),
+        G::Unapproved => ("unapproved", "state-unapproved"),
+        G::BannedForAll => ("banned for all", "state-banned"),
+        G::BannedByPolicy => ("banned by policy", "state-banned"),
+        G::Mixed => ("mixed", "state-banned"),
+    }
+}
+
 /// The policies of the caller's organization (id, name), for choices.
 async fn policy_names(state: &AppState, org_id: i64) -> Result<Vec<(i64, String)>, PageRejection> {
     let rows = sqlx::query("SELECT id, name FROM policies WHERE org_id = $1 ORDER BY name")
@@ -163,9 +176,17 @@ pub(crate) async fn dashboard(State(state): State<AppState>, page: Page) -> Page
     Ok(layout(&page, held, "Dashboard", content))
 }
 
+/// The actions a computer row offers: the policies to move to, whether
+/// moving and revoking are offered.
+struct ComputerActions<'a> {
+    policies: &'a [(i64, String)],
+    can_move: bool,
+    can_revoke: bool,
+}
+
 fn computer_table(
     computers: &[palisade_api::admin::ComputerInfo],
-    actions: Option<(&[(i64, String)], bool, bool)>,
+    actions: Option<ComputerActions<'_>>,
 ) -> Markup {
     html! {
         table #computers {
@@ -188,18 +209,18 @@ fn computer_table(
                             (s.agent_version) ", " (s.level_in_force.as_str())
                             @if s.guard_active { ", guard" }
                         } }
-                        @if let Some((policies, can_move, can_revoke)) = actions {
+                        @if let Some(ComputerActions { policies, can_move, can_revoke }) = &actions {
                             td {
-                                @if can_move {
+                                @if *can_move {
                                     (action("PUT", &format!("/api/v1/computers/{}/policy", c.name), html! {
                                         select name="policy" aria-label="policy" {
-                                            @for (_, p) in policies {
+                                            @for (_, p) in policies.iter() {
                                                 option value=(p) selected[*p == c.policy] { (p) }
                                             }
                                         }
                                     }, "Move", "quiet move"))
                                 }
-                                @if can_revoke && !c.revoked {
+                                @if *can_revoke && !c.revoked {
                                     (action("POST", &format!("/api/v1/computers/{}/revoke", c.name), html! {}, "Revoke", "danger"))
                                 }
                             }
@@ -226,7 +247,14 @@ pub(crate) async fn computers(State(state): State<AppState>, page: Page) -> Page
             .iter()
             .any(|(id, _)| page.auth.held(Some(*id)).contains(update));
     let can_revoke = held.contains(perm(Resource::Computers, Op::Delete));
-    let content = computer_table(&computers, Some((&policies, can_move, can_revoke)));
+    let content = computer_table(
+        &computers,
+        Some(ComputerActions {
+            policies: &policies,
+            can_move,
+            can_revoke,
+        }),
+    );
     let content = html! {
         @if computers.is_empty() { p.muted { "No computer has enrolled yet." } }
         (content)
@@ -461,90 +489,93 @@ pub(crate) async fn file(State(state): State<AppState>, page: Page, sha: PathPar
     .await
     .map_err(crate::errors::ApiError::from)?;
     let api_path = format!("/api/v1/files/{}/state", d.sha256);
-    let global = format!("{:?}", d.global_state).to_lowercase();
+    let (global, global_class) = global_label(d.global_state);
     let content = html! {
-        p.mono #sha256 { (d.sha256) }
-        div.cards {
-            div.card { div.n #global-state class=(state_class(&global)) { (global) } div.l { "global state" } }
-            div.card { div.n { (d.instances.len()) } div.l { "places seen" } }
-            @if let Some(t) = d.trust { div.card { div.n { (t) } div.l { "trust " (d.trust_source.clone().unwrap_or_default()) } } }
-        }
-        @if held.contains(update) {
-            div.panel #file-actions {
-                strong { "Everywhere: " }
-                (action("PUT", &api_path, hidden("state", "approved"), "Approve", "approve"))
-                (action("PUT", &api_path, hidden("state", "banned"), "Ban", "danger ban"))
-                (action("PUT", &api_path, hidden("state", "unapproved"), "Unapprove", "quiet"))
+            p.mono #sha256 { (d.sha256) }
+            div.cards {
+                div.card { div.n #global-state class=(global_class) { (global) } div.l { "global state" } }
+                div.card { div.n { (d.instances.len()) } div.l { "places seen" } }
+                @if let Some(t) = d.trust { div.card { div.n { (t) } div.l { "trust " (d.trust_source.clone().unwrap_or_default()) } } }
             }
-        }
-        @if !actionable.is_empty() {
-            div.panel #policy-actions {
-                strong { "In one policy: " }
-                (action("PUT", &api_path, html! {
-                    select name="policy" aria-label="policy" { @for p in &actionable { option value=(p) { (p) } } }
-                    select name="state" aria-label="state" {
-                        option value="approved" { "approve" } option value="banned" { "ban" } option value="unapproved" { "unapprove" }
-                    }
-                }, "Apply", "quiet"))
-            }
-        }
-        h2 { "States" }
-        @if d.states.is_empty() { p.muted { "No state set: unapproved everywhere." } } @else {
-            table #states {
-                thead { tr { th { "Scope" } th { "State" } th { "Set" } th { "By" } } }
-                tbody { @for s in &d.states {
-                    @let st = format!("{:?}", s.state).to_lowercase();
-                    tr {
-                        td { (match &s.scope { palisade_api::admin::ScopeRef::Global => "global".to_owned(),
-                                palisade_api::admin::ScopeRef::Policy(p) => format!("policy {p}"),
-                                palisade_api::admin::ScopeRef::Computer(c) => format!("computer {c}") }) }
-                        td class=(state_class(&st)) { (st) }
-                        td { (when(s.updated_ms)) }
-                        td { (s.updated_by) }
-                    }
-                } }
-            }
-        }
-        h2 { "Decision per computer" }
-        table #effective {
-            thead { tr { th { "Computer" } th { "Policy" } th { "Decision" } th { "Why" } } }
-            tbody { @for e in &d.effective {
-                tr { td { (e.computer) } td { (e.policy) } td { (format!("{:?}", e.approval)) } td { (e.explanation) } }
-            } }
-        }
-        h2 { "Where seen" }
-        table #instances {
-            thead { tr { th { "Computer" } th { "Path" } th { "First seen" } th { "Last seen" } th { "Times" } th { "Local" } } }
-            tbody { @for i in &d.instances {
-                tr {
-                    td { (i.computer) } td.mono { (i.path) @if i.deleted_ms.is_some() { " (deleted)" } }
-                    td { (when(i.first_seen_ms)) } td { (when(i.last_seen_ms)) } td { (i.count) }
-                    td { (format!("{:?}", i.local_state).to_lowercase()) }
+            @if held.contains(update) {
+                div.panel #file-actions {
+                    strong { "Everywhere: " }
+                    (action("PUT", &api_path, hidden("state", "approved"), "Approve", "approve"))
+                    (action("PUT", &api_path, hidden("state", "banned"), "Ban", "danger ban"))
+                    (action("PUT", &api_path, hidden("state", "unapproved"), "Unapprove", "quiet"))
                 }
-            } }
-        }
-        @if !d.publishers.is_empty() {
-            h2 { "Publishers" }
-            ul { @for p in &d.publishers { li { (format!("{p:?}")) } } }
-        }
-        @if held.contains(perm(Resource::Events, Op::Read)) {
-            h2 { "Recent events" }
-            table #file-events {
-                thead { tr { th { "Received" } th { "Computer" } th { "Kind" } th { "Path" } th { "Process" } th { "Reason" } } }
-                tbody { @for r in &recent {
-                    @let name: String = r.try_get(0).unwrap_or_default();
-                    @let at: i64 = r.try_get(1).unwrap_or_default();
-                    @let json: String = r.try_get(2).unwrap_or_default();
-                    @if let Ok(e) = serde_json::from_str::<FileEvent>(&json) {
-                        tr class=(format!("kind-{}", e.kind.as_str())) {
-                            td { (when(at)) } td { (name) } td { (e.kind.as_str()) } td.mono { (e.path) }
-                            td.mono { (e.process.exe.as_ref().map(|x| x.path.as_str()).unwrap_or("")) } td { (e.reason) }
+            }
+            @if !actionable.is_empty() {
+                div.panel #policy-actions {
+                    strong { "In one policy: " }
+                    (action("PUT", &api_path, html! {
+                        select name="policy" aria-label="policy" { @for p in &actionable { option value=(p) { (p) } } }
+                        select name="state" aria-label="state" {
+                            option value="approved" { "approve" } option value="banned" { "ban" } option value="unapproved" { "unapprove" }
                         }
+                    }, "Apply", "quiet"))
+                }
+            }
+            h2 { "States" }
+            @if d.states.is_empty() { p.muted { "No state set: unapproved everywhere." } } @else {
+                table #states {
+                    thead { tr { th { "Scope" } th { "State" } th { "Set" } th { "By" } } }
+                    tbody { @for s in &d.states {
+                        @let st = format!("{:?}", s.state).to_lowercase();
+                        tr {
+                            td { (match &s.scope { palisade_api::admin::ScopeRef::Global => "global".to_owned(),
+                                    palisade_api::admin::ScopeRef::Policy(p) => format!("policy {p}"),
+                                    palisade_api::admin::ScopeRef::Computer(c) => format!("computer {c}") }) }
+                            td class=(state_class(&st)) { (st) }
+                            td { (when(s.updated_ms)) }
+                            td { (s.updated_by) }
+                        }
+                    } }
+                }
+            }
+            h2 { "Decision per computer" }
+            table #effective {
+                thead { tr { th { "Computer" } th { "Policy" } th { "Decision" } th { "Why" } } }
+                tbody { @for e in &d.effective {
+                    @let decision = serde_json::to_value(e.approval).ok()
+        .and_then(|v| v["state"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{:?}", e.approval));
+    tr { td { (e.computer) } td { (e.policy) } td class=(state_class(&decision)) { (decision) } td { (e.explanation) } }
+                } }
+            }
+            h2 { "Where seen" }
+            table #instances {
+                thead { tr { th { "Computer" } th { "Path" } th { "First seen" } th { "Last seen" } th { "Times" } th { "Local" } } }
+                tbody { @for i in &d.instances {
+                    tr {
+                        td { (i.computer) } td.mono { (i.path) @if i.deleted_ms.is_some() { " (deleted)" } }
+                        td { (when(i.first_seen_ms)) } td { (when(i.last_seen_ms)) } td { (i.count) }
+                        td { (format!("{:?}", i.local_state).to_lowercase()) }
                     }
                 } }
             }
-        }
-    };
+            @if !d.publishers.is_empty() {
+                h2 { "Publishers" }
+                ul { @for p in &d.publishers { li { (format!("{p:?}")) } } }
+            }
+            @if held.contains(perm(Resource::Events, Op::Read)) {
+                h2 { "Recent events" }
+                table #file-events {
+                    thead { tr { th { "Received" } th { "Computer" } th { "Kind" } th { "Path" } th { "Process" } th { "Reason" } } }
+                    tbody { @for r in &recent {
+                        @let name: String = r.try_get(0).unwrap_or_default();
+                        @let at: i64 = r.try_get(1).unwrap_or_default();
+                        @let json: String = r.try_get(2).unwrap_or_default();
+                        @if let Ok(e) = serde_json::from_str::<FileEvent>(&json) {
+                            tr class=(format!("kind-{}", e.kind.as_str())) {
+                                td { (when(at)) } td { (name) } td { (e.kind.as_str()) } td.mono { (e.path) }
+                                td.mono { (e.process.exe.as_ref().map(|x| x.path.as_str()).unwrap_or("")) } td { (e.reason) }
+                            }
+                        }
+                    } }
+                }
+            }
+        };
     Ok(layout(&page, held, "File", content))
 }
 
