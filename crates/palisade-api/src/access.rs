@@ -31,6 +31,7 @@ use palisade_core::Name;
 
 /// An admin of the caller's organization.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AdminInfo {
     /// Admin name.
     pub name: String,
@@ -46,6 +47,7 @@ pub struct AdminInfo {
 
 /// Create an admin (no grants: grant roles afterwards).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AddAdmin {
     /// Admin name.
@@ -54,6 +56,7 @@ pub struct AddAdmin {
 
 /// A role at a scope: the whole organization, or one policy.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GrantRef {
     /// Role name (built-in: owner, security-admin, approver, auditor).
@@ -65,6 +68,7 @@ pub struct GrantRef {
 
 /// A role: a set of `resource:operation` permissions.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RoleInfo {
     /// Role name.
@@ -80,6 +84,7 @@ pub struct RoleInfo {
 
 /// Create an API token.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     /// For another admin (needs `admins:update`); absent: the caller.
@@ -99,6 +104,7 @@ pub struct CreateToken {
 
 /// A token, once: its text is never shown again.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TokenCreated {
     /// Token id (to revoke it).
     pub id: i64,
@@ -110,6 +116,7 @@ pub struct TokenCreated {
 
 /// One of the caller's API tokens.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TokenInfo {
     /// Token id.
     pub id: i64,
@@ -127,6 +134,7 @@ pub struct TokenInfo {
 
 /// Conditional access for the organization's admins.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AccessSettings {
     /// Refuse credentials obtained without a verified second factor.
@@ -142,6 +150,7 @@ pub struct AccessSettings {
 
 /// One audit record.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AuditEntry {
     /// Position in the organization's chain (from 1).
     pub seq: u64,
@@ -169,6 +178,7 @@ pub struct AuditEntry {
 
 /// A page of audit records, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AuditPage {
     /// The organization's id (part of every record's hash).
     pub org_id: i64,
@@ -178,6 +188,7 @@ pub struct AuditPage {
 
 /// The caller's own account (`GET /api/v1/me`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Me {
     /// Admin name.
     pub admin: String,
@@ -199,6 +210,7 @@ pub struct Me {
 /// A TOTP enrollment in progress (`POST /api/v1/me/totp`): add the secret to
 /// an authenticator app, then confirm with a code.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TotpEnrollment {
     /// The secret, base32 (for typing it in).
     pub secret: String,
@@ -210,6 +222,7 @@ pub struct TotpEnrollment {
 
 /// Confirm a TOTP enrollment with the app's current code.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ConfirmTotp {
     /// Six digits from the authenticator app.
@@ -218,6 +231,7 @@ pub struct ConfirmTotp {
 
 /// Fresh recovery codes, shown once.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RecoveryCodes {
     /// Single-use codes (`xxxx-xxxx-xxxx-xxxx`), each good for one sign-in
     /// instead of a TOTP code.
@@ -229,6 +243,7 @@ pub struct RecoveryCodes {
 /// password, removes their second factor and recovery codes, and ends their
 /// sessions and tokens.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Invitation {
     /// The console link to open (it carries the secret).
     pub url: String,

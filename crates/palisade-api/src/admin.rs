@@ -39,6 +39,7 @@ use palisade_core::{
 
 /// Liveness answer.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Health {
     /// `"ok"`.
     pub status: String,
@@ -50,6 +51,7 @@ pub struct Health {
 
 /// Who the token belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct WhoAmI {
     /// Admin name.
     pub admin: String,
@@ -60,6 +62,7 @@ pub struct WhoAmI {
 /// Set a file's state at a scope: global when neither `policy` nor
 /// `computer` is given.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetFileState {
     /// The new state.
@@ -77,6 +80,7 @@ pub struct SetFileState {
 
 /// Where a state applies, by name.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "kind", content = "name", rename_all = "lowercase")]
 pub enum ScopeRef {
     /// All computers.
@@ -89,6 +93,7 @@ pub enum ScopeRef {
 
 /// A file state as stored.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct StateRecord {
     /// Where it applies.
     pub scope: ScopeRef,
@@ -102,6 +107,7 @@ pub struct StateRecord {
 
 /// Where and how often a file was seen.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct FileInstance {
     /// Computer name.
     pub computer: String,
@@ -122,6 +128,7 @@ pub struct FileInstance {
 
 /// The approval in force for a file on one computer, with its explanation.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct EffectiveApproval {
     /// Computer name.
     pub computer: String,
@@ -135,6 +142,7 @@ pub struct EffectiveApproval {
 
 /// Everything known about one hash.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct FileDetails {
     /// The hash.
     pub sha256: Sha256,
@@ -166,6 +174,7 @@ fn unapproved() -> GlobalState {
 
 /// An event as stored by the service.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct EventRecord {
     /// Service-wide event id (increasing).
     pub id: i64,
@@ -179,6 +188,7 @@ pub struct EventRecord {
 
 /// A page of events, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct EventPage {
     /// The events.
     pub events: Vec<EventRecord>,
@@ -188,6 +198,7 @@ pub struct EventPage {
 
 /// Filters for `GET /api/v1/events`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct EventQuery {
     /// Only events with an id greater than this.
     #[serde(default)]
@@ -208,6 +219,7 @@ pub struct EventQuery {
 
 /// An enrolled computer.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ComputerInfo {
     /// Name.
     pub name: String,
@@ -231,6 +243,7 @@ pub struct ComputerInfo {
 
 /// Move a computer to another policy.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MoveComputer {
     /// Destination policy.
@@ -239,6 +252,7 @@ pub struct MoveComputer {
 
 /// A policy (security group).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PolicyInfo {
     /// Name.
     pub name: String,
@@ -250,6 +264,7 @@ pub struct PolicyInfo {
 
 /// Create a policy.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreatePolicy {
     /// Name, unique in the organization.
@@ -264,6 +279,7 @@ pub struct CreatePolicy {
 
 /// Change a policy's levels.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetLevels {
     /// Level while connected.
@@ -279,6 +295,7 @@ pub struct SetLevels {
 
 /// Create an enrollment token.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateEnrollToken {
     /// Policy new computers join.
@@ -293,6 +310,7 @@ pub struct CreateEnrollToken {
 
 /// A created enrollment token (shown once).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct EnrollTokenCreated {
     /// The token's text form.
     pub token: String,
@@ -302,6 +320,7 @@ pub struct EnrollTokenCreated {
 
 /// A publisher (a signed package repository origin).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PublisherInfo {
     /// Name.
     pub name: String,
@@ -315,6 +334,7 @@ pub struct PublisherInfo {
 
 /// Approve, ban or unapprove a publisher, for all computers or one policy.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetPublisherState {
     /// The state.
@@ -326,6 +346,7 @@ pub struct SetPublisherState {
 
 /// Set a publisher's reputation trust.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetPublisherTrust {
     /// The trust.
@@ -334,6 +355,7 @@ pub struct SetPublisherTrust {
 
 /// Reputation data: trust ratings for hashes, from one source.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReputationBatch {
     /// Where the ratings come from (for example `nsrl-rds-2024.12.1`).
@@ -347,6 +369,7 @@ pub const REPUTATION_BATCH_MAX: usize = 20_000;
 
 /// One rating.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReputationEntry {
     /// The hash.
@@ -357,6 +380,7 @@ pub struct ReputationEntry {
 
 /// The answer to a reputation batch.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ReputationImported {
     /// Ratings stored (new or changed).
     pub stored: u64,
@@ -364,6 +388,7 @@ pub struct ReputationImported {
 
 /// What a rule does, by kind.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RuleBody {
     /// A custom rule.
@@ -438,6 +463,7 @@ pub enum RuleBody {
 
 /// Which events (or file sightings) an event rule reacts to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EventFilter {
     /// Trigger: reported events, or files seen for the first time on a
@@ -469,6 +495,7 @@ pub struct EventFilter {
 
 /// What an event rule reacts to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum EventTrigger {
     /// An event reported by an agent.
@@ -480,6 +507,7 @@ pub enum EventTrigger {
 
 /// What an event rule does.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "do", rename_all = "snake_case")]
 pub enum EventAction {
     /// Set the file's global state.
@@ -513,6 +541,7 @@ pub enum EventAction {
 
 /// Create a rule.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateRule {
     /// Name.
@@ -529,6 +558,7 @@ pub struct CreateRule {
 
 /// A stored rule.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RuleRecord {
     /// Id.
     pub id: RuleId,
@@ -552,6 +582,7 @@ pub struct RuleRecord {
 
 /// A curated rule bundle.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct BundleInfo {
     /// Name.
     pub name: String,
@@ -565,6 +596,7 @@ pub struct BundleInfo {
 
 /// Enable or disable a bundle.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetBundle {
     /// Enabled.
@@ -573,6 +605,7 @@ pub struct SetBundle {
 
 /// The state of an approval request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RequestStatus {
     /// Waiting for an admin.
@@ -585,6 +618,7 @@ pub enum RequestStatus {
 
 /// An approval request.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ApprovalRequestInfo {
     /// Id.
     pub id: i64,
@@ -612,6 +646,7 @@ pub struct ApprovalRequestInfo {
 
 /// Grant or deny a request.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DecideRequest {
     /// A comment for the requester.

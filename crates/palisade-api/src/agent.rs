@@ -28,6 +28,7 @@ use palisade_core::{
 
 /// Enroll a new computer with a one-time token.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct EnrollRequest {
     /// The enrollment token's text form (see [`crate::EnrollToken`]).
     pub token: String,
@@ -43,6 +44,7 @@ pub struct EnrollRequest {
 
 /// The service's answer to an enrollment.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct EnrollResponse {
     /// The new computer's id.
     pub computer_id: ComputerId,
@@ -56,6 +58,7 @@ pub struct EnrollResponse {
 
 /// What an agent needs to enforce: who it is and at which levels.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AgentConfig {
     /// This computer.
     pub computer_id: ComputerId,
@@ -84,6 +87,7 @@ pub struct AgentConfig {
 
 /// Ask for the approval of a batch of files.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct LookupRequest {
     /// The files, at most [`LOOKUP_BATCH_MAX`].
     pub files: Vec<LookupItem>,
@@ -94,6 +98,7 @@ pub const LOOKUP_BATCH_MAX: usize = 1024;
 
 /// One file to look up, with the request's context (recorded in the file catalog).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct LookupItem {
     /// Content hash.
     pub sha256: Sha256,
@@ -113,6 +118,7 @@ pub struct LookupItem {
 
 /// Approvals for a batch, in request order.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct LookupResponse {
     /// Revision the answers were computed at (read before the states, so an
     /// answer reflects every change up to its revision, and possibly later ones).
@@ -123,6 +129,7 @@ pub struct LookupResponse {
 
 /// The approval of one file for the asking computer.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct LookupResult {
     /// The hash asked about.
     pub sha256: Sha256,
@@ -135,6 +142,7 @@ pub struct LookupResult {
 
 /// What changed since a revision.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Changes {
     /// The latest revision included.
     pub revision: i64,
@@ -149,6 +157,7 @@ pub struct Changes {
 
 /// One line of the `/agent/v1/stream` NDJSON stream.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[allow(
     clippy::large_enum_variant,
     reason = "one Hello per stream; boxing would only complicate (de)serialisation"
@@ -177,6 +186,7 @@ pub const HEARTBEAT_SECS: u64 = 5;
 
 /// Events uploaded by an agent.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct EventBatch {
     /// At most [`EVENT_BATCH_MAX`] events.
     pub events: Vec<AgentEvent>,
@@ -188,6 +198,7 @@ pub const EVENT_BATCH_MAX: usize = 500;
 /// An event with the agent's own sequence number, so a batch re-sent after a
 /// lost answer is stored once.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AgentEvent {
     /// Agent-local sequence number, unique per computer.
     pub seq: u64,
@@ -197,6 +208,7 @@ pub struct AgentEvent {
 
 /// Acknowledgement of an event batch.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct EventAck {
     /// Events newly stored (duplicates are acknowledged but not counted).
     pub stored: u64,
@@ -204,6 +216,7 @@ pub struct EventAck {
 
 /// Files found by the initialization scan.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct InventoryRequest {
     /// At most [`INVENTORY_BATCH_MAX`] files.
     pub files: Vec<InventoryItem>,
@@ -216,6 +229,7 @@ pub const INVENTORY_BATCH_MAX: usize = 2000;
 
 /// One file found by the scan.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct InventoryItem {
     /// Content hash.
     pub sha256: Sha256,
@@ -232,6 +246,7 @@ pub struct InventoryItem {
 
 /// The service's answer to an inventory batch.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct InventoryResponse {
     /// Hashes the catalog had never seen before.
     pub new_hashes: u64,
@@ -243,6 +258,7 @@ pub struct InventoryResponse {
 
 /// What the agent reports about itself.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AgentStatus {
     /// Agent version.
     pub agent_version: String,
@@ -260,6 +276,7 @@ pub struct AgentStatus {
 /// trusted directories, approving custom rules) or by approving what a
 /// computer has when its level is raised.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct LocalApprovals {
     /// At most [`INVENTORY_BATCH_MAX`] approvals.
     pub items: Vec<LocalApproval>,
@@ -267,6 +284,7 @@ pub struct LocalApprovals {
 
 /// One approval made on the computer.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct LocalApproval {
     /// The file's hash.
     pub sha256: Sha256,
@@ -281,6 +299,7 @@ pub struct LocalApproval {
 
 /// Why a file was approved on a computer.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "by", rename_all = "snake_case")]
 pub enum ApprovalOrigin {
     /// Written by an approved updater (local approval).
@@ -315,6 +334,7 @@ pub enum ApprovalOrigin {
 
 /// The service's answer to [`LocalApprovals`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct LocalApprovalsAck {
     /// Approvals recorded (existing ones included).
     pub approved: u64,
@@ -324,6 +344,7 @@ pub struct LocalApprovalsAck {
 
 /// A user asks for a blocked file to be approved (prompt level).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct NewApprovalRequest {
     /// The file's hash.
     pub sha256: Sha256,
@@ -341,6 +362,7 @@ pub struct NewApprovalRequest {
 
 /// The id of a created request.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ApprovalRequestCreated {
     /// Request id.
     pub id: i64,
@@ -349,6 +371,7 @@ pub struct ApprovalRequestCreated {
 /// Files gone from the computer (deleted, or moved away from the path where
 /// they were seen): their instances' local state becomes `deleted`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Removed {
     /// At most [`INVENTORY_BATCH_MAX`] paths.
     pub items: Vec<RemovedPath>,
@@ -356,6 +379,7 @@ pub struct Removed {
 
 /// One removed path.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RemovedPath {
     /// Absolute path.
     pub path: String,
@@ -369,6 +393,7 @@ pub struct RemovedPath {
 
 /// The answer to [`Removed`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RemovedAck {
     /// Instances marked deleted.
     pub instances: u64,

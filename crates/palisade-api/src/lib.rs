@@ -17,6 +17,7 @@ pub use token::{EnrollToken, TokenError};
 
 /// The JSON body of every error response (4xx and 5xx).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ErrorBody {
     /// A human-readable message that says what was wrong.
     pub error: String,

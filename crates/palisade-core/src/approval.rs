@@ -7,6 +7,7 @@ use std::fmt;
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum FileState {
     /// Allowed to run.
@@ -36,6 +37,7 @@ impl fmt::Display for FileState {
 
 /// Where a state applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "kind", content = "id", rename_all = "lowercase")]
 pub enum Scope {
     /// Every computer of the organization.
@@ -50,6 +52,7 @@ pub enum Scope {
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ScopeKind {
     /// Set for all computers.
@@ -92,6 +95,7 @@ impl fmt::Display for ScopeKind {
 
 /// A file state at a scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ScopedState {
     /// Where it applies.
     pub scope: Scope,
@@ -101,6 +105,7 @@ pub struct ScopedState {
 
 /// Which state decided an [`Approval`], for explanations and events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ApprovalSource {
     /// The scope of the deciding state.
     pub scope: ScopeKind,
@@ -108,6 +113,7 @@ pub struct ApprovalSource {
 
 /// The one answer for a file on a given computer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "state", rename_all = "lowercase")]
 pub enum Approval {
     /// Approved, and not banned at any applicable scope.
@@ -178,6 +184,7 @@ pub fn resolve<'a>(
 /// A file's state across the organization (Carbon Black's "global state"),
 /// from its own states and its publisher's, ignoring local (computer) states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum GlobalState {
     /// Approved for every computer.
@@ -197,6 +204,7 @@ pub enum GlobalState {
 /// The state of one instance of a file (a path on a computer), as the seed
 /// defines it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum LocalState {
     /// It may run there (an approval, its publisher, an updater, reputation).

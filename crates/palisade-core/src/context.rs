@@ -2,6 +2,7 @@ use crate::sha256::Sha256;
 
 /// A program image: where it was loaded from and what it contained.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Executable {
     /// Path of the executable as the kernel reports it (`/proc/PID/exe`).
     pub path: String,
@@ -11,6 +12,7 @@ pub struct Executable {
 
 /// One ancestor in a process's parent chain.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Ancestor {
     /// Process id.
     pub pid: u32,
@@ -24,6 +26,7 @@ pub struct Ancestor {
 /// (the patent's "process context": the process, its authenticated user and
 /// the chain of parents up to the session's task parent).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ProcessContext {
     /// Process (thread group) id.
     pub pid: u32,

@@ -5,6 +5,7 @@ use std::fmt;
 
 /// How code is being loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Operation {
     /// `execve` of a binary or of a script through its shebang.
@@ -49,6 +50,7 @@ impl fmt::Display for Operation {
 
 /// What the kernel is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     /// Let the load proceed.
@@ -59,6 +61,7 @@ pub enum Verdict {
 
 /// What is reported about the decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Report {
     /// Nothing worth an event.

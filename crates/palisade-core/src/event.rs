@@ -6,6 +6,7 @@ use crate::sha256::Sha256;
 
 /// What an event records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// A load was blocked.
@@ -33,6 +34,7 @@ impl EventKind {
 
 /// A decision worth reporting, as the agent records it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct FileEvent {
     /// When, in milliseconds since the Unix epoch.
     pub time_ms: i64,

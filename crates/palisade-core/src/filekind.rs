@@ -4,6 +4,7 @@ pub const CLASSIFY_HEADER_LEN: usize = 256;
 
 /// What a file's first bytes say it is.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum FileKind {
     /// An ELF object.

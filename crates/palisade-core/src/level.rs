@@ -7,6 +7,7 @@ use std::str::FromStr;
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     /// No enforcement and no reporting: the agent answers every load with allow.
@@ -71,6 +72,7 @@ impl FromStr for Level {
 /// The pair of levels a policy sets: one while the agent can reach the policy
 /// lookup service, one while it cannot (answering from its persistent cache).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Levels {
     /// Level while connected to the service.
     pub connected: Level,

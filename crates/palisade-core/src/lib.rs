@@ -22,6 +22,8 @@ mod ids;
 mod level;
 mod pattern;
 pub mod rules;
+#[cfg(feature = "schema")]
+mod schema;
 mod sha256;
 
 pub use approval::{

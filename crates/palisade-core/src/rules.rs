@@ -55,6 +55,7 @@ use std::fmt;
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(transparent)]
 pub struct RuleId(pub i64);
 
@@ -68,6 +69,7 @@ impl fmt::Display for RuleId {
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PublisherTrust {
     /// Known bad or untrusted.
@@ -83,6 +85,7 @@ pub enum PublisherTrust {
 /// What the agent established about the package a file belongs to, and its
 /// publisher.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PublisherFact {
     /// The publisher: the origin of the signed repository the package came
     /// from; `None` for a package no signed repository provides (a local
@@ -98,6 +101,7 @@ pub struct PublisherFact {
 
 /// Which processes a custom rule is about.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "by", content = "value", rename_all = "snake_case")]
 pub enum ProcessMatch {
     /// The process's executable has this hash.
@@ -111,6 +115,7 @@ pub enum ProcessMatch {
 /// Which users a rule is about: the user who logged in (audit login uid) or
 /// the effective user, by name; or any of the process's groups.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "by", content = "name", rename_all = "snake_case")]
 pub enum UserMatch {
     /// A user name.
@@ -121,6 +126,7 @@ pub enum UserMatch {
 
 /// Operations a custom rule controls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Operations {
     /// Loading code (exec, libraries, scripts).
     pub execute: bool,
@@ -130,6 +136,7 @@ pub struct Operations {
 
 /// What a matching custom rule does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RuleAction {
     /// Allow (with the rule's conditions).
@@ -146,6 +153,7 @@ pub enum RuleAction {
 
 /// How much is reported about allowed loads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LogLevel {
     /// Blocks and would-blocks only.
@@ -157,6 +165,7 @@ pub enum LogLevel {
 
 /// Conditions an allow can carry, applied by the agent to the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Conditions {
     /// Scheduling priority (nice value, -20..19) to give the process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -179,6 +188,7 @@ impl Conditions {
 /// "If this process and/or this user attempts this operation on these files,
 /// then this action."
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CustomRule {
     /// Id.
     pub id: RuleId,
@@ -203,6 +213,7 @@ pub struct CustomRule {
 
 /// A folder whose code runs only when started by named parent processes.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct FolderProtection {
     /// Id.
     pub id: RuleId,
@@ -214,6 +225,7 @@ pub struct FolderProtection {
 
 /// "Approve files whose trust rating is at least ...".
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ReputationRule {
     /// Id.
     pub id: RuleId,
@@ -232,6 +244,7 @@ pub struct ReputationRule {
 
 /// A publisher's state as it applies to one policy.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PublisherState {
     /// Publisher name.
     pub name: String,
@@ -243,6 +256,7 @@ pub struct PublisherState {
 
 /// Trusted change: files written by these are approved when written.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TrustedChange {
     /// An approved updater: what it writes is approved on the computer.
@@ -284,6 +298,7 @@ pub enum TrustedChange {
 
 /// The rules that apply to one computer (its policy's and the global ones).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RuleSet {
     /// Publisher states (approved/banned) applying to this policy.
     #[serde(default)]
@@ -616,6 +631,7 @@ pub struct Request<'a> {
 
 /// The outcome before the level is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Allowed (approved, or allowed by a rule).
@@ -630,6 +646,7 @@ pub enum Outcome {
 
 /// Which rule or state decided, for explanations and events.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "by", rename_all = "snake_case")]
 pub enum DecidedBy {
     /// A custom rule.

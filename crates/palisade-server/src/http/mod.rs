@@ -7,6 +7,7 @@ pub(crate) mod api;
 pub(crate) mod approvals;
 pub(crate) mod console;
 pub(crate) mod extract;
+pub(crate) mod openapi;
 pub(crate) mod signin;
 pub(crate) mod stream;
 
@@ -72,6 +73,7 @@ pub(crate) fn router(state: AppState, config: &ServerConfig) -> Router {
         .route("/agent/v1/removed", post(agent::removed))
         // Admin API.
         .route("/api/v1/health", get(api::health))
+        .route("/api/v1/openapi.json", get(openapi::serve))
         .route("/api/v1/whoami", get(api::whoami))
         .route("/api/v1/files/{sha256}", get(api::file))
         .route("/api/v1/files/{sha256}/state", put(api::set_file_state))

@@ -17,6 +17,7 @@ mod inventory;
 mod lookup;
 mod malformed;
 mod migrate;
+mod openapi;
 mod publishers;
 mod push;
 mod removed;
