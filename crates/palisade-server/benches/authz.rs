@@ -82,6 +82,28 @@ async fn run(label: &str, url: &str) {
         palisade_server::bench::load_only(&db, token).await;
         load_only.push(t.elapsed());
     }
+    let mut ping = Vec::with_capacity(REQUESTS);
+    for _ in 0..REQUESTS {
+        let t = Instant::now();
+        palisade_server::bench::ping(&db).await;
+        ping.push(t.elapsed());
+    }
+    let mut native = Vec::new();
+    if url.starts_with("postgres") {
+        let pool = sqlx::PgPool::connect(url).await.expect("native pool");
+        for t in tokens.iter().take(50) {
+            palisade_server::bench::native_postgres_query(&pool, t).await;
+        }
+        for _ in 0..REQUESTS {
+            let token = &tokens[next() % tokens.len()];
+            let t = Instant::now();
+            let rows = palisade_server::bench::native_postgres_query(&pool, token).await;
+            native.push(t.elapsed());
+            assert!(rows > 0, "the native query finds the token");
+        }
+        native.sort();
+    }
+    ping.sort();
     full.sort();
     load_only.sort();
     println!(
@@ -100,6 +122,18 @@ async fn run(label: &str, url: &str) {
         pct(&load_only, 0.5),
         pct(&load_only, 0.99)
     );
+    println!(
+        "  SELECT 1 through the same pool (round-trip floor):                    median {:.1} µs, p99 {:.1} µs",
+        pct(&ping, 0.5),
+        pct(&ping, 0.99)
+    );
+    if !native.is_empty() {
+        println!(
+            "  the same query, sqlx native PostgreSQL driver:                        median {:.1} µs, p99 {:.1} µs",
+            pct(&native, 0.5),
+            pct(&native, 0.99)
+        );
+    }
 }
 
 fn main() {
@@ -118,7 +152,11 @@ fn main() {
                 let name = palisade_server::bench::fresh_postgres(&base).await;
                 let url = palisade_server::bench::postgres_url(&base, &name);
                 run("PostgreSQL", &url).await;
-                palisade_server::bench::drop_postgres(&base, &name).await;
+                if std::env::var_os("PALISADE_BENCH_KEEP").is_some() {
+                    println!("kept database {name}");
+                } else {
+                    palisade_server::bench::drop_postgres(&base, &name).await;
+                }
             }
             Err(_) => println!("PostgreSQL: skipped (PALISADE_TEST_POSTGRES is not set)"),
         }

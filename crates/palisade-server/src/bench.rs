@@ -142,6 +142,22 @@ pub async fn load_only(db: &Db, token: &str) {
     let _ = crate::http::access::load(db, crate::http::access::Credential::Token(token), ip).await;
 }
 
+/// The floor of any query: `SELECT 1` through the same pool.
+pub async fn ping(db: &Db) {
+    let _: Result<i64, _> = sqlx::query_scalar("SELECT 1").fetch_one(db.pool()).await;
+}
+
+/// The token query through sqlx's native PostgreSQL driver instead of
+/// `Any` (to tell the driver's cost from the database's).
+pub async fn native_postgres_query(pool: &sqlx::PgPool, token: &str) -> usize {
+    sqlx::query(crate::http::access::TOKEN_QUERY)
+        .bind(crate::store::secret_hash(token.as_bytes()))
+        .fetch_all(pool)
+        .await
+        .map(|rows| rows.len())
+        .unwrap_or(0)
+}
+
 /// Create a fresh PostgreSQL database next to `base`'s.
 pub async fn fresh_postgres(base: &str) -> String {
     use sqlx::{Connection, Executor};

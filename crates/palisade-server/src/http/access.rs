@@ -57,13 +57,17 @@ use std::sync::Arc;
 /// organization; `Policy`: the handler names the policy with
 /// [`AdminAuth::require`]; `Signed`: any admin allowed to act at
 /// all (their own identity, their own tokens); `Enroll`: the same except
-/// that a required second factor is not yet needed (enrolling one).
+/// that a required second factor is not yet needed (enrolling one);
+/// `Reach`: a listing, allowed with the permission on the organization or
+/// on at least one policy, and filtered by the handler to what
+/// [`AdminAuth::reach`] says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Need {
     Org(Permission),
     Policy(Permission),
     Signed,
     Enroll,
+    Reach(Permission),
 }
 
 const fn p(resource: Resource, op: Op) -> Permission {
@@ -76,7 +80,7 @@ const fn p(resource: Resource, op: Op) -> Permission {
 /// (so far: policy-scoped grants reach file states, computer moves and
 /// policy levels).
 pub(crate) fn route_permission(method: &Method, route: &str) -> Option<Need> {
-    use Need::{Enroll, Org, Policy, Signed};
+    use Need::{Enroll, Org, Policy, Reach, Signed};
     use Op::{Create, Delete, Read, Update};
     use Resource::{Admins, Computers, Events, Files, Policies, Rules, Settings};
     let m = method.as_str();
@@ -88,8 +92,8 @@ pub(crate) fn route_permission(method: &Method, route: &str) -> Option<Need> {
         ("POST", "/api/v1/admins/{name}/invite") => Org(p(Admins, Update)),
         ("GET", "/api/v1/files/{sha256}") => Org(p(Files, Read)),
         ("PUT", "/api/v1/files/{sha256}/state") => Policy(p(Files, Update)),
-        ("GET", "/api/v1/events") => Org(p(Events, Read)),
-        ("GET", "/api/v1/computers") => Org(p(Computers, Read)),
+        ("GET", "/api/v1/events") => Reach(p(Events, Read)),
+        ("GET", "/api/v1/computers") => Reach(p(Computers, Read)),
         ("PUT", "/api/v1/computers/{name}/policy") => Policy(p(Computers, Update)),
         ("POST", "/api/v1/computers/{name}/revoke") => Org(p(Computers, Delete)),
         ("GET", "/api/v1/policies") => Org(p(Policies, Read)),
@@ -105,7 +109,7 @@ pub(crate) fn route_permission(method: &Method, route: &str) -> Option<Need> {
         ("DELETE", "/api/v1/rules/{id}") => Org(p(Rules, Delete)),
         ("GET", "/api/v1/bundles") => Org(p(Rules, Read)),
         ("PUT", "/api/v1/bundles/{name}") => Org(p(Rules, Update)),
-        ("GET", "/api/v1/requests") => Org(p(Files, Read)),
+        ("GET", "/api/v1/requests") => Reach(p(Files, Read)),
         ("POST", "/api/v1/requests/{id}/grant") => Org(p(Files, Update)),
         ("POST", "/api/v1/requests/{id}/deny") => Org(p(Files, Update)),
         ("GET", "/api/v1/admins") => Org(p(Admins, Read)),
@@ -125,12 +129,12 @@ pub(crate) fn route_permission(method: &Method, route: &str) -> Option<Need> {
         // Console pages: the permission to read what the page shows.
         ("GET", "/console/") => Signed,
         ("GET", "/console/account") => Enroll,
-        ("GET", "/console/events") => Org(p(Events, Read)),
+        ("GET", "/console/events") => Reach(p(Events, Read)),
         ("GET", "/console/files") => Org(p(Files, Read)),
         ("GET", "/console/files/{sha256}") => Org(p(Files, Read)),
-        ("GET", "/console/requests") => Org(p(Files, Read)),
+        ("GET", "/console/requests") => Reach(p(Files, Read)),
         ("GET", "/console/rules") => Org(p(Rules, Read)),
-        ("GET", "/console/computers") => Org(p(Computers, Read)),
+        ("GET", "/console/computers") => Reach(p(Computers, Read)),
         ("GET", "/console/policies") => Org(p(Policies, Read)),
         ("GET", "/console/admins") => Org(p(Admins, Read)),
         ("GET", "/console/audit") => Org(p(Admins, Read)),
@@ -238,6 +242,30 @@ impl AdminAuth {
             Some(scope) => set.intersection(scope),
             None => set,
         }
+    }
+
+    /// Where the caller holds `permission` now: `None` on the whole
+    /// organization, else the policies (possibly none) where a
+    /// policy-scoped grant gives it.
+    pub(crate) fn reach(&self, permission: Permission) -> Option<Vec<i64>> {
+        let org = Target::Org(OrgId(self.org_id));
+        if matches!(self.decide(permission, org), Decision::Allow) {
+            return None;
+        }
+        // Only a policy named in a grant can be reached by one.
+        let mut ids: Vec<i64> = self
+            .live
+            .grants
+            .iter()
+            .filter_map(|g| match g.scope {
+                Scope::Policy(PolicyId(p)) => Some(p),
+                Scope::Org => None,
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.retain(|&p| matches!(self.decide(permission, self.policy(p)), Decision::Allow));
+        Some(ids)
     }
 
     fn policy(&self, policy_id: i64) -> Target {
@@ -417,7 +445,7 @@ macro_rules! caller_query {
 
 /// Columns 0..7 are the credential's: id, scope, expires, revoked, mfa,
 /// stage, last use.
-const TOKEN_QUERY: &str = caller_query!(
+pub(crate) const TOKEN_QUERY: &str = caller_query!(
     "t.id, t.scope, t.expires_ms, t.revoked_ms, t.mfa, 'full', t.created_ms",
     "admin_tokens",
     "token_sha256"
@@ -624,6 +652,18 @@ impl FromRequestParts<AppState> for AdminAuth {
                 auth.require_org(permission)?;
                 Ok(auth)
             }
+            // A listing: the organization, or at least one policy.
+            Some(Need::Reach(permission)) => {
+                match auth.decide(permission, Target::Org(OrgId(auth.org_id))) {
+                    Decision::Allow => Ok(auth),
+                    Decision::Deny(DenyReason::NoGrant)
+                        if auth.reach(permission).is_some_and(|r| !r.is_empty()) =>
+                    {
+                        Ok(auth)
+                    }
+                    Decision::Deny(reason) => Err(auth.refuse(permission, reason)),
+                }
+            }
             // The handler decides on its target; may this account act at
             // all, now, from here?
             Some(need @ (Need::Policy(_) | Need::Signed | Need::Enroll)) => {
@@ -637,6 +677,20 @@ impl FromRequestParts<AppState> for AdminAuth {
                 }
                 Ok(auth)
             }
+        }
+    }
+}
+
+/// SQL narrowing rows whose policy id is `column` to `reach` (see
+/// [`AdminAuth::reach`]): nothing for the whole organization. The ids are
+/// integers from the caller's own grants.
+pub(crate) fn policy_clause(column: &str, reach: Option<&[i64]>) -> String {
+    match reach {
+        None => String::new(),
+        Some([]) => " AND 1 = 0".to_owned(),
+        Some(ids) => {
+            let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+            format!(" AND {column} IN ({})", list.join(", "))
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The admin API handlers (see `palisade_api::admin` for the table). Every
 //! query is filtered by the token's organization; names of another
 //! organization's objects are simply not found.
-use super::access::AdminAuth;
+use super::access::{policy_clause, AdminAuth};
 use super::extract::{JsonBody, PathParam, QueryParams};
 use super::AppState;
 use crate::db::now_ms;
@@ -462,10 +462,12 @@ pub(crate) async fn events(
         }
         None => None,
     };
+    let reach = admin.reach(Permission::new(Resource::Events, Op::Read));
     let mut sql = "SELECT e.id, c.name, e.received_ms, e.event_json FROM events e \
                    JOIN computers c ON c.id = e.computer_id \
                    WHERE e.org_id = $1 AND e.id > $2"
         .to_owned();
+    sql.push_str(&policy_clause("c.policy_id", reach.as_deref()));
     let mut n = 3;
     if computer.is_some() {
         sql.push_str(&format!(" AND e.computer_id = ${n}"));
@@ -523,12 +525,14 @@ async fn computer_infos(
     conn: &mut AnyConnection,
     org_id: i64,
     name: Option<&str>,
+    reach: Option<&[i64]>,
 ) -> ApiResult<Vec<ComputerInfo>> {
     let mut sql = "SELECT c.name, c.hostname, c.os, p.name, p.level, p.disconnected_level, \
                      c.connected_until_ms, c.last_seen_ms, c.revoked, c.status_json \
                    FROM computers c JOIN policies p ON p.id = c.policy_id \
                    WHERE c.org_id = $1"
         .to_owned();
+    sql.push_str(&policy_clause("c.policy_id", reach));
     if name.is_some() {
         sql.push_str(" AND c.name = $2");
     }
@@ -569,12 +573,15 @@ pub(crate) async fn computers(
     admin: AdminAuth,
 ) -> ApiResult<Json<Vec<ComputerInfo>>> {
     let mut conn = state.db.pool().acquire().await?;
-    Ok(Json(computer_infos(&mut conn, admin.org_id, None).await?))
+    let reach = admin.reach(Permission::new(Resource::Computers, Op::Read));
+    Ok(Json(
+        computer_infos(&mut conn, admin.org_id, None, reach.as_deref()).await?,
+    ))
 }
 
 async fn one_computer(state: &AppState, org_id: i64, name: &str) -> ApiResult<ComputerInfo> {
     let mut conn = state.db.pool().acquire().await?;
-    computer_infos(&mut conn, org_id, Some(name))
+    computer_infos(&mut conn, org_id, Some(name), None)
         .await?
         .into_iter()
         .next()

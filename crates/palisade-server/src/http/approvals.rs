@@ -428,12 +428,14 @@ async fn request_infos(
     org_id: i64,
     status: Option<RequestStatus>,
     id: Option<i64>,
+    reach: Option<&[i64]>,
 ) -> ApiResult<Vec<ApprovalRequestInfo>> {
     let mut sql = "SELECT r.id, c.name, r.sha256, r.path, r.user_name, r.reason, r.status, \
                      r.created_ms, r.decided_ms, r.decided_by, r.comment \
                    FROM approval_requests r JOIN computers c ON c.id = r.computer_id \
                    WHERE r.org_id = $1"
         .to_owned();
+    sql.push_str(&super::access::policy_clause("c.policy_id", reach));
     let mut n = 2;
     if status.is_some() {
         sql.push_str(&format!(" AND r.status = ${n}"));
@@ -483,9 +485,13 @@ pub(crate) async fn requests(
     admin: AdminAuth,
     QueryParams(q): QueryParams<RequestQuery>,
 ) -> ApiResult<Json<Vec<ApprovalRequestInfo>>> {
+    let reach = admin.reach(palisade_authz::Permission::new(
+        palisade_authz::Resource::Files,
+        palisade_authz::Op::Read,
+    ));
     let mut conn = state.db.pool().acquire().await?;
     Ok(Json(
-        request_infos(&mut conn, admin.org_id, q.status, None).await?,
+        request_infos(&mut conn, admin.org_id, q.status, None, reach.as_deref()).await?,
     ))
 }
 
@@ -577,7 +583,7 @@ async fn decide(
     tx.commit().await?;
     tracing::info!(admin = %admin.admin, request = id, sha256 = %sha, status = status_str(status), "approval request decided");
     let mut conn = state.db.pool().acquire().await?;
-    request_infos(&mut conn, admin.org_id, None, Some(id))
+    request_infos(&mut conn, admin.org_id, None, Some(id), None)
         .await?
         .into_iter()
         .next()

@@ -320,6 +320,13 @@ fn build() -> Value {
             None => (json!([]), "none (public)".to_owned()),
             Some(Need::Org(p)) => (auth(), format!("`{p}` on the organization")),
             Some(Need::Policy(p)) => (auth(), format!("`{p}` on the policy concerned")),
+            Some(Need::Reach(p)) => (
+                auth(),
+                format!(
+                    "`{p}` on the organization, or on some policies (the answer is then \
+                     limited to their computers)"
+                ),
+            ),
             Some(Need::Signed) => (auth(), "any active admin".to_owned()),
             Some(Need::Enroll) => (
                 auth(),

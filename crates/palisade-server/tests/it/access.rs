@@ -431,10 +431,37 @@ async fn policy_scoped_grants_reach_only_their_policy(backend: Backend) {
     let env = Env::new(backend).await;
     env.admin.create_policy("servers", "monitor").await;
     env.admin.create_policy("laptops", "monitor").await;
-    let _web = env.agent("servers", "web01").await;
-    let _lap = env.agent("laptops", "lap01").await;
+    let web = env.agent("servers", "web01").await;
+    let lap = env.agent("laptops", "lap01").await;
     let erin = admin_with(&env, "erin", "security-admin", Some("servers")).await;
     let h = hash(7);
+    // Listings show her policy's computers and their events only.
+    for (agent, path) in [(&web, "/srv/web"), (&lap, "/home/lap")] {
+        let _: Value = agent
+            .post_ok(
+                "/agent/v1/events",
+                json!({ "events": [event_json(1, "blocked", h, path)] }),
+            )
+            .await;
+    }
+    let computers: Vec<Value> = erin.get_ok("/api/v1/computers").await;
+    let names: Vec<&str> = computers
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(names, ["web01"]);
+    let all: Vec<Value> = env.admin.get_ok("/api/v1/computers").await;
+    assert_eq!(all.len(), 2);
+    let page: Value = erin.get_ok("/api/v1/events").await;
+    let paths: Vec<&str> = page["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["event"]["path"].as_str())
+        .collect();
+    assert_eq!(paths, ["/srv/web"]);
+    let page: Value = env.admin.get_ok("/api/v1/events").await;
+    assert_eq!(page["events"].as_array().expect("events").len(), 2);
     // Files in her policy: yes; in another policy or globally: no.
     let _: Value = erin
         .put_ok(

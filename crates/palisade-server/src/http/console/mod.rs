@@ -185,50 +185,66 @@ pub(crate) const fn perm(resource: Resource, op: Op) -> Permission {
     Permission::new(resource, op)
 }
 
-/// The console's sections: path, label, the permission that shows it.
-const SECTIONS: &[(&str, &str, Option<Permission>)] = &[
-    ("/console/", "Dashboard", None),
+/// The console's sections: path, label, the permission that shows it, and
+/// whether holding it on some policies is enough (listings filtered to
+/// those policies).
+const SECTIONS: &[(&str, &str, Option<Permission>, bool)] = &[
+    ("/console/", "Dashboard", None, false),
     (
         "/console/events",
         "Events",
         Some(perm(Resource::Events, Op::Read)),
+        true,
     ),
     (
         "/console/files",
         "Files",
         Some(perm(Resource::Files, Op::Read)),
+        false,
     ),
     (
         "/console/requests",
         "Requests",
         Some(perm(Resource::Files, Op::Read)),
+        true,
     ),
     (
         "/console/rules",
         "Rules",
         Some(perm(Resource::Rules, Op::Read)),
+        false,
     ),
     (
         "/console/computers",
         "Computers",
         Some(perm(Resource::Computers, Op::Read)),
+        true,
     ),
     (
         "/console/policies",
         "Policies",
         Some(perm(Resource::Policies, Op::Read)),
+        false,
     ),
     (
         "/console/admins",
         "Admins",
         Some(perm(Resource::Admins, Op::Read)),
+        false,
     ),
     (
         "/console/audit",
         "Audit",
         Some(perm(Resource::Admins, Op::Read)),
+        false,
     ),
 ];
+
+/// Whether the caller may see a listing of `permission` at all (on the
+/// organization or on some policy).
+pub(crate) fn reaches(page: &Page, permission: Permission) -> bool {
+    page.auth.reach(permission).is_none_or(|r| !r.is_empty())
+}
 
 /// A page of the signed-in console: navigation (only the sections the admin
 /// may see now), the flash area for API answers, the content.
@@ -255,8 +271,8 @@ pub(crate) fn layout(
                     header.top {
                         a.brand href="/console/" { "Palisade" }
                         nav {
-                            @for (href, label, need) in SECTIONS {
-                                @if need.is_none_or(|p| held.contains(p)) {
+                            @for (href, label, need, by_policy) in SECTIONS {
+                                @if need.is_none_or(|p| held.contains(p) || (*by_policy && reaches(page, p))) {
                                     a href=(href) class=[(*label == title).then_some("current")] { (label) }
                                 }
                             }

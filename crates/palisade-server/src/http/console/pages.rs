@@ -1,7 +1,8 @@
 //! The console's pages. Each reads through the same functions as the API
 //! (or, for the views the API has no call for, the same tables filtered by
 //! the caller's organization) and offers only the actions the admin holds.
-use super::{action, hidden, layout, perm, when, Page, PageRejection};
+use super::{action, hidden, layout, perm, reaches, when, Page, PageRejection};
+use crate::http::access::policy_clause;
 use crate::http::admins::{self, AuditQuery};
 use crate::http::approvals::{self, RequestQuery};
 use crate::http::extract::{PathParam, QueryParams};
@@ -72,13 +73,19 @@ pub(crate) async fn dashboard(State(state): State<AppState>, page: Page) -> Page
     let now = crate::db::now_ms();
     let hour = 3_600_000;
     let mut content = html! {};
-    if held.contains(perm(Resource::Events, Op::Read)) {
+    let events_reach = page.auth.reach(perm(Resource::Events, Op::Read));
+    if events_reach.as_ref().is_none_or(|r| !r.is_empty()) {
+        // Events of the computers in the policies the admin reaches.
+        let scope = policy_clause(
+            "(SELECT c.policy_id FROM computers c WHERE c.id = events.computer_id)",
+            events_reach.as_deref(),
+        );
         let since = (now / hour - 23) * hour;
-        let rows = sqlx::query(
+        let rows = sqlx::query(&format!(
             "SELECT received_ms / 3600000, COUNT(*) FROM events \
-             WHERE org_id = $1 AND kind IN ('blocked', 'would_block') AND received_ms >= $2 \
-             GROUP BY received_ms / 3600000",
-        )
+             WHERE org_id = $1 AND kind IN ('blocked', 'would_block') AND received_ms >= $2{scope} \
+             GROUP BY received_ms / 3600000"
+        ))
         .bind(org_id)
         .bind(since)
         .fetch_all(state.db.pool())
@@ -96,12 +103,12 @@ pub(crate) async fn dashboard(State(state): State<AppState>, page: Page) -> Page
         }
         let total: i64 = buckets.iter().sum();
         let max = buckets.iter().copied().max().unwrap_or(0).max(1);
-        let top = sqlx::query(
+        let top = sqlx::query(&format!(
             "SELECT sha256, MAX(path), COUNT(*) FROM events \
              WHERE org_id = $1 AND kind IN ('blocked', 'would_block') AND sha256 IS NOT NULL \
-               AND received_ms >= $2 \
-             GROUP BY sha256 ORDER BY COUNT(*) DESC, sha256 LIMIT 10",
-        )
+               AND received_ms >= $2{scope} \
+             GROUP BY sha256 ORDER BY COUNT(*) DESC, sha256 LIMIT 10"
+        ))
         .bind(org_id)
         .bind(now - 7 * 24 * hour)
         .fetch_all(state.db.pool())
@@ -144,7 +151,7 @@ pub(crate) async fn dashboard(State(state): State<AppState>, page: Page) -> Page
             }
         };
     }
-    if held.contains(perm(Resource::Computers, Op::Read)) {
+    if reaches(&page, perm(Resource::Computers, Op::Read)) {
         let computers = api::computers(State(state.clone()), page.auth.clone())
             .await?
             .0;
@@ -154,7 +161,7 @@ pub(crate) async fn dashboard(State(state): State<AppState>, page: Page) -> Page
             (computer_table(&computers, None))
         };
     }
-    if held.contains(perm(Resource::Files, Op::Read)) {
+    if reaches(&page, perm(Resource::Files, Op::Read)) {
         let pending = approvals::requests(
             State(state.clone()),
             page.auth.clone(),
@@ -170,7 +177,7 @@ pub(crate) async fn dashboard(State(state): State<AppState>, page: Page) -> Page
             p { a href="/console/requests" { (pending.len()) " pending" } }
         };
     }
-    if held.is_empty() {
+    if held.is_empty() && !reaches(&page, perm(Resource::Computers, Op::Read)) {
         content = html! { p.muted { "You hold no permissions in this organization." } };
     }
     Ok(layout(&page, held, "Dashboard", content))
@@ -323,12 +330,14 @@ pub(crate) async fn events(
     let kind = filter
         .kind
         .filter(|k| ["blocked", "would_block", "approved", "allowed"].contains(&k.as_str()));
-    let rows = sqlx::query(
+    let reach = page.auth.reach(perm(Resource::Events, Op::Read));
+    let rows = sqlx::query(&format!(
         "SELECT e.id, c.name, e.received_ms, e.event_json FROM events e \
          JOIN computers c ON c.id = e.computer_id \
-         WHERE e.org_id = $1 AND ($2 = '' OR c.name = $2) AND ($3 = '' OR e.kind = $3) \
+         WHERE e.org_id = $1 AND ($2 = '' OR c.name = $2) AND ($3 = '' OR e.kind = $3){} \
          ORDER BY e.id DESC LIMIT 200",
-    )
+        policy_clause("c.policy_id", reach.as_deref())
+    ))
     .bind(page.auth.org_id)
     .bind(computer.clone().unwrap_or_default())
     .bind(kind.clone().unwrap_or_default())
