@@ -31,7 +31,7 @@ use crate::db::{now_ms, Db};
 use crate::errors::{ApiError, ApiResult};
 use crate::store::secret_hash;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::Json;
 use palisade_api::access::{ConfirmTotp, Invitation, Me, RecoveryCodes, TotpEnrollment};
 use palisade_authn::throttle::{self, AccountState};
@@ -664,6 +664,7 @@ pub(crate) async fn accept_invite(
 pub(crate) async fn invite(
     State(state): State<AppState>,
     admin: AdminAuth,
+    uri: Uri,
     headers: HeaderMap,
     name: PathParam,
 ) -> ApiResult<(StatusCode, Json<Invitation>)> {
@@ -688,24 +689,31 @@ pub(crate) async fn invite(
         None,
         Some(serde_json::json!({ "invitation_expires_ms": expires_ms })),
     );
-    let url = format!("https://{}/console/invite/{secret}", host_of(&headers));
+    let host = match authority(&uri, &headers) {
+        "" => "localhost",
+        h => h,
+    };
+    let url = format!("https://{host}/console/invite/{secret}");
     Ok((StatusCode::CREATED, Json(Invitation { url, expires_ms })))
 }
 
-/// The host the client reached us by (for links), if it is a plausible
-/// host name or address.
-fn host_of(headers: &HeaderMap) -> String {
-    headers
-        .get(axum::http::header::HOST)
-        .and_then(|h| h.to_str().ok())
+/// The host (and port) the client reached us by: the request's authority
+/// (HTTP/2) or its `Host` header (HTTP/1.1), if it is a plausible host name
+/// or address; empty otherwise.
+pub(crate) fn authority<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> &'a str {
+    uri.authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            headers
+                .get(axum::http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
         .filter(|h| {
-            !h.is_empty()
-                && h.len() < 256
+            h.len() < 256
                 && h.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
         })
-        .unwrap_or("localhost")
-        .to_owned()
+        .unwrap_or("")
 }
 
 /// `GET /api/v1/me`.

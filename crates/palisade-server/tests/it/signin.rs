@@ -208,6 +208,11 @@ pub(crate) async fn invited(env: &Env, who: &str, role: Option<&str>) -> Console
             StatusCode::CREATED,
         )
         .await;
+    assert!(
+        inv.url.starts_with(&env.server.url("/console/invite/")),
+        "the link names the address the request reached: {}",
+        inv.url
+    );
     let path = inv.url.split_once("/console/").expect("console url").1;
     let path = format!("/console/{path}");
     let mut c = Console::new(&env.server);
@@ -486,6 +491,25 @@ async fn sign_in_conditions_and_csrf(backend: Backend) {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
+
+    // A sign-in form posted from another site is refused.
+    let resp = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(env.server.ca_pem.as_bytes()).expect("CA pem"),
+        )
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .post(env.server.url("/console/login"))
+        .header("Origin", "https://evil.example")
+        .form(&[("org", "acme"), ("name", "erin"), ("password", PASSWORD)])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert!(resp.headers().get("set-cookie").is_none());
 
     // Trusted networks that exclude this client: sign-in refused, with the
     // reason, after the password was checked.

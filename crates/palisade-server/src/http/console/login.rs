@@ -7,7 +7,7 @@ use crate::http::signin::{self, Begun, Refusal};
 use crate::http::AppState;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Extension;
 use maud::html;
@@ -37,6 +37,27 @@ fn set_cookie(
 fn source(peer: Option<Extension<PeerAddr>>) -> IpAddr {
     peer.map(|Extension(PeerAddr(ip))| ip)
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
+/// Whether a form POST comes from the console's own pages: a browser sends
+/// `Origin` with every POST; when present it must name this host (another
+/// site cannot sign an admin in to the attacker's account, or out).
+fn same_origin(uri: &Uri, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+        return true; // not a browser (or an old one): nothing to compare
+    };
+    origin.strip_prefix("https://") == Some(crate::http::signin::authority(uri, headers))
+}
+
+fn cross_site() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        bare(
+            "Not permitted",
+            html! { main.narrow { p.error { "this form was sent from another site" } } },
+        ),
+    )
+        .into_response()
 }
 
 /// Parse a urlencoded form body.
@@ -122,8 +143,13 @@ fn begun(b: Begun, full_to: &str) -> Response {
 pub(crate) async fn submit(
     State(state): State<AppState>,
     peer: Option<Extension<PeerAddr>>,
+    uri: Uri,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if !same_origin(&uri, &headers) {
+        return cross_site();
+    }
     let Some(f) = parse_form::<LoginForm>(&body) else {
         return login_page(
             StatusCode::BAD_REQUEST,
@@ -178,9 +204,13 @@ struct CodeForm {
 pub(crate) async fn totp_submit(
     State(state): State<AppState>,
     peer: Option<Extension<PeerAddr>>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if !same_origin(&uri, &headers) {
+        return cross_site();
+    }
     let Some(pending) = cookie(&headers, PENDING_COOKIE).and_then(|v| SessionId::parse(v).ok())
     else {
         return login_page(
@@ -212,9 +242,13 @@ struct LogoutForm {
 /// token, so another site cannot sign an admin out).
 pub(crate) async fn logout(
     State(state): State<AppState>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if !same_origin(&uri, &headers) {
+        return cross_site();
+    }
     let csrf = parse_form::<LogoutForm>(&body)
         .map(|f| f.csrf)
         .unwrap_or_default();
@@ -293,9 +327,14 @@ struct InviteForm {
 pub(crate) async fn invite_submit(
     State(state): State<AppState>,
     peer: Option<Extension<PeerAddr>>,
+    uri: Uri,
+    headers: HeaderMap,
     Path(secret): Path<String>,
     body: Bytes,
 ) -> Response {
+    if !same_origin(&uri, &headers) {
+        return cross_site();
+    }
     if !plausible_secret(&secret) {
         return login_page(
             StatusCode::NOT_FOUND,

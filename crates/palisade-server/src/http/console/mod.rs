@@ -61,7 +61,7 @@ pub(crate) fn routes() -> Router<AppState> {
 }
 
 /// Every console answer: no framing, no foreign scripts or styles, no
-/// referrer (invitation links carry a secret), no caching of pages.
+/// referrer to other sites (invitation links carry a secret), no caching of pages.
 async fn security_headers(mut response: Response) -> Response {
     let h = response.headers_mut();
     h.insert(
@@ -73,7 +73,7 @@ async fn security_headers(mut response: Response) -> Response {
     );
     h.insert(
         header::REFERRER_POLICY,
-        header::HeaderValue::from_static("no-referrer"),
+        header::HeaderValue::from_static("same-origin"),
     );
     h.insert(
         header::X_FRAME_OPTIONS,
