@@ -127,6 +127,20 @@ async fn console_in_a_browser() {
             t.contains("/opt/tools/report-gen")
         })
         .await;
+    // Live updates: an event uploaded now appears without a reload.
+    let fresh = sha(0x33);
+    let _: Value = agent
+        .post_ok(
+            "/agent/v1/events",
+            json!({ "events": [event_json(4, "would_block", fresh, "/home/dev/new-tool")] }),
+        )
+        .await;
+    olivia
+        .wait_text("#events", "the new event arrives live", |t| {
+            t.contains("/home/dev/new-tool")
+        })
+        .await;
+    olivia.find("#events tr.live").await;
     olivia.screenshot(shots, "events").await;
     olivia
         .click(&format!("#events a[href=\"/console/files/{tool}\"]"))

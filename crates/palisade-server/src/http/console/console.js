@@ -170,16 +170,18 @@ async function follow(table) {
         e.process && e.process.exe ? e.process.exe.path : "",
         e.reason,
       ];
-      for (const text of cells) {
+      cells.forEach((text, i) => {
         const td = document.createElement("td");
         td.textContent = text;
+        if (i >= 3 && i <= 4) td.className = "mono"; // path, process
         tr.append(td);
-      }
+      });
       if (e.sha256) {
         const a = document.createElement("a");
         a.href = `/console/files/${e.sha256}`;
         a.textContent = e.sha256.slice(0, 12);
         const td = document.createElement("td");
+        td.className = "mono";
         td.append(a);
         tr.insertBefore(td, tr.children[4]);
       } else {
