@@ -103,15 +103,7 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         200,
         adm::ComputerInfo
     ),
-    op!(
-        "POST",
-        "/api/v1/computers/{name}/revoke",
-        "Revoke a computer's certificate",
-        None,
-        200,
-        Some(schema::<adm::ComputerInfo>),
-        &[]
-    ),
+    op!("POST", "/api/v1/computers/{name}/revoke", "Revoke a computer's certificate", -, 200, adm::ComputerInfo),
     op!("GET", "/api/v1/policies", "Policies and their levels", -, 200, Vec<adm::PolicyInfo>),
     op!(
         "POST",
@@ -232,33 +224,9 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         200,
         acc::AdminInfo
     ),
-    op!(
-        "POST",
-        "/api/v1/admins/{name}/disable",
-        "Disable an admin; ends their sessions and tokens",
-        None,
-        200,
-        Some(schema::<acc::AdminInfo>),
-        &[]
-    ),
-    op!(
-        "POST",
-        "/api/v1/admins/{name}/enable",
-        "Enable an admin",
-        None,
-        200,
-        Some(schema::<acc::AdminInfo>),
-        &[]
-    ),
-    op!(
-        "POST",
-        "/api/v1/admins/{name}/invite",
-        "A one-time link to set the admin's password",
-        None,
-        201,
-        Some(schema::<acc::Invitation>),
-        &[]
-    ),
+    op!("POST", "/api/v1/admins/{name}/disable", "Disable an admin; ends their sessions and tokens", -, 200, acc::AdminInfo),
+    op!("POST", "/api/v1/admins/{name}/enable", "Enable an admin", -, 200, acc::AdminInfo),
+    op!("POST", "/api/v1/admins/{name}/invite", "A one-time link to set the admin's password", -, 201, acc::Invitation),
     op!("GET", "/api/v1/roles", "Built-in and custom roles", -, 200, Vec<acc::RoleInfo>),
     op!(
         "POST",

@@ -174,7 +174,7 @@ impl From<ApiError> for Refusal {
     }
 }
 
-/// A session begun: the cookie value to set, and the session's CSRF token.
+/// A session begun: its id (the cookie value to set).
 pub(crate) struct Begun {
     pub(crate) id: SessionId,
     /// Whether the second factor is still to come.

@@ -6,45 +6,17 @@
 //!
 //! With `PALISADE_SCREENSHOTS=DIR`, the main pages are saved there as PNG
 //! (`docs/console/` holds the ones committed).
-use crate::signin::{code, PASSWORD};
+use crate::signin::{code, invitation_path, PASSWORD};
 use crate::support::*;
 use crate::webdriver::Browser;
-use palisade_api::access::{AdminInfo, Invitation};
 use palisade_api::admin::{ComputerInfo, FileDetails};
 use palisade_core::GlobalState;
 use palisade_core::Sha256;
-use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
 async fn invitation(env: &Env, who: &str, role: &str) -> String {
-    let _: AdminInfo = env
-        .admin
-        .expect(
-            Method::POST,
-            "/api/v1/admins",
-            json!({ "name": who }),
-            StatusCode::CREATED,
-        )
-        .await;
-    let _: AdminInfo = env
-        .admin
-        .post_ok(
-            &format!("/api/v1/admins/{who}/grants"),
-            json!({ "role": role }),
-        )
-        .await;
-    let inv: Invitation = env
-        .admin
-        .expect(
-            Method::POST,
-            &format!("/api/v1/admins/{who}/invite"),
-            json!({}),
-            StatusCode::CREATED,
-        )
-        .await;
-    let path = inv.url.split_once("/console/").expect("console link").1;
-    env.server.url(&format!("/console/{path}"))
+    env.server.url(&invitation_path(env, who, Some(role)).await)
 }
 
 async fn set_password(b: &Browser, link: &str) {

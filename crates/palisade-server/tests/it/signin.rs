@@ -75,17 +75,11 @@ impl Console {
             .join("; ")
     }
 
-    /// POST a form; returns status, `Location`, body.
-    pub(crate) async fn form(
-        &mut self,
-        path: &str,
-        fields: &[(&str, &str)],
-    ) -> (StatusCode, Option<String>, String) {
-        let resp = self
-            .client
-            .post(format!("{}{path}", self.base))
+    /// Send a console request with this client's cookies, keep the cookies
+    /// it sets; returns status, `Location`, body.
+    async fn send(&mut self, req: reqwest::RequestBuilder) -> (StatusCode, Option<String>, String) {
+        let resp = req
             .header(COOKIE, self.cookie_header())
-            .form(fields)
             .send()
             .await
             .expect("request");
@@ -98,22 +92,23 @@ impl Console {
         (status, location, resp.text().await.expect("body"))
     }
 
+    /// POST a form; returns status, `Location`, body.
+    pub(crate) async fn form(
+        &mut self,
+        path: &str,
+        fields: &[(&str, &str)],
+    ) -> (StatusCode, Option<String>, String) {
+        let req = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .form(fields);
+        self.send(req).await
+    }
+
     /// GET a page; returns status, `Location`, body.
     pub(crate) async fn page(&mut self, path: &str) -> (StatusCode, Option<String>, String) {
-        let resp = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .header(COOKIE, self.cookie_header())
-            .send()
-            .await
-            .expect("request");
-        self.keep_cookies(&resp);
-        let status = resp.status();
-        let location = resp
-            .headers()
-            .get(LOCATION)
-            .map(|l| l.to_str().expect("location").to_owned());
-        (status, location, resp.text().await.expect("body"))
+        let req = self.client.get(format!("{}{path}", self.base));
+        self.send(req).await
     }
 
     /// The CSRF token the console pages carry for this session.
@@ -179,9 +174,9 @@ pub(crate) fn code(secret: &str, offset: u64) -> String {
     totp::code_at(&secret, now_s() + offset * totp::PERIOD_S)
 }
 
-/// Add `who` with `role` and have them accept an invitation: a signed-in
-/// console (password only).
-pub(crate) async fn invited(env: &Env, who: &str, role: Option<&str>) -> Console {
+/// Add `who` (if new) with `role` and return the path of a fresh invitation
+/// link for them.
+pub(crate) async fn invitation_path(env: &Env, who: &str, role: Option<&str>) -> String {
     let (status, v) = env
         .admin
         .call(Method::POST, "/api/v1/admins", Some(json!({"name": who})))
@@ -214,7 +209,27 @@ pub(crate) async fn invited(env: &Env, who: &str, role: Option<&str>) -> Console
         inv.url
     );
     let path = inv.url.split_once("/console/").expect("console url").1;
-    let path = format!("/console/{path}");
+    format!("/console/{path}")
+}
+
+/// An API client with a fresh token made for `who` by the owner.
+async fn token_for(env: &Env, who: &str) -> Admin {
+    let token: TokenCreated = env
+        .admin
+        .expect(
+            Method::POST,
+            "/api/v1/tokens",
+            json!({"admin": who, "name": "cli"}),
+            StatusCode::CREATED,
+        )
+        .await;
+    Admin::new(&env.server, &token.token)
+}
+
+/// Add `who` with `role` and have them accept an invitation: a signed-in
+/// console (password only).
+pub(crate) async fn invited(env: &Env, who: &str, role: Option<&str>) -> Console {
+    let path = invitation_path(env, who, role).await;
     let mut c = Console::new(&env.server);
     let (status, _, body) = c.page(&path).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -360,16 +375,7 @@ async fn invitation_password_totp_and_recovery_codes(backend: Backend) {
 async fn wrong_credentials_are_throttled_and_lock_the_account(backend: Backend) {
     let env = Env::new(backend).await;
     let mut c = invited(&env, "carol", Some("auditor")).await;
-    let token: TokenCreated = env
-        .admin
-        .expect(
-            Method::POST,
-            "/api/v1/tokens",
-            json!({"admin": "carol", "name": "cli"}),
-            StatusCode::CREATED,
-        )
-        .await;
-    let carol_api = Admin::new(&env.server, &token.token);
+    let carol_api = token_for(&env, "carol").await;
     let _: Value = carol_api.get_ok("/api/v1/whoami").await;
 
     // Wrong password: generic answer; right away again: back-off (429).
@@ -456,6 +462,20 @@ async fn required_mfa_leaves_only_enrollment(backend: Backend) {
     assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
     let (status, _) = d.api(Method::GET, "/api/v1/computers", None, None).await;
     assert_eq!(status, StatusCode::OK);
+    // Thirty-one minutes without a request end a session.
+    let idle_since = now_s() as i64 * 1000 - 31 * 60 * 1000;
+    exec_sql(
+        backend,
+        &env.db.url,
+        &format!("UPDATE admin_sessions SET last_seen_ms = {idle_since}"),
+    )
+    .await;
+    let (status, v) = d.api(Method::GET, "/api/v1/computers", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    assert!(
+        v["error"].as_str().unwrap_or("").contains("inactivity"),
+        "{v}"
+    );
 }
 
 async fn sign_in_conditions_and_csrf(backend: Backend) {
@@ -540,16 +560,7 @@ async fn sign_in_conditions_and_csrf(backend: Backend) {
 async fn revocation_ends_console_session_and_token(backend: Backend) {
     let env = Env::new(backend).await;
     let mut c = invited(&env, "frank", Some("approver")).await;
-    let token: TokenCreated = env
-        .admin
-        .expect(
-            Method::POST,
-            "/api/v1/tokens",
-            json!({"admin": "frank", "name": "cli"}),
-            StatusCode::CREATED,
-        )
-        .await;
-    let api = Admin::new(&env.server, &token.token);
+    let api = token_for(&env, "frank").await;
     let (status, _) = c.api(Method::GET, "/api/v1/computers", None, None).await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = api.get("/api/v1/computers").await;

@@ -49,15 +49,26 @@ fn same_origin(uri: &Uri, headers: &HeaderMap) -> bool {
     origin.strip_prefix("https://") == Some(crate::http::signin::authority(uri, headers))
 }
 
-fn cross_site() -> Response {
+/// A page saying only `text`, as an error.
+fn message_page(status: StatusCode, title: &str, text: &str) -> Response {
     (
-        StatusCode::FORBIDDEN,
-        bare(
-            "Not permitted",
-            html! { main.narrow { p.error { "this form was sent from another site" } } },
-        ),
+        status,
+        bare(title, html! { main.narrow { p.error { (text) } } }),
     )
         .into_response()
+}
+
+fn cross_site() -> Response {
+    message_page(
+        StatusCode::FORBIDDEN,
+        "Not permitted",
+        "this form was sent from another site",
+    )
+}
+
+/// The sign-in page saying that the step or link has expired.
+fn start_again(status: StatusCode) -> Response {
+    login_page(status, "", "", Some(&Refusal::Expired.to_string()))
 }
 
 /// Parse a urlencoded form body.
@@ -213,12 +224,7 @@ pub(crate) async fn totp_submit(
     }
     let Some(pending) = cookie(&headers, PENDING_COOKIE).and_then(|v| SessionId::parse(v).ok())
     else {
-        return login_page(
-            StatusCode::UNAUTHORIZED,
-            "",
-            "",
-            Some(&Refusal::Expired.to_string()),
-        );
+        return start_again(StatusCode::UNAUTHORIZED);
     };
     let Some(f) = parse_form::<CodeForm>(&body) else {
         return totp_page(StatusCode::BAD_REQUEST, Some("enter a code"));
@@ -254,24 +260,14 @@ pub(crate) async fn logout(
         .unwrap_or_default();
     if let Some(id) = session_of(&headers) {
         if !id.verify_csrf(&csrf) {
-            return (
-                StatusCode::FORBIDDEN,
-                bare(
-                    "Not permitted",
-                    html! { main.narrow { p.error { "wrong CSRF token" } } },
-                ),
-            )
-                .into_response();
+            return message_page(StatusCode::FORBIDDEN, "Not permitted", "wrong CSRF token");
         }
         if signin::end_session(&state.db, &id).await.is_err() {
-            return (
+            return message_page(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                bare(
-                    "Error",
-                    html! { main.narrow { p.error { "cannot end the session; try again" } } },
-                ),
-            )
-                .into_response();
+                "Error",
+                "cannot end the session; try again",
+            );
         }
     }
     let clear = set_cookie(SESSION_COOKIE, "", "/", 0);
@@ -307,12 +303,7 @@ fn plausible_secret(secret: &str) -> bool {
 /// `GET /console/invite/{secret}`.
 pub(crate) async fn invite_form(Path(secret): Path<String>) -> Response {
     if !plausible_secret(&secret) {
-        return login_page(
-            StatusCode::NOT_FOUND,
-            "",
-            "",
-            Some(&Refusal::Expired.to_string()),
-        );
+        return start_again(StatusCode::NOT_FOUND);
     }
     invite_page(StatusCode::OK, &secret, None)
 }
@@ -336,12 +327,7 @@ pub(crate) async fn invite_submit(
         return cross_site();
     }
     if !plausible_secret(&secret) {
-        return login_page(
-            StatusCode::NOT_FOUND,
-            "",
-            "",
-            Some(&Refusal::Expired.to_string()),
-        );
+        return start_again(StatusCode::NOT_FOUND);
     }
     let Some(f) = parse_form::<InviteForm>(&body) else {
         return invite_page(

@@ -143,6 +143,13 @@ impl From<ApiError> for PageRejection {
     }
 }
 
+/// A database error while building a page: the refusal page's 500.
+impl From<sqlx::Error> for PageRejection {
+    fn from(e: sqlx::Error) -> Self {
+        PageRejection::Refused(ApiError::from(e))
+    }
+}
+
 impl FromRequestParts<AppState> for Page {
     type Rejection = PageRejection;
 

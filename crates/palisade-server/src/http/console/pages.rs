@@ -52,14 +52,10 @@ async fn policy_names(state: &AppState, org_id: i64) -> Result<Vec<(i64, String)
     let rows = sqlx::query("SELECT id, name FROM policies WHERE org_id = $1 ORDER BY name")
         .bind(org_id)
         .fetch_all(state.db.pool())
-        .await
-        .map_err(crate::errors::ApiError::from)?;
+        .await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
-        out.push((
-            r.try_get(0).map_err(crate::errors::ApiError::from)?,
-            r.try_get(1).map_err(crate::errors::ApiError::from)?,
-        ));
+        out.push((r.try_get(0)?, r.try_get(1)?));
     }
     Ok(out)
 }
@@ -89,12 +85,11 @@ pub(crate) async fn dashboard(State(state): State<AppState>, page: Page) -> Page
         .bind(org_id)
         .bind(since)
         .fetch_all(state.db.pool())
-        .await
-        .map_err(crate::errors::ApiError::from)?;
+        .await?;
         let mut buckets = [0i64; 24];
         for r in &rows {
-            let h: i64 = r.try_get(0).map_err(crate::errors::ApiError::from)?;
-            let n: i64 = r.try_get(1).map_err(crate::errors::ApiError::from)?;
+            let h: i64 = r.try_get(0)?;
+            let n: i64 = r.try_get(1)?;
             if let Ok(i) = usize::try_from(h - since / hour) {
                 if i < 24 {
                     buckets[i] = n;
@@ -112,8 +107,7 @@ pub(crate) async fn dashboard(State(state): State<AppState>, page: Page) -> Page
         .bind(org_id)
         .bind(now - 7 * 24 * hour)
         .fetch_all(state.db.pool())
-        .await
-        .map_err(crate::errors::ApiError::from)?;
+        .await?;
         content = html! {
             (content)
             div.cards {
@@ -342,32 +336,24 @@ pub(crate) async fn events(
     .bind(computer.clone().unwrap_or_default())
     .bind(kind.clone().unwrap_or_default())
     .fetch_all(state.db.pool())
-    .await
-    .map_err(crate::errors::ApiError::from)?;
+    .await?;
     let mut events = Vec::with_capacity(rows.len());
     let mut last_id = 0i64;
     for r in &rows {
-        let id: i64 = r.try_get(0).map_err(crate::errors::ApiError::from)?;
+        let id: i64 = r.try_get(0)?;
         last_id = last_id.max(id);
-        let json: String = r.try_get(3).map_err(crate::errors::ApiError::from)?;
+        let json: String = r.try_get(3)?;
         let Ok(event) = serde_json::from_str::<FileEvent>(&json) else {
             continue;
         };
-        events.push((
-            r.try_get::<String, _>(1)
-                .map_err(crate::errors::ApiError::from)?,
-            r.try_get::<i64, _>(2)
-                .map_err(crate::errors::ApiError::from)?,
-            event,
-        ));
+        events.push((r.try_get::<String, _>(1)?, r.try_get::<i64, _>(2)?, event));
     }
     if last_id == 0 {
         // Follow from now on: the newest id of the organization.
         last_id = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events WHERE org_id = $1")
             .bind(page.auth.org_id)
             .fetch_one(state.db.pool())
-            .await
-            .map_err(crate::errors::ApiError::from)?;
+            .await?;
     }
     let mut live_filter = form_urlencoded::Serializer::new(String::new());
     if let Some(c) = &computer {
@@ -440,8 +426,7 @@ pub(crate) async fn files(
     .bind(&q)
     .bind(&like)
     .fetch_all(state.db.pool())
-    .await
-    .map_err(crate::errors::ApiError::from)?;
+    .await?;
     let content = html! {
         form.filters method="get" action="/console/files" {
             label { "Path or SHA-256 contains" input name="q" value=(q); }
@@ -495,8 +480,7 @@ pub(crate) async fn file(State(state): State<AppState>, page: Page, sha: PathPar
     .bind(page.auth.org_id)
     .bind(parse_sha(&hex).map(|s| s.to_hex()).unwrap_or_default())
     .fetch_all(state.db.pool())
-    .await
-    .map_err(crate::errors::ApiError::from)?;
+    .await?;
     let api_path = format!("/api/v1/files/{}/state", d.sha256);
     let (global, global_class) = global_label(d.global_state);
     let content = html! {
@@ -794,8 +778,7 @@ pub(crate) async fn audit(State(state): State<AppState>, page: Page) -> PageResu
     let head: Option<i64> = sqlx::query_scalar("SELECT seq FROM audit_heads WHERE org_id = $1")
         .bind(page.auth.org_id)
         .fetch_optional(state.db.pool())
-        .await
-        .map_err(crate::errors::ApiError::from)?;
+        .await?;
     let after = head.unwrap_or(0).saturating_sub(200).max(0);
     let mut records = admins::audit(
         State(state.clone()),
