@@ -8,8 +8,9 @@
 //! database lookup is the server's, not measured here): a permission and a
 //! target (the organization, one of its policies, now and then another
 //! organization's policy), allowed and refused alike. Prints per-request
-//! median and p99 in ns, and the same for `allowed` (the console's 28
-//! permissions at once) and `sign_in`.
+//! median and p99 in ns, the same with `evaluate` (Cedar at every call,
+//! without the memo of answers by shape: the baseline), and for `allowed`
+//! (the console's 28 permissions at once) and `sign_in`.
 use palisade_authz::*;
 use palisade_core::{Name, OrgId, PolicyId};
 use std::hint::black_box;
@@ -201,6 +202,17 @@ fn main() {
         "  ({:.0}% of those requests allowed)",
         allowed as f64 * 100.0 / 110_000.0
     );
+    let times = measure(100_000, |i| {
+        let (admin, permission, target, context) = request(i);
+        let caller = Caller {
+            admin: &admin.facts,
+            grants: &admin.grants,
+            conditions: &conditions,
+            context,
+        };
+        let _ = black_box(authz.evaluate(&caller, permission, target));
+    });
+    report("evaluate (10 grants, no memo)", &times);
     let times = measure(10_000, |i| {
         let (admin, _, target, context) = request(i);
         let caller = Caller {

@@ -2,7 +2,7 @@
 //! and context built for each request.
 use crate::conditions::{AccessContext, Facts, OrgConditions};
 use crate::decision::{Decision, DenyReason};
-use crate::model::{AdminFacts, Caller, Grant, Scope, Target};
+use crate::model::{AdminFacts, AdminStatus, Caller, Grant, Scope, Target};
 use crate::permission::{Permission, PermissionSet};
 use cedar_policy as cedar;
 use cedar_policy::{
@@ -11,6 +11,7 @@ use cedar_policy::{
 };
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Mutex;
 
 /// The policies, each with its id. A `forbid`'s id is the
 /// [`DenyReason::code`] it reports.
@@ -66,12 +67,14 @@ const SIGN_IN: &str = "sign-in";
 
 /// Decides admin requests with Cedar. Build one at start and share it.
 ///
-/// It holds only what is derived from this crate's own text: the policies
-/// and the names of entity types and actions. It never changes after
-/// [`Authorizer::new`]: nothing about admins, grants, roles or conditions
-/// is kept between calls.
+/// It holds what is derived from this crate's own text (the policies and
+/// the names of entity types and actions) and a memo of Cedar's answers by
+/// shape (see `Shape`): nothing about any admin, grant, role or organization is kept
+/// between calls, only "a request of this shape is allowed (or refused for
+/// this reason)", which is true for every request of that shape.
 #[derive(Debug)]
 pub struct Authorizer {
+    memo: Mutex<HashMap<Shape, Decision>>,
     schema_source: String,
     requests: PolicySet,
     sign_ins: PolicySet,
@@ -82,6 +85,56 @@ pub struct Authorizer {
     action_type: EntityTypeName,
     actions: Vec<EntityUid>,
     sign_in: EntityUid,
+}
+
+/// Shapes remembered at most; past it the memo starts over.
+const MEMO_MAX: usize = 65_536;
+
+/// Everything a request's decision can depend on, with the ids taken out.
+///
+/// The policies read the admin's status, whether the target is in the
+/// admin's organization (`resource in principal.org`), the admin's tags at
+/// the target's scope and at its organization's scope (the permissions
+/// held there), the action, and the conditional-access facts; nothing
+/// else, and no policy names an entity. Two requests of the same shape
+/// therefore get the same answer from Cedar, and the answer for a shape is
+/// remembered: the first request of a shape is evaluated by Cedar, the
+/// rest reuse its answer. (A new policy that reads anything else must add
+/// it here; `memo_answers_as_cedar_does` compares memo and Cedar on random
+/// requests with random ids.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Shape {
+    status: AdminStatus,
+    same_org: bool,
+    on_policy: bool,
+    at_org: Option<PermissionSet>,
+    at_policy: Option<PermissionSet>,
+    facts: Facts,
+    permission: Permission,
+}
+
+impl Shape {
+    fn of(
+        admin: &AdminFacts,
+        held: &Held,
+        target: Target,
+        facts: Facts,
+        permission: Permission,
+    ) -> Shape {
+        let (on_policy, at_policy) = match target {
+            Target::Org(_) => (false, None),
+            Target::Policy { policy, .. } => (true, held.at(ScopeKey::Policy(policy.0))),
+        };
+        Shape {
+            status: admin.status,
+            same_org: target.org() == admin.org,
+            on_policy,
+            at_org: held.at(ScopeKey::Org(target.org().0)),
+            at_policy,
+            facts,
+            permission,
+        }
+    }
 }
 
 /// A fault while building or evaluating the Cedar request: refused as
@@ -103,12 +156,27 @@ struct Inputs {
     entities: Entities,
 }
 
-/// What the caller's grants come to: for each scope (as its tag key), the
-/// permissions held there (the union of the roles granted at that scope).
-struct Held(Vec<(String, PermissionSet)>);
+/// What the caller's grants come to on one target: for each scope that
+/// reaches the target (as its tag key), the permissions held there (the
+/// union of the roles granted at that scope).
+///
+/// Only the target's own scope and its organization's are kept: the
+/// policies read the admin's tags only at `resource.scope` and
+/// `resource.org_scope`, so tags for other scopes (and the action groups
+/// only they bring) cannot change a decision; leaving them out (Cedar's
+/// "entity slicing") keeps the entities, and the time to build them, small
+/// however many grants an admin holds.
+struct Held(Vec<(ScopeKey, PermissionSet)>);
 
 impl Held {
-    fn new(admin: &AdminFacts, grants: &[Grant]) -> Held {
+    fn new(admin: &AdminFacts, grants: &[Grant], target: Target) -> Held {
+        let reaching = [
+            Some(ScopeKey::Org(target.org().0)),
+            match target {
+                Target::Org(_) => None,
+                Target::Policy { policy, .. } => Some(ScopeKey::Policy(policy.0)),
+            },
+        ];
         let mut by_scope: Vec<(ScopeKey, PermissionSet)> = grants
             .iter()
             .map(|g| {
@@ -118,6 +186,7 @@ impl Held {
                 };
                 (scope, g.role.permissions())
             })
+            .filter(|(scope, _)| reaching.contains(&Some(*scope)))
             .collect();
         by_scope.sort_unstable_by_key(|&(scope, _)| scope);
         let mut held: Vec<(ScopeKey, PermissionSet)> = Vec::with_capacity(by_scope.len());
@@ -127,11 +196,12 @@ impl Held {
                 _ => held.push((scope, permissions)),
             }
         }
-        Held(
-            held.into_iter()
-                .map(|(scope, permissions)| (scope.tag(), permissions))
-                .collect(),
-        )
+        Held(held)
+    }
+
+    /// The permissions held at `scope`, if any grant is there.
+    fn at(&self, scope: ScopeKey) -> Option<PermissionSet> {
+        self.0.iter().find(|(s, _)| *s == scope).map(|&(_, p)| p)
     }
 
     /// The distinct permission sets held, each an action group.
@@ -143,7 +213,7 @@ impl Held {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum ScopeKey {
     Org(i64),
     Policy(i64),
@@ -197,6 +267,7 @@ impl Authorizer {
         let action =
             |id: &str| EntityUid::from_type_name_and_id(type_name("Action"), EntityId::new(id));
         Authorizer {
+            memo: Mutex::new(HashMap::new()),
             actions: Permission::all().map(|p| action(&p.to_string())).collect(),
             sign_in: action(SIGN_IN),
             org_type: type_name("Org"),
@@ -217,12 +288,57 @@ impl Authorizer {
         permission: Permission,
         target: Target,
     ) -> Decision {
-        let held = Held::new(caller.admin, caller.grants);
-        self.inputs(caller, &held, target, &[permission], None)
+        let held = Held::new(caller.admin, caller.grants, target);
+        let facts = Facts::new(caller.conditions, caller.context);
+        let shape = Shape::of(caller.admin, &held, target, facts, permission);
+        if let Some(decision) = self.recall(&shape) {
+            return decision;
+        }
+        match self
+            .inputs(caller, &held, target, facts, &[permission], None)
+            .and_then(|inputs| {
+                self.decide(&self.requests, &inputs, &self.actions[permission.index()])
+            }) {
+            Ok(decision) => {
+                self.remember(shape, decision);
+                decision
+            }
+            Err(Fault) => Decision::Deny(DenyReason::PolicyError),
+        }
+    }
+
+    /// What [`authorize`](Self::authorize) answers, always from a fresh
+    /// Cedar evaluation (neither reading nor filling the memo): the
+    /// baseline the benchmark compares the memo with.
+    pub fn evaluate(
+        &self,
+        caller: &Caller<'_>,
+        permission: Permission,
+        target: Target,
+    ) -> Decision {
+        let held = Held::new(caller.admin, caller.grants, target);
+        let facts = Facts::new(caller.conditions, caller.context);
+        self.inputs(caller, &held, target, facts, &[permission], None)
             .and_then(|inputs| {
                 self.decide(&self.requests, &inputs, &self.actions[permission.index()])
             })
             .unwrap_or(Decision::Deny(DenyReason::PolicyError))
+    }
+
+    fn recall(&self, shape: &Shape) -> Option<Decision> {
+        self.memo
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(shape)
+            .copied()
+    }
+
+    fn remember(&self, shape: Shape, decision: Decision) {
+        let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+        if memo.len() >= MEMO_MAX {
+            memo.clear();
+        }
+        memo.insert(shape, decision);
     }
 
     /// The permissions `caller` has on `target` right now, for a console
@@ -231,18 +347,37 @@ impl Authorizer {
     /// entities (plus the other actions' entities, which a request for this
     /// action does not read).
     pub fn allowed(&self, caller: &Caller<'_>, target: Target) -> PermissionSet {
-        let held = Held::new(caller.admin, caller.grants);
-        let permissions: Vec<Permission> = Permission::all().collect();
-        let Ok(inputs) = self.inputs(caller, &held, target, &permissions, None) else {
+        let held = Held::new(caller.admin, caller.grants, target);
+        let facts = Facts::new(caller.conditions, caller.context);
+        let mut allowed = PermissionSet::EMPTY;
+        let mut unknown = Vec::new();
+        for p in Permission::all() {
+            let shape = Shape::of(caller.admin, &held, target, facts, p);
+            match self.recall(&shape) {
+                Some(decision) if decision.is_allowed() => allowed.insert(p),
+                Some(_) => {}
+                None => unknown.push((p, shape)),
+            }
+        }
+        if unknown.is_empty() {
+            return allowed;
+        }
+        let permissions: Vec<Permission> = unknown.iter().map(|&(p, _)| p).collect();
+        let Ok(inputs) = self.inputs(caller, &held, target, facts, &permissions, None) else {
             return PermissionSet::EMPTY;
         };
-        permissions
-            .into_iter()
-            .filter(|p| {
-                self.decide(&self.requests, &inputs, &self.actions[p.index()])
-                    .is_ok_and(Decision::is_allowed)
-            })
-            .collect()
+        for (p, shape) in unknown {
+            match self.decide(&self.requests, &inputs, &self.actions[p.index()]) {
+                Ok(decision) => {
+                    self.remember(shape, decision);
+                    if decision.is_allowed() {
+                        allowed.insert(p);
+                    }
+                }
+                Err(Fault) => return PermissionSet::EMPTY,
+            }
+        }
+        allowed
     }
 
     /// Decide whether `admin` may sign in (start a session) now: the
@@ -265,6 +400,7 @@ impl Authorizer {
             &caller,
             &Held(Vec::new()),
             Target::Org(admin.org),
+            Facts::new(conditions, context),
             &[],
             None,
         )
@@ -303,6 +439,7 @@ impl Authorizer {
         caller: &Caller<'_>,
         held: &Held,
         target: Target,
+        facts: Facts,
         permissions: &[Permission],
         schema: Option<&Schema>,
     ) -> Result<Inputs, Fault> {
@@ -328,7 +465,7 @@ impl Authorizer {
             [],
             held.0.iter().map(|(scope, permissions)| {
                 (
-                    scope.clone(),
+                    scope.tag(),
                     RestrictedExpression::new_entity_uid(self.group(*permissions)),
                 )
             }),
@@ -373,7 +510,6 @@ impl Authorizer {
 
         // Context: each condition of the organization and whether this
         // request meets it.
-        let facts = Facts::new(caller.conditions, caller.context);
         let context = Context::from_pairs([
             bool_pair("mfa_required", facts.mfa_required),
             bool_pair("mfa_verified", facts.mfa_verified),
@@ -483,7 +619,7 @@ type Conditions = {{
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{AdminId, AdminStatus};
+    use crate::model::AdminId;
     use crate::role::{builtin_roles, Role};
     use palisade_core::{Name, OrgId, PolicyId};
 
@@ -531,12 +667,6 @@ mod tests {
                 conditions: &conditions,
                 context: &context,
             };
-            let held = Held::new(&admin, &grants);
-            // Two scopes: the policy (four roles merged) and the organization.
-            assert_eq!(held.0.len(), 2);
-            let schema = Schema::from_cedarschema_str(&schema_source(&held.groups()))
-                .unwrap()
-                .0;
             for target in [
                 Target::Org(OrgId(1)),
                 Target::Org(OrgId(2)),
@@ -549,9 +679,29 @@ mod tests {
                     policy: PolicyId(8),
                 },
             ] {
+                let held = Held::new(&admin, &grants, target);
+                if target
+                    == (Target::Policy {
+                        org: OrgId(1),
+                        policy: PolicyId(7),
+                    })
+                {
+                    // Two scopes: the policy (four roles merged) and the organization.
+                    assert_eq!(held.0.len(), 2);
+                }
+                let schema = Schema::from_cedarschema_str(&schema_source(&held.groups()))
+                    .unwrap()
+                    .0;
                 let all: Vec<Permission> = Permission::all().collect();
                 let inputs = authz
-                    .inputs(&caller, &held, target, &all, Some(&schema))
+                    .inputs(
+                        &caller,
+                        &held,
+                        target,
+                        Facts::new(&conditions, &context),
+                        &all,
+                        Some(&schema),
+                    )
                     .ok()
                     .expect("entities conform");
                 let mut actions = authz.actions.clone();
@@ -570,6 +720,99 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The memo answers every request exactly as a fresh Cedar evaluation
+    /// of that request does: random admins (ids, organizations, statuses),
+    /// grants, conditions and targets, asked twice each, so that most
+    /// answers after the first come from shapes other requests filled.
+    #[test]
+    fn memo_answers_as_cedar_does() {
+        let authz = Authorizer::new();
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let all: Vec<Permission> = Permission::all().collect();
+        let roles = builtin_roles();
+        let statuses = [
+            AdminStatus::Active,
+            AdminStatus::Active,
+            AdminStatus::Disabled,
+            AdminStatus::Locked,
+        ];
+        let (mut hits, mut asked) = (0usize, 0usize);
+        for _ in 0..400 {
+            let admin = AdminFacts {
+                id: AdminId(i64::try_from(next() % 1000).unwrap()),
+                org: OrgId(i64::try_from(next() % 3).unwrap()),
+                status: statuses[(next() % 4) as usize],
+            };
+            let grants: Vec<Grant> = (0..next() % 4)
+                .map(|_| Grant {
+                    role: roles[(next() % 4) as usize].clone(),
+                    scope: match next() % 3 {
+                        0 => Scope::Org,
+                        n => Scope::Policy(PolicyId(i64::try_from(n).unwrap())),
+                    },
+                })
+                .collect();
+            let conditions = OrgConditions {
+                require_mfa: next() % 2 == 0,
+                trusted_networks: if next() % 2 == 0 {
+                    vec!["10.0.0.0/8".parse().unwrap()]
+                } else {
+                    vec![]
+                },
+                office_hours: None,
+            };
+            let context = AccessContext {
+                mfa_verified: next() % 2 == 0,
+                source_ip: if next() % 2 == 0 {
+                    "10.1.2.3".parse().unwrap()
+                } else {
+                    "192.0.2.1".parse().unwrap()
+                },
+                now_unix_ms: 0,
+            };
+            let caller = Caller {
+                admin: &admin,
+                grants: &grants,
+                conditions: &conditions,
+                context: &context,
+            };
+            let org = OrgId(i64::try_from(next() % 3).unwrap());
+            let target = match next() % 3 {
+                0 => Target::Org(org),
+                n => Target::Policy {
+                    org,
+                    policy: PolicyId(i64::try_from(n).unwrap()),
+                },
+            };
+            let permission = all[(next() % all.len() as u64) as usize];
+            let held = Held::new(&admin, &grants, target);
+            let facts = Facts::new(&conditions, &context);
+            let fresh = authz.evaluate(&caller, permission, target);
+            assert_ne!(fresh, Decision::Deny(DenyReason::PolicyError));
+            let shape = Shape::of(&admin, &held, target, facts, permission);
+            hits += usize::from(authz.recall(&shape).is_some());
+            asked += 1;
+            for _ in 0..2 {
+                assert_eq!(
+                    authz.authorize(&caller, permission, target),
+                    fresh,
+                    "{admin:?} {grants:?} {target:?} {permission}"
+                );
+            }
+            assert_eq!(
+                authz.allowed(&caller, target).contains(permission),
+                fresh.is_allowed()
+            );
+        }
+        assert!(hits > asked / 4, "the memo was used: {hits} of {asked}");
     }
 
     #[test]
@@ -627,18 +870,35 @@ mod tests {
                 scope: Scope::Policy(PolicyId(7)),
             },
         ];
-        let held = Held::new(&admin, &grants);
-        let got: Vec<(String, String)> = held
-            .0
-            .iter()
-            .map(|(k, p)| (k.clone(), group_id(*p)))
-            .collect();
+        let on = |policy| Target::Policy {
+            org: OrgId(3),
+            policy: PolicyId(policy),
+        };
+        let tags = |target| -> Vec<(String, String)> {
+            Held::new(&admin, &grants, target)
+                .0
+                .iter()
+                .map(|(k, p)| (k.tag(), group_id(*p)))
+                .collect()
+        };
         assert_eq!(
-            got,
+            tags(on(7)),
             [
                 ("org:3".to_owned(), "perms:0000020".to_owned()),
                 ("policy:7".to_owned(), "perms:0000006".to_owned()),
             ]
         );
+        // Sliced to the scopes that reach the target: another policy sees
+        // only the organization's grants, the organization only its own,
+        // another organization none.
+        assert_eq!(
+            tags(on(8)),
+            [("org:3".to_owned(), "perms:0000020".to_owned())]
+        );
+        assert_eq!(
+            tags(Target::Org(OrgId(3))),
+            [("org:3".to_owned(), "perms:0000020".to_owned())]
+        );
+        assert!(tags(Target::Org(OrgId(4))).is_empty());
     }
 }

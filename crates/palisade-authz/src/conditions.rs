@@ -36,7 +36,7 @@ pub struct AccessContext {
 
 /// The conditional-access facts handed to Cedar as the request context:
 /// each requirement with whether this request meets it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Facts {
     pub(crate) mfa_required: bool,
     pub(crate) mfa_verified: bool,

@@ -108,16 +108,27 @@
 //! action belongs to: that is the definition of the role, as `Policy::"7"`
 //! being in `Org::"1"` is the definition of the policy.
 //!
-//! # Why nothing is cached across requests
+//! # Why no grant is cached across requests
 //!
-//! The server reads the admin's status, grants (with their roles'
-//! permissions) and organization conditions from the database for every
-//! request and hands them to [`Authorizer::authorize`] in a [`Caller`]. The
-//! entities and context are rebuilt from them each time and dropped after.
-//! The [`Authorizer`] holds only the schema-checked policies and a few
-//! names; it never changes after [`Authorizer::new`] and has no interior
-//! mutability. So a revoked grant, an edited custom role, a disabled
-//! account or a tightened condition takes effect on the very next request.
+//! The server reads the admin's status and organization conditions from the
+//! database for every request, with the stamps that tell it whether the
+//! grants (with their roles' permissions) it read before are still current,
+//! and hands them to [`Authorizer::authorize`] in a [`Caller`]. Only the
+//! target's scope and its organization's reach the Cedar entities (entity
+//! slicing: the policies read the admin's tags nowhere else).
+//!
+//! The [`Authorizer`] keeps the schema-checked policies, a few names, and a
+//! memo of Cedar's answers by *shape*: the admin's status, whether the
+//! target is in the admin's organization, the permissions held at the
+//! target's policy and at its organization, the action and the
+//! conditional-access facts, with every id taken out. That is everything
+//! the policies read, so every request of one shape gets the same answer;
+//! the memo holds answers, never an admin's grants or status. A revoked
+//! grant, an edited custom role, a disabled account or a tightened
+//! condition changes the request's shape, and takes effect on the very
+//! next request. A test compares the memo with a fresh Cedar evaluation on
+//! random requests, and the integration tests compare decisions with a
+//! plain model of the rules.
 //!
 //! # Conditional access
 //!

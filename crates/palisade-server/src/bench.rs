@@ -142,6 +142,12 @@ pub async fn load_only(db: &Db, token: &str) {
     let _ = crate::http::access::load(db, crate::http::access::Credential::Token(token), ip).await;
 }
 
+/// Forget every admin's grants read so far (the next request of each reads
+/// them again, as after a change).
+pub fn forget_grants(db: &Db) {
+    db.grant_cache().clear();
+}
+
 /// The floor of any query: `SELECT 1` through the same pool.
 pub async fn ping(db: &Db) {
     let _: Result<i64, _> = sqlx::query_scalar("SELECT 1").fetch_one(db.pool()).await;

@@ -16,11 +16,11 @@
 //! |------------------|-------|
 //! | `schema_version` | the applied migration number (one row) |
 //! | `counters`       | `revision`, `events`, `changes_pruned` sequence values |
-//! | `orgs`           | organizations (tenants); `rules_version`, bumped with every change to rules, bundles or publishers |
+//! | `orgs`           | organizations (tenants); `rules_version`, bumped with every change to rules, bundles or publishers; `roles_stamp` (v5), new at every change of its custom roles |
 //! | `policies`       | policies (security groups), their two levels, `approve_existing_epoch` |
 //! | `computers`      | enrolled computers: policy, certificate fingerprint, revoked flag, liveness (`connected_until_ms`), last status |
 //! | `enroll_tokens`  | SHA-256 of each token secret, uses left, expiry |
-//! | `admins`, `admin_tokens` | admins per organization, SHA-256 of each API token |
+//! | `admins`, `admin_tokens` | admins per organization (`grants_stamp`, v5: new at every change of the admin's grants), SHA-256 of each API token |
 //! | `files`          | the catalog: every hash an organization has seen, first sighting |
 //! | `file_instances` | where (computer, path) and how often each hash was seen, last operation and process, and when the agent reported it gone (`deleted_ms`, v2) |
 //! | `file_states`    | approved/banned per (hash, scope kind, scope id); unique per scope |
@@ -113,6 +113,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../schema/sqlite-4.sql"),
         include_str!("../schema/postgres-4.sql"),
     ),
+    (
+        5,
+        include_str!("../schema/sqlite-5.sql"),
+        include_str!("../schema/postgres-5.sql"),
+    ),
 ];
 
 /// A handle on the database (cheap to clone).
@@ -131,6 +136,9 @@ struct DbInner {
     changed: Notify,
     /// Bumped when events are stored (long polls wait on it).
     events: tokio::sync::watch::Sender<u64>,
+    /// Admins' grants as last read, checked against the database's stamps
+    /// at every use.
+    grants: crate::http::access::GrantCache,
 }
 
 impl std::fmt::Debug for Db {
@@ -140,6 +148,9 @@ impl std::fmt::Debug for Db {
             .finish()
     }
 }
+
+/// A pooled connection idle at least this long is pinged before it is used.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(5);
 
 impl Db {
     /// Connect to `url` (`sqlite:...` or `postgres://...`) and bring the
@@ -169,7 +180,22 @@ impl Db {
         let mut pool = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
             .min_connections(1)
-            .acquire_timeout(Duration::from_secs(10));
+            .acquire_timeout(Duration::from_secs(10))
+            // sqlx pings every connection it hands out by default: one more
+            // database round trip before each query, which doubles the cost
+            // of the per-request authorization read on PostgreSQL. A
+            // connection in use a moment ago is alive; only one that has sat
+            // idle is checked, and a failed check discards it and the pool
+            // hands out (or opens) another.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_AFTER_IDLE {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            });
         if kind == DbKind::Sqlite {
             pool = pool.after_connect(|conn, _meta| {
                 Box::pin(async move {
@@ -198,6 +224,7 @@ impl Db {
                 write_lock: (kind == DbKind::Sqlite).then(|| Mutex::new(())),
                 changed: Notify::new(),
                 events,
+                grants: Default::default(),
             }),
         };
         db.migrate().await?;
@@ -349,6 +376,11 @@ impl Db {
         self.inner.events.send_modify(|v| *v = v.wrapping_add(1));
     }
 
+    /// Admins' grants as this process last read them.
+    pub(crate) fn grant_cache(&self) -> &crate::http::access::GrantCache {
+        &self.inner.grants
+    }
+
     /// Watch for stored events.
     pub(crate) fn events_watch(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.events.subscribe()
@@ -468,12 +500,40 @@ fn split_sql(ddl: &str) -> Vec<String> {
         .map(|l| l.split("--").next().unwrap_or_default())
         .collect::<Vec<_>>()
         .join("\n");
-    without_comments
-        .split(';')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+    // A `;` ends a statement, except inside a `$$ ... $$` body (PostgreSQL
+    // functions) and inside a SQLite trigger's `BEGIN ... END` (up to the
+    // `;` that follows END).
+    let mut statements = Vec::new();
+    let mut current = String::new();
+    let mut in_dollar = false;
+    let mut rest = without_comments.as_str();
+    while let Some(c) = rest.chars().next() {
+        if rest.starts_with("$$") {
+            in_dollar = !in_dollar;
+            current.push_str("$$");
+            rest = &rest[2..];
+            continue;
+        }
+        rest = &rest[c.len_utf8()..];
+        if c == ';' && !in_dollar {
+            let statement = current.trim();
+            let upper = statement.to_ascii_uppercase();
+            let in_trigger = upper.starts_with("CREATE TRIGGER") && !upper.ends_with("END");
+            if !in_trigger {
+                if !statement.is_empty() {
+                    statements.push(statement.to_owned());
+                }
+                current.clear();
+                continue;
+            }
+        }
+        current.push(c);
+    }
+    let statement = current.trim();
+    if !statement.is_empty() {
+        statements.push(statement.to_owned());
+    }
+    statements
 }
 
 /// `$first, $first+1, ...` placeholders for a multi-row insert of `rows` rows
@@ -545,5 +605,18 @@ mod tests {
             stmts,
             vec!["CREATE TABLE x (a BIGINT)", "INSERT INTO x VALUES (1)"]
         );
+    }
+
+    #[test]
+    fn split_keeps_function_and_trigger_bodies_whole() {
+        let pg = "CREATE FUNCTION f() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n    UPDATE a SET b = 1;\n    RETURN NULL;\nEND\n$$;\nCREATE TRIGGER t AFTER INSERT ON x FOR EACH ROW EXECUTE FUNCTION f();\n";
+        let stmts = split_sql(pg);
+        assert_eq!(stmts.len(), 2, "{stmts:?}");
+        assert!(stmts[0].ends_with("END\n$$"), "{}", stmts[0]);
+        let lite = "CREATE TRIGGER t AFTER DELETE ON x\nBEGIN\n    UPDATE a SET b = 1 WHERE id = OLD.a;\n    DELETE FROM c;\nEND;\nALTER TABLE a ADD COLUMN d BIGINT;";
+        let stmts = split_sql(lite);
+        assert_eq!(stmts.len(), 2, "{stmts:?}");
+        assert!(stmts[0].ends_with("DELETE FROM c;\nEND"), "{}", stmts[0]);
+        assert_eq!(stmts[1], "ALTER TABLE a ADD COLUMN d BIGINT");
     }
 }

@@ -285,3 +285,72 @@ fn many_grants() {
         Decision::Deny(DenyReason::NoGrant)
     );
 }
+
+/// The authorizer against a plain model of the rules, on random grant sets
+/// (custom roles with random permissions, at the organization or one of
+/// three policies): an active admin with no condition in force may do
+/// `permission` on a target of their own organization exactly when a grant
+/// at the target's policy or at the organization holds it; never on another
+/// organization's.
+#[test]
+fn decisions_match_a_plain_model_on_random_grants() {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let all: Vec<Permission> = Permission::all().collect();
+    let policies = [PolicyId(7), PolicyId(8), PolicyId(9)];
+    for round in 0..60 {
+        let grants: Vec<Grant> = (0..next() % 6)
+            .map(|i| {
+                let perms: PermissionSet =
+                    all.iter().copied().filter(|_| next() % 4 == 0).collect();
+                let role = if perms.is_empty() {
+                    Role::builtin("auditor").expect("built-in")
+                } else {
+                    Role::custom(Name::parse(&format!("r{round}-{i}")).unwrap(), perms).unwrap()
+                };
+                let scope = match next() % 4 {
+                    0 => Scope::Org,
+                    n => Scope::Policy(policies[n as usize - 1]),
+                };
+                Grant { role, scope }
+            })
+            .collect();
+        let held_at = |scope: Scope| -> PermissionSet {
+            grants
+                .iter()
+                .filter(|g| g.scope == scope)
+                .fold(PermissionSet::EMPTY, |acc, g| {
+                    acc.union(g.role.permissions())
+                })
+        };
+        let ask = Ask::new(&grants);
+        let mut targets = vec![Target::Org(ORG), Target::Org(OTHER_ORG)];
+        for p in policies {
+            targets.push(in_policy(ORG, p));
+            targets.push(in_policy(OTHER_ORG, p));
+        }
+        for target in targets {
+            for &p in &all {
+                let want = match target {
+                    Target::Org(org) => org == ORG && held_at(Scope::Org).contains(p),
+                    Target::Policy { org, policy } => {
+                        org == ORG
+                            && (held_at(Scope::Org).contains(p)
+                                || held_at(Scope::Policy(policy)).contains(p))
+                    }
+                };
+                let got = ask.decide(&p.to_string(), target);
+                assert_eq!(
+                    got.is_allowed(),
+                    want,
+                    "round {round}, {p} on {target:?}, grants {grants:?}: {got:?}"
+                );
+            }
+        }
+    }
+}

@@ -8,10 +8,12 @@
 //!    refusing unknown, revoked and expired ones (`401`), and sessions still
 //!    waiting for their second factor or idle too long;
 //! 2. loads, in the same query, the admin (status, lock), the
-//!    organization's conditional-access settings and the admin's grants
-//!    with their roles' permissions; nothing of this is cached between
-//!    requests, so a revoked grant, a disabled admin or a changed condition
-//!    applies to the very next request;
+//!    organization's conditional-access settings and the stamps of the
+//!    admin's grants and of the organization's custom roles, then the
+//!    grants with their roles' permissions: read again whenever a stamp
+//!    changed, which every write to them does ([`GrantCache`]). So a
+//!    revoked grant, a disabled admin or a changed condition applies to the
+//!    very next request, on every replica;
 //! 3. asks the Cedar policies ([`palisade_authz::Authorizer`]) what the
 //!    route needs ([`route_permission`]): routes whose target is the
 //!    organization are decided here, in one evaluation that includes the
@@ -163,7 +165,7 @@ pub(crate) struct AuditSlot(Arc<Mutex<AuditNote>>);
 #[derive(Debug)]
 struct Live {
     facts: AdminFacts,
-    grants: Vec<Grant>,
+    grants: Arc<[Grant]>,
     conditions: OrgConditions,
     context: AccessContext,
     /// The token's scope (`None`: everything the grants allow).
@@ -422,20 +424,20 @@ fn scoped(decision: Decision, scope: Option<PermissionSet>, permission: Permissi
     }
 }
 
-/// The caller's admin, organization and grants: the part of [`load`]'s
-/// query after the credential's own columns.
+/// The caller's admin and organization: the part of [`load`]'s query after
+/// the credential's own columns. The admin's grants come from the
+/// [`GrantCache`] when the two stamps read here are those they were read
+/// under, else from [`GRANTS_QUERY`].
 macro_rules! caller_query {
     ($credential_columns:literal, $from:literal, $key:literal) => {
         concat!(
             "SELECT ",
             $credential_columns,
             ", a.id, a.name, a.status, a.locked_until_ms, o.id, o.name, o.require_mfa, \
-               o.trusted_networks, o.office_hours, g.role, g.policy_id, r.permissions \
+               o.trusted_networks, o.office_hours, a.grants_stamp, o.roles_stamp \
              FROM ",
             $from,
             " t JOIN admins a ON a.id = t.admin_id JOIN orgs o ON o.id = a.org_id \
-               LEFT JOIN admin_grants g ON g.admin_id = a.id \
-               LEFT JOIN roles r ON r.org_id = a.org_id AND r.name = g.role \
              WHERE t.",
             $key,
             " = $1"
@@ -456,26 +458,142 @@ const SESSION_QUERY: &str = caller_query!(
     "secret_sha256"
 );
 
+/// An admin's grants with their custom roles' permissions, and the stamps
+/// they were read under (one row per grant, or one with NULL grant
+/// columns).
+const GRANTS_QUERY: &str =
+    "SELECT a.grants_stamp, o.roles_stamp, g.role, g.policy_id, r.permissions \
+     FROM admins a JOIN orgs o ON o.id = a.org_id \
+       LEFT JOIN admin_grants g ON g.admin_id = a.id \
+       LEFT JOIN roles r ON r.org_id = a.org_id AND r.name = g.role \
+     WHERE a.id = $1";
+
+/// Admins' grants as this process last read them, each with the stamps it
+/// was read under (`admins.grants_stamp`, `orgs.roles_stamp`).
+///
+/// Not a cache that can let a revoked grant through: every write to an
+/// admin's grants or to the organization's custom roles sets a new random
+/// stamp in the same transaction (database triggers, schema v5), every
+/// request reads the current stamps with its credential, and an entry is
+/// used only when both match; otherwise the grants are read again. So each
+/// request still decides on the grants as the database has them at that
+/// moment, on any replica, whoever wrote them; it just does not transfer
+/// and decode them again while they are unchanged.
+#[derive(Default)]
+pub(crate) struct GrantCache {
+    entries: Mutex<std::collections::HashMap<i64, CachedGrants>>,
+}
+
+#[derive(Clone)]
+struct CachedGrants {
+    grants_stamp: i64,
+    roles_stamp: i64,
+    grants: Arc<[Grant]>,
+}
+
+/// Entries kept at most; past it the cache starts over (admins' grants are
+/// read again on their next request).
+const GRANT_CACHE_MAX: usize = 100_000;
+
+impl GrantCache {
+    fn get(&self, admin_id: i64, grants_stamp: i64, roles_stamp: i64) -> Option<Arc<[Grant]>> {
+        let entries = self.entries.lock();
+        let entry = entries.get(&admin_id)?;
+        (entry.grants_stamp == grants_stamp && entry.roles_stamp == roles_stamp)
+            .then(|| entry.grants.clone())
+    }
+
+    /// Forget every entry.
+    pub(crate) fn clear(&self) {
+        self.entries.lock().clear();
+    }
+
+    fn put(&self, admin_id: i64, entry: CachedGrants) {
+        let mut entries = self.entries.lock();
+        if entries.len() >= GRANT_CACHE_MAX && !entries.contains_key(&admin_id) {
+            entries.clear();
+        }
+        entries.insert(admin_id, entry);
+    }
+}
+
+/// The grants of admin `admin_id` (named `admin` in logs) under the given
+/// stamps: from the cache when they match, else read (and cached under the
+/// stamps read with them, which may be newer).
+async fn grants_of(
+    db: &Db,
+    admin_id: i64,
+    admin: &str,
+    grants_stamp: i64,
+    roles_stamp: i64,
+) -> Result<Arc<[Grant]>, ApiError> {
+    let cache = db.grant_cache();
+    if let Some(grants) = cache.get(admin_id, grants_stamp, roles_stamp) {
+        return Ok(grants);
+    }
+    let rows = sqlx::query(GRANTS_QUERY)
+        .bind(admin_id)
+        .fetch_all(db.pool())
+        .await?;
+    let Some(first) = rows.first() else {
+        // The admin was deleted since the credential was read.
+        return Ok(Arc::from(Vec::new()));
+    };
+    let read_grants_stamp: i64 = first.try_get(0)?;
+    let read_roles_stamp: i64 = first.try_get(1)?;
+    let mut grants = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let Some(name) = r.try_get::<Option<String>, _>(2)? else {
+            continue; // no grant at all
+        };
+        let policy_id: i64 = r.try_get(3)?;
+        let custom: Option<String> = r.try_get(4)?;
+        let Some(role) = role_of(&name, custom.as_deref()) else {
+            tracing::warn!(admin = %admin, role = %name, "grant of an unknown role ignored");
+            continue;
+        };
+        grants.push(Grant {
+            role,
+            scope: if policy_id == 0 {
+                Scope::Org
+            } else {
+                Scope::Policy(PolicyId(policy_id))
+            },
+        });
+    }
+    let grants: Arc<[Grant]> = Arc::from(grants);
+    cache.put(
+        admin_id,
+        CachedGrants {
+            grants_stamp: read_grants_stamp,
+            roles_stamp: read_roles_stamp,
+            grants: grants.clone(),
+        },
+    );
+    Ok(grants)
+}
+
 /// Load the caller of a request made with `credential` from `source_ip`:
 /// the token or session, the admin, the organization's conditions and the
-/// admin's grants, as they are now (one query). `401` for an unknown,
-/// revoked or expired credential, and for a session that is idle too long
-/// or still waiting for its second factor.
+/// admin's grants, as they are now (one query while the grants are
+/// unchanged, see [`GrantCache`]). `401` for an unknown, revoked or expired
+/// credential, and for a session that is idle too long or still waiting for
+/// its second factor.
 pub(crate) async fn load(
     db: &Db,
     credential: Credential<'_>,
     source_ip: IpAddr,
 ) -> Result<Loaded, ApiError> {
     let now = now_ms();
-    // One round trip: the credential's row with its admin and organization,
-    // once per grant of the admin (or once with NULL grant columns).
+    // One round trip: the credential's row with its admin and organization.
     let (query, key, what) = match credential {
         Credential::Token(token) => (TOKEN_QUERY, secret_hash(token.as_bytes()), "API token"),
         Credential::Session(id) => (SESSION_QUERY, id.storage_key().to_hex(), "session"),
     };
-    let rows = sqlx::query(query).bind(key).fetch_all(db.pool()).await?;
-    let row = rows
-        .first()
+    let row = sqlx::query(query)
+        .bind(key)
+        .fetch_optional(db.pool())
+        .await?
         .ok_or_else(|| ApiError::unauthorized(format!("invalid or revoked {what}")))?;
     let expires: Option<i64> = row.try_get(2)?;
     let revoked: Option<i64> = row.try_get(3)?;
@@ -515,6 +633,8 @@ pub(crate) async fn load(
     let require_mfa: i64 = row.try_get(13)?;
     let networks: String = row.try_get(14)?;
     let hours: String = row.try_get(15)?;
+    let grants_stamp: i64 = row.try_get(16)?;
+    let roles_stamp: i64 = row.try_get(17)?;
     let conditions = org_conditions(require_mfa != 0, &networks, &hours)
         .map_err(|e| ApiError::internal(&format!("organization {org}: {e}")))?;
     let status = if status != "active" {
@@ -524,26 +644,7 @@ pub(crate) async fn load(
     } else {
         AdminStatus::Active
     };
-    let mut grants = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let Some(name) = r.try_get::<Option<String>, _>(16)? else {
-            continue; // no grant at all
-        };
-        let policy_id: i64 = r.try_get(17)?;
-        let custom: Option<String> = r.try_get(18)?;
-        let Some(role) = role_of(&name, custom.as_deref()) else {
-            tracing::warn!(admin = %admin, role = %name, "grant of an unknown role ignored");
-            continue;
-        };
-        grants.push(Grant {
-            role,
-            scope: if policy_id == 0 {
-                Scope::Org
-            } else {
-                Scope::Policy(PolicyId(policy_id))
-            },
-        });
-    }
+    let grants = grants_of(db, admin_id, &admin, grants_stamp, roles_stamp).await?;
     let scope = match scope {
         None => None,
         Some(text) => Some(

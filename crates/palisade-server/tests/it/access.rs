@@ -395,6 +395,53 @@ async fn revoking_a_grant_or_disabling_ends_access_at_the_next_request(backend: 
         "{v}"
     );
 
+    // A custom role narrowed directly in the database: its holder's very
+    // next request is decided on the role's new permissions.
+    let _: Value = env
+        .admin
+        .expect(
+            Method::POST,
+            "/api/v1/roles",
+            json!({"name": "file-setter", "permissions": ["files:read", "files:update"]}),
+            StatusCode::CREATED,
+        )
+        .await;
+    let erin = admin_with(&env, "erin", "file-setter", None).await;
+    let _: Value = erin
+        .put_ok(
+            &format!("/api/v1/files/{h}/state"),
+            json!({"state": "approved"}),
+        )
+        .await;
+    exec_sql(
+        backend,
+        &env.db.url,
+        "UPDATE roles SET permissions = 'files:read' WHERE name = 'file-setter'",
+    )
+    .await;
+    let (status, v) = erin
+        .call(
+            Method::PUT,
+            &format!("/api/v1/files/{h}/state"),
+            Some(json!({"state": "banned"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    // And a grant added in the database counts at once too.
+    exec_sql(
+        backend,
+        &env.db.url,
+        "INSERT INTO admin_grants (admin_id, role, policy_id, created_ms, created_by) \
+         SELECT id, 'approver', 0, 0, 'test' FROM admins WHERE name = 'erin'",
+    )
+    .await;
+    let _: Value = erin
+        .put_ok(
+            &format!("/api/v1/files/{h}/state"),
+            json!({"state": "banned"}),
+        )
+        .await;
+
     // Disabling: refused at once, tokens ended.
     let dave = admin_with(&env, "dave", "auditor", None).await;
     let _: Value = dave.get_ok("/api/v1/computers").await;
