@@ -9,7 +9,7 @@
 use crate::db::{now_ms, Db};
 use crate::errors::{Error, ErrorKind};
 use palisade_authn::audit::{chain_hash, AuditRecord, Outcome, GENESIS};
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
 /// One record to append (the sequence number and time are assigned here).
 #[derive(Debug, Clone)]
@@ -25,26 +25,31 @@ pub(crate) struct Entry {
     pub(crate) after: Option<serde_json::Value>,
 }
 
-/// Append `entry` to its organization's chain.
+/// Append `entry` to its organization's chain, in a transaction of its own.
 pub(crate) async fn append(db: &Db, entry: Entry) -> Result<u64, Error> {
     let mut tx = db.write().await?;
+    let seq = append_in(tx.conn(), entry).await?;
+    tx.commit_unaudited().await?;
+    Ok(seq)
+}
+
+/// Append `entry` to its organization's chain within the caller's
+/// transaction (which then holds the chain's head row until it ends).
+pub(crate) async fn append_in(conn: &mut AnyConnection, entry: Entry) -> Result<u64, sqlx::Error> {
     sqlx::query("INSERT INTO audit_heads (org_id, seq, hash) VALUES ($1, 0, $2) ON CONFLICT (org_id) DO NOTHING")
         .bind(entry.org_id)
         .bind(hex::encode(GENESIS))
-        .execute(tx.conn())
+        .execute(&mut *conn)
         .await?;
     let row =
         sqlx::query("UPDATE audit_heads SET seq = seq + 1 WHERE org_id = $1 RETURNING seq, hash")
             .bind(entry.org_id)
-            .fetch_one(tx.conn())
+            .fetch_one(&mut *conn)
             .await?;
     let seq: i64 = row.try_get(0)?;
     let prev_hex: String = row.try_get(1)?;
     let prev = palisade_authn::audit::parse_hash(&prev_hex).map_err(|e| {
-        Error::new(
-            ErrorKind::Database,
-            format!("audit head of organization {}: {e}", entry.org_id),
-        )
+        sqlx::Error::Decode(format!("audit head of organization {}: {e}", entry.org_id).into())
     })?;
     let record = AuditRecord {
         seq: u64::try_from(seq).unwrap_or(0),
@@ -80,14 +85,13 @@ pub(crate) async fn append(db: &Db, entry: Entry) -> Result<u64, Error> {
     .bind(outcome_str(record.outcome))
     .bind(&record.reason)
     .bind(&hash)
-    .execute(tx.conn())
+    .execute(&mut *conn)
     .await?;
     sqlx::query("UPDATE audit_heads SET hash = $1 WHERE org_id = $2")
         .bind(&hash)
         .bind(record.org)
-        .execute(tx.conn())
+        .execute(&mut *conn)
         .await?;
-    tx.commit().await?;
     Ok(record.seq)
 }
 

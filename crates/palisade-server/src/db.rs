@@ -412,7 +412,25 @@ impl WriteTx<'_> {
         self.notify_events = true;
     }
 
+    /// Commit; inside an admin request that changes something, the
+    /// request's audit record (if not written yet) is appended to the
+    /// organization's chain in this transaction first, so the change and its
+    /// record are durable together.
     pub(crate) async fn commit(mut self) -> Result<(), sqlx::Error> {
+        let audit = crate::http::access::pending_audit();
+        if let Some((_, entry)) = &audit {
+            crate::audit::append_in(&mut self.tx, entry.clone()).await?;
+        }
+        self.commit_unaudited().await?;
+        if let Some((slot, _)) = audit {
+            crate::http::access::audit_written(&slot);
+        }
+        Ok(())
+    }
+
+    /// Commit without the request's audit record: for the audit log's own
+    /// appends and for bookkeeping that is not the request's change.
+    pub(crate) async fn commit_unaudited(mut self) -> Result<(), sqlx::Error> {
         if self.db.kind() == DbKind::Postgres {
             // Delivered by PostgreSQL at commit, only if the commit succeeds.
             for (wanted, channel) in [

@@ -27,10 +27,15 @@
 //! never a target (queries are filtered by the caller's organization, so it
 //! is `404`, exactly as for an object that does not exist).
 //!
-//! The [`audit_layer`] middleware writes one audit record per admin request
-//! that changes something or was refused: who, what (method and route),
-//! which object (the request path), before/after where the handler gave
-//! them ([`AdminAuth::record`]), from where, and the outcome.
+//! The [`audit_layer`] middleware sees to one audit record per admin
+//! request that changes something or was refused: who, what (method and
+//! route), which object (the request path unless the handler names it),
+//! before/after where the handler gave them ([`AdminAuth::record`]), from
+//! where, and the outcome. A permitted change's record is appended in the
+//! transaction that commits the change ([`pending_audit`], called by
+//! `WriteTx::commit`), so a crash cannot keep one without the other, and a
+//! change whose record cannot be appended fails; refusals and failures are
+//! appended after the handler.
 use super::extract::PeerAddr;
 use super::AppState;
 use crate::audit::{self, Entry};
@@ -148,6 +153,9 @@ pub(crate) fn route_permission(method: &Method, route: &str) -> Option<Need> {
 /// and the handler.
 #[derive(Debug, Default)]
 struct AuditNote {
+    /// `METHOD route` and the request path (the default object).
+    action: String,
+    path: String,
     org_id: Option<i64>,
     actor: String,
     source: String,
@@ -155,11 +163,58 @@ struct AuditNote {
     object: Option<String>,
     before: Option<serde_json::Value>,
     after: Option<serde_json::Value>,
+    /// The record went into the transaction of the request's first commit.
+    written: bool,
 }
 
 /// Shared between the middleware and the request's extractor/handler.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct AuditSlot(Arc<Mutex<AuditNote>>);
+
+tokio::task_local! {
+    /// The audit slot of the admin request this task is handling (set by
+    /// [`audit_layer`] around requests that may change something).
+    static REQUEST_AUDIT: AuditSlot;
+}
+
+impl AuditSlot {
+    /// The record of this request, if it is an authenticated, permitted
+    /// request whose record is not written yet.
+    fn pending(&self) -> Option<Entry> {
+        let note = self.0.lock();
+        if note.written || note.denied.is_some() {
+            return None;
+        }
+        Some(Entry {
+            org_id: note.org_id?,
+            actor: note.actor.clone(),
+            action: note.action.clone(),
+            object: note.object.clone().unwrap_or_else(|| note.path.clone()),
+            source: note.source.clone(),
+            allowed: true,
+            reason: None,
+            before: note.before.clone(),
+            after: note.after.clone(),
+        })
+    }
+}
+
+/// The audit record the current admin request still owes, to be written in
+/// the transaction about to commit its change (see [`WriteTx::commit`]), and
+/// the slot to mark once that commit succeeded.
+///
+/// [`WriteTx::commit`]: crate::db::WriteTx::commit
+pub(crate) fn pending_audit() -> Option<(AuditSlot, Entry)> {
+    REQUEST_AUDIT
+        .try_with(|slot| slot.pending().map(|entry| (slot.clone(), entry)))
+        .ok()
+        .flatten()
+}
+
+/// Mark the record of `slot`'s request as written (its commit succeeded).
+pub(crate) fn audit_written(slot: &AuditSlot) {
+    slot.0.lock().written = true;
+}
 
 /// The caller's live facts, loaded for this request.
 #[derive(Debug)]
@@ -291,7 +346,8 @@ impl AdminAuth {
     }
 
     /// Give the audit record of this request its object and before/after
-    /// states.
+    /// states. Call it before the commit of the change: the record is
+    /// written in that transaction.
     pub(crate) fn record(
         &self,
         object: impl Into<String>,
@@ -806,7 +862,8 @@ async fn touch_session(db: &Db, id: i64, now: i64) {
             .bind(now)
             .execute(tx.conn())
             .await?;
-        tx.commit().await
+        // Bookkeeping of the credential, not the request's change.
+        tx.commit_unaudited().await
     }
     .await;
     if let Err(e) = result {
@@ -843,13 +900,19 @@ pub(crate) fn org_conditions(
 
 /// Middleware: one audit record per admin request that changed something
 /// (any method but GET/HEAD) or was refused.
+///
+/// A permitted change is recorded inside the transaction that commits it:
+/// the handler runs with the request's slot as a task-local, and
+/// [`WriteTx::commit`](crate::db::WriteTx::commit) appends the record
+/// before committing, so the change and its record are durable together or
+/// not at all. What no commit recorded (a refusal, a failure before any
+/// change, a handler that wrote nothing) is appended here afterwards.
 pub(crate) async fn audit_layer(
     State(state): State<AppState>,
     mut req: Request,
     next: Next,
 ) -> Response {
     let slot = AuditSlot::default();
-    req.extensions_mut().insert(slot.clone());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let route = req
@@ -857,15 +920,25 @@ pub(crate) async fn audit_layer(
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned())
         .unwrap_or_else(|| path.clone());
-    let response = next.run(req).await;
+    {
+        let mut note = slot.0.lock();
+        note.action = format!("{method} {route}");
+        note.path = path;
+    }
+    req.extensions_mut().insert(slot.clone());
+    let changed = !matches!(method, Method::GET | Method::HEAD);
+    let response = if changed {
+        REQUEST_AUDIT.scope(slot.clone(), next.run(req)).await
+    } else {
+        next.run(req).await
+    };
     let note = std::mem::take(&mut *slot.0.lock());
     let Some(org_id) = note.org_id else {
         return response; // not an authenticated admin request
     };
-    let changed = !matches!(method, Method::GET | Method::HEAD);
     let status = response.status();
     let denied = note.denied.is_some();
-    if !changed && !denied {
+    if note.written || (!changed && !denied) {
         return response;
     }
     // The outcome is the authorization's; a permitted call that then failed
@@ -877,8 +950,8 @@ pub(crate) async fn audit_layer(
     let entry = Entry {
         org_id,
         actor: note.actor,
-        action: format!("{method} {route}"),
-        object: note.object.unwrap_or(path),
+        action: note.action,
+        object: note.object.unwrap_or(note.path),
         source: note.source,
         allowed,
         reason,

@@ -127,12 +127,12 @@ pub(crate) async fn add(
         )));
     }
     let info = admin_info(tx.conn(), admin.org_id, body.name.as_str()).await?;
-    tx.commit().await?;
     admin.record(
         format!("admin {}", body.name.as_str()),
         None,
         serde_json::to_value(&info).ok(),
     );
+    tx.commit().await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
 
@@ -234,12 +234,12 @@ pub(crate) async fn grant(
     .execute(tx.conn())
     .await?;
     let after = admin_info(tx.conn(), admin.org_id, name.as_str()).await?;
-    tx.commit().await?;
     admin.record(
         format!("admin {}", name.as_str()),
         serde_json::to_value(&before.grants).ok(),
         serde_json::to_value(&after.grants).ok(),
     );
+    tx.commit().await?;
     Ok(Json(after))
 }
 
@@ -287,12 +287,12 @@ pub(crate) async fn revoke(
     }
     end_credentials(tx.conn(), id).await?;
     let after = admin_info(tx.conn(), admin.org_id, name.as_str()).await?;
-    tx.commit().await?;
     admin.record(
         format!("admin {}", name.as_str()),
         serde_json::to_value(&before.grants).ok(),
         serde_json::to_value(&after.grants).ok(),
     );
+    tx.commit().await?;
     Ok(Json(after))
 }
 
@@ -356,12 +356,12 @@ async fn set_status(
         end_credentials(tx.conn(), id).await?;
     }
     let after = admin_info(tx.conn(), admin.org_id, name.as_str()).await?;
-    tx.commit().await?;
     admin.record(
         format!("admin {}", name.as_str()),
         Some(serde_json::json!({ "status": before.status })),
         Some(serde_json::json!({ "status": after.status })),
     );
+    tx.commit().await?;
     Ok(Json(after))
 }
 
@@ -437,6 +437,7 @@ pub(crate) async fn create_role(
     let role = Role::custom(body.name.clone(), perms)
         .map_err(|e| ApiError::invalid("name", e.to_string()))?;
     let text: Vec<String> = perms.iter().map(|p| p.to_string()).collect();
+    let mut tx = state.db.write().await?;
     let created = sqlx::query(
         "INSERT INTO roles (org_id, name, permissions, created_ms) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (org_id, name) DO NOTHING",
@@ -445,7 +446,7 @@ pub(crate) async fn create_role(
     .bind(body.name.as_str())
     .bind(text.join(" "))
     .bind(now_ms())
-    .execute(state.db.pool())
+    .execute(tx.conn())
     .await?
     .rows_affected();
     if created == 0 {
@@ -460,6 +461,7 @@ pub(crate) async fn create_role(
         None,
         serde_json::to_value(&info).ok(),
     );
+    tx.commit().await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
 
@@ -527,12 +529,12 @@ pub(crate) async fn create_token(
     .bind(i64::from(admin.mfa))
     .fetch_one(tx.conn())
     .await?;
-    tx.commit().await?;
     admin.record(
         format!("token {token_id} of {target_name}"),
         None,
         Some(serde_json::json!({ "name": name, "scope": scope, "expires_ms": expires_ms })),
     );
+    tx.commit().await?;
     Ok((
         StatusCode::CREATED,
         Json(TokenCreated {
@@ -598,16 +600,16 @@ pub(crate) async fn revoke_token(
         .bind(now_ms())
         .execute(tx.conn())
         .await?;
-    tx.commit().await?;
     admin.record(format!("token {id}"), None, None);
+    tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn read_settings(state: &AppState, org_id: i64) -> ApiResult<AccessSettings> {
+async fn read_settings(conn: &mut AnyConnection, org_id: i64) -> ApiResult<AccessSettings> {
     let row =
         sqlx::query("SELECT require_mfa, trusted_networks, office_hours FROM orgs WHERE id = $1")
             .bind(org_id)
-            .fetch_one(state.db.pool())
+            .fetch_one(conn)
             .await?;
     let require_mfa: i64 = row.try_get(0)?;
     let networks: String = row.try_get(1)?;
@@ -624,7 +626,8 @@ pub(crate) async fn settings(
     State(state): State<AppState>,
     admin: AdminAuth,
 ) -> ApiResult<Json<AccessSettings>> {
-    Ok(Json(read_settings(&state, admin.org_id).await?))
+    let mut conn = state.db.pool().acquire().await?;
+    Ok(Json(read_settings(&mut conn, admin.org_id).await?))
 }
 
 /// `PUT /api/v1/settings`: validated before it is stored, so a typo cannot
@@ -645,8 +648,8 @@ pub(crate) async fn set_settings(
             format!("this change would lock you out ({reason}); sign in from where it allows, or change it from there"),
         ));
     }
-    let before = read_settings(&state, admin.org_id).await?;
     let mut tx = state.db.write().await?;
+    let before = read_settings(tx.conn(), admin.org_id).await?;
     sqlx::query(
         "UPDATE orgs SET require_mfa = $1, trusted_networks = $2, office_hours = $3 WHERE id = $4",
     )
@@ -656,13 +659,13 @@ pub(crate) async fn set_settings(
     .bind(admin.org_id)
     .execute(tx.conn())
     .await?;
-    tx.commit().await?;
-    let after = read_settings(&state, admin.org_id).await?;
+    let after = read_settings(tx.conn(), admin.org_id).await?;
     admin.record(
         "settings",
         serde_json::to_value(&before).ok(),
         serde_json::to_value(&after).ok(),
     );
+    tx.commit().await?;
     Ok(Json(after))
 }
 

@@ -422,13 +422,13 @@ pub(crate) async fn set_file_state(
         }],
     )
     .await?;
-    tx.commit().await?;
-    tracing::info!(admin = %admin.admin, org = %admin.org, sha256 = %sha, state = %req.state, scope = kind, "file state set");
     admin.record(
         format!("file {sha}"),
         None,
         Some(serde_json::json!({ "state": req.state.to_string(), "scope": kind, "policy": req.policy.as_ref().map(|p| p.as_str()), "computer": req.computer.as_ref().map(|c| c.as_str()) })),
     );
+    tx.commit().await?;
+    tracing::info!(admin = %admin.admin, org = %admin.org, sha256 = %sha, state = %req.state, scope = kind, "file state set");
     let mut conn = state.db.pool().acquire().await?;
     Ok(Json(
         file_details(&mut conn, &state.rule_cache, admin.org_id, sha).await?,
@@ -622,12 +622,12 @@ pub(crate) async fn move_computer(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no computer named {:?}", name.as_str())))?;
     crate::ops::move_computer(&mut tx, admin.org_id, id, policy.id).await?;
-    tx.commit().await?;
     admin.record(
         format!("computer {}", name.as_str()),
         Some(serde_json::json!({ "policy": from_name })),
         Some(serde_json::json!({ "policy": policy.name })),
     );
+    tx.commit().await?;
     tracing::info!(admin = %admin.admin, computer = %name, policy = %policy.name, "computer moved");
     Ok(Json(
         one_computer(&state, admin.org_id, name.as_str()).await?,

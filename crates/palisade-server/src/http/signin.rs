@@ -683,12 +683,12 @@ pub(crate) async fn invite(
         .bind(expires_ms)
         .execute(tx.conn())
         .await?;
-    tx.commit().await?;
     admin.record(
         format!("admin {}", name.as_str()),
         None,
         Some(serde_json::json!({ "invitation_expires_ms": expires_ms })),
     );
+    tx.commit().await?;
     let host = match authority(&uri, &headers) {
         "" => "localhost",
         h => h,
@@ -769,8 +769,8 @@ pub(crate) async fn start_totp(
         .bind(secret.to_base32())
         .execute(tx.conn())
         .await?;
-    tx.commit().await?;
     admin.record(format!("admin {}", admin.admin), None, None);
+    tx.commit().await?;
     Ok(Json(TotpEnrollment {
         secret: secret.to_base32(),
         uri: uri.as_str().to_owned(),
@@ -827,12 +827,12 @@ pub(crate) async fn confirm_totp(
             .execute(tx.conn())
             .await?;
     }
-    tx.commit().await?;
     admin.record(
         format!("admin {}", admin.admin),
         None,
         Some(serde_json::json!({ "totp": true, "recovery_codes": codes.len() })),
     );
+    tx.commit().await?;
     Ok(Json(RecoveryCodes {
         codes: codes.iter().map(ToString::to_string).collect(),
     }))

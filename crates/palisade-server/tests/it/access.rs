@@ -17,6 +17,7 @@ both_backends!(
     conditional_access_refuses_with_a_reason,
     audit_chain_detects_edited_and_deleted_records,
     no_admin_grants_more_than_they_hold,
+    a_change_and_its_audit_record_commit_together,
 );
 
 async fn no_admin_grants_more_than_they_hold(backend: Backend) {
@@ -903,4 +904,50 @@ async fn audit_chain_detects_edited_and_deleted_records(backend: Backend) {
         verify(&env.admin).await,
         Err(BreakKind::Removed { .. })
     ));
+}
+
+/// A permitted change is recorded in the transaction that makes it: one
+/// record per change, with the handler's object and after-state, and a
+/// change whose record cannot be appended does not happen.
+async fn a_change_and_its_audit_record_commit_together(backend: Backend) {
+    let env = Env::new(backend).await;
+    let count = |page: &AuditPage| page.records.len();
+    let start: AuditPage = env.admin.get_ok("/api/v1/audit").await;
+    let h = hash(7);
+    let _: Value = env
+        .admin
+        .put_ok(
+            &format!("/api/v1/files/{h}/state"),
+            json!({"state": "approved"}),
+        )
+        .await;
+    let page: AuditPage = env.admin.get_ok("/api/v1/audit").await;
+    assert_eq!(count(&page), count(&start) + 1, "one record per change");
+    let last = page.records.last().expect("a record");
+    assert_eq!(last.object, format!("file {h}"));
+    assert_eq!(last.outcome, "allowed");
+    assert!(last.after.is_some(), "{last:?}");
+    verify(&env.admin).await.expect("intact chain");
+
+    // The chain's head made unreadable: the record cannot be appended, so
+    // the ban is refused and the file stays approved.
+    exec_sql(
+        backend,
+        &env.db.url,
+        "UPDATE audit_heads SET hash = 'not a hash'",
+    )
+    .await;
+    let (status, v) = env
+        .admin
+        .call(
+            Method::PUT,
+            &format!("/api/v1/files/{h}/state"),
+            Some(json!({"state": "banned"})),
+        )
+        .await;
+    assert!(status.is_server_error(), "{status}: {v}");
+    let file: Value = env.admin.get_ok(&format!("/api/v1/files/{h}")).await;
+    let states = file["states"].as_array().expect("states");
+    assert_eq!(states.len(), 1, "{file}");
+    assert_eq!(states[0]["state"], "approved", "{file}");
 }
