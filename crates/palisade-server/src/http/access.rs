@@ -65,9 +65,9 @@ use std::sync::Arc;
 /// [`AdminAuth::require`]; `Signed`: any admin allowed to act at
 /// all (their own identity, their own tokens); `Enroll`: the same except
 /// that a required second factor is not yet needed (enrolling one);
-/// `Reach`: a listing, allowed with the permission on the organization or
-/// on at least one policy, and filtered by the handler to what
-/// [`AdminAuth::reach`] says.
+/// `Reach`: a listing or a view, allowed with the permission on the
+/// organization or on at least one policy, and filtered by the handler to
+/// what [`AdminAuth::reach`] says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Need {
     Org(Permission),
@@ -97,7 +97,7 @@ pub(crate) fn route_permission(method: &Method, route: &str) -> Option<Need> {
         ("POST", "/api/v1/me/totp") => Enroll,
         ("POST", "/api/v1/me/totp/confirm") => Enroll,
         ("POST", "/api/v1/admins/{name}/invite") => Org(p(Admins, Update)),
-        ("GET", "/api/v1/files/{sha256}") => Org(p(Files, Read)),
+        ("GET", "/api/v1/files/{sha256}") => Reach(p(Files, Read)),
         ("PUT", "/api/v1/files/{sha256}/state") => Policy(p(Files, Update)),
         ("GET", "/api/v1/events") => Reach(p(Events, Read)),
         ("GET", "/api/v1/computers") => Reach(p(Computers, Read)),
@@ -138,7 +138,7 @@ pub(crate) fn route_permission(method: &Method, route: &str) -> Option<Need> {
         ("GET", "/console/account") => Enroll,
         ("GET", "/console/events") => Reach(p(Events, Read)),
         ("GET", "/console/files") => Org(p(Files, Read)),
-        ("GET", "/console/files/{sha256}") => Org(p(Files, Read)),
+        ("GET", "/console/files/{sha256}") => Reach(p(Files, Read)),
         ("GET", "/console/requests") => Reach(p(Files, Read)),
         ("GET", "/console/rules") => Org(p(Rules, Read)),
         ("GET", "/console/computers") => Reach(p(Computers, Read)),

@@ -74,20 +74,59 @@ pub(crate) async fn file(
     sha: PathParam,
 ) -> ApiResult<Json<FileDetails>> {
     let sha = sha.sha256()?;
+    let reach = admin.reach(Permission::new(Resource::Files, Op::Read));
     let mut conn = state.db.pool().acquire().await?;
     Ok(Json(
-        file_details(&mut conn, &state.rule_cache, admin.org_id, sha).await?,
+        file_details(
+            &mut conn,
+            &state.rule_cache,
+            admin.org_id,
+            sha,
+            reach.as_deref(),
+        )
+        .await?,
     ))
 }
 
+/// Everything known about `sha` in organization `org_id`, as seen from
+/// `reach` (see [`AdminAuth::reach`]): `None` shows the whole organization;
+/// policies shows only their computers (instances, effective approvals),
+/// the global states and those of the policies and their computers, and
+/// the first sighting among those computers. Reputation and publishers are
+/// facts about the content, shown to anyone who may read the file.
 async fn file_details(
     conn: &mut AnyConnection,
     cache: &RuleCache,
     org_id: i64,
     sha: Sha256,
+    reach: Option<&[i64]>,
 ) -> ApiResult<FileDetails> {
     let hex = sha.to_hex();
-    let first_seen_ms: Option<i64> =
+    // The computers the caller may see (`None`: all of them).
+    let visible: Option<std::collections::HashSet<i64>> = match reach {
+        None => None,
+        Some(policies) => {
+            let sql = format!(
+                "SELECT id FROM computers WHERE org_id = $1{}",
+                policy_clause("policy_id", Some(policies))
+            );
+            Some(
+                sqlx::query_scalar::<_, i64>(&sql)
+                    .bind(org_id)
+                    .fetch_all(&mut *conn)
+                    .await?
+                    .into_iter()
+                    .collect(),
+            )
+        }
+    };
+    let sees_computer = |id: i64| visible.as_ref().is_none_or(|v| v.contains(&id));
+    let sees_scope = |scope: Scope| match (reach, scope) {
+        (None, _) | (_, Scope::Global) => true,
+        (Some(policies), Scope::Policy(p)) => policies.contains(&p.0),
+        (Some(_), Scope::Computer(c)) => sees_computer(c.0),
+    };
+    let mut first_seen_ms: Option<i64> =
         sqlx::query_scalar("SELECT first_seen_ms FROM files WHERE org_id = $1 AND sha256 = $2")
             .bind(org_id)
             .bind(&hex)
@@ -108,8 +147,20 @@ async fn file_details(
     let mut instance_computers = Vec::with_capacity(rows.len());
     // The most recent path of the file on each computer.
     let mut paths: HashMap<i64, String> = HashMap::new();
+    if reach.is_some() {
+        // The first sighting the caller may know of.
+        first_seen_ms = None;
+    }
     for r in rows {
         let computer_id: i64 = r.try_get(0)?;
+        // Instance 0 is an admin's record, not a computer's.
+        if reach.is_some() && (computer_id == 0 || !sees_computer(computer_id)) {
+            continue;
+        }
+        if reach.is_some() {
+            let seen: i64 = r.try_get(3)?;
+            first_seen_ms = Some(first_seen_ms.map_or(seen, |f: i64| f.min(seen)));
+        }
         let name: Option<String> = r.try_get(1)?;
         let path: String = r.try_get(2)?;
         let deleted_ms: Option<i64> = r.try_get(6)?;
@@ -156,6 +207,9 @@ async fn file_details(
         let policy: Option<String> = r.try_get(5)?;
         let computer: Option<String> = r.try_get(6)?;
         let scope = scope_from_columns(&kind, id)?;
+        if !sees_scope(scope) {
+            continue;
+        }
         scoped.push(ScopedState { scope, state });
         states.push(StateRecord {
             scope: match scope {
@@ -241,6 +295,9 @@ async fn file_details(
     let mut effective = Vec::with_capacity(rows.len());
     for r in rows {
         let computer_id: i64 = r.try_get(0)?;
+        if !sees_computer(computer_id) {
+            continue;
+        }
         let policy_id: i64 = r.try_get(2)?;
         let level = parse_level(&r.try_get::<String, _>(4)?)?;
         if let std::collections::hash_map::Entry::Vacant(slot) = compiled.entry(policy_id) {
@@ -431,7 +488,17 @@ pub(crate) async fn set_file_state(
     tracing::info!(admin = %admin.admin, org = %admin.org, sha256 = %sha, state = %req.state, scope = kind, "file state set");
     let mut conn = state.db.pool().acquire().await?;
     Ok(Json(
-        file_details(&mut conn, &state.rule_cache, admin.org_id, sha).await?,
+        file_details(
+            &mut conn,
+            &state.rule_cache,
+            admin.org_id,
+            sha,
+            // The answer shows what the caller may read, no more.
+            admin
+                .reach(Permission::new(Resource::Files, Op::Read))
+                .as_deref(),
+        )
+        .await?,
     ))
 }
 

@@ -537,6 +537,56 @@ async fn policy_scoped_grants_reach_only_their_policy(backend: Backend) {
             .await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{body}: {v}");
     }
+    // The file's story as she may see it: her policy's computer and states,
+    // not the laptops'. The owner sees both (sightings are recorded off the
+    // request path: wait for them).
+    let _: Value = env
+        .admin
+        .put_ok(
+            &format!("/api/v1/files/{h}/state"),
+            json!({"state": "approved", "policy": "laptops"}),
+        )
+        .await;
+    let computers_of = |v: &Value, key: &str| -> Vec<String> {
+        let mut names: Vec<String> = v[key]
+            .as_array()
+            .expect(key)
+            .iter()
+            .filter_map(|i| i["computer"].as_str().map(str::to_owned))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let full: Value = env.admin.get_ok(&format!("/api/v1/files/{h}")).await;
+        if computers_of(&full, "instances") == ["lap01", "web01"] {
+            assert_eq!(computers_of(&full, "effective"), ["lap01", "web01"]);
+            assert!(full["states"].to_string().contains("laptops"), "{full}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "sightings: {full}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mine: Value = erin.get_ok(&format!("/api/v1/files/{h}")).await;
+    assert_eq!(computers_of(&mine, "instances"), ["web01"], "{mine}");
+    assert_eq!(computers_of(&mine, "effective"), ["web01"], "{mine}");
+    let states = mine["states"].to_string();
+    assert!(
+        states.contains("servers") && states.contains("web01"),
+        "{mine}"
+    );
+    assert!(!mine.to_string().contains("lap"), "{mine}");
+    // So is the answer to a change she makes.
+    let answer: Value = erin
+        .put_ok(
+            &format!("/api/v1/files/{h}/state"),
+            json!({"state": "approved", "policy": "servers"}),
+        )
+        .await;
+    assert_eq!(computers_of(&answer, "effective"), ["web01"], "{answer}");
+    assert!(!answer.to_string().contains("lap"), "{answer}");
     // Levels of her policy only.
     let _: Value = erin
         .put_ok(
