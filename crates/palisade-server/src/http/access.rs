@@ -137,7 +137,7 @@ pub(crate) fn route_permission(method: &Method, route: &str) -> Option<Need> {
         ("GET", "/console/") => Signed,
         ("GET", "/console/account") => Enroll,
         ("GET", "/console/events") => Reach(p(Events, Read)),
-        ("GET", "/console/files") => Org(p(Files, Read)),
+        ("GET", "/console/files") => Reach(p(Files, Read)),
         ("GET", "/console/files/{sha256}") => Reach(p(Files, Read)),
         ("GET", "/console/requests") => Reach(p(Files, Read)),
         ("GET", "/console/rules") => Org(p(Rules, Read)),

@@ -587,6 +587,25 @@ async fn policy_scoped_grants_reach_only_their_policy(backend: Backend) {
         .await;
     assert_eq!(computers_of(&answer, "effective"), ["web01"], "{answer}");
     assert!(!answer.to_string().contains("lap"), "{answer}");
+    // The console's catalog and file page, the same, for a console admin
+    // with the same grant.
+    let mut fay = crate::signin::invited(&env, "fay", None).await;
+    let _: AdminInfo = env
+        .admin
+        .post_ok(
+            "/api/v1/admins/fay/grants",
+            json!({"role": "security-admin", "policy": "servers"}),
+        )
+        .await;
+    let (status, _, html) = fay.page("/console/files").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("/srv/web") && !html.contains("/home/lap"),
+        "{html}"
+    );
+    let (status, _, html) = fay.page(&format!("/console/files/{h}")).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("web01") && !html.contains("lap01"), "{html}");
     // Levels of her policy only.
     let _: Value = erin
         .put_ok(

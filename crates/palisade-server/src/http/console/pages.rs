@@ -412,21 +412,35 @@ pub(crate) async fn files(
     let held = page.auth.held(None);
     let q = search.q.unwrap_or_default().trim().to_owned();
     let like = format!("%{}%", q.replace(['%', '_'], ""));
-    let rows = sqlx::query(
+    // An admin who reads files on some policies only sees the files seen on
+    // their computers, counted there.
+    let reach = page.auth.reach(perm(Resource::Files, Op::Read));
+    let (join, narrow) = match reach.as_deref() {
+        None => ("LEFT JOIN", String::new()),
+        Some(policies) => (
+            "JOIN",
+            format!(
+                " AND i.computer_id IN (SELECT c.id FROM computers c WHERE c.org_id = $1{})",
+                policy_clause("c.policy_id", Some(policies))
+            ),
+        ),
+    };
+    let sql = format!(
         "SELECT f.sha256, f.first_seen_ms, MAX(i.path), COUNT(DISTINCT i.computer_id), \
            COALESCE(MAX(i.last_seen_ms), f.first_seen_ms), \
            (SELECT s.state FROM file_states s WHERE s.org_id = f.org_id AND s.sha256 = f.sha256 \
               AND s.scope_kind = 'global') \
-         FROM files f LEFT JOIN file_instances i ON i.org_id = f.org_id AND i.sha256 = f.sha256 \
+         FROM files f {join} file_instances i ON i.org_id = f.org_id AND i.sha256 = f.sha256{narrow} \
          WHERE f.org_id = $1 AND ($2 = '' OR f.sha256 LIKE $3 OR i.path LIKE $3) \
          GROUP BY f.org_id, f.sha256, f.first_seen_ms \
-         ORDER BY COALESCE(MAX(i.last_seen_ms), f.first_seen_ms) DESC, f.sha256 LIMIT 200",
-    )
-    .bind(page.auth.org_id)
-    .bind(&q)
-    .bind(&like)
-    .fetch_all(state.db.pool())
-    .await?;
+         ORDER BY COALESCE(MAX(i.last_seen_ms), f.first_seen_ms) DESC, f.sha256 LIMIT 200"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(page.auth.org_id)
+        .bind(&q)
+        .bind(&like)
+        .fetch_all(state.db.pool())
+        .await?;
     let content = html! {
         form.filters method="get" action="/console/files" {
             label { "Path or SHA-256 contains" input name="q" value=(q); }
@@ -472,15 +486,19 @@ pub(crate) async fn file(State(state): State<AppState>, page: Page, sha: PathPar
         .filter(|(id, _)| held.contains(update) || page.auth.held(Some(*id)).contains(update))
         .map(|(_, n)| n)
         .collect();
-    let recent = sqlx::query(
+    // Recent events on the computers the admin may read files of.
+    let reach = page.auth.reach(perm(Resource::Files, Op::Read));
+    let sql = format!(
         "SELECT c.name, e.received_ms, e.event_json FROM events e \
          JOIN computers c ON c.id = e.computer_id \
-         WHERE e.org_id = $1 AND e.sha256 = $2 ORDER BY e.id DESC LIMIT 20",
-    )
-    .bind(page.auth.org_id)
-    .bind(parse_sha(&hex).map(|s| s.to_hex()).unwrap_or_default())
-    .fetch_all(state.db.pool())
-    .await?;
+         WHERE e.org_id = $1 AND e.sha256 = $2{} ORDER BY e.id DESC LIMIT 20",
+        policy_clause("c.policy_id", reach.as_deref())
+    );
+    let recent = sqlx::query(&sql)
+        .bind(page.auth.org_id)
+        .bind(parse_sha(&hex).map(|s| s.to_hex()).unwrap_or_default())
+        .fetch_all(state.db.pool())
+        .await?;
     let api_path = format!("/api/v1/files/{}/state", d.sha256);
     let (global, global_class) = global_label(d.global_state);
     let content = html! {
