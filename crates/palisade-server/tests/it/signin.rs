@@ -448,7 +448,7 @@ async fn required_mfa_leaves_only_enrollment(backend: Backend) {
         body.contains("/console/account"),
         "the refusal links to enrollment"
     );
-    let (secret, _) = enroll_totp(&mut c).await;
+    let (secret, codes) = enroll_totp(&mut c).await;
     // Enrolling made this session MFA-verified.
     let (status, v) = c.api(Method::GET, "/api/v1/computers", None, None).await;
     assert_eq!(status, StatusCode::OK, "{v}");
@@ -476,6 +476,29 @@ async fn required_mfa_leaves_only_enrollment(backend: Backend) {
         v["error"].as_str().unwrap_or("").contains("inactivity"),
         "{v}"
     );
+    // And twelve hours after sign-in a session ends, however busy it is:
+    // moved 11 h 59 min into the past (used a moment ago) it still works,
+    // 2 minutes more and it is refused.
+    let mut e = Console::new(&env.server);
+    let (status, _, _) = e.sign_in("acme", "dave", PASSWORD).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (status, _, body) = e.form("/console/login/totp", &[("code", &codes[0])]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    for (minutes, want) in [(12 * 60 - 1, StatusCode::OK), (2, StatusCode::UNAUTHORIZED)] {
+        let now = now_s() as i64 * 1000;
+        let shift = minutes * 60 * 1000;
+        exec_sql(
+            backend,
+            &env.db.url,
+            &format!(
+                "UPDATE admin_sessions SET created_ms = created_ms - {shift}, \
+                 expires_ms = expires_ms - {shift}, last_seen_ms = {now} WHERE stage = 'full'"
+            ),
+        )
+        .await;
+        let (status, v) = e.api(Method::GET, "/api/v1/computers", None, None).await;
+        assert_eq!(status, want, "{minutes} min more: {v}");
+    }
 }
 
 async fn sign_in_conditions_and_csrf(backend: Backend) {
