@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 both_backends!(
     invitation_password_totp_and_recovery_codes,
     wrong_credentials_are_throttled_and_lock_the_account,
+    failures_from_one_address_are_limited,
     required_mfa_leaves_only_enrollment,
     sign_in_conditions_and_csrf,
     revocation_ends_console_session_and_token,
@@ -372,6 +373,24 @@ async fn invitation_password_totp_and_recovery_codes(backend: Backend) {
     assert!(sign_ins.iter().any(|r| r["outcome"] == "denied"));
 }
 
+/// Twenty failures from one address within 15 minutes, each on a different
+/// name (so no account's own back-off applies): the address is refused,
+/// even with a right password, while another admin's API token still works.
+async fn failures_from_one_address_are_limited(backend: Backend) {
+    let env = Env::new(backend).await;
+    let _ = invited(&env, "gina", Some("auditor")).await;
+    let mut x = Console::new(&env.server);
+    for i in 0..20 {
+        let (status, _, body) = x
+            .sign_in("acme", &format!("guess{i}"), "wrong password!!")
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "attempt {i}: {body}");
+    }
+    let (status, _, body) = x.sign_in("acme", "gina", PASSWORD).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    let _: Value = env.admin.get_ok("/api/v1/whoami").await;
+}
+
 async fn wrong_credentials_are_throttled_and_lock_the_account(backend: Backend) {
     let env = Env::new(backend).await;
     let mut c = invited(&env, "carol", Some("auditor")).await;
@@ -391,6 +410,27 @@ async fn wrong_credentials_are_throttled_and_lock_the_account(backend: Backend) 
     assert!(body2.contains("wrong organization, name, password or code"));
     let (status, _, _) = x.sign_in("acme", "nobody", "wrong password!!").await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+
+    // The back-off doubles: after three failures in a row it is 4 s, so 3 s
+    // after the last one even the right password waits, and 5 s after it
+    // goes in (which also ends the streak).
+    for (ago_ms, want) in [
+        (3_000, StatusCode::TOO_MANY_REQUESTS),
+        (5_000, StatusCode::SEE_OTHER),
+    ] {
+        let at = now_s() as i64 * 1000 - ago_ms;
+        exec_sql(
+            backend,
+            &env.db.url,
+            &format!(
+                "UPDATE admins SET failed_logins = 3, last_failed_ms = {at} WHERE name = 'carol'"
+            ),
+        )
+        .await;
+        let mut y = Console::new(&env.server);
+        let (status, _, body) = y.sign_in("acme", "carol", PASSWORD).await;
+        assert_eq!(status, want, "{ago_ms} ms after the third failure: {body}");
+    }
 
     // Four failures long enough ago that the back-off is over: the fifth
     // locks the account and ends its session and token.
