@@ -294,11 +294,7 @@ impl Authorizer {
         if let Some(decision) = self.recall(&shape) {
             return decision;
         }
-        match self
-            .inputs(caller, &held, target, facts, &[permission], None)
-            .and_then(|inputs| {
-                self.decide(&self.requests, &inputs, &self.actions[permission.index()])
-            }) {
+        match self.evaluate_one(caller, &held, target, facts, permission) {
             Ok(decision) => {
                 self.remember(shape, decision);
                 decision
@@ -318,11 +314,21 @@ impl Authorizer {
     ) -> Decision {
         let held = Held::new(caller.admin, caller.grants, target);
         let facts = Facts::new(caller.conditions, caller.context);
-        self.inputs(caller, &held, target, facts, &[permission], None)
-            .and_then(|inputs| {
-                self.decide(&self.requests, &inputs, &self.actions[permission.index()])
-            })
+        self.evaluate_one(caller, &held, target, facts, permission)
             .unwrap_or(Decision::Deny(DenyReason::PolicyError))
+    }
+
+    /// One Cedar evaluation of `permission` on `target`.
+    fn evaluate_one(
+        &self,
+        caller: &Caller<'_>,
+        held: &Held,
+        target: Target,
+        facts: Facts,
+        permission: Permission,
+    ) -> Result<Decision, Fault> {
+        let inputs = self.inputs(caller, held, target, facts, &[permission], None)?;
+        self.decide(&self.requests, &inputs, &self.actions[permission.index()])
     }
 
     fn recall(&self, shape: &Shape) -> Option<Decision> {
