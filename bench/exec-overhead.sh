@@ -448,12 +448,15 @@ phase_palisade() {
   done
   grep -q '^palisade: ready' "$PD/up.out" || { tail -n 20 "$PD/up.err" >&2; die "palisade up not ready after 60 s"; }
   meta palisade_sched "$(ps -o cls=,rtprio=,ni= -p "$PAL_PID" | xargs)"
-  # Per thread (names cut at 15 characters by the kernel): nice value as the
-  # thread set it (/proc/PID/task/TID/stat field 19; shown even under
-  # SCHED_FIFO, where it does not order anything).
+  # Per thread (names cut at 15 characters by the kernel): scheduling policy
+  # and nice value as the thread set them (/proc/PID/task/TID/stat fields 41
+  # and 19; the nice value is shown even under SCHED_FIFO, where it does not
+  # order anything).
   meta palisade_threads "$(for t in /proc/"$PAL_PID"/task/*; do
-      printf '%s %s\n' "$(cat "$t/comm")" "$(sed 's/^.*) //' "$t/stat" | awk '{ print $17 }')"
-    done 2>/dev/null | sort | uniq -c | awk '{ printf "%s%s%s: nice %s", (NR > 1 ? "; " : ""), $2, ($1 > 1 ? " (x" $1 ")" : ""), $3 }')"
+      printf '%s %s\n' "$(cat "$t/comm")" "$(sed 's/^.*) //' "$t/stat" |
+        awk '{ split("OTHER FIFO RR BATCH ISO IDLE DEADLINE", p, " "); printf "%s,%s", p[$39 + 1], $17 }')"
+    done 2>/dev/null | sort | uniq -c |
+    awk '{ split($3, a, ","); printf "%s%s%s: %s nice %s", (NR > 1 ? "; " : ""), $2, ($1 > 1 ? " (x" $1 ")" : ""), a[1], a[2] }')"
   meta palisade_start_s "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')"
   if grep -q 'BPF LSM guard unavailable' "$PD/up.err"; then
     meta palisade_guard "not loaded: $(sed 's/\x1b\[[0-9;]*m//g' "$PD/up.err" | grep -m1 -o 'BPF LSM guard unavailable.*' |

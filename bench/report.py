@@ -550,8 +550,9 @@ if meta.get("palisade_start_s"):
       f"`palisade file approve`: {m('palisade_approve_s')}; every approval was cached by the agent "
       f"{med([float(x) for x in meta['palisade_propagated_s']]):.1f} s after the approve command started.")
 if m("palisade_threads"):
-    w(f"- The agent's threads and the nice value each set for itself (names cut at 15 characters; "
-      f"under SCHED_FIFO a nice value orders nothing): {m('palisade_threads')}.")
+    w(f"- The agent's threads, with the scheduling policy and nice value each has (names cut at 15 "
+      f"characters; under SCHED_FIFO a nice value orders nothing; background threads leave a real-time "
+      f"policy they inherit): {m('palisade_threads')}.")
 if meta.get("palisade_log_warnings"):
     w(f"- Warnings and errors in the agent's log (not counting the guard's), per phase: "
       f"{', '.join(meta['palisade_log_warnings'])}.")

@@ -53,6 +53,7 @@ impl RunningAgent {
     /// enrolled (an identity in the data directory).
     pub async fn start(cfg: AgentConfig, opts: StartOptions) -> Result<RunningAgent> {
         let cfg = Arc::new(cfg);
+        raise_open_file_limit();
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| cfg.data_dir.display().to_string())?;
         let identity = Identity::load(&cfg.data_dir)?.with_context(|| {
@@ -420,6 +421,25 @@ fn spool_id(persistent: &PersistentCache) -> u64 {
     id
 }
 
+/// Every permission event arrives with an open descriptor, held until the
+/// event is answered (and, for a file the reader hashed, until the learner
+/// has looked up its path): a burst of events must not run the process out
+/// of descriptors, or the kernel cannot hand the next event over. Raise the
+/// soft limit to the hard one (best effort; the shipped unit sets both).
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::debug!("cannot raise the open file limit: {e}");
+        }
+    }
+}
+
 fn start_hasher(
     engine: &Arc<Engine>,
     watch: &[Mount],
@@ -436,6 +456,7 @@ fn start_hasher(
     let t = std::thread::Builder::new()
         .name("palisade-hasher".into())
         .spawn(move || {
+            crate::engine::background_priority();
             let mut buf = vec![0u8; palisade_kernel::fanotify::EVENT_BUFFER];
             while !stop.load(Ordering::Relaxed) {
                 let Ok(events) = f.read_events(&mut buf, Some(Duration::from_millis(200))) else {

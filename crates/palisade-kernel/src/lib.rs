@@ -11,6 +11,9 @@
 //! - [`guard`]: a BPF LSM program that denies executable *mappings* of files
 //!   that the agent has not approved, which fanotify cannot see.
 //!
+//! And [`sched`], so that the agent's background threads can leave a
+//! real-time scheduling policy they inherited.
+//!
 //! # What each hook catches
 //!
 //! | how code gets loaded | caught by |
@@ -84,5 +87,6 @@
 mod error;
 pub mod fanotify;
 pub mod guard;
+pub mod sched;
 
 pub use error::{Error, ErrorKind, Result};

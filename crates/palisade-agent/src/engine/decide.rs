@@ -42,14 +42,25 @@ impl Engine {
     /// anything but an allow. Likewise the path of a file read here is looked
     /// up before the answer only when a rule depends on paths; otherwise it
     /// and the caching come after the answer.
-    pub(super) fn decide_fast(&self, p: &Pending) -> bool {
+    pub(super) fn decide_fast(&self, p: &Arc<Pending>) -> bool {
         let mut learned = None;
         let settled = self.settle_fast(p, &mut learned);
-        if let Some((ident, mut known)) = learned {
-            if known.path.is_empty() {
-                known.path = fd_path(p.fd());
+        if let Some((ident, known)) = learned {
+            if settled {
+                // Answered: the learner caches it, and the reader is free
+                // for the next event at once.
+                let l = Learned {
+                    pending: p.clone(),
+                    ident,
+                    known,
+                };
+                if let Err(l) = self.learn_queue.push(l) {
+                    self.learn_with_path(&l.pending, l.ident, l.known);
+                }
+            } else {
+                // A worker decides: it finds the facts cached.
+                self.learn_with_path(p, ident, known);
             }
-            self.learn(&ident, known);
         }
         if settled {
             return true;
