@@ -11,3 +11,4 @@ mod cli;
 mod enforcement;
 mod fleet;
 mod harness;
+mod scheduling;
