@@ -1596,8 +1596,8 @@ const DECISION_NICE: i32 = -10;
 ///
 /// Read from the agent's own `/proc/PID/fd` directory, opened once: a
 /// `readlinkat` there looks up one name, where a `readlink` of
-/// `/proc/self/fd/N` walks four path components (a third of the reader's
-/// time per event in a profile, more than hashing the file).
+/// `/proc/self/fd/N` walks four path components (a sixth of the reader's
+/// time per cold event in a profile, more than hashing the file).
 fn fd_path(fd: BorrowedFd<'_>) -> String {
     static FD_DIR: std::sync::OnceLock<Option<OwnedFd>> = std::sync::OnceLock::new();
     let n = std::os::fd::AsRawFd::as_raw_fd(&fd);
