@@ -422,9 +422,9 @@ fn spool_id(persistent: &PersistentCache) -> u64 {
 }
 
 /// Every permission event arrives with an open descriptor, held until the
-/// event is answered (and, for a file the reader hashed, until the learner
-/// has looked up its path): a burst of events must not run the process out
-/// of descriptors, or the kernel cannot hand the next event over. Raise the
+/// event is answered: a burst of events waiting for workers (up to 4096
+/// queued) must not run the process out of descriptors, or the kernel cannot
+/// hand the next event over. Raise the
 /// soft limit to the hard one (best effort; the shipped unit sets both).
 fn raise_open_file_limit() {
     use rustix::process::{getrlimit, setrlimit, Resource};

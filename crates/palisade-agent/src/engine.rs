@@ -265,16 +265,6 @@ impl Pending {
     }
 }
 
-/// What the reader learned about a file while settling its event, cached by
-/// the learner thread after the answer: looking up the path (a `/proc` walk
-/// costing more than hashing a small file) and caching need not delay the
-/// next event. The event (its descriptor) is kept open until then.
-struct Learned {
-    pending: Arc<Pending>,
-    ident: Identity,
-    known: Known,
-}
-
 /// Writes to the persistent cache, done by a background thread.
 #[derive(Debug)]
 pub(crate) enum PersistOp {
@@ -306,7 +296,6 @@ pub struct Engine {
     /// Paths known to hold code, for reporting their removal.
     code_paths: Arc<crate::removals::CodePaths>,
     prewarm_tx: crossbeam_channel::Sender<Sha256>,
-    learn_queue: Arc<LearnQueue<Learned>>,
     kernel: Mutex<KernelAllowed>,
     /// Bumped (under the `kernel` lock) by every invalidation, so a decision
     /// made from an approval read before it is not cached in the kernel.
@@ -406,7 +395,6 @@ impl Engine {
     pub fn new(parts: EngineParts) -> Arc<Engine> {
         let (persist_tx, persist_rx) = crossbeam_channel::bounded(65_536);
         let (prewarm_tx, prewarm_rx) = crossbeam_channel::bounded::<Sha256>(65_536);
-        let learn_queue = Arc::new(LearnQueue::default());
         // Know our own executable (the admin CLI is the same binary) without
         // hashing it on the decision path.
         let mut identities = Cache::new(65_536);
@@ -436,7 +424,6 @@ impl Engine {
             locations: Mutex::new(Cache::new(65_536)),
             code_paths: Arc::default(),
             prewarm_tx,
-            learn_queue: learn_queue.clone(),
             kernel: Mutex::new(KernelAllowed::default()),
             epoch: AtomicU64::new(0),
             interpreters: parts.interpreters.iter().map(|(h, _)| *h).collect(),
@@ -485,24 +472,6 @@ impl Engine {
                     }
                 })
                 .expect("spawn prewarm thread");
-        }
-        {
-            let engine = Arc::downgrade(&engine);
-            std::thread::Builder::new()
-                .name("palisade-learner".into())
-                .spawn(move || {
-                    background_priority();
-                    learn_queue.run(|batch| {
-                        let Some(engine) = engine.upgrade() else {
-                            return false;
-                        };
-                        for l in batch {
-                            engine.learn_with_path(&l.pending, l.ident, l.known);
-                        }
-                        true
-                    });
-                })
-                .expect("spawn learner thread");
         }
         engine.apply_level_mechanisms();
         engine
@@ -844,15 +813,22 @@ impl Engine {
     /// checked again after marking (a write in between clears the mark, or
     /// is caught by the second check).
     fn prewarm(&self, sha: Sha256) {
+        // The epoch before the approval and the rules: a change that lands
+        // in between makes `kernel_allow` refuse.
+        let epoch = self.epoch.load(Ordering::Acquire);
         let Some(cached) = self.approvals.lock().get(&sha) else {
             return;
         };
-        if !decide(&cached.approval, self.level()).cacheable {
+        let level = self.level();
+        if !decide(&cached.approval, level).cacheable {
             return;
         }
-        let epoch = self.epoch.load(Ordering::Acquire);
+        let rules = self.rules();
         let locations = self.locations.lock().get(&sha).unwrap_or_default();
         for loc in locations {
+            if !self.prewarm_allowed(&rules, &cached, sha, &loc.path, level) {
+                continue;
+            }
             use std::os::unix::fs::OpenOptionsExt;
             let Ok(file) = std::fs::OpenOptions::new()
                 .read(true)
@@ -1124,9 +1100,11 @@ impl Engine {
         let updaters = resolve_updaters(&rules);
         let compiled = Arc::new(CompiledRules::new(rules));
         let mut kernel = self.kernel.lock();
-        self.epoch.fetch_add(1, Ordering::AcqRel);
         *self.rules.write() = compiled;
         *self.updater_hashes.write() = updaters;
+        // After the rules are in place: a decision that read the epoch
+        // before this may have read the old rules, and caches nothing.
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         *kernel = KernelAllowed::default();
         self.flush_ignore_marks();
         if let Some(guard) = &self.guard {
@@ -1512,82 +1490,6 @@ impl Engine {
     }
 }
 
-/// Facts learned by the reader waiting for the learner thread (each holds its
-/// event's descriptor open); beyond this the reader caches them itself.
-const LEARN_QUEUE: usize = 256;
-/// The learner is woken when this many facts wait...
-const LEARN_BATCH: usize = 32;
-/// ... or, while facts keep coming, takes them this often; the first fact
-/// after a quiet spell wakes it.
-const LEARN_GATHER: Duration = Duration::from_millis(2);
-
-/// The reader's facts for the learner. Waking a sleeping thread costs the
-/// waker a system call (about as much as hashing a small file): the reader
-/// wakes the learner only for the first fact after a quiet spell and for a
-/// full batch; in between the learner collects every [`LEARN_GATHER`].
-struct LearnQueue<T> {
-    state: Mutex<LearnState<T>>,
-    cv: Condvar,
-}
-
-struct LearnState<T> {
-    items: Vec<T>,
-    /// The learner waits for a wake-up (the queue was empty).
-    idle: bool,
-}
-
-impl<T> Default for LearnQueue<T> {
-    fn default() -> Self {
-        LearnQueue {
-            state: Mutex::new(LearnState {
-                items: Vec::new(),
-                idle: false,
-            }),
-            cv: Condvar::new(),
-        }
-    }
-}
-
-impl<T> LearnQueue<T> {
-    /// Queue `l`; give it back when the queue is full.
-    fn push(&self, l: T) -> Result<(), T> {
-        let mut st = self.state.lock();
-        if st.items.len() >= LEARN_QUEUE {
-            return Err(l);
-        }
-        st.items.push(l);
-        let wake = st.idle || st.items.len() >= LEARN_BATCH;
-        drop(st);
-        if wake {
-            self.cv.notify_one();
-        }
-        Ok(())
-    }
-
-    /// The learner's loop: hand each batch to `take` until it returns false.
-    fn run(&self, mut take: impl FnMut(Vec<T>) -> bool) {
-        let mut st = self.state.lock();
-        loop {
-            if st.items.is_empty() {
-                st.idle = true;
-                // Woken by the next fact; once a second regardless, so that
-                // `take` can see the engine gone.
-                self.cv.wait_for(&mut st, Duration::from_secs(1));
-                st.idle = false;
-            }
-            let batch = std::mem::take(&mut st.items);
-            drop(st);
-            if !take(batch) {
-                return;
-            }
-            st = self.state.lock();
-            if st.items.len() < LEARN_BATCH {
-                self.cv.wait_for(&mut st, LEARN_GATHER);
-            }
-        }
-    }
-}
-
 /// Nice value of the threads that answer the kernel: a process waiting on a
 /// decision should not wait for the scheduler behind ordinary work.
 const DECISION_NICE: i32 = -10;
@@ -1632,8 +1534,7 @@ fn raise_priority() {
 /// real-time work: a thread that inherited a real-time policy (the agent
 /// started under `SCHED_FIFO` or `SCHED_RR`, say by a unit's
 /// `CPUSchedulingPolicy=`) goes back to `SCHED_OTHER`. Background work
-/// (caching what a decision learned, hashing written files, pre-warming,
-/// the persistent cache) must never hold a CPU that a process just allowed
+/// (hashing written files, pre-warming, the persistent cache) must never hold a CPU that a process just allowed
 /// is waiting for: under a real-time policy a thread of equal priority is
 /// not preempted.
 pub(crate) fn background_priority() {
@@ -1785,68 +1686,6 @@ impl Watchdog {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The learner's queue: a fact after a quiet spell is taken at once,
-    /// facts that follow within the gathering time together, a full queue
-    /// refuses, and the learner stops when told to.
-    #[test]
-    fn learn_queue_wakes_for_the_first_fact_and_gathers_the_rest() {
-        let q = Arc::new(LearnQueue::<(u32, Instant)>::default());
-        let (tx, rx) = crossbeam_channel::unbounded::<(Vec<(u32, Instant)>, Instant)>();
-        let learner = {
-            let q = q.clone();
-            std::thread::spawn(move || {
-                q.run(|batch| {
-                    let stop = batch.iter().any(|(n, _)| *n == u32::MAX);
-                    if !batch.is_empty() {
-                        tx.send((batch, Instant::now())).unwrap();
-                    }
-                    !stop
-                })
-            })
-        };
-        // Wait until the learner sleeps on an empty queue.
-        let idle = || q.state.lock().idle;
-        let t = Instant::now();
-        while !idle() {
-            assert!(t.elapsed() < Duration::from_secs(5));
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        // After a quiet spell: taken at once (well before the one-second wait).
-        q.push((1, Instant::now())).map_err(|_| ()).unwrap();
-        let (batch, at) = rx.recv_timeout(Duration::from_secs(2)).unwrap();
-        assert_eq!(batch.len(), 1);
-        assert!(
-            at - batch[0].1 < Duration::from_millis(500),
-            "{:?}",
-            at - batch[0].1
-        );
-        // Facts that keep coming are gathered, none lost, in order.
-        for n in 2..=100 {
-            q.push((n, Instant::now())).map_err(|_| ()).unwrap();
-            std::thread::sleep(Duration::from_micros(100));
-        }
-        let mut seen = vec![];
-        while seen.len() < 99 {
-            let (batch, _) = rx.recv_timeout(Duration::from_secs(2)).unwrap();
-            seen.extend(batch.into_iter().map(|(n, _)| n));
-        }
-        assert_eq!(seen, (2..=100).collect::<Vec<_>>());
-        // A full queue gives the fact back (the reader then caches it itself).
-        {
-            let mut st = q.state.lock();
-            st.items
-                .extend((0..LEARN_QUEUE as u32).map(|n| (n, Instant::now())));
-            drop(st);
-        }
-        assert!(q.push((7, Instant::now())).is_err());
-        let mut taken = 0;
-        while taken < LEARN_QUEUE {
-            taken += rx.recv_timeout(Duration::from_secs(2)).unwrap().0.len();
-        }
-        q.push((u32::MAX, Instant::now())).map_err(|_| ()).unwrap();
-        learner.join().unwrap();
-    }
 
     #[test]
     fn fd_path_names_the_file_behind_a_descriptor() {

@@ -42,25 +42,11 @@ impl Engine {
     /// anything but an allow. Likewise the path of a file read here is looked
     /// up before the answer only when a rule depends on paths; otherwise it
     /// and the caching come after the answer.
-    pub(super) fn decide_fast(&self, p: &Arc<Pending>) -> bool {
+    pub(super) fn decide_fast(&self, p: &Pending) -> bool {
         let mut learned = None;
         let settled = self.settle_fast(p, &mut learned);
         if let Some((ident, known)) = learned {
-            if settled {
-                // Answered: the learner caches it, and the reader is free
-                // for the next event at once.
-                let l = Learned {
-                    pending: p.clone(),
-                    ident,
-                    known,
-                };
-                if let Err(l) = self.learn_queue.push(l) {
-                    self.learn_with_path(&l.pending, l.ident, l.known);
-                }
-            } else {
-                // A worker decides: it finds the facts cached.
-                self.learn_with_path(p, ident, known);
-            }
+            self.learn_with_path(p, ident, known);
         }
         if settled {
             return true;
@@ -77,6 +63,9 @@ impl Engine {
     /// [`Engine::decide_fast`] but for the own-event check; a file read here
     /// is put into `learned`, to be cached by the caller.
     fn settle_fast(&self, p: &Pending, learned: &mut Option<(Identity, Known)>) -> bool {
+        // First, before any rule or approval is read: a change that lands
+        // after this moves the epoch, and `kernel_allow` then caches nothing.
+        let epoch = self.epoch.load(Ordering::Acquire);
         let level = self.level();
         if level == Level::Disabled {
             bump(&self.stats.fast_path);
@@ -196,7 +185,6 @@ impl Engine {
         if eval.verdict == Verdict::Block && !guard_reports && self.is_own(p.pid) {
             return false; // the agent's own event: allowed by the caller
         }
-        let epoch = self.epoch.load(Ordering::Acquire);
         if eval.cacheable {
             self.kernel_allow(p.fd(), ident.id, sha, epoch);
         } else if op == Operation::LoadLibrary {
@@ -215,9 +203,55 @@ impl Engine {
         )
     }
 
+    /// Whether the rules let a copy of approved code at `path` go into the
+    /// kernel-side cache before anyone runs it (pre-warming): only when its
+    /// first run would be allowed from the same facts the reader uses, with
+    /// no rule for the path, no publisher that could still decide (a banned
+    /// publisher beats an updater's local approval) and nothing to report.
+    pub(super) fn prewarm_allowed(
+        &self,
+        rules: &CompiledRules,
+        cached: &CachedApproval,
+        sha: Sha256,
+        path: &str,
+        level: Level,
+    ) -> bool {
+        if rules.path_has_rules(path) || rules.publisher_matters(cached.approval) {
+            return false;
+        }
+        let process = ProcessContext::unknown(0);
+        let eval = evaluate(
+            rules,
+            &Request {
+                operation: Operation::Execute,
+                path,
+                file: FileFacts {
+                    sha256: Some(sha),
+                    approval: cached.approval,
+                    trust: cached.trust,
+                    publisher: None,
+                },
+                subject: Subject {
+                    process: &process,
+                    users: &[],
+                    groups: &[],
+                    publisher: None,
+                },
+                starter: None,
+            },
+            level,
+        );
+        eval.verdict == Verdict::Allow
+            && eval.cacheable
+            && eval.report == Report::Nothing
+            && !eval.requestable
+    }
+
     /// Decide an event the caches could not settle.
     pub(super) fn decide_slow(&self, p: &Pending) {
         bump(&self.stats.slow_path);
+        // Before any rule or approval is read (see `settle_fast`).
+        let epoch = self.epoch.load(Ordering::Acquire);
         let level = self.level();
         let fail = |engine: &Engine, why: &str| {
             tracing::warn!("pid {}: {why}; answering by the level", p.pid);
@@ -268,7 +302,6 @@ impl Engine {
                 Err(e) => return fail(self, &format!("cannot hash {}: {e}", known.path)),
             },
         };
-        let epoch = self.epoch.load(Ordering::Acquire);
         // The process context is built only when something needs it: a lookup
         // at the service (the request carries it), a rule about the subject,
         // or a report.
@@ -504,6 +537,15 @@ impl Engine {
     ) -> Option<PublisherFact> {
         if let Some(p) = &known.publisher {
             return p.clone();
+        }
+        // Where the file is now: a cached path can be stale. dpkg writes
+        // `NAME.dpkg-new` (hashed when closed, under that name) and renames
+        // it into place, and a rename within the same clock tick as the last
+        // write leaves the stamp as it was; the package database knows only
+        // the final name.
+        let path = fd_path(fd);
+        if path.starts_with('/') {
+            known.path = path;
         }
         let fact = self
             .packages

@@ -171,7 +171,8 @@ fn packages_from_an_approved_publisher_run_and_tampered_copies_do_not() {
         eventually(Duration::from_secs(3), || run(&installed, &[], &[])
             .exec_refused())
         .is_some(),
-        "banned publisher, even with the package-manager updater"
+        "banned publisher, even with the package-manager updater\n{}",
+        up.proc.stderr()
     );
 }
 

@@ -57,7 +57,7 @@ fn background_threads_leave_a_real_time_policy_decision_threads_keep_it() {
     assert!(run(&hello, &[], &[]).exec_refused());
     up.ok(&["file", "approve", hello.to_str().unwrap()]);
     assert!(eventually(Duration::from_secs(2), || run(&hello, &[], &[]).ok()).is_some());
-    // A first run the reader settles itself, its facts cached by the learner.
+    // A first run of another approved file.
     let copy = p.install("hello2", &m.path, "other");
     up.ok(&["file", "approve", p.path("hello2").to_str().unwrap()]);
     assert!(eventually(Duration::from_secs(2), || run(&copy, &[], &[]).ok()).is_some());
@@ -78,12 +78,7 @@ fn background_threads_leave_a_real_time_policy_decision_threads_keep_it() {
         );
     }
     // Names are cut at 15 characters by the kernel.
-    for background in [
-        "palisade-learne",
-        "palisade-hasher",
-        "palisade-prewar",
-        "palisade-persis",
-    ] {
+    for background in ["palisade-hasher", "palisade-prewar", "palisade-persis"] {
         let p = policy_of(background);
         assert!(
             !p.is_empty() && p.iter().all(|&p| p == 0),
