@@ -612,6 +612,19 @@ pub struct Subject<'a> {
     pub publisher: Option<&'a str>,
 }
 
+impl<'a> Subject<'a> {
+    /// A subject known by its process context alone: no user or group
+    /// names, no publisher (rules about those do not match it).
+    pub fn of_process(process: &'a ProcessContext) -> Subject<'a> {
+        Subject {
+            process,
+            users: &[],
+            groups: &[],
+            publisher: None,
+        }
+    }
+}
+
 /// One load or write to decide.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
@@ -779,12 +792,7 @@ pub fn local_state(rules: &CompiledRules, file: FileFacts<'_>) -> LocalState {
         // No pattern matches an empty path: path rules stay out of it.
         path: "",
         file,
-        subject: Subject {
-            process: &process,
-            users: &[],
-            groups: &[],
-            publisher: None,
-        },
+        subject: Subject::of_process(&process),
         starter: None,
     };
     match evaluate(rules, &req, Level::Lockdown).decided_by {

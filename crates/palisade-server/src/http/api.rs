@@ -363,12 +363,7 @@ fn explain(
     level: Level,
 ) -> String {
     let process = ProcessContext::unknown(0);
-    let subject = Subject {
-        process: &process,
-        users: &[],
-        groups: &[],
-        publisher: None,
-    };
+    let subject = Subject::of_process(&process);
     let request = Request {
         operation: Operation::Execute,
         path: path.unwrap_or_default(),
