@@ -10,10 +10,10 @@ use crate::link::{self, LinkParts, ServiceClient};
 use crate::mounts::{self, Mount};
 use crate::report::Reporter;
 use crate::scan::{self, ScanSummary};
-use crate::store::{PersistentCache, Spool};
+use crate::store::{starting_levels, LevelsFile, PersistentCache, Spool};
 use anyhow::{bail, Context, Result};
 use palisade_api::agent::AgentConfig as ServiceConfig;
-use palisade_core::{Level, Levels, Sha256};
+use palisade_core::{Levels, Sha256};
 use palisade_kernel::fanotify::{Fanotify, Mask};
 use palisade_kernel::guard::ExecGuard;
 use std::collections::HashSet;
@@ -80,14 +80,20 @@ impl RunningAgent {
         let spool = Arc::new(spool);
         let spool_id = spool_id(&persistent);
 
-        let levels = persistent
-            .meta("levels")
-            .and_then(|s| serde_json::from_str::<Levels>(&s).ok())
-            .or(opts.initial_levels)
-            .unwrap_or(Levels {
-                connected: Level::Monitor,
-                disconnected: Level::Monitor,
-            });
+        let levels_file = LevelsFile::in_dir(&cfg.data_dir);
+        let levels = starting_levels(
+            levels_file.load(),
+            persistent
+                .meta("levels")
+                .and_then(|s| serde_json::from_str::<Levels>(&s).ok()),
+            rebuilt,
+            opts.initial_levels,
+        );
+        tracing::info!(
+            "starting at level {} ({} while disconnected) until the service says otherwise",
+            levels.connected,
+            levels.disconnected
+        );
         let revision = persistent
             .meta("revision")
             .and_then(|v| v.parse().ok())
@@ -157,6 +163,7 @@ impl RunningAgent {
             levels,
             interpreters,
             persistent: persistent.clone(),
+            levels_file,
             lookup,
             reporter: reporter.clone(),
             revision,

@@ -29,7 +29,7 @@ use crate::config::AgentConfig;
 use crate::files::{self, FileId, Identity, Stamp};
 use crate::procfs;
 use crate::report::Reporter;
-use crate::store::{CachedApproval, PersistentCache};
+use crate::store::{CachedApproval, LevelsFile, PersistentCache};
 use palisade_api::agent::LookupItem;
 use palisade_core::rules::{CompiledRules, PublisherFact, RuleId, RuleSet, TrustedChange};
 use palisade_core::{
@@ -272,6 +272,8 @@ pub(crate) enum PersistOp {
     Remove(Vec<Sha256>),
     Clear,
     Meta(&'static str, String),
+    /// New levels: into the cache's metadata and the levels file.
+    Levels(Levels),
 }
 
 /// The decision engine, shared by every agent thread.
@@ -373,6 +375,8 @@ pub struct EngineParts {
     pub interpreters: Vec<(Sha256, u64)>,
     /// The persistent cache.
     pub persistent: Arc<PersistentCache>,
+    /// Where the levels are kept apart from the cache.
+    pub levels_file: LevelsFile,
     /// The service side of lookups.
     pub lookup: Arc<dyn Lookup>,
     /// Event reporting.
@@ -451,11 +455,12 @@ impl Engine {
             guard: parts.guard,
         });
         let persistent = parts.persistent;
+        let levels_file = parts.levels_file;
         std::thread::Builder::new()
             .name("palisade-persist".into())
             .spawn(move || {
                 background_priority();
-                persist_loop(&persistent, &persist_rx);
+                persist_loop(&persistent, &levels_file, &persist_rx);
             })
             .expect("spawn persist thread");
         {
@@ -515,10 +520,7 @@ impl Engine {
             );
         }
         self.apply_level_mechanisms();
-        let _ = self.persist_tx.try_send(PersistOp::Meta(
-            "levels",
-            serde_json::to_string(&levels).unwrap_or_default(),
-        ));
+        let _ = self.persist_tx.try_send(PersistOp::Levels(levels));
     }
 
     /// Record the connection state (keeping the levels).
@@ -1598,7 +1600,14 @@ fn stamp_of(st: &rustix::fs::Stat) -> Stamp {
     }
 }
 
-fn persist_loop(store: &PersistentCache, rx: &crossbeam_channel::Receiver<PersistOp>) {
+fn persist_loop(
+    store: &PersistentCache,
+    levels_file: &LevelsFile,
+    rx: &crossbeam_channel::Receiver<PersistOp>,
+) {
+    // The levels are saved whenever they differ from what the file holds
+    // (`set_levels` runs at every connection change).
+    let mut saved_levels = levels_file.load();
     while let Ok(first) = rx.recv() {
         let mut puts = Vec::new();
         let flush_puts = |puts: &mut Vec<(Sha256, CachedApproval)>| {
@@ -1628,6 +1637,22 @@ fn persist_loop(store: &PersistentCache, rx: &crossbeam_channel::Receiver<Persis
                     flush_puts(&mut puts);
                     if let Err(e) = store.set_meta(key, &value) {
                         tracing::warn!("persistent cache write failed: {e}");
+                    }
+                }
+                PersistOp::Levels(levels) => {
+                    flush_puts(&mut puts);
+                    let json = serde_json::to_string(&levels).unwrap_or_default();
+                    if let Err(e) = store.set_meta("levels", &json) {
+                        tracing::warn!("persistent cache write failed: {e}");
+                    }
+                    if saved_levels != Some(levels) {
+                        match levels_file.save(levels) {
+                            Ok(()) => saved_levels = Some(levels),
+                            Err(e) => tracing::warn!(
+                                "{}: cannot save the levels: {e}",
+                                levels_file.path().display()
+                            ),
+                        }
                     }
                 }
             }

@@ -6,8 +6,6 @@ use anyhow::{bail, Context, Result};
 use palisade_api::agent::{EnrollRequest, EnrollResponse};
 use palisade_api::EnrollToken;
 use palisade_core::{ComputerId, Sha256};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// An enrolled agent's identity.
@@ -64,18 +62,8 @@ impl Identity {
         std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
         let write = |name: &str, text: &str, mode: u32| -> Result<()> {
             let path = dir.join(name);
-            let tmp = dir.join(format!(".{name}.tmp"));
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(mode)
-                .open(&tmp)
-                .with_context(|| tmp.display().to_string())?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path).with_context(|| path.display().to_string())?;
-            Ok(())
+            crate::store::write_file_atomically(&path, text.as_bytes(), mode)
+                .with_context(|| path.display().to_string())
         };
         write("client.key", &self.key_pem, 0o600)?;
         write("client.crt", &self.cert_pem, 0o644)?;

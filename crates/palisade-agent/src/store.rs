@@ -5,14 +5,19 @@
 //!   when the service cannot be reached; written off the decision path.
 //! - [`Spool`] (`events.db`): events waiting to be uploaded. They stay on disk
 //!   until the service acknowledges them, across restarts.
+//! - [`LevelsFile`] (`levels.json`): the enforcement levels last received from
+//!   the service, kept apart from the cache so that rebuilding the cache does
+//!   not lose them.
 //!
 //! A file that cannot be opened, fails `PRAGMA quick_check`, or starts
 //! failing with corruption errors is moved aside (`*.corrupt-<ms>`) and
 //! recreated empty; the agent keeps enforcing from memory meanwhile and the
 //! cache refills from the service.
-use palisade_core::{Approval, FileEvent, Sha256};
+use palisade_core::{Approval, FileEvent, Levels, Sha256};
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -332,6 +337,114 @@ impl PersistentCache {
     }
 }
 
+/// Replace `path` with `bytes` so that a reader (or a crash) sees either the
+/// old file or the new one, never a torn one: write a temporary file beside
+/// it with `mode`, `fsync` it, rename it over `path`, `fsync` the directory.
+pub fn write_file_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(path.file_name().unwrap_or_default());
+    tmp_name.push(".tmp");
+    let tmp = dir.join(tmp_name);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The enforcement levels the service set last, in a file of their own
+/// (`levels.json` in the data directory) as well as in the cache's metadata.
+/// A cache that is corrupt or missing is rebuilt empty; without this file the
+/// agent would then start in its default level (monitor) and stay there until
+/// it reached the service again.
+#[derive(Debug, Clone)]
+pub struct LevelsFile {
+    path: PathBuf,
+}
+
+impl LevelsFile {
+    /// The file in the data directory `dir`.
+    pub fn in_dir(dir: &Path) -> LevelsFile {
+        LevelsFile {
+            path: dir.join("levels.json"),
+        }
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The levels saved last: `None` when there is no file, or (logged) when
+    /// it cannot be read or does not hold levels.
+    pub fn load(&self) -> Option<Levels> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!("{}: unreadable ({e}); ignored", self.path.display());
+                return None;
+            }
+        };
+        match serde_json::from_str(&text) {
+            Ok(levels) => Some(levels),
+            Err(e) => {
+                tracing::warn!(
+                    "{}: not a pair of levels ({e}); ignored",
+                    self.path.display()
+                );
+                None
+            }
+        }
+    }
+
+    /// Save `levels`, replacing the file atomically.
+    pub fn save(&self, levels: Levels) -> std::io::Result<()> {
+        let json = serde_json::to_vec(&levels).map_err(std::io::Error::other)?;
+        write_file_atomically(&self.path, &json, 0o644)
+    }
+}
+
+/// The levels to enforce from the start, before the service says anything:
+/// those saved last (the levels file, then the cache's copy, which agents
+/// before the file had); else, when the cache had to be rebuilt (state was
+/// lost, so this is not a first start), `lockdown` both ways, failing
+/// closed; else `initial` (what `palisade up` asks for); else `monitor`.
+pub fn starting_levels(
+    saved: Option<Levels>,
+    in_cache: Option<Levels>,
+    cache_rebuilt: bool,
+    initial: Option<Levels>,
+) -> Levels {
+    use palisade_core::Level;
+    if let Some(l) = saved.or(in_cache) {
+        return l;
+    }
+    if cache_rebuilt {
+        tracing::error!(
+            "the enforcement levels were lost with the cache; enforcing lockdown until the service sets them"
+        );
+        return Levels {
+            connected: Level::Lockdown,
+            disconnected: Level::Lockdown,
+        };
+    }
+    initial.unwrap_or(Levels {
+        connected: Level::Monitor,
+        disconnected: Level::Monitor,
+    })
+}
+
 const SPOOL_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -528,5 +641,56 @@ mod tests {
         assert_eq!(batch[0].1, ev);
         s.ack(batch[1].0).unwrap();
         assert_eq!(s.len().unwrap(), 1);
+    }
+
+    fn levels(connected: Level, disconnected: Level) -> Levels {
+        Levels {
+            connected,
+            disconnected,
+        }
+    }
+
+    #[test]
+    fn levels_file_round_trip_and_bad_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = LevelsFile::in_dir(dir.path());
+        assert_eq!(f.load(), None, "no file yet");
+        let l = levels(Level::Lockdown, Level::Monitor);
+        f.save(l).unwrap();
+        assert_eq!(f.load(), Some(l));
+        let l2 = levels(Level::Monitor, Level::Disabled);
+        f.save(l2).unwrap();
+        assert_eq!(LevelsFile::in_dir(dir.path()).load(), Some(l2));
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["levels.json"], "no temporary file left behind");
+        std::fs::write(f.path(), b"{\"connected\":\"strict\"}").unwrap();
+        assert_eq!(f.load(), None, "an unknown level is not a pair of levels");
+        std::fs::write(f.path(), b"\0\0garbage").unwrap();
+        assert_eq!(f.load(), None);
+        f.save(l).unwrap();
+        assert_eq!(f.load(), Some(l), "a bad file is replaced by the next save");
+    }
+
+    #[test]
+    fn starting_levels_prefer_what_was_saved_and_fail_closed_when_it_was_lost() {
+        let saved = levels(Level::Lockdown, Level::Monitor);
+        let cached = levels(Level::Monitor, Level::Monitor);
+        let asked = levels(Level::Disabled, Level::Disabled);
+        let lockdown = levels(Level::Lockdown, Level::Lockdown);
+        let monitor = levels(Level::Monitor, Level::Monitor);
+        assert_eq!(
+            starting_levels(Some(saved), Some(cached), true, Some(asked)),
+            saved
+        );
+        assert_eq!(
+            starting_levels(None, Some(cached), false, Some(asked)),
+            cached
+        );
+        assert_eq!(starting_levels(None, None, true, Some(asked)), lockdown);
+        assert_eq!(starting_levels(None, None, false, Some(asked)), asked);
+        assert_eq!(starting_levels(None, None, false, None), monitor);
     }
 }

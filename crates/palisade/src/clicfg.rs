@@ -61,21 +61,10 @@ impl CliConfig {
 
     /// Write to `path` (0600: it holds a token).
     pub(crate) fn save(&self, path: &Path) -> Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let tmp = path.with_extension("toml.tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| tmp.display().to_string())?;
-        f.write_all(toml::to_string(self)?.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path).with_context(|| path.display().to_string())
+        palisade_agent::store::write_file_atomically(path, toml::to_string(self)?.as_bytes(), 0o600)
+            .with_context(|| path.display().to_string())
     }
 }

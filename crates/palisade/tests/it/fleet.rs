@@ -257,29 +257,48 @@ fn the_persistent_cache_enforces_while_the_service_is_gone_even_across_restarts(
     );
 }
 
+/// Overwrite the agent's persistent cache (and its WAL) with garbage.
+fn corrupt_the_cache(agent_dir: &Path) {
+    for name in ["cache.db", "cache.db-wal", "cache.db-shm"] {
+        let p = agent_dir.join(name);
+        if p.exists() {
+            std::fs::write(&p, b"garbage, not a database ".repeat(100)).unwrap();
+        }
+    }
+}
+
 #[test]
 fn a_corrupt_persistent_cache_is_rebuilt_while_enforcing() {
     require_root!();
     let m = TestMount::tmpfs();
     let mut f = Fleet::start(&m, None, 1);
     let approved = Programs::get().install("hello", &m.path, "approved");
-    f.ok(&["policy", "set-level", "default", "lockdown"]);
+    f.ok(&[
+        "policy",
+        "set-level",
+        "default",
+        "lockdown",
+        "--disconnected",
+        "lockdown",
+    ]);
     f.ok(&["file", "approve", approved.to_str().unwrap()]);
     assert!(eventually(Duration::from_secs(3), || run(&approved, &[], &[]).ok()).is_some());
     f.stop_agent();
-    for name in ["cache.db", "cache.db-wal", "cache.db-shm"] {
-        let p = f.agent_dir.join(name);
-        if p.exists() {
-            std::fs::write(&p, b"garbage, not a database ".repeat(100)).unwrap();
-        }
-    }
+    corrupt_the_cache(&f.agent_dir);
+    // Installed while no agent runs; tried as soon as the agent is ready,
+    // before it need have reached the service.
+    let stranger = Programs::get().install("hello2", &m.path, "stranger");
     f.start_agent();
     assert!(
-        eventually(Duration::from_secs(5), || run(&approved, &[], &[]).ok()).is_some(),
-        "enforcing again after the rebuild: {}",
+        run(&stranger, &[], &[]).exec_refused(),
+        "blocking from the start: {}",
         f.agent_log()
     );
-    let stranger = Programs::get().install("hello2", &m.path, "stranger");
+    assert!(
+        eventually(Duration::from_secs(5), || run(&approved, &[], &[]).ok()).is_some(),
+        "the cache refills from the service: {}",
+        f.agent_log()
+    );
     assert!(run(&stranger, &[], &[]).exec_refused(), "still blocking");
     assert!(
         f.agent_log().contains("rebuilt"),
@@ -293,6 +312,60 @@ fn a_corrupt_persistent_cache_is_rebuilt_while_enforcing() {
             .any(|e| e.file_name().to_string_lossy().contains("corrupt")),
         "the corrupt file is kept aside"
     );
+}
+
+/// The levels outlive the cache: an agent whose cache is corrupt, started
+/// while the service is away, enforces the policy's disconnected level (not
+/// its default, monitor); with both the cache and the levels file gone it
+/// fails closed.
+#[test]
+fn the_levels_survive_a_corrupt_cache_while_the_service_is_away() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let mut f = Fleet::start(&m, None, 1);
+    let stranger = Programs::get().install("hello", &m.path, "stranger");
+    f.ok(&[
+        "policy",
+        "set-level",
+        "default",
+        "lockdown",
+        "--disconnected",
+        "lockdown",
+    ]);
+    assert!(
+        eventually(Duration::from_secs(3), || run(&stranger, &[], &[])
+            .exec_refused())
+        .is_some()
+    );
+    assert!(
+        eventually(Duration::from_secs(3), || f
+            .agent_dir
+            .join("levels.json")
+            .exists())
+        .is_some(),
+        "the levels are saved beside the cache"
+    );
+    f.stop_agent();
+    f.servers[0].kill();
+    corrupt_the_cache(&f.agent_dir);
+    f.start_agent();
+    assert!(
+        run(&stranger, &[], &[]).exec_refused(),
+        "the disconnected level after the rebuild: {}",
+        f.agent_log()
+    );
+    f.stop_agent();
+    corrupt_the_cache(&f.agent_dir);
+    std::fs::remove_file(f.agent_dir.join("levels.json")).unwrap();
+    f.start_agent();
+    assert!(
+        run(&stranger, &[], &[]).exec_refused(),
+        "fails closed when the levels were lost too: {}",
+        f.agent_log()
+    );
+    assert!(f
+        .agent_log()
+        .contains("enforcing lockdown until the service sets them"));
 }
 
 #[test]
