@@ -226,11 +226,15 @@ impl RunningAgent {
         };
 
         let (removed_tx, removed_rx) = tokio::sync::mpsc::channel(16_384);
-        if let Some(t) =
-            crate::removals::start(&watch, engine.code_paths(), removed_tx, stop.clone())
-        {
-            threads.push(t);
-        }
+        let names = crate::removals::start(
+            &watch,
+            engine.code_paths(),
+            removed_tx,
+            engine.clone(),
+            stop.clone(),
+        );
+        engine.set_names_followed(names.devices);
+        threads.extend(names.thread);
 
         let watched: Vec<String> = watch
             .iter()

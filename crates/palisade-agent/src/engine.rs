@@ -297,6 +297,9 @@ pub struct Engine {
     locations: Mutex<Cache<Sha256, Vec<Location>>>,
     /// Paths known to hold code, for reporting their removal.
     code_paths: Arc<crate::removals::CodePaths>,
+    /// Devices (`st_dev`) of the watched filesystems whose renames and new
+    /// links the agent is told of (see [`crate::removals`]).
+    names_followed: parking_lot::RwLock<HashSet<u64>>,
     prewarm_tx: crossbeam_channel::Sender<Sha256>,
     kernel: Mutex<KernelAllowed>,
     /// Bumped (under the `kernel` lock) by every invalidation, so a decision
@@ -427,6 +430,7 @@ impl Engine {
             approvals: Mutex::new(approvals),
             locations: Mutex::new(Cache::new(65_536)),
             code_paths: Arc::default(),
+            names_followed: parking_lot::RwLock::default(),
             prewarm_tx,
             kernel: Mutex::new(KernelAllowed::default()),
             epoch: AtomicU64::new(0),
@@ -673,10 +677,11 @@ impl Engine {
 
     // ---- the workers -----------------------------------------------------
 
-    /// The cached facts about a file version, or read them (header and path;
-    /// not the hash).
+    /// The cached facts about a file version, with its current path, or read
+    /// them (header and path; not the hash).
     fn known(&self, fd: BorrowedFd<'_>, ident: &Identity) -> std::io::Result<Known> {
-        if let Some(k) = self.known_cached(ident) {
+        if let Some(mut k) = self.known_cached(ident) {
+            self.refresh_path(fd, ident, &mut k);
             return Ok(k);
         }
         let header = files::read_header(fd, CLASSIFY_HEADER_LEN)?;
@@ -690,6 +695,25 @@ impl Engine {
         };
         self.identities.lock().insert(ident.id, known.clone());
         Ok(known)
+    }
+
+    /// Make cached facts name the path the event's descriptor was opened
+    /// through. A rename or a second hard link keeps the inode, and a rename
+    /// within one clock tick of the last write keeps its stamp too, so the
+    /// path cached with the facts can be stale; decisions that look at the
+    /// path must not use it. The package fact goes with the old path.
+    fn refresh_path(&self, fd: BorrowedFd<'_>, ident: &Identity, known: &mut Known) {
+        let path = fd_path(fd);
+        if path == known.path || !path.starts_with('/') {
+            return;
+        }
+        known.path = path;
+        known.publisher = None;
+        if known.sha.is_some() {
+            self.learn(ident, known.clone());
+        } else {
+            self.identities.lock().insert(ident.id, known.clone());
+        }
     }
 
     fn hash_file(
@@ -861,7 +885,7 @@ impl Engine {
                     self.identities.lock().insert(ident.id, known);
                 }
             }
-            self.kernel_allow(file.as_fd(), loc.id, sha, epoch);
+            self.kernel_allow(file.as_fd(), &ident, sha, epoch);
             if files::identify(&file).map(|i| i.stamp).ok() != Some(ident.stamp) {
                 self.kernel_revoke(loc.id);
                 let _ = self.fan.remove_ignore(file.as_fd(), PERMISSION_MASK);
@@ -1118,7 +1142,11 @@ impl Engine {
 
     /// Put an approved inode in the kernel-side cache: the guard's allowed map
     /// first, then the ignore mark (the coherence rule of palisade-kernel).
-    fn kernel_allow(&self, fd: BorrowedFd<'_>, id: FileId, sha: Sha256, epoch: u64) {
+    fn kernel_allow(&self, fd: BorrowedFd<'_>, ident: &Identity, sha: Sha256, epoch: u64) {
+        if !self.inode_may_be_cached(ident) {
+            return;
+        }
+        let id = ident.id;
         let mut kernel = self.kernel.lock();
         if self.epoch.load(Ordering::Acquire) != epoch {
             return; // the policy changed since the approval was read
@@ -1136,6 +1164,35 @@ impl Engine {
         drop(kernel);
         if let Err(e) = self.fan.ignore_inode(fd, PERMISSION_MASK) {
             tracing::debug!("ignore mark failed: {e}");
+        }
+    }
+
+    /// Whether an allow for this inode may go into the kernel-side cache,
+    /// which knows inodes, not paths. While rules look at paths, an inode
+    /// with a second name (hard link), or on a filesystem whose renames the
+    /// agent is not told of, is decided each time instead: a name arriving
+    /// under a rule would otherwise be covered by an allow made for another.
+    fn inode_may_be_cached(&self, ident: &Identity) -> bool {
+        !self.rules().path_matters()
+            || (ident.nlink <= 1 && self.names_followed.read().contains(&ident.id.dev))
+    }
+
+    /// Record the devices whose renames and new links are followed.
+    pub fn set_names_followed(&self, devs: HashSet<u64>) {
+        *self.names_followed.write() = devs;
+    }
+
+    /// Drop every allow from the kernel-side cache (ignore marks and the
+    /// guard's map); the caches in memory stay.
+    fn clear_kernel_side(&self) {
+        let mut kernel = self.kernel.lock();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        *kernel = KernelAllowed::default();
+        self.flush_ignore_marks();
+        if let Some(guard) = &self.guard {
+            if let Err(e) = guard.clear() {
+                tracing::error!("guard clear failed: {e}");
+            }
         }
     }
 
@@ -1195,16 +1252,7 @@ impl Engine {
             approvals.clear();
             keys
         };
-        let mut kernel = self.kernel.lock();
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        *kernel = KernelAllowed::default();
-        self.flush_ignore_marks();
-        if let Some(guard) = &self.guard {
-            if let Err(e) = guard.clear() {
-                tracing::error!("guard clear failed: {e}");
-            }
-        }
-        drop(kernel);
+        self.clear_kernel_side();
         let _ = self.persist_tx.try_send(PersistOp::Clear);
         let _ = self
             .persist_tx
@@ -1502,6 +1550,62 @@ const DECISION_NICE: i32 = -10;
 /// `readlinkat` there looks up one name, where a `readlink` of
 /// `/proc/self/fd/N` walks four path components (a sixth of the reader's
 /// time per cold event in a profile, more than hashing the file).
+/// Names arriving on the watched filesystems (renames and new hard links):
+/// the kernel-side cache knows inodes, so an allow made for a file under one
+/// name would cover it under a name that a rule looks at.
+impl crate::removals::Arrivals for Engine {
+    fn wanted(&self) -> bool {
+        self.rules().path_matters()
+    }
+
+    fn arrived(&self, dir: BorrowedFd<'_>, name: &std::ffi::OsStr, path: &str, is_dir: bool) {
+        let rules = self.rules();
+        if !rules.path_matters() {
+            return;
+        }
+        if is_dir {
+            // Whatever was cached under it may now sit under a rule.
+            self.clear_kernel_side();
+            tracing::info!("kernel-side cache emptied: a directory moved to {path}");
+            return;
+        }
+        if !rules.path_has_rules(path) {
+            return;
+        }
+        let Ok(st) = rustix::fs::statat(dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) else {
+            return;
+        };
+        let id = FileId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        };
+        // Its facts were cached with another path: read them again.
+        self.identities.lock().remove(&id);
+        let mut kernel = self.kernel.lock();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        if kernel.remove(id) {
+            // An ignore mark goes by inode and cannot be removed without
+            // opening the file: drop them all, as an invalidation does.
+            self.flush_ignore_marks();
+            if let Some(guard) = &self.guard {
+                let _ = guard.revoke(InodeKey {
+                    dev: id.dev,
+                    ino: id.ino,
+                });
+            }
+            drop(kernel);
+            tracing::info!("{path}: arrived under a rule; out of the kernel-side cache");
+        }
+    }
+
+    fn missed(&self) {
+        if self.rules().path_matters() {
+            self.clear_kernel_side();
+            tracing::warn!("kernel-side cache emptied: rename and link events were lost");
+        }
+    }
+}
+
 fn fd_path(fd: BorrowedFd<'_>) -> String {
     static FD_DIR: std::sync::OnceLock<Option<OwnedFd>> = std::sync::OnceLock::new();
     let n = std::os::fd::AsRawFd::as_raw_fd(&fd);

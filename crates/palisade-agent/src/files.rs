@@ -39,6 +39,8 @@ pub struct Identity {
     pub executable: bool,
     /// Owner uid.
     pub uid: u32,
+    /// How many names (hard links) it has.
+    pub nlink: u64,
 }
 
 /// `fstat` an open file.
@@ -58,6 +60,7 @@ pub fn identify(fd: impl AsFd) -> io::Result<Identity> {
         regular: mode == rustix::fs::FileType::RegularFile,
         executable: st.st_mode & 0o111 != 0,
         uid: st.st_uid,
+        nlink: st.st_nlink as u64,
     })
 }
 

@@ -1,6 +1,11 @@
-//! Instances that disappear: which files holding code are deleted or moved
-//! away from where the agent saw them, so the service can show their local
-//! state as `deleted` (and stop explaining them as present).
+//! Names that come and go on the watched filesystems.
+//!
+//! - Instances that disappear: which files holding code are deleted or moved
+//!   away from where the agent saw them, so the service can show their local
+//!   state as `deleted` (and stop explaining them as present).
+//! - Names that arrive (a rename, a new hard link): handed to [`Arrivals`],
+//!   the engine, whose kernel-side cache knows inodes and must not let an
+//!   allow made under one name cover a name that a rule looks at.
 //!
 //! A fanotify name group (`FAN_REPORT_DFID_NAME`, Linux 5.9) reports every
 //! `unlink`/`rename` on the watched filesystems as (directory handle, name);
@@ -11,14 +16,15 @@
 //! event; a directory moved away is always reported (everything seen under
 //! it is gone from there). Filesystems that cannot report names (those
 //! without file handles: ramfs, tmpfs on older kernels, some network
-//! filesystems) are logged and skipped.
+//! filesystems) are logged and skipped; [`start`] returns the devices it
+//! follows.
 use crate::cache::Cache;
 use crate::mounts::Mount;
 use palisade_api::agent::RemovedPath;
 use palisade_kernel::fanotify::{self, Fanotify, Mask};
 use parking_lot::Mutex;
-use std::collections::HashMap;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::collections::{HashMap, HashSet};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,19 +71,44 @@ impl CodePaths {
     }
 }
 
-/// Start watching `watch` for removals; each removed code path goes to `tx`.
-/// `None` when no filesystem can report names (logged).
+/// Who is told of names arriving (see the module docs).
+pub trait Arrivals: Send + Sync {
+    /// Whether arrivals matter now (cheap; checked before the directory of
+    /// an event is looked up).
+    fn wanted(&self) -> bool;
+    /// `name` arrived in `dir` (at `path`) by a rename or a new link, or was
+    /// created there; `is_dir` for a directory moved there.
+    fn arrived(&self, dir: BorrowedFd<'_>, name: &std::ffi::OsStr, path: &str, is_dir: bool);
+    /// Events were lost (queue overflow): any name may have arrived anywhere.
+    fn missed(&self);
+}
+
+/// What [`start`] set up.
+pub struct Started {
+    /// The thread reading the events, if any filesystem can report names.
+    pub thread: Option<std::thread::JoinHandle<()>>,
+    /// Devices (`st_dev`) of the filesystems followed.
+    pub devices: HashSet<u64>,
+}
+
+/// Start watching `watch` for names that go (each removed code path goes to
+/// `tx`) and names that arrive (to `arrivals`).
 pub fn start(
     watch: &[Mount],
     paths: Arc<CodePaths>,
     tx: tokio::sync::mpsc::Sender<RemovedPath>,
+    arrivals: Arc<dyn Arrivals>,
     stop: Arc<AtomicBool>,
-) -> Option<std::thread::JoinHandle<()>> {
+) -> Started {
+    let mut devices = HashSet::new();
     let fan = match Fanotify::name_group() {
         Ok(f) => f,
         Err(e) => {
-            tracing::info!("deleted files are not tracked: {e}");
-            return None;
+            tracing::info!("deleted, moved and linked files are not tracked: {e}");
+            return Started {
+                thread: None,
+                devices,
+            };
         }
     };
     // Handles are per filesystem: the event's fsid picks the mount to
@@ -105,23 +136,29 @@ pub fn start(
         };
         match fan.mark_filesystem(
             &m.mount_point,
-            Mask::DELETE | Mask::MOVED_FROM | Mask::ONDIR,
+            Mask::DELETE | Mask::MOVED_FROM | Mask::MOVED_TO | Mask::CREATE | Mask::ONDIR,
         ) {
             Ok(()) => {
+                if let Ok(st) = rustix::fs::fstat(&dir) {
+                    devices.insert(st.st_dev);
+                }
                 mounts.insert(fsid, dir);
             }
             Err(e) => tracing::info!(
-                "deletions on {} not tracked (this filesystem cannot report names): {e}",
+                "deletions, renames and links on {} not tracked (this filesystem cannot report names): {e}",
                 m.mount_point.display()
             ),
         }
     }
     if mounts.is_empty() {
-        return None;
+        return Started {
+            thread: None,
+            devices,
+        };
     }
     let own = std::process::id() as i32;
-    std::thread::Builder::new()
-        .name("palisade-removals".into())
+    let thread = std::thread::Builder::new()
+        .name("palisade-names".into())
         .spawn(move || {
             let mut buf = vec![0u8; fanotify::EVENT_BUFFER];
             while !stop.load(Ordering::Relaxed) {
@@ -136,13 +173,25 @@ pub fn start(
                 };
                 for ev in events {
                     if ev.mask.contains(Mask::Q_OVERFLOW) {
-                        tracing::warn!("removal events overflowed: some deletions not reported");
+                        tracing::warn!("name events overflowed: some deletions not reported");
+                        arrivals.missed();
                         continue;
                     }
                     if ev.pid == own {
                         continue;
                     }
                     let is_dir = ev.mask.contains(Mask::ONDIR);
+                    if ev.mask.intersects(Mask::MOVED_TO | Mask::CREATE) {
+                        // A new directory is empty: only one moved here
+                        // brings names with it.
+                        if (is_dir && !ev.mask.contains(Mask::MOVED_TO)) || !arrivals.wanted() {
+                            continue;
+                        }
+                        if let Some(mount) = mounts.get(&ev.dir.fsid) {
+                            arrive(&*arrivals, mount, &ev.dir, &ev.name, is_dir);
+                        }
+                        continue;
+                    }
                     if is_dir && !ev.mask.contains(Mask::MOVED_FROM) {
                         continue; // rmdir: only an empty directory can go
                     }
@@ -166,14 +215,40 @@ pub fn start(
                 }
             }
         })
-        .ok()
+        .ok();
+    if thread.is_none() {
+        devices.clear(); // nobody reads the events: nothing is followed
+    }
+    Started { thread, devices }
+}
+
+/// Hand an arrival to `arrivals` with its directory open and its path.
+fn arrive(
+    arrivals: &dyn Arrivals,
+    mount: &OwnedFd,
+    dir: &fanotify::FileHandle,
+    name: &std::ffi::OsStr,
+    is_dir: bool,
+) {
+    let Ok(fd) = fanotify::open_dir_by_handle(mount.as_fd(), dir) else {
+        return;
+    };
+    if let Some(path) = path_in(&fd, name) {
+        arrivals.arrived(fd.as_fd(), name, &path, is_dir);
+    }
 }
 
 /// The path of `name` in the directory `dir` (a handle on `mount`'s
 /// filesystem); `None` if the directory is gone too.
 fn resolve(mount: &OwnedFd, dir: &fanotify::FileHandle, name: &std::ffi::OsStr) -> Option<String> {
     let fd = fanotify::open_dir_by_handle(mount.as_fd(), dir).ok()?;
-    let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+    path_in(&fd, name)
+}
+
+/// The path of `name` in the open directory `dir`; `None` if the directory
+/// was removed.
+fn path_in(dir: &OwnedFd, name: &std::ffi::OsStr) -> Option<String> {
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd())).ok()?;
     let bytes = link.as_os_str().as_bytes();
     if bytes.ends_with(b" (deleted)") || !bytes.starts_with(b"/") {
         return None;

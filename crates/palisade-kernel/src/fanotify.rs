@@ -97,13 +97,18 @@ impl Mask {
     pub const DELETE: Mask = Mask(libc::FAN_DELETE);
     /// A name was moved out of a directory (name groups only).
     pub const MOVED_FROM: Mask = Mask(libc::FAN_MOVED_FROM);
+    /// A name was moved into a directory (name groups only).
+    pub const MOVED_TO: Mask = Mask(libc::FAN_MOVED_TO);
+    /// A name was created in a directory: a new file, directory or hard
+    /// link (name groups only).
+    pub const CREATE: Mask = Mask(libc::FAN_CREATE);
     /// The event is about a directory (name groups only).
     pub const ONDIR: Mask = Mask(libc::FAN_ONDIR);
     /// Every permission event bit.
     pub const PERMISSION_EVENTS: Mask =
         Mask(libc::FAN_OPEN_PERM | libc::FAN_ACCESS_PERM | libc::FAN_OPEN_EXEC_PERM);
 
-    const NAMES: [(Mask, &'static str); 13] = [
+    const NAMES: [(Mask, &'static str); 15] = [
         (Mask::ACCESS, "ACCESS"),
         (Mask::MODIFY, "MODIFY"),
         (Mask::CLOSE_WRITE, "CLOSE_WRITE"),
@@ -116,6 +121,8 @@ impl Mask {
         (Mask::OPEN_EXEC_PERM, "OPEN_EXEC_PERM"),
         (Mask::DELETE, "DELETE"),
         (Mask::MOVED_FROM, "MOVED_FROM"),
+        (Mask::MOVED_TO, "MOVED_TO"),
+        (Mask::CREATE, "CREATE"),
         (Mask::ONDIR, "ONDIR"),
     ];
 
@@ -664,13 +671,14 @@ pub(crate) fn poll_readable(
     Ok(rc > 0)
 }
 
-/// One event of a [`Fanotify::name_group`]: `name` was removed from (or
-/// moved out of) the directory `dir`.
+/// One event of a [`Fanotify::name_group`]: `name` was removed from, moved
+/// out of, moved into or created in the directory `dir`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct NameEvent {
-    /// What happened ([`Mask::DELETE`], [`Mask::MOVED_FROM`], with
-    /// [`Mask::ONDIR`] for a directory; or [`Mask::Q_OVERFLOW`]).
+    /// What happened ([`Mask::DELETE`], [`Mask::MOVED_FROM`],
+    /// [`Mask::MOVED_TO`], [`Mask::CREATE`], with [`Mask::ONDIR`] for a
+    /// directory; or [`Mask::Q_OVERFLOW`]).
     pub mask: Mask,
     /// The process (thread-group id) that caused it.
     pub pid: i32,

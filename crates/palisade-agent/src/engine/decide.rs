@@ -85,7 +85,14 @@ impl Engine {
         let small = ident.stamp.size <= READER_READ_MAX;
         let exec = p.mask.contains(Mask::OPEN_EXEC_PERM);
         let mut known = match self.known_cached(&ident) {
-            Some(k) => k,
+            Some(mut k) => {
+                // Facts that depend on where the file is (path rules, the
+                // package fact) come from where it is now.
+                if rules.path_matters() || k.publisher.is_some() {
+                    self.refresh_path(p.fd(), &ident, &mut k);
+                }
+                k
+            }
             // A first exec: header and hash from one read. (A plain open may
             // be a writer creating the file, or a read of data: its content is
             // hashed only once it is known to be code, below.)
@@ -181,7 +188,7 @@ impl Engine {
             return false; // the agent's own event: allowed by the caller
         }
         if eval.cacheable {
-            self.kernel_allow(p.fd(), ident.id, sha, epoch);
+            self.kernel_allow(p.fd(), &ident, sha, epoch);
         } else if op == Operation::LoadLibrary {
             self.kernel_revoke(ident.id);
         }
@@ -358,7 +365,7 @@ impl Engine {
             // the guard refuses an executable mapping unless the inode is in
             // its allowed map.
             if eval.cacheable {
-                self.kernel_allow(p.fd(), ident.id, sha, epoch);
+                self.kernel_allow(p.fd(), &ident, sha, epoch);
             } else {
                 self.kernel_revoke(ident.id);
             }
@@ -366,7 +373,7 @@ impl Engine {
             return;
         }
         if eval.cacheable {
-            self.kernel_allow(p.fd(), ident.id, sha, epoch);
+            self.kernel_allow(p.fd(), &ident, sha, epoch);
         } else {
             self.kernel_revoke(ident.id);
         }

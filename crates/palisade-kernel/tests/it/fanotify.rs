@@ -612,13 +612,16 @@ fn notification_group_reports_close_write() {
 }
 
 #[test]
-fn name_group_reports_deleted_and_moved_entries_with_their_directory() {
+fn name_group_reports_deleted_moved_and_linked_entries_with_their_directory() {
     let Some(_lock) = support::root_test("name_group_reports_deleted_and_moved_entries") else {
         return;
     };
     let tmpfs = Tmpfs::new();
     let fan = Fanotify::name_group().expect("fanotify_init(FAN_REPORT_DFID_NAME)");
-    if let Err(e) = fan.mark_filesystem(tmpfs.path(), Mask::DELETE | Mask::MOVED_FROM) {
+    if let Err(e) = fan.mark_filesystem(
+        tmpfs.path(),
+        Mask::DELETE | Mask::MOVED_FROM | Mask::MOVED_TO | Mask::CREATE,
+    ) {
         // Name reporting needs file handles, which tmpfs lacks on older
         // kernels (the mark is refused with EOPNOTSUPP or ENODEV).
         eprintln!("skipped: this kernel cannot report names on tmpfs: {e}");
@@ -630,11 +633,21 @@ fn name_group_reports_deleted_and_moved_entries_with_their_directory() {
     std::fs::write(sub.join("moved"), b"x").unwrap();
     std::fs::remove_file(sub.join("gone")).unwrap();
     std::fs::rename(sub.join("moved"), tmpfs.path().join("elsewhere")).unwrap();
+    std::fs::hard_link(tmpfs.path().join("elsewhere"), sub.join("link")).unwrap();
     let mount = File::open(tmpfs.path()).unwrap();
     let mut buf = vec![0u8; EVENT_BUFFER];
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while seen.len() < 2 && Instant::now() < deadline {
+    let want = |seen: &[(Mask, PathBuf, i32)], mask: Mask, path: &Path| {
+        seen.iter().any(|(m, p, _)| m.contains(mask) && p == path)
+    };
+    let expected = [
+        (Mask::DELETE, sub.join("gone")),
+        (Mask::MOVED_FROM, sub.join("moved")),
+        (Mask::MOVED_TO, tmpfs.path().join("elsewhere")),
+        (Mask::CREATE, sub.join("link")),
+    ];
+    while !expected.iter().all(|(m, p)| want(&seen, *m, p)) && Instant::now() < deadline {
         for ev in fan
             .read_name_events(&mut buf, Some(Duration::from_millis(100)))
             .unwrap()
@@ -656,10 +669,8 @@ fn name_group_reports_deleted_and_moved_entries_with_their_directory() {
             .any(|(m, p, pid)| m.contains(Mask::DELETE) && *p == sub.join("gone") && *pid == me),
         "{seen:?}"
     );
-    assert!(
-        seen.iter()
-            .any(|(m, p, _)| m.contains(Mask::MOVED_FROM) && *p == sub.join("moved")),
-        "{seen:?}"
-    );
+    for (mask, path) in &expected {
+        assert!(want(&seen, *mask, path), "{mask:?} {path:?}: {seen:?}");
+    }
     assert_eq!(fan.malformed_events(), 0);
 }

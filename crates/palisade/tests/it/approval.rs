@@ -419,6 +419,67 @@ fn custom_rules_control_execution_and_writes_with_conditions() {
 }
 
 /// A one-request HTTP server: returns what was posted.
+/// A block rule for a path holds for approved code that arrives there by a
+/// rename or a second hard link, though the file ran elsewhere first (and so
+/// sits in the kernel-side cache, which knows inodes, not paths).
+#[test]
+fn a_path_block_rule_holds_for_code_moved_or_linked_under_it() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let up = Up::start(&m, &["--lockdown", "--no-scan"]);
+    let p = Programs::get();
+    for d in ["tools", "blocked"] {
+        std::fs::create_dir_all(m.join(d)).unwrap();
+    }
+    up.ok(&["file", "approve", &sha256_hex(&p.path("hello"))]);
+    up.ok(&[
+        "rule",
+        "add",
+        "custom",
+        "--path",
+        &format!("{}/**", m.join("blocked").display()),
+        "--action",
+        "block",
+    ]);
+    let moved = p.install("hello", &m.join("tools"), "moved");
+    let linked = p.install("hello", &m.join("tools"), "linked");
+    for f in [&moved, &linked] {
+        assert!(
+            eventually(Duration::from_secs(3), || run(f, &[], &[]).ok()).is_some(),
+            "approved, outside the rule: {}",
+            f.display()
+        );
+        assert!(run(f, &[], &[]).ok(), "and again (kernel-side cache)");
+    }
+
+    let moved_to = m.join("blocked/moved");
+    std::fs::rename(&moved, &moved_to).unwrap();
+    let linked_to = m.join("blocked/linked");
+    std::fs::hard_link(&linked, &linked_to).unwrap();
+    // The agent learns of the new names from notifications: allow it a moment.
+    assert!(
+        eventually(Duration::from_secs(2), || run(&moved_to, &[], &[])
+            .exec_refused())
+        .is_some(),
+        "moved under the rule: refused"
+    );
+    assert!(
+        eventually(Duration::from_secs(2), || run(&linked_to, &[], &[])
+            .exec_refused())
+        .is_some(),
+        "linked under the rule: refused"
+    );
+    // The first name still runs, and running it does not let the second one
+    // back into the kernel-side cache.
+    for _ in 0..3 {
+        assert!(run(&linked, &[], &[]).ok(), "the first name still runs");
+        assert!(
+            run(&linked_to, &[], &[]).exec_refused(),
+            "the second name stays refused"
+        );
+    }
+}
+
 fn webhook_listener() -> (String, std::sync::mpsc::Receiver<String>) {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", l.local_addr().unwrap());
