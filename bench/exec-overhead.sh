@@ -270,6 +270,11 @@ meta commit "$SOURCE_STATE"
 meta fapolicyd_version "$(dpkg-query -W -f='${Version}' fapolicyd 2>/dev/null || echo none)"
 meta params "ROUNDS=$ROUNDS A_EXECS=$A_EXECS A_WARMUP=$A_WARMUP B_COUNT=$B_COUNT C_COUNT=$C_COUNT C_MIB=$C_MIB"
 meta load_start "$(cut -d' ' -f1-3 /proc/loadavg)"
+# How idle CPUs wait: on a guest with the haltpoll cpuidle driver, an idle
+# vCPU polls up to guest_halt_poll_ns before halting (a VM exit on the next
+# wake-up); every permission round trip wakes two threads. bench/haltpoll.sh
+# measures (b) cold under both settings.
+meta idle "governor $(cat /sys/devices/system/cpu/cpuidle/current_governor 2>/dev/null || echo '?')$([ -r /sys/module/haltpoll/parameters/guest_halt_poll_ns ] && echo ", guest_halt_poll_ns = $(cat /sys/module/haltpoll/parameters/guest_halt_poll_ns)")"
 meta c_bytes "$(( $(stat -c %s "$BIN/hello") + C_MIB * 1048576 ))"
 
 log "SHA-256 throughput (openssl speed -evp sha256, 1 MiB blocks, one thread)"

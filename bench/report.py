@@ -340,6 +340,9 @@ w("|---|---|")
 w(f"| CPU | {m('cpu')} ({m('cores')} cores, {m('cpu_flags_sha')}) |")
 w(f"| memory | {m('mem')} |")
 w(f"| kernel | {m('kernel')} ({m('os')}) |")
+if m("idle"):
+    hp = " (the haltpoll default is 200000; `bench/haltpoll.sh` measures (b) cold under both)" if "guest_halt_poll_ns" in m("idle") else ""
+    w(f"| idle CPUs | cpuidle {m('idle')}{hp} |")
 w(f"| date | {m('date')} |")
 w(f"| palisade | commit {m('commit')}, release build |")
 w(f"| fapolicyd | Debian package {m('fapolicyd_version')} |")
