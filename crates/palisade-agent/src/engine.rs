@@ -1544,12 +1544,6 @@ impl Engine {
 /// decision should not wait for the scheduler behind ordinary work.
 const DECISION_NICE: i32 = -10;
 
-/// The path an open file descriptor refers to (`?` when unknown).
-///
-/// Read from the agent's own `/proc/PID/fd` directory, opened once: a
-/// `readlinkat` there looks up one name, where a `readlink` of
-/// `/proc/self/fd/N` walks four path components (a sixth of the reader's
-/// time per cold event in a profile, more than hashing the file).
 /// Names arriving on the watched filesystems (renames and new hard links):
 /// the kernel-side cache knows inodes, so an allow made for a file under one
 /// name would cover it under a name that a rule looks at.
@@ -1582,6 +1576,8 @@ impl crate::removals::Arrivals for Engine {
         // Its facts were cached with another path: read them again.
         self.identities.lock().remove(&id);
         let mut kernel = self.kernel.lock();
+        // Whether or not it is cached now: a decision made under its old
+        // name that has yet to cache it must not.
         self.epoch.fetch_add(1, Ordering::AcqRel);
         if kernel.remove(id) {
             // An ignore mark goes by inode and cannot be removed without
@@ -1606,6 +1602,12 @@ impl crate::removals::Arrivals for Engine {
     }
 }
 
+/// The path an open file descriptor refers to (`?` when unknown).
+///
+/// Read from the agent's own `/proc/PID/fd` directory, opened once: a
+/// `readlinkat` there looks up one name, where a `readlink` of
+/// `/proc/self/fd/N` walks four path components (a sixth of the reader's
+/// time per cold event in a profile, more than hashing the file).
 fn fd_path(fd: BorrowedFd<'_>) -> String {
     static FD_DIR: std::sync::OnceLock<Option<OwnedFd>> = std::sync::OnceLock::new();
     let n = std::os::fd::AsRawFd::as_raw_fd(&fd);
