@@ -587,6 +587,26 @@ mod tests {
     }
 
     #[test]
+    fn the_open_file_limit_is_raised_to_the_hard_limit() {
+        use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+        let hard = getrlimit(Resource::Nofile).maximum;
+        let lowered = hard.map_or(1024, |h| h.min(1024));
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(lowered),
+                maximum: hard,
+            },
+        )
+        .unwrap();
+        assert_eq!(getrlimit(Resource::Nofile).current, Some(lowered));
+        raise_open_file_limit();
+        let now = getrlimit(Resource::Nofile);
+        assert_eq!(now.current, hard, "soft limit raised to the hard one");
+        assert_eq!(now.maximum, hard, "hard limit unchanged");
+    }
+
+    #[test]
     fn finds_the_shell() {
         let set = resolve_interpreters(&["sh".to_string(), "bash".to_string()]);
         let bash = crate::files::hash_path(&std::fs::canonicalize("/bin/bash").unwrap()).unwrap();
