@@ -233,7 +233,7 @@ impl RunningAgent {
             engine.clone(),
             stop.clone(),
         );
-        engine.set_names_followed(names.devices);
+        engine.set_name_watch(names.watch);
         threads.extend(names.thread);
 
         let watched: Vec<String> = watch

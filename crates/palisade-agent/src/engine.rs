@@ -300,6 +300,9 @@ pub struct Engine {
     /// Devices (`st_dev`) of the watched filesystems whose renames and new
     /// links the agent is told of (see [`crate::removals`]).
     names_followed: parking_lot::RwLock<HashSet<u64>>,
+    /// The name group's marks: arrivals are followed while rules look at
+    /// paths.
+    name_watch: Mutex<Option<Arc<crate::removals::NameWatch>>>,
     prewarm_tx: crossbeam_channel::Sender<Sha256>,
     kernel: Mutex<KernelAllowed>,
     /// Bumped (under the `kernel` lock) by every invalidation, so a decision
@@ -431,6 +434,7 @@ impl Engine {
             locations: Mutex::new(Cache::new(65_536)),
             code_paths: Arc::default(),
             names_followed: parking_lot::RwLock::default(),
+            name_watch: Mutex::new(None),
             prewarm_tx,
             kernel: Mutex::new(KernelAllowed::default()),
             epoch: AtomicU64::new(0),
@@ -1125,6 +1129,11 @@ impl Engine {
         }
         let updaters = resolve_updaters(&rules);
         let compiled = Arc::new(CompiledRules::new(rules));
+        let path_matters = compiled.path_matters();
+        if path_matters {
+            // Before the flush below: a rename after it must be seen.
+            self.follow_arrivals(true);
+        }
         let mut kernel = self.kernel.lock();
         *self.rules.write() = compiled;
         *self.updater_hashes.write() = updaters;
@@ -1137,6 +1146,9 @@ impl Engine {
             let _ = guard.clear();
         }
         drop(kernel);
+        if !path_matters {
+            self.follow_arrivals(false);
+        }
         tracing::info!("rules updated; kernel-side cache flushed");
     }
 
@@ -1177,8 +1189,18 @@ impl Engine {
             || (ident.nlink <= 1 && self.names_followed.read().contains(&ident.id.dev))
     }
 
-    /// Record the devices whose renames and new links are followed.
-    pub fn set_names_followed(&self, devs: HashSet<u64>) {
+    /// Hand over the name group's marks, and follow arrivals if the rules
+    /// in force look at paths.
+    pub fn set_name_watch(&self, watch: Option<Arc<crate::removals::NameWatch>>) {
+        *self.name_watch.lock() = watch;
+        self.follow_arrivals(self.rules().path_matters());
+    }
+
+    /// Start or stop following renames and new links; record where they
+    /// are followed.
+    fn follow_arrivals(&self, on: bool) {
+        let watch = self.name_watch.lock().clone();
+        let devs = watch.map(|w| w.follow_arrivals(on)).unwrap_or_default();
         *self.names_followed.write() = devs;
     }
 
