@@ -1839,6 +1839,203 @@ impl Watchdog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::removals::Arrivals;
+
+    /// A service that cannot be reached.
+    struct NoService;
+
+    impl Lookup for NoService {
+        fn lookup(&self, _: LookupItem, _: Duration) -> Result<CachedApproval, LookupError> {
+            Err(LookupError::Unreachable)
+        }
+    }
+
+    /// An engine over a data directory in `dir`, with a permission group
+    /// that marks nothing (needs root: `None` otherwise).
+    fn engine(dir: &std::path::Path) -> Option<Arc<Engine>> {
+        let fan = match Fanotify::permission_group() {
+            Ok(f) => Arc::new(f),
+            Err(e) => {
+                eprintln!("skipped: no fanotify permission group ({e}); CI runs this as root");
+                return None;
+            }
+        };
+        let cfg = crate::config::AgentConfigFile {
+            data_dir: Some(dir.to_owned()),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        let (persistent, _) = PersistentCache::open(&dir.join("cache.db")).unwrap();
+        let (spool, _) = crate::store::Spool::open(&dir.join("events.db")).unwrap();
+        let (local_tx, _) = tokio::sync::mpsc::channel(16);
+        let (facts_tx, _) = tokio::sync::mpsc::channel(16);
+        Some(Engine::new(EngineParts {
+            cfg: Arc::new(cfg),
+            fan,
+            guard: None,
+            levels: Levels {
+                connected: Level::Lockdown,
+                disconnected: Level::Lockdown,
+            },
+            interpreters: Vec::new(),
+            persistent: Arc::new(persistent),
+            levels_file: LevelsFile::in_dir(dir),
+            lookup: Arc::new(NoService),
+            reporter: Reporter::start(Arc::new(spool), Arc::new(|| {})),
+            revision: 0,
+            rules: RuleSet::default(),
+            packages: None,
+            local_tx,
+            facts_tx,
+        }))
+    }
+
+    fn in_kernel_cache(engine: &Engine, id: FileId) -> bool {
+        engine.kernel.lock().by_file.contains_key(&id)
+    }
+
+    /// A block rule for what runs under `dir`.
+    fn path_rules(dir: &std::path::Path) -> RuleSet {
+        use palisade_core::rules::{CustomRule, Operations, RuleAction};
+        RuleSet {
+            custom: vec![CustomRule {
+                id: RuleId(1),
+                name: "blocked".into(),
+                process: None,
+                user: None,
+                operations: Operations {
+                    execute: true,
+                    write: false,
+                },
+                paths: vec![
+                    palisade_core::PathPattern::parse(&format!("{}/**", dir.display())).unwrap(),
+                ],
+                action: RuleAction::Block,
+                conditions: Default::default(),
+            }],
+            ..RuleSet::default()
+        }
+    }
+
+    /// The coherence contract of the kernel-side cache: an allow decided
+    /// from facts read before a change (an invalidation, new rules, a reset,
+    /// a name arriving under a rule) is answered but never cached; and while
+    /// rules look at paths, an inode with a second name or on a filesystem
+    /// whose renames are not followed is not cached at all.
+    #[test]
+    fn allows_decided_before_a_change_are_not_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(engine) = engine(dir.path()) else {
+            return;
+        };
+        let path = dir.path().join("program");
+        std::fs::write(&path, b"#!/bin/sh\nexit 0\n").unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let ident = files::identify(&file).unwrap();
+        let sha = Sha256::from_bytes([7; 32]);
+        let epoch = || engine.epoch.load(Ordering::Acquire);
+
+        // Nothing in between: cached.
+        engine.kernel_allow(file.as_fd(), &ident, sha, epoch());
+        assert!(in_kernel_cache(&engine, ident.id));
+
+        // A ban lands between the decision and the caching.
+        let before = epoch();
+        engine.invalidate(&[sha], 1);
+        assert!(!in_kernel_cache(&engine, ident.id), "the ban drops it");
+        engine.kernel_allow(file.as_fd(), &ident, sha, before);
+        assert!(
+            !in_kernel_cache(&engine, ident.id),
+            "decided before the ban"
+        );
+
+        // New rules land in between (rules that do not look at paths, so
+        // that only the epoch can keep the allow out).
+        let before = epoch();
+        engine.set_rules(RuleSet {
+            publishers: vec![palisade_core::rules::PublisherState {
+                name: "Someone".into(),
+                state: palisade_core::FileState::Banned,
+                scope: palisade_core::ScopeKind::Global,
+            }],
+            ..RuleSet::default()
+        });
+        engine.kernel_allow(file.as_fd(), &ident, sha, before);
+        assert!(
+            !in_kernel_cache(&engine, ident.id),
+            "decided before the rules"
+        );
+        engine.kernel_allow(file.as_fd(), &ident, sha, epoch());
+        assert!(in_kernel_cache(&engine, ident.id), "decided after them");
+
+        // Rules that look at paths: this filesystem's renames are not
+        // followed (no name group handed over), so nothing is cached.
+        let ruled = dir.path().join("ruled");
+        std::fs::create_dir(&ruled).unwrap();
+        engine.set_rules(path_rules(&ruled));
+        assert!(!in_kernel_cache(&engine, ident.id), "new rules drop it");
+        engine.kernel_allow(file.as_fd(), &ident, sha, epoch());
+        assert!(!in_kernel_cache(&engine, ident.id), "names not followed");
+        let dev = ident.id.dev;
+        *engine.names_followed.write() = HashSet::from([dev]);
+
+        // A second name arrives under the rule while a decision made under
+        // the first (one name then) has yet to cache the file: it must not.
+        let before = epoch();
+        std::fs::hard_link(&path, ruled.join("linked")).unwrap();
+        let ruled_dir = std::fs::File::open(&ruled).unwrap();
+        let arrive = |name: &str| {
+            engine.arrived(
+                ruled_dir.as_fd(),
+                std::ffi::OsStr::new(name),
+                ruled.join(name).to_str().unwrap(),
+                false,
+            )
+        };
+        arrive("linked");
+        engine.kernel_allow(file.as_fd(), &ident, sha, before);
+        assert!(
+            !in_kernel_cache(&engine, ident.id),
+            "decided before the link"
+        );
+        // With two names it is not cached at all.
+        let linked = files::identify(&file).unwrap();
+        assert_eq!(linked.nlink, 2);
+        engine.kernel_allow(file.as_fd(), &linked, sha, epoch());
+        assert!(!in_kernel_cache(&engine, ident.id), "a second name");
+
+        // A cached file renamed under the rule leaves the cache.
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"#!/bin/sh\nexit 1\n").unwrap();
+        let other_file = std::fs::File::open(&other).unwrap();
+        let other_ident = files::identify(&other_file).unwrap();
+        engine.kernel_allow(other_file.as_fd(), &other_ident, sha, epoch());
+        assert!(
+            in_kernel_cache(&engine, other_ident.id),
+            "one name, followed"
+        );
+        std::fs::rename(&other, ruled.join("moved")).unwrap();
+        arrive("moved");
+        assert!(
+            !in_kernel_cache(&engine, other_ident.id),
+            "moved under the rule"
+        );
+
+        // Without path rules the linked file may be cached again; a reset
+        // drops it, and an allow decided before the reset stays out.
+        engine.set_rules(RuleSet::default());
+        engine.kernel_allow(file.as_fd(), &linked, sha, epoch());
+        assert!(in_kernel_cache(&engine, ident.id), "no path rules: cached");
+        let before = epoch();
+        engine.reset(2);
+        assert!(!in_kernel_cache(&engine, ident.id), "the reset drops it");
+        engine.kernel_allow(file.as_fd(), &linked, sha, before);
+        assert!(
+            !in_kernel_cache(&engine, ident.id),
+            "decided before the reset"
+        );
+    }
 
     #[test]
     fn fd_path_names_the_file_behind_a_descriptor() {
