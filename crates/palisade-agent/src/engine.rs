@@ -2037,6 +2037,69 @@ mod tests {
         );
     }
 
+    /// Pre-warming puts a copy of approved code into the kernel-side cache
+    /// only when its first run would be a plain, cacheable allow from the
+    /// same facts: no rule for its path, no banned publisher that could
+    /// still decide (a local approval), an approval that allows at all.
+    #[test]
+    fn prewarming_follows_the_rules() {
+        use palisade_core::{ApprovalSource, FileState, ScopeKind};
+        let dir = tempfile::tempdir().unwrap();
+        let Some(engine) = engine(dir.path()) else {
+            return;
+        };
+        let sha = Sha256::from_bytes([9; 32]);
+        let approved = |scope| CachedApproval {
+            approval: Approval::Approved(ApprovalSource { scope }),
+            trust: None,
+            revision: 1,
+        };
+        let ruled = dir.path().join("ruled");
+        let plain = dir.path().join("plain/tool");
+        let plain = plain.to_str().unwrap();
+        let under_rule = ruled.join("tool");
+        let under_rule = under_rule.to_str().unwrap();
+        let lockdown = Level::Lockdown;
+
+        let none = CompiledRules::new(RuleSet::default());
+        let global = approved(ScopeKind::Global);
+        assert!(engine.prewarm_allowed(&none, &global, sha, plain, lockdown));
+        let unknown = CachedApproval {
+            approval: Approval::Unknown,
+            ..global.clone()
+        };
+        assert!(!engine.prewarm_allowed(&none, &unknown, sha, plain, lockdown));
+        let banned = CachedApproval {
+            approval: Approval::Banned(ApprovalSource {
+                scope: ScopeKind::Global,
+            }),
+            ..global.clone()
+        };
+        assert!(!engine.prewarm_allowed(&none, &banned, sha, plain, lockdown));
+
+        let paths = CompiledRules::new(path_rules(&ruled));
+        assert!(engine.prewarm_allowed(&paths, &global, sha, plain, lockdown));
+        assert!(
+            !engine.prewarm_allowed(&paths, &global, sha, under_rule, lockdown),
+            "a rule for its path decides at its first run"
+        );
+
+        let banned_publisher = CompiledRules::new(RuleSet {
+            publishers: vec![palisade_core::rules::PublisherState {
+                name: "Someone".into(),
+                state: FileState::Banned,
+                scope: ScopeKind::Global,
+            }],
+            ..RuleSet::default()
+        });
+        let local = approved(ScopeKind::Local);
+        assert!(
+            !engine.prewarm_allowed(&banned_publisher, &local, sha, plain, lockdown),
+            "a banned publisher beats a local approval"
+        );
+        assert!(engine.prewarm_allowed(&banned_publisher, &global, sha, plain, lockdown));
+    }
+
     #[test]
     fn fd_path_names_the_file_behind_a_descriptor() {
         let dir = tempfile::tempdir().unwrap();
