@@ -1173,10 +1173,13 @@ impl Engine {
             }
         }
         kernel.insert(id, sha);
-        drop(kernel);
+        // Still under the lock: every flush of the ignore marks (a ban, new
+        // rules, an arrival) holds it too, so this mark cannot land just
+        // after a flush that was meant to remove it.
         if let Err(e) = self.fan.ignore_inode(fd, PERMISSION_MASK) {
             tracing::debug!("ignore mark failed: {e}");
         }
+        drop(kernel);
     }
 
     /// Whether an allow for this inode may go into the kernel-side cache,
@@ -2066,14 +2069,14 @@ mod tests {
         assert!(engine.prewarm_allowed(&none, &global, sha, plain, lockdown));
         let unknown = CachedApproval {
             approval: Approval::Unknown,
-            ..global.clone()
+            ..global
         };
         assert!(!engine.prewarm_allowed(&none, &unknown, sha, plain, lockdown));
         let banned = CachedApproval {
             approval: Approval::Banned(ApprovalSource {
                 scope: ScopeKind::Global,
             }),
-            ..global.clone()
+            ..global
         };
         assert!(!engine.prewarm_allowed(&none, &banned, sha, plain, lockdown));
 

@@ -187,22 +187,31 @@ impl Engine {
         if eval.verdict == Verdict::Block && !guard_reports && self.is_own(p.pid) {
             return false; // the agent's own event: allowed by the caller
         }
-        if eval.cacheable {
+        // Without the guard nothing needs the kernel-side cache before the
+        // answer: the ignore mark is placed after it, off the exec's path
+        // (the epoch read above still keeps a stale allow out). With the
+        // guard, its map must hold the inode before the mappings are made.
+        let cache_after = eval.cacheable && self.guard.is_none();
+        if eval.cacheable && !cache_after {
             self.kernel_allow(p.fd(), &ident, sha, epoch);
-        } else if op == Operation::LoadLibrary {
+        } else if !eval.cacheable && op == Operation::LoadLibrary {
             self.kernel_revoke(ident.id);
         }
         bump(&self.stats.fast_path);
         // Reading a library is not loading it: with the guard, the open is
         // allowed and the executable mapping is what gets judged.
-        self.answer(
+        let answered = self.answer(
             p,
             if guard_reports {
                 Verdict::Allow
             } else {
                 eval.verdict
             },
-        )
+        );
+        if cache_after {
+            self.kernel_allow(p.fd(), &ident, sha, epoch);
+        }
+        answered
     }
 
     /// Whether the rules let a copy of approved code at `path` go into the
