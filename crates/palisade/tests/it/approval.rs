@@ -419,9 +419,28 @@ fn custom_rules_control_execution_and_writes_with_conditions() {
 }
 
 /// A one-request HTTP server: returns what was posted.
+/// Whether process `pid` holds a fanotify filesystem mark that asks for
+/// creations (`FAN_CREATE`), from its descriptors' fdinfo.
+fn follows_creations(pid: i32) -> bool {
+    const FAN_CREATE: u64 = 0x100;
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_to_string(fd.path())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("fanotify sdev:"))
+            .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("mask:")))
+            .filter_map(|m| u64::from_str_radix(m, 16).ok())
+            .any(|m| m & FAN_CREATE != 0)
+    })
+}
+
 /// A block rule for a path holds for approved code that arrives there by a
 /// rename or a second hard link, though the file ran elsewhere first (and so
-/// sits in the kernel-side cache, which knows inodes, not paths).
+/// sits in the kernel-side cache, which knows inodes, not paths). Renames
+/// and links are followed only while rules look at paths.
 #[test]
 fn a_path_block_rule_holds_for_code_moved_or_linked_under_it() {
     require_root!();
@@ -431,8 +450,12 @@ fn a_path_block_rule_holds_for_code_moved_or_linked_under_it() {
     for d in ["tools", "blocked"] {
         std::fs::create_dir_all(m.join(d)).unwrap();
     }
+    assert!(
+        !follows_creations(up.proc.pid()),
+        "no path rules: creations are not followed"
+    );
     up.ok(&["file", "approve", &sha256_hex(&p.path("hello"))]);
-    up.ok(&[
+    let added = up.ok(&[
         "rule",
         "add",
         "custom",
@@ -441,6 +464,15 @@ fn a_path_block_rule_holds_for_code_moved_or_linked_under_it() {
         "--action",
         "block",
     ]);
+    let rule_id = added
+        .split_whitespace()
+        .nth(1)
+        .expect("rule N added: ...")
+        .to_owned();
+    assert!(
+        eventually(Duration::from_secs(2), || follows_creations(up.proc.pid())).is_some(),
+        "a path rule: creations are followed"
+    );
     let moved = p.install("hello", &m.join("tools"), "moved");
     let linked = p.install("hello", &m.join("tools"), "linked");
     for f in [&moved, &linked] {
@@ -478,6 +510,11 @@ fn a_path_block_rule_holds_for_code_moved_or_linked_under_it() {
             "the second name stays refused"
         );
     }
+    up.ok(&["rule", "remove", &rule_id]);
+    assert!(
+        eventually(Duration::from_secs(2), || !follows_creations(up.proc.pid())).is_some(),
+        "the rule gone: creations no longer followed"
+    );
 }
 
 fn webhook_listener() -> (String, std::sync::mpsc::Receiver<String>) {
