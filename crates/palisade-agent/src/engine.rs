@@ -1134,18 +1134,12 @@ impl Engine {
             // Before the flush below: a rename after it must be seen.
             self.follow_arrivals(true);
         }
-        let mut kernel = self.kernel.lock();
         *self.rules.write() = compiled;
         *self.updater_hashes.write() = updaters;
-        // After the rules are in place: a decision that read the epoch
-        // before this may have read the old rules, and caches nothing.
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        *kernel = KernelAllowed::default();
-        self.flush_ignore_marks();
-        if let Some(guard) = &self.guard {
-            let _ = guard.clear();
-        }
-        drop(kernel);
+        // After the rules are in place (it moves the epoch): a decision that
+        // read the epoch before this may have read the old rules, and caches
+        // nothing.
+        self.clear_kernel_side();
         if !path_matters {
             self.follow_arrivals(false);
         }
@@ -1207,6 +1201,25 @@ impl Engine {
         *self.names_followed.write() = devs;
     }
 
+    /// Take inodes just removed from the `kernel` map out of the kernel
+    /// itself; call with the `kernel` lock held. An ignore mark goes by inode
+    /// and cannot be removed without opening the file: all of them are
+    /// flushed.
+    fn revoke_taken(&self, ids: &[FileId]) {
+        if ids.is_empty() {
+            return;
+        }
+        self.flush_ignore_marks();
+        if let Some(guard) = &self.guard {
+            for id in ids {
+                let _ = guard.revoke(InodeKey {
+                    dev: id.dev,
+                    ino: id.ino,
+                });
+            }
+        }
+    }
+
     /// Drop every allow from the kernel-side cache (ignore marks and the
     /// guard's map); the caches in memory stay.
     fn clear_kernel_side(&self) {
@@ -1249,17 +1262,7 @@ impl Engine {
         let mut kernel = self.kernel.lock();
         self.epoch.fetch_add(1, Ordering::AcqRel);
         let revoked: Vec<FileId> = hashes.iter().flat_map(|h| kernel.take_hash(h)).collect();
-        if !revoked.is_empty() {
-            self.flush_ignore_marks();
-            if let Some(guard) = &self.guard {
-                for id in &revoked {
-                    let _ = guard.revoke(InodeKey {
-                        dev: id.dev,
-                        ino: id.ino,
-                    });
-                }
-            }
-        }
+        self.revoke_taken(&revoked);
         drop(kernel);
         let _ = self.persist_tx.try_send(PersistOp::Remove(hashes.to_vec()));
         let _ = self
@@ -1605,15 +1608,7 @@ impl crate::removals::Arrivals for Engine {
         // name that has yet to cache it must not.
         self.epoch.fetch_add(1, Ordering::AcqRel);
         if kernel.remove(id) {
-            // An ignore mark goes by inode and cannot be removed without
-            // opening the file: drop them all, as an invalidation does.
-            self.flush_ignore_marks();
-            if let Some(guard) = &self.guard {
-                let _ = guard.revoke(InodeKey {
-                    dev: id.dev,
-                    ino: id.ino,
-                });
-            }
+            self.revoke_taken(&[id]);
             drop(kernel);
             tracing::info!("{path}: arrived under a rule; out of the kernel-side cache");
         }
@@ -1667,9 +1662,9 @@ fn raise_priority() {
 /// real-time work: a thread that inherited a real-time policy (the agent
 /// started under `SCHED_FIFO` or `SCHED_RR`, say by a unit's
 /// `CPUSchedulingPolicy=`) goes back to `SCHED_OTHER`. Background work
-/// (hashing written files, pre-warming, the persistent cache) must never hold a CPU that a process just allowed
-/// is waiting for: under a real-time policy a thread of equal priority is
-/// not preempted.
+/// (hashing written files, pre-warming, the persistent cache) must never
+/// hold a CPU that a process just allowed is waiting for: under a real-time
+/// policy a thread of equal priority is not preempted.
 pub(crate) fn background_priority() {
     if let Err(e) = palisade_kernel::sched::leave_realtime() {
         tracing::debug!("cannot leave the real-time policy: {e}");
@@ -2024,6 +2019,28 @@ mod tests {
             !in_kernel_cache(&engine, other_ident.id),
             "moved under the rule"
         );
+
+        // A directory moved anywhere, or lost name events, empty it.
+        let cache_other = || {
+            *engine.names_followed.write() = HashSet::from([dev]);
+            let ident = files::identify(&other_file).unwrap();
+            engine.kernel_allow(other_file.as_fd(), &ident, sha, epoch());
+            assert!(in_kernel_cache(&engine, ident.id));
+        };
+        cache_other();
+        engine.arrived(
+            ruled_dir.as_fd(),
+            std::ffi::OsStr::new("subdir"),
+            ruled.join("subdir").to_str().unwrap(),
+            true,
+        );
+        assert!(
+            !in_kernel_cache(&engine, other_ident.id),
+            "a directory moved"
+        );
+        cache_other();
+        engine.missed();
+        assert!(!in_kernel_cache(&engine, other_ident.id), "events lost");
 
         // Without path rules the linked file may be cached again; a reset
         // drops it, and an allow decided before the reset stays out.

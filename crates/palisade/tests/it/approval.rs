@@ -294,6 +294,24 @@ fn reputation_thresholds_approve_and_manual_states_win() {
     );
 }
 
+/// Add a custom rule blocking execution of anything under `dir`; its id.
+fn block_under(up: &Up, dir: &Path) -> String {
+    let added = up.ok(&[
+        "rule",
+        "add",
+        "custom",
+        "--path",
+        &format!("{}/**", dir.display()),
+        "--action",
+        "block",
+    ]);
+    added
+        .split_whitespace()
+        .nth(1)
+        .expect("rule N added: ...")
+        .to_owned()
+}
+
 #[test]
 fn custom_rules_control_execution_and_writes_with_conditions() {
     require_root!();
@@ -306,15 +324,7 @@ fn custom_rules_control_execution_and_writes_with_conditions() {
     // Block: beats an approval.
     let blocked = p.install("hello", &m.join("blocked"), "x");
     up.ok(&["file", "approve", &sha256_hex(&p.path("hello"))]);
-    up.ok(&[
-        "rule",
-        "add",
-        "custom",
-        "--path",
-        &format!("{}/**", m.join("blocked").display()),
-        "--action",
-        "block",
-    ]);
+    block_under(&up, &m.join("blocked"));
     assert!(
         eventually(Duration::from_secs(2), || run(&blocked, &[], &[])
             .exec_refused())
@@ -455,20 +465,7 @@ fn a_path_block_rule_holds_for_code_moved_or_linked_under_it() {
         "no path rules: creations are not followed"
     );
     up.ok(&["file", "approve", &sha256_hex(&p.path("hello"))]);
-    let added = up.ok(&[
-        "rule",
-        "add",
-        "custom",
-        "--path",
-        &format!("{}/**", m.join("blocked").display()),
-        "--action",
-        "block",
-    ]);
-    let rule_id = added
-        .split_whitespace()
-        .nth(1)
-        .expect("rule N added: ...")
-        .to_owned();
+    let rule_id = block_under(&up, &m.join("blocked"));
     assert!(
         eventually(Duration::from_secs(2), || follows_creations(up.proc.pid())).is_some(),
         "a path rule: creations are followed"

@@ -141,6 +141,18 @@ impl Fleet {
         }
     }
 
+    /// Set the `default` policy's level and its level while disconnected.
+    fn set_default_levels(&self, connected: &str, disconnected: &str) {
+        self.ok(&[
+            "policy",
+            "set-level",
+            "default",
+            connected,
+            "--disconnected",
+            disconnected,
+        ]);
+    }
+
     fn agent_log(&self) -> String {
         self.agent.as_ref().map(|a| a.stderr()).unwrap_or_default()
     }
@@ -175,14 +187,7 @@ fn the_persistent_cache_enforces_while_the_service_is_gone_even_across_restarts(
     let p = Programs::get();
     let approved = p.install("hello", &m.path, "approved");
     let banned = p.install("hello2", &m.path, "banned");
-    f.ok(&[
-        "policy",
-        "set-level",
-        "default",
-        "lockdown",
-        "--disconnected",
-        "lockdown",
-    ]);
+    f.set_default_levels("lockdown", "lockdown");
     f.ok(&["file", "approve", approved.to_str().unwrap()]);
     f.ok(&["file", "ban", banned.to_str().unwrap()]);
     assert!(
@@ -273,14 +278,7 @@ fn a_corrupt_persistent_cache_is_rebuilt_while_enforcing() {
     let m = TestMount::tmpfs();
     let mut f = Fleet::start(&m, None, 1);
     let approved = Programs::get().install("hello", &m.path, "approved");
-    f.ok(&[
-        "policy",
-        "set-level",
-        "default",
-        "lockdown",
-        "--disconnected",
-        "lockdown",
-    ]);
+    f.set_default_levels("lockdown", "lockdown");
     f.ok(&["file", "approve", approved.to_str().unwrap()]);
     assert!(eventually(Duration::from_secs(3), || run(&approved, &[], &[]).ok()).is_some());
     f.stop_agent();
@@ -324,14 +322,7 @@ fn the_levels_survive_a_corrupt_cache_while_the_service_is_away() {
     let m = TestMount::tmpfs();
     let mut f = Fleet::start(&m, None, 1);
     let stranger = Programs::get().install("hello", &m.path, "stranger");
-    f.ok(&[
-        "policy",
-        "set-level",
-        "default",
-        "lockdown",
-        "--disconnected",
-        "lockdown",
-    ]);
+    f.set_default_levels("lockdown", "lockdown");
     assert!(
         eventually(Duration::from_secs(3), || run(&stranger, &[], &[])
             .exec_refused())
@@ -374,14 +365,7 @@ fn the_disconnected_level_applies_while_disconnected() {
     let m = TestMount::tmpfs();
     let mut f = Fleet::start(&m, None, 1);
     let stranger = Programs::get().install("hello", &m.path, "stranger");
-    f.ok(&[
-        "policy",
-        "set-level",
-        "default",
-        "lockdown",
-        "--disconnected",
-        "monitor",
-    ]);
+    f.set_default_levels("lockdown", "monitor");
     assert!(
         eventually(Duration::from_secs(3), || run(&stranger, &[], &[])
             .exec_refused())
@@ -410,14 +394,7 @@ fn a_hung_service_cannot_stall_a_decision_past_the_deadline() {
     f.start_agent_with(&["--config", cfg.to_str().unwrap()]);
     let p = Programs::get();
     let approved = p.install("hello", &m.path, "approved");
-    f.ok(&[
-        "policy",
-        "set-level",
-        "default",
-        "lockdown",
-        "--disconnected",
-        "lockdown",
-    ]);
+    f.set_default_levels("lockdown", "lockdown");
     f.ok(&["file", "approve", approved.to_str().unwrap()]);
     assert!(eventually(Duration::from_secs(3), || run(&approved, &[], &[]).ok()).is_some());
 
