@@ -889,11 +889,7 @@ impl Engine {
                     self.identities.lock().insert(ident.id, known);
                 }
             }
-            self.kernel_allow(file.as_fd(), &ident, sha, epoch);
-            if files::identify(&file).map(|i| i.stamp).ok() != Some(ident.stamp) {
-                self.kernel_revoke(loc.id);
-                let _ = self.fan.remove_ignore(file.as_fd(), PERMISSION_MASK);
-            } else {
+            if self.kernel_allow(file.as_fd(), &ident, sha, epoch) {
                 bump(&self.stats.prewarmed);
             }
         }
@@ -1148,22 +1144,32 @@ impl Engine {
 
     /// Put an approved inode in the kernel-side cache: the guard's allowed map
     /// first, then the ignore mark (the coherence rule of palisade-kernel).
-    fn kernel_allow(&self, fd: BorrowedFd<'_>, ident: &Identity, sha: Sha256, epoch: u64) {
+    /// `ident` is the inode as it was when its content was hashed; returns
+    /// whether the inode is cached.
+    ///
+    /// A write clears the ignore mark only if the mark is already there, and
+    /// the answer (or another writer) may let one land between the hash and
+    /// the mark: so the stamp is read again once the mark is placed, and a
+    /// changed file leaves the cache at once. A write that updated the stamp
+    /// before that read is seen by it; one that did not has its modify event
+    /// still to come, which clears the mark.
+    fn kernel_allow(&self, fd: BorrowedFd<'_>, ident: &Identity, sha: Sha256, epoch: u64) -> bool {
         if !self.inode_may_be_cached(ident) {
-            return;
+            return false;
         }
         let id = ident.id;
         let mut kernel = self.kernel.lock();
         if self.epoch.load(Ordering::Acquire) != epoch {
-            return; // the policy changed since the approval was read
+            return false; // the policy changed since the approval was read
         }
+        let key = InodeKey {
+            dev: id.dev,
+            ino: id.ino,
+        };
         if let Some(guard) = &self.guard {
-            if let Err(e) = guard.allow(InodeKey {
-                dev: id.dev,
-                ino: id.ino,
-            }) {
+            if let Err(e) = guard.allow(key) {
                 tracing::warn!("guard allow failed: {e}");
-                return;
+                return false;
             }
         }
         kernel.insert(id, sha);
@@ -1173,7 +1179,17 @@ impl Engine {
         if let Err(e) = self.fan.ignore_inode(fd, PERMISSION_MASK) {
             tracing::debug!("ignore mark failed: {e}");
         }
-        drop(kernel);
+        if files::identify(fd).is_ok_and(|now| now.stamp == ident.stamp) {
+            return true;
+        }
+        kernel.remove(id);
+        if let Some(guard) = &self.guard {
+            let _ = guard.revoke(key);
+        }
+        if let Err(e) = self.fan.remove_ignore(fd, PERMISSION_MASK) {
+            tracing::warn!("removing the ignore mark of a file changed while cached: {e}");
+        }
+        false
     }
 
     /// Whether an allow for this inode may go into the kernel-side cache,
@@ -1893,6 +1909,22 @@ mod tests {
         engine.kernel.lock().by_file.contains_key(&id)
     }
 
+    /// Whether the engine's fanotify group holds an ignore mark on the
+    /// inode (from the group's fdinfo: `ino:` and `ignored_mask:` in hex).
+    fn has_ignore_mark(engine: &Engine, id: FileId) -> bool {
+        use std::os::fd::AsRawFd;
+        let fd = engine.fan.as_fd().as_raw_fd();
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap();
+        let ino = format!("ino:{:x} ", id.ino);
+        info.lines().any(|l| {
+            l.starts_with("fanotify ")
+                && l.contains(&ino)
+                && l.split_whitespace()
+                    .find_map(|w| w.strip_prefix("ignored_mask:"))
+                    .is_some_and(|m| m != "0")
+        })
+    }
+
     /// A block rule for what runs under `dir`.
     fn path_rules(dir: &std::path::Path) -> RuleSet {
         use palisade_core::rules::{CustomRule, Operations, RuleAction};
@@ -1964,8 +1996,34 @@ mod tests {
             !in_kernel_cache(&engine, ident.id),
             "decided before the rules"
         );
-        engine.kernel_allow(file.as_fd(), &ident, sha, epoch());
+        assert!(engine.kernel_allow(file.as_fd(), &ident, sha, epoch()));
         assert!(in_kernel_cache(&engine, ident.id), "decided after them");
+        assert!(has_ignore_mark(&engine, ident.id), "marked in the kernel");
+
+        // The file is written after it was hashed and before it is cached
+        // (the answer let the writer go on; the write's modify event came
+        // before the mark, so it cleared nothing): it must not stay cached.
+        let written = dir.path().join("written");
+        std::fs::write(&written, b"#!/bin/sh\nexit 2\n").unwrap();
+        let written_file = std::fs::File::open(&written).unwrap();
+        let hashed = files::identify(&written_file).unwrap();
+        {
+            use std::io::Write;
+            let mut w = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&written)
+                .unwrap();
+            w.write_all(b"echo unapproved\n").unwrap();
+        }
+        assert!(!engine.kernel_allow(written_file.as_fd(), &hashed, sha, epoch()));
+        assert!(
+            !in_kernel_cache(&engine, hashed.id),
+            "written after it was hashed"
+        );
+        assert!(
+            !has_ignore_mark(&engine, hashed.id),
+            "no ignore mark is left on a file written after it was hashed"
+        );
 
         // Rules that look at paths: this filesystem's renames are not
         // followed (no name group handed over), so nothing is cached.

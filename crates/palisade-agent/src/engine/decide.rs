@@ -187,11 +187,14 @@ impl Engine {
         if eval.verdict == Verdict::Block && !guard_reports && self.is_own(p.pid) {
             return false; // the agent's own event: allowed by the caller
         }
-        // Without the guard nothing needs the kernel-side cache before the
-        // answer: the ignore mark is placed after it, off the exec's path
-        // (the epoch read above still keeps a stale allow out). With the
-        // guard, its map must hold the inode before the mappings are made.
-        let cache_after = eval.cacheable && self.guard.is_none();
+        // Without the guard nothing needs the kernel-side cache before an
+        // exec is answered: the ignore mark is placed after the answer, off
+        // the exec's path (the epoch read above still keeps a stale allow
+        // out, and `kernel_allow` checks the file did not change). Any other
+        // open is marked first: it may be a writer, whose writes must find
+        // the mark there to clear it. With the guard, its map must hold the
+        // inode before the mappings are made.
+        let cache_after = eval.cacheable && self.guard.is_none() && exec;
         if eval.cacheable && !cache_after {
             self.kernel_allow(p.fd(), &ident, sha, epoch);
         } else if !eval.cacheable && op == Operation::LoadLibrary {

@@ -630,9 +630,13 @@ fn the_prompt_level_lets_users_request_approval() {
         "--disconnected",
         "prompt",
     ]);
+    // The level applies once the agent's scan is done; files created before
+    // that could still be approved by it.
+    up.wait_level("prompt", Duration::from_secs(10));
+    let r = run(&before, &[], &[]);
     assert!(
-        eventually(Duration::from_secs(10), || run(&before, &[], &[]).ok()).is_some(),
-        "present when the level was raised: approved\n{}",
+        r.ok(),
+        "present when the level was raised: approved: {r:?}\n{}",
         up.proc.stderr()
     );
     // (wanted and unwanted were present too: start again with new content.)
@@ -649,7 +653,14 @@ fn the_prompt_level_lets_users_request_approval() {
             .unwrap();
     }
     let r = run(&wanted2, &[], &[]);
-    assert!(r.exec_refused(), "prompt blocks unknown code: {r:?}");
+    assert!(
+        r.exec_refused(),
+        "prompt blocks unknown code: {r:?}\nstatus: {}\nfile: {}\nevents: {:#?}\nup stderr:\n{}",
+        up.cli(&["status", "--json"]).stdout,
+        up.cli(&["file", "show", wanted2.to_str().unwrap()]).stdout,
+        up.events(),
+        up.proc.stderr()
+    );
     let socket = up.data.path().join("agent/request.sock");
     let ask = |path: &Path| {
         let r = run(
@@ -690,7 +701,15 @@ fn the_prompt_level_lets_users_request_approval() {
         "granted within a second: {took:?}"
     );
     up.ok(&["request", "deny", &deny_id.to_string(), "--comment", "no"]);
-    assert!(run(&unwanted2, &[], &[]).exec_refused());
+    let r = run(&unwanted2, &[], &[]);
+    assert!(
+        r.exec_refused(),
+        "denied: still refused: {r:?}\nfile: {}\nevents: {:#?}\nup stderr:\n{}",
+        up.cli(&["file", "show", unwanted2.to_str().unwrap()])
+            .stdout,
+        up.events(),
+        up.proc.stderr()
+    );
     let all = up.ok(&["request", "list", "--status", "all"]);
     assert!(all.contains("granted") && all.contains("denied"), "{all}");
 }

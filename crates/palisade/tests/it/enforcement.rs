@@ -94,6 +94,31 @@ fn a_file_modified_after_approval_is_blocked() {
         r.exec_refused(),
         "modified after approval must be blocked: {r:?}"
     );
+
+    // Copies of approved code, each opened by a writer that changes it at
+    // once: the writer's open is allowed (it reads approved content), and
+    // the cache must not keep that allow for the changed file. Many rounds:
+    // the writer races the agent's caching of its open.
+    let approved = m.join("approved");
+    Programs::get().install("hello", &m.path, "approved");
+    up.ok(&["file", "approve", approved.to_str().unwrap()]);
+    assert!(eventually(Duration::from_secs(2), || run(&approved, &[], &[]).ok()).is_some());
+    for i in 0..40 {
+        let copy = m.join(&format!("copy-{i}"));
+        std::fs::copy(&approved, &copy).unwrap();
+        let mut w = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&copy)
+            .unwrap();
+        w.write_all(b"\0changed").unwrap();
+        drop(w);
+        let r = run(&copy, &[], &[]);
+        assert!(
+            r.exec_refused(),
+            "copy {i}, changed by its writer, must be blocked: {r:?}\nstatus: {}",
+            up.cli(&["status", "--json"]).stdout
+        );
+    }
 }
 
 #[test]

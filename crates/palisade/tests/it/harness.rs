@@ -436,6 +436,22 @@ impl Up {
         }
     }
 
+    /// Wait up to `max` until the local agent enforces `level` (the agent's
+    /// own status, not the service's copy of the policy): a level raised
+    /// with `--approve-existing` applies only once the agent's scan is done.
+    pub fn wait_level(&self, level: &str, max: Duration) {
+        let reached = eventually(max, || {
+            let r = self.cli(&["status", "--json"]);
+            serde_json::from_str::<serde_json::Value>(&r.stdout).is_ok_and(|s| s["level"] == level)
+        });
+        assert!(
+            reached.is_some(),
+            "the agent did not reach {level} within {max:?}: {}\nup stderr:\n{}",
+            self.cli(&["status", "--json"]).stdout,
+            self.proc.stderr()
+        );
+    }
+
     /// Events as JSON records.
     pub fn events(&self) -> Vec<serde_json::Value> {
         let out = self.ok(&["events", "--json", "--limit", "10000"]);
