@@ -2119,6 +2119,86 @@ mod tests {
     /// only when its first run would be a plain, cacheable allow from the
     /// same facts: no rule for its path, no banned publisher that could
     /// still decide (a local approval), an approval that allows at all.
+    /// The epoch and the kernel-cache lock under real concurrency: one
+    /// thread decides and caches as fast as it can (the reader's order:
+    /// epoch, approval, path, `kernel_allow`) while another bans the hash. Once
+    /// the ban has returned and the decider stopped, the inode must be out
+    /// of the kernel-side cache, ignore mark included, in every round.
+    #[test]
+    fn a_ban_racing_a_decision_leaves_nothing_cached() {
+        use palisade_core::{ApprovalSource, ScopeKind};
+        let dir = tempfile::tempdir().unwrap();
+        let Some(engine) = engine(dir.path()) else {
+            return;
+        };
+        let path = dir.path().join("program");
+        std::fs::write(&path, b"#!/bin/sh\nexit 0\n").unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let ident = files::identify(&file).unwrap();
+        let sha = Sha256::from_bytes([5; 32]);
+        let mut raced = 0;
+        for round in 1..=400i64 {
+            engine.remember(
+                sha,
+                CachedApproval {
+                    approval: Approval::Approved(ApprovalSource {
+                        scope: ScopeKind::Global,
+                    }),
+                    trust: None,
+                    revision: round,
+                },
+            );
+            let stop = AtomicBool::new(false);
+            let started = AtomicBool::new(false);
+            let cached_before_ban = std::thread::scope(|s| {
+                let decider = s.spawn(|| {
+                    let mut cached = 0u32;
+                    while !stop.load(Ordering::Acquire) {
+                        let epoch = engine.epoch.load(Ordering::Acquire);
+                        let approved = engine
+                            .approvals
+                            .lock()
+                            .get(&sha)
+                            .is_some_and(|c| matches!(c.approval, Approval::Approved(_)));
+                        // What the reader does between the two (after an
+                        // exec's answer): look up the path.
+                        let _ = fd_path(file.as_fd());
+                        if approved && engine.kernel_allow(file.as_fd(), &ident, sha, epoch) {
+                            cached += 1;
+                        }
+                        started.store(true, Ordering::Release);
+                    }
+                    cached
+                });
+                // Once the decider is going, ban at a varying moment.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while !started.load(Ordering::Acquire) && Instant::now() < deadline {
+                    std::hint::spin_loop();
+                }
+                let until = Instant::now() + Duration::from_micros(round as u64 % 13);
+                while Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+                engine.invalidate(&[sha], round);
+                stop.store(true, Ordering::Release);
+                decider.join().unwrap()
+            });
+            if cached_before_ban > 0 {
+                raced += 1;
+            }
+            assert!(
+                !in_kernel_cache(&engine, ident.id),
+                "round {round}: cached after the ban"
+            );
+            assert!(
+                !has_ignore_mark(&engine, ident.id),
+                "round {round}: ignore mark left after the ban"
+            );
+        }
+        // The decider did cache before the ban in most rounds: the race was run.
+        assert!(raced > 200, "only {raced} rounds cached before the ban");
+    }
+
     #[test]
     fn prewarming_follows_the_rules() {
         use palisade_core::{ApprovalSource, FileState, ScopeKind};
