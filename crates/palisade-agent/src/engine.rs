@@ -1925,6 +1925,19 @@ mod tests {
         })
     }
 
+    /// An engine, and a small script in `dir` it can cache: its path, an
+    /// open descriptor and its identity.
+    fn engine_and_program(
+        dir: &std::path::Path,
+    ) -> Option<(Arc<Engine>, std::path::PathBuf, std::fs::File, Identity)> {
+        let engine = engine(dir)?;
+        let path = dir.join("program");
+        std::fs::write(&path, b"#!/bin/sh\nexit 0\n").unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let ident = files::identify(&file).unwrap();
+        Some((engine, path, file, ident))
+    }
+
     /// A block rule for what runs under `dir`.
     fn path_rules(dir: &std::path::Path) -> RuleSet {
         use palisade_core::rules::{CustomRule, Operations, RuleAction};
@@ -1956,13 +1969,9 @@ mod tests {
     #[test]
     fn allows_decided_before_a_change_are_not_cached() {
         let dir = tempfile::tempdir().unwrap();
-        let Some(engine) = engine(dir.path()) else {
+        let Some((engine, path, file, ident)) = engine_and_program(dir.path()) else {
             return;
         };
-        let path = dir.path().join("program");
-        std::fs::write(&path, b"#!/bin/sh\nexit 0\n").unwrap();
-        let file = std::fs::File::open(&path).unwrap();
-        let ident = files::identify(&file).unwrap();
         let sha = Sha256::from_bytes([7; 32]);
         let epoch = || engine.epoch.load(Ordering::Acquire);
 
@@ -2115,10 +2124,6 @@ mod tests {
         );
     }
 
-    /// Pre-warming puts a copy of approved code into the kernel-side cache
-    /// only when its first run would be a plain, cacheable allow from the
-    /// same facts: no rule for its path, no banned publisher that could
-    /// still decide (a local approval), an approval that allows at all.
     /// The epoch and the kernel-cache lock under real concurrency: one
     /// thread decides and caches as fast as it can (the reader's order:
     /// epoch, approval, path, `kernel_allow`) while another bans the hash. Once
@@ -2128,13 +2133,9 @@ mod tests {
     fn a_ban_racing_a_decision_leaves_nothing_cached() {
         use palisade_core::{ApprovalSource, ScopeKind};
         let dir = tempfile::tempdir().unwrap();
-        let Some(engine) = engine(dir.path()) else {
+        let Some((engine, _, file, ident)) = engine_and_program(dir.path()) else {
             return;
         };
-        let path = dir.path().join("program");
-        std::fs::write(&path, b"#!/bin/sh\nexit 0\n").unwrap();
-        let file = std::fs::File::open(&path).unwrap();
-        let ident = files::identify(&file).unwrap();
         let sha = Sha256::from_bytes([5; 32]);
         let mut raced = 0;
         for round in 1..=400i64 {
@@ -2199,6 +2200,10 @@ mod tests {
         assert!(raced > 200, "only {raced} rounds cached before the ban");
     }
 
+    /// Pre-warming puts a copy of approved code into the kernel-side cache
+    /// only when its first run would be a plain, cacheable allow from the
+    /// same facts: no rule for its path, no banned publisher that could
+    /// still decide (a local approval), an approval that allows at all.
     #[test]
     fn prewarming_follows_the_rules() {
         use palisade_core::{ApprovalSource, FileState, ScopeKind};
