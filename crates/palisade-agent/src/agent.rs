@@ -16,6 +16,7 @@ use palisade_api::agent::AgentConfig as ServiceConfig;
 use palisade_core::{Levels, Sha256};
 use palisade_kernel::fanotify::{Fanotify, Mask};
 use palisade_kernel::guard::ExecGuard;
+use palisade_kernel::Stop;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,7 +33,7 @@ pub struct RunningAgent {
     fan: Arc<Fanotify>,
     notify_fan: Option<Arc<Fanotify>>,
     mounts: Vec<Mount>,
-    stop: Arc<AtomicBool>,
+    stop: Arc<Stop>,
     enforcing: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -176,7 +177,7 @@ impl RunningAgent {
             facts_tx,
         });
 
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(Stop::new().context("creating the stop signal")?);
         let enforcing = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         {
@@ -394,7 +395,7 @@ impl RunningAgent {
     pub async fn shutdown(self) {
         self.enforcing.store(false, Ordering::Relaxed);
         self.engine.release();
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.request();
         for m in &self.mounts {
             let _ = self.fan.unmark_filesystem(&m.mount_point, PERMISSION_MASK);
             if let Some(n) = &self.notify_fan {
@@ -454,7 +455,7 @@ fn raise_open_file_limit() {
 fn start_hasher(
     engine: &Arc<Engine>,
     watch: &[Mount],
-    stop: &Arc<AtomicBool>,
+    stop: &Arc<Stop>,
 ) -> Result<(Arc<Fanotify>, std::thread::JoinHandle<()>)> {
     let fan = Arc::new(Fanotify::notification_group()?);
     for m in watch {
@@ -469,9 +470,9 @@ fn start_hasher(
         .spawn(move || {
             crate::engine::background_priority();
             let mut buf = vec![0u8; palisade_kernel::fanotify::EVENT_BUFFER];
-            while !stop.load(Ordering::Relaxed) {
-                let Ok(events) = f.read_events(&mut buf, Some(Duration::from_millis(200))) else {
-                    std::thread::sleep(Duration::from_millis(50));
+            while !stop.requested() {
+                let Ok(events) = f.read_events_until(&mut buf, &stop) else {
+                    stop.sleep(Duration::from_millis(50));
                     continue;
                 };
                 for ev in events {

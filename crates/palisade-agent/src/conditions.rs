@@ -18,39 +18,30 @@ struct Expiry {
     start_time: u64,
 }
 
-/// Enforces maximum run times on one background thread.
-#[derive(Default)]
+/// Enforces maximum run times on one background thread, which sleeps while
+/// nothing is to be killed (no timer wakes an idle agent) and ends when the
+/// `Timekeeper` is dropped.
 pub struct Timekeeper {
-    queue: Mutex<BinaryHeap<Reverse<Expiry>>>,
+    inner: Arc<Queue>,
+}
+
+#[derive(Default)]
+struct Queue {
+    /// The expiries, and whether the `Timekeeper` was dropped.
+    state: Mutex<(BinaryHeap<Reverse<Expiry>>, bool)>,
     cv: Condvar,
 }
 
 impl Timekeeper {
     /// Start the timekeeper's thread.
     pub fn start() -> Arc<Timekeeper> {
-        let t = Arc::new(Timekeeper::default());
-        let weak = Arc::downgrade(&t);
+        let inner = Arc::new(Queue::default());
+        let queue = inner.clone();
         std::thread::Builder::new()
             .name("palisade-timekeeper".into())
-            .spawn(move || loop {
-                let Some(t) = weak.upgrade() else { return };
-                t.run_once(Duration::from_millis(500));
-            })
+            .spawn(move || while queue.run_once() {})
             .expect("spawn timekeeper");
-        t
-    }
-
-    fn run_once(&self, max: Duration) {
-        let mut q = self.queue.lock();
-        let now = Instant::now();
-        let wake = q.peek().map_or(now + max, |Reverse(e)| e.at.min(now + max));
-        self.cv.wait_until(&mut q, wake);
-        let now = Instant::now();
-        while q.peek().is_some_and(|Reverse(e)| e.at <= now) {
-            if let Some(Reverse(e)) = q.pop() {
-                expire(e);
-            }
-        }
+        Arc::new(Timekeeper { inner })
     }
 
     /// Kill `pid` after `limit` if it is still the same process.
@@ -58,12 +49,43 @@ impl Timekeeper {
         let Ok((_, start_time)) = crate::procfs::read_stat(pid) else {
             return;
         };
-        self.queue.lock().push(Reverse(Expiry {
+        self.inner.state.lock().0.push(Reverse(Expiry {
             at: Instant::now() + limit,
             pid,
             start_time,
         }));
-        self.cv.notify_one();
+        self.inner.cv.notify_one();
+    }
+}
+
+impl Drop for Timekeeper {
+    fn drop(&mut self) {
+        self.inner.state.lock().1 = true;
+        self.inner.cv.notify_one();
+    }
+}
+
+impl Queue {
+    /// Wait for the next expiry (or a new one) and carry out what is due;
+    /// `false` once the `Timekeeper` is gone.
+    fn run_once(&self) -> bool {
+        let mut state = self.state.lock();
+        if state.1 {
+            return false;
+        }
+        match state.0.peek().map(|Reverse(e)| e.at) {
+            Some(at) => {
+                self.cv.wait_until(&mut state, at);
+            }
+            None => self.cv.wait(&mut state),
+        }
+        let now = Instant::now();
+        while state.0.peek().is_some_and(|Reverse(e)| e.at <= now) {
+            if let Some(Reverse(e)) = state.0.pop() {
+                expire(e);
+            }
+        }
+        !state.1
     }
 }
 

@@ -40,6 +40,7 @@ use palisade_kernel::fanotify::{Fanotify, Mask, Response};
 use palisade_kernel::guard::{
     ExecGuard, GuardConfig, GuardEvent, GuardEventKind, GuardMode, InodeKey,
 };
+use palisade_kernel::Stop;
 use parking_lot::{Condvar, Mutex};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -573,7 +574,7 @@ impl Engine {
     // ---- the reader ------------------------------------------------------
 
     /// Run the reader loop until `stop` is set. Spawns the workers and the watchdog.
-    pub(crate) fn run_reader(self: &Arc<Self>, stop: Arc<AtomicBool>) {
+    pub(crate) fn run_reader(self: &Arc<Self>, stop: Arc<Stop>) {
         let (tx, rx) = crossbeam_channel::bounded::<Arc<Pending>>(4096);
         for i in 0..self.cfg.workers {
             let engine = self.clone();
@@ -592,23 +593,19 @@ impl Engine {
         }
         {
             let engine = self.clone();
-            let stop = stop.clone();
             std::thread::Builder::new()
                 .name("palisade-watchdog".into())
-                .spawn(move || engine.watchdog_loop(&stop))
+                .spawn(move || engine.watchdog_loop())
                 .expect("spawn watchdog");
         }
         raise_priority();
         let mut buf = vec![0u8; palisade_kernel::fanotify::EVENT_BUFFER];
-        while !stop.load(Ordering::Relaxed) {
-            let events = match self
-                .fan
-                .read_events(&mut buf, Some(Duration::from_millis(200)))
-            {
+        while !stop.requested() {
+            let events = match self.fan.read_events_until(&mut buf, &stop) {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::error!("fanotify read failed: {e}");
-                    std::thread::sleep(Duration::from_millis(50));
+                    stop.sleep(Duration::from_millis(50));
                     continue;
                 }
             };
@@ -640,7 +637,9 @@ impl Engine {
                 }
             }
         }
-        // Dropping `tx` stops the workers once the queue drains.
+        // Dropping `tx` stops the workers once the queue drains; the
+        // watchdog, which sleeps while nothing waits, is woken to stop.
+        self.watchdog.close();
     }
 
     fn answer(&self, p: &Pending, verdict: Verdict) -> bool {
@@ -1409,10 +1408,9 @@ impl Engine {
 
     // ---- the watchdog ----------------------------------------------------
 
-    fn watchdog_loop(&self, stop: &AtomicBool) {
+    fn watchdog_loop(&self) {
         raise_priority();
-        while !stop.load(Ordering::Relaxed) {
-            let expired = self.watchdog.wait_expired(Duration::from_millis(200));
+        while let Some(expired) = self.watchdog.wait_expired() {
             for p in expired {
                 if self.answer(&p, on_timeout(self.level())) {
                     bump(&self.stats.timeouts);
@@ -1428,12 +1426,12 @@ impl Engine {
     // ---- the guard -------------------------------------------------------
 
     /// Run the guard's event loop until `stop` is set.
-    pub(crate) fn run_guard(&self, stop: &AtomicBool) {
+    pub(crate) fn run_guard(&self, stop: &Stop) {
         let Some(guard) = self.guard.clone() else {
             return;
         };
-        while !stop.load(Ordering::Relaxed) {
-            match guard.poll_events(Duration::from_millis(200)) {
+        while !stop.requested() {
+            match guard.poll_events_until(stop) {
                 Ok(events) => {
                     for e in events {
                         self.guard_event(e);
@@ -1441,7 +1439,7 @@ impl Engine {
                 }
                 Err(e) => {
                     tracing::error!("guard events: {e}");
-                    std::thread::sleep(Duration::from_millis(200));
+                    stop.sleep(Duration::from_millis(200));
                 }
             }
         }
@@ -1808,6 +1806,9 @@ fn persist_loop(
 struct Watchdog {
     queue: Mutex<VecDeque<Arc<Pending>>>,
     cv: Condvar,
+    /// Set by [`Watchdog::close`] (under the queue's lock, so a waiter
+    /// cannot miss it).
+    closed: AtomicBool,
 }
 
 impl Watchdog {
@@ -1819,9 +1820,18 @@ impl Watchdog {
         }
     }
 
-    /// Wait until the oldest event's deadline (at most `max`) and return the
-    /// unanswered events whose deadline passed.
-    fn wait_expired(&self, max: Duration) -> Vec<Arc<Pending>> {
+    /// Wake the watchdog to stop: [`Watchdog::wait_expired`] returns `None`
+    /// from now on.
+    fn close(&self) {
+        let _q = self.queue.lock();
+        self.closed.store(true, Ordering::Release);
+        self.cv.notify_all();
+    }
+
+    /// Wait until the oldest event's deadline (while nothing waits, until an
+    /// event is pushed: an idle agent's watchdog does not wake) and return
+    /// the unanswered events whose deadline passed; `None` once closed.
+    fn wait_expired(&self) -> Option<Vec<Arc<Pending>>> {
         let mut q = self.queue.lock();
         while q
             .front()
@@ -1829,12 +1839,15 @@ impl Watchdog {
         {
             q.pop_front();
         }
-        let wake = q
-            .front()
-            .map(|p| p.deadline)
-            .unwrap_or_else(|| Instant::now() + max)
-            .min(Instant::now() + max);
-        self.cv.wait_until(&mut q, wake);
+        if self.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        match q.front().map(|p| p.deadline) {
+            Some(deadline) => {
+                self.cv.wait_until(&mut q, deadline);
+            }
+            None => self.cv.wait(&mut q),
+        }
         let now = Instant::now();
         let mut out = Vec::new();
         while let Some(p) = q.front() {
@@ -1846,7 +1859,7 @@ impl Watchdog {
                 break;
             }
         }
-        out
+        Some(out)
     }
 }
 

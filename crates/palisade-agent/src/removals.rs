@@ -22,12 +22,12 @@ use crate::cache::Cache;
 use crate::mounts::Mount;
 use palisade_api::agent::RemovedPath;
 use palisade_kernel::fanotify::{self, Fanotify, Mask};
+use palisade_kernel::Stop;
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -146,7 +146,7 @@ pub fn start(
     paths: Arc<CodePaths>,
     tx: tokio::sync::mpsc::Sender<RemovedPath>,
     arrivals: Arc<dyn Arrivals>,
-    stop: Arc<AtomicBool>,
+    stop: Arc<Stop>,
 ) -> Started {
     let nothing = Started {
         thread: None,
@@ -212,13 +212,12 @@ pub fn start(
         .name("palisade-names".into())
         .spawn(move || {
             let mut buf = vec![0u8; fanotify::EVENT_BUFFER];
-            while !stop.load(Ordering::Relaxed) {
-                let events = match fan.read_name_events(&mut buf, Some(Duration::from_millis(200)))
-                {
+            while !stop.requested() {
+                let events = match fan.read_name_events_until(&mut buf, &stop) {
                     Ok(e) => e,
                     Err(e) => {
                         tracing::debug!("removal events: {e}");
-                        std::thread::sleep(Duration::from_millis(50));
+                        stop.sleep(Duration::from_millis(50));
                         continue;
                     }
                 };

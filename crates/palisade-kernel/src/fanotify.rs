@@ -12,8 +12,9 @@
 //!   file may have changed.
 //!
 //! Both groups are non-blocking (`FAN_NONBLOCK`): [`Fanotify::read_events`]
-//! waits with poll(2) for at most its timeout, so a reader thread wakes up
-//! regularly to check for shutdown.
+//! waits with poll(2) for at most its timeout; [`Fanotify::read_events_until`]
+//! waits for events or a [`Stop`] request, so an idle reader thread sleeps
+//! without waking up to check for shutdown.
 //!
 //! # Answering permission events: the invariant
 //! Every permission event must be answered **exactly once** with
@@ -58,13 +59,14 @@
 use std::ffi::CString;
 use std::fmt;
 use std::ops::{BitOr, BitOrAssign};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::Duration;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::stop::{poll_readable_or, Stop};
 
 /// A set of fanotify event bits (`FAN_*` of `<linux/fanotify.h>`).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -536,7 +538,23 @@ impl Fanotify {
     /// a good size. Malformed records are skipped and counted
     /// ([`Fanotify::malformed_events`]); this never panics on kernel input.
     pub fn read_events(&self, buf: &mut [u8], timeout: Option<Duration>) -> Result<Vec<Event>> {
-        let len = self.read_into(buf, timeout)?;
+        self.events_from(buf, timeout, None)
+    }
+
+    /// [`Fanotify::read_events`] without a timeout: waits until events are
+    /// queued or `stop` is requested (then returns what is queued, perhaps
+    /// nothing). An idle reader sleeps rather than waking on a timer.
+    pub fn read_events_until(&self, buf: &mut [u8], stop: &Stop) -> Result<Vec<Event>> {
+        self.events_from(buf, None, Some(stop))
+    }
+
+    fn events_from(
+        &self,
+        buf: &mut [u8],
+        timeout: Option<Duration>,
+        stop: Option<&Stop>,
+    ) -> Result<Vec<Event>> {
+        let len = self.read_into(buf, timeout, stop)?;
         let mut malformed = 0;
         let events = parse_events(&buf[..len], &mut malformed)
             .into_iter()
@@ -564,7 +582,22 @@ impl Fanotify {
         buf: &mut [u8],
         timeout: Option<Duration>,
     ) -> Result<Vec<NameEvent>> {
-        let len = self.read_into(buf, timeout)?;
+        self.name_events_from(buf, timeout, None)
+    }
+
+    /// [`Fanotify::read_name_events`] until events arrive or `stop` is
+    /// requested, as [`Fanotify::read_events_until`].
+    pub fn read_name_events_until(&self, buf: &mut [u8], stop: &Stop) -> Result<Vec<NameEvent>> {
+        self.name_events_from(buf, None, Some(stop))
+    }
+
+    fn name_events_from(
+        &self,
+        buf: &mut [u8],
+        timeout: Option<Duration>,
+        stop: Option<&Stop>,
+    ) -> Result<Vec<NameEvent>> {
+        let len = self.read_into(buf, timeout, stop)?;
         let mut malformed = 0;
         let events = parse_name_events(&buf[..len], &mut malformed);
         if malformed > 0 {
@@ -575,7 +608,12 @@ impl Fanotify {
 
     /// Waits up to `timeout` and reads whatever events are queued into
     /// `buf`: the number of bytes read (0 on timeout).
-    fn read_into(&self, buf: &mut [u8], timeout: Option<Duration>) -> Result<usize> {
+    fn read_into(
+        &self,
+        buf: &mut [u8],
+        timeout: Option<Duration>,
+        stop: Option<&Stop>,
+    ) -> Result<usize> {
         if buf.len() < MIN_EVENT_BUFFER {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
@@ -585,7 +623,7 @@ impl Fanotify {
                 ),
             ));
         }
-        if !poll_readable(self.fd.as_raw_fd(), timeout)
+        if !poll_readable_or(self.fd.as_raw_fd(), stop.map(Stop::raw_fd), timeout)
             .map_err(|e| Error::from_errno("poll(fanotify fd)", e))?
         {
             return Ok(0);
@@ -637,38 +675,6 @@ impl Fanotify {
     pub fn malformed_events(&self) -> u64 {
         self.malformed.load(Ordering::Relaxed)
     }
-}
-
-/// poll(2) for POLLIN; `Ok(false)` on timeout or EINTR.
-pub(crate) fn poll_readable(
-    fd: RawFd,
-    timeout: Option<Duration>,
-) -> std::result::Result<bool, i32> {
-    let ms: libc::c_int = match timeout {
-        None => -1,
-        // Round up so that a 100µs timeout still waits, and clamp.
-        Some(t) => t
-            .as_micros()
-            .div_ceil(1000)
-            .try_into()
-            .unwrap_or(libc::c_int::MAX),
-    };
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: `pfd` is one valid pollfd that outlives the call.
-    let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-    if rc < 0 {
-        let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-        return if errno == libc::EINTR {
-            Ok(false)
-        } else {
-            Err(errno)
-        };
-    }
-    Ok(rc > 0)
 }
 
 /// One event of a [`Fanotify::name_group`]: `name` was removed from, moved

@@ -43,7 +43,7 @@ use aya::programs::Lsm;
 use aya::{Btf, Ebpf, EbpfLoader};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::fanotify::poll_readable;
+use crate::stop::{poll_readable_or, Stop};
 
 /// The compiled BPF object (see `build.rs`), aligned for the ELF parser.
 static GUARD_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guard.bpf.o"));
@@ -544,11 +544,25 @@ impl ExecGuard {
     /// Waits up to `timeout` for guard events and returns all that are queued
     /// (empty on timeout). Malformed records are skipped and counted.
     pub fn poll_events(&self, timeout: Duration) -> Result<Vec<GuardEvent>> {
+        self.events_within(Some(timeout), None)
+    }
+
+    /// [`Guard::poll_events`] without a timeout: waits until events are
+    /// queued or `stop` is requested.
+    pub fn poll_events_until(&self, stop: &Stop) -> Result<Vec<GuardEvent>> {
+        self.events_within(None, Some(stop))
+    }
+
+    fn events_within(
+        &self,
+        timeout: Option<Duration>,
+        stop: Option<&Stop>,
+    ) -> Result<Vec<GuardEvent>> {
         let events = self.drain();
         if !events.is_empty() {
             return Ok(events);
         }
-        poll_readable(self.events_fd, Some(timeout))
+        poll_readable_or(self.events_fd, stop.map(Stop::raw_fd), timeout)
             .map_err(|e| Error::from_errno("poll(guard ring buffer)", e))?;
         Ok(self.drain())
     }

@@ -88,5 +88,7 @@ mod error;
 pub mod fanotify;
 pub mod guard;
 pub mod sched;
+pub mod stop;
 
 pub use error::{Error, ErrorKind, Result};
+pub use stop::Stop;

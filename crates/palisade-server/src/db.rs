@@ -244,6 +244,11 @@ impl Db {
         &self.inner.url
     }
 
+    /// The SQLite database's file, when it is one (not in memory).
+    pub(crate) fn sqlite_file(&self) -> Option<std::path::PathBuf> {
+        sqlite_file(&self.inner.url).map(std::path::PathBuf::from)
+    }
+
     /// Close every pooled connection.
     pub async fn close(&self) {
         self.inner.pool.close().await;
@@ -457,13 +462,9 @@ impl WriteTx<'_> {
 /// SQLite creates the database file (`mode=rwc`) but not its directory:
 /// create that, so a first start on a fresh machine works.
 fn create_parent_dir(url: &str) -> Result<(), Error> {
-    let Some(rest) = url.strip_prefix("sqlite://") else {
+    let Some(path) = sqlite_file(url) else {
         return Ok(());
     };
-    let path = rest.split('?').next().unwrap_or_default();
-    if path.is_empty() || path.starts_with(':') {
-        return Ok(());
-    }
     match std::path::Path::new(path).parent() {
         Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => std::fs::create_dir_all(dir)
             .map_err(|e| {
@@ -475,6 +476,14 @@ fn create_parent_dir(url: &str) -> Result<(), Error> {
             }),
         _ => Ok(()),
     }
+}
+
+/// The file of a `sqlite://PATH[?...]` URL; `None` for another URL or an
+/// in-memory database.
+fn sqlite_file(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("sqlite://")?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && !path.starts_with(':')).then_some(path)
 }
 
 /// Add `n` to a counter and return its new value (the last id taken).

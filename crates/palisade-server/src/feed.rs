@@ -5,7 +5,11 @@
 //! committed a change, on a PostgreSQL `NOTIFY palisade_changes` (sent in
 //! the transaction that appended the change, so by another replica too), and
 //! every [`POLL`] as a fallback (which is how two processes over one SQLite
-//! file see each other's changes). Because change ids are handed out under a
+//! file see each other's changes). On SQLite that fallback first compares
+//! the database's files (a commit writes the write-ahead log) with what they
+//! were at the last read, and skips the query when neither changed, for at
+//! most [`SQLITE_RECHECK`]: an idle server does not run a query four times a
+//! second. Because change ids are handed out under a
 //! row lock held to commit (see [`crate::db`]), tailing by id never skips a
 //! change. The same task prunes the change log past its retention.
 use crate::db::{now_ms, Db, DbKind, CHANGES_CHANNEL, EVENTS_CHANNEL};
@@ -16,6 +20,9 @@ use tokio::sync::{broadcast, watch};
 
 /// Fallback poll interval.
 pub(crate) const POLL: Duration = Duration::from_millis(250);
+/// On SQLite, the longest a poll skips the query because the files did not
+/// change (a bound for filesystems whose timestamps are coarse).
+const SQLITE_RECHECK: Duration = Duration::from_secs(5);
 /// Most rows read (and broadcast) at once.
 const BATCH: i64 = 5000;
 /// How often the change log is pruned.
@@ -38,8 +45,16 @@ pub(crate) async fn run(
 ) {
     let mut last = start;
     let mut last_prune: Option<std::time::Instant> = None;
+    let files = db.sqlite_file().map(|f| {
+        let mut wal = f.clone().into_os_string();
+        wal.push("-wal");
+        [f, wal.into()]
+    });
     loop {
         let mut full = false;
+        // Taken before the read: a commit that lands during it shows next time.
+        let read_at = std::time::Instant::now();
+        let seen = files.as_ref().map(stamps);
         match read(&db, last).await {
             Ok(changes) => {
                 if let Some(c) = changes.last() {
@@ -63,15 +78,34 @@ pub(crate) async fn run(
         if full {
             continue;
         }
-        tokio::select! {
-            _ = db.changed() => {}
-            _ = tokio::time::sleep(POLL) => {}
-            _ = shutdown.changed() => {}
-        }
-        if *shutdown.borrow() {
-            return;
+        loop {
+            let polled = tokio::select! {
+                _ = db.changed() => false,
+                _ = tokio::time::sleep(POLL) => true,
+                _ = shutdown.changed() => false,
+            };
+            if *shutdown.borrow() {
+                return;
+            }
+            let unchanged = polled
+                && read_at.elapsed() < SQLITE_RECHECK
+                && files.as_ref().is_some_and(|f| Some(stamps(f)) == seen);
+            if !unchanged {
+                break;
+            }
         }
     }
+}
+
+/// What identifies the content of each file: inode, size and modification
+/// time (`None` for a file that is missing).
+fn stamps(files: &[std::path::PathBuf; 2]) -> [Option<(u64, u64, i64, i64)>; 2] {
+    use std::os::unix::fs::MetadataExt;
+    files.each_ref().map(|f| {
+        std::fs::metadata(f)
+            .ok()
+            .map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+    })
 }
 
 async fn read(db: &Db, after: i64) -> Result<Vec<Change>, sqlx::Error> {
