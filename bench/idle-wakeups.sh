@@ -124,12 +124,12 @@ Threads that did not run are left out.
 - baseline: {baseline or "none"}
 
 {table}
-What is left (this build): the server's change feed looks at the database
-files four times a second (a commit by another process over the same SQLite
-file must reach this replica's agents within 1 s) and runs a query only when
-they changed or 5 s have passed; each agent stream's heartbeat (every 5 s)
-writes the computer's liveness to the database; the async runtime's threads
-wake for both. The agent's enforcement threads (reader, watchdog, workers,
+What is left (this build): each agent stream's heartbeat (every 5 s)
+writes the computer's liveness to the database, which the server's change
+feed sees through its inotify watch on the database's directory (how a
+commit by another process over the same SQLite file reaches this replica's
+agents) and reads; the feed's fallback check every 5 s; the async runtime's
+threads wake for these. The agent's enforcement threads (reader, watchdog, workers,
 hasher, names, timekeeper) sleep until there is work or a stop.
 """
 open(doc, "w").write(page)

@@ -5,11 +5,13 @@
 //! committed a change, on a PostgreSQL `NOTIFY palisade_changes` (sent in
 //! the transaction that appended the change, so by another replica too), and
 //! every [`POLL`] as a fallback (which is how two processes over one SQLite
-//! file see each other's changes). On SQLite that fallback first compares
-//! the database's files (a commit writes the write-ahead log) with what they
-//! were at the last read, and skips the query when neither changed, for at
-//! most [`SQLITE_RECHECK`]: an idle server does not run a query four times a
-//! second. Because change ids are handed out under a
+//! file see each other's changes). On SQLite an inotify watch on the
+//! database's directory replaces that poll: a commit writes the write-ahead
+//! log, which wakes the feed (at most every [`FILES_GAP`]), and the poll
+//! falls back to every [`SQLITE_RECHECK`]. Either way the feed first compares
+//! the database files with what they were at the last read and skips the
+//! query when neither changed (for at most [`SQLITE_RECHECK`]): an idle
+//! server neither queries nor wakes several times a second. Because change ids are handed out under a
 //! row lock held to commit (see [`crate::db`]), tailing by id never skips a
 //! change. The same task prunes the change log past its retention.
 use crate::db::{now_ms, Db, DbKind, CHANGES_CHANNEL, EVENTS_CHANNEL};
@@ -23,6 +25,9 @@ pub(crate) const POLL: Duration = Duration::from_millis(250);
 /// On SQLite, the longest a poll skips the query because the files did not
 /// change (a bound for filesystems whose timestamps are coarse).
 const SQLITE_RECHECK: Duration = Duration::from_secs(5);
+/// On SQLite, the shortest time between two reads woken by the files (a
+/// bound on the queries another process's stream of commits can cause).
+const FILES_GAP: Duration = Duration::from_millis(50);
 /// Most rows read (and broadcast) at once.
 const BATCH: i64 = 5000;
 /// How often the change log is pruned.
@@ -49,6 +54,13 @@ pub(crate) async fn run(
         let mut wal = f.clone().into_os_string();
         wal.push("-wal");
         [f, wal.into()]
+    });
+    let mut watch = files.as_ref().and_then(|f| match FileWatch::new(&f[0]) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "change feed: cannot watch the database files; polling");
+            None
+        }
     });
     loop {
         let mut full = false;
@@ -79,19 +91,131 @@ pub(crate) async fn run(
             continue;
         }
         loop {
-            let polled = tokio::select! {
-                _ = db.changed() => false,
-                _ = tokio::time::sleep(POLL) => true,
-                _ = shutdown.changed() => false,
+            let poll = if watch.is_some() {
+                SQLITE_RECHECK
+            } else {
+                POLL
+            };
+            // Biased: a commit of this replica is read at once even when its
+            // write to the files is seen at the same moment.
+            let mut woke = tokio::select! {
+                biased;
+                _ = db.changed() => Wake::Committed,
+                _ = tokio::time::sleep(poll) => Wake::Timer,
+                r = files_changed(watch.as_ref()) => Wake::Files(r),
+                _ = shutdown.changed() => Wake::Committed,
             };
             if *shutdown.borrow() {
                 return;
             }
-            let unchanged = polled
+            if let Wake::Files(r) = &woke {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "change feed: database file watch failed; polling");
+                    watch = None;
+                }
+                // At most one read per FILES_GAP for the files; a commit of
+                // this replica still cuts the wait short.
+                tokio::select! {
+                    biased;
+                    _ = db.changed() => woke = Wake::Committed,
+                    _ = tokio::time::sleep_until((read_at + FILES_GAP).into()) => {}
+                    _ = shutdown.changed() => {}
+                }
+                if *shutdown.borrow() {
+                    return;
+                }
+            }
+            let unchanged = !matches!(woke, Wake::Committed)
                 && read_at.elapsed() < SQLITE_RECHECK
                 && files.as_ref().is_some_and(|f| Some(stamps(f)) == seen);
             if !unchanged {
                 break;
+            }
+        }
+    }
+}
+
+/// Why the feed woke.
+enum Wake {
+    /// This replica committed a change (or NOTIFY, or shutdown).
+    Committed,
+    /// The fallback poll.
+    Timer,
+    /// A database file changed (or the watch failed).
+    Files(std::io::Result<()>),
+}
+
+/// Until `watch` sees a database file change; never without a watch.
+async fn files_changed(watch: Option<&FileWatch>) -> std::io::Result<()> {
+    match watch {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// An inotify watch on the directory of a SQLite database, reporting writes
+/// to the database's own files (`NAME`, `NAME-wal`, ...) only.
+struct FileWatch {
+    fd: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
+    name: Vec<u8>,
+}
+
+impl FileWatch {
+    fn new(db_file: &std::path::Path) -> std::io::Result<FileWatch> {
+        use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
+        use std::os::unix::ffi::OsStrExt;
+        let dir = match db_file.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        let name = db_file
+            .file_name()
+            .ok_or_else(|| std::io::Error::other("database path has no file name"))?
+            .as_bytes()
+            .to_vec();
+        let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)?;
+        inotify::add_watch(
+            &fd,
+            dir,
+            WatchFlags::MODIFY
+                | WatchFlags::CLOSE_WRITE
+                | WatchFlags::CREATE
+                | WatchFlags::MOVED_TO,
+        )?;
+        // `AsyncFd::new` is deprecated because a borrowed descriptor could be
+        // closed behind the reactor's back; this one is owned by the AsyncFd
+        // and closed only with it. (`register`, the replacement, is `unsafe`,
+        // which this crate does not use.)
+        #[allow(deprecated)]
+        let fd = tokio::io::unix::AsyncFd::new(fd)?;
+        Ok(FileWatch { fd, name })
+    }
+
+    /// Wait until one of the database's files changes. Cancel-safe: events
+    /// are only consumed after the last await point.
+    async fn changed(&self) -> std::io::Result<()> {
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        loop {
+            let mut ready = self.fd.readable().await?;
+            let mut hit = false;
+            let mut reader = rustix::fs::inotify::Reader::new(self.fd.get_ref(), &mut buf);
+            loop {
+                match reader.next() {
+                    Ok(ev) => {
+                        hit |= ev
+                            .file_name()
+                            .is_some_and(|n| n.to_bytes().starts_with(&self.name));
+                    }
+                    Err(rustix::io::Errno::AGAIN) => {
+                        ready.clear_ready();
+                        break;
+                    }
+                    Err(rustix::io::Errno::INTR) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if hit {
+                return Ok(());
             }
         }
     }
