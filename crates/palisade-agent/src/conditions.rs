@@ -80,10 +80,16 @@ impl Queue {
             None => self.cv.wait(&mut state),
         }
         let now = Instant::now();
+        let mut due = Vec::new();
         while state.0.peek().is_some_and(|Reverse(e)| e.at <= now) {
             if let Some(Reverse(e)) = state.0.pop() {
-                expire(e);
+                due.push(e);
             }
+        }
+        // Killing reads `/proc`: not while `limit` (called on decisions)
+        // could be waiting for the lock.
+        if !due.is_empty() {
+            parking_lot::MutexGuard::unlocked(&mut state, || due.into_iter().for_each(expire));
         }
         !state.1
     }
@@ -106,5 +112,48 @@ pub fn renice(pid: u32, nice: i8) {
         if let Err(e) = rustix::process::setpriority_process(Some(p), i32::from(nice)) {
             tracing::warn!("pid {pid}: cannot set nice {nice}: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_past_its_limit_is_killed_and_others_are_not() {
+        let keeper = Timekeeper::start();
+        let mut short = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let mut long = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        keeper.limit(short.id(), Duration::from_millis(100));
+        keeper.limit(long.id(), Duration::from_secs(60));
+        let started = Instant::now();
+        let status = loop {
+            if let Some(s) = short.try_wait().unwrap() {
+                break Some(s);
+            }
+            if started.elapsed() > Duration::from_secs(5) {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        use std::os::unix::process::ExitStatusExt;
+        let killed = status.and_then(|s| s.signal());
+        let _ = short.kill();
+        let _ = short.wait();
+        assert_eq!(killed, Some(9), "the process past its limit was not killed");
+        assert!(
+            long.try_wait().unwrap().is_none(),
+            "a process within its limit was killed"
+        );
+        let _ = long.kill();
+        let _ = long.wait();
+        // Dropping the keeper ends its thread; the pending expiry goes with it.
+        drop(keeper);
     }
 }

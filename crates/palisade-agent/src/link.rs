@@ -533,7 +533,14 @@ pub async fn report_status(parts: &LinkParts) {
     }
 }
 
-/// Upload spooled events forever: whenever `wake` fires or every 2 s.
+/// How long an uploader with an empty spool sleeps when `wake` does not
+/// fire. Every write to the spool fires it (the reporter's spool thread is
+/// the only writer; events left from an earlier run are read at start), so
+/// this is a safety net, kept long so that an idle agent does not wake.
+const UPLOAD_RECHECK: Duration = Duration::from_secs(60);
+
+/// Upload spooled events forever: whenever `wake` fires, and at least every
+/// [`UPLOAD_RECHECK`].
 pub async fn run_uploader(
     client: ServiceClient,
     spool: Arc<Spool>,
@@ -551,7 +558,7 @@ pub async fn run_uploader(
         if batch.is_empty() {
             tokio::select! {
                 _ = wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = tokio::time::sleep(UPLOAD_RECHECK) => {}
             }
             continue;
         }

@@ -7,7 +7,8 @@
 //! every [`POLL`] as a fallback (which is how two processes over one SQLite
 //! file see each other's changes). On SQLite an inotify watch on the
 //! database's directory replaces that poll: a commit writes the write-ahead
-//! log, which wakes the feed (at most every [`FILES_GAP`]), and the poll
+//! log, which wakes the feed (at most every [`FILES_GAP`]; so does an overflow
+//! of the watch's queue, which may have dropped such a write), and the poll
 //! falls back to every [`SQLITE_RECHECK`]. Either way the feed first compares
 //! the database files with what they were at the last read and skips the
 //! query when neither changed (for at most [`SQLITE_RECHECK`]): an idle
@@ -194,6 +195,7 @@ impl FileWatch {
     /// Wait until one of the database's files changes. Cancel-safe: events
     /// are only consumed after the last await point.
     async fn changed(&self) -> std::io::Result<()> {
+        use rustix::fs::inotify::ReadFlags;
         let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
         loop {
             let mut ready = self.fd.readable().await?;
@@ -202,9 +204,12 @@ impl FileWatch {
             loop {
                 match reader.next() {
                     Ok(ev) => {
-                        hit |= ev
-                            .file_name()
-                            .is_some_and(|n| n.to_bytes().starts_with(&self.name));
+                        // A full queue drops events: any of them may have
+                        // been a change to the database.
+                        hit |= ev.events().contains(ReadFlags::QUEUE_OVERFLOW)
+                            || ev
+                                .file_name()
+                                .is_some_and(|n| n.to_bytes().starts_with(&self.name));
                     }
                     Err(rustix::io::Errno::AGAIN) => {
                         ready.clear_ready();
@@ -312,5 +317,55 @@ pub(crate) async fn listen(db: Db, mut shutdown: watch::Receiver<bool>) {
                 _ = shutdown.changed() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    async fn wakes(watch: &FileWatch) -> bool {
+        tokio::time::timeout(Duration::from_millis(200), watch.changed())
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    #[tokio::test]
+    async fn the_watch_wakes_for_the_database_s_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("server.db");
+        let watch = FileWatch::new(&db).unwrap();
+        std::fs::write(dir.path().join("other"), b"x").unwrap();
+        assert!(
+            !wakes(&watch).await,
+            "a change to another file woke the feed"
+        );
+        std::fs::write(dir.path().join("server.db-wal"), b"x").unwrap();
+        assert!(
+            wakes(&watch).await,
+            "a write to the log did not wake the feed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_queue_overflow_wakes_the_watch() {
+        let max: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(16384);
+        let dir = tempfile::tempdir().unwrap();
+        let watch = FileWatch::new(&dir.path().join("server.db")).unwrap();
+        // Only changes to another file, but more than the queue holds: the
+        // events dropped could have been the database's.
+        // (Two files in turn: the kernel merges an event with the one
+        // queued just before it when they are the same.)
+        let mut a = std::fs::File::create(dir.path().join("a")).unwrap();
+        let mut b = std::fs::File::create(dir.path().join("b")).unwrap();
+        for _ in 0..max / 2 + 64 {
+            a.write_all(b"x").unwrap();
+            b.write_all(b"x").unwrap();
+        }
+        assert!(wakes(&watch).await, "an overflow did not wake the feed");
     }
 }

@@ -116,7 +116,16 @@ fn packages_from_an_approved_publisher_run_and_tampered_copies_do_not() {
     up.ok(&["publisher", "approve", "PalisadeTest"]);
     dpkg_install(&root, &deb);
     let installed = root.join("usr/bin/palisade-hello");
-    let r = run(&installed, &[], &[]);
+    // The publisher's approval is pushed to the agent (within 1 s); `dpkg
+    // -i` may finish first.
+    let mut last = None;
+    eventually(Duration::from_secs(3), || {
+        let r = run(&installed, &[], &[]);
+        let ok = r.ok();
+        last = Some(r);
+        ok
+    });
+    let r = last.expect("ran at least once");
     assert!(
         r.ok() && r.stdout.contains("hello"),
         "a verified file of an approved publisher runs: {r:?}\n{}",
