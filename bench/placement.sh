@@ -1,0 +1,236 @@
+#!/usr/bin/env bash
+# Where the agent's reader runs, relative to the process it blocks, and what
+# that costs: scenario (b) cold of bench/exec-overhead.sh under four
+# placements. As root:
+#
+#   bash bench/placement.sh
+#
+# Each first exec of a file the agent has never seen blocks the process in
+# the kernel until the agent answers. If the agent's reader thread runs on
+# the CPU of the blocked process, the switch to it and back is local; if it
+# runs on another CPU, each direction is a cross-CPU wake-up (an IPI, and on
+# a guest a VM exit and the wake of a halted vCPU). The placements measured,
+# for the bare fanotify responder bench/src/fanfloor.c and for Palisade:
+#
+#   fifo     everything SCHED_FIFO 10, unpinned (what bench/exec-overhead.sh does)
+#   normal   everything SCHED_OTHER, unpinned (the machine's default)
+#   same     SCHED_FIFO 10; the driver, its programs and the daemon all on CPU 0
+#   other    SCHED_FIFO 10; the driver and its programs on CPU 0, the daemon on CPU 1
+#
+# Each watched exec is paired with the first exec of a copy on an unwatched
+# tmpfs under the same placement, so the ratio is the daemon's cost alone.
+# It stops what it started by pid, unmounts what it mounted (failure
+# included) and writes docs/benchmarks-placement.md.
+#
+# Tunables: ROUNDS=3 N=500 (files per measurement) SKIP_BUILD=0
+# DOC=docs/benchmarks-placement.md
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$(pwd)
+ROUNDS=${ROUNDS:-3}
+N=${N:-500}
+SKIP_BUILD=${SKIP_BUILD:-0}
+DOC=${DOC:-docs/benchmarks-placement.md}
+
+[ "$(id -u)" = 0 ] || { echo "bench/placement.sh must run as root" >&2; exit 1; }
+[ "$(nproc)" -ge 2 ] || { echo "bench/placement.sh needs at least 2 CPUs" >&2; exit 1; }
+for t in gcc openssl python3 chrt taskset; do
+  command -v "$t" >/dev/null || { echo "needs $t" >&2; exit 1; }
+done
+
+WORK="" MNT="" CTL="" PAL_PID="" FLOOR_PID="" MOUNTED=0 CTL_MOUNTED=0
+stop_pid() {
+  local pid=$1 i
+  [ -n "$pid" ] || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+  local rc=$?
+  set +e
+  stop_pid "$PAL_PID"
+  stop_pid "$FLOOR_PID"
+  [ "$MOUNTED" = 1 ] && { umount "$MNT" 2>/dev/null || umount -l "$MNT"; }
+  [ "$CTL_MOUNTED" = 1 ] && { umount "$CTL" 2>/dev/null || umount -l "$CTL"; }
+  [ -n "$WORK" ] && rm -rf "$WORK"
+  [ "$rc" = 0 ] || echo "bench/placement.sh: FAILED (exit $rc); mounts removed" >&2
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+log() { printf '[%s] %s\n' "$(date +%T)" "$*"; }
+
+WORK=$(mktemp -d /tmp/palisade-placement.XXXXXX)
+chmod 755 "$WORK"
+BIN=$WORK/bin
+mkdir -p "$BIN"
+SRC=$REPO/bench/src
+gcc -O2 -Wall -Wextra -o "$BIN/execbench" "$SRC/execbench.c"
+gcc -O2 -Wall -Wextra -o "$BIN/mkvariants" "$SRC/mkvariants.c"
+gcc -O2 -Wall -Wextra -o "$BIN/fanfloor" "$SRC/fanfloor.c"
+gcc -O2 -o "$BIN/hello" "$SRC/hello.c"
+COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- crates Cargo.lock 2>/dev/null || echo ' + uncommitted changes')"
+if [ "$SKIP_BUILD" != 1 ] || [ ! -x target/release/palisade ]; then
+  log "building palisade (release)"
+  cargo build --release -p palisade 2>&1 | tail -n 1
+fi
+cp target/release/palisade "$BIN/palisade"
+PAL=$BIN/palisade
+
+# How the driver and the daemons run, per placement (see the top). Each
+# execs the command, so that `$!` of `dmn ... &` is the daemon's pid.
+drv() { # drv PLACEMENT CMD...: the driver (and so its programs)
+  local p=$1
+  shift
+  case $p in
+    fifo) exec chrt -f 10 "$@" ;;
+    normal) exec chrt -o 0 "$@" ;;
+    same | other) exec taskset -c 0 chrt -f 10 "$@" ;;
+  esac
+}
+dmn() { # dmn PLACEMENT CMD...: a daemon
+  local p=$1
+  shift
+  case $p in
+    fifo) exec chrt -f 10 "$@" ;;
+    normal) exec chrt -o 0 "$@" ;;
+    same) exec taskset -c 0 chrt -f 10 "$@" ;;
+    other) exec taskset -c 1 chrt -f 10 "$@" ;;
+  esac
+}
+
+MNT=$WORK/mnt CTL=$WORK/ctl
+mkdir -p "$MNT" "$CTL"
+mount -t ramfs -o mode=755 palisade-placement "$MNT"; MOUNTED=1
+mount -t tmpfs -o mode=755,size=256m palisade-placement-ctl "$CTL"; CTL_MOUNTED=1
+RES=$WORK/results.tsv
+: > "$RES"
+
+# fresh TAG: N new small binaries on the watched ramfs, N on the control tmpfs.
+fresh() {
+  mkdir -p "$MNT/$1" "$CTL/$1"
+  "$BIN/mkvariants" "$BIN/hello" "$MNT/$1" v "$N" 16 > "$WORK/$1.list"
+  "$BIN/mkvariants" "$BIN/hello" "$CTL/$1" v "$N" 16 > "$WORK/$1.ctl"
+}
+measure() { # measure PLACEMENT CONFIG TAG
+  local out
+  out=$(drv "$1" "$BIN/execbench" -f "$WORK/$3.list" -C "$WORK/$3.ctl")
+  printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$ROUND" "$out" >> "$RES"
+  printf '    %-8s %-9s %s\n' "$1" "$2" "$out"
+  rm -rf "${MNT:?}/$3" "${CTL:?}/$3"
+}
+
+run_palisade() { # run_palisade PLACEMENT
+  local tag=p$RANDOM$RANDOM D i cached
+  D=$WORK/pal-$tag
+  mkdir -p "$D/home"
+  fresh "$tag"
+  openssl dgst -sha256 -r $(cat "$WORK/$tag.list") | awk '{ print $1 }' > "$D/approve.txt"
+  HOME=$D/home dmn "$1" "$PAL" up --data-dir "$D/data" --watch "$MNT" --listen 127.0.0.1:0 --lockdown --no-scan \
+    > "$D/up.out" 2> "$D/up.err" &
+  PAL_PID=$!
+  for i in $(seq 600); do
+    grep -q '^palisade: ready' "$D/up.out" && break
+    kill -0 "$PAL_PID" 2>/dev/null || { cat "$D/up.err" >&2; exit 1; }
+    sleep 0.1
+  done
+  grep -q '^palisade: ready' "$D/up.out" || { echo "palisade up not ready" >&2; exit 1; }
+  # shellcheck disable=SC2046
+  PALISADE_CLI_CONFIG=$D/data/cli.toml "$PAL" file approve $(cat "$D/approve.txt") > "$D/approve.out" 2>&1
+  for i in $(seq 300); do
+    cached=$(PALISADE_CLI_CONFIG=$D/data/cli.toml "$PAL" status --json 2>/dev/null |
+      python3 -c 'import json, sys; print(json.load(sys.stdin)["cached_approvals"])' 2>/dev/null || echo 0)
+    [ "$cached" -ge "$N" ] && break
+    sleep 0.1
+  done
+  measure "$1" palisade "$tag"
+  stop_pid "$PAL_PID"; PAL_PID=""
+  rm -rf "$D"
+}
+
+run_floor() { # run_floor PLACEMENT
+  local tag=f$RANDOM$RANDOM i
+  fresh "$tag"
+  dmn "$1" "$BIN/fanfloor" "$MNT" > "$WORK/fanfloor.out" 2>&1 &
+  FLOOR_PID=$!
+  for i in $(seq 100); do grep -q 'fanfloor: ready' "$WORK/fanfloor.out" && break; sleep 0.05; done
+  grep -q 'fanfloor: ready' "$WORK/fanfloor.out" || { cat "$WORK/fanfloor.out" >&2; exit 1; }
+  measure "$1" floor "$tag"
+  stop_pid "$FLOOR_PID"; FLOOR_PID=""
+}
+
+run_none() { # run_none PLACEMENT
+  local tag=n$RANDOM$RANDOM
+  fresh "$tag"
+  measure "$1" none "$tag"
+}
+
+for ROUND in $(seq "$ROUNDS"); do
+  for placement in fifo normal same other; do
+    log "round $ROUND, placement $placement"
+    run_none "$placement"
+    run_floor "$placement"
+    run_palisade "$placement"
+  done
+done
+
+case $DOC in /*) ;; *) DOC=$REPO/$DOC ;; esac
+python3 - "$RES" "$DOC" "$ROUNDS" "$N" "$COMMIT" "$(uname -r)" \
+  "$(cat /sys/devices/system/cpu/cpuidle/current_governor 2>/dev/null || echo '?')" <<'EOF'
+import statistics, sys, datetime
+res, doc, rounds, n, commit, kernel, gov = sys.argv[1:]
+runs = {}
+for line in open(res):
+    placement, config, rnd, out = line.rstrip("\n").split("\t")
+    kv = dict(x.split("=", 1) for x in out.split() if "=" in x)
+    runs.setdefault((placement, config), []).append(float(kv["pair_mean_ratio"]))
+def cell(p, c):
+    v = runs.get((p, c), [])
+    if not v:
+        return "-", float("nan")
+    med = statistics.median(v)
+    return f"{med:.3f} [{min(v):.3f} – {max(v):.3f}]", med
+L = []
+w = L.append
+w("## Exec overhead and where the agent runs: (b) cold")
+w("")
+w("Written by `bash bench/placement.sh` (as root; about 3 minutes). Scenario (b) cold of")
+w("`bench/exec-overhead.sh`: the first exec of each of N distinct small approved binaries")
+w("the agent has never seen (started with `--no-scan`), each paired with the first exec")
+w("of a copy on an unwatched tmpfs under the same placement. Ratio: total time of the")
+w("watched execs over that of their pairs (as the paired (b) figure of")
+w("`docs/benchmarks.md`); the median over rounds [range].")
+w("")
+w(f"Kernel {kernel}, cpuidle governor `{gov}`, palisade commit {commit}, {rounds} rounds of N = {n},")
+w(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. Placements alternate within each round.")
+w("")
+w("| placement | none | fanotify floor (`fanfloor`) | Palisade | Palisade minus floor |")
+w("|---|---|---|---|---|")
+labels = {
+    "fifo": "`fifo`: all SCHED_FIFO 10, unpinned (as `bench/exec-overhead.sh`)",
+    "normal": "`normal`: all SCHED_OTHER, unpinned (the default)",
+    "same": "`same`: SCHED_FIFO 10, driver and daemon on CPU 0",
+    "other": "`other`: SCHED_FIFO 10, driver on CPU 0, daemon on CPU 1",
+}
+for p in ("fifo", "normal", "same", "other"):
+    a, _ = cell(p, "none")
+    b, fl = cell(p, "floor")
+    c, pa = cell(p, "palisade")
+    w(f"| {labels[p]} | {a} | {b} | {c} | {pa - fl:+.3f} |")
+w("")
+w("`fanfloor` is one thread that answers every permission event with an allow and an")
+w("ignore mark and does nothing else. Under `same` its thread runs where the blocked")
+w("process waits, so the round trip is two local context switches; under `other` each")
+w("direction wakes the other CPU. Under `fifo` a real-time thread woken while a task of")
+w("equal priority runs on its CPU is moved to an idle CPU, so the reader and the blocked")
+w("process end up apart; under `normal` the scheduler's wake-affine placement mostly")
+w("puts them together. When they are together, everything the agent does for an event")
+w("(before the answer and after it) runs on the blocked process's CPU before it")
+w("resumes; when they are apart, only what comes before the answer delays it.")
+open(doc, "w").write("\n".join(L) + "\n")
+print("\n".join(L))
+EOF
+log "done: $DOC written"
