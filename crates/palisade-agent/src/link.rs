@@ -550,11 +550,21 @@ pub async fn run_uploader(
     let mut backoff = Duration::from_millis(200);
     loop {
         let s = spool.clone();
-        let batch = tokio::task::spawn_blocking(move || s.peek(EVENT_BATCH_MAX))
+        let read = tokio::task::spawn_blocking(move || s.peek(EVENT_BATCH_MAX))
             .await
-            .ok()
-            .and_then(|r| r.ok())
-            .unwrap_or_default();
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        let batch = match read {
+            Ok(batch) => batch,
+            // A spool that cannot be read now (busy, being rebuilt) is
+            // retried soon, not at the next recheck.
+            Err(e) => {
+                tracing::debug!("event spool not readable (retrying): {e}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
         if batch.is_empty() {
             tokio::select! {
                 _ = wake.notified() => {}
