@@ -161,6 +161,16 @@ impl Console {
     }
 }
 
+/// Now in milliseconds: a time written into the database for a back-off of
+/// whole seconds must not be truncated to the second (up to 999 ms more ago
+/// than meant).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+}
+
 fn now_s() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -418,7 +428,7 @@ async fn wrong_credentials_are_throttled_and_lock_the_account(backend: Backend) 
         (3_000, StatusCode::TOO_MANY_REQUESTS),
         (5_000, StatusCode::SEE_OTHER),
     ] {
-        let at = now_s() as i64 * 1000 - ago_ms;
+        let at = now_ms() - ago_ms;
         exec_sql(
             backend,
             &env.db.url,
@@ -434,7 +444,7 @@ async fn wrong_credentials_are_throttled_and_lock_the_account(backend: Backend) 
 
     // Four failures long enough ago that the back-off is over: the fifth
     // locks the account and ends its session and token.
-    let long_ago = now_s() as i64 * 1000 - 60_000;
+    let long_ago = now_ms() - 60_000;
     exec_sql(
         backend,
         &env.db.url,
@@ -503,7 +513,7 @@ async fn required_mfa_leaves_only_enrollment(backend: Backend) {
     let (status, _) = d.api(Method::GET, "/api/v1/computers", None, None).await;
     assert_eq!(status, StatusCode::OK);
     // Thirty-one minutes without a request end a session.
-    let idle_since = now_s() as i64 * 1000 - 31 * 60 * 1000;
+    let idle_since = now_ms() - 31 * 60 * 1000;
     exec_sql(
         backend,
         &env.db.url,
@@ -525,7 +535,7 @@ async fn required_mfa_leaves_only_enrollment(backend: Backend) {
     let (status, _, body) = e.form("/console/login/totp", &[("code", &codes[0])]).await;
     assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
     for (minutes, want) in [(12 * 60 - 1, StatusCode::OK), (2, StatusCode::UNAUTHORIZED)] {
-        let now = now_s() as i64 * 1000;
+        let now = now_ms();
         let shift = minutes * 60 * 1000;
         exec_sql(
             backend,
