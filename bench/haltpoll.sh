@@ -37,117 +37,14 @@ for t in gcc openssl python3 chrt; do
 done
 
 ORIG=$(cat "$PARAM")
-WORK="" MNT="" CTL="" PAL_PID="" FLOOR_PID="" MOUNTED=0 CTL_MOUNTED=0
-stop_pid() {
-  local pid=$1 i
-  [ -n "$pid" ] || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-  wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-  local rc=$?
-  set +e
-  stop_pid "$PAL_PID"
-  stop_pid "$FLOOR_PID"
-  echo "$ORIG" > "$PARAM"
-  [ "$MOUNTED" = 1 ] && { umount "$MNT" 2>/dev/null || umount -l "$MNT"; }
-  [ "$CTL_MOUNTED" = 1 ] && { umount "$CTL" 2>/dev/null || umount -l "$CTL"; }
-  [ -n "$WORK" ] && rm -rf "$WORK"
-  [ "$rc" = 0 ] || echo "bench/haltpoll.sh: FAILED (exit $rc); $PARAM restored to $ORIG, mounts removed" >&2
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-log() { printf '[%s] %s\n' "$(date +%T)" "$*"; }
-
-WORK=$(mktemp -d /tmp/palisade-haltpoll.XXXXXX)
-chmod 755 "$WORK"
-BIN=$WORK/bin
-mkdir -p "$BIN"
-SRC=$REPO/bench/src
-gcc -O2 -Wall -Wextra -o "$BIN/execbench" "$SRC/execbench.c"
-gcc -O2 -Wall -Wextra -o "$BIN/mkvariants" "$SRC/mkvariants.c"
-gcc -O2 -Wall -Wextra -o "$BIN/fanfloor" "$SRC/fanfloor.c"
-gcc -O2 -o "$BIN/hello" "$SRC/hello.c"
-COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- crates Cargo.lock 2>/dev/null || echo ' + uncommitted changes')"
-if [ "$SKIP_BUILD" != 1 ] || [ ! -x target/release/palisade ]; then
-  log "building palisade (release)"
-  cargo build --release -p palisade 2>&1 | tail -n 1
-fi
-cp target/release/palisade "$BIN/palisade"
-PAL=$BIN/palisade
+NAME=haltpoll.sh
+cleanup_hook() { echo "$ORIG" > "$PARAM"; }
+# shellcheck source=bench/cold-lib.sh
+. "$REPO/bench/cold-lib.sh"
+cold_setup
 
 # As bench/exec-overhead.sh: everything measured runs SCHED_FIFO 10.
 chrt -f -p 10 $$ >/dev/null
-
-MNT=$WORK/mnt CTL=$WORK/ctl
-mkdir -p "$MNT" "$CTL"
-mount -t ramfs -o mode=755 palisade-haltpoll "$MNT"; MOUNTED=1
-mount -t tmpfs -o mode=755,size=256m palisade-haltpoll-ctl "$CTL"; CTL_MOUNTED=1
-RES=$WORK/results.tsv
-: > "$RES"
-
-# fresh TAG: N new small binaries on the watched ramfs, N on the control tmpfs.
-fresh() {
-  mkdir -p "$MNT/$1" "$CTL/$1"
-  "$BIN/mkvariants" "$BIN/hello" "$MNT/$1" v "$N" 16 > "$WORK/$1.list"
-  "$BIN/mkvariants" "$BIN/hello" "$CTL/$1" v "$N" 16 > "$WORK/$1.ctl"
-}
-measure() { # measure SETTING CONFIG TAG
-  local out
-  out=$("$BIN/execbench" -f "$WORK/$3.list" -C "$WORK/$3.ctl")
-  printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$ROUND" "$out" >> "$RES"
-  printf '    %-8s %-9s %s\n' "$1" "$2" "$out"
-  rm -rf "${MNT:?}/$3" "${CTL:?}/$3"
-}
-
-run_palisade() { # run_palisade SETTING
-  local tag=p$RANDOM$RANDOM D i cached
-  D=$WORK/pal-$tag
-  mkdir -p "$D/home"
-  fresh "$tag"
-  openssl dgst -sha256 -r $(cat "$WORK/$tag.list") | awk '{ print $1 }' > "$D/approve.txt"
-  HOME=$D/home "$PAL" up --data-dir "$D/data" --watch "$MNT" --listen 127.0.0.1:0 --lockdown --no-scan \
-    > "$D/up.out" 2> "$D/up.err" &
-  PAL_PID=$!
-  for i in $(seq 600); do
-    grep -q '^palisade: ready' "$D/up.out" && break
-    kill -0 "$PAL_PID" 2>/dev/null || { cat "$D/up.err" >&2; exit 1; }
-    sleep 0.1
-  done
-  grep -q '^palisade: ready' "$D/up.out" || { echo "palisade up not ready" >&2; exit 1; }
-  # shellcheck disable=SC2046
-  PALISADE_CLI_CONFIG=$D/data/cli.toml "$PAL" file approve $(cat "$D/approve.txt") > "$D/approve.out" 2>&1
-  for i in $(seq 300); do
-    cached=$(PALISADE_CLI_CONFIG=$D/data/cli.toml "$PAL" status --json 2>/dev/null |
-      python3 -c 'import json, sys; print(json.load(sys.stdin)["cached_approvals"])' 2>/dev/null || echo 0)
-    [ "$cached" -ge "$N" ] && break
-    sleep 0.1
-  done
-  measure "$1" palisade "$tag"
-  stop_pid "$PAL_PID"; PAL_PID=""
-  rm -rf "$D"
-}
-
-run_floor() { # run_floor SETTING
-  local tag=f$RANDOM$RANDOM i
-  fresh "$tag"
-  "$BIN/fanfloor" "$MNT" > "$WORK/fanfloor.out" 2>&1 &
-  FLOOR_PID=$!
-  for i in $(seq 100); do grep -q 'fanfloor: ready' "$WORK/fanfloor.out" && break; sleep 0.05; done
-  grep -q 'fanfloor: ready' "$WORK/fanfloor.out" || { cat "$WORK/fanfloor.out" >&2; exit 1; }
-  measure "$1" floor "$tag"
-  stop_pid "$FLOOR_PID"; FLOOR_PID=""
-}
-
-run_none() { # run_none SETTING
-  local tag=n$RANDOM$RANDOM
-  fresh "$tag"
-  measure "$1" none "$tag"
-}
 
 for ROUND in $(seq "$ROUNDS"); do
   for setting in "$ORIG" "$POLL_NS"; do

@@ -12,9 +12,10 @@
 //! falls back to every [`SQLITE_RECHECK`]. Either way the feed first compares
 //! the database files with what they were at the last read and skips the
 //! query when neither changed (for at most [`SQLITE_RECHECK`]): an idle
-//! server neither queries nor wakes several times a second. Because change ids are handed out under a
-//! row lock held to commit (see [`crate::db`]), tailing by id never skips a
-//! change. The same task prunes the change log past its retention.
+//! server neither queries nor wakes several times a second. Because change
+//! ids are handed out under a row lock held to commit (see [`crate::db`]),
+//! tailing by id never skips a change. The same task prunes the change log
+//! past its retention.
 use crate::db::{now_ms, Db, DbKind, CHANGES_CHANNEL, EVENTS_CHANNEL};
 use crate::store::{changes_after, Change};
 use std::sync::Arc;
