@@ -17,7 +17,8 @@
 //! | catalog recorder | one tokio task | writes lookup / event sightings (bounded queue, drop-and-count when full); package/publisher facts arrive with inventory (scan, or facts the agent established at a decision) and are written by that request |
 //! | event rules | one tokio task | evaluates event rules on stored events and on hashes seen on a computer for the first time; runs their actions (bounded queue, drop-and-count) |
 //! | alerts | one dispatcher task, one worker per receiver | webhook and syslog deliveries of event rules (bounded queues; a hung receiver delays only its own alerts) |
-//! | agent streams | one tokio task each | filter feed batches for one computer, heartbeats, liveness |
+//! | agent streams | one tokio task each | filter feed batches for one computer, heartbeats |
+//! | liveness | one tokio task | while streams are open, every heartbeat interval one write transaction pushes `connected_until_ms` ahead for all of this replica's connected computers, and closes the streams of computers it finds revoked |
 //! | database pool | sqlx `Any` pool | SQLite: WAL, `busy_timeout`, `BEGIN IMMEDIATE` writes; PostgreSQL: plain pool |
 //!
 //! Everything runs on the caller's tokio runtime; nothing blocks it.
@@ -45,7 +46,9 @@
 //! newer than the current revision, yields `reset`.
 //!
 //! A computer is *connected* while some stream (on any replica) keeps its
-//! `connected_until_ms` ahead of now (pushed at every heartbeat).
+//! `connected_until_ms` ahead of now: written when the stream opens, then
+//! by the replica's liveness task for all its streams at once, every
+//! heartbeat interval (see `src/liveness.rs`).
 //!
 //! # The CA
 //!
@@ -101,6 +104,7 @@ mod errors;
 mod eventrules;
 mod feed;
 mod http;
+mod liveness;
 mod notify;
 mod ops;
 mod rules;

@@ -166,6 +166,12 @@ impl Server {
         let (recorder, recorder_task) =
             Recorder::new(db.clone(), config.catalog_queue, event_rules.clone());
         let recorder_task = tokio::spawn(recorder_task);
+        let liveness = Arc::new(crate::liveness::Liveness::new(db.clone()));
+        let liveness_task = tokio::spawn({
+            let liveness = Arc::clone(&liveness);
+            let stop = stop_rx.clone();
+            async move { liveness.run(stop).await }
+        });
         let shared = Arc::new(Shared {
             db: db.clone(),
             ca,
@@ -178,6 +184,7 @@ impl Server {
             login_policy: Default::default(),
             hashing: tokio::sync::Semaphore::new(http::signin::HASHING_CONCURRENCY),
             shutdown: stop_rx.clone(),
+            liveness,
         });
         let router = http::router(shared, &config);
         let grace = Duration::from_secs(config.shutdown_grace_secs);
@@ -192,6 +199,7 @@ impl Server {
         }
         let _ = feed.await;
         let _ = listen.await;
+        let _ = liveness_task.await;
         // The router (and its recorder handles) are gone with the accept
         // loop; dropping the last sender lets the recorder drain and stop.
         let dropped = recorder.dropped();

@@ -51,6 +51,8 @@ pub(crate) struct Shared {
     /// Bounds the Argon2id work running at once.
     pub(crate) hashing: tokio::sync::Semaphore,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Which computers have streams here; writes their liveness.
+    pub(crate) liveness: Arc<crate::liveness::Liveness>,
 }
 
 pub(crate) type AppState = Arc<Shared>;

@@ -5,15 +5,17 @@
 //! then spawns a task that filters feed batches for this computer and writes
 //! `Changed` lines (hashes batched per feed batch; `reset` above
 //! [`crate::store::MAX_HASHES_PER_MESSAGE`] or when the task fell behind),
-//! and a `Heartbeat` every [`HEARTBEAT_SECS`]. Each heartbeat pushes the
-//! computer's `connected_until_ms` three intervals ahead, which is what
-//! "connected" means to every replica; the update is conditional on the
-//! computer not being revoked, so a revocation closes the stream within a
-//! heartbeat even if its change were missed (it is normally seen at once).
+//! and a `Heartbeat` every [`HEARTBEAT_SECS`] (so the agent can tell a dead
+//! connection). Liveness is not written per stream: the stream registers its
+//! computer with the replica's [`Liveness`](crate::liveness::Liveness) at
+//! open and leaves at close, and that writes every live computer's deadline
+//! in one transaction per interval; it also closes the stream of a computer
+//! it finds revoked, so a revocation ends the stream within an interval even
+//! if its change were missed (it is normally seen at once).
 use super::agent::load_config;
 use super::extract::AgentAuth;
 use super::AppState;
-use crate::db::{now_ms, revision};
+use crate::db::revision;
 use crate::errors::ApiResult;
 use crate::feed::FeedBatch;
 use crate::store::{Relevance, Who};
@@ -26,10 +28,8 @@ use palisade_api::agent::{Changes, StreamMessage, HEARTBEAT_SECS};
 use sqlx::Row;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
-/// How far ahead of now a live stream keeps `connected_until_ms`.
-const CONNECTED_SLACK_MS: i64 = 3 * HEARTBEAT_SECS as i64 * 1000;
 /// A client that does not take a line within this long is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -39,7 +39,7 @@ pub(crate) async fn stream(State(state): State<AppState>, agent: AgentAuth) -> A
     let rev = revision(&mut conn).await?;
     let config = load_config(&mut conn, &state.rule_cache, agent.computer_id, rev).await?;
     drop(conn);
-    let until = mark_connected(&state, agent.computer_id).await?;
+    let revoked = state.liveness.open(agent.computer_id).await?;
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let hello = line(&StreamMessage::Hello {
         revision: rev,
@@ -48,7 +48,7 @@ pub(crate) async fn stream(State(state): State<AppState>, agent: AgentAuth) -> A
     // The channel is empty: this cannot fail.
     let _ = tx.try_send(hello);
     tracing::debug!(computer = %agent.name, revision = rev, "agent stream opened");
-    tokio::spawn(run(state, agent.who(), agent.name, rev, until, feed, tx));
+    tokio::spawn(run(state, agent.who(), agent.name, rev, revoked, feed, tx));
     let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
@@ -70,25 +70,6 @@ fn line(msg: &StreamMessage) -> Bytes {
     Bytes::from(v)
 }
 
-/// Push `connected_until_ms` ahead; `None` when the computer is revoked.
-async fn mark_connected(state: &AppState, computer_id: i64) -> Result<Option<i64>, sqlx::Error> {
-    let now = now_ms();
-    let until = now + CONNECTED_SLACK_MS;
-    let mut tx = state.db.write().await?;
-    let n = sqlx::query(
-        "UPDATE computers SET connected_until_ms = $1, last_seen_ms = $2 \
-         WHERE id = $3 AND revoked = 0",
-    )
-    .bind(until)
-    .bind(now)
-    .bind(computer_id)
-    .execute(tx.conn())
-    .await?
-    .rows_affected();
-    tx.commit().await?;
-    Ok((n > 0).then_some(until))
-}
-
 enum Step {
     Continue,
     Close(&'static str),
@@ -99,23 +80,21 @@ async fn run(
     mut who: Who,
     name: String,
     hello_revision: i64,
-    until: Option<i64>,
+    revoked: Option<watch::Receiver<bool>>,
     mut feed: broadcast::Receiver<Arc<FeedBatch>>,
     tx: mpsc::Sender<Bytes>,
 ) {
     let mut shutdown = state.shutdown.clone();
     let mut last_revision = hello_revision;
-    let mut until = until;
     let mut heartbeat = tokio::time::interval_at(
         tokio::time::Instant::now() + Duration::from_secs(HEARTBEAT_SECS),
         Duration::from_secs(HEARTBEAT_SECS),
     );
-    let reason = if until.is_none() {
-        "revoked"
-    } else if *shutdown.borrow_and_update() {
-        "server shutting down"
-    } else {
-        loop {
+    let registered = revoked.is_some();
+    let reason = match revoked {
+        None => "revoked",
+        Some(_) if *shutdown.borrow_and_update() => "server shutting down",
+        Some(mut revoked) => loop {
             let step = tokio::select! {
                 batch = feed.recv() => match batch {
                     Ok(batch) => on_batch(&state, &mut who, &mut last_revision, &batch, &tx).await,
@@ -125,46 +104,22 @@ async fn run(
                     Err(broadcast::error::RecvError::Closed) => Step::Close("server shutting down"),
                 },
                 _ = heartbeat.tick() => {
-                    match mark_connected(&state, who.computer_id).await {
-                        Ok(Some(u)) => {
-                            until = Some(u);
-                            send(&tx, &StreamMessage::Heartbeat { revision: last_revision }).await
-                        }
-                        Ok(None) => Step::Close("revoked"),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "stream heartbeat: cannot update liveness");
-                            send(&tx, &StreamMessage::Heartbeat { revision: last_revision }).await
-                        }
-                    }
+                    send(&tx, &StreamMessage::Heartbeat { revision: last_revision }).await
                 }
+                // Set (or dropped) only when a liveness refresh found the
+                // computer revoked.
+                _ = revoked.changed() => Step::Close("revoked"),
                 _ = shutdown.changed() => Step::Close("server shutting down"),
                 _ = tx.closed() => Step::Close("client went away"),
             };
             if let Step::Close(reason) = step {
                 break reason;
             }
-        }
+        },
     };
     tracing::debug!(computer = %name, reason, "agent stream closed");
-    // Mark disconnected, unless another stream (on any replica) has pushed
-    // the deadline further since.
-    if let Some(until) = until {
-        let result = async {
-            let mut db_tx = state.db.write().await?;
-            sqlx::query(
-                "UPDATE computers SET connected_until_ms = $1 WHERE id = $2 AND connected_until_ms = $3",
-            )
-            .bind(now_ms())
-            .bind(who.computer_id)
-            .bind(until)
-            .execute(db_tx.conn())
-            .await?;
-            db_tx.commit().await
-        }
-        .await;
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "cannot mark the computer disconnected");
-        }
+    if registered {
+        state.liveness.close(who.computer_id).await;
     }
 }
 

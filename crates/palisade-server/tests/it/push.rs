@@ -2,7 +2,7 @@
 use crate::both_backends;
 use crate::support::*;
 use palisade_api::admin::ComputerInfo;
-use palisade_api::agent::{Changes, StreamMessage};
+use palisade_api::agent::{Changes, StreamMessage, HEARTBEAT_SECS};
 use palisade_core::{Approval, Level};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -12,7 +12,9 @@ both_backends!(
     stream_pushes_a_ban,
     ban_reaches_a_stream_on_another_replica,
     changes_since,
-    shutdown_ends_streams
+    shutdown_ends_streams,
+    one_liveness_write_covers_every_stream_of_a_replica,
+    a_revocation_the_feed_missed_closes_the_stream_within_an_interval
 );
 
 async fn hello(stream: &mut StreamReader) -> i64 {
@@ -307,4 +309,169 @@ async fn shutdown_ends_streams(backend: Backend) {
     stream.expect_eof(Duration::from_secs(1)).await;
     let resp = poll.await.expect("poll task").expect("long poll answered");
     assert_eq!(resp.status(), StatusCode::OK);
+}
+
+/// `connected_until_ms` of `ids`, in that order.
+async fn deadlines(env: &Env, backend: Backend, ids: &[i64]) -> Vec<i64> {
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let sql = format!("SELECT connected_until_ms FROM computers WHERE id = {id}");
+        out.push(query_i64s(backend, &env.db.url, &sql).await[0]);
+    }
+    out
+}
+
+async fn one_liveness_write_covers_every_stream_of_a_replica(backend: Backend) {
+    let env = Env::new(backend).await;
+    let mut agents = Vec::new();
+    let mut streams = Vec::new();
+    for host in ["web01", "web02", "web03"] {
+        let agent = env.agent("default", host).await;
+        let mut stream = agent.stream().await;
+        hello(&mut stream).await;
+        // Opened at different times: each wrote its own deadline.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        agents.push(agent);
+        streams.push(stream);
+    }
+    let ids: Vec<i64> = agents.iter().map(|a| a.id).collect();
+    let at_open = deadlines(&env, backend, &ids).await;
+    assert!(at_open.windows(2).all(|w| w[0] < w[1]), "{at_open:?}");
+
+    // Within an interval the replica pushes all three with one write: the
+    // same deadline, later than every one written at open.
+    let within = Duration::from_secs(HEARTBEAT_SECS + 3);
+    let refreshed = eventually(within, "one refresh of every computer", || async {
+        let now = deadlines(&env, backend, &ids).await;
+        (now.iter().zip(&at_open).all(|(n, o)| n > o)).then_some(now)
+    })
+    .await;
+    assert!(
+        refreshed.windows(2).all(|w| w[0] == w[1]),
+        "one write for the replica, not one per stream: {refreshed:?}"
+    );
+    // The agents still get their heartbeats.
+    for stream in &mut streams {
+        match stream.next(Duration::from_secs(HEARTBEAT_SECS + 2)).await {
+            Next::Msg(StreamMessage::Heartbeat { .. }) => {}
+            other => panic!("expected a heartbeat, got {other:?}"),
+        }
+    }
+
+    // A computer with two streams stays connected until the last one closes.
+    let first = agents[0].name.clone();
+    let mut again = agents[0].stream().await;
+    hello(&mut again).await;
+    drop(streams.remove(0));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(connected(&env, &first).await, "its second stream is open");
+    drop(again);
+    eventually(Duration::from_secs(3), "disconnected", || async {
+        (!connected(&env, &first).await).then_some(())
+    })
+    .await;
+    assert!(connected(&env, &agents[1].name).await);
+    env.server.stop().await;
+}
+
+async fn a_revocation_the_feed_missed_closes_the_stream_within_an_interval(backend: Backend) {
+    let env = Env::new(backend).await;
+    let agent = env.agent("default", "web01").await;
+    let bystander = env.agent("default", "web02").await;
+    let mut stream = agent.stream().await;
+    hello(&mut stream).await;
+    let mut other = bystander.stream().await;
+    hello(&mut other).await;
+    // Revoked behind the server's back: no change is logged, so only the
+    // liveness refresh can notice.
+    exec_sql(
+        backend,
+        &env.db.url,
+        &format!("UPDATE computers SET revoked = 1 WHERE id = {}", agent.id),
+    )
+    .await;
+    let t = Instant::now();
+    stream
+        .expect_eof(Duration::from_secs(HEARTBEAT_SECS + 3))
+        .await;
+    eprintln!(
+        "[figure] {backend:?}: unlogged revocation -> stream closed in {:?}",
+        t.elapsed()
+    );
+    // The other computer's stream is untouched.
+    match other.next(Duration::from_secs(HEARTBEAT_SECS + 2)).await {
+        Next::Msg(StreamMessage::Heartbeat { .. }) => {}
+        o => panic!("expected the bystander's heartbeat, got {o:?}"),
+    }
+    assert!(connected(&env, &bystander.name).await);
+    env.server.stop().await;
+}
+
+/// The database load of an idle fleet on one replica (PostgreSQL's own
+/// transaction counter for the test database). A measurement, not a check:
+/// `cargo test -p palisade-server --test it -- --ignored idle_fleet --nocapture`
+/// after `source scripts/postgres.sh`; `PALISADE_FLEET_AGENTS` (default 200)
+/// and `PALISADE_FLEET_SECS` (default 30) size it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement (about a minute); run by hand"]
+async fn idle_fleet_database_load() {
+    let var = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let n = var("PALISADE_FLEET_AGENTS", 200) as usize;
+    let secs = var("PALISADE_FLEET_SECS", 30);
+    let backend = Backend::Postgres;
+    let env = Env::new(backend).await;
+    let mut streams = Vec::with_capacity(n);
+    for i in 0..n {
+        let agent = env.agent("default", &format!("host{i:05}")).await;
+        let mut stream = agent.stream().await;
+        hello(&mut stream).await;
+        streams.push(stream);
+    }
+    let db_name = env
+        .db
+        .url
+        .rsplit('/')
+        .next()
+        .expect("name")
+        .split('?')
+        .next()
+        .expect("name")
+        .to_owned();
+    let commits = |sql: String| {
+        let url = env.db.url.clone();
+        async move { query_i64s(backend, &url, &sql).await[0] }
+    };
+    let sql =
+        format!("SELECT (xact_commit)::bigint FROM pg_stat_database WHERE datname = '{db_name}'");
+    let updates = "SELECT (n_tup_upd)::bigint FROM pg_stat_user_tables WHERE relname = 'computers'"
+        .to_owned();
+    // Past the opens' writes, and let the statistics catch up.
+    tokio::time::sleep(Duration::from_secs(HEARTBEAT_SECS + 2)).await;
+    let (c0, u0) = (commits(sql.clone()).await, commits(updates.clone()).await);
+    let t = Instant::now();
+    // Keep the streams read so none is dropped as too slow.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while tokio::time::Instant::now() < deadline {
+        for s in &mut streams {
+            let _ = s.next(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Statistics reach the view within about a second of a backend going idle.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (c1, u1) = (commits(sql).await, commits(updates).await);
+    let s = t.elapsed().as_secs_f64();
+    eprintln!(
+        "[figure] idle fleet of {n} agents on one replica over {s:.0} s: \
+         {:.1} committed transactions/s, {:.1} computer row updates/s",
+        (c1 - c0) as f64 / s,
+        (u1 - u0) as f64 / s
+    );
+    drop(streams);
+    env.server.stop().await;
 }

@@ -668,3 +668,23 @@ pub(crate) async fn exec_sql(backend: Backend, url: &str, sql: &str) {
         }
     }
 }
+
+/// Run one query returning one integer column on the test database, behind
+/// the server's back.
+pub(crate) async fn query_i64s(backend: Backend, url: &str, sql: &str) -> Vec<i64> {
+    use sqlx::Connection;
+    match backend {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(url).await.expect("sqlite");
+            let v = sqlx::query_scalar(sql).fetch_all(&mut c).await.expect(sql);
+            c.close().await.ok();
+            v
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(url).await.expect("postgres");
+            let v = sqlx::query_scalar(sql).fetch_all(&mut c).await.expect(sql);
+            c.close().await.ok();
+            v
+        }
+    }
+}
