@@ -539,6 +539,11 @@ pub async fn report_status(parts: &LinkParts) {
 /// this is a safety net, kept long so that an idle agent does not wake.
 const UPLOAD_RECHECK: Duration = Duration::from_secs(60);
 
+/// Back-off of the uploader's retries: from this, doubling, up to
+/// [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
 /// Upload spooled events forever: whenever `wake` fires, and at least every
 /// [`UPLOAD_RECHECK`].
 pub async fn run_uploader(
@@ -547,49 +552,86 @@ pub async fn run_uploader(
     spool_id: u64,
     wake: Arc<Notify>,
 ) {
-    let mut backoff = Duration::from_millis(200);
-    loop {
+    let peek = || {
         let s = spool.clone();
-        let read = tokio::task::spawn_blocking(move || s.peek(EVENT_BATCH_MAX))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
-        let batch = match read {
-            Ok(batch) => batch,
-            // A spool that cannot be read now (busy, being rebuilt) is
-            // retried soon, not at the next recheck.
+        async move {
+            tokio::task::spawn_blocking(move || s.peek(EVENT_BATCH_MAX))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()))
+        }
+    };
+    let upload = |batch: Vec<(u64, palisade_core::FileEvent)>| {
+        let client = client.clone();
+        async move {
+            let events = batch
+                .into_iter()
+                .map(|(seq, event)| AgentEvent {
+                    seq: (spool_id << 40) | seq,
+                    event,
+                })
+                .collect();
+            client
+                .upload(events)
+                .await
+                .map(drop)
+                .map_err(|e| format!("{e:#}"))
+        }
+    };
+    let ack = |last: u64| {
+        let s = spool.clone();
+        async move {
+            let _ = tokio::task::spawn_blocking(move || s.ack(last)).await;
+        }
+    };
+    upload_loop(peek, upload, ack, &wake).await
+}
+
+/// The uploader's loop, over its three operations: read a batch of
+/// `(sequence, event)` from the spool, upload it, acknowledge it up to a
+/// sequence. A spool that cannot be read now (busy, being rebuilt) and an
+/// upload that fails are each retried with back-off (200 ms doubling to
+/// 5 s); an empty spool waits for `wake` or [`UPLOAD_RECHECK`].
+async fn upload_loop<T, P, PF, U, UF, A, AF>(mut peek: P, mut upload: U, mut ack: A, wake: &Notify)
+where
+    P: FnMut() -> PF,
+    PF: std::future::Future<Output = std::result::Result<Vec<(u64, T)>, String>>,
+    U: FnMut(Vec<(u64, T)>) -> UF,
+    UF: std::future::Future<Output = std::result::Result<(), String>>,
+    A: FnMut(u64) -> AF,
+    AF: std::future::Future<Output = ()>,
+{
+    let mut read_retry = RETRY_FIRST;
+    let mut upload_retry = RETRY_FIRST;
+    loop {
+        let batch = match peek().await {
+            Ok(batch) => {
+                read_retry = RETRY_FIRST;
+                batch
+            }
             Err(e) => {
                 tracing::debug!("event spool not readable (retrying): {e}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                tokio::time::sleep(read_retry).await;
+                read_retry = (read_retry * 2).min(RETRY_MAX);
                 continue;
             }
         };
-        if batch.is_empty() {
+        let Some(last) = batch.last().map(|(seq, _)| *seq) else {
             tokio::select! {
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(UPLOAD_RECHECK) => {}
             }
             continue;
-        }
-        let last = batch.last().map(|(seq, _)| *seq).unwrap_or(0);
-        let events = batch
-            .into_iter()
-            .map(|(seq, event)| AgentEvent {
-                seq: (spool_id << 40) | seq,
-                event,
-            })
-            .collect();
-        match client.upload(events).await {
-            Ok(_) => {
-                backoff = Duration::from_millis(200);
-                let s = spool.clone();
-                let _ = tokio::task::spawn_blocking(move || s.ack(last)).await;
+        };
+        match upload(batch).await {
+            Ok(()) => {
+                upload_retry = RETRY_FIRST;
+                ack(last).await;
             }
             Err(e) => {
-                tracing::debug!("event upload failed (kept on disk): {e:#}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                tracing::debug!("event upload failed (kept on disk): {e}");
+                tokio::time::sleep(upload_retry).await;
+                upload_retry = (upload_retry * 2).min(RETRY_MAX);
             }
         }
     }
@@ -665,5 +707,166 @@ where
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod uploader_tests {
+    use super::{upload_loop, UPLOAD_RECHECK};
+    use parking_lot::Mutex;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::sync::Notify;
+    use tokio::time::Instant;
+
+    /// A spool in memory whose reads and uploads fail on demand, recording
+    /// when each upload arrived.
+    #[derive(Default)]
+    struct Fake {
+        spooled: Vec<(u64, &'static str)>,
+        failing_reads: u32,
+        failing_uploads: u32,
+        reads: u32,
+        uploaded: Vec<(Duration, Vec<u64>)>,
+    }
+
+    type Shared = Arc<Mutex<Fake>>;
+
+    /// Start the uploader over `fake`; times are measured from the start.
+    fn start(fake: Fake, wake: Arc<Notify>) -> (Shared, tokio::task::JoinHandle<()>) {
+        let fake = Arc::new(Mutex::new(fake));
+        let start = Instant::now();
+        let (f1, f2, f3) = (fake.clone(), fake.clone(), fake.clone());
+        let task = tokio::spawn(async move {
+            upload_loop(
+                move || {
+                    let f = f1.clone();
+                    async move {
+                        let mut f = f.lock();
+                        f.reads += 1;
+                        if f.failing_reads > 0 {
+                            f.failing_reads -= 1;
+                            return Err("database is locked".to_owned());
+                        }
+                        Ok(f.spooled.clone())
+                    }
+                },
+                move |batch: Vec<(u64, &'static str)>| {
+                    let f = f2.clone();
+                    async move {
+                        let mut f = f.lock();
+                        if f.failing_uploads > 0 {
+                            f.failing_uploads -= 1;
+                            return Err("connection refused".to_owned());
+                        }
+                        let seqs = batch.iter().map(|(s, _)| *s).collect();
+                        f.uploaded.push((start.elapsed(), seqs));
+                        Ok(())
+                    }
+                },
+                move |last: u64| {
+                    let f = f3.clone();
+                    async move { f.lock().spooled.retain(|(s, _)| *s > last) }
+                },
+                &wake,
+            )
+            .await
+        });
+        (fake, task)
+    }
+
+    /// Let virtual time run until `uploads` uploads were made or `within`
+    /// passed.
+    async fn wait(fake: &Shared, uploads: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline && fake.lock().uploaded.len() < uploads {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Start, wait as [`wait`], stop; returns the fake.
+    async fn run(fake: Fake, wake: Arc<Notify>, uploads: usize, within: Duration) -> Fake {
+        let (fake, task) = start(fake, wake);
+        wait(&fake, uploads, within).await;
+        task.abort();
+        let _ = task.await;
+        Arc::try_unwrap(fake).ok().expect("task gone").into_inner()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unreadable_spool_is_retried_with_back_off_not_at_the_recheck() {
+        let fake = Fake {
+            spooled: vec![(1, "a"), (2, "b")],
+            failing_reads: 3,
+            ..Fake::default()
+        };
+        let f = run(fake, Arc::new(Notify::new()), 1, Duration::from_secs(10)).await;
+        assert_eq!(f.uploaded.len(), 1, "uploaded once the spool reads again");
+        let (at, seqs) = &f.uploaded[0];
+        assert_eq!(seqs, &vec![1, 2]);
+        // Three failed reads: 200 + 400 + 800 ms of back-off.
+        assert!(
+            *at >= Duration::from_millis(1400) && *at < Duration::from_millis(1500),
+            "{at:?}"
+        );
+        assert!(f.spooled.is_empty(), "acknowledged events leave the spool");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_upload_keeps_the_events_and_backs_off_to_five_seconds() {
+        let fake = Fake {
+            spooled: vec![(7, "a")],
+            failing_uploads: 6,
+            ..Fake::default()
+        };
+        let f = run(fake, Arc::new(Notify::new()), 1, Duration::from_secs(60)).await;
+        assert_eq!(f.uploaded.len(), 1);
+        let (at, seqs) = &f.uploaded[0];
+        assert_eq!(seqs, &vec![7], "the same events, not lost");
+        // 200 + 400 + 800 + 1600 + 3200 + 5000 (capped) ms.
+        assert!(
+            *at >= Duration::from_millis(11_200) && *at < Duration::from_millis(11_400),
+            "{at:?}"
+        );
+        // Each retry reads the spool again: six failed uploads, the one that
+        // went through, and the read that found the spool empty after it.
+        assert_eq!(f.reads, 8);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_empty_spool_waits_for_its_wake_and_rechecks_rarely() {
+        let wake = Arc::new(Notify::new());
+        let (fake, task) = start(Fake::default(), wake.clone());
+        // Idle for 50 s: one read, at the start.
+        wait(&fake, 1, Duration::from_secs(50)).await;
+        assert_eq!(fake.lock().reads, 1, "an idle uploader does not poll");
+        // An event spooled with a wake is uploaded at once.
+        fake.lock().spooled.push((3, "c"));
+        wake.notify_one();
+        wait(&fake, 1, Duration::from_secs(1)).await;
+        {
+            let f = fake.lock();
+            assert_eq!(f.uploaded.len(), 1);
+            let at = f.uploaded[0].0;
+            assert!(
+                at >= Duration::from_secs(50) && at < Duration::from_millis(50_050),
+                "{at:?}"
+            );
+        }
+        // One spooled without a wake (not expected: every spool write wakes
+        // it) is found by the recheck.
+        fake.lock().spooled.push((4, "d"));
+        wait(&fake, 2, UPLOAD_RECHECK + Duration::from_secs(1)).await;
+        {
+            let f = fake.lock();
+            assert_eq!(f.uploaded.len(), 2);
+            let at = f.uploaded[1].0;
+            assert!(
+                at >= UPLOAD_RECHECK + Duration::from_secs(50)
+                    && at <= UPLOAD_RECHECK + Duration::from_millis(50_100),
+                "{at:?}"
+            );
+        }
+        task.abort();
     }
 }
