@@ -233,7 +233,7 @@ pub struct ComputerInfo {
     pub levels: Levels,
     /// Whether the agent holds a live stream to some server replica.
     pub connected: bool,
-    /// Last contact (ms since epoch).
+    /// Last contact (ms since epoch): now while connected.
     pub last_seen_ms: Option<i64>,
     /// Certificate revoked: the agent is refused.
     pub revoked: bool,

@@ -18,7 +18,9 @@
 //! | `counters`       | `revision`, `events`, `changes_pruned` sequence values |
 //! | `orgs`           | organizations (tenants); `rules_version`, bumped with every change to rules, bundles or publishers; `roles_stamp` (v5), new at every change of its custom roles |
 //! | `policies`       | policies (security groups), their two levels, `approve_existing_epoch` |
-//! | `computers`      | enrolled computers: policy, certificate fingerprint, revoked flag, liveness (`connected_until_ms`), last status |
+//! | `computers`      | enrolled computers: policy, certificate fingerprint, revoked flag, last seen, last status (`connected_until_ms`: unused since migration 6) |
+//! | `replicas`       | running (and recently stopped) replicas: `alive_until_ms`, refreshed every heartbeat interval |
+//! | `connections`    | which computer has a stream open on which replica (connected = some row whose replica is alive) |
 //! | `enroll_tokens`  | SHA-256 of each token secret, uses left, expiry |
 //! | `admins`, `admin_tokens` | admins per organization (`grants_stamp`, v5: new at every change of the admin's grants), SHA-256 of each API token |
 //! | `files`          | the catalog: every hash an organization has seen, first sighting |
@@ -117,6 +119,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         include_str!("../schema/sqlite-5.sql"),
         include_str!("../schema/postgres-5.sql"),
+    ),
+    (
+        6,
+        include_str!("../schema/sqlite-6.sql"),
+        include_str!("../schema/postgres-6.sql"),
     ),
 ];
 

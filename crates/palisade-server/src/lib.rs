@@ -18,7 +18,7 @@
 //! | event rules | one tokio task | evaluates event rules on stored events and on hashes seen on a computer for the first time; runs their actions (bounded queue, drop-and-count) |
 //! | alerts | one dispatcher task, one worker per receiver | webhook and syslog deliveries of event rules (bounded queues; a hung receiver delays only its own alerts) |
 //! | agent streams | one tokio task each | filter feed batches for one computer, heartbeats |
-//! | liveness | one tokio task | while streams are open, every heartbeat interval one write transaction pushes `connected_until_ms` ahead for all of this replica's connected computers, and closes the streams of computers it finds revoked |
+//! | liveness | one tokio task | while streams are open, every heartbeat interval pushes this replica's own `replicas` row ahead (one row, whatever the number of agents) and closes the streams of its computers found revoked |
 //! | database pool | sqlx `Any` pool | SQLite: WAL, `busy_timeout`, `BEGIN IMMEDIATE` writes; PostgreSQL: plain pool |
 //!
 //! Everything runs on the caller's tokio runtime; nothing blocks it.
@@ -45,10 +45,10 @@
 //! `GET /agent/v1/changes?since=R`; `R` older than the retained log, or
 //! newer than the current revision, yields `reset`.
 //!
-//! A computer is *connected* while some stream (on any replica) keeps its
-//! `connected_until_ms` ahead of now: written when the stream opens, then
-//! by the replica's liveness task for all its streams at once, every
-//! heartbeat interval (see `src/liveness.rs`).
+//! A computer is *connected* while it has a `connections` row through a
+//! replica whose `replicas` row is alive: the row is written when its first
+//! stream on that replica opens and deleted when the last one closes, and
+//! each replica keeps only its own row alive (see `src/liveness.rs`).
 //!
 //! # The CA
 //!

@@ -1,47 +1,50 @@
-//! Which computers are connected: `computers.connected_until_ms`, kept ahead
-//! of now for every computer with an open agent stream.
+//! Which computers are connected: kept per replica, not per computer.
 //!
-//! A computer is *connected* while some stream, on any replica, keeps its
-//! `connected_until_ms` ahead of now. Each replica keeps the set of
-//! computers it has streams for and, every [`HEARTBEAT_SECS`], pushes the
-//! deadline [`SLACK_MS`] ahead for all of them in one write transaction
-//! (statements of up to [`CHUNK`] computers). An idle fleet of *n* agents on
-//! one replica therefore costs one write every heartbeat interval, not *n*
-//! (which is what one write per stream heartbeat cost: 2 000 writes a second
-//! for 10 000 agents).
+//! Each replica has a row in `replicas` (a random id for the life of the
+//! process) whose `alive_until_ms` it pushes [`SLACK_MS`] ahead every
+//! [`HEARTBEAT_SECS`], and a row in `connections` for every computer with a
+//! stream open on it. A computer is *connected* while one of its
+//! `connections` rows names a replica that is alive. So an idle fleet costs
+//! the database one row write per replica and interval, whatever its size
+//! (one write per stream heartbeat cost 2 000 a second for 10 000 agents),
+//! and a computer's rows are written only when its first stream on a replica
+//! opens (`last_seen_ms`, the connection) and when its last one closes.
+//! A replica that stops or dies takes its computers with it within
+//! [`SLACK_MS`] (at once when it stops cleanly).
 //!
-//! The write is conditional on the computer not being revoked; a computer
-//! it did not update (revoked, or deleted) has its streams told to close,
-//! so a revocation ends them within an interval even if its change was
-//! missed (the change feed normally ends them at once).
-//!
-//! A stream that opens marks its computer connected at once (one write,
-//! which is also where a revoked computer is refused); the last stream of a
-//! computer to close on this replica marks it disconnected, unless a stream
-//! elsewhere has pushed the deadline past what this replica wrote.
-use crate::db::{now_ms, Db};
+//! Every interval the replica also looks for its computers that were
+//! revoked and tells their streams to close, so a revocation ends them
+//! within an interval even if its change was missed (the change feed
+//! normally ends them at once).
+use crate::db::{now_ms, Db, WriteTx};
 use palisade_api::agent::HEARTBEAT_SECS;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 use tokio::sync::{watch, Mutex, Notify};
 
-/// How far ahead of now a live computer's `connected_until_ms` is kept.
+/// How far ahead of now a replica keeps its `alive_until_ms`.
 pub(crate) const SLACK_MS: i64 = 3 * HEARTBEAT_SECS as i64 * 1000;
-/// Computers per `UPDATE` statement of a refresh.
-pub(crate) const CHUNK: usize = 500;
+/// A replica dead for this long is forgotten, with its connections, by the
+/// next replica to start.
+const FORGET_AFTER_MS: i64 = 24 * 3600 * 1000;
 
 struct Entry {
     /// Streams of this computer open on this replica.
     streams: usize,
-    /// The latest deadline this replica wrote for it.
-    until: i64,
+    /// Written into the computer's `connections` row by the stream that
+    /// created this entry; the row is deleted only with this token.
+    token: i64,
     /// Set when a refresh finds the computer revoked.
     revoked: watch::Sender<bool>,
 }
 
-/// This replica's live computers.
+/// This replica's row and its live computers.
 pub(crate) struct Liveness {
     db: Db,
+    replica: String,
+    /// The `alive_until_ms` this replica last wrote.
+    alive_until: AtomicI64,
     live: Mutex<HashMap<i64, Entry>>,
     wake: Notify,
 }
@@ -49,93 +52,141 @@ pub(crate) struct Liveness {
 /// What a refresh did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Refreshed {
-    /// Computers whose deadline was pushed.
-    pub(crate) kept: usize,
-    /// Computers found revoked or gone; their streams were told to close.
+    /// Computers with a stream here.
+    pub(crate) live: usize,
+    /// Of those, found revoked; their streams were told to close.
     pub(crate) revoked: usize,
-    /// `UPDATE` statements run.
-    pub(crate) statements: usize,
+    /// Whether this replica's row had gone (forgotten by another replica
+    /// after a long outage) and was written again with its connections.
+    pub(crate) rewritten: bool,
 }
 
 impl Liveness {
-    pub(crate) fn new(db: Db) -> Liveness {
-        Liveness {
+    /// Register a new replica; forget replicas dead for a day.
+    pub(crate) async fn start(db: Db) -> Result<Liveness, sqlx::Error> {
+        let replica = hex::encode(rand::random::<[u8; 8]>());
+        let now = now_ms();
+        let mut tx = db.write().await?;
+        sqlx::query(
+            "DELETE FROM connections WHERE replica_id IN \
+             (SELECT id FROM replicas WHERE alive_until_ms < $1)",
+        )
+        .bind(now - FORGET_AFTER_MS)
+        .execute(tx.conn())
+        .await?;
+        sqlx::query("DELETE FROM replicas WHERE alive_until_ms < $1")
+            .bind(now - FORGET_AFTER_MS)
+            .execute(tx.conn())
+            .await?;
+        sqlx::query("INSERT INTO replicas (id, started_ms, alive_until_ms) VALUES ($1, $2, $3)")
+            .bind(&replica)
+            .bind(now)
+            .bind(now + SLACK_MS)
+            .execute(tx.conn())
+            .await?;
+        tx.commit().await?;
+        tracing::debug!(replica = %replica, "replica registered");
+        Ok(Liveness {
             db,
+            replica,
+            alive_until: AtomicI64::new(now + SLACK_MS),
             live: Mutex::new(HashMap::new()),
             wake: Notify::new(),
-        }
+        })
     }
 
-    /// A stream of `computer_id` opened: mark it connected now. `None` when
-    /// the computer is revoked (the stream must close); otherwise a receiver
-    /// that changes when a later refresh finds it revoked. Every `Some` must
-    /// be matched by one [`Liveness::close`].
+    /// A stream of `computer_id` opened: mark the computer connected through
+    /// this replica. `None` when the computer is revoked (the stream must
+    /// close); otherwise a receiver that changes when a later refresh finds
+    /// it revoked. Every `Some` must be matched by one [`Liveness::close`].
     pub(crate) async fn open(
         &self,
         computer_id: i64,
     ) -> Result<Option<watch::Receiver<bool>>, sqlx::Error> {
-        let now = now_ms();
-        let until = now + SLACK_MS;
-        let mut tx = self.db.write().await?;
-        let n = sqlx::query(
-            "UPDATE computers SET connected_until_ms = $1, last_seen_ms = $2 \
-             WHERE id = $3 AND revoked = 0",
-        )
-        .bind(until)
-        .bind(now)
-        .bind(computer_id)
-        .execute(tx.conn())
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        let mut live = self.live.lock().await;
-        let entry = live.entry(computer_id).or_insert_with(|| Entry {
-            streams: 0,
-            until,
-            revoked: watch::channel(false).0,
-        });
-        entry.streams += 1;
-        entry.until = entry.until.max(until);
-        let rx = entry.revoked.subscribe();
-        drop(live);
+        let (token, rx) = {
+            let mut live = self.live.lock().await;
+            let entry = live.entry(computer_id).or_insert_with(|| Entry {
+                streams: 0,
+                token: rand::random::<i64>(),
+                revoked: watch::channel(false).0,
+            });
+            entry.streams += 1;
+            (entry.token, entry.revoked.subscribe())
+        };
         self.wake.notify_one();
-        Ok(Some(rx))
+        let written = self.connect(computer_id, token).await;
+        match written {
+            Ok(true) => Ok(Some(rx)),
+            Ok(false) => {
+                self.close(computer_id).await;
+                Ok(None)
+            }
+            Err(e) => {
+                self.close(computer_id).await;
+                Err(e)
+            }
+        }
     }
 
-    /// A stream that [`Liveness::open`] accepted closed. The last one of its
-    /// computer on this replica marks the computer disconnected, unless a
-    /// stream elsewhere pushed the deadline further than this replica did.
+    /// Check that the computer is not revoked, note it seen, and write its
+    /// connection (with this replica's row, when that may have lapsed).
+    /// `false`: revoked.
+    async fn connect(&self, computer_id: i64, token: i64) -> Result<bool, sqlx::Error> {
+        let now = now_ms();
+        let mut tx = self.db.write().await?;
+        let n = sqlx::query("UPDATE computers SET last_seen_ms = $1 WHERE id = $2 AND revoked = 0")
+            .bind(now)
+            .bind(computer_id)
+            .execute(tx.conn())
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Ok(false);
+        }
+        upsert_connection(&mut tx, computer_id, &self.replica, now, token).await?;
+        let period_ms = HEARTBEAT_SECS as i64 * 1000;
+        if self.alive_until.load(Ordering::Relaxed) < now + period_ms {
+            self.keep_alive(&mut tx, now).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// A stream that [`Liveness::open`] counted closed. The last one of its
+    /// computer on this replica deletes the computer's connection here (the
+    /// row its own entry wrote, not one written since by a newer stream).
     pub(crate) async fn close(&self, computer_id: i64) {
-        let until = {
+        let token = {
             let mut live = self.live.lock().await;
             let Some(entry) = live.get_mut(&computer_id) else {
-                // Found revoked by a refresh, which forgot it.
                 return;
             };
             entry.streams = entry.streams.saturating_sub(1);
             if entry.streams > 0 {
                 return;
             }
-            let until = entry.until;
+            let token = entry.token;
             live.remove(&computer_id);
-            until
+            token
         };
-        // A stream that opened since has written a later deadline, which
-        // this leaves alone.
         let result = async {
             let mut tx = self.db.write().await?;
-            sqlx::query(
-                "UPDATE computers SET connected_until_ms = $1 \
-                 WHERE id = $2 AND connected_until_ms <= $3",
+            let n = sqlx::query(
+                "DELETE FROM connections WHERE computer_id = $1 AND replica_id = $2 AND token = $3",
             )
-            .bind(now_ms())
             .bind(computer_id)
-            .bind(until)
+            .bind(&self.replica)
+            .bind(token)
             .execute(tx.conn())
-            .await?;
+            .await?
+            .rows_affected();
+            if n > 0 {
+                sqlx::query("UPDATE computers SET last_seen_ms = $1 WHERE id = $2")
+                    .bind(now_ms())
+                    .bind(computer_id)
+                    .execute(tx.conn())
+                    .await?;
+            }
             tx.commit().await
         }
         .await;
@@ -144,115 +195,139 @@ impl Liveness {
         }
     }
 
-    /// Push the deadline of every live computer ahead, in one transaction;
-    /// tell the streams of computers found revoked to close.
+    /// Push this replica's deadline ahead (one row); close the streams of
+    /// its computers found revoked.
     pub(crate) async fn refresh(&self) -> Result<Refreshed, sqlx::Error> {
-        // Held across the write, so a stream closing meanwhile marks its
-        // computer disconnected after this, not before.
-        let mut live = self.live.lock().await;
-        if live.is_empty() {
-            return Ok(Refreshed::default());
-        }
         let now = now_ms();
-        let until = now + SLACK_MS;
-        let ids: Vec<i64> = live.keys().copied().collect();
-        let mut kept: HashSet<i64> = HashSet::with_capacity(ids.len());
-        let mut statements = 0;
         let mut tx = self.db.write().await?;
-        for chunk in ids.chunks(CHUNK) {
-            let sql = refresh_sql(chunk.len());
-            let mut q = sqlx::query_scalar::<_, i64>(&sql).bind(until).bind(now);
-            for id in chunk {
-                q = q.bind(*id);
-            }
-            kept.extend(q.fetch_all(tx.conn()).await?);
-            statements += 1;
-        }
+        let rewritten = self.keep_alive(&mut tx, now).await?;
         tx.commit().await?;
+        let revoked_ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT c.id FROM connections x JOIN computers c ON c.id = x.computer_id \
+             WHERE x.replica_id = $1 AND c.revoked <> 0",
+        )
+        .bind(&self.replica)
+        .fetch_all(self.db.pool())
+        .await?;
+        let live = self.live.lock().await;
         let mut revoked = 0;
-        live.retain(|id, entry| {
-            if kept.contains(id) {
-                entry.until = until;
-                true
-            } else {
+        for id in revoked_ids {
+            if let Some(entry) = live.get(&id) {
                 entry.revoked.send_replace(true);
                 revoked += 1;
-                false
             }
-        });
+        }
         Ok(Refreshed {
-            kept: kept.len(),
+            live: live.len(),
             revoked,
-            statements,
+            rewritten,
         })
     }
 
-    /// Refresh every [`HEARTBEAT_SECS`] while any stream is open; sleep
-    /// while none is. Returns when `stop` turns true.
+    /// Push this replica's row [`SLACK_MS`] ahead of `now`. When it had gone
+    /// (forgotten by another replica after a long outage of this one),
+    /// write it and every live computer's connection again: `true`.
+    async fn keep_alive(&self, tx: &mut WriteTx<'_>, now: i64) -> Result<bool, sqlx::Error> {
+        let until = now + SLACK_MS;
+        let n = sqlx::query("UPDATE replicas SET alive_until_ms = $1 WHERE id = $2")
+            .bind(until)
+            .bind(&self.replica)
+            .execute(tx.conn())
+            .await?
+            .rows_affected();
+        if n == 0 {
+            sqlx::query(
+                "INSERT INTO replicas (id, started_ms, alive_until_ms) VALUES ($1, $2, $3)",
+            )
+            .bind(&self.replica)
+            .bind(now)
+            .bind(until)
+            .execute(tx.conn())
+            .await?;
+            let entries: Vec<(i64, i64)> = {
+                let live = self.live.lock().await;
+                live.iter().map(|(id, e)| (*id, e.token)).collect()
+            };
+            for (id, token) in entries {
+                upsert_connection(tx, id, &self.replica, now, token).await?;
+            }
+        }
+        // Stored before the commit: if it rolls back, the row may lapse
+        // until the next refresh (at most one interval after a stream opens).
+        self.alive_until.store(until, Ordering::Relaxed);
+        Ok(n == 0)
+    }
+
+    /// Refresh every [`HEARTBEAT_SECS`] while streams are open; while none
+    /// is, sleep (the next stream to open pushes the row itself). Returns
+    /// when `stop` turns true, after marking this replica dead so its
+    /// computers are disconnected at once.
     pub(crate) async fn run(&self, mut stop: watch::Receiver<bool>) {
         let period = Duration::from_secs(HEARTBEAT_SECS);
         loop {
             if *stop.borrow_and_update() {
-                return;
+                break;
             }
             let idle = self.live.lock().await.is_empty();
             if idle {
                 tokio::select! {
                     _ = self.wake.notified() => continue,
-                    _ = stop.changed() => return,
+                    _ = stop.changed() => break,
                 }
             }
             tokio::select! {
                 _ = tokio::time::sleep(period) => {}
-                _ = stop.changed() => return,
+                _ = stop.changed() => break,
+            }
+            if *stop.borrow_and_update() {
+                break;
             }
             match self.refresh().await {
-                Ok(r) if r.revoked > 0 => {
+                Ok(r) if r.revoked > 0 || r.rewritten => {
                     tracing::info!(
                         revoked = r.revoked,
-                        "liveness: streams of revoked computers closed"
+                        rewritten = r.rewritten,
+                        "liveness: streams of revoked computers closed, or the replica's row written again"
                     );
                 }
-                Ok(r) => tracing::trace!(
-                    kept = r.kept,
-                    statements = r.statements,
-                    "liveness refreshed"
-                ),
-                Err(e) => {
-                    tracing::warn!(error = %e, "liveness: cannot refresh connected computers")
-                }
+                Ok(r) => tracing::trace!(live = r.live, "liveness refreshed"),
+                Err(e) => tracing::warn!(error = %e, "liveness: cannot refresh this replica"),
             }
         }
-    }
-}
-
-/// `UPDATE … WHERE id IN ($3, …) RETURNING id` for `n` computers.
-fn refresh_sql(n: usize) -> String {
-    let mut sql = String::from(
-        "UPDATE computers SET connected_until_ms = $1, last_seen_ms = $2 \
-         WHERE revoked = 0 AND id IN (",
-    );
-    for i in 0..n {
-        if i > 0 {
-            sql.push_str(", ");
+        let result = async {
+            let mut tx = self.db.write().await?;
+            sqlx::query("UPDATE replicas SET alive_until_ms = $1 WHERE id = $2")
+                .bind(now_ms())
+                .bind(&self.replica)
+                .execute(tx.conn())
+                .await?;
+            tx.commit().await
         }
-        sql.push('$');
-        sql.push_str(&(i + 3).to_string());
+        .await;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "cannot mark this replica stopped");
+        }
     }
-    sql.push_str(") RETURNING id");
-    sql
 }
 
-#[cfg(test)]
-mod tests {
-    use super::refresh_sql;
-
-    #[test]
-    fn the_refresh_statement_numbers_its_parameters_after_the_two_times() {
-        assert_eq!(
-            refresh_sql(3),
-            "UPDATE computers SET connected_until_ms = $1, last_seen_ms = $2 \
-             WHERE revoked = 0 AND id IN ($3, $4, $5) RETURNING id"
-        );
-    }
+/// Write (or take over) `computer_id`'s connection through `replica`.
+async fn upsert_connection(
+    tx: &mut WriteTx<'_>,
+    computer_id: i64,
+    replica: &str,
+    now: i64,
+    token: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO connections (computer_id, replica_id, since_ms, token) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (computer_id, replica_id) \
+         DO UPDATE SET since_ms = excluded.since_ms, token = excluded.token",
+    )
+    .bind(computer_id)
+    .bind(replica)
+    .bind(now)
+    .bind(token)
+    .execute(tx.conn())
+    .await?;
+    Ok(())
 }

@@ -166,7 +166,7 @@ impl Server {
         let (recorder, recorder_task) =
             Recorder::new(db.clone(), config.catalog_queue, event_rules.clone());
         let recorder_task = tokio::spawn(recorder_task);
-        let liveness = Arc::new(crate::liveness::Liveness::new(db.clone()));
+        let liveness = Arc::new(crate::liveness::Liveness::start(db.clone()).await?);
         let liveness_task = tokio::spawn({
             let liveness = Arc::clone(&liveness);
             let stop = stop_rx.clone();

@@ -589,8 +589,12 @@ async fn computer_infos(
     name: Option<&str>,
     reach: Option<&[i64]>,
 ) -> ApiResult<Vec<ComputerInfo>> {
+    // Connected: some connection through a replica that is alive (see
+    // `src/liveness.rs`).
     let mut sql = "SELECT c.name, c.hostname, c.os, p.name, p.level, p.disconnected_level, \
-                     c.connected_until_ms, c.last_seen_ms, c.revoked, c.status_json \
+                     (SELECT MAX(r.alive_until_ms) FROM connections x \
+                      JOIN replicas r ON r.id = x.replica_id WHERE x.computer_id = c.id), \
+                     c.last_seen_ms, c.revoked, c.status_json \
                    FROM computers c JOIN policies p ON p.id = c.policy_id \
                    WHERE c.org_id = $1"
         .to_owned();
@@ -608,9 +612,13 @@ async fn computer_infos(
     for r in q.fetch_all(conn).await? {
         let level: String = r.try_get(4)?;
         let disconnected: String = r.try_get(5)?;
-        let until: i64 = r.try_get(6)?;
+        let until: Option<i64> = r.try_get(6)?;
         let revoked: i64 = r.try_get(8)?;
         let status: Option<String> = r.try_get(9)?;
+        let connected = revoked == 0 && until.is_some_and(|u| u > now);
+        // A connected computer's row is not written while it stays so.
+        let last_seen: Option<i64> = r.try_get(7)?;
+        let last_seen = if connected { Some(now) } else { last_seen };
         out.push(ComputerInfo {
             name: r.try_get(0)?,
             hostname: r.try_get(1)?,
@@ -620,8 +628,8 @@ async fn computer_infos(
                 connected: parse_level(&level)?,
                 disconnected: parse_level(&disconnected)?,
             },
-            connected: revoked == 0 && until > now,
-            last_seen_ms: r.try_get(7)?,
+            connected,
+            last_seen_ms: last_seen,
             revoked: revoked != 0,
             status: status.and_then(|s| serde_json::from_str::<AgentStatus>(&s).ok()),
         });

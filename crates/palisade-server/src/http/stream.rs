@@ -6,12 +6,13 @@
 //! `Changed` lines (hashes batched per feed batch; `reset` above
 //! [`crate::store::MAX_HASHES_PER_MESSAGE`] or when the task fell behind),
 //! and a `Heartbeat` every [`HEARTBEAT_SECS`] (so the agent can tell a dead
-//! connection). Liveness is not written per stream: the stream registers its
-//! computer with the replica's [`Liveness`](crate::liveness::Liveness) at
-//! open and leaves at close, and that writes every live computer's deadline
-//! in one transaction per interval; it also closes the stream of a computer
-//! it finds revoked, so a revocation ends the stream within an interval even
-//! if its change were missed (it is normally seen at once).
+//! connection). Liveness is not written per heartbeat: the stream registers
+//! its computer with the replica's [`Liveness`](crate::liveness::Liveness)
+//! at open (the computer's connection row through this replica) and leaves
+//! at close, and the replica keeps only its own row alive; that also closes
+//! the stream of a computer it finds revoked, so a revocation ends the
+//! stream within an interval even if its change were missed (it is normally
+//! seen at once).
 use super::agent::load_config;
 use super::extract::AgentAuth;
 use super::AppState;

@@ -13,7 +13,7 @@ both_backends!(
     ban_reaches_a_stream_on_another_replica,
     changes_since,
     shutdown_ends_streams,
-    one_liveness_write_covers_every_stream_of_a_replica,
+    an_idle_fleet_costs_one_row_write_per_replica,
     a_revocation_the_feed_missed_closes_the_stream_within_an_interval
 );
 
@@ -311,17 +311,29 @@ async fn shutdown_ends_streams(backend: Backend) {
     assert_eq!(resp.status(), StatusCode::OK);
 }
 
-/// `connected_until_ms` of `ids`, in that order.
-async fn deadlines(env: &Env, backend: Backend, ids: &[i64]) -> Vec<i64> {
+/// Every column of the `computers` rows of `ids` that a server writes on
+/// its own (`last_seen_ms`, `connected_until_ms`), in that order.
+async fn computer_writes(env: &Env, backend: Backend, ids: &[i64]) -> Vec<i64> {
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        let sql = format!("SELECT connected_until_ms FROM computers WHERE id = {id}");
-        out.push(query_i64s(backend, &env.db.url, &sql).await[0]);
+        for col in ["last_seen_ms", "connected_until_ms"] {
+            let sql = format!("SELECT COALESCE({col}, 0) FROM computers WHERE id = {id}");
+            out.push(query_i64s(backend, &env.db.url, &sql).await[0]);
+        }
     }
     out
 }
 
-async fn one_liveness_write_covers_every_stream_of_a_replica(backend: Backend) {
+async fn replicas_alive_until(env: &Env, backend: Backend) -> Vec<i64> {
+    query_i64s(
+        backend,
+        &env.db.url,
+        "SELECT alive_until_ms FROM replicas ORDER BY id",
+    )
+    .await
+}
+
+async fn an_idle_fleet_costs_one_row_write_per_replica(backend: Backend) {
     let env = Env::new(backend).await;
     let mut agents = Vec::new();
     let mut streams = Vec::new();
@@ -329,27 +341,29 @@ async fn one_liveness_write_covers_every_stream_of_a_replica(backend: Backend) {
         let agent = env.agent("default", host).await;
         let mut stream = agent.stream().await;
         hello(&mut stream).await;
-        // Opened at different times: each wrote its own deadline.
-        tokio::time::sleep(Duration::from_millis(30)).await;
         agents.push(agent);
         streams.push(stream);
     }
     let ids: Vec<i64> = agents.iter().map(|a| a.id).collect();
-    let at_open = deadlines(&env, backend, &ids).await;
-    assert!(at_open.windows(2).all(|w| w[0] < w[1]), "{at_open:?}");
+    let rows = computer_writes(&env, backend, &ids).await;
+    let alive = replicas_alive_until(&env, backend).await;
+    assert_eq!(alive.len(), 1, "one replica");
 
-    // Within an interval the replica pushes all three with one write: the
-    // same deadline, later than every one written at open.
+    // An interval later the replica has pushed its own row ahead; the
+    // computers' rows are as they were.
     let within = Duration::from_secs(HEARTBEAT_SECS + 3);
-    let refreshed = eventually(within, "one refresh of every computer", || async {
-        let now = deadlines(&env, backend, &ids).await;
-        (now.iter().zip(&at_open).all(|(n, o)| n > o)).then_some(now)
+    eventually(within, "the replica's row pushed ahead", || async {
+        (replicas_alive_until(&env, backend).await[0] > alive[0]).then_some(())
     })
     .await;
-    assert!(
-        refreshed.windows(2).all(|w| w[0] == w[1]),
-        "one write for the replica, not one per stream: {refreshed:?}"
+    assert_eq!(
+        computer_writes(&env, backend, &ids).await,
+        rows,
+        "no computer row written while its stream stays open"
     );
+    for agent in &agents {
+        assert!(connected(&env, &agent.name).await);
+    }
     // The agents still get their heartbeats.
     for stream in &mut streams {
         match stream.next(Duration::from_secs(HEARTBEAT_SECS + 2)).await {
@@ -371,6 +385,16 @@ async fn one_liveness_write_covers_every_stream_of_a_replica(backend: Backend) {
     })
     .await;
     assert!(connected(&env, &agents[1].name).await);
+
+    // A replica that stops takes its computers with it at once.
+    let name = agents[1].name.clone();
+    let Env { server, admin, db } = env;
+    server.stop().await;
+    let server = TestServer::start(&db).await;
+    let admin = Admin::new(&server, &admin.token);
+    let env = Env { server, admin, db };
+    assert!(!connected(&env, &name).await);
+    drop(streams);
     env.server.stop().await;
 }
 
