@@ -714,8 +714,7 @@ pub(crate) async fn revoke_computer(
     let name = name.name("name")?;
     let mut tx = state.db.write().await?;
     let id: Option<i64> = sqlx::query_scalar(
-        "UPDATE computers SET revoked = 1, connected_until_ms = 0 \
-         WHERE org_id = $1 AND name = $2 RETURNING id",
+        "UPDATE computers SET revoked = 1 WHERE org_id = $1 AND name = $2 RETURNING id",
     )
     .bind(admin.org_id)
     .bind(name.as_str())
