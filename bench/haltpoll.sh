@@ -58,21 +58,14 @@ done
 echo "$ORIG" > "$PARAM"
 
 case $DOC in /*) ;; *) DOC=$REPO/$DOC ;; esac
-python3 - "$RES" "$DOC" "$ORIG" "$POLL_NS" "$ROUNDS" "$N" "$COMMIT" "$(uname -r)" \
+PYTHONPATH="$REPO/bench" python3 - "$RES" "$DOC" "$ORIG" "$POLL_NS" "$ROUNDS" "$N" "$COMMIT" "$(uname -r)" \
   "$(cat /sys/devices/system/cpu/cpuidle/current_governor 2>/dev/null || echo '?')" <<'EOF'
-import statistics, sys, datetime
+import sys, datetime
+from cold_report import load, cell as cell_of, write
 res, doc, orig, poll, rounds, n, commit, kernel, gov = sys.argv[1:]
-runs = {}
-for line in open(res):
-    setting, config, rnd, out = line.rstrip("\n").split("\t")
-    kv = dict(x.split("=", 1) for x in out.split() if "=" in x)
-    runs.setdefault((setting, config), []).append(float(kv["pair_ratio"]))
-def cell(s, c):
-    v = runs.get((s, c), [])
-    if not v:
-        return "-", float("nan")
-    med = statistics.median(v)
-    return f"{med:.3f} [{min(v):.3f} – {max(v):.3f}]", med
+runs = load(res, "pair_ratio")
+def cell(k, c):
+    return cell_of(runs, k, c)
 L = []
 w = L.append
 w("## Exec overhead and the guest's idle polling: (b) cold")
@@ -101,7 +94,6 @@ w("ignore mark and does nothing else: no user-space decision can cost less. Pali
 w("minus the floor is what the agent adds (hashing the file, checking it did not change,")
 w("the caches); the floor itself is the kernel's round trip and the two wake-ups it")
 w("needs, which is what the idle setting changes.")
-open(doc, "w").write("\n".join(L) + "\n")
-print("\n".join(L))
+write(doc, L)
 EOF
 log "done: $DOC written"

@@ -76,21 +76,14 @@ for ROUND in $(seq "$ROUNDS"); do
 done
 
 case $DOC in /*) ;; *) DOC=$REPO/$DOC ;; esac
-python3 - "$RES" "$DOC" "$ROUNDS" "$N" "$COMMIT" "$(uname -r)" \
+PYTHONPATH="$REPO/bench" python3 - "$RES" "$DOC" "$ROUNDS" "$N" "$COMMIT" "$(uname -r)" \
   "$(cat /sys/devices/system/cpu/cpuidle/current_governor 2>/dev/null || echo '?')" <<'EOF'
-import statistics, sys, datetime
+import sys, datetime
+from cold_report import load, cell as cell_of, write
 res, doc, rounds, n, commit, kernel, gov = sys.argv[1:]
-runs = {}
-for line in open(res):
-    placement, config, rnd, out = line.rstrip("\n").split("\t")
-    kv = dict(x.split("=", 1) for x in out.split() if "=" in x)
-    runs.setdefault((placement, config), []).append(float(kv["pair_mean_ratio"]))
-def cell(p, c):
-    v = runs.get((p, c), [])
-    if not v:
-        return "-", float("nan")
-    med = statistics.median(v)
-    return f"{med:.3f} [{min(v):.3f} – {max(v):.3f}]", med
+runs = load(res, "pair_mean_ratio")
+def cell(k, c):
+    return cell_of(runs, k, c)
 L = []
 w = L.append
 w("## Exec overhead and where the agent runs: (b) cold")
@@ -128,7 +121,6 @@ w("process end up apart; under `normal` the scheduler's wake-affine placement mo
 w("puts them together. When they are together, everything the agent does for an event")
 w("(before the answer and after it) runs on the blocked process's CPU before it")
 w("resumes; when they are apart, only what comes before the answer delays it.")
-open(doc, "w").write("\n".join(L) + "\n")
-print("\n".join(L))
+write(doc, L)
 EOF
 log "done: $DOC written"
