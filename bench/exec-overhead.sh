@@ -37,7 +37,7 @@
 # Safety: both daemons are told to watch only this ramfs (Palisade with
 # --watch, fapolicyd with watch_fs = ramfs after checking that no other ramfs
 # is mounted). On exit, even on failure: daemons are stopped by pid, the
-# ramfs is unmounted, /etc/fapolicyd, /var/lib/fapolicyd and
+# ramfs (and securityfs, if the script mounted it) is unmounted, /etc/fapolicyd, /var/lib/fapolicyd and
 # /var/log/fapolicyd-access.log are restored as they were.
 #
 # Tunables (environment): ROUNDS=8 A_EXECS=2000 A_WARMUP=100 B_COUNT=150
@@ -73,7 +73,7 @@ T_START=$(date +%s)
 log() { printf '[%4ds] %s\n' $(( $(date +%s) - T_START )) "$*"; }
 
 # ---- state for cleanup ------------------------------------------------------
-WORK="" MNT="" CTL="" STAGE="" PAL_PID="" FAPD_PID="" FLOOR_PID="" FAPD_SAVED=0 MOUNTED=0 CTL_MOUNTED=0 OK=0
+WORK="" MNT="" CTL="" STAGE="" PAL_PID="" FAPD_PID="" FLOOR_PID="" FAPD_SAVED=0 MOUNTED=0 CTL_MOUNTED=0 SECFS_MOUNTED=0 OK=0
 
 stop_pid() { # stop_pid PID NAME: SIGTERM, wait up to 30 s, then SIGKILL
   local pid=$1 name=$2 i
@@ -120,6 +120,10 @@ cleanup() {
   if [ "$CTL_MOUNTED" = 1 ]; then
     umount "$CTL" 2>/dev/null || { sleep 1; umount "$CTL"; } || umount -l "$CTL"
     CTL_MOUNTED=0
+  fi
+  if [ "$SECFS_MOUNTED" = 1 ]; then
+    umount /sys/kernel/security 2>/dev/null
+    SECFS_MOUNTED=0
   fi
   [ -n "$STAGE" ] && rm -rf "$STAGE"
   if [ -n "$WORK" ]; then
@@ -228,6 +232,13 @@ MOUNTED=1
 [ "$(awk '$3 == "ramfs"' /proc/mounts | wc -l)" = 1 ] || die "more than one ramfs mounted"
 [ "$(awk '$3 == "ramfs" { print $2 }' /proc/mounts)" = "$MNT" ] || die "the ramfs is not at $MNT"
 
+# securityfs tells the agent whether the BPF LSM is active, as in the test
+# suite: without it the guard is not even tried. Unmounted on exit if mounted
+# here.
+if ! mountpoint -q /sys/kernel/security; then
+  mount -t securityfs securityfs /sys/kernel/security && SECFS_MOUNTED=1
+fi
+
 # A control for (a): the same programs on a tmpfs that neither daemon watches
 # (Palisade watches the ramfs only, fapolicyd watch_fs = ramfs only). Each
 # timed exec on the ramfs is paired with one of its copy here.
@@ -274,7 +285,14 @@ meta load_start "$(cut -d' ' -f1-3 /proc/loadavg)"
 # vCPU polls up to guest_halt_poll_ns before halting (a VM exit on the next
 # wake-up); every permission round trip wakes two threads. bench/haltpoll.sh
 # measures (b) cold under both settings.
-meta idle "governor $(cat /sys/devices/system/cpu/cpuidle/current_governor 2>/dev/null || echo '?')$([ -r /sys/module/haltpoll/parameters/guest_halt_poll_ns ] && echo ", guest_halt_poll_ns = $(cat /sys/module/haltpoll/parameters/guest_halt_poll_ns)")"
+# Without a cpuidle driver an idle vCPU halts at once (the default idle
+# loop), whatever the governor and guest_halt_poll_ns say.
+idle_driver=$(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null || echo '?')
+if [ "$idle_driver" = none ]; then
+  meta idle "(no driver): an idle vCPU halts at once (the default idle loop; no polling)"
+else
+  meta idle "driver $idle_driver, governor $(cat /sys/devices/system/cpu/cpuidle/current_governor 2>/dev/null || echo '?')$([ "$idle_driver" = haltpoll ] && [ -r /sys/module/haltpoll/parameters/guest_halt_poll_ns ] && echo ", guest_halt_poll_ns = $(cat /sys/module/haltpoll/parameters/guest_halt_poll_ns)")"
+fi
 meta c_bytes "$(( $(stat -c %s "$BIN/hello") + C_MIB * 1048576 ))"
 
 log "SHA-256 throughput (openssl speed -evp sha256, 1 MiB blocks, one thread)"

@@ -105,6 +105,27 @@ def med(xs):
     return statistics.median(xs) if xs else NAN
 
 
+# ---- cold steps that were not cold ------------------------------------------------
+b_count = int(m("params").split("B_COUNT=")[1].split()[0]) if "B_COUNT=" in m("params") else 0
+c_count = int(m("params").split("C_COUNT=")[1].split()[0]) if "C_COUNT=" in m("params") else 0
+# A cold step measures first execs that reach the agent. If something opened
+# the cold copies before the step (another program reading the mount, say),
+# the agent knew them and may have pre-warmed them: the step is then not
+# cold. The agent's counters tell: every cold first exec is one permission
+# event. Such a step is left out of the summary, and the page says so.
+NOT_COLD = {}  # (phase, scenario) -> why
+_cold_steps = [("b-cold", "a", b_count), ("c-cold", "b-cold", c_count)]
+for _ph in sorted({r["phase"] for r in counter_rows}):
+    _steps = {r["scen"]: r for r in counter_rows if r["phase"] == _ph}
+    for _step, _before, _n in _cold_steps:
+        _cur, _prev = _steps.get(_step), _steps.get(_before)
+        if not _n or not _cur or not _prev or "events" not in _cur or "events" not in _prev:
+            continue
+        _ev = _cur["events"] - _prev["events"]
+        if _ev < 0.95 * _n:
+            NOT_COLD[(_ph, _step)] = (f"only {_ev:g} of its {_n} first execs reached the agent "
+                                      "(the copies had been opened before the step)")
+
 # ---- analysis -----------------------------------------------------------------
 results = {}  # (config, scenario id) -> summary
 
@@ -113,7 +134,7 @@ def summarise(config, s, target, kind):
     base, key = base_of(s), stat_key(s)
     ratios, added, mine, paired = [], [], [], []
     for r in rows:
-        if r["config"] != config or r["scen"] != s:
+        if r["config"] != config or r["scen"] != s or (r["phase"], s) in NOT_COLD:
             continue
         nbs = [by[(q, base)] for q in (r["phase"] - 1, r["phase"] + 1)
                if phase_config.get(q) == "none" and (q, base) in by]
@@ -140,7 +161,11 @@ def summarise(config, s, target, kind):
     if paired:
         d.update(pratio=med(paired), pmin=min(paired), pmax=max(paired))
     if config == "palisade":
-        d["pass"] = d["ratio"] <= target if kind == "ratio" else d["added"] <= target
+        # The paired ratio, where there is one, is the verdict: it compares
+        # execs made at the same moment, so it is free of the drift between
+        # phases that dominates the neighbouring ratio on a noisy host.
+        judged = d.get("pratio", d["ratio"])
+        d["pass"] = judged <= target if kind == "ratio" else d["added"] <= target
     return d
 
 
@@ -301,8 +326,6 @@ sha256sum_s = mf("sha256sum_1GiB_s")
 sha256sum_GBps = 2**30 / sha256sum_s / 1e9 if sha256sum_s else NAN
 floor_ms = c_bytes / (ossl_GBps * 1e9) * 1000 if ossl_GBps else NAN
 need_GBps = c_bytes / 0.040 / 1e9
-b_count = int(m("params").split("B_COUNT=")[1].split()[0]) if "B_COUNT=" in m("params") else 0
-c_count = int(m("params").split("C_COUNT=")[1].split()[0]) if "C_COUNT=" in m("params") else 0
 none_words = none_trust_words()
 PHASES_WORDS = ("none, then per round palisade, none, fapolicyd (integrity = none), none, "
                 "fapolicyd (integrity = sha256), none" if len(FAPDS) == 2 else
@@ -412,7 +435,11 @@ w("ramfs is paired with an exec of a copy (for (b), a new copy: also a first exe
 w("on a tmpfs that no daemon watches, at the same moment; the ratio within pairs")
 w("(median of pair ratios for (a), ratio of totals for (b)), divided by the same")
 w("figure in the neighbouring `none` phases, is free of the drift between phases.")
-w("Pass/fail is judged on the first figure.")
+w("Pass/fail is judged on the paired figure where there is one, otherwise on the first.")
+for (_ph, _step), _why in sorted(NOT_COLD.items()):
+    _rnd = next((r["round"] for r in counter_rows if r["phase"] == _ph), "?")
+    w(f"**Left out:** {_step} of phase {_ph} (round {_rnd}): {_why}; it was not a cold step.")
+    print(f"warning: {_step} of phase {_ph} (round {_rnd}) left out: {_why}", file=sys.stderr)
 w("")
 w("*Cold* and *warm* (Palisade, (b) and (c)):")
 w("")

@@ -14,7 +14,8 @@ both_backends!(
     changes_since,
     shutdown_ends_streams,
     an_idle_fleet_costs_one_row_write_per_replica,
-    a_revocation_the_feed_missed_closes_the_stream_within_an_interval
+    a_revocation_the_feed_missed_closes_the_stream_within_an_interval,
+    a_forgotten_replica_writes_itself_and_its_connections_again
 );
 
 async fn hello(stream: &mut StreamReader) -> i64 {
@@ -428,6 +429,63 @@ async fn a_revocation_the_feed_missed_closes_the_stream_within_an_interval(backe
         o => panic!("expected the bystander's heartbeat, got {o:?}"),
     }
     assert!(connected(&env, &bystander.name).await);
+    env.server.stop().await;
+}
+
+/// Another replica forgets this one (what it does at its start to replicas
+/// dead for a day, here done by hand while this one still runs): the next
+/// refresh writes the replica's row and its computers' connections again,
+/// and the connection it writes still belongs to the open stream, so closing
+/// that stream disconnects the computer.
+async fn a_forgotten_replica_writes_itself_and_its_connections_again(backend: Backend) {
+    let env = Env::new(backend).await;
+    let agent = env.agent("default", "web01").await;
+    let mut stream = agent.stream().await;
+    hello(&mut stream).await;
+    assert!(connected(&env, &agent.name).await);
+    // Connections first: a refresh between the two statements then only
+    // pushes the row that goes next, and the one after writes both again.
+    exec_sql(backend, &env.db.url, "DELETE FROM connections").await;
+    exec_sql(backend, &env.db.url, "DELETE FROM replicas").await;
+    let t = Instant::now();
+    eventually(
+        Duration::from_secs(2 * HEARTBEAT_SECS + 3),
+        "the replica and its connection written again",
+        || async {
+            let replicas = replicas_alive_until(&env, backend).await;
+            let conns = query_i64s(
+                backend,
+                &env.db.url,
+                &format!(
+                    "SELECT COUNT(*) FROM connections WHERE computer_id = {}",
+                    agent.id
+                ),
+            )
+            .await;
+            (replicas.len() == 1 && conns[0] == 1).then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "[figure] {backend:?}: forgotten replica written again in {:?}",
+        t.elapsed()
+    );
+    assert!(connected(&env, &agent.name).await);
+    match stream.next(Duration::from_secs(HEARTBEAT_SECS + 2)).await {
+        Next::Msg(StreamMessage::Heartbeat { .. }) => {}
+        o => panic!("expected a heartbeat, got {o:?}"),
+    }
+    drop(stream);
+    eventually(Duration::from_secs(3), "disconnected", || async {
+        (!connected(&env, &agent.name).await).then_some(())
+    })
+    .await;
+    let conns = query_i64s(backend, &env.db.url, "SELECT COUNT(*) FROM connections").await;
+    assert_eq!(
+        conns,
+        vec![0],
+        "the rewritten connection was the stream's own"
+    );
     env.server.stop().await;
 }
 
