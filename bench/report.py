@@ -438,6 +438,7 @@ w("figure in the neighbouring `none` phases, is free of the drift between phases
 w("Pass/fail is judged on the paired figure where there is one, otherwise on the first.")
 for (_ph, _step), _why in sorted(NOT_COLD.items()):
     _rnd = next((r["round"] for r in counter_rows if r["phase"] == _ph), "?")
+    w("")
     w(f"**Left out:** {_step} of phase {_ph} (round {_rnd}): {_why}; it was not a cold step.")
     print(f"warning: {_step} of phase {_ph} (round {_rnd}) left out: {_why}", file=sys.stderr)
 w("")
