@@ -32,6 +32,10 @@ PARAM=/sys/module/haltpoll/parameters/guest_halt_poll_ns
 
 [ "$(id -u)" = 0 ] || { echo "bench/haltpoll.sh must run as root" >&2; exit 1; }
 [ -w "$PARAM" ] || { echo "no $PARAM here (not a guest using the haltpoll cpuidle driver): nothing to measure" >&2; exit 1; }
+# The parameter can exist while another driver (or none) runs idle; it then
+# changes nothing, and the page would compare a setting with itself.
+DRIVER=$(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null || echo '?')
+[ "$DRIVER" = haltpoll ] || { echo "the cpuidle driver here is '$DRIVER', not haltpoll: $PARAM has no effect, nothing to measure" >&2; exit 1; }
 for t in gcc openssl python3 chrt; do
   command -v "$t" >/dev/null || { echo "needs $t" >&2; exit 1; }
 done
