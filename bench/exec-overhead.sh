@@ -281,18 +281,11 @@ meta commit "$SOURCE_STATE"
 meta fapolicyd_version "$(dpkg-query -W -f='${Version}' fapolicyd 2>/dev/null || echo none)"
 meta params "ROUNDS=$ROUNDS A_EXECS=$A_EXECS A_WARMUP=$A_WARMUP B_COUNT=$B_COUNT C_COUNT=$C_COUNT C_MIB=$C_MIB"
 meta load_start "$(cut -d' ' -f1-3 /proc/loadavg)"
-# How idle CPUs wait: on a guest with the haltpoll cpuidle driver, an idle
-# vCPU polls up to guest_halt_poll_ns before halting (a VM exit on the next
-# wake-up); every permission round trip wakes two threads. bench/haltpoll.sh
-# measures (b) cold under both settings.
-# Without a cpuidle driver an idle vCPU halts at once (the default idle
-# loop), whatever the governor and guest_halt_poll_ns say.
-idle_driver=$(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null || echo '?')
-if [ "$idle_driver" = none ]; then
-  meta idle "(no driver): an idle vCPU halts at once (the default idle loop; no polling)"
-else
-  meta idle "driver $idle_driver, governor $(cat /sys/devices/system/cpu/cpuidle/current_governor 2>/dev/null || echo '?')$([ "$idle_driver" = haltpoll ] && [ -r /sys/module/haltpoll/parameters/guest_halt_poll_ns ] && echo ", guest_halt_poll_ns = $(cat /sys/module/haltpoll/parameters/guest_halt_poll_ns)")"
-fi
+# How idle CPUs wait (bench/idle.sh); bench/haltpoll.sh measures (b) cold
+# under both haltpoll settings where that driver runs.
+# shellcheck source=bench/idle.sh
+. "$REPO/bench/idle.sh"
+meta idle "$(idle_desc)"
 meta c_bytes "$(( $(stat -c %s "$BIN/hello") + C_MIB * 1048576 ))"
 
 log "SHA-256 throughput (openssl speed -evp sha256, 1 MiB blocks, one thread)"

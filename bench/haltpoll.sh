@@ -28,13 +28,15 @@ N=${N:-500}
 POLL_NS=${POLL_NS:-200000}
 SKIP_BUILD=${SKIP_BUILD:-0}
 DOC=${DOC:-docs/benchmarks-haltpoll.md}
-PARAM=/sys/module/haltpoll/parameters/guest_halt_poll_ns
+# shellcheck source=bench/idle.sh
+. "$REPO/bench/idle.sh"
+PARAM=$HALTPOLL_PARAM
 
 [ "$(id -u)" = 0 ] || { echo "bench/haltpoll.sh must run as root" >&2; exit 1; }
 [ -w "$PARAM" ] || { echo "no $PARAM here (not a guest using the haltpoll cpuidle driver): nothing to measure" >&2; exit 1; }
 # The parameter can exist while another driver (or none) runs idle; it then
 # changes nothing, and the page would compare a setting with itself.
-DRIVER=$(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null || echo '?')
+DRIVER=$(idle_driver)
 [ "$DRIVER" = haltpoll ] || { echo "the cpuidle driver here is '$DRIVER', not haltpoll: $PARAM has no effect, nothing to measure" >&2; exit 1; }
 for t in gcc openssl python3 chrt; do
   command -v "$t" >/dev/null || { echo "needs $t" >&2; exit 1; }
@@ -63,10 +65,10 @@ echo "$ORIG" > "$PARAM"
 
 case $DOC in /*) ;; *) DOC=$REPO/$DOC ;; esac
 PYTHONPATH="$REPO/bench" python3 - "$RES" "$DOC" "$ORIG" "$POLL_NS" "$ROUNDS" "$N" "$COMMIT" "$(uname -r)" \
-  "$(cat /sys/devices/system/cpu/cpuidle/current_governor 2>/dev/null || echo '?')" <<'EOF'
+  "$(idle_desc)" <<'EOF'
 import sys, datetime
 from cold_report import load, cell as cell_of, write
-res, doc, orig, poll, rounds, n, commit, kernel, gov = sys.argv[1:]
+res, doc, orig, poll, rounds, n, commit, kernel, idle = sys.argv[1:]
 runs = load(res, "pair_ratio")
 def cell(k, c):
     return cell_of(runs, k, c)
@@ -80,7 +82,7 @@ w("the agent has never seen (started with `--no-scan`), each paired with the fir
 w("of a copy on an unwatched tmpfs. Paired ratio: median over the N pairs of the watched")
 w("exec's time over its pair's; per setting, the median over rounds [range].")
 w("")
-w(f"Kernel {kernel}, cpuidle governor `{gov}`, palisade commit {commit}, {rounds} rounds of N = {n},")
+w(f"Kernel {kernel}, cpuidle {idle}, palisade commit {commit}, {rounds} rounds of N = {n},")
 w(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. Settings alternate within each round;")
 w(f"the parameter was restored to {orig} afterwards.")
 w("")

@@ -27,6 +27,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
+# shellcheck source=bench/idle.sh
+. "$REPO/bench/idle.sh"
 ROUNDS=${ROUNDS:-3}
 N=${N:-500}
 SKIP_BUILD=${SKIP_BUILD:-0}
@@ -77,10 +79,10 @@ done
 
 case $DOC in /*) ;; *) DOC=$REPO/$DOC ;; esac
 PYTHONPATH="$REPO/bench" python3 - "$RES" "$DOC" "$ROUNDS" "$N" "$COMMIT" "$(uname -r)" \
-  "$(cat /sys/devices/system/cpu/cpuidle/current_governor 2>/dev/null || echo '?')" <<'EOF'
+  "$(idle_desc)" <<'EOF'
 import sys, datetime
 from cold_report import load, cell as cell_of, write
-res, doc, rounds, n, commit, kernel, gov = sys.argv[1:]
+res, doc, rounds, n, commit, kernel, idle = sys.argv[1:]
 runs = load(res, "pair_mean_ratio")
 def cell(k, c):
     return cell_of(runs, k, c)
@@ -95,7 +97,7 @@ w("of a copy on an unwatched tmpfs under the same placement. Ratio: total time o
 w("watched execs over that of their pairs (as the paired (b) figure of")
 w("`docs/benchmarks.md`); the median over rounds [range].")
 w("")
-w(f"Kernel {kernel}, cpuidle governor `{gov}`, palisade commit {commit}, {rounds} rounds of N = {n},")
+w(f"Kernel {kernel}, cpuidle {idle}, palisade commit {commit}, {rounds} rounds of N = {n},")
 w(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. Placements alternate within each round.")
 w("")
 w("| placement | none | fanotify floor (`fanfloor`) | Palisade | Palisade minus floor |")
