@@ -384,13 +384,33 @@ tamper_check() {
 }
 
 # counters POINT: the agent's counters now, as a raw result row
-# (config "counters", scenario POINT).
+# (config "counters", scenario POINT), and its answer-time histograms as
+# another (config "latency": r<bound>=n for the reader's buckets, w<bound>=n
+# for the workers', bound = the bucket's upper bound in ns, "inf" for the
+# last; rsum, wsum: their total time in ns; report.py takes the difference
+# between two points).
 counters() {
-  local kv
-  kv=$(PALISADE_CLI_CONFIG=$PD/data/cli.toml "$PAL" status --json 2>/dev/null |
-    python3 -c 'import json, sys; s = json.load(sys.stdin)["stats"]; print(" ".join(f"{k}={v}" for k, v in s.items() if isinstance(v, (int, float))))' 2>/dev/null) || kv=""
+  local out kv lat
+  out=$(PALISADE_CLI_CONFIG=$PD/data/cli.toml "$PAL" status --json 2>/dev/null |
+    python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+print(" ".join(f"{k}={v}" for k, v in s["stats"].items() if isinstance(v, (int, float))))
+cells = []
+for who, tag in (("reader", "r"), ("workers", "w")):
+    h = s.get("latency", {}).get(who, {})
+    total = h.get("sum_ns", 0)
+    cells.append(f"{tag}sum={total}")
+    for bound, n in h.get("buckets", []):
+        b = bound if bound < 2**64 - 1 else "inf"
+        cells.append(f"{tag}{b}={n}")
+print(" ".join(cells))' 2>/dev/null) || out=""
+  kv=$(sed -n 1p <<< "$out")
+  lat=$(sed -n 2p <<< "$out")
   [ -n "$kv" ] || { log "  warning: no counters from the agent at $1"; return 0; }
   printf '%s\t%s\t%s\t%s\t%s\n' "$PHASE" "$ROUND" counters "$1" "$kv" >> "$RES"
+  # (An agent that gives no histograms still gets its row: `none=0`.)
+  printf '%s\t%s\t%s\t%s\t%s\n' "$PHASE" "$ROUND" latency "$1" "${lat:-none=0}" >> "$RES"
 }
 
 # ---- configurations ---------------------------------------------------------------
@@ -424,6 +444,10 @@ floor_b() {
   measure floor b-floor -f "$WORK/lists/b-$tag" -C "$WORK/lists/bctl-$tag"
   stop_pid "$FLOOR_PID" fanfloor
   FLOOR_PID=""
+  # Its answer times, printed as it ends (config "floorlat").
+  local times
+  times=$(grep -m1 '^answers=' "$WORK/logs/fanfloor-$PHASE.out" || true)
+  [ -z "$times" ] || printf '%s\t%s\t%s\t%s\t%s\n' "$PHASE" "$ROUND" floorlat b-floor "$times" >> "$RES"
   rm -rf "$MNT/b-$tag" "$CTL/b-$tag"
 }
 

@@ -5,7 +5,10 @@
 
 RESULTS.tsv: phase, round, config, scenario, then execbench's "k=v ..." line;
 rows of config `counters` hold the Palisade agent's counters after a step
-(scenario = the step), rows of config `floor` the fanfloor measurement.
+(scenario = the step), rows of config `latency` its answer-time histograms
+at the same moment (`r<bound>=n`: reader, `w<bound>=n`: workers, bound = a
+bucket's upper bound in ns), rows of config `floor` the fanfloor measurement
+and rows of config `floorlat` fanfloor's own answer times (median, p99).
 META.tsv: key, value (a key may repeat). NOTES.md, if present, is appended
 to the page verbatim (hand-written analysis that the numbers do not carry).
 
@@ -56,7 +59,9 @@ def mf(key, default=0.0):
 # and carry the same phase number: kept apart; so are the agent's counters.
 floor_rows = [r for r in rows if r["config"] == "floor"]
 counter_rows = [r for r in rows if r["config"] == "counters"]
-rows = [r for r in rows if r["config"] not in ("floor", "counters")]
+latency_rows = [r for r in rows if r["config"] == "latency"]
+floorlat_rows = [r for r in rows if r["config"] == "floorlat"]
+rows = [r for r in rows if r["config"] not in ("floor", "counters", "latency", "floorlat")]
 by = {(r["phase"], r["scen"]): r for r in rows}
 phase_config = {r["phase"]: r["config"] for r in rows}
 c_bytes = mf("c_bytes")
@@ -265,10 +270,60 @@ for ph, steps in sorted(counters_by_phase.items()):
     prev = None
     for step, _ in STEPS:
         cur = steps.get(step)
-        if cur and (step == "ready" or prev):
+        if cur and (step == "ready" or prev) and (ph, step) not in NOT_COLD:
             for k in CKEYS:
                 if k in cur and (step == "ready" or k in prev):
                     deltas[step][k].append(cur[k] - (0 if step == "ready" else prev[k]))
+        prev = cur
+
+
+# ---- how long the agent took to answer, per step ---------------------------------------
+# A `latency` row holds the histograms' buckets at a point; the change
+# between two points is the step's answers. Pooled over the Palisade phases
+# (but the left-out steps).
+def _hist(r, tag):
+    """{upper bound in ns (inf for the last bucket): answers} of one decider."""
+    out = {}
+    for k, v in r.items():
+        if k.startswith(tag) and k[1:] and (k[1:].isdigit() or k[1:] == "inf"):
+            out[float(k[1:])] = v
+    return out
+
+
+latency_by_phase = defaultdict(dict)
+for r in latency_rows:
+    latency_by_phase[r["phase"]][r["scen"]] = r
+step_hist = defaultdict(lambda: {"r": defaultdict(float), "w": defaultdict(float)})
+step_medians = defaultdict(lambda: {"r": [], "w": []})  # per-phase medians, for the range
+step_sums = defaultdict(lambda: {"r": 0.0, "w": 0.0})  # total answer time (ns)
+
+
+def hist_quantile(h, q):
+    """Upper bound (ns) of the bucket that holds the q-quantile of h."""
+    total = sum(h.values())
+    if total <= 0:
+        return NAN
+    rank, seen = max(1, -(-q * total // 1)), 0
+    for bound in sorted(h):
+        seen += h[bound]
+        if seen >= rank:
+            return bound
+    return NAN
+
+
+for ph, points in sorted(latency_by_phase.items()):
+    prev = None
+    for step, _ in STEPS:
+        cur = points.get(step)
+        if cur is not None and (step == "ready" or prev is not None) and (ph, step) not in NOT_COLD:
+            for tag in ("r", "w"):
+                now, before = _hist(cur, tag), ({} if step == "ready" else _hist(prev, tag))
+                diff = {b: now[b] - before.get(b, 0) for b in now if now[b] - before.get(b, 0) > 0}
+                for b, n in diff.items():
+                    step_hist[step][tag][b] += n
+                step_sums[step][tag] += cur.get(f"{tag}sum", 0) - (0 if step == "ready" else prev.get(f"{tag}sum", 0))
+                if diff:
+                    step_medians[step][tag].append(hist_quantile(diff, 0.5))
         prev = cur
 
 
@@ -534,6 +589,68 @@ if counters_by_phase:
         last = steps.get("c-warm") or list(steps.values())[-1]
         w(f"| {int(last['round'])} | " + " | ".join(f"{last[k]:g}" if k in last else "–" for k in ekeys) + " |")
     w("")
+
+# ---- answer times ----------------------------------------------------------------------
+def fmt_ns(x):
+    if x != x:
+        return "–"
+    if x == float("inf"):
+        return "longer"
+    return f"{x / 1e3:.1f} µs" if x < 1e5 else (f"{x / 1e3:.0f} µs" if x < 1e6 else f"{x / 1e6:.1f} ms")
+
+
+def lat_cells(step, tag):
+    h = step_hist.get(step, {}).get(tag, {})
+    n = sum(h.values())
+    if not n:
+        return ["0", "–", "–", "–"]
+    meds = step_medians[step][tag]
+    rng = f" [{fmt_ns(min(meds))} – {fmt_ns(max(meds))}]" if len(meds) > 1 and min(meds) != max(meds) else ""
+    mean = step_sums[step][tag] / n if step_sums[step][tag] > 0 else NAN
+    return [f"{n:g}", fmt_ns(mean), f"≤ {fmt_ns(hist_quantile(h, 0.5))}{rng}", f"≤ {fmt_ns(hist_quantile(h, 0.99))}"]
+
+
+if step_hist:
+    w("### How long the agent took to answer")
+    w("")
+    w("The agent times every answer it gives, from the moment its reader has read the")
+    w("permission event to the moment the answer is written (`palisade status`: *answer")
+    w("time*; the time an event waits in the kernel before that read is not visible to")
+    w("user space). Two histograms: answers given on the reader thread, and answers")
+    w("given by a worker (or the watchdog). Recorded with the counters after each step")
+    w("(raw results, config `latency`); per step, the answers of all Palisade phases")
+    w("pooled, [the range of the per-phase medians]. The mean is exact; a quantile is")
+    w("given as the upper bound of its histogram bucket, at most 12.5 % wide.")
+    w("")
+    w("| step | reader: answers | mean | median | p99 | workers: answers | mean | median | p99 |")
+    w("|---|---|---|---|---|---|---|---|---|")
+    for step, label in STEPS:
+        if step in step_hist:
+            w(f"| {label} | " + " | ".join(lat_cells(step, "r") + lat_cells(step, "w")) + " |")
+    w("")
+    none_b = R("none", "b", "mean")
+    pal_b, floor_b = R("palisade", "b-cold", "pratio"), R("floor", "b-floor", "pratio")
+    hb = step_hist.get("b-cold", {}).get("r", {})
+    if hb and pal_b == pal_b and floor_b == floor_b and none_b == none_b:
+        w(f"**Where (b) cold's time goes.** An exec without enforcement took {fmt_us(none_b)}")
+        w(f"on average. Palisade added about {fmt_us((pal_b - 1) * none_b)} to it (paired ratio")
+        w(f"− 1, times that mean), the bare fanotify round trip (`fanfloor`) about")
+        w(f"{fmt_us((floor_b - 1) * none_b)}: Palisade costs about {fmt_us((pal_b - floor_b) * none_b)}")
+        mb = step_sums["b-cold"]["r"] / sum(hb.values()) if step_sums["b-cold"]["r"] > 0 else NAN
+        mean_words = f"{fmt_ns(mb)} on average, " if mb == mb else ""
+        w(f"more per exec. Its reader's answer time was {mean_words}median")
+        w(f"≤ {fmt_ns(hist_quantile(hb, 0.5))}")
+        fl_med = [r["median_ns"] for r in floorlat_rows if "median_ns" in r]
+        if fl_med:
+            fl_p99 = [r["p99_ns"] for r in floorlat_rows if "p99_ns" in r]
+            w(f"(p99 ≤ {fmt_ns(hist_quantile(hb, 0.99))}); `fanfloor`'s, measured the same way")
+            w(f"(`fstat`, ignore mark, answer), {fmt_ns(med(fl_med))} (p99 {fmt_ns(med(fl_p99))};")
+            w(f"medians over its {len(fl_med)} runs). The rest of the difference is spent outside")
+            w("the answer: after it (the path lookup, the ignore mark and caching, on the")
+            w("reader's CPU while the exec goes on) and in the kernel.")
+        else:
+            w(f"(p99 ≤ {fmt_ns(hist_quantile(hb, 0.99))}).")
+        w("")
 
 w("### Checks made during the run")
 w("")

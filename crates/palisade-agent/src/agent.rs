@@ -285,6 +285,7 @@ impl RunningAgent {
                 guard_active: engine.guard_active(),
                 watched: watched.clone(),
                 stats: engine.stats.snapshot(),
+                latency: engine.latency.snapshot(),
                 spool_pending: spool.len().unwrap_or(0),
                 events_dropped: reporter.dropped(),
                 cached_approvals: engine.cached_hashes(),

@@ -1,6 +1,7 @@
 //! The local control socket: `palisade status` asks the running agent what
 //! it is doing. One JSON document per connection; root only (0600).
 use crate::engine::StatsSnapshot;
+use crate::latency::LatencySnapshot;
 use anyhow::{Context, Result};
 use palisade_core::{Level, Levels};
 use std::io::{Read, Write};
@@ -34,6 +35,9 @@ pub struct ControlStatus {
     pub watched: Vec<String>,
     /// Counters.
     pub stats: StatsSnapshot,
+    /// How long answers took (absent from older agents).
+    #[serde(default)]
+    pub latency: LatencySnapshot,
     /// Events waiting on disk for upload.
     pub spool_pending: u64,
     /// Events dropped because the queue was full.

@@ -27,6 +27,7 @@ use crate::cache::Cache;
 use crate::conditions::Timekeeper;
 use crate::config::AgentConfig;
 use crate::files::{self, FileId, Identity, Stamp};
+use crate::latency::DecisionLatency;
 use crate::procfs;
 use crate::report::Reporter;
 use crate::store::{CachedApproval, LevelsFile, PersistentCache};
@@ -251,11 +252,18 @@ impl KernelAllowed {
     }
 }
 
+thread_local! {
+    /// Whether this thread is the reader (for [`Engine::latency`]).
+    static ON_READER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// One permission event waiting for its answer.
 pub(crate) struct Pending {
     fd: OwnedFd,
     pid: u32,
     mask: Mask,
+    /// When the reader had read the event.
+    received: Instant,
     deadline: Instant,
     answered: AtomicBool,
 }
@@ -348,6 +356,8 @@ pub struct Engine {
     timekeeper: Arc<Timekeeper>,
     /// Counters.
     pub stats: Stats,
+    /// How long answers took, per kind of decider.
+    pub latency: DecisionLatency,
 }
 
 fn level_to_u8(l: Level) -> u8 {
@@ -459,6 +469,7 @@ impl Engine {
             facts_tx: parts.facts_tx,
             timekeeper: Timekeeper::start(),
             stats: Stats::default(),
+            latency: DecisionLatency::default(),
             cfg: parts.cfg,
             fan: parts.fan,
             guard: parts.guard,
@@ -599,6 +610,7 @@ impl Engine {
                 .expect("spawn watchdog");
         }
         raise_priority();
+        ON_READER.set(true);
         let mut buf = vec![0u8; palisade_kernel::fanotify::EVENT_BUFFER];
         while !stop.requested() {
             let events = match self.fan.read_events_until(&mut buf, &stop) {
@@ -609,7 +621,8 @@ impl Engine {
                     continue;
                 }
             };
-            let deadline = Instant::now() + self.cfg.decision_deadline;
+            let received = Instant::now();
+            let deadline = received + self.cfg.decision_deadline;
             for ev in events {
                 if ev.mask.contains(Mask::Q_OVERFLOW) {
                     tracing::warn!("fanotify queue overflow");
@@ -624,6 +637,7 @@ impl Engine {
                     fd,
                     pid: u32::try_from(ev.pid).unwrap_or(0),
                     mask: ev.mask,
+                    received,
                     deadline,
                     answered: AtomicBool::new(false),
                 });
@@ -656,10 +670,22 @@ impl Engine {
                 Response::Deny
             }
         };
+        self.respond(p, response);
+        true
+    }
+
+    /// Write the answer (callers make sure it is the only one) and count
+    /// the time it took, from the read of the event until now.
+    fn respond(&self, p: &Pending, response: Response) {
         if let Err(e) = self.fan.respond(p.fd(), response) {
             tracing::warn!("fanotify respond failed: {e}");
         }
-        true
+        let latency = if ON_READER.get() {
+            &self.latency.reader
+        } else {
+            &self.latency.workers
+        };
+        latency.record(p.received.elapsed());
     }
 
     fn known_cached(&self, ident: &Identity) -> Option<Known> {

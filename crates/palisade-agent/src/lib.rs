@@ -22,6 +22,7 @@ pub mod debian;
 pub mod engine;
 pub mod files;
 pub mod identity;
+pub mod latency;
 pub mod link;
 pub mod memfd;
 pub mod mounts;

@@ -54,7 +54,7 @@ impl Engine {
         if self.is_own(p.pid) {
             bump(&self.stats.own);
             p.answered.store(true, Ordering::Relaxed);
-            let _ = self.fan.respond(p.fd(), Response::Allow);
+            self.respond(p, Response::Allow);
             return true;
         }
         false

@@ -504,6 +504,12 @@ pub(crate) async fn status(cfg: Option<&Path>, a: StatusArgs) -> Result<ExitCode
             st.stats.blocked,
             st.stats.timeouts
         );
+        for (name, h) in [
+            ("answer time  reader ", &st.latency.reader),
+            ("             workers", &st.latency.workers),
+        ] {
+            println!("{name} {}", latency_line(h));
+        }
         println!(
             "events       {} waiting for upload, {} dropped",
             st.spool_pending, st.events_dropped
@@ -514,4 +520,19 @@ pub(crate) async fn status(cfg: Option<&Path>, a: StatusArgs) -> Result<ExitCode
     } else {
         ExitCode::from(3)
     })
+}
+
+/// "n answers, median ≤ …, p99 ≤ …, max …" for `palisade status`.
+fn latency_line(h: &palisade_agent::latency::HistogramSnapshot) -> String {
+    use palisade_agent::latency::human_ns;
+    let q = |x| h.quantile(x).map_or_else(|| "–".to_owned(), human_ns);
+    match h.count {
+        0 => "no answers yet".to_owned(),
+        n => format!(
+            "{n} answers, median ≤ {}, p99 ≤ {}, max {}",
+            q(0.5),
+            q(0.99),
+            human_ns(h.max_ns)
+        ),
+    }
 }

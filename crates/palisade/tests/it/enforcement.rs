@@ -540,3 +540,56 @@ fn other_agents_hold_memfd(pid: i32) -> bool {
         other != pid.to_string() && Path::new(&format!("/proc/{other}")).exists()
     })
 }
+
+#[test]
+fn every_answer_is_timed_and_status_reports_the_times() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let up = Up::start(&m, &["--lockdown", "--no-scan"]);
+    let status =
+        || -> serde_json::Value { serde_json::from_str(&up.ok(&["status", "--json"])).unwrap() };
+    // A small file's first exec is hashed and answered by the reader; one
+    // too large for the reader to read goes to a worker.
+    let p = Programs::get();
+    let small = p.install("hello", &m.path, "small");
+    // (Written in one go: in lockdown an open of an unapproved ELF file is
+    // refused, so it cannot be appended to once it is there.)
+    let mut bytes = std::fs::read(p.path("hello")).unwrap();
+    bytes.resize(bytes.len() + (1 << 20), 0x5a);
+    let large = script(&m.join("large"), "");
+    std::fs::write(&large, bytes).unwrap();
+    up.ok(&["file", "approve", small.to_str().unwrap()]);
+    assert!(eventually(Duration::from_secs(2), || run(&small, &[], &[]).ok()).is_some());
+    assert!(run(&large, &[], &[]).exec_refused(), "not approved");
+
+    // Every event is answered once and timed once, by one kind of decider.
+    let mut last = serde_json::Value::Null;
+    let settled = eventually(Duration::from_secs(5), || {
+        last = status();
+        let count = |who: &str| last["latency"][who]["count"].as_u64().unwrap_or(0);
+        let answered = count("reader") + count("workers");
+        answered == last["stats"]["events"].as_u64().unwrap() && count("workers") >= 1
+    });
+    assert!(settled.is_some(), "one time per event: {last:#}");
+    for who in ["reader", "workers"] {
+        let h = &last["latency"][who];
+        let count = h["count"].as_u64().unwrap();
+        assert!(count >= 1, "{who}: {h}");
+        let in_buckets: u64 = h["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b[1].as_u64().unwrap())
+            .sum();
+        assert_eq!(in_buckets, count, "{who}: {h}");
+        let max = h["max_ns"].as_u64().unwrap();
+        assert!(max > 0 && max < 10_000_000_000, "{who}: {h}");
+        assert!(h["sum_ns"].as_u64().unwrap() >= max, "{who}: {h}");
+    }
+    let text = up.ok(&["status"]);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("answer time  reader ") && l.contains("median ≤ ")),
+        "{text}"
+    );
+}
