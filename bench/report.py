@@ -118,10 +118,18 @@ c_count = int(m("params").split("C_COUNT=")[1].split()[0]) if "C_COUNT=" in m("p
 # the agent knew them and may have pre-warmed them: the step is then not
 # cold. The agent's counters tell: every cold first exec is one permission
 # event. Such a step is left out of the summary, and the page says so.
+def by_phase(point_rows):
+    """{phase: {step: row}} of rows recorded after each step."""
+    out = defaultdict(dict)
+    for r in point_rows:
+        out[r["phase"]][r["scen"]] = r
+    return out
+
+
+counters_by_phase = by_phase(counter_rows)
 NOT_COLD = {}  # (phase, scenario) -> why
 _cold_steps = [("b-cold", "a", b_count), ("c-cold", "b-cold", c_count)]
-for _ph in sorted({r["phase"] for r in counter_rows}):
-    _steps = {r["scen"]: r for r in counter_rows if r["phase"] == _ph}
+for _ph, _steps in sorted(counters_by_phase.items()):
     for _step, _before, _n in _cold_steps:
         _cur, _prev = _steps.get(_step), _steps.get(_before)
         if not _n or not _cur or not _prev or "events" not in _cur or "events" not in _prev:
@@ -262,19 +270,26 @@ STEPS = [
     ("c-warm", "(c) warm: the first exec of each warm copy"),
 ]
 CKEYS = ["events", "fast_path", "slow_path", "own", "hashed", "hashed_on_write", "prewarmed", "blocked"]
-counters_by_phase = defaultdict(dict)
-for r in counter_rows:
-    counters_by_phase[r["phase"]][r["scen"]] = r
+
+
+def step_changes(points_by_phase):
+    """(step, the point after it, the point before it or None for `ready`,
+    whose figures are totals) for every step of every phase that has both
+    points and is not left out."""
+    for ph, points in sorted(points_by_phase.items()):
+        prev = None
+        for step, _ in STEPS:
+            cur = points.get(step)
+            if cur is not None and (step == "ready" or prev is not None) and (ph, step) not in NOT_COLD:
+                yield step, cur, (None if step == "ready" else prev)
+            prev = cur
+
+
 deltas = defaultdict(lambda: defaultdict(list))  # step -> counter -> values over phases
-for ph, steps in sorted(counters_by_phase.items()):
-    prev = None
-    for step, _ in STEPS:
-        cur = steps.get(step)
-        if cur and (step == "ready" or prev) and (ph, step) not in NOT_COLD:
-            for k in CKEYS:
-                if k in cur and (step == "ready" or k in prev):
-                    deltas[step][k].append(cur[k] - (0 if step == "ready" else prev[k]))
-        prev = cur
+for step, cur, prev in step_changes(counters_by_phase):
+    for k in CKEYS:
+        if k in cur and (prev is None or k in prev):
+            deltas[step][k].append(cur[k] - (prev[k] if prev else 0))
 
 
 # ---- how long the agent took to answer, per step ---------------------------------------
@@ -290,9 +305,6 @@ def _hist(r, tag):
     return out
 
 
-latency_by_phase = defaultdict(dict)
-for r in latency_rows:
-    latency_by_phase[r["phase"]][r["scen"]] = r
 step_hist = defaultdict(lambda: {"r": defaultdict(float), "w": defaultdict(float)})
 step_medians = defaultdict(lambda: {"r": [], "w": []})  # per-phase medians, for the range
 step_sums = defaultdict(lambda: {"r": 0.0, "w": 0.0})  # total answer time (ns)
@@ -311,20 +323,15 @@ def hist_quantile(h, q):
     return NAN
 
 
-for ph, points in sorted(latency_by_phase.items()):
-    prev = None
-    for step, _ in STEPS:
-        cur = points.get(step)
-        if cur is not None and (step == "ready" or prev is not None) and (ph, step) not in NOT_COLD:
-            for tag in ("r", "w"):
-                now, before = _hist(cur, tag), ({} if step == "ready" else _hist(prev, tag))
-                diff = {b: now[b] - before.get(b, 0) for b in now if now[b] - before.get(b, 0) > 0}
-                for b, n in diff.items():
-                    step_hist[step][tag][b] += n
-                step_sums[step][tag] += cur.get(f"{tag}sum", 0) - (0 if step == "ready" else prev.get(f"{tag}sum", 0))
-                if diff:
-                    step_medians[step][tag].append(hist_quantile(diff, 0.5))
-        prev = cur
+for step, cur, prev in step_changes(by_phase(latency_rows)):
+    for tag in ("r", "w"):
+        now, before = _hist(cur, tag), (_hist(prev, tag) if prev else {})
+        diff = {b: now[b] - before.get(b, 0) for b in now if now[b] - before.get(b, 0) > 0}
+        for b, n in diff.items():
+            step_hist[step][tag][b] += n
+        step_sums[step][tag] += cur.get(f"{tag}sum", 0) - (prev.get(f"{tag}sum", 0) if prev else 0)
+        if diff:
+            step_medians[step][tag].append(hist_quantile(diff, 0.5))
 
 
 def D(step, key):
@@ -645,9 +652,9 @@ if step_hist:
             fl_p99 = [r["p99_ns"] for r in floorlat_rows if "p99_ns" in r]
             w(f"(p99 ≤ {fmt_ns(hist_quantile(hb, 0.99))}); `fanfloor`'s, measured the same way")
             w(f"(`fstat`, ignore mark, answer), {fmt_ns(med(fl_med))} (p99 {fmt_ns(med(fl_p99))};")
-            w(f"medians over its {len(fl_med)} runs). The rest of the difference is spent outside")
-            w("the answer: after it (the path lookup, the ignore mark and caching, on the")
-            w("reader's CPU while the exec goes on) and in the kernel.")
+            w(f"medians over its {len(fl_med)} runs). The rest of the difference lies outside the")
+            w("answer and is not timed here: the work after it (the path lookup, the ignore mark")
+            w("and caching, on the reader's CPU while the exec goes on) or the kernel.")
         else:
             w(f"(p99 ≤ {fmt_ns(hist_quantile(hb, 0.99))}).")
         w("")

@@ -522,16 +522,17 @@ pub(crate) async fn status(cfg: Option<&Path>, a: StatusArgs) -> Result<ExitCode
     })
 }
 
-/// "n answers, median ≤ …, p99 ≤ …, max …" for `palisade status`.
+/// "n answers, mean …, median ≤ …, p99 ≤ …, max …" for `palisade status`.
 fn latency_line(h: &palisade_agent::latency::HistogramSnapshot) -> String {
     use palisade_agent::latency::human_ns;
-    let q = |x| h.quantile(x).map_or_else(|| "–".to_owned(), human_ns);
+    let or_dash = |ns: Option<u64>| ns.map_or_else(|| "–".to_owned(), human_ns);
     match h.count {
         0 => "no answers yet".to_owned(),
         n => format!(
-            "{n} answers, median ≤ {}, p99 ≤ {}, max {}",
-            q(0.5),
-            q(0.99),
+            "{n} answers, mean {}, median ≤ {}, p99 ≤ {}, max {}",
+            or_dash(h.mean()),
+            or_dash(h.quantile(0.5)),
+            or_dash(h.quantile(0.99)),
             human_ns(h.max_ns)
         ),
     }
