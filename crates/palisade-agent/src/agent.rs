@@ -255,6 +255,7 @@ impl RunningAgent {
                 watched: watched.clone(),
                 enforcing: enforcing.clone(),
                 config: config.clone(),
+                status_every: cfg.status_interval,
             })),
             tokio::spawn(link::run_local_approvals(client.clone(), local_rx)),
             tokio::spawn(link::run_facts(client.clone(), facts_rx)),

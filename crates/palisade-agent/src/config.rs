@@ -70,6 +70,10 @@ pub struct AgentConfigFile {
     /// Root of the system whose package database (dpkg, apt lists) vouches
     /// for installed files (default `/`; another root for a chroot).
     pub package_root: Option<PathBuf>,
+    /// Seconds between status reports to the service while connected,
+    /// when the agent answered events since the last one (its answer
+    /// times, for the fleet view). Default 300.
+    pub status_interval_secs: Option<u64>,
 }
 
 /// A validated agent configuration.
@@ -99,6 +103,8 @@ pub struct AgentConfig {
     pub request_socket: PathBuf,
     /// Root of the package database.
     pub package_root: PathBuf,
+    /// Status reports while connected: at most this often.
+    pub status_interval: Duration,
 }
 
 /// The default data directory.
@@ -228,6 +234,13 @@ impl AgentConfigFile {
         let request_socket = self
             .request_socket
             .unwrap_or_else(|| data_dir.join("request.sock"));
+        let status_interval = self.status_interval_secs.unwrap_or(300);
+        if !(5..=86_400).contains(&status_interval) {
+            return Err(ConfigError::new(
+                "status_interval_secs",
+                "must be between 5 and 86400",
+            ));
+        }
         Ok(AgentConfig {
             data_dir,
             watch,
@@ -247,6 +260,7 @@ impl AgentConfigFile {
                 Some(p) => p,
                 None => PathBuf::from("/"),
             },
+            status_interval: Duration::from_secs(status_interval),
         })
     }
 }
@@ -284,6 +298,10 @@ mod tests {
         );
         assert_eq!(err("watch = [\"relative\"]").field, "watch");
         assert_eq!(err("data_dir = \"x\"").field, "data_dir");
+        assert_eq!(
+            err("status_interval_secs = 1").field,
+            "status_interval_secs"
+        );
         assert_eq!(
             err("interpreters = [\"/usr/bin/python3\"]").field,
             "interpreters"

@@ -340,6 +340,10 @@ pub struct LinkParts {
     /// What a scan needs (to approve what the computer has when its level
     /// is raised).
     pub scan: ScanParams,
+    /// How often, at most, the agent sends the service its status again
+    /// while connected, when its answer times have moved since the last
+    /// report (checked at the service's heartbeats).
+    pub status_every: Duration,
 }
 
 /// What a scan of the watched filesystems needs.
@@ -394,7 +398,7 @@ async fn connect_once(parts: &LinkParts) -> Result<()> {
     }
     apply_config(parts, config, true).await;
     tracing::info!("connected to the service at revision {revision}");
-    report_status(parts).await;
+    let mut reported = report_status(parts).await;
     loop {
         let msg = tokio::time::timeout(silence, stream.next())
             .await
@@ -407,10 +411,20 @@ async fn connect_once(parts: &LinkParts) -> Result<()> {
                 if config_changed {
                     let config = parts.client.config().await?;
                     apply_config(parts, config, true).await;
-                    report_status(parts).await;
+                    reported = report_status(parts).await;
                 }
             }
-            StreamMessage::Heartbeat { .. } | StreamMessage::Hello { .. } => {}
+            StreamMessage::Heartbeat { .. } => {
+                // Answer times for the fleet view: no more often than
+                // `status_every`, and not at all while nothing was
+                // answered (an idle agent writes nothing).
+                if reported.at.elapsed() >= parts.status_every
+                    && answers(&parts.engine) != reported.answers
+                {
+                    reported = report_status(parts).await;
+                }
+            }
+            StreamMessage::Hello { .. } => {}
         }
     }
 }
@@ -519,18 +533,40 @@ pub async fn prefetch(client: &ServiceClient, engine: &Engine, hashes: &[Sha256]
     }
 }
 
-/// Tell the service what the agent is doing.
-pub async fn report_status(parts: &LinkParts) {
+/// When the agent last told the service its status, and how many events
+/// it had answered then.
+pub struct Reported {
+    at: std::time::Instant,
+    answers: u64,
+}
+
+/// Permission events received so far.
+fn answers(engine: &Engine) -> u64 {
+    engine
+        .stats
+        .events
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Tell the service what the agent is doing. A failed report is logged and
+/// counts as sent: the next one is due at the next change or interval.
+pub async fn report_status(parts: &LinkParts) -> Reported {
+    let reported = Reported {
+        at: std::time::Instant::now(),
+        answers: answers(&parts.engine),
+    };
     let status = AgentStatus {
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         level_in_force: parts.engine.level(),
         enforcing: parts.enforcing.load(std::sync::atomic::Ordering::Relaxed),
         guard_active: parts.engine.guard_active(),
         watched: parts.watched.clone(),
+        latency: parts.engine.latency.snapshot(),
     };
     if let Err(e) = parts.client.status(&status).await {
         tracing::debug!("status report failed: {e:#}");
     }
+    reported
 }
 
 /// How long an uploader with an empty spool sleeps when `wake` does not

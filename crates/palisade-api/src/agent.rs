@@ -270,6 +270,11 @@ pub struct AgentStatus {
     pub guard_active: bool,
     /// Mount points of the watched filesystems.
     pub watched: Vec<String>,
+    /// How long the agent took to answer permission events since it
+    /// started (empty from agents older than this field). The service
+    /// refuses a report whose histograms are malformed.
+    #[serde(default)]
+    pub latency: palisade_core::latency::LatencySnapshot,
 }
 
 /// Approvals made on the computer by trusted change (updaters, trusted users,

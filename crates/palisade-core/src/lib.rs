@@ -5,7 +5,7 @@
 //! enforcement levels ([`Level`]), the decision a policy enforcement point
 //! takes for one load of code ([`decide`]), the process context that travels
 //! with each request ([`ProcessContext`]) and file-content classification
-//! ([`FileKind`]).
+//! ([`FileKind`]), and answer-time histograms ([`latency`]).
 //!
 //! Architecture invariant: this crate knows nothing of fanotify, BPF, HTTP,
 //! SQL, files, clocks or threads. It cannot fail on I/O, so the agent and the
@@ -19,6 +19,7 @@ mod decision;
 mod event;
 mod filekind;
 mod ids;
+pub mod latency;
 mod level;
 mod pattern;
 pub mod rules;

@@ -831,6 +831,19 @@ pub(crate) async fn status(
     JsonBody(status): JsonBody<AgentStatus>,
 ) -> ApiResult<StatusCode> {
     check_text("agent_version", &status.agent_version, 64)?;
+    if status.watched.len() > 4096 {
+        return Err(ApiError::invalid("watched", "at most 4096 mount points"));
+    }
+    for w in &status.watched {
+        check_text("watched", w, 4096)?;
+    }
+    for (name, h) in [
+        ("latency.reader", &status.latency.reader),
+        ("latency.workers", &status.latency.workers),
+    ] {
+        h.check()
+            .map_err(|e| ApiError::invalid(name, e.to_string()))?;
+    }
     let json = serde_json::to_string(&status).map_err(|e| ApiError::internal(&e))?;
     let mut tx = state.db.write().await?;
     sqlx::query(

@@ -140,8 +140,34 @@ async fn console_in_a_browser() {
     olivia.find("#files").await;
     olivia.screenshot(shots, "files").await;
 
+    // web01's agent reports its answer times: the computers page shows
+    // them per computer and over the fleet.
+    let (code, body) = agent
+        .call(
+            reqwest::Method::POST,
+            "/agent/v1/status",
+            Some(json!({
+                "agent_version": "1.0.0", "level_in_force": "lockdown", "enforcing": true,
+                "guard_active": false, "watched": ["/"],
+                "latency": {
+                    "reader": {"count": 99, "sum_ns": 1980000, "max_ns": 22000,
+                               "buckets": [[20480, 98], [22528, 1]]},
+                    "workers": {"count": 1, "sum_ns": 40000000, "max_ns": 40000000,
+                                "buckets": [[41943040, 1]]}
+                }
+            })),
+        )
+        .await;
+    assert!(code.is_success(), "{code} {body}");
     // Move web01 from default to servers.
     olivia.goto(&env.server.url("/console/computers")).await;
+    let cell = olivia.text("tr[data-computer=\"web01\"] td.latency").await;
+    assert_eq!(cell, "median ≤ 20.5 µs, p99 ≤ 22.5 µs (100 answers)");
+    let fleet = olivia.text("#fleet-latency").await;
+    assert!(
+        fleet.starts_with("Answer time over 1 computer: median ≤ 20.5 µs, p99 ≤ 22.5 µs (100 answers), max 40.0 ms"),
+        "{fleet}"
+    );
     let row = "tr[data-computer=\"web01\"]";
     olivia
         .select(&format!("{row} select[name=policy]"), "servers")

@@ -161,5 +161,74 @@ async fn agent_status(backend: Backend) {
     assert!(me.last_seen_ms.is_some());
     assert!(!me.revoked);
     assert_eq!(me.hostname, "web01");
+    // A report from an agent that predates answer times: empty histograms.
+    assert_eq!(s.latency.all().count, 0);
+
+    // Answer times travel to the fleet view as reported.
+    let with_latency = |reader: serde_json::Value| {
+        json!({
+            "agent_version": "1.2.4",
+            "level_in_force": "lockdown",
+            "enforcing": true,
+            "guard_active": false,
+            "watched": ["/"],
+            "latency": {
+                "reader": reader,
+                "workers": {"count": 1, "sum_ns": 40000000, "max_ns": 40000000,
+                            "buckets": [[41943040, 1]]}
+            }
+        })
+    };
+    let reader = json!({"count": 3, "sum_ns": 62000, "max_ns": 22000,
+                        "buckets": [[20480, 2], [22528, 1]]});
+    let (code, body) = agent
+        .call(Method::POST, "/agent/v1/status", Some(with_latency(reader)))
+        .await;
+    assert_eq!(code, StatusCode::NO_CONTENT, "{body}");
+    let list: Vec<ComputerInfo> = env.admin.get_ok("/api/v1/computers").await;
+    let me = list.iter().find(|c| c.name == agent.name).expect("listed");
+    let l = &me.status.as_ref().expect("status stored").latency;
+    assert_eq!(l.reader.count, 3);
+    assert_eq!(l.reader.buckets, vec![(20480, 2), (22528, 1)]);
+    assert_eq!(l.all().count, 4);
+    assert_eq!(l.all().quantile(0.5), Some(20480));
+    assert_eq!(l.all().max_ns, 40_000_000);
+
+    // A malformed histogram is refused, naming it, and the stored status
+    // stays as it was.
+    for (bad, fault) in [
+        (
+            json!({"count": 5, "sum_ns": 1, "max_ns": 300, "buckets": [[320, 1]]}),
+            "count 5",
+        ),
+        (
+            json!({"count": 1, "sum_ns": 1, "max_ns": 300, "buckets": [[321, 1]]}),
+            "not a bucket bound",
+        ),
+        (
+            json!({"count": 2, "sum_ns": 1, "max_ns": 300, "buckets": [[352, 1], [320, 1]]}),
+            "ascending",
+        ),
+        (
+            json!({"count": 1, "sum_ns": 1, "max_ns": 9000, "buckets": [[320, 1]]}),
+            "highest bucket",
+        ),
+        (json!({"count": "many"}), ""),
+    ] {
+        let (code, body) = agent
+            .call(
+                Method::POST,
+                "/agent/v1/status",
+                Some(with_latency(bad.clone())),
+            )
+            .await;
+        let body = body.to_string();
+        assert!(code.is_client_error(), "{bad}: {code} {body}");
+        assert!(body.contains("latency.reader"), "{bad}: {body}");
+        assert!(body.contains(fault), "{bad}: {body}");
+    }
+    let list: Vec<ComputerInfo> = env.admin.get_ok("/api/v1/computers").await;
+    let me = list.iter().find(|c| c.name == agent.name).expect("listed");
+    assert_eq!(me.status.as_ref().unwrap().latency, *l);
     env.server.stop().await;
 }

@@ -7,6 +7,7 @@ use palisade_api::admin::{
     SetFileState, SetLevels,
 };
 use palisade_api::ErrorBody;
+use palisade_core::latency::{human_ns, total, HistogramSnapshot};
 use palisade_core::{FileState, Name, Sha256};
 use std::path::Path;
 use std::process::ExitCode;
@@ -343,12 +344,21 @@ pub(crate) async fn computers(cfg: Option<&Path>, json: bool) -> Result<ExitCode
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<20} {:<14} {:<9} {:<9} {:<10} last seen",
-        "NAME", "POLICY", "LEVEL", "OFFLINE", "LINK"
+        "{:<20} {:<14} {:<9} {:<9} {:<10} {:>9} {:>10} {:>10}  last seen",
+        "NAME", "POLICY", "LEVEL", "OFFLINE", "LINK", "ANSWERS", "MEDIAN", "P99"
     );
-    for c in list {
+    for c in &list {
+        let all = c
+            .status
+            .as_ref()
+            .map(|s| s.latency.all())
+            .unwrap_or_default();
+        let le = |q: f64| {
+            all.quantile(q)
+                .map_or_else(|| "–".into(), |ns| format!("≤{}", human_ns(ns)))
+        };
         println!(
-            "{:<20} {:<14} {:<9} {:<9} {:<10} {}",
+            "{:<20} {:<14} {:<9} {:<9} {:<10} {:>9} {:>10} {:>10}  {}",
             c.name,
             c.policy,
             c.levels.connected.as_str(),
@@ -360,7 +370,22 @@ pub(crate) async fn computers(cfg: Option<&Path>, json: bool) -> Result<ExitCode
             } else {
                 "offline"
             },
+            all.count,
+            le(0.5),
+            le(0.99),
             c.last_seen_ms.map(fmt_ms).unwrap_or_else(|| "never".into())
+        );
+    }
+    // Every computer's answers added up: the fleet's answer time.
+    let (fleet, reporting) = total(
+        list.iter()
+            .filter_map(|c| c.status.as_ref().map(|s| &s.latency)),
+    );
+    if reporting > 0 {
+        println!(
+            "answer time over {reporting} computer{}: {}",
+            if reporting == 1 { "" } else { "s" },
+            latency_line(&fleet)
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -522,9 +547,9 @@ pub(crate) async fn status(cfg: Option<&Path>, a: StatusArgs) -> Result<ExitCode
     })
 }
 
-/// "n answers, mean …, median ≤ …, p99 ≤ …, max …" for `palisade status`.
-fn latency_line(h: &palisade_agent::latency::HistogramSnapshot) -> String {
-    use palisade_agent::latency::human_ns;
+/// "n answers, mean …, median ≤ …, p99 ≤ …, max …" for `palisade status`
+/// and the fleet's line under `palisade computers`.
+fn latency_line(h: &HistogramSnapshot) -> String {
     let or_dash = |ns: Option<u64>| ns.map_or_else(|| "–".to_owned(), human_ns);
     match h.count {
         0 => "no answers yet".to_owned(),

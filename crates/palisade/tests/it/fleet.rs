@@ -504,3 +504,76 @@ fn replicas_over_postgres_push_a_ban_to_an_agent_on_the_other_replica() {
     let computers = f.ok(&["computers"]);
     assert!(computers.contains("connected"), "{computers}");
 }
+
+#[test]
+fn each_computers_answer_times_reach_the_fleet_view() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let mut f = Fleet::start(&m, None, 1);
+    let cfg = f.data.path().join("agent.toml");
+    std::fs::write(&cfg, "status_interval_secs = 5\n").unwrap();
+    f.stop_agent();
+    f.start_agent_with(&["--config", cfg.to_str().unwrap()]);
+    let hello = Programs::get().install("hello", &m.path, "hello");
+    f.set_default_levels("lockdown", "lockdown");
+    f.ok(&["file", "approve", hello.to_str().unwrap()]);
+    assert!(
+        eventually(Duration::from_secs(3), || run(&hello, &[], &[]).ok()).is_some(),
+        "{}",
+        f.agent_log()
+    );
+    let answered = |v: &serde_json::Value| {
+        ["reader", "workers"]
+            .iter()
+            .map(|w| v[w]["count"].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    let mut reported = serde_json::Value::Null;
+    let mut service_count = |at_least: u64| {
+        eventually(Duration::from_secs(25), || {
+            reported = serde_json::from_str(&f.ok(&["computers", "--json"])).unwrap();
+            answered(&reported[0]["status"]["latency"]) >= at_least
+        })
+        .unwrap_or_else(|| panic!("no answer times reached the service\n{}", f.agent_log()));
+        answered(&reported[0]["status"]["latency"])
+    };
+    // The level change made the agent report (with the answers until then).
+    let before = service_count(1);
+    // New answers with nothing else changing: the agent reports again at a
+    // heartbeat once the interval has passed.
+    let local_count = || {
+        let local: serde_json::Value = serde_json::from_str(&f.ok(&["status", "--json"])).unwrap();
+        answered(&local["latency"])
+    };
+    let other = Programs::get().install("hello2", &m.path, "other");
+    f.ok(&["file", "approve", other.to_str().unwrap()]);
+    assert!(eventually(Duration::from_secs(3), || run(&other, &[], &[]).ok()).is_some());
+    let now = local_count();
+    assert!(now > before, "the agent answered the new program's events");
+    let t = std::time::Instant::now();
+    let after = service_count(now);
+    eprintln!(
+        "answer times reached the fleet view {:?} after the run ({before} -> {after} answers)",
+        t.elapsed()
+    );
+    assert!(
+        after <= local_count(),
+        "the service has at most what the agent counted"
+    );
+    assert!(
+        reported[0]["status"]["latency"]["workers"]["max_ns"]
+            .as_u64()
+            .unwrap()
+            > 0
+            || reported[0]["status"]["latency"]["reader"]["max_ns"]
+                .as_u64()
+                .unwrap()
+                > 0
+    );
+    let table = f.ok(&["computers"]);
+    assert!(table.contains("P99"), "{table}");
+    assert!(
+        table.contains("answer time over 1 computer: ") && table.contains("answers, mean"),
+        "{table}"
+    );
+}

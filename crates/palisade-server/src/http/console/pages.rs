@@ -13,6 +13,7 @@ use axum::response::Html;
 use maud::{html, Markup};
 use palisade_api::admin::RequestStatus;
 use palisade_authz::{Op, PermissionSet, Resource};
+use palisade_core::latency::{self, human_ns, HistogramSnapshot};
 use palisade_core::{FileEvent, Level};
 use sqlx::Row;
 
@@ -193,7 +194,7 @@ fn computer_table(
         table #computers {
             thead { tr {
                 th { "Computer" } th { "Host" } th { "Policy" } th { "Level" } th { "Disconnected" }
-                th { "Connected" } th { "Last seen" } th { "Agent" }
+                th { "Connected" } th { "Last seen" } th { "Agent" } th { "Answer time" }
                 @if actions.is_some() { th { "Actions" } }
             } }
             tbody {
@@ -210,6 +211,7 @@ fn computer_table(
                             (s.agent_version) ", " (s.level_in_force.as_str())
                             @if s.guard_active { ", guard" }
                         } }
+                        td.latency { @if let Some(s) = &c.status { (latency_cell(&s.latency.all())) } }
                         @if let Some(ComputerActions { policies, can_move, can_revoke }) = &actions {
                             td {
                                 @if *can_move {
@@ -229,6 +231,16 @@ fn computer_table(
                     }
                 }
             }
+        }
+    }
+}
+
+/// "median ≤ …, p99 ≤ … (n answers)", or nothing for an empty histogram.
+fn latency_cell(h: &HistogramSnapshot) -> Markup {
+    let le = |q: f64| h.quantile(q).map(|ns| format!("≤ {}", human_ns(ns)));
+    html! {
+        @if let (Some(p50), Some(p99)) = (le(0.5), le(0.99)) {
+            "median " (p50) ", p99 " (p99) " (" (h.count) " answers)"
         }
     }
 }
@@ -256,8 +268,20 @@ pub(crate) async fn computers(State(state): State<AppState>, page: Page) -> Page
             can_revoke,
         }),
     );
+    let (fleet, reporting) = latency::total(
+        computers
+            .iter()
+            .filter_map(|c| c.status.as_ref().map(|s| &s.latency)),
+    );
     let content = html! {
         @if computers.is_empty() { p.muted { "No computer has enrolled yet." } }
+        @if reporting > 0 {
+            p #fleet-latency {
+                "Answer time over " (reporting) " computer" @if reporting != 1 { "s" } ": "
+                (latency_cell(&fleet)) ", max " (human_ns(fleet.max_ns))
+                " (each agent's permission events since it started, as last reported)."
+            }
+        }
         (content)
     };
     Ok(layout(&page, held, "Computers", content))
