@@ -19,6 +19,9 @@ pub struct Histogram {
     counts: [AtomicU64; BUCKETS],
     sum_ns: AtomicU64,
     max_ns: AtomicU64,
+    /// The longest answer since the last status report (see
+    /// [`DecisionLatency::report`]).
+    window_max_ns: AtomicU64,
 }
 
 impl Default for Histogram {
@@ -27,6 +30,7 @@ impl Default for Histogram {
             counts: std::array::from_fn(|_| AtomicU64::new(0)),
             sum_ns: AtomicU64::new(0),
             max_ns: AtomicU64::new(0),
+            window_max_ns: AtomicU64::new(0),
         }
     }
 }
@@ -38,6 +42,7 @@ impl Histogram {
         self.counts[bucket_index(ns)].fetch_add(1, Ordering::Relaxed);
         self.sum_ns.fetch_add(ns, Ordering::Relaxed);
         self.max_ns.fetch_max(ns, Ordering::Relaxed);
+        self.window_max_ns.fetch_max(ns, Ordering::Relaxed);
     }
 
     /// The counts so far. Taken bucket by bucket while other threads may
@@ -47,37 +52,23 @@ impl Histogram {
     /// bucket copied, so that the snapshot passes
     /// [`HistogramSnapshot::check`].
     pub fn snapshot(&self) -> HistogramSnapshot {
-        let mut top = None;
         let buckets: Vec<(u64, u64)> = self
             .counts
             .iter()
             .enumerate()
             .filter_map(|(i, c)| {
                 let n = c.load(Ordering::Relaxed);
-                (n > 0).then(|| {
-                    top = Some(i);
-                    (bucket_upper_bound(i), n)
-                })
+                (n > 0).then(|| (bucket_upper_bound(i), n))
             })
             .collect();
-        let max_ns = match top {
-            None => 0,
-            Some(i) => {
-                let lowest = if i == 0 { 0 } else { bucket_upper_bound(i - 1) };
-                let highest = if i == BUCKETS - 1 {
-                    u64::MAX
-                } else {
-                    bucket_upper_bound(i) - 1
-                };
-                self.max_ns.load(Ordering::Relaxed).clamp(lowest, highest)
-            }
-        };
-        HistogramSnapshot {
+        let mut snapshot = HistogramSnapshot {
             count: buckets.iter().map(|(_, n)| n).sum(),
             sum_ns: self.sum_ns.load(Ordering::Relaxed),
-            max_ns,
+            max_ns: self.max_ns.load(Ordering::Relaxed),
             buckets,
-        }
+        };
+        snapshot.clamp_max();
+        snapshot
     }
 }
 
@@ -99,6 +90,25 @@ impl DecisionLatency {
             workers: self.workers.snapshot(),
         }
     }
+
+    /// For a status report: both histograms, and the answers since `last`,
+    /// the previous report's (`None` if there was none since this agent
+    /// started). Starts the next window's maximum.
+    pub fn report(
+        &self,
+        last: Option<&LatencySnapshot>,
+    ) -> (LatencySnapshot, Option<LatencySnapshot>) {
+        let window_max = |h: &Histogram| h.window_max_ns.swap(0, Ordering::Relaxed);
+        let (reader_max, workers_max) = (window_max(&self.reader), window_max(&self.workers));
+        let now = self.snapshot();
+        let recent = last.and_then(|last| {
+            Some(LatencySnapshot {
+                reader: now.reader.since(&last.reader, reader_max)?,
+                workers: now.workers.since(&last.workers, workers_max)?,
+            })
+        });
+        (now, recent)
+    }
 }
 
 #[cfg(test)]
@@ -119,6 +129,27 @@ mod tests {
         assert_eq!(s.buckets.last().unwrap().0, u64::MAX);
         assert_eq!(s.check(), Ok(()));
         assert_eq!(s.quantile(0.4), s.quantile(0.2));
+    }
+
+    #[test]
+    fn each_report_carries_the_answers_since_the_last() {
+        let l = DecisionLatency::default();
+        l.reader.record(Duration::from_micros(10));
+        l.workers.record(Duration::from_millis(40));
+        let (first, recent) = l.report(None);
+        assert_eq!(recent, None, "no earlier report");
+        l.reader.record(Duration::from_micros(20));
+        l.reader.record(Duration::from_micros(21));
+        let (second, recent) = l.report(Some(&first));
+        let recent = recent.unwrap();
+        assert_eq!(second.reader.count, 3);
+        assert_eq!(recent.reader.count, 2);
+        assert_eq!(recent.reader.max_ns, 21_000, "the window's own maximum");
+        assert_eq!(recent.workers, HistogramSnapshot::default());
+        assert_eq!(recent.check(), Ok(()));
+        // A window with nothing in it.
+        let (_, recent) = l.report(Some(&second));
+        assert_eq!(recent.unwrap().all(), HistogramSnapshot::default());
     }
 
     #[test]

@@ -17,9 +17,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use futures_util::StreamExt;
 use palisade_api::agent::{
     AgentConfig, AgentEvent, AgentStatus, ApprovalRequestCreated, Changes, EventAck, EventBatch,
-    InventoryItem, InventoryRequest, InventoryResponse, LocalApproval, LocalApprovals,
-    LocalApprovalsAck, LookupItem, LookupRequest, LookupResponse, NewApprovalRequest, Removed,
-    RemovedAck, RemovedPath, StreamMessage, EVENT_BATCH_MAX, HEARTBEAT_SECS, LOOKUP_BATCH_MAX,
+    InventoryItem, InventoryRequest, InventoryResponse, LatencyWindow, LocalApproval,
+    LocalApprovals, LocalApprovalsAck, LookupItem, LookupRequest, LookupResponse,
+    NewApprovalRequest, Removed, RemovedAck, RemovedPath, StreamMessage, EVENT_BATCH_MAX,
+    HEARTBEAT_SECS, LOOKUP_BATCH_MAX,
 };
 use palisade_api::ErrorBody;
 use palisade_core::{Approval, Sha256};
@@ -360,8 +361,10 @@ pub struct ScanParams {
 /// Run the stream task forever (reconnecting with backoff).
 pub async fn run_stream(parts: LinkParts) {
     let mut backoff = Duration::from_millis(100);
+    // The last status report, across reconnections.
+    let mut reported = None;
     loop {
-        match connect_once(&parts).await {
+        match connect_once(&parts, &mut reported).await {
             Ok(()) => {}
             Err(e) => tracing::warn!("link to the service lost: {e:#}"),
         }
@@ -376,7 +379,7 @@ pub async fn run_stream(parts: LinkParts) {
     }
 }
 
-async fn connect_once(parts: &LinkParts) -> Result<()> {
+async fn connect_once(parts: &LinkParts, reported: &mut Option<Reported>) -> Result<()> {
     let mut stream = parts.client.stream().await?;
     let silence = Duration::from_secs(3 * HEARTBEAT_SECS);
     let first = tokio::time::timeout(silence, stream.next())
@@ -398,7 +401,7 @@ async fn connect_once(parts: &LinkParts) -> Result<()> {
     }
     apply_config(parts, config, true).await;
     tracing::info!("connected to the service at revision {revision}");
-    let mut reported = report_status(parts).await;
+    report_status(parts, reported).await;
     loop {
         let msg = tokio::time::timeout(silence, stream.next())
             .await
@@ -411,17 +414,18 @@ async fn connect_once(parts: &LinkParts) -> Result<()> {
                 if config_changed {
                     let config = parts.client.config().await?;
                     apply_config(parts, config, true).await;
-                    reported = report_status(parts).await;
+                    report_status(parts, reported).await;
                 }
             }
             StreamMessage::Heartbeat { .. } => {
                 // Answer times for the fleet view: no more often than
                 // `status_every`, and not at all while nothing was
                 // answered (an idle agent writes nothing).
-                if reported.at.elapsed() >= parts.status_every
-                    && answers(&parts.engine) != reported.answers
-                {
-                    reported = report_status(parts).await;
+                let due = reported.as_ref().is_none_or(|r| {
+                    r.at.elapsed() >= parts.status_every && answers(&parts.engine) != r.answers
+                });
+                if due {
+                    report_status(parts, reported).await;
                 }
             }
             StreamMessage::Hello { .. } => {}
@@ -533,11 +537,12 @@ pub async fn prefetch(client: &ServiceClient, engine: &Engine, hashes: &[Sha256]
     }
 }
 
-/// When the agent last told the service its status, and how many events
-/// it had answered then.
+/// When the agent last told the service its status, how many events it
+/// had received then, and the answer times it sent.
 pub struct Reported {
     at: std::time::Instant,
     answers: u64,
+    latency: palisade_core::latency::LatencySnapshot,
 }
 
 /// Permission events received so far.
@@ -548,25 +553,41 @@ fn answers(engine: &Engine) -> u64 {
         .load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Tell the service what the agent is doing. A failed report is logged and
-/// counts as sent: the next one is due at the next change or interval.
-pub async fn report_status(parts: &LinkParts) -> Reported {
-    let reported = Reported {
-        at: std::time::Instant::now(),
-        answers: answers(&parts.engine),
-    };
+/// Tell the service what the agent is doing, with its answer times since
+/// it started and since `last`, which this report replaces once the
+/// service has it. (A failed report's window maximum is lost: the next
+/// report's is then kept inside its highest bucket.)
+async fn report_status(parts: &LinkParts, last: &mut Option<Reported>) {
+    let at = std::time::Instant::now();
+    let received = answers(&parts.engine);
+    let (latency, recent) = parts
+        .engine
+        .latency
+        .report(last.as_ref().map(|r| &r.latency));
+    let recent = recent.zip(last.as_ref()).map(|(latency, r)| LatencyWindow {
+        secs: at.duration_since(r.at).as_secs(),
+        latency,
+    });
     let status = AgentStatus {
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         level_in_force: parts.engine.level(),
         enforcing: parts.enforcing.load(std::sync::atomic::Ordering::Relaxed),
         guard_active: parts.engine.guard_active(),
         watched: parts.watched.clone(),
-        latency: parts.engine.latency.snapshot(),
+        latency: latency.clone(),
+        recent,
     };
-    if let Err(e) = parts.client.status(&status).await {
-        tracing::debug!("status report failed: {e:#}");
+    match parts.client.status(&status).await {
+        Ok(()) => {
+            *last = Some(Reported {
+                at,
+                answers: received,
+                latency,
+            });
+        }
+        // The next heartbeat tries again, its window covering this one's.
+        Err(e) => tracing::debug!("status report failed: {e:#}"),
     }
-    reported
 }
 
 /// How long an uploader with an empty spool sleeps when `wake` does not

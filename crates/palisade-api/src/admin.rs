@@ -241,6 +241,21 @@ pub struct ComputerInfo {
     pub status: Option<crate::agent::AgentStatus>,
 }
 
+impl ComputerInfo {
+    /// The agent's answer times since it started, as last reported.
+    pub fn latency(&self) -> Option<&palisade_core::latency::LatencySnapshot> {
+        self.status.as_ref().map(|s| &s.latency)
+    }
+
+    /// The agent's answer times in the window before its last report.
+    pub fn recent_latency(&self) -> Option<&palisade_core::latency::LatencySnapshot> {
+        self.status
+            .as_ref()
+            .and_then(|s| s.recent.as_ref())
+            .map(|w| &w.latency)
+    }
+}
+
 /// Move a computer to another policy.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

@@ -275,6 +275,20 @@ pub struct AgentStatus {
     /// refuses a report whose histograms are malformed.
     #[serde(default)]
     pub latency: palisade_core::latency::LatencySnapshot,
+    /// The answers since the agent's previous report (none in its first
+    /// report after starting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recent: Option<LatencyWindow>,
+}
+
+/// Answer times over the window that ends at a status report.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct LatencyWindow {
+    /// The window's length in seconds: since the previous report.
+    pub secs: u64,
+    /// The answers given in it.
+    pub latency: palisade_core::latency::LatencySnapshot,
 }
 
 /// Approvals made on the computer by trusted change (updaters, trusted users,

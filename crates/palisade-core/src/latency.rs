@@ -51,15 +51,19 @@ pub fn bucket_upper_bound(i: usize) -> u64 {
     (1u64 << exp) + ((sub + 1) << (exp - SUB_BITS))
 }
 
-/// Whether `bound` is the upper bound of some bucket.
+/// Whether `bound` is the upper bound of some bucket (a bucket's bound is
+/// the first value of the next bucket).
 fn is_bucket_bound(bound: u64) -> bool {
-    let i = if bound == u64::MAX {
+    bucket_upper_bound(top_index(bound)) == bound
+}
+
+/// The index of the bucket whose upper bound is `bound` (one of them).
+fn top_index(bound: u64) -> usize {
+    if bound == u64::MAX {
         BUCKETS - 1
     } else {
-        // A bucket's bound is the first value of the next bucket.
         bucket_index(bound).saturating_sub(1)
-    };
-    bucket_upper_bound(i) == bound
+    }
 }
 
 /// A histogram of answer times.
@@ -172,6 +176,59 @@ impl HistogramSnapshot {
         self.max_ns = self.max_ns.max(other.max_ns);
     }
 
+    /// The answers counted since `earlier`, a snapshot of the same
+    /// histogram taken before this one, bucket by bucket; `max_ns` is the
+    /// longest answer in between, which the buckets cannot tell (it is kept
+    /// inside the highest bucket left). `None` if `earlier` has answers this
+    /// one lacks (not the same histogram: the agent restarted).
+    pub fn since(&self, earlier: &HistogramSnapshot, max_ns: u64) -> Option<HistogramSnapshot> {
+        let mut before = earlier.buckets.iter().peekable();
+        let mut buckets = Vec::with_capacity(self.buckets.len());
+        for &(bound, n) in &self.buckets {
+            let mut was = 0;
+            while let Some(&&(b, m)) = before.peek() {
+                if b > bound {
+                    break;
+                }
+                before.next();
+                if b < bound {
+                    return None; // a bucket that emptied
+                }
+                was = m;
+            }
+            match n.checked_sub(was)? {
+                0 => {}
+                d => buckets.push((bound, d)),
+            }
+        }
+        if before.next().is_some() {
+            return None;
+        }
+        let mut recent = HistogramSnapshot {
+            count: buckets.iter().fold(0u64, |t, b| t.saturating_add(b.1)),
+            sum_ns: self.sum_ns.saturating_sub(earlier.sum_ns),
+            max_ns,
+            buckets,
+        };
+        recent.clamp_max();
+        Some(recent)
+    }
+
+    /// Keep `max_ns` inside the highest bucket (0 when there is none): a
+    /// maximum read apart from the buckets may be a little ahead of or
+    /// behind them.
+    pub fn clamp_max(&mut self) {
+        self.max_ns = match self.buckets.last() {
+            None => 0,
+            Some(&(top, _)) => {
+                let i = top_index(top);
+                let lowest = if i == 0 { 0 } else { bucket_upper_bound(i - 1) };
+                let highest = if i == BUCKETS - 1 { u64::MAX } else { top - 1 };
+                self.max_ns.clamp(lowest, highest)
+            }
+        };
+    }
+
     /// Check a histogram that came from elsewhere (an agent's report): the
     /// layout's bounds, ascending, no empty bucket, a count that is the
     /// buckets' total and a maximum inside the highest bucket. The total
@@ -205,12 +262,7 @@ impl HistogramSnapshot {
         match last {
             None if self.max_ns != 0 => Err(HistogramError::MaxOutsideBuckets(self.max_ns)),
             Some(top) => {
-                let i = if top == u64::MAX {
-                    BUCKETS - 1
-                } else {
-                    bucket_index(top) - 1
-                };
-                if bucket_index(self.max_ns) == i {
+                if bucket_index(self.max_ns) == top_index(top) {
                     Ok(())
                 } else {
                     Err(HistogramError::MaxOutsideBuckets(self.max_ns))
@@ -391,6 +443,26 @@ mod tests {
         assert_eq!(total([&both, &idle, &both]).1, 2);
         let twice: Vec<u64> = all.iter().chain(&all).copied().collect();
         assert_eq!(total([&both, &idle, &both]).0, of(&twice));
+    }
+
+    #[test]
+    fn the_answers_since_an_earlier_snapshot_are_the_difference() {
+        let first = [300, 10_000, 10_500];
+        let then = [10_100, 40_000, 2_000_000];
+        let all: Vec<u64> = first.iter().chain(&then).copied().collect();
+        let recent = of(&all).since(&of(&first), 2_000_000).unwrap();
+        assert_eq!(recent, of(&then));
+        assert_eq!(recent.check(), Ok(()));
+        // Nothing new: an empty window.
+        let none = of(&first).since(&of(&first), 0).unwrap();
+        assert_eq!(none, of(&[]));
+        // A maximum outside what is left is kept inside it.
+        let off = of(&all).since(&of(&first), 9_000_000_000).unwrap();
+        assert_eq!(off.check(), Ok(()));
+        // Not the same histogram (the agent restarted): no difference.
+        assert_eq!(of(&first).since(&of(&all), 0), None);
+        assert_eq!(of(&[10_000]).since(&of(&[300]), 0), None);
+        assert_eq!(of(&[300]).since(&of(&[10_000]), 0), None);
     }
 
     #[test]

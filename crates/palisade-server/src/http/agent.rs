@@ -837,12 +837,17 @@ pub(crate) async fn status(
     for w in &status.watched {
         check_text("watched", w, 4096)?;
     }
+    let recent = status.recent.as_ref().map(|w| &w.latency);
     for (name, h) in [
-        ("latency.reader", &status.latency.reader),
-        ("latency.workers", &status.latency.workers),
+        ("latency.reader", Some(&status.latency.reader)),
+        ("latency.workers", Some(&status.latency.workers)),
+        ("recent.latency.reader", recent.map(|l| &l.reader)),
+        ("recent.latency.workers", recent.map(|l| &l.workers)),
     ] {
-        h.check()
-            .map_err(|e| ApiError::invalid(name, e.to_string()))?;
+        if let Some(h) = h {
+            h.check()
+                .map_err(|e| ApiError::invalid(name, e.to_string()))?;
+        }
     }
     let json = serde_json::to_string(&status).map_err(|e| ApiError::internal(&e))?;
     let mut tx = state.db.write().await?;

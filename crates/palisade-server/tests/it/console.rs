@@ -154,7 +154,12 @@ async fn console_in_a_browser() {
                                "buckets": [[20480, 98], [22528, 1]]},
                     "workers": {"count": 1, "sum_ns": 40000000, "max_ns": 40000000,
                                 "buckets": [[41943040, 1]]}
-                }
+                },
+                "recent": {"secs": 300, "latency": {
+                    "reader": {"count": 4, "sum_ns": 80000, "max_ns": 20100,
+                               "buckets": [[20480, 4]]},
+                    "workers": {}
+                }}
             })),
         )
         .await;
@@ -162,10 +167,13 @@ async fn console_in_a_browser() {
     // Move web01 from default to servers.
     olivia.goto(&env.server.url("/console/computers")).await;
     let cell = olivia.text("tr[data-computer=\"web01\"] td.latency").await;
-    assert_eq!(cell, "median ≤ 20.5 µs, p99 ≤ 22.5 µs (100 answers)");
+    assert_eq!(
+        cell,
+        "median ≤ 20.5 µs, p99 ≤ 22.5 µs (100 answers)\nlast 300 s: median ≤ 20.1 µs, p99 ≤ 20.1 µs (4 answers)"
+    );
     let fleet = olivia.text("#fleet-latency").await;
     assert!(
-        fleet.starts_with("Answer time over 1 computer: median ≤ 20.5 µs, p99 ≤ 22.5 µs (100 answers), max 40.0 ms"),
+        fleet == "Answer time over 1 computer, since each agent started: median ≤ 20.5 µs, p99 ≤ 22.5 µs (100 answers), max 40.0 ms.\nIn each one's last report window (1 computer): median ≤ 20.1 µs, p99 ≤ 20.1 µs (4 answers), max 20.1 µs.",
         "{fleet}"
     );
     let row = "tr[data-computer=\"web01\"]";

@@ -227,8 +227,34 @@ async fn agent_status(backend: Backend) {
         assert!(body.contains("latency.reader"), "{bad}: {body}");
         assert!(body.contains(fault), "{bad}: {body}");
     }
+    // So is a malformed window.
+    let mut windowed = with_latency(json!({}));
+    windowed["recent"] =
+        json!({"secs": 300, "latency": {"workers": {"count": 2, "buckets": [[320, 1]]}}});
+    let (code, body) = agent
+        .call(Method::POST, "/agent/v1/status", Some(windowed.clone()))
+        .await;
+    assert!(code.is_client_error(), "{code} {body}");
+    assert!(
+        body.to_string().contains("recent.latency.workers"),
+        "{body}"
+    );
     let list: Vec<ComputerInfo> = env.admin.get_ok("/api/v1/computers").await;
     let me = list.iter().find(|c| c.name == agent.name).expect("listed");
     assert_eq!(me.status.as_ref().unwrap().latency, *l);
+    // A well-formed window is kept with the status.
+    windowed["recent"] = json!({"secs": 300, "latency": {"workers": {"count": 1, "sum_ns": 300,
+        "max_ns": 300, "buckets": [[320, 1]]}}});
+    let (code, body) = agent
+        .call(Method::POST, "/agent/v1/status", Some(windowed))
+        .await;
+    assert_eq!(code, StatusCode::NO_CONTENT, "{body}");
+    let list: Vec<ComputerInfo> = env.admin.get_ok("/api/v1/computers").await;
+    let me = list.iter().find(|c| c.name == agent.name).expect("listed");
+    assert_eq!(me.recent_latency().unwrap().workers.max_ns, 300);
+    assert_eq!(
+        me.status.as_ref().unwrap().recent.as_ref().unwrap().secs,
+        300
+    );
     env.server.stop().await;
 }

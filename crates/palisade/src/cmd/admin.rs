@@ -344,21 +344,18 @@ pub(crate) async fn computers(cfg: Option<&Path>, json: bool) -> Result<ExitCode
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<20} {:<14} {:<9} {:<9} {:<10} {:>9} {:>10} {:>10}  last seen",
-        "NAME", "POLICY", "LEVEL", "OFFLINE", "LINK", "ANSWERS", "MEDIAN", "P99"
+        "{:<20} {:<14} {:<9} {:<9} {:<10} {:>9} {:>10} {:>10} {:>11}  last seen",
+        "NAME", "POLICY", "LEVEL", "OFFLINE", "LINK", "ANSWERS", "MEDIAN", "P99", "RECENT P99"
     );
+    let at_most = |h: &HistogramSnapshot, q: f64| {
+        h.quantile(q)
+            .map_or_else(|| "–".into(), |ns| format!("≤{}", human_ns(ns)))
+    };
     for c in &list {
-        let all = c
-            .status
-            .as_ref()
-            .map(|s| s.latency.all())
-            .unwrap_or_default();
-        let le = |q: f64| {
-            all.quantile(q)
-                .map_or_else(|| "–".into(), |ns| format!("≤{}", human_ns(ns)))
-        };
+        let all = c.latency().map(|l| l.all()).unwrap_or_default();
+        let recent = c.recent_latency().map(|l| l.all()).unwrap_or_default();
         println!(
-            "{:<20} {:<14} {:<9} {:<9} {:<10} {:>9} {:>10} {:>10}  {}",
+            "{:<20} {:<14} {:<9} {:<9} {:<10} {:>9} {:>10} {:>10} {:>11}  {}",
             c.name,
             c.policy,
             c.levels.connected.as_str(),
@@ -371,22 +368,31 @@ pub(crate) async fn computers(cfg: Option<&Path>, json: bool) -> Result<ExitCode
                 "offline"
             },
             all.count,
-            le(0.5),
-            le(0.99),
+            at_most(&all, 0.5),
+            at_most(&all, 0.99),
+            at_most(&recent, 0.99),
             c.last_seen_ms.map(fmt_ms).unwrap_or_else(|| "never".into())
         );
     }
-    // Every computer's answers added up: the fleet's answer time.
-    let (fleet, reporting) = total(
-        list.iter()
-            .filter_map(|c| c.status.as_ref().map(|s| &s.latency)),
-    );
-    if reporting > 0 {
-        println!(
-            "answer time over {reporting} computer{}: {}",
-            if reporting == 1 { "" } else { "s" },
-            latency_line(&fleet)
-        );
+    // Every computer's answers added up: the fleet's answer time, since
+    // each agent started and in each one's last report window.
+    for (what, (sum, reporting)) in [
+        (
+            "since each agent started",
+            total(list.iter().filter_map(ComputerInfo::latency)),
+        ),
+        (
+            "in each one's last report window",
+            total(list.iter().filter_map(ComputerInfo::recent_latency)),
+        ),
+    ] {
+        if reporting > 0 {
+            println!(
+                "answer time over {reporting} computer{}, {what}: {}",
+                if reporting == 1 { "" } else { "s" },
+                latency_line(&sum)
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

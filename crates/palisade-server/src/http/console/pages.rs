@@ -11,7 +11,7 @@ use crate::store::parse_sha;
 use axum::extract::{Query, State};
 use axum::response::Html;
 use maud::{html, Markup};
-use palisade_api::admin::RequestStatus;
+use palisade_api::admin::{ComputerInfo, RequestStatus};
 use palisade_authz::{Op, PermissionSet, Resource};
 use palisade_core::latency::{self, human_ns, HistogramSnapshot};
 use palisade_core::{FileEvent, Level};
@@ -186,10 +186,7 @@ struct ComputerActions<'a> {
     can_revoke: bool,
 }
 
-fn computer_table(
-    computers: &[palisade_api::admin::ComputerInfo],
-    actions: Option<ComputerActions<'_>>,
-) -> Markup {
+fn computer_table(computers: &[ComputerInfo], actions: Option<ComputerActions<'_>>) -> Markup {
     html! {
         table #computers {
             thead { tr {
@@ -211,7 +208,15 @@ fn computer_table(
                             (s.agent_version) ", " (s.level_in_force.as_str())
                             @if s.guard_active { ", guard" }
                         } }
-                        td.latency { @if let Some(s) = &c.status { (latency_cell(&s.latency.all())) } }
+                        td.latency { @if let Some(s) = &c.status {
+                            (latency_cell(&s.latency.all()))
+                            @if let Some(w) = &s.recent {
+                                @let recent = w.latency.all();
+                                @if recent.count > 0 {
+                                    br; span.recent { "last " (w.secs) " s: " (latency_cell(&recent)) }
+                                }
+                            }
+                        } }
                         @if let Some(ComputerActions { policies, can_move, can_revoke }) = &actions {
                             td {
                                 @if *can_move {
@@ -268,18 +273,21 @@ pub(crate) async fn computers(State(state): State<AppState>, page: Page) -> Page
             can_revoke,
         }),
     );
-    let (fleet, reporting) = latency::total(
-        computers
-            .iter()
-            .filter_map(|c| c.status.as_ref().map(|s| &s.latency)),
-    );
+    let (fleet, reporting) = latency::total(computers.iter().filter_map(ComputerInfo::latency));
+    let (recent, recently) =
+        latency::total(computers.iter().filter_map(ComputerInfo::recent_latency));
     let content = html! {
         @if computers.is_empty() { p.muted { "No computer has enrolled yet." } }
         @if reporting > 0 {
             p #fleet-latency {
-                "Answer time over " (reporting) " computer" @if reporting != 1 { "s" } ": "
-                (latency_cell(&fleet)) ", max " (human_ns(fleet.max_ns))
-                " (each agent's permission events since it started, as last reported)."
+                "Answer time over " (reporting) " computer" @if reporting != 1 { "s" } ", since each agent started: "
+                (latency_cell(&fleet)) ", max " (human_ns(fleet.max_ns)) "."
+                @if recently > 0 {
+                    br; span.recent {
+                        "In each one's last report window (" (recently) " computer" @if recently != 1 { "s" } "): "
+                        (latency_cell(&recent)) ", max " (human_ns(recent.max_ns)) "."
+                    }
+                }
             }
         }
         (content)
