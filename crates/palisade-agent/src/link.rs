@@ -342,8 +342,8 @@ pub struct LinkParts {
     /// is raised).
     pub scan: ScanParams,
     /// How often, at most, the agent sends the service its status again
-    /// while connected, when its answer times have moved since the last
-    /// report (checked at the service's heartbeats).
+    /// while connected, when it received events since the last report
+    /// (checked at the service's heartbeats).
     pub status_every: Duration,
 }
 
@@ -419,10 +419,11 @@ async fn connect_once(parts: &LinkParts, reported: &mut Option<Reported>) -> Res
             }
             StreamMessage::Heartbeat { .. } => {
                 // Answer times for the fleet view: no more often than
-                // `status_every`, and not at all while nothing was
-                // answered (an idle agent writes nothing).
+                // `status_every`, and not at all while no event came
+                // (an idle agent writes nothing).
                 let due = reported.as_ref().is_none_or(|r| {
-                    r.at.elapsed() >= parts.status_every && answers(&parts.engine) != r.answers
+                    r.at.elapsed() >= parts.status_every
+                        && events_received(&parts.engine) != r.events
                 });
                 if due {
                     report_status(parts, reported).await;
@@ -541,12 +542,12 @@ pub async fn prefetch(client: &ServiceClient, engine: &Engine, hashes: &[Sha256]
 /// had received then, and the answer times it sent.
 pub struct Reported {
     at: std::time::Instant,
-    answers: u64,
+    events: u64,
     latency: palisade_core::latency::LatencySnapshot,
 }
 
 /// Permission events received so far.
-fn answers(engine: &Engine) -> u64 {
+fn events_received(engine: &Engine) -> u64 {
     engine
         .stats
         .events
@@ -559,7 +560,7 @@ fn answers(engine: &Engine) -> u64 {
 /// report's is then kept inside its highest bucket.)
 async fn report_status(parts: &LinkParts, last: &mut Option<Reported>) {
     let at = std::time::Instant::now();
-    let received = answers(&parts.engine);
+    let events = events_received(&parts.engine);
     let (latency, recent) = parts
         .engine
         .latency
@@ -581,7 +582,7 @@ async fn report_status(parts: &LinkParts, last: &mut Option<Reported>) {
         Ok(()) => {
             *last = Some(Reported {
                 at,
-                answers: received,
+                events,
                 latency,
             });
         }

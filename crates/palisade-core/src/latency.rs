@@ -259,16 +259,14 @@ impl HistogramSnapshot {
                 total,
             });
         }
-        match last {
-            None if self.max_ns != 0 => Err(HistogramError::MaxOutsideBuckets(self.max_ns)),
-            Some(top) => {
-                if bucket_index(self.max_ns) == top_index(top) {
-                    Ok(())
-                } else {
-                    Err(HistogramError::MaxOutsideBuckets(self.max_ns))
-                }
-            }
-            None => Ok(()),
+        let max_fits = match last {
+            None => self.max_ns == 0,
+            Some(top) => bucket_index(self.max_ns) == top_index(top),
+        };
+        if max_fits {
+            Ok(())
+        } else {
+            Err(HistogramError::MaxOutsideBuckets(self.max_ns))
         }
     }
 }
