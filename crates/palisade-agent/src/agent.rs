@@ -478,6 +478,10 @@ fn start_hasher(
                     continue;
                 };
                 for ev in events {
+                    if ev.mask.contains(Mask::Q_OVERFLOW) {
+                        engine.writes_missed();
+                        continue;
+                    }
                     if ev.pid == own {
                         continue;
                     }

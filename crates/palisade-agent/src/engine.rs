@@ -125,6 +125,9 @@ pub struct Stats {
     pub hashed_on_write: AtomicU64,
     /// Inodes put into the kernel-side cache ahead of their first run.
     pub prewarmed: AtomicU64,
+    /// Times write notifications were lost (queue overflow), each emptying
+    /// the kernel-side cache and the identities known.
+    pub writes_missed: AtomicU64,
 }
 
 /// A copy of [`Stats`] for serialisation.
@@ -146,6 +149,7 @@ pub struct StatsSnapshot {
     pub kernel_flushes: u64,
     pub hashed_on_write: u64,
     pub prewarmed: u64,
+    pub writes_missed: u64,
 }
 
 impl Stats {
@@ -167,6 +171,7 @@ impl Stats {
             kernel_flushes: g(&self.kernel_flushes),
             hashed_on_write: g(&self.hashed_on_write),
             prewarmed: g(&self.prewarmed),
+            writes_missed: g(&self.writes_missed),
         }
     }
 }
@@ -1275,6 +1280,20 @@ impl Engine {
         }
     }
 
+    /// Close-write notifications were lost (the hasher's queue overflowed):
+    /// any file may have been changed through a shared writable mapping
+    /// unseen (no ignore mark cleared, on some filesystems no stamp moved),
+    /// so neither the kernel-side cache nor the identities known can vouch
+    /// for content any more. Both are emptied; the approvals of hashes stay.
+    pub(crate) fn writes_missed(&self) {
+        self.identities.lock().clear();
+        self.clear_kernel_side();
+        bump(&self.stats.writes_missed);
+        tracing::warn!(
+            "write notifications were lost: kernel-side cache and file identities emptied"
+        );
+    }
+
     /// Make sure an inode is not in the guard's allowed map (a file that is
     /// not approved may reuse the inode of one that was).
     fn kernel_revoke(&self, id: FileId) {
@@ -1593,12 +1612,25 @@ impl Engine {
                 })
             };
             if let Some((origin, writer)) = origin {
-                let approved = self
-                    .approvals
-                    .lock()
-                    .get(&sha)
-                    .is_some_and(|c| matches!(c.approval, Approval::Approved(_)));
-                if !approved {
+                // Trusted change approves only what policy leaves undecided,
+                // as at a first run: a ban (or an approval) this agent has
+                // not cached yet is asked for first, within the lookup's
+                // deadline (off every decision's path: this is the hasher).
+                let mut process =
+                    Some(writer.clone().unwrap_or_else(|| ProcessContext::unknown(0)));
+                let deadline = Instant::now() + self.cfg.lookup_timeout + Duration::from_millis(25);
+                let (known_approval, _) = self.approval(
+                    sha,
+                    &known.path,
+                    Operation::Write,
+                    0,
+                    &mut process,
+                    deadline,
+                );
+                if !matches!(
+                    known_approval.approval,
+                    Approval::Approved(_) | Approval::Banned(_)
+                ) {
                     self.approve_locally(sha, &known.path, origin, writer);
                 }
             }
@@ -2161,6 +2193,87 @@ mod tests {
             !in_kernel_cache(&engine, ident.id),
             "decided before the reset"
         );
+    }
+
+    /// Trusted change approves only what policy leaves undecided: a ban in
+    /// the agent's memory or in its persistent cache (the service away)
+    /// stays a ban when the banned content is written into a trusted
+    /// directory; unknown content is approved there, also offline.
+    #[test]
+    fn trusted_change_never_approves_over_a_ban() {
+        use palisade_core::rules::TrustedChange;
+        use palisade_core::{ApprovalSource, ScopeKind};
+        let dir = tempfile::tempdir().unwrap();
+        let Some((engine, _, file, _)) = engine_and_program(dir.path()) else {
+            return;
+        };
+        engine.set_rules(RuleSet {
+            trusted_change: vec![TrustedChange::TrustedDirectory {
+                id: RuleId(9),
+                dir: dir.path().to_str().unwrap().to_owned(),
+            }],
+            ..RuleSet::default()
+        });
+        let sha = files::hash(file.as_fd()).unwrap();
+        let banned = CachedApproval {
+            approval: Approval::Banned(ApprovalSource {
+                scope: ScopeKind::Global,
+            }),
+            trust: None,
+            revision: 1,
+        };
+        let approval = || engine.approvals.lock().get(&sha).map(|c| c.approval);
+
+        // Banned in memory.
+        engine.approvals.lock().insert(sha, banned);
+        engine.hash_written(file.as_fd());
+        assert!(matches!(approval(), Some(Approval::Banned(_))), "memory");
+
+        // Banned on disk only (the service cannot be reached).
+        engine.approvals.lock().remove(&sha);
+        engine.persistent.put_many(&[(sha, banned)]).unwrap();
+        engine.identities.lock().clear();
+        engine.hash_written(file.as_fd());
+        assert!(matches!(approval(), Some(Approval::Banned(_))), "disk");
+
+        // Unknown everywhere: the trusted directory approves it.
+        engine.approvals.lock().remove(&sha);
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"#!/bin/sh\nexit 3\n").unwrap();
+        let other = std::fs::File::open(&other).unwrap();
+        let other_sha = files::hash(other.as_fd()).unwrap();
+        engine.hash_written(other.as_fd());
+        assert!(
+            matches!(
+                engine.approvals.lock().get(&other_sha).map(|c| c.approval),
+                Some(Approval::Approved(_))
+            ),
+            "unknown content in a trusted directory"
+        );
+    }
+
+    /// Lost write notifications: nothing the kernel-side cache or the known
+    /// identities say about content may stand (a change through a shared
+    /// writable mapping may be among those lost).
+    #[test]
+    fn lost_write_notifications_empty_the_kernel_side_cache_and_identities() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some((engine, _, file, ident)) = engine_and_program(dir.path()) else {
+            return;
+        };
+        let sha = Sha256::from_bytes([5; 32]);
+        let epoch = engine.epoch.load(Ordering::Acquire);
+        assert!(engine.kernel_allow(file.as_fd(), &ident, sha, epoch));
+        assert!(in_kernel_cache(&engine, ident.id));
+        assert!(has_ignore_mark(&engine, ident.id));
+        engine.known(file.as_fd(), &ident).unwrap();
+        assert!(engine.known_cached(&ident).is_some());
+
+        engine.writes_missed();
+        assert!(!in_kernel_cache(&engine, ident.id));
+        assert!(!has_ignore_mark(&engine, ident.id));
+        assert!(engine.known_cached(&ident).is_none());
+        assert_eq!(engine.stats.snapshot().writes_missed, 1);
     }
 
     /// The epoch and the kernel-cache lock under real concurrency: one

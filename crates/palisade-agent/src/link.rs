@@ -58,6 +58,29 @@ pub fn insecure_client() -> Result<reqwest::Client> {
         .build()?)
 }
 
+/// The service answered with an error status.
+#[derive(Debug, thiserror::Error)]
+#[error("service answered {status}: {message}")]
+pub struct ServiceAnswer {
+    /// The status.
+    pub status: reqwest::StatusCode,
+    /// The service's message.
+    pub message: String,
+}
+
+impl ServiceAnswer {
+    /// Whether the service refuses the request's content (malformed, too
+    /// large, not acceptable): sending it again unchanged cannot succeed.
+    /// Authentication, rate limits and server errors are not such answers.
+    pub fn refuses_content(&self) -> bool {
+        use reqwest::StatusCode as S;
+        matches!(
+            self.status,
+            S::BAD_REQUEST | S::PAYLOAD_TOO_LARGE | S::UNPROCESSABLE_ENTITY
+        )
+    }
+}
+
 /// A typed client of the agent API.
 #[derive(Clone)]
 pub struct ServiceClient {
@@ -83,10 +106,10 @@ impl ServiceClient {
             return Ok(resp);
         }
         let body = resp.text().await.unwrap_or_default();
-        let msg = serde_json::from_str::<ErrorBody>(&body)
+        let message = serde_json::from_str::<ErrorBody>(&body)
             .map(|b| b.error)
             .unwrap_or(body);
-        bail!("service answered {status}: {msg}")
+        Err(ServiceAnswer { status, message }.into())
     }
 
     async fn get<T: serde::de::DeserializeOwned>(
@@ -610,10 +633,10 @@ pub async fn run_uploader(
     spool_id: u64,
     wake: Arc<Notify>,
 ) {
-    let peek = || {
+    let peek = |limit: usize| {
         let s = spool.clone();
         async move {
-            tokio::task::spawn_blocking(move || s.peek(EVENT_BATCH_MAX))
+            tokio::task::spawn_blocking(move || s.peek(limit))
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|r| r.map_err(|e| e.to_string()))
@@ -629,40 +652,87 @@ pub async fn run_uploader(
                     event,
                 })
                 .collect();
-            client
-                .upload(events)
-                .await
-                .map(drop)
-                .map_err(|e| format!("{e:#}"))
+            client.upload(events).await.map(drop).map_err(|e| {
+                let refused = e
+                    .downcast_ref::<ServiceAnswer>()
+                    .is_some_and(ServiceAnswer::refuses_content);
+                let why = format!("{e:#}");
+                if refused {
+                    UploadError::Refused(why)
+                } else {
+                    UploadError::Retry(why)
+                }
+            })
         }
     };
     let ack = |last: u64| {
         let s = spool.clone();
         async move {
-            let _ = tokio::task::spawn_blocking(move || s.ack(last)).await;
+            match tokio::task::spawn_blocking(move || s.ack(last)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("event spool: acknowledging up to {last}: {e}"),
+                Err(e) => tracing::warn!("event spool: acknowledging up to {last}: {e}"),
+            }
         }
     };
-    upload_loop(peek, upload, ack, &wake).await
+    let set_aside = |(seq, event): (u64, palisade_core::FileEvent), why: String| {
+        let s = spool.clone();
+        async move {
+            match tokio::task::spawn_blocking(move || s.set_aside(seq, &event, &why)).await {
+                Ok(Ok(path)) => tracing::error!(
+                    "the service refused spooled event {seq}; kept in {}",
+                    path.display()
+                ),
+                Ok(Err(e)) => tracing::error!("event spool: setting event {seq} aside: {e}"),
+                Err(e) => tracing::error!("event spool: setting event {seq} aside: {e}"),
+            }
+        }
+    };
+    upload_loop(peek, upload, ack, set_aside, EVENT_BATCH_MAX, &wake).await
 }
 
-/// The uploader's loop, over its three operations: read a batch of
-/// `(sequence, event)` from the spool, upload it, acknowledge it up to a
-/// sequence. A spool that cannot be read now (busy, being rebuilt) and an
-/// upload that fails are each retried with back-off (200 ms doubling to
-/// 5 s); an empty spool waits for `wake` or [`UPLOAD_RECHECK`].
-async fn upload_loop<T, P, PF, U, UF, A, AF>(mut peek: P, mut upload: U, mut ack: A, wake: &Notify)
-where
-    P: FnMut() -> PF,
+/// Why an upload failed.
+#[derive(Debug)]
+enum UploadError {
+    /// The service (or the way to it) failed: the same batch later.
+    Retry(String),
+    /// The service refuses the batch's content: sent again unchanged it
+    /// would be refused again, and would hold up every event behind it.
+    Refused(String),
+}
+
+/// The uploader's loop, over its four operations: read up to a number of
+/// `(sequence, event)` from the spool, upload them, acknowledge up to a
+/// sequence, set one event aside. A spool that cannot be read now (busy,
+/// being rebuilt) and an upload that fails are each retried with back-off
+/// (200 ms doubling to 5 s); an empty spool waits for `wake` or
+/// [`UPLOAD_RECHECK`]. A batch whose content the service refuses is halved
+/// until the refused event is alone; that event is set aside (kept on disk
+/// outside the queue) and the events behind it go on, the batch growing
+/// back to `max` as uploads succeed.
+async fn upload_loop<T, P, PF, U, UF, A, AF, X, XF>(
+    mut peek: P,
+    mut upload: U,
+    mut ack: A,
+    mut set_aside: X,
+    max: usize,
+    wake: &Notify,
+) where
+    T: Clone,
+    P: FnMut(usize) -> PF,
     PF: std::future::Future<Output = std::result::Result<Vec<(u64, T)>, String>>,
     U: FnMut(Vec<(u64, T)>) -> UF,
-    UF: std::future::Future<Output = std::result::Result<(), String>>,
+    UF: std::future::Future<Output = std::result::Result<(), UploadError>>,
     A: FnMut(u64) -> AF,
     AF: std::future::Future<Output = ()>,
+    X: FnMut((u64, T), String) -> XF,
+    XF: std::future::Future<Output = ()>,
 {
     let mut read_retry = RETRY_FIRST;
     let mut upload_retry = RETRY_FIRST;
+    let mut limit = max;
     loop {
-        let batch = match peek().await {
+        let batch = match peek(limit).await {
             Ok(batch) => {
                 read_retry = RETRY_FIRST;
                 batch
@@ -681,12 +751,21 @@ where
             }
             continue;
         };
+        let single = (batch.len() == 1).then(|| batch[0].clone());
         match upload(batch).await {
             Ok(()) => {
                 upload_retry = RETRY_FIRST;
+                limit = (limit * 2).min(max);
                 ack(last).await;
             }
-            Err(e) => {
+            Err(UploadError::Refused(why)) => match single {
+                Some(event) => set_aside(event, why).await,
+                None => {
+                    tracing::warn!("the service refused a batch of {limit} events, halving: {why}");
+                    limit = (limit / 2).max(1);
+                }
+            },
+            Err(UploadError::Retry(e)) => {
                 tracing::debug!("event upload failed (kept on disk): {e}");
                 tokio::time::sleep(upload_retry).await;
                 upload_retry = (upload_retry * 2).min(RETRY_MAX);
@@ -770,7 +849,7 @@ where
 
 #[cfg(test)]
 mod uploader_tests {
-    use super::{upload_loop, UPLOAD_RECHECK};
+    use super::{upload_loop, UploadError, UPLOAD_RECHECK};
     use parking_lot::Mutex;
     use std::sync::Arc;
     use std::time::Duration;
@@ -784,8 +863,13 @@ mod uploader_tests {
         spooled: Vec<(u64, &'static str)>,
         failing_reads: u32,
         failing_uploads: u32,
+        /// Events the service refuses (any batch holding one).
+        refused: Vec<u64>,
         reads: u32,
         uploaded: Vec<(Duration, Vec<u64>)>,
+        /// Batch sizes sent, refused or not.
+        sent: Vec<usize>,
+        set_aside: Vec<u64>,
     }
 
     type Shared = Arc<Mutex<Fake>>;
@@ -794,10 +878,10 @@ mod uploader_tests {
     fn start(fake: Fake, wake: Arc<Notify>) -> (Shared, tokio::task::JoinHandle<()>) {
         let fake = Arc::new(Mutex::new(fake));
         let start = Instant::now();
-        let (f1, f2, f3) = (fake.clone(), fake.clone(), fake.clone());
+        let (f1, f2, f3, f4) = (fake.clone(), fake.clone(), fake.clone(), fake.clone());
         let task = tokio::spawn(async move {
             upload_loop(
-                move || {
+                move |limit: usize| {
                     let f = f1.clone();
                     async move {
                         let mut f = f.lock();
@@ -806,16 +890,20 @@ mod uploader_tests {
                             f.failing_reads -= 1;
                             return Err("database is locked".to_owned());
                         }
-                        Ok(f.spooled.clone())
+                        Ok(f.spooled.iter().take(limit).cloned().collect())
                     }
                 },
                 move |batch: Vec<(u64, &'static str)>| {
                     let f = f2.clone();
                     async move {
                         let mut f = f.lock();
+                        f.sent.push(batch.len());
                         if f.failing_uploads > 0 {
                             f.failing_uploads -= 1;
-                            return Err("connection refused".to_owned());
+                            return Err(UploadError::Retry("connection refused".to_owned()));
+                        }
+                        if batch.iter().any(|(s, _)| f.refused.contains(s)) {
+                            return Err(UploadError::Refused("422: bad event".to_owned()));
                         }
                         let seqs = batch.iter().map(|(s, _)| *s).collect();
                         f.uploaded.push((start.elapsed(), seqs));
@@ -826,6 +914,16 @@ mod uploader_tests {
                     let f = f3.clone();
                     async move { f.lock().spooled.retain(|(s, _)| *s > last) }
                 },
+                move |(seq, _): (u64, &'static str), why: String| {
+                    let f = f4.clone();
+                    async move {
+                        assert!(why.contains("bad event"), "{why}");
+                        let mut f = f.lock();
+                        f.set_aside.push(seq);
+                        f.spooled.retain(|(s, _)| *s != seq);
+                    }
+                },
+                8,
                 &wake,
             )
             .await
@@ -889,6 +987,33 @@ mod uploader_tests {
         // Each retry reads the spool again: six failed uploads, the one that
         // went through, and the read that found the spool empty after it.
         assert_eq!(f.reads, 8);
+    }
+
+    /// An event the service refuses does not hold up the queue: batches
+    /// halve until it is alone, it is set aside, and everything else is
+    /// uploaded, in order, with no back-off.
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_event_is_set_aside_and_the_rest_goes_on() {
+        let fake = Fake {
+            spooled: (1..=20).map(|n| (n, "e")).collect(),
+            refused: vec![6],
+            ..Fake::default()
+        };
+        let f = run(fake, Arc::new(Notify::new()), 100, Duration::from_secs(1)).await;
+        assert_eq!(f.set_aside, vec![6]);
+        assert!(f.spooled.is_empty(), "{:?}", f.spooled);
+        let uploaded: Vec<u64> = f.uploaded.iter().flat_map(|(_, s)| s.clone()).collect();
+        let expected: Vec<u64> = (1..=20).filter(|n| *n != 6).collect();
+        assert_eq!(uploaded, expected, "every other event, in order, once");
+        assert!(
+            f.uploaded
+                .iter()
+                .all(|(at, _)| *at < Duration::from_millis(10)),
+            "no back-off"
+        );
+        // 8 (refused), 4 (refused: 5..8 still holds 6)... then growing back.
+        assert_eq!(f.sent[..2], [8, 4]);
+        assert!(f.sent[2..].contains(&8), "grows back: {:?}", f.sent);
     }
 
     #[tokio::test(start_paused = true)]

@@ -11,8 +11,9 @@
 //!
 //! A file that cannot be opened, fails `PRAGMA quick_check`, or starts
 //! failing with corruption errors is moved aside (`*.corrupt-<ms>`) and
-//! recreated empty; the agent keeps enforcing from memory meanwhile and the
-//! cache refills from the service.
+//! recreated; the agent keeps enforcing from memory meanwhile and the cache
+//! refills from the service. The spool's rebuild keeps every event still
+//! readable (all but those on the damaged pages), with its sequence number.
 use palisade_core::{Approval, FileEvent, Levels, Sha256};
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -32,6 +33,14 @@ pub enum StoreError {
         /// The cause.
         source: rusqlite::Error,
     },
+    /// A file beside the store could not be written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// The store was busy past the caller's deadline.
     #[error("{0}: busy past the deadline")]
     Busy(PathBuf),
@@ -47,43 +56,108 @@ fn now_ms() -> i64 {
 /// Open a SQLite file with `schema`, moving it aside and starting afresh if
 /// it is corrupt. Returns the connection and whether it was rebuilt.
 fn open_checked(path: &Path, schema: &str) -> Result<(Connection, bool), StoreError> {
+    open_rescuing(path, schema, |_| Vec::new())
+}
+
+/// [`open_checked`], keeping across a rebuild the rows `salvage` can still
+/// read from the damaged file (in `events`, the one table a rebuild must
+/// not lose: the spool's).
+fn open_rescuing(
+    path: &Path,
+    schema: &str,
+    salvage: fn(&Connection) -> Vec<(i64, String)>,
+) -> Result<(Connection, bool), StoreError> {
+    match try_open(path, schema) {
+        Ok(c) => Ok((c, false)),
+        Err(e) => {
+            // Read what can still be read, then let the file go.
+            let kept = Connection::open(path)
+                .map(|old| salvage(&old))
+                .unwrap_or_default();
+            let c = rebuild(path, schema, &e, kept)?;
+            Ok((c, true))
+        }
+    }
+}
+
+fn try_open(path: &Path, schema: &str) -> rusqlite::Result<Connection> {
+    let c = Connection::open(path)?;
+    c.busy_timeout(Duration::from_millis(200))?;
+    let check: String = c.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+    if check != "ok" {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+            Some(check),
+        ));
+    }
+    c.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
+    c.execute_batch(schema)?;
+    Ok(c)
+}
+
+/// Move the damaged file at `path` aside (`*.corrupt-<ms>`, kept for a
+/// post-mortem), create it afresh with `schema`, and put back the `kept`
+/// events with their sequence numbers (an upload in flight acknowledges by
+/// them). No connection to the old file may be open.
+fn rebuild(
+    path: &Path,
+    schema: &str,
+    why: &rusqlite::Error,
+    kept: Vec<(i64, String)>,
+) -> Result<Connection, StoreError> {
     let err = |source| StoreError::Sqlite {
         path: path.to_owned(),
         source,
     };
-    let try_open = || -> rusqlite::Result<Connection> {
-        let c = Connection::open(path)?;
-        c.busy_timeout(Duration::from_millis(200))?;
-        let check: String = c.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
-        if check != "ok" {
-            return Err(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
-                Some(check),
-            ));
-        }
-        c.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
-        c.execute_batch(schema)?;
-        Ok(c)
-    };
-    match try_open() {
-        Ok(c) => Ok((c, false)),
-        Err(e) => {
-            let aside = path.with_extension(format!("db.corrupt-{}", now_ms()));
-            tracing::warn!(
-                "{}: unusable ({e}); moved aside to {} and rebuilt",
-                path.display(),
-                aside.display()
-            );
-            let _ = std::fs::rename(path, &aside);
-            for suffix in ["-wal", "-shm"] {
-                let mut p = path.as_os_str().to_owned();
-                p.push(suffix);
-                let _ = std::fs::remove_file(PathBuf::from(p));
-            }
-            let c = try_open().map_err(err)?;
-            Ok((c, true))
-        }
+    let aside = path.with_extension(format!("db.corrupt-{}", now_ms()));
+    tracing::warn!(
+        "{}: unusable ({why}); moved aside to {} and rebuilt, {} events kept",
+        path.display(),
+        aside.display(),
+        kept.len()
+    );
+    let _ = std::fs::rename(path, &aside);
+    for suffix in ["-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(p));
     }
+    let mut c = try_open(path, schema).map_err(err)?;
+    if !kept.is_empty() {
+        let tx = c.transaction().map_err(err)?;
+        {
+            let mut st = tx
+                .prepare("INSERT OR IGNORE INTO events (seq, event) VALUES (?1, ?2)")
+                .map_err(err)?;
+            for (seq, event) in &kept {
+                st.execute(params![seq, event]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)?;
+    }
+    Ok(c)
+}
+
+/// The spool's events still readable in a damaged file: in order from the
+/// first up to the damage, and backwards from the last down to it, so one
+/// bad page loses only the rows it held.
+fn salvage_events(conn: &Connection) -> Vec<(i64, String)> {
+    let read = |order: &str, after: i64| -> Vec<(i64, String)> {
+        let sql = format!("SELECT seq, event FROM events WHERE seq > ?1 ORDER BY seq {order}");
+        let Ok(mut st) = conn.prepare(&sql) else {
+            return Vec::new();
+        };
+        let Ok(rows) = st.query_map([after], |r| Ok((r.get(0)?, r.get(1)?))) else {
+            return Vec::new();
+        };
+        rows.map_while(Result::ok).collect()
+    };
+    let mut kept = read("ASC", i64::MIN);
+    let last_good = kept.last().map_or(i64::MIN, |(seq, _)| *seq);
+    let mut tail = read("DESC", last_good);
+    tail.reverse();
+    kept.extend(tail);
+    kept
 }
 
 fn is_corruption(e: &rusqlite::Error) -> bool {
@@ -462,7 +536,7 @@ pub struct Spool {
 impl Spool {
     /// Open (or create, or rebuild) the spool at `path`.
     pub fn open(path: &Path) -> Result<(Self, bool), StoreError> {
-        let (conn, rebuilt) = open_checked(path, SPOOL_SCHEMA)?;
+        let (conn, rebuilt) = open_rescuing(path, SPOOL_SCHEMA, salvage_events)?;
         Ok((
             Spool {
                 path: path.to_owned(),
@@ -493,27 +567,57 @@ impl Spool {
             tx.commit()
         })();
         res.map_err(|e| {
-            if is_corruption(&e) {
-                if let Ok((fresh, _)) = open_checked(&self.path, SPOOL_SCHEMA) {
-                    *conn = fresh;
-                }
-            }
+            self.heal(&mut conn, &e);
             self.sqlite(e)
         })
     }
 
+    /// Rebuild the file if `e` says it is corrupt, keeping the events that
+    /// can still be read. Until the fresh file opens, events go to memory.
+    fn heal(&self, conn: &mut Connection, e: &rusqlite::Error) {
+        if !is_corruption(e) {
+            return;
+        }
+        let kept = salvage_events(conn);
+        let Ok(memory) = Connection::open_in_memory() else {
+            return;
+        };
+        let old = std::mem::replace(conn, memory);
+        drop(old);
+        match rebuild(&self.path, SPOOL_SCHEMA, e, kept.clone()) {
+            Ok(fresh) => *conn = fresh,
+            Err(err) => {
+                tracing::error!("{err}; events are kept in memory until the agent restarts");
+                let _ = conn.execute_batch(SPOOL_SCHEMA);
+                for (seq, event) in &kept {
+                    let _ = conn.execute(
+                        "INSERT OR IGNORE INTO events (seq, event) VALUES (?1, ?2)",
+                        params![seq, event],
+                    );
+                }
+            }
+        }
+    }
+
     /// The oldest `limit` events, with their sequence numbers. Rows that do
     /// not parse are dropped (logged), so they cannot block the queue.
+    /// A file that fails while being read is rebuilt (see [`Spool::heal`])
+    /// and the error returned: the next call reads the rebuilt file.
     pub fn peek(&self, limit: usize) -> Result<Vec<(u64, FileEvent)>, StoreError> {
-        let conn = self.conn.lock();
-        let mut st = conn
-            .prepare_cached("SELECT seq, event FROM events ORDER BY seq LIMIT ?1")
-            .map_err(|e| self.sqlite(e))?;
-        let rows: Vec<(i64, String)> = st
-            .query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(|e| self.sqlite(e))?
-            .filter_map(Result::ok)
-            .collect();
+        let mut conn = self.conn.lock();
+        let read = |conn: &Connection| -> rusqlite::Result<Vec<(i64, String)>> {
+            let mut st =
+                conn.prepare_cached("SELECT seq, event FROM events ORDER BY seq LIMIT ?1")?;
+            let rows = st.query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        };
+        let rows = match read(&conn) {
+            Ok(rows) => rows,
+            Err(e) => {
+                self.heal(&mut conn, &e);
+                return Err(self.sqlite(e));
+            }
+        };
         let mut out = Vec::with_capacity(rows.len());
         for (seq, json) in rows {
             match serde_json::from_str(&json) {
@@ -529,10 +633,39 @@ impl Spool {
 
     /// Remove events up to and including `seq` (acknowledged by the service).
     pub fn ack(&self, seq: u64) -> Result<(), StoreError> {
-        let conn = self.conn.lock();
-        conn.execute("DELETE FROM events WHERE seq <= ?1", [seq as i64])
-            .map(drop)
-            .map_err(|e| self.sqlite(e))
+        let mut conn = self.conn.lock();
+        let res = conn.execute("DELETE FROM events WHERE seq <= ?1", [seq as i64]);
+        res.map(drop).map_err(|e| {
+            self.heal(&mut conn, &e);
+            self.sqlite(e)
+        })
+    }
+
+    /// Take one event the service refuses out of the queue, keeping it: it
+    /// is appended (with `why`) as a JSON line to `events-refused.jsonl`
+    /// next to the spool, synced, and only then removed. Returns that file.
+    pub fn set_aside(&self, seq: u64, event: &FileEvent, why: &str) -> Result<PathBuf, StoreError> {
+        let file = self.path.with_file_name("events-refused.jsonl");
+        let line = serde_json::json!({ "seq": seq, "refused": why, "event": event });
+        let io = |e: std::io::Error| StoreError::Io {
+            path: file.clone(),
+            source: e,
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&file)
+            .map_err(io)?;
+        writeln!(f, "{line}").map_err(io)?;
+        f.sync_data().map_err(io)?;
+        let mut conn = self.conn.lock();
+        let res = conn.execute("DELETE FROM events WHERE seq = ?1", [seq as i64]);
+        res.map(drop).map_err(|e| {
+            self.heal(&mut conn, &e);
+            self.sqlite(e)
+        })?;
+        Ok(file)
     }
 
     /// Number of events waiting.
@@ -641,6 +774,113 @@ mod tests {
         assert_eq!(batch[0].1, ev);
         s.ack(batch[1].0).unwrap();
         assert_eq!(s.len().unwrap(), 1);
+    }
+
+    fn numbered_event(n: usize) -> FileEvent {
+        FileEvent {
+            time_ms: n as i64,
+            kind: EventKind::Blocked,
+            operation: Operation::Execute,
+            sha256: Some(sha(3)),
+            path: format!("/events/{n:05}/{}", "x".repeat(200)),
+            approval: Approval::Unknown,
+            level: Level::Lockdown,
+            process: ProcessContext::unknown(1),
+            reason: String::new(),
+        }
+    }
+
+    fn corrupt_files(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains("corrupt"))
+            .count()
+    }
+
+    /// A spool damaged on disk is rebuilt with every event still readable,
+    /// numbered as before: one bad page loses only its own rows.
+    #[test]
+    fn a_damaged_spool_keeps_its_readable_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.db");
+        let (s, _) = Spool::open(&path).unwrap();
+        let all: Vec<FileEvent> = (1..=2000).map(numbered_event).collect();
+        s.push(&all).unwrap();
+        drop(s); // the last connection checkpoints the WAL into the file
+                 // Overwrite a page in the middle of the table's leaves.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let pages = bytes.len() / 4096;
+        assert!(pages > 40, "{pages} pages");
+        let page = pages / 2;
+        bytes[page * 4096..(page + 1) * 4096].fill(0xA5);
+        std::fs::write(&path, &bytes).unwrap();
+
+        let (s, rebuilt) = Spool::open(&path).unwrap();
+        assert!(rebuilt);
+        assert_eq!(corrupt_files(dir.path()), 1, "kept for inspection");
+        let left = s.len().unwrap();
+        assert!((1900..2000).contains(&left), "{left} events kept");
+        let batch = s.peek(2000).unwrap();
+        assert_eq!(batch.len() as u64, left);
+        assert_eq!(batch[0], (1, numbered_event(1)), "numbers kept");
+        assert_eq!(*batch.last().unwrap(), (2000, numbered_event(2000)));
+        assert!(batch
+            .iter()
+            .all(|(seq, e)| *e == numbered_event(*seq as usize)));
+        s.push(&[numbered_event(2001)]).unwrap();
+        assert_eq!(
+            s.peek(3000).unwrap().last().unwrap().0,
+            2001,
+            "numbering goes on"
+        );
+    }
+
+    /// Corruption found while the agent runs rebuilds the spool at once,
+    /// keeping its events and their numbers (an upload in flight
+    /// acknowledges by them).
+    #[test]
+    fn corruption_found_at_run_time_rebuilds_the_spool_keeping_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.db");
+        let (s, _) = Spool::open(&path).unwrap();
+        s.push(&(1..=10).map(numbered_event).collect::<Vec<_>>())
+            .unwrap();
+        s.ack(4).unwrap();
+        let corrupt = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+            None,
+        );
+        s.heal(&mut s.conn.lock(), &corrupt);
+        assert_eq!(corrupt_files(dir.path()), 1);
+        let batch = s.peek(100).unwrap();
+        assert_eq!(
+            batch.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            (5..=10).collect::<Vec<_>>()
+        );
+        s.ack(7).unwrap();
+        s.push(&[numbered_event(11)]).unwrap();
+        let seqs: Vec<u64> = s.peek(100).unwrap().iter().map(|(q, _)| *q).collect();
+        assert_eq!(seqs, vec![8, 9, 10, 11]);
+        // An event the service refuses leaves the queue for a file of its own.
+        let aside = s.set_aside(9, &numbered_event(9), "422: refused").unwrap();
+        let seqs: Vec<u64> = s.peek(100).unwrap().iter().map(|(q, _)| *q).collect();
+        assert_eq!(seqs, vec![8, 10, 11]);
+        let kept: serde_json::Value =
+            serde_json::from_str(std::fs::read_to_string(&aside).unwrap().trim()).unwrap();
+        assert_eq!(kept["seq"], 9);
+        assert_eq!(kept["refused"], "422: refused");
+        assert_eq!(
+            serde_json::from_value::<FileEvent>(kept["event"].clone()).unwrap(),
+            numbered_event(9)
+        );
+        // Errors that are not corruption leave the file alone.
+        let busy = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        );
+        s.heal(&mut s.conn.lock(), &busy);
+        assert_eq!(corrupt_files(dir.path()), 1);
     }
 
     fn levels(connected: Level, disconnected: Level) -> Levels {

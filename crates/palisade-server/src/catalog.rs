@@ -8,7 +8,7 @@
 //! event rules after commit).
 use crate::db::{now_ms, Db};
 use crate::eventrules::{wants_file_seen, EventRules};
-use crate::store::{record_publishers, record_sightings, unseen_instances, Sighting};
+use crate::store::{record_publishers, record_sightings, stored_path, unseen_instances, Sighting};
 use palisade_api::agent::LookupItem;
 use palisade_core::rules::PublisherFact;
 use palisade_core::FileEvent;
@@ -19,8 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Longest path recorded (longer ones are truncated).
-const MAX_PATH: usize = 4096;
 /// Most sightings written in one transaction.
 const MAX_BATCH: usize = 5000;
 
@@ -44,6 +42,14 @@ enum Msg {
 }
 
 impl Msg {
+    fn computer_id(&self) -> i64 {
+        match self {
+            Msg::Lookups { computer_id, .. }
+            | Msg::Events { computer_id, .. }
+            | Msg::Touch { computer_id, .. } => *computer_id,
+        }
+    }
+
     fn weight(&self) -> usize {
         match self {
             Msg::Lookups { items, .. } => items.len(),
@@ -123,17 +129,6 @@ impl Recorder {
     }
 }
 
-fn truncate(path: &str) -> String {
-    if path.len() <= MAX_PATH {
-        return path.to_owned();
-    }
-    let mut end = MAX_PATH;
-    while !path.is_char_boundary(end) {
-        end -= 1;
-    }
-    path[..end].to_owned()
-}
-
 async fn run(db: Db, mut rx: mpsc::Receiver<Msg>, rules: EventRules) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -147,15 +142,24 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Msg>, rules: EventRules) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = flush(&db, batch, &rules).await {
-            tracing::warn!(error = %e, "cannot record catalog sightings");
+        if let Err(e) = flush(&db, &batch, &rules).await {
+            // One bad message must not lose every agent's records: write
+            // them one by one, so only a message that fails alone is lost.
+            tracing::warn!(error = %e, messages = batch.len(), "cannot record catalog sightings");
+            if batch.len() > 1 {
+                for m in &batch {
+                    if let Err(e) = flush(&db, std::slice::from_ref(m), &rules).await {
+                        tracing::warn!(error = %e, computer = m.computer_id(), "catalog sightings lost");
+                    }
+                }
+            }
             // Back off a little so a failing database is not hammered.
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
 
-async fn flush(db: &Db, batch: Vec<Msg>, rules: &EventRules) -> Result<(), sqlx::Error> {
+async fn flush(db: &Db, batch: &[Msg], rules: &EventRules) -> Result<(), sqlx::Error> {
     let mut by_org: BTreeMap<i64, Vec<Sighting>> = BTreeMap::new();
     let mut facts: BTreeMap<i64, Vec<(Sha256, PublisherFact)>> = BTreeMap::new();
     let mut touches: BTreeMap<i64, i64> = BTreeMap::new();
@@ -167,15 +171,19 @@ async fn flush(db: &Db, batch: Vec<Msg>, rules: &EventRules) -> Result<(), sqlx:
                 at_ms,
                 items,
             } => {
+                let (org_id, computer_id, at_ms) = (*org_id, *computer_id, *at_ms);
                 let out = by_org.entry(org_id).or_default();
-                for mut item in items {
-                    if let Some(f) = item.publisher.take() {
-                        facts.entry(org_id).or_default().push((item.sha256, f));
+                for item in items {
+                    if let Some(f) = &item.publisher {
+                        facts
+                            .entry(org_id)
+                            .or_default()
+                            .push((item.sha256, f.clone()));
                     }
                     out.push(Sighting {
                         sha256: item.sha256,
                         computer_id,
-                        path: item.path.as_deref().map(truncate),
+                        path: item.path.as_deref().map(|p| stored_path(p).to_owned()),
                         operation: item.operation,
                         process_json: item
                             .process
@@ -193,13 +201,14 @@ async fn flush(db: &Db, batch: Vec<Msg>, rules: &EventRules) -> Result<(), sqlx:
                 at_ms,
                 events,
             } => {
+                let (org_id, computer_id, at_ms) = (*org_id, *computer_id, *at_ms);
                 let out = by_org.entry(org_id).or_default();
                 for e in events {
                     let Some(sha256) = e.sha256 else { continue };
                     out.push(Sighting {
                         sha256,
                         computer_id,
-                        path: (!e.path.is_empty()).then(|| truncate(&e.path)),
+                        path: (!e.path.is_empty()).then(|| stored_path(&e.path).to_owned()),
                         operation: Some(e.operation),
                         process_json: serde_json::to_string(&e.process).ok(),
                         // When the agent saw it (an event may be uploaded
@@ -211,6 +220,7 @@ async fn flush(db: &Db, batch: Vec<Msg>, rules: &EventRules) -> Result<(), sqlx:
                 }
             }
             Msg::Touch { computer_id, at_ms } => {
+                let (computer_id, at_ms) = (*computer_id, *at_ms);
                 let t = touches.entry(computer_id).or_insert(at_ms);
                 *t = (*t).max(at_ms);
             }

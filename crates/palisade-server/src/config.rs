@@ -152,10 +152,14 @@ impl ServerConfig {
                 ));
             }
         }
-        if self.max_body_bytes < 64 * 1024 {
+        if self.max_body_bytes < MIN_BODY_BYTES {
             return Err(ConfigError::new(
                 "max_body_bytes",
-                "must be at least 65536 (an inventory batch needs room)",
+                format!(
+                    "must be at least {MIN_BODY_BYTES} (4 MiB): an agent's batches (2000 \
+                     inventory items, 500 events) and `palisade reputation import`'s \
+                     requests (20000 entries) need that room"
+                ),
             ));
         }
         if self.shutdown_grace_secs > 3600 {
@@ -176,12 +180,22 @@ impl ServerConfig {
                 "must be between 1 and 1000",
             ));
         }
-        if self.catalog_queue == 0 {
-            return Err(ConfigError::new("catalog_queue", "must be at least 1"));
+        if !(1..=MAX_CATALOG_QUEUE).contains(&self.catalog_queue) {
+            return Err(ConfigError::new(
+                "catalog_queue",
+                format!("must be between 1 and {MAX_CATALOG_QUEUE}"),
+            ));
         }
         Ok(())
     }
 }
+
+/// Smallest `max_body_bytes`: room for the largest requests the agent and
+/// the CLI send.
+const MIN_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Largest `catalog_queue` (messages; each holds one request's sightings).
+const MAX_CATALOG_QUEUE: usize = 1 << 20;
 
 /// The field a serde error is about: the path where it happened, extended by
 /// the field name for "unknown field" / "missing field" messages (which serde

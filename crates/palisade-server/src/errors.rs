@@ -183,6 +183,12 @@ impl ApiError {
         &self.error
     }
 
+    /// The field the answer names, if any.
+    #[cfg(test)]
+    pub(crate) fn field_name(&self) -> Option<&str> {
+        self.field.as_deref()
+    }
+
     /// 500: log the cause, answer a generic message.
     pub(crate) fn internal(cause: &dyn fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error while handling a request");

@@ -335,6 +335,25 @@ pub(crate) fn scope_from_columns(kind: &str, id: i64) -> Result<Scope, sqlx::Err
     }
 }
 
+/// Longest path the catalog stores (`file_instances.path`), in bytes; a
+/// longer one is cut at a character boundary. The path is part of the
+/// table's primary key, and PostgreSQL's B-tree entries hold at most about
+/// 2700 bytes, so a deep path (Linux allows 4095 bytes) would fail the
+/// whole statement there while SQLite took it: both store this much.
+pub(crate) const MAX_STORED_PATH: usize = 2048;
+
+/// `path` as the catalog stores it (see [`MAX_STORED_PATH`]).
+pub(crate) fn stored_path(path: &str) -> &str {
+    if path.len() <= MAX_STORED_PATH {
+        return path;
+    }
+    let mut end = MAX_STORED_PATH;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    &path[..end]
+}
+
 /// One sighting of a file, for the catalog.
 #[derive(Debug, Clone)]
 pub(crate) struct Sighting {
@@ -365,7 +384,7 @@ pub(crate) async fn record_sightings(
     for s in sightings {
         let f = files.entry(s.sha256).or_insert(s.at_ms);
         *f = (*f).min(s.at_ms);
-        if let Some(path) = s.path.as_deref() {
+        if let Some(path) = s.path.as_deref().map(stored_path) {
             let e = instances
                 .entry((s.sha256, s.computer_id, path))
                 .or_insert((0, s.at_ms, s.at_ms, None, None));

@@ -10,8 +10,8 @@ use crate::errors::{ApiError, ApiResult};
 use crate::eventrules::wants_file_seen;
 use crate::store::{
     append_changes, record_publishers, record_sightings, relevant_changes, scope_columns,
-    secret_hash, unseen_instances, NewChange, Relevance, Sighting, MAX_CHANGE_ROWS_PER_TX,
-    MAX_HASHES_PER_MESSAGE,
+    secret_hash, stored_path, unseen_instances, NewChange, Relevance, Sighting,
+    MAX_CHANGE_ROWS_PER_TX, MAX_HASHES_PER_MESSAGE,
 };
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
@@ -32,6 +32,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// Longest accepted path in an event or inventory item.
 const MAX_PATH: usize = 4096;
+/// Largest event stored, serialized (its reason, executable paths and
+/// ancestors included). An agent's largest (32 ancestors, each with a
+/// 4096-byte path) is well under it; events are listed a thousand at a time.
+const MAX_EVENT_JSON: usize = 256 * 1024;
 
 /// `GET /agent/v1/ca` (no authentication): the CA certificate, PEM. A new
 /// agent checks its DER SHA-256 against its enrollment token before
@@ -382,6 +386,12 @@ pub(crate) async fn events(
             continue;
         }
         let json = serde_json::to_string(&e.event).map_err(|e| ApiError::internal(&e))?;
+        if json.len() > MAX_EVENT_JSON {
+            return Err(ApiError::invalid(
+                &format!("events[{i}].event"),
+                format!("larger than {MAX_EVENT_JSON} bytes"),
+            ));
+        }
         rows.push((seq, e, json));
     }
     let mut stored = 0u64;
@@ -900,6 +910,7 @@ pub(crate) async fn removed(
         let at_ms = it.at_ms.min(now);
         let done = if it.dir {
             let prefix = format!("{}/", it.path.trim_end_matches('/'));
+            let prefix = stored_path(&prefix);
             sqlx::query(
                 "UPDATE file_instances SET deleted_ms = $1 \
                  WHERE org_id = $2 AND computer_id = $3 AND substr(path, 1, CAST($4 AS INTEGER)) = $5 \
@@ -909,7 +920,7 @@ pub(crate) async fn removed(
             .bind(agent.org_id)
             .bind(agent.computer_id)
             .bind(i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX))
-            .bind(&prefix)
+            .bind(prefix)
             .execute(tx.conn())
             .await?
         } else {
@@ -921,7 +932,7 @@ pub(crate) async fn removed(
             .bind(at_ms)
             .bind(agent.org_id)
             .bind(agent.computer_id)
-            .bind(&it.path)
+            .bind(stored_path(&it.path))
             .execute(tx.conn())
             .await?
         };

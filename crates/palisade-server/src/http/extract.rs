@@ -102,8 +102,60 @@ where
     }
 }
 
+/// Why text with U+0000 is refused: PostgreSQL cannot store it in a text
+/// column (SQLite can), and no field of this API has a use for it (a Linux
+/// path or name cannot hold one). Refused for every body, query string and
+/// path parameter, so both backends answer alike, with a 4xx naming the
+/// field rather than a failed statement.
+const NUL_REFUSED: &str = "text may not contain NUL (U+0000)";
+
+/// Whether a JSON text holds an escaped NUL (`\u0000` not itself escaped);
+/// a raw NUL byte is not valid JSON at all.
+fn has_escaped_nul(bytes: &[u8]) -> bool {
+    bytes.windows(6).enumerate().any(|(i, w)| {
+        w == b"\\u0000" && bytes[..i].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 0
+    })
+}
+
+/// The path (`files[0].path`, as `serde_path_to_error` names fields) of the
+/// first key or string in `v` that holds a NUL.
+fn nul_field(v: &serde_json::Value, path: &str) -> Option<String> {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => s.contains('\0').then(|| path.to_owned()),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| nul_field(x, &format!("{path}[{i}]"))),
+        Value::Object(o) => o.iter().find_map(|(k, x)| {
+            let here = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            if k.contains('\0') {
+                Some(here)
+            } else {
+                nul_field(x, &here)
+            }
+        }),
+        _ => None,
+    }
+}
+
 /// Parse JSON into `T`, mapping errors as the `errors` module describes.
+/// Text holding NUL is refused (see [`NUL_REFUSED`]).
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if has_escaped_nul(bytes) {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) {
+            if let Some(field) = nul_field(&v, "") {
+                return Err(ApiError::invalid(
+                    &field,
+                    format!("invalid request body: {field}: {NUL_REFUSED}"),
+                ));
+            }
+        }
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -174,6 +226,14 @@ where
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or_default();
+        if let Some((k, _)) = form_urlencoded::parse(query.as_bytes())
+            .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+        {
+            return Err(
+                ApiError::bad_request(format!("invalid query string: {k}: {NUL_REFUSED}"))
+                    .field(k.into_owned()),
+            );
+        }
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(de)
             .map(QueryParams)
@@ -193,10 +253,15 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParam {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        Path::<String>::from_request_parts(parts, state)
+        let Path(s) = Path::<String>::from_request_parts(parts, state)
             .await
-            .map(|Path(s)| PathParam(s))
-            .map_err(|e| ApiError::bad_request(format!("invalid path: {}", e.body_text())))
+            .map_err(|e| ApiError::bad_request(format!("invalid path: {}", e.body_text())))?;
+        if s.contains('\0') {
+            return Err(ApiError::bad_request(format!(
+                "invalid path: {NUL_REFUSED}"
+            )));
+        }
+        Ok(PathParam(s))
     }
 }
 
@@ -288,5 +353,34 @@ impl FromRequestParts<AppState> for AgentAuth {
             state.recorder.touch(auth.computer_id, now);
         }
         Ok(auth)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaped_nul_is_found_and_named() {
+        assert!(has_escaped_nul(br#"{"a":"x\u0000"}"#));
+        assert!(
+            has_escaped_nul(br#"{"a":"\\\u0000"}"#),
+            "an escaped backslash, then NUL"
+        );
+        assert!(
+            !has_escaped_nul(br#"{"a":"\\u0000"}"#),
+            "a backslash, then text"
+        );
+        assert!(!has_escaped_nul(br#"{"a":"\u00001"}"#.split_at(4).0));
+        let err =
+            parse_json::<serde_json::Value>(br#"{"files":[{"path":"/ok"},{"path":"/a\u0000b"}]}"#)
+                .unwrap_err();
+        assert_eq!(err.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(err.field_name(), Some("files[1].path"));
+        let err = parse_json::<serde_json::Value>(br#"{"k\u0000":1}"#).unwrap_err();
+        assert_eq!(err.field_name(), Some("k\0"));
+        // Text that only looks like it is taken as it is.
+        let v: serde_json::Value = parse_json(br#"{"a":"\\u0000"}"#).unwrap();
+        assert_eq!(v["a"], "\\u0000");
     }
 }

@@ -18,9 +18,13 @@ fn config_errors_name_the_field() {
     refused("tls_names = [\"ok.example\", \"bad name\"]", "tls_names[1]");
     refused("max_body_bytes = \"big\"", "max_body_bytes");
     refused("max_body_bytes = 10", "max_body_bytes");
+    // Below what an agent's event batch or an inventory batch may need.
+    refused("max_body_bytes = 65536", "max_body_bytes");
     refused("db_max_connections = 0", "db_max_connections");
     refused("change_retention_days = 0", "change_retention_days");
     refused("catalog_queue = 0", "catalog_queue");
+    // Would have reached the channel and panicked at start.
+    refused("catalog_queue = 4611686018427387904", "catalog_queue");
     refused("shutdown_grace_secs = -1", "shutdown_grace_secs");
     refused("[listen]\nport = 1", "listen");
 }

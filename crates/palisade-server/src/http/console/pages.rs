@@ -352,7 +352,13 @@ pub(crate) async fn events(
     Query(filter): Query<EventFilter>,
 ) -> PageResult {
     let held = page.auth.held(None);
-    let computer = filter.computer.filter(|c| !c.trim().is_empty());
+    // No stored name or path holds NUL (the API refuses it), and
+    // PostgreSQL cannot take it as a parameter: a filter with one is read
+    // without it.
+    let computer = filter
+        .computer
+        .map(|c| c.replace('\0', ""))
+        .filter(|c| !c.trim().is_empty());
     let kind = filter
         .kind
         .filter(|k| ["blocked", "would_block", "approved", "allowed"].contains(&k.as_str()));
@@ -442,7 +448,13 @@ pub(crate) async fn files(
     Query(search): Query<FileSearch>,
 ) -> PageResult {
     let held = page.auth.held(None);
-    let q = search.q.unwrap_or_default().trim().to_owned();
+    // Without NUL, as the events page's filter.
+    let q = search
+        .q
+        .unwrap_or_default()
+        .replace('\0', "")
+        .trim()
+        .to_owned();
     let like = format!("%{}%", q.replace(['%', '_'], ""));
     // An admin who reads files on some policies only sees the files seen on
     // their computers, counted there.
