@@ -285,9 +285,28 @@ pub(crate) enum PersistOp {
     Put(Sha256, CachedApproval),
     Remove(Vec<Sha256>),
     Clear,
-    Meta(&'static str, String),
+    /// Every change up to this revision is applied: into the metadata (the
+    /// revision to catch up from) and [`DiskState::current`].
+    Revision(i64),
     /// New levels: into the cache's metadata and the levels file.
     Levels(Levels),
+}
+
+/// Capacity of the persistent-cache writer's queue. Answers to store are
+/// dropped (they are a cache) once it is half full, so that a removal always
+/// finds room.
+const PERSIST_QUEUE: usize = 65_536;
+
+/// How far the persistent cache's answers can be trusted: the newest
+/// change whose removals it holds, unless a removal was lost.
+#[derive(Debug, Default)]
+struct DiskState {
+    /// The newest revision every removal up to which is on disk.
+    current: AtomicI64,
+    /// A removal was lost (its queue full, or the write failed): `current`
+    /// stays where it is, and the revision stored for catching up too, so
+    /// that the next start asks the service for those changes again.
+    lost: AtomicBool,
 }
 
 /// The decision engine, shared by every agent thread.
@@ -327,6 +346,8 @@ pub struct Engine {
     /// whatever its name, and need not be hashed to know it.
     interpreter_sizes: HashSet<u64>,
     persist_tx: crossbeam_channel::Sender<PersistOp>,
+    /// What the persistent cache holds (see [`DiskState`]).
+    disk: Arc<DiskState>,
     persistent: Arc<PersistentCache>,
     lookup: Arc<dyn Lookup>,
     reporter: Reporter,
@@ -419,7 +440,11 @@ impl Engine {
     /// Build the engine and start its persistent-cache writer. Loads the
     /// persistent cache into memory.
     pub fn new(parts: EngineParts) -> Arc<Engine> {
-        let (persist_tx, persist_rx) = crossbeam_channel::bounded(65_536);
+        let (persist_tx, persist_rx) = crossbeam_channel::bounded(PERSIST_QUEUE);
+        let disk = Arc::new(DiskState {
+            current: AtomicI64::new(parts.revision),
+            lost: AtomicBool::new(false),
+        });
         let (prewarm_tx, prewarm_rx) = crossbeam_channel::bounded::<Sha256>(65_536);
         // Know our own executable (the admin CLI is the same binary) without
         // hashing it on the decision path.
@@ -457,6 +482,7 @@ impl Engine {
             interpreters: parts.interpreters.iter().map(|(h, _)| *h).collect(),
             interpreter_sizes: parts.interpreters.iter().map(|(_, s)| *s).collect(),
             persist_tx,
+            disk: disk.clone(),
             persistent: parts.persistent.clone(),
             lookup: parts.lookup,
             reporter: parts.reporter,
@@ -485,7 +511,7 @@ impl Engine {
             .name("palisade-persist".into())
             .spawn(move || {
                 background_priority();
-                persist_loop(&persistent, &levels_file, &persist_rx);
+                persist_loop(&persistent, &levels_file, &disk, &persist_rx);
             })
             .expect("spawn persist thread");
         {
@@ -530,8 +556,31 @@ impl Engine {
     /// Set the policy's levels and the connection state; recompute the level
     /// in force and the guard's mode.
     pub fn set_levels(&self, levels: Levels, connected: bool) {
-        *self.levels.lock() = levels;
-        self.connected.store(connected, Ordering::Relaxed);
+        self.update_levels(|held, conn| {
+            *held = levels;
+            *conn = connected;
+        });
+    }
+
+    /// Record the connection state (keeping the levels).
+    pub fn set_connected(&self, connected: bool) {
+        self.update_levels(|_, conn| *conn = connected);
+    }
+
+    /// Set the policy's levels (keeping the connection state).
+    pub fn set_policy_levels(&self, levels: Levels) {
+        self.update_levels(|held, _| *held = levels);
+    }
+
+    /// Change the levels and connection state together, under the levels'
+    /// lock (so that a connection change cannot interleave with new levels
+    /// and leave either lost), and put what depends on them in line.
+    fn update_levels(&self, change: impl FnOnce(&mut Levels, &mut bool)) {
+        let mut held = self.levels.lock();
+        let mut connected = self.connected.load(Ordering::Acquire);
+        change(&mut held, &mut connected);
+        let levels = *held;
+        self.connected.store(connected, Ordering::Release);
         let level = levels.effective(connected);
         let old = level_from_u8(self.level.swap(level_to_u8(level), Ordering::Relaxed));
         if old != level {
@@ -546,12 +595,6 @@ impl Engine {
         }
         self.apply_level_mechanisms();
         let _ = self.persist_tx.try_send(PersistOp::Levels(levels));
-    }
-
-    /// Record the connection state (keeping the levels).
-    pub fn set_connected(&self, connected: bool) {
-        let levels = self.levels();
-        self.set_levels(levels, connected);
     }
 
     /// Put the kernel mechanisms that depend on the level in line with it:
@@ -1075,37 +1118,63 @@ impl Engine {
         if let Some(c) = self.approvals.lock().get(&sha) {
             return (c, "agent cache".into());
         }
-        let remaining = deadline.saturating_duration_since(Instant::now());
         // Keep a margin to answer, and to try the disk if the service fails.
-        let budget = remaining
-            .saturating_sub(Duration::from_millis(20))
-            .min(self.cfg.lookup_timeout);
+        let budget = || {
+            deadline
+                .saturating_duration_since(Instant::now())
+                .saturating_sub(Duration::from_millis(20))
+                .min(self.cfg.lookup_timeout)
+        };
         let mut why = "service unreachable".to_owned();
-        if self.connected() && !budget.is_zero() {
-            bump(&self.stats.lookups);
-            let item = LookupItem {
-                sha256: sha,
-                path: Some(path.to_owned()),
-                operation: Some(op),
-                process: Some(process.get_or_insert_with(|| self.context(pid)).clone()),
-                publisher: None,
-            };
-            match self.lookup.lookup(item, budget) {
-                Ok(c) => {
-                    self.remember(sha, c);
-                    return (c, "policy lookup service".into());
+        if self.connected() && !budget().is_zero() {
+            // The process's context first: reading it (and hashing its
+            // executable) takes from the same deadline.
+            let process = process.get_or_insert_with(|| self.context(pid)).clone();
+            let budget = budget();
+            if budget.is_zero() {
+                why = "no time left to ask the service".to_owned();
+            } else {
+                bump(&self.stats.lookups);
+                let item = LookupItem {
+                    sha256: sha,
+                    path: Some(path.to_owned()),
+                    operation: Some(op),
+                    process: Some(process),
+                    publisher: None,
+                };
+                match self.lookup.lookup(item, budget) {
+                    Ok(c) => {
+                        self.remember(sha, c);
+                        return (c, "policy lookup service".into());
+                    }
+                    Err(e) => why = e.to_string(),
                 }
-                Err(e) => why = e.to_string(),
             }
         }
         let disk_budget = deadline
             .saturating_duration_since(Instant::now())
             .saturating_sub(Duration::from_millis(5))
             .min(Duration::from_millis(200));
+        // Read before the disk: a change after it is seen below.
+        let newest = self.newest_change.load(Ordering::Acquire);
+        let disk_behind = self.disk.current.load(Ordering::Acquire) < newest;
         match self.persistent.get(&sha, disk_budget) {
+            // Older than a change whose removals are not on disk yet (or
+            // were lost): it may be what that change took back.
+            Ok(Some(c)) if disk_behind && c.revision < newest => (
+                UNKNOWN,
+                format!("persistent cache behind change {newest} ({why})"),
+            ),
             Ok(Some(c)) => {
                 bump(&self.stats.persistent_hits);
-                self.approvals.lock().insert(sha, c);
+                // Into memory only if no change came meanwhile (checked
+                // under the lock an invalidation takes after announcing
+                // itself: it cannot slip between the check and the insert).
+                let mut approvals = self.approvals.lock();
+                if self.newest_change.load(Ordering::Acquire) == newest {
+                    approvals.insert(sha, c);
+                }
+                drop(approvals);
                 (c, format!("persistent cache ({why})"))
             }
             Ok(None) => (UNKNOWN, format!("not in persistent cache ({why})")),
@@ -1116,11 +1185,20 @@ impl Engine {
     /// Cache an answer from the service (memory and disk), unless a newer
     /// change may have overtaken it.
     fn remember(&self, sha: Sha256, c: CachedApproval) {
-        if c.revision < self.newest_change.load(Ordering::Acquire) {
-            return;
+        {
+            // Checked, stored and queued for the disk under the lock an
+            // invalidation takes after raising `newest_change`: either it
+            // sees the change, or the invalidation's removal comes after
+            // this answer, in memory and in the disk's queue.
+            let mut approvals = self.approvals.lock();
+            if c.revision < self.newest_change.load(Ordering::Acquire) {
+                return;
+            }
+            approvals.insert(sha, c);
+            if self.persist_tx.len() < PERSIST_QUEUE / 2 {
+                let _ = self.persist_tx.try_send(PersistOp::Put(sha, c));
+            }
         }
-        self.approvals.lock().insert(sha, c);
-        let _ = self.persist_tx.try_send(PersistOp::Put(sha, c));
         if matches!(c.approval, Approval::Approved(_)) {
             let _ = self.prewarm_tx.try_send(sha);
         }
@@ -1324,10 +1402,21 @@ impl Engine {
         let revoked: Vec<FileId> = hashes.iter().flat_map(|h| kernel.take_hash(h)).collect();
         self.revoke_taken(&revoked);
         drop(kernel);
-        let _ = self.persist_tx.try_send(PersistOp::Remove(hashes.to_vec()));
-        let _ = self
-            .persist_tx
-            .try_send(PersistOp::Meta("revision", revision.to_string()));
+        self.persist_change(PersistOp::Remove(hashes.to_vec()), revision);
+    }
+
+    /// Queue a removal from the persistent cache, then the revision it
+    /// brings the cache to. A removal that finds no room is lost: the disk
+    /// is marked so (see [`DiskState::lost`]).
+    fn persist_change(&self, removal: PersistOp, revision: i64) {
+        if self.persist_tx.try_send(removal).is_err() {
+            tracing::error!(
+                "persistent cache: removal for change {revision} lost (writer queue full); \
+                 answers on disk older than it are no longer used"
+            );
+            self.disk.lost.store(true, Ordering::Release);
+        }
+        let _ = self.persist_tx.try_send(PersistOp::Revision(revision));
     }
 
     /// Forget every approval (the service asked for a reset). Returns the
@@ -1341,19 +1430,14 @@ impl Engine {
             keys
         };
         self.clear_kernel_side();
-        let _ = self.persist_tx.try_send(PersistOp::Clear);
-        let _ = self
-            .persist_tx
-            .try_send(PersistOp::Meta("revision", revision.to_string()));
+        self.persist_change(PersistOp::Clear, revision);
         known
     }
 
     /// Note that the agent is in sync with the service at `revision`.
     pub fn synced(&self, revision: i64) {
         self.newest_change.fetch_max(revision, Ordering::AcqRel);
-        let _ = self
-            .persist_tx
-            .try_send(PersistOp::Meta("revision", revision.to_string()));
+        let _ = self.persist_tx.try_send(PersistOp::Revision(revision));
     }
 
     fn flush_ignore_marks(&self) {
@@ -1801,6 +1885,7 @@ fn stamp_of(st: &rustix::fs::Stat) -> Stamp {
 fn persist_loop(
     store: &PersistentCache,
     levels_file: &LevelsFile,
+    disk: &DiskState,
     rx: &crossbeam_channel::Receiver<PersistOp>,
 ) {
     // The levels are saved whenever they differ from what the file holds
@@ -1822,20 +1907,26 @@ fn persist_loop(
                 PersistOp::Remove(hashes) => {
                     flush_puts(&mut puts);
                     if let Err(e) = store.remove_many(&hashes) {
-                        tracing::warn!("persistent cache write failed: {e}");
+                        tracing::error!("persistent cache: removal failed: {e}");
+                        disk.lost.store(true, Ordering::Release);
                     }
                 }
                 PersistOp::Clear => {
                     puts.clear();
                     if let Err(e) = store.clear() {
-                        tracing::warn!("persistent cache clear failed: {e}");
+                        tracing::error!("persistent cache: clear failed: {e}");
+                        disk.lost.store(true, Ordering::Release);
                     }
                 }
-                PersistOp::Meta(key, value) => {
+                PersistOp::Revision(revision) => {
                     flush_puts(&mut puts);
-                    if let Err(e) = store.set_meta(key, &value) {
+                    if disk.lost.load(Ordering::Acquire) {
+                        continue;
+                    }
+                    if let Err(e) = store.set_meta("revision", &revision.to_string()) {
                         tracing::warn!("persistent cache write failed: {e}");
                     }
+                    disk.current.fetch_max(revision, Ordering::AcqRel);
                 }
                 PersistOp::Levels(levels) => {
                     flush_puts(&mut puts);
@@ -2350,6 +2441,127 @@ mod tests {
         }
         // The decider did cache before the ban in most rounds: the race was run.
         assert!(raced > 200, "only {raced} rounds cached before the ban");
+    }
+
+    /// The persistent cache answers while the service is away, but not with
+    /// what a change may have taken back: an answer older than a change
+    /// whose removals are not on disk yet is no answer; once they are, it
+    /// is used (and cached in memory).
+    #[test]
+    fn disk_answers_older_than_a_change_not_yet_on_disk_are_not_used() {
+        use palisade_core::{ApprovalSource, ScopeKind};
+        let dir = tempfile::tempdir().unwrap();
+        let Some(engine) = engine(dir.path()) else {
+            return;
+        };
+        let approved = |revision| CachedApproval {
+            approval: Approval::Approved(ApprovalSource {
+                scope: ScopeKind::Global,
+            }),
+            trust: None,
+            revision,
+        };
+        let (old, fresh) = (Sha256::from_bytes([1; 32]), Sha256::from_bytes([2; 32]));
+        engine
+            .persistent
+            .put_many(&[(old, approved(1)), (fresh, approved(2))])
+            .unwrap();
+        let ask = |sha| {
+            let deadline = Instant::now() + Duration::from_millis(500);
+            engine.approval(sha, "/x", Operation::Execute, 1, &mut None, deadline)
+        };
+        let in_memory = |sha| engine.approvals.lock().get(&sha).is_some();
+
+        // Change 2 announced; its removals not yet on disk.
+        engine.newest_change.store(2, Ordering::Release);
+        let (c, why) = ask(old);
+        assert_eq!(c.approval, Approval::Unknown, "{why}");
+        assert!(why.contains("behind change 2"), "{why}");
+        assert!(!in_memory(old));
+        // An answer given at the change or after it is current.
+        let (c, why) = ask(fresh);
+        assert!(matches!(c.approval, Approval::Approved(_)), "{why}");
+        assert!(in_memory(fresh));
+
+        // The removals are on disk: what is left there stands.
+        engine.disk.current.store(2, Ordering::Release);
+        let (c, why) = ask(old);
+        assert!(matches!(c.approval, Approval::Approved(_)), "{why}");
+        assert!(in_memory(old));
+    }
+
+    /// The persistent-cache writer moves the revision to catch up from (and
+    /// what the disk is trusted up to) only while no removal was lost.
+    #[test]
+    fn a_lost_removal_stops_the_revision_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = PersistentCache::open(&dir.path().join("cache.db")).unwrap();
+        let levels = LevelsFile::in_dir(dir.path());
+        let disk = DiskState::default();
+        let run = |ops: Vec<PersistOp>| {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            for op in ops {
+                tx.send(op).unwrap();
+            }
+            drop(tx);
+            persist_loop(&store, &levels, &disk, &rx);
+        };
+        let sha = Sha256::from_bytes([3; 32]);
+        let answer = CachedApproval {
+            revision: 4,
+            ..UNKNOWN
+        };
+        run(vec![
+            PersistOp::Put(sha, answer),
+            PersistOp::Revision(4),
+            PersistOp::Remove(vec![sha]),
+            PersistOp::Revision(5),
+        ]);
+        assert_eq!(store.meta("revision").as_deref(), Some("5"));
+        assert_eq!(disk.current.load(Ordering::Acquire), 5);
+        assert_eq!(store.get(&sha, Duration::from_secs(1)).unwrap(), None);
+
+        disk.lost.store(true, Ordering::Release);
+        run(vec![PersistOp::Revision(6)]);
+        assert_eq!(store.meta("revision").as_deref(), Some("5"));
+        assert_eq!(disk.current.load(Ordering::Acquire), 5);
+    }
+
+    /// An answer fetched before a change never outlives it in memory: one
+    /// thread stores answers of revision `round` as fast as it can while
+    /// another invalidates at `round + 1`.
+    #[test]
+    fn an_answer_racing_an_invalidation_does_not_outlive_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(engine) = engine(dir.path()) else {
+            return;
+        };
+        let sha = Sha256::from_bytes([4; 32]);
+        for round in 1..=2000i64 {
+            let stop = AtomicBool::new(false);
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    while !stop.load(Ordering::Acquire) {
+                        engine.remember(
+                            sha,
+                            CachedApproval {
+                                revision: round,
+                                ..UNKNOWN
+                            },
+                        );
+                    }
+                });
+                std::thread::sleep(Duration::from_micros(50 + round as u64 % 17));
+                engine.invalidate(&[sha], round + 1);
+                stop.store(true, Ordering::Release);
+            });
+            let left = engine.approvals.lock().get(&sha);
+            assert!(
+                left.is_none_or(|c| c.revision > round),
+                "round {round}: {left:?} outlived change {}",
+                round + 1
+            );
+        }
     }
 
     /// Pre-warming puts a copy of approved code into the kernel-side cache

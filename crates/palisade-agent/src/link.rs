@@ -381,8 +381,27 @@ pub struct ScanParams {
     pub packages: Option<Arc<dyn crate::engine::PackageFacts>>,
 }
 
+/// The stream task's state: its parts, and whether a scan approving what
+/// the computer has is running (see [`apply_config`]).
+struct Link {
+    parts: LinkParts,
+    approving: parking_lot::Mutex<bool>,
+}
+
+impl std::ops::Deref for Link {
+    type Target = LinkParts;
+
+    fn deref(&self) -> &LinkParts {
+        &self.parts
+    }
+}
+
 /// Run the stream task forever (reconnecting with backoff).
 pub async fn run_stream(parts: LinkParts) {
+    let parts = Arc::new(Link {
+        parts,
+        approving: parking_lot::Mutex::new(false),
+    });
     let mut backoff = Duration::from_millis(100);
     // The last status report, across reconnections.
     let mut reported = None;
@@ -402,7 +421,7 @@ pub async fn run_stream(parts: LinkParts) {
     }
 }
 
-async fn connect_once(parts: &LinkParts, reported: &mut Option<Reported>) -> Result<()> {
+async fn connect_once(parts: &Arc<Link>, reported: &mut Option<Reported>) -> Result<()> {
     let mut stream = parts.client.stream().await?;
     let silence = Duration::from_secs(3 * HEARTBEAT_SECS);
     let first = tokio::time::timeout(silence, stream.next())
@@ -422,7 +441,7 @@ async fn connect_once(parts: &LinkParts, reported: &mut Option<Reported>) -> Res
         let changes = parts.client.changes(since).await.context("catching up")?;
         apply_changes(parts, changes).await;
     }
-    apply_config(parts, config, true).await;
+    apply_config(parts, config).await;
     tracing::info!("connected to the service at revision {revision}");
     report_status(parts, reported).await;
     loop {
@@ -436,7 +455,7 @@ async fn connect_once(parts: &LinkParts, reported: &mut Option<Reported>) -> Res
                 apply_changes(parts, changes).await;
                 if config_changed {
                     let config = parts.client.config().await?;
-                    apply_config(parts, config, true).await;
+                    apply_config(parts, config).await;
                     report_status(parts, reported).await;
                 }
             }
@@ -457,32 +476,70 @@ async fn connect_once(parts: &LinkParts, reported: &mut Option<Reported>) -> Res
     }
 }
 
-async fn apply_config(parts: &LinkParts, config: AgentConfig, connected: bool) {
+/// Apply a configuration from the service: rules at once, levels at once
+/// too unless the policy asks that what the computer has be approved first
+/// (a new `approve_existing_epoch`). That scan runs as a task of its own,
+/// so that changes (bans) keep arriving while it runs; the levels of the
+/// newest configuration apply when it is done.
+async fn apply_config(parts: &Arc<Link>, config: AgentConfig) {
     // Rules first (resolving updater programs reads executables: not on
     // the async threads), then levels.
     let engine = parts.engine.clone();
     let rules = config.rules.clone();
     let _ = tokio::task::spawn_blocking(move || engine.set_rules(rules)).await;
-    approve_existing(parts, &config).await;
-    parts.engine.set_levels(config.levels, connected);
     if let Ok(json) = serde_json::to_string(&config) {
         let p = parts.persistent.clone();
         let _ = tokio::task::spawn_blocking(move || p.set_meta("config", &json)).await;
     }
-    *parts.config.lock() = Some(config);
+    let seen = approved_epoch(parts).await;
+    let epoch = config.approve_existing_epoch;
+    let levels = config.levels;
+    {
+        let mut approving = parts.approving.lock();
+        *parts.config.lock() = Some(config);
+        if *approving {
+            // The running scan applies the newest levels when it is done.
+            parts.engine.set_connected(true);
+            return;
+        }
+        if seen.is_some_and(|s| epoch > s) {
+            *approving = true;
+            parts.engine.set_connected(true);
+            tokio::spawn(approve_existing(parts.clone(), epoch));
+            return;
+        }
+        parts.engine.set_levels(levels, true);
+    }
+    if seen != Some(epoch) {
+        // A computer that never saw an epoch (new, or upgraded) records
+        // the current one and approves nothing.
+        record_approved_epoch(parts, epoch).await;
+    }
 }
 
-/// When an admin raised the policy's level asking that what computers
-/// already have be approved (a new `approve_existing_epoch`), approve it
-/// locally (a scan) before the new level applies. A computer that never saw
-/// an epoch before (new, or upgraded) only records the current one.
-async fn approve_existing(parts: &LinkParts, config: &AgentConfig) {
-    let seen = parts
-        .persistent
-        .meta("approve_epoch")
-        .and_then(|v| v.parse::<i64>().ok());
-    let current = config.approve_existing_epoch;
-    if seen.is_some_and(|s| current > s) {
+/// The epoch of the last approval of what the computer has.
+async fn approved_epoch(parts: &LinkParts) -> Option<i64> {
+    let p = parts.persistent.clone();
+    tokio::task::spawn_blocking(move || p.meta("approve_epoch"))
+        .await
+        .ok()
+        .flatten()
+        .and_then(|v| v.parse::<i64>().ok())
+}
+
+async fn record_approved_epoch(parts: &LinkParts, epoch: i64) {
+    let p = parts.persistent.clone();
+    let v = epoch.to_string();
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || p.set_meta("approve_epoch", &v)).await {
+        tracing::warn!("cannot record the approval epoch: {e}");
+    }
+}
+
+/// Approve locally what the computer has (a scan), for `epoch` and for any
+/// newer one arriving meanwhile; then apply the newest configuration's
+/// levels and record the epoch.
+async fn approve_existing(parts: Arc<Link>, mut epoch: i64) {
+    loop {
         tracing::info!("the policy's level was raised with approval of what is here: scanning");
         let p = &parts.scan;
         match crate::scan::scan(
@@ -506,11 +563,19 @@ async fn approve_existing(parts: &LinkParts, config: &AgentConfig) {
             }
             Err(e) => tracing::error!("approving what is here failed: {e:#}"),
         }
-    }
-    if seen != Some(current) {
-        let p = parts.persistent.clone();
-        let v = current.to_string();
-        let _ = tokio::task::spawn_blocking(move || p.set_meta("approve_epoch", &v)).await;
+        record_approved_epoch(&parts, epoch).await;
+        let mut approving = parts.approving.lock();
+        let Some(config) = parts.config.lock().clone() else {
+            *approving = false;
+            return;
+        };
+        if config.approve_existing_epoch > epoch {
+            epoch = config.approve_existing_epoch;
+            continue;
+        }
+        parts.engine.set_policy_levels(config.levels);
+        *approving = false;
+        return;
     }
 }
 
@@ -635,12 +700,7 @@ pub async fn run_uploader(
 ) {
     let peek = |limit: usize| {
         let s = spool.clone();
-        async move {
-            tokio::task::spawn_blocking(move || s.peek(limit))
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()))
-        }
+        on_spool(move || s.peek(limit))
     };
     let upload = |batch: Vec<(u64, palisade_core::FileEvent)>| {
         let client = client.clone();
@@ -668,27 +728,35 @@ pub async fn run_uploader(
     let ack = |last: u64| {
         let s = spool.clone();
         async move {
-            match tokio::task::spawn_blocking(move || s.ack(last)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!("event spool: acknowledging up to {last}: {e}"),
-                Err(e) => tracing::warn!("event spool: acknowledging up to {last}: {e}"),
+            if let Err(e) = on_spool(move || s.ack(last)).await {
+                tracing::warn!("event spool: acknowledging up to {last}: {e}");
             }
         }
     };
     let set_aside = |(seq, event): (u64, palisade_core::FileEvent), why: String| {
         let s = spool.clone();
         async move {
-            match tokio::task::spawn_blocking(move || s.set_aside(seq, &event, &why)).await {
-                Ok(Ok(path)) => tracing::error!(
+            match on_spool(move || s.set_aside(seq, &event, &why)).await {
+                Ok(path) => tracing::error!(
                     "the service refused spooled event {seq}; kept in {}",
                     path.display()
                 ),
-                Ok(Err(e)) => tracing::error!("event spool: setting event {seq} aside: {e}"),
                 Err(e) => tracing::error!("event spool: setting event {seq} aside: {e}"),
             }
         }
     };
     upload_loop(peek, upload, ack, set_aside, EVENT_BATCH_MAX, &wake).await
+}
+
+/// Run a spool operation off the async threads; its error (or the blocking
+/// task's) as text.
+async fn on_spool<R: Send + 'static>(
+    op: impl FnOnce() -> std::result::Result<R, crate::store::StoreError> + Send + 'static,
+) -> std::result::Result<R, String> {
+    match tokio::task::spawn_blocking(op).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Why an upload failed.
@@ -751,7 +819,8 @@ async fn upload_loop<T, P, PF, U, UF, A, AF, X, XF>(
             }
             continue;
         };
-        let single = (batch.len() == 1).then(|| batch[0].clone());
+        let size = batch.len();
+        let single = (size == 1).then(|| batch[0].clone());
         match upload(batch).await {
             Ok(()) => {
                 upload_retry = RETRY_FIRST;
@@ -761,8 +830,8 @@ async fn upload_loop<T, P, PF, U, UF, A, AF, X, XF>(
             Err(UploadError::Refused(why)) => match single {
                 Some(event) => set_aside(event, why).await,
                 None => {
-                    tracing::warn!("the service refused a batch of {limit} events, halving: {why}");
-                    limit = (limit / 2).max(1);
+                    tracing::warn!("the service refused a batch of {size} events, halving: {why}");
+                    limit = (size / 2).max(1);
                 }
             },
             Err(UploadError::Retry(e)) => {
@@ -1014,6 +1083,23 @@ mod uploader_tests {
         // 8 (refused), 4 (refused: 5..8 still holds 6)... then growing back.
         assert_eq!(f.sent[..2], [8, 4]);
         assert!(f.sent[2..].contains(&8), "grows back: {:?}", f.sent);
+    }
+
+    /// A refused batch shorter than the limit halves from its own size:
+    /// three events (limit 8) go 3 (refused), 1 (event 1), 2 (growing back:
+    /// refused), 1 (event 2, set aside), 1 (event 3).
+    #[tokio::test(start_paused = true)]
+    async fn a_short_refused_batch_halves_from_its_size() {
+        let fake = Fake {
+            spooled: vec![(1, "a"), (2, "b"), (3, "c")],
+            refused: vec![2],
+            ..Fake::default()
+        };
+        let f = run(fake, Arc::new(Notify::new()), 2, Duration::from_secs(1)).await;
+        assert_eq!(f.set_aside, vec![2]);
+        assert_eq!(f.sent, [3, 1, 2, 1, 1]);
+        let uploaded: Vec<u64> = f.uploaded.iter().flat_map(|(_, s)| s.clone()).collect();
+        assert_eq!(uploaded, vec![1, 3]);
     }
 
     #[tokio::test(start_paused = true)]

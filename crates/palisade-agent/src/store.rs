@@ -342,35 +342,48 @@ impl PersistentCache {
 
     /// Every stored answer (loaded into memory at start).
     pub fn all(&self) -> Result<Vec<(Sha256, CachedApproval)>, StoreError> {
-        let conn = self.conn.lock();
-        let mut st = conn
-            .prepare("SELECT sha256, approval, revision FROM approvals")
-            .map_err(|e| self.sqlite(e))?;
-        let rows = st
-            .query_map([], |r| {
+        let mut conn = self.conn.lock();
+        let mut undecodable = 0usize;
+        let read = (|| {
+            let mut st = conn.prepare("SELECT sha256, approval, revision FROM approvals")?;
+            let rows = st.query_map([], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
                     r.get::<_, i64>(2)?,
                 ))
-            })
-            .map_err(|e| self.sqlite(e))?;
-        let mut out = Vec::new();
-        for row in rows.flatten() {
-            let (Ok(sha), Some((approval, trust))) = (Sha256::parse(&row.0), decode_answer(&row.1))
-            else {
-                continue;
-            };
-            out.push((
-                sha,
-                CachedApproval {
-                    approval,
-                    trust,
-                    revision: row.2,
-                },
-            ));
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (sha, answer, revision) = row?;
+                let (Ok(sha), Some((approval, trust))) =
+                    (Sha256::parse(&sha), decode_answer(&answer))
+                else {
+                    undecodable += 1;
+                    continue;
+                };
+                out.push((
+                    sha,
+                    CachedApproval {
+                        approval,
+                        trust,
+                        revision,
+                    },
+                ));
+            }
+            Ok(out)
+        })();
+        if undecodable > 0 {
+            // Not an answer: looked up again when needed, and overwritten.
+            tracing::warn!(
+                "{}: {undecodable} cached answers unreadable; ignored",
+                self.path.display()
+            );
         }
-        Ok(out)
+        read.map_err(|e| {
+            self.heal(&mut conn, &e);
+            self.sqlite(e)
+        })
     }
 
     /// Number of stored answers.

@@ -619,6 +619,58 @@ fn event_rules_ban_globally_and_alert() {
     );
 }
 
+/// Approving what the computer has (a level raised with
+/// `--approve-existing`) is a scan that can take minutes on a real
+/// filesystem: bans made meanwhile take effect at once, not after it.
+#[test]
+fn a_ban_takes_effect_while_the_computer_approves_what_it_has() {
+    use std::os::unix::fs::PermissionsExt;
+    require_root!();
+    let m = TestMount::tmpfs();
+    let (up, hello) = Up::lockdown_with_approved_hello(&m);
+    // Slow to scan: a large executable (sparse: no memory), hashed in full
+    // (seconds at about 1.5 GB/s).
+    let big = m.join("big-tool");
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(6 << 30).unwrap();
+    f.set_permissions(std::fs::Permissions::from_mode(0o755))
+        .unwrap();
+    drop(f);
+    up.ok(&[
+        "policy",
+        "set-level",
+        "default",
+        "lockdown",
+        "--approve-existing",
+    ]);
+    let logged = |what: &str, within| {
+        let seen = eventually(within, || up.proc.stderr().contains(what)).is_some();
+        assert!(seen, "not logged: {what}\n{}", up.proc.stderr());
+    };
+    logged("approval of what is here: scanning", Duration::from_secs(5));
+    const SCANNED: &str = "present before the level was raised";
+    let banned_at = std::time::Instant::now();
+    up.ok(&["file", "ban", hello.to_str().unwrap()]);
+    let took = eventually(Duration::from_secs(30), || {
+        run(&hello, &[], &[]).exec_refused()
+    })
+    .map(|_| banned_at.elapsed())
+    .expect("the ban must take effect");
+    let scan_over = up.proc.stderr().contains(SCANNED);
+    eprintln!("ban took effect {took:?} after it was made (scan over: {scan_over})");
+    assert!(
+        took < Duration::from_secs(1) && !scan_over,
+        "the ban waited for the scan: took {took:?}\n{}",
+        up.proc.stderr()
+    );
+    // The scan finishes; it does not lift the ban.
+    logged(SCANNED, Duration::from_secs(60));
+    assert!(
+        run(&hello, &[], &[]).exec_refused(),
+        "the scan does not lift a ban"
+    );
+}
+
 #[test]
 fn the_prompt_level_lets_users_request_approval() {
     require_root!();

@@ -74,10 +74,7 @@ fn lockdown_blocks_unknown_executables_and_runs_approved_ones() {
 fn a_file_modified_after_approval_is_blocked() {
     require_root!();
     let m = TestMount::tmpfs();
-    let up = Up::start(&m, &["--lockdown", "--no-scan"]);
-    let hello = Programs::get().install("hello", &m.path, "hello");
-    up.ok(&["file", "approve", hello.to_str().unwrap()]);
-    assert!(eventually(Duration::from_secs(2), || run(&hello, &[], &[]).ok()).is_some());
+    let (up, hello) = Up::lockdown_with_approved_hello(&m);
     // Run it again: now from the kernel-side cache.
     assert!(run(&hello, &[], &[]).ok());
 
@@ -150,10 +147,7 @@ fn a_file_modified_through_a_shared_mapping_after_approval_is_blocked() {
 fn a_ban_made_while_running_takes_effect_within_a_second() {
     require_root!();
     let m = TestMount::tmpfs();
-    let up = Up::start(&m, &["--lockdown", "--no-scan"]);
-    let hello = Programs::get().install("hello", &m.path, "hello");
-    up.ok(&["file", "approve", hello.to_str().unwrap()]);
-    assert!(eventually(Duration::from_secs(2), || run(&hello, &[], &[]).ok()).is_some());
+    let (up, hello) = Up::lockdown_with_approved_hello(&m);
     for _ in 0..3 {
         assert!(run(&hello, &[], &[]).ok(), "cached approval");
     }

@@ -380,6 +380,19 @@ pub struct Up {
 }
 
 impl Up {
+    /// The agent in lockdown over `mount` (no scan), with the `hello`
+    /// program installed there, approved, and seen to run.
+    pub fn lockdown_with_approved_hello(mount: &TestMount) -> (Up, PathBuf) {
+        let up = Up::start(mount, &["--lockdown", "--no-scan"]);
+        let hello = Programs::get().install("hello", &mount.path, "hello");
+        up.ok(&["file", "approve", hello.to_str().unwrap()]);
+        assert!(
+            eventually(Duration::from_secs(2), || run(&hello, &[], &[]).ok()).is_some(),
+            "approved hello runs"
+        );
+        (up, hello)
+    }
+
     pub fn start(mount: &TestMount, extra: &[&str]) -> Up {
         let data = tempfile::Builder::new()
             .prefix("palisade-up-")
