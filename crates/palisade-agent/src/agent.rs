@@ -298,16 +298,12 @@ impl RunningAgent {
             let client = client.clone();
             let rt = tokio::runtime::Handle::current();
             let names = crate::users::Names::default();
-            control::serve_requests(&cfg.request_socket, move |uid, req| {
-                let path =
-                    std::fs::canonicalize(&req.path).map_err(|e| format!("{}: {e}", req.path))?;
-                let file =
-                    std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-                if !crate::files::identify(&file).is_ok_and(|i| i.regular) {
-                    return Err(format!("{} is not a regular file", path.display()));
-                }
+            control::serve_requests(&cfg.request_socket, move |who, req| {
+                // Only what the requester could open themselves.
+                let (path, file) = crate::asuser::open_as(who, &req.path)?;
                 let sha256 =
                     crate::files::hash(&file).map_err(|e| format!("{}: {e}", path.display()))?;
+                let uid = who.uid;
                 let user = names
                     .users(&[uid])
                     .pop()

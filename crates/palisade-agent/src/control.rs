@@ -1,14 +1,17 @@
 //! The local control socket: `palisade status` asks the running agent what
 //! it is doing. One JSON document per connection; root only (0600).
+pub use crate::asuser::Requester;
 use crate::engine::StatsSnapshot;
 use crate::latency::LatencySnapshot;
 use anyhow::{Context, Result};
 use palisade_core::{Level, Levels};
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 /// What the agent says about itself.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -106,57 +109,225 @@ pub enum LocalRequestAnswer {
 /// Requests per user per minute.
 const REQUESTS_PER_MINUTE: usize = 10;
 
+/// Requests handled at once (each on a thread of its own: hashing a large
+/// file or a slow service holds up no other user). Beyond it, a request is
+/// refused as busy.
+const REQUESTS_AT_ONCE: usize = 4;
+
+/// How long a request may take to arrive, in all.
+const REQUEST_ARRIVAL: Duration = Duration::from_secs(5);
+
+/// The largest request read.
+const REQUEST_MAX: usize = 64 * 1024;
+
 /// Serve approval requests from local users on `path` (mode 0666: any user
-/// may ask; the requester is identified by the socket's peer credentials,
-/// never by what they send). `file` answers one request for a uid.
+/// may ask). The requester is identified by the socket's peer credentials,
+/// never by what they send, and the file is opened with the requester's
+/// own permissions ([`crate::asuser::open_as`]). `file` answers one
+/// request.
 pub fn serve_requests(
     path: &Path,
-    file: impl Fn(u32, LocalRequest) -> Result<i64, String> + Send + 'static,
+    file: impl Fn(&Requester, LocalRequest) -> Result<i64, String> + Send + Sync + 'static,
 ) -> Result<()> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path).with_context(|| path.display().to_string())?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    let file = std::sync::Arc::new(file);
+    let recent = std::sync::Arc::new(RecentRequests::default());
+    let active = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let closer = Closer::start()?;
     std::thread::Builder::new()
         .name("palisade-requests".into())
         .spawn(move || {
-            let mut recent: std::collections::HashMap<u32, Vec<std::time::Instant>> =
-                Default::default();
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
-                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
                 let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
-                let answer = match rustix::net::sockopt::socket_peercred(&conn) {
-                    Err(e) => LocalRequestAnswer::Refused {
-                        error: format!("cannot identify the requester: {e}"),
-                    },
-                    Ok(cred) => {
-                        let uid = cred.uid.as_raw();
-                        let times = recent.entry(uid).or_default();
-                        times.retain(|t| t.elapsed() < Duration::from_secs(60));
-                        if times.len() >= REQUESTS_PER_MINUTE {
-                            LocalRequestAnswer::Refused {
-                                error: "too many requests; try again in a minute".into(),
-                            }
-                        } else {
-                            times.push(std::time::Instant::now());
-                            let mut body = Vec::new();
-                            let _ = (&mut conn).take(64 * 1024).read_to_end(&mut body);
-                            match serde_json::from_slice::<LocalRequest>(&body) {
-                                Err(e) => LocalRequestAnswer::Refused {
-                                    error: format!("malformed request: {e}"),
-                                },
-                                Ok(req) => match file(uid, req) {
-                                    Ok(id) => LocalRequestAnswer::Filed { id },
-                                    Err(error) => LocalRequestAnswer::Refused { error },
-                                },
-                            }
-                        }
+                let refuse = |mut conn: UnixStream, error: String| {
+                    let answer = LocalRequestAnswer::Refused { error };
+                    let _ = conn.write_all(&serde_json::to_vec(&answer).unwrap_or_default());
+                    closer.hold(conn);
+                };
+                let cred = match rustix::net::sockopt::socket_peercred(&conn) {
+                    Ok(cred) => cred,
+                    Err(e) => {
+                        refuse(conn, format!("cannot identify the requester: {e}"));
+                        continue;
                     }
                 };
-                let _ = conn.write_all(&serde_json::to_vec(&answer).unwrap_or_default());
+                let uid = cred.uid.as_raw();
+                if !recent.admit(uid) {
+                    refuse(conn, "too many requests; try again in a minute".into());
+                    continue;
+                }
+                let Some(slot) = Slot::take(&active) else {
+                    refuse(
+                        conn,
+                        "the agent is busy with other requests; try again".into(),
+                    );
+                    continue;
+                };
+                let file = file.clone();
+                let pid = cred.pid.as_raw_nonzero().get() as u32;
+                let spawned = std::thread::Builder::new()
+                    .name("palisade-request".into())
+                    .spawn(move || {
+                        // Given back however the thread ends.
+                        let _slot = slot;
+                        let who = Requester::peer(pid, uid, cred.gid.as_raw());
+                        let answer = match read_request(&mut conn) {
+                            Err(error) => LocalRequestAnswer::Refused { error },
+                            Ok(req) => match file(&who, req) {
+                                Ok(id) => LocalRequestAnswer::Filed { id },
+                                Err(error) => LocalRequestAnswer::Refused { error },
+                            },
+                        };
+                        let _ = conn.write_all(&serde_json::to_vec(&answer).unwrap_or_default());
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!("request socket: cannot start a thread: {e}");
+                }
             }
         })?;
     Ok(())
+}
+
+/// Connections refused before their request was read. Closing a Unix
+/// socket with data unread resets it, and the client would lose the
+/// answer: so each is kept open, on one thread, until the client has sent
+/// its request (or a second has passed), and what it sends is discarded.
+struct Closer(std::sync::mpsc::SyncSender<UnixStream>);
+
+impl Closer {
+    /// Connections held at once (more are closed at once).
+    const HELD: usize = 64;
+    /// How long one is held.
+    const HOLD: Duration = Duration::from_secs(1);
+
+    fn start() -> std::io::Result<Closer> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<UnixStream>(Self::HELD);
+        std::thread::Builder::new()
+            .name("palisade-request-close".into())
+            .spawn(move || {
+                let mut held: Vec<(UnixStream, Instant)> = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let wait = if held.is_empty() {
+                        Duration::from_secs(3600)
+                    } else {
+                        Duration::from_millis(20)
+                    };
+                    match rx.recv_timeout(wait) {
+                        Ok(conn)
+                            if held.len() < Self::HELD && conn.set_nonblocking(true).is_ok() =>
+                        {
+                            held.push((conn, Instant::now() + Self::HOLD));
+                        }
+                        Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
+                    held.retain_mut(|(conn, until)| {
+                        if Instant::now() >= *until {
+                            return false;
+                        }
+                        loop {
+                            match conn.read(&mut buf) {
+                                Ok(0) => return false,
+                                Ok(_) => {}
+                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                                    return true
+                                }
+                                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                                Err(_) => return false,
+                            }
+                        }
+                    });
+                }
+            })?;
+        Ok(Closer(tx))
+    }
+
+    /// Hold `conn` until its client is done sending (closed at once when
+    /// too many are held already).
+    fn hold(&self, conn: UnixStream) {
+        let _ = self.0.try_send(conn);
+    }
+}
+
+/// One of the [`REQUESTS_AT_ONCE`] places, given back when dropped.
+struct Slot(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Slot {
+    fn take(active: &std::sync::Arc<std::sync::atomic::AtomicUsize>) -> Option<Slot> {
+        active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < REQUESTS_AT_ONCE).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(active.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Each user's requests of the last minute.
+#[derive(Default)]
+struct RecentRequests(parking_lot::Mutex<HashMap<u32, Vec<Instant>>>);
+
+impl RecentRequests {
+    /// Count a request from `uid`, unless it made its share this minute.
+    fn admit(&self, uid: u32) -> bool {
+        let mut recent = self.0.lock();
+        recent.retain(|_, times| {
+            times.retain(|t| t.elapsed() < Duration::from_secs(60));
+            !times.is_empty()
+        });
+        let times = recent.entry(uid).or_default();
+        if times.len() >= REQUESTS_PER_MINUTE {
+            return false;
+        }
+        times.push(Instant::now());
+        true
+    }
+}
+
+/// Read one request: all of it within [`REQUEST_ARRIVAL`] (a client
+/// trickling bytes is cut off, not waited for byte by byte), at most
+/// [`REQUEST_MAX`] bytes.
+fn read_request(conn: &mut UnixStream) -> Result<LocalRequest, String> {
+    let end = Instant::now() + REQUEST_ARRIVAL;
+    let mut body = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        let timed_out = || format!("the request did not arrive within {REQUEST_ARRIVAL:?}");
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        conn.set_read_timeout(Some(left))
+            .map_err(|e| e.to_string())?;
+        match conn.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) if body.len() + n > REQUEST_MAX => {
+                return Err(format!("request larger than {REQUEST_MAX} bytes"))
+            }
+            Ok(n) => body.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(timed_out())
+            }
+            Err(e) => return Err(format!("reading the request: {e}")),
+        }
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("malformed request: {e}"))
 }
 
 /// Send a request to the agent listening on `path`.
@@ -169,4 +340,88 @@ pub fn request(path: &Path, req: &LocalRequest) -> Result<LocalRequestAnswer> {
     let mut body = Vec::new();
     conn.read_to_end(&mut body)?;
     serde_json::from_slice(&body).context("malformed answer from the agent")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request server whose `file` answers with the requester's uid,
+    /// after `delay`.
+    fn server(dir: &Path, delay: Duration) -> std::path::PathBuf {
+        let path = dir.join("request.sock");
+        serve_requests(&path, move |who, _| {
+            std::thread::sleep(delay);
+            Ok(i64::from(who.uid))
+        })
+        .unwrap();
+        path
+    }
+
+    fn ask(path: &Path) -> LocalRequestAnswer {
+        request(
+            path,
+            &LocalRequest {
+                path: "/bin/true".into(),
+                reason: "test".into(),
+            },
+        )
+        .unwrap()
+    }
+
+    /// A client that connects and sends nothing holds up no one else, and
+    /// is cut off once its time to send is over.
+    #[test]
+    fn a_silent_client_holds_up_no_other_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = server(dir.path(), Duration::ZERO);
+        let mut silent = UnixStream::connect(&path).unwrap();
+        let started = Instant::now();
+        let uid = rustix::process::getuid().as_raw();
+        assert!(matches!(ask(&path), LocalRequestAnswer::Filed { id } if id == i64::from(uid)));
+        assert!(started.elapsed() < Duration::from_secs(2));
+        let mut answer = String::new();
+        silent.read_to_string(&mut answer).unwrap();
+        assert!(answer.contains("did not arrive within"), "{answer}");
+        let took = started.elapsed();
+        assert!(
+            took >= REQUEST_ARRIVAL && took < REQUEST_ARRIVAL + Duration::from_secs(2),
+            "{took:?}"
+        );
+    }
+
+    /// A request over the size limit is refused as such; requests beyond
+    /// those handled at once are refused as busy, not queued.
+    #[test]
+    fn oversized_and_excess_requests_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = server(dir.path(), Duration::from_secs(3));
+        let mut big = UnixStream::connect(&path).unwrap();
+        let _ = big.write_all(&vec![b' '; REQUEST_MAX + 1]);
+        let _ = big.shutdown(std::net::Shutdown::Write);
+        let mut answer = String::new();
+        big.read_to_string(&mut answer).unwrap();
+        assert!(answer.contains("larger than"), "{answer}");
+
+        // Each takes 3 s in `file`: REQUESTS_AT_ONCE of them fill the
+        // server. (The oversized one above counted towards the minute's
+        // share, so this stays within REQUESTS_PER_MINUTE.)
+        let slow: Vec<_> = (0..REQUESTS_AT_ONCE)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || ask(&path))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(1));
+        match ask(&path) {
+            LocalRequestAnswer::Refused { error } => assert!(error.contains("busy"), "{error}"),
+            other => panic!("{other:?}"),
+        }
+        for t in slow {
+            assert!(matches!(
+                t.join().unwrap(),
+                LocalRequestAnswer::Filed { .. }
+            ));
+        }
+    }
 }

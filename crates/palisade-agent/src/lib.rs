@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod asuser;
 pub mod cache;
 pub mod conditions;
 pub mod config;
