@@ -289,6 +289,7 @@ impl RunningAgent {
                 latency: engine.latency.snapshot(),
                 spool_pending: spool.len().unwrap_or(0),
                 events_dropped: reporter.dropped(),
+                events_set_aside: reporter.losses().set_aside,
                 cached_approvals: engine.cached_hashes(),
             })?;
         }

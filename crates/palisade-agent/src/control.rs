@@ -45,6 +45,9 @@ pub struct ControlStatus {
     pub spool_pending: u64,
     /// Events dropped because the queue was full.
     pub events_dropped: u64,
+    /// Events the service refused, kept in `events-refused.jsonl`.
+    #[serde(default)]
+    pub events_set_aside: u64,
     /// Approvals cached in memory.
     pub cached_approvals: usize,
 }

@@ -553,6 +553,12 @@ impl Engine {
         self.guard.is_some()
     }
 
+    /// Events that will not reach the service (see
+    /// [`Reporter::losses`]).
+    pub fn event_losses(&self) -> palisade_api::agent::EventLosses {
+        self.reporter.losses()
+    }
+
     /// Set the policy's levels and the connection state; recompute the level
     /// in force and the guard's mode.
     pub fn set_levels(&self, levels: Levels, connected: bool) {

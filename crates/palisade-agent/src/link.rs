@@ -665,6 +665,7 @@ async fn report_status(parts: &LinkParts, last: &mut Option<Reported>) {
         watched: parts.watched.clone(),
         latency: latency.clone(),
         recent,
+        event_losses: parts.engine.event_losses(),
     };
     match parts.client.status(&status).await {
         Ok(()) => {

@@ -12,6 +12,7 @@ use std::time::Duration;
 pub struct Reporter {
     tx: crossbeam_channel::Sender<FileEvent>,
     dropped: Arc<AtomicU64>,
+    spool: Arc<Spool>,
 }
 
 impl Reporter {
@@ -21,11 +22,15 @@ impl Reporter {
         let (tx, rx) = crossbeam_channel::bounded::<FileEvent>(65_536);
         std::thread::Builder::new()
             .name("palisade-spool".into())
-            .spawn(move || spool_loop(&spool, &rx, &*written))
+            .spawn({
+                let spool = spool.clone();
+                move || spool_loop(&spool, &rx, &*written)
+            })
             .expect("spawn spool thread");
         Reporter {
             tx,
             dropped: Arc::new(AtomicU64::new(0)),
+            spool,
         }
     }
 
@@ -43,6 +48,16 @@ impl Reporter {
     /// Events dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Events that will not reach the service: dropped (queue full, since
+    /// the agent started) and set aside (refused by the service, kept on
+    /// disk).
+    pub fn losses(&self) -> palisade_api::agent::EventLosses {
+        palisade_api::agent::EventLosses {
+            dropped: self.dropped(),
+            set_aside: self.spool.set_aside_count(),
+        }
     }
 
     /// Wait until the queue is empty (written to the spool), at most `max`.

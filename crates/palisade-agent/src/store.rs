@@ -544,6 +544,26 @@ CREATE TABLE IF NOT EXISTS events (
 pub struct Spool {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// Events set aside (lines of `events-refused.jsonl`), since the file
+    /// was started.
+    set_aside: std::sync::atomic::AtomicU64,
+}
+
+/// Lines in `path` (0 when it does not exist or cannot be read).
+fn count_lines(path: &Path) -> u64 {
+    use std::io::Read;
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return 0;
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut n = 0u64;
+    while let Ok(len) = f.read(&mut buf) {
+        if len == 0 {
+            break;
+        }
+        n += buf[..len].iter().filter(|b| **b == b'\n').count() as u64;
+    }
+    n
 }
 
 impl Spool {
@@ -554,6 +574,7 @@ impl Spool {
             Spool {
                 path: path.to_owned(),
                 conn: Mutex::new(conn),
+                set_aside: count_lines(&Self::set_aside_file(path)).into(),
             },
             rebuilt,
         ))
@@ -658,7 +679,7 @@ impl Spool {
     /// is appended (with `why`) as a JSON line to `events-refused.jsonl`
     /// next to the spool, synced, and only then removed. Returns that file.
     pub fn set_aside(&self, seq: u64, event: &FileEvent, why: &str) -> Result<PathBuf, StoreError> {
-        let file = self.path.with_file_name("events-refused.jsonl");
+        let file = Self::set_aside_file(&self.path);
         let line = serde_json::json!({ "seq": seq, "refused": why, "event": event });
         let io = |e: std::io::Error| StoreError::Io {
             path: file.clone(),
@@ -672,6 +693,8 @@ impl Spool {
             .map_err(io)?;
         writeln!(f, "{line}").map_err(io)?;
         f.sync_data().map_err(io)?;
+        self.set_aside
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut conn = self.conn.lock();
         let res = conn.execute("DELETE FROM events WHERE seq = ?1", [seq as i64]);
         res.map(drop).map_err(|e| {
@@ -679,6 +702,17 @@ impl Spool {
             self.sqlite(e)
         })?;
         Ok(file)
+    }
+
+    /// Where events the service refused are kept, beside the spool at `path`.
+    fn set_aside_file(path: &Path) -> PathBuf {
+        path.with_file_name("events-refused.jsonl")
+    }
+
+    /// Events set aside so far (kept in `events-refused.jsonl`, across
+    /// restarts).
+    pub fn set_aside_count(&self) -> u64 {
+        self.set_aside.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Number of events waiting.
@@ -883,6 +917,9 @@ mod tests {
             serde_json::from_str(std::fs::read_to_string(&aside).unwrap().trim()).unwrap();
         assert_eq!(kept["seq"], 9);
         assert_eq!(kept["refused"], "422: refused");
+        // Counted, across restarts (from the file).
+        assert_eq!(s.set_aside_count(), 1);
+        assert_eq!(Spool::open(&s.path).unwrap().0.set_aside_count(), 1);
         assert_eq!(
             serde_json::from_value::<FileEvent>(kept["event"].clone()).unwrap(),
             numbered_event(9)

@@ -279,6 +279,28 @@ pub struct AgentStatus {
     /// report after starting).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recent: Option<LatencyWindow>,
+    /// Events that will not reach the service (zero from agents older than
+    /// this field).
+    #[serde(default)]
+    pub event_losses: EventLosses,
+}
+
+/// Events an agent recorded that will not reach the service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct EventLosses {
+    /// Dropped because the agent's event queue was full (since it started).
+    pub dropped: u64,
+    /// Refused by the service as content and kept on the computer, in
+    /// `events-refused.jsonl` beside the event spool.
+    pub set_aside: u64,
+}
+
+impl EventLosses {
+    /// Whether any event was lost.
+    pub fn any(&self) -> bool {
+        self.dropped > 0 || self.set_aside > 0
+    }
 }
 
 /// Answer times over the window that ends at a status report.

@@ -159,13 +159,19 @@ async fn console_in_a_browser() {
                     "reader": {"count": 4, "sum_ns": 80000, "max_ns": 20100,
                                "buckets": [[20480, 4]]},
                     "workers": {}
-                }}
+                }},
+                "event_losses": {"dropped": 0, "set_aside": 2}
             })),
         )
         .await;
     assert!(code.is_success(), "{code} {body}");
     // Move web01 from default to servers.
     olivia.goto(&env.server.url("/console/computers")).await;
+    let agent_cell = olivia.text("tr[data-computer=\"web01\"] td.agent").await;
+    assert!(
+        agent_cell.ends_with("events lost: 0 dropped, 2 set aside"),
+        "{agent_cell}"
+    );
     let cell = olivia.text("tr[data-computer=\"web01\"] td.latency").await;
     assert_eq!(
         cell,

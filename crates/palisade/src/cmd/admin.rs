@@ -374,6 +374,20 @@ pub(crate) async fn computers(cfg: Option<&Path>, json: bool) -> Result<ExitCode
             c.last_seen_ms.map(fmt_ms).unwrap_or_else(|| "never".into())
         );
     }
+    // Events that will not reach the service, where a computer has some.
+    for c in &list {
+        if let Some(lost) = c
+            .status
+            .as_ref()
+            .map(|s| s.event_losses)
+            .filter(|l| l.any())
+        {
+            println!(
+                "{}: events lost: {} dropped (queue full), {} refused by the service (kept on the computer in events-refused.jsonl)",
+                c.name, lost.dropped, lost.set_aside
+            );
+        }
+    }
     // Every computer's answers added up: the fleet's answer time, since
     // each agent started and in each one's last report window.
     for (what, (sum, reporting)) in [
@@ -542,8 +556,8 @@ pub(crate) async fn status(cfg: Option<&Path>, a: StatusArgs) -> Result<ExitCode
             println!("{name} {}", latency_line(h));
         }
         println!(
-            "events       {} waiting for upload, {} dropped",
-            st.spool_pending, st.events_dropped
+            "events       {} waiting for upload, {} dropped, {} refused by the service (set aside)",
+            st.spool_pending, st.events_dropped, st.events_set_aside
         );
     }
     Ok(if ok {

@@ -204,9 +204,15 @@ fn computer_table(computers: &[ComputerInfo], actions: Option<ComputerActions<'_
                         td { (c.levels.disconnected.as_str()) }
                         td { @if c.connected { span.ok { "yes" } } @else { "no" } }
                         td { @if let Some(t) = c.last_seen_ms { (when(t)) } }
-                        td { @if let Some(s) = &c.status {
+                        td.agent { @if let Some(s) = &c.status {
                             (s.agent_version) ", " (s.level_in_force.as_str())
                             @if s.guard_active { ", guard" }
+                            @if s.event_losses.any() {
+                                br; span.state-banned.losses {
+                                    "events lost: " (s.event_losses.dropped) " dropped, "
+                                    (s.event_losses.set_aside) " set aside"
+                                }
+                            }
                         } }
                         td.latency { @if let Some(s) = &c.status {
                             (latency_cell(&s.latency.all()))
