@@ -22,7 +22,7 @@
 //! | `replicas`       | running (and recently stopped) replicas: `alive_until_ms`, refreshed every heartbeat interval |
 //! | `connections`    | which computer has a stream open on which replica (connected = some row whose replica is alive) |
 //! | `enroll_tokens`  | SHA-256 of each token secret, uses left, expiry |
-//! | `admins`, `admin_tokens` | admins per organization (`grants_stamp`, v5: new at every change of the admin's grants), SHA-256 of each API token |
+//! | `admins`, `admin_tokens` | admins per organization (`grants_stamp`, v5: new at every change of the admin's grants), SHA-256 of each API token (`created_by`, v7: the maker of a token made for another admin) |
 //! | `files`          | the catalog: every hash an organization has seen, first sighting |
 //! | `file_instances` | where (computer, path) and how often each hash was seen, last operation and process, and when the agent reported it gone (`deleted_ms`, v2) |
 //! | `file_states`    | approved/banned per (hash, scope kind, scope id); unique per scope |
@@ -124,6 +124,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         include_str!("../schema/sqlite-6.sql"),
         include_str!("../schema/postgres-6.sql"),
+    ),
+    (
+        7,
+        include_str!("../schema/sqlite-7.sql"),
+        include_str!("../schema/postgres-7.sql"),
     ),
 ];
 

@@ -181,6 +181,7 @@ impl Server {
             rule_cache: Default::default(),
             authorizer: palisade_authz::Authorizer::new(),
             logins: Default::default(),
+            login_gates: Default::default(),
             login_policy: Default::default(),
             hashing: tokio::sync::Semaphore::new(http::signin::HASHING_CONCURRENCY),
             shutdown: stop_rx.clone(),

@@ -3,7 +3,7 @@
 //!
 //! The [`AdminAuth`] extractor, for each request:
 //! 1. finds the credential: an API token (`Authorization: Bearer`) or a
-//!    console session (the `palisade_session` cookie, whose requests other
+//!    console session (the `__Host-palisade_session` cookie, whose requests other
 //!    than GET must carry the session's CSRF token in `X-CSRF-Token`),
 //!    refusing unknown, revoked and expired ones (`401`), and sessions still
 //!    waiting for their second factor or idle too long;
@@ -225,6 +225,9 @@ struct Live {
     context: AccessContext,
     /// The token's scope (`None`: everything the grants allow).
     scope: Option<PermissionSet>,
+    /// The token's expiry (`None`: a session, or a token that does not
+    /// expire).
+    token_expires_ms: Option<i64>,
 }
 
 /// An admin, authenticated and allowed to act now; see the module doc.
@@ -289,6 +292,13 @@ impl AdminAuth {
 
     /// Every permission the caller holds on the organization (or on
     /// policy `policy_id`) right now, the token's scope applied.
+    /// The limits of the API token this request came with (scope, expiry):
+    /// a credential it makes must stay within them. `(None, None)` for a
+    /// console session or an unlimited token.
+    pub(crate) fn token_limits(&self) -> (Option<PermissionSet>, Option<i64>) {
+        (self.live.scope, self.live.token_expires_ms)
+    }
+
     pub(crate) fn held(&self, policy_id: Option<i64>) -> PermissionSet {
         let target = match policy_id {
             Some(p) => self.policy(p),
@@ -389,7 +399,10 @@ pub(crate) fn role_of(name: &str, custom: Option<&str>) -> Option<Role> {
 }
 
 /// The name of the console's session cookie.
-pub(crate) const SESSION_COOKIE: &str = "palisade_session";
+/// `__Host-`: the browser takes it only from this host, over TLS, with
+/// `Path=/` and no `Domain`, so a sibling subdomain cannot plant a session
+/// (and force a victim into the attacker's account).
+pub(crate) const SESSION_COOKIE: &str = "__Host-palisade_session";
 /// The header carrying a console session's CSRF token.
 pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
 /// A console session ends after this long without a request...
@@ -729,6 +742,10 @@ pub(crate) async fn load(
                 now_unix_ms: now,
             },
             scope,
+            token_expires_ms: match credential {
+                Credential::Token(_) => expires,
+                Credential::Session(_) => None,
+            },
         },
     })
 }

@@ -188,11 +188,14 @@ async fn grant_policy(
     }
 }
 
-/// End an admin's live credentials: console sessions and API tokens.
+/// End an admin's live credentials: console sessions and API tokens,
+/// including the tokens they made for other admins (given by their power,
+/// which is what is being taken back).
 pub(crate) async fn end_credentials(conn: &mut AnyConnection, admin_id: i64) -> ApiResult<()> {
     let now = now_ms();
     sqlx::query(
-        "UPDATE admin_tokens SET revoked_ms = $2 WHERE admin_id = $1 AND revoked_ms IS NULL",
+        "UPDATE admin_tokens SET revoked_ms = $2 \
+         WHERE (admin_id = $1 OR created_by = $1) AND revoked_ms IS NULL",
     )
     .bind(admin_id)
     .bind(now)
@@ -467,7 +470,9 @@ pub(crate) async fn create_role(
 
 /// `POST /api/v1/tokens`: a token for the caller, or (with `admins:update`)
 /// for another admin. Its scope is checked against the permissions of the
-/// admin it is for at each request, so it never grants more than they hold.
+/// admin it is for at each request, so it never grants more than they hold;
+/// made with an API token, it is also limited to that token's scope and
+/// expires no later (a stolen narrow token cannot mint a wide one).
 pub(crate) async fn create_token(
     State(state): State<AppState>,
     admin: AdminAuth,
@@ -490,6 +495,10 @@ pub(crate) async fn create_token(
         let held = admin.held(None);
         scope = Some(scope.map_or(held, |s| s.intersection(held)));
     }
+    let (caller_scope, caller_expires_ms) = admin.token_limits();
+    if let Some(limit) = caller_scope {
+        scope = Some(scope.map_or(limit, |s| s.intersection(limit)));
+    }
     let scope = scope.map(|set| {
         set.iter()
             .map(|p| p.to_string())
@@ -506,6 +515,10 @@ pub(crate) async fn create_token(
         }
         Some(s) => Some(now_ms() + i64::try_from(s).unwrap_or(i64::MAX / 2) * 1000),
     };
+    let expires_ms = match (expires_ms, caller_expires_ms) {
+        (Some(e), Some(limit)) => Some(e.min(limit)),
+        (e, limit) => e.or(limit),
+    };
     let mut tx = state.db.write().await?;
     let target_name = body
         .admin
@@ -517,8 +530,9 @@ pub(crate) async fn create_token(
     let token = format!("plta1.{}", hex::encode(secret));
     let name = body.name.clone().unwrap_or_default();
     let token_id: i64 = sqlx::query_scalar(
-        "INSERT INTO admin_tokens (admin_id, token_sha256, created_ms, name, scope, expires_ms, mfa) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        "INSERT INTO admin_tokens \
+           (admin_id, token_sha256, created_ms, name, scope, expires_ms, mfa, created_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
     )
     .bind(id)
     .bind(secret_hash(token.as_bytes()))
@@ -527,6 +541,7 @@ pub(crate) async fn create_token(
     .bind(&scope)
     .bind(expires_ms)
     .bind(i64::from(admin.mfa))
+    .bind((id != admin.admin_id).then_some(admin.admin_id))
     .fetch_one(tx.conn())
     .await?;
     admin.record(

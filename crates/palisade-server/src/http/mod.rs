@@ -47,6 +47,8 @@ pub(crate) struct Shared {
     /// Console sign-in throttling: this replica's in-memory part, and the
     /// parameters.
     pub(crate) logins: parking_lot::Mutex<signin::Throttle>,
+    /// Sign-in attempts taking turns (per source, per account).
+    pub(crate) login_gates: signin::Gates,
     pub(crate) login_policy: palisade_authn::throttle::Policy,
     /// Bounds the Argon2id work running at once.
     pub(crate) hashing: tokio::sync::Semaphore,

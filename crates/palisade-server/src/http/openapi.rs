@@ -352,14 +352,14 @@ fn build() -> Value {
             "description": "Every call is authorized from the caller's grants at that moment \
                 (Cedar policies over live grants). Authenticate with an API token \
                 (`Authorization: Bearer plta...`) or a console session (cookie \
-                `palisade_session`, plus `X-CSRF-Token` on changes).",
+                `__Host-palisade_session`, plus `X-CSRF-Token` on changes).",
         },
         "paths": paths,
         "components": {
             "schemas": schemas,
             "securitySchemes": {
                 "token": {"type": "http", "scheme": "bearer"},
-                "session": {"type": "apiKey", "in": "cookie", "name": "palisade_session"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "__Host-palisade_session"},
             },
         },
     })

@@ -15,8 +15,12 @@
 //! memory, so a lock does not tell which names exist) and a per-source
 //! failure limit (in this replica's memory; IPv6 sources by /64). A lock
 //! ends the admin's sessions and tokens. Passwords are verified on the
-//! blocking pool, at most [`HASHING_CONCURRENCY`] at once. Sign-ins,
-//! failures and locks go to the organization's audit chain.
+//! blocking pool, at most [`HASHING_CONCURRENCY`] at once. Attempts from
+//! one source, and attempts on one account, take turns on this replica
+//! ([`Gates`]): each reads the throttle after the one before it has
+//! counted its failure (else attempts sent at once all passed the throttle
+//! before any failure was counted). Sign-ins, failures and locks go to the
+//! organization's audit chain.
 //!
 //! Conditional access is checked when a session begins (and again on every
 //! request, by the access layer): trusted networks and office hours refuse
@@ -42,6 +46,7 @@ use palisade_core::OrgId;
 use sqlx::Row;
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Argon2id verifications running at once (19 MiB and ~50 ms each).
@@ -52,6 +57,46 @@ const PENDING_MS: i64 = 5 * 60 * 1000;
 const INVITE_MS: i64 = 72 * 3600 * 1000;
 /// In-memory throttle entries kept before old ones are dropped.
 const MAX_TRACKED: usize = 100_000;
+
+/// Sign-in attempts that take turns on this replica: those from one source
+/// and those on one account (see the module doc).
+#[derive(Default)]
+pub(crate) struct Gates(parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl Gates {
+    /// Wait for the turn of `key`; it ends when the pass is dropped.
+    async fn enter(&self, key: String) -> GatePass<'_> {
+        let gate = self.0.lock().entry(key.clone()).or_default().clone();
+        let turn = gate.lock_owned().await;
+        GatePass {
+            gates: self,
+            key,
+            turn: Some(turn),
+        }
+    }
+}
+
+/// A turn at a [`Gates`] key.
+struct GatePass<'a> {
+    gates: &'a Gates,
+    key: String,
+    turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for GatePass<'_> {
+    fn drop(&mut self) {
+        drop(self.turn.take());
+        // Forget the key when no one else holds or waits for it (each
+        // holds a handle, taken under this lock).
+        let mut gates = self.gates.0.lock();
+        if gates
+            .get(&self.key)
+            .is_some_and(|g| Arc::strong_count(g) == 1)
+        {
+            gates.remove(&self.key);
+        }
+    }
+}
 
 /// This replica's in-memory throttle state; see the module doc.
 #[derive(Default)]
@@ -322,6 +367,16 @@ pub(crate) async fn password_step(
     given: String,
     source: IpAddr,
 ) -> Result<Begun, Refusal> {
+    // Turns first: the account's state below is then read after every
+    // earlier attempt's failure was written.
+    let _source_turn = state
+        .login_gates
+        .enter(format!("source {}", source_key(source)))
+        .await;
+    let _account_turn = state
+        .login_gates
+        .enter(format!("account {org}\n{name}"))
+        .await;
     let now = now_ms();
     let row = sqlx::query(
         "SELECT a.id, a.org_id, a.password_phc, a.totp_secret, a.failed_logins, a.last_failed_ms, \
@@ -380,17 +435,37 @@ pub(crate) async fn second_step(
     code: &str,
     source: IpAddr,
 ) -> Result<Begun, Refusal> {
+    let read = || async {
+        let row = sqlx::query(
+            "SELECT s.id, s.expires_ms, s.revoked_ms, s.stage, a.id, a.org_id, a.name, o.name, \
+               a.totp_secret, a.totp_last_step, a.failed_logins, a.last_failed_ms, \
+               a.locked_until_ms \
+             FROM admin_sessions s JOIN admins a ON a.id = s.admin_id \
+               JOIN orgs o ON o.id = a.org_id \
+             WHERE s.secret_sha256 = $1",
+        )
+        .bind(pending.storage_key().to_hex())
+        .fetch_optional(state.db.pool())
+        .await?;
+        row.ok_or(Refusal::Expired)
+    };
+    // Turns, as for the password (the account is known from the pending
+    // session); then the row again, read after every earlier failure.
+    let _source_turn = state
+        .login_gates
+        .enter(format!("source {}", source_key(source)))
+        .await;
+    let first = read().await?;
+    let _account_turn = state
+        .login_gates
+        .enter(format!(
+            "account {}\n{}",
+            first.try_get::<String, _>(7)?,
+            first.try_get::<String, _>(6)?
+        ))
+        .await;
+    let row = read().await?;
     let now = now_ms();
-    let row = sqlx::query(
-        "SELECT s.id, s.expires_ms, s.revoked_ms, s.stage, a.id, a.org_id, a.name, o.name, \
-           a.totp_secret, a.totp_last_step, a.failed_logins, a.last_failed_ms, a.locked_until_ms \
-         FROM admin_sessions s JOIN admins a ON a.id = s.admin_id JOIN orgs o ON o.id = a.org_id \
-         WHERE s.secret_sha256 = $1",
-    )
-    .bind(pending.storage_key().to_hex())
-    .fetch_optional(state.db.pool())
-    .await?
-    .ok_or(Refusal::Expired)?;
     let expires: i64 = row.try_get(1)?;
     let revoked: Option<i64> = row.try_get(2)?;
     let stage: String = row.try_get(3)?;
@@ -674,6 +749,12 @@ pub(crate) async fn invite(
     if id != admin.admin_id {
         let target = admin_info(tx.conn(), admin.org_id, name.as_str()).await?;
         check_power_over(tx.conn(), &admin, &target).await?;
+    } else if !admin.mfa && totp_enrolled(tx.conn(), id).await? {
+        // Accepting the invitation clears the second factor: as for
+        // replacing it, a credential made without it may not.
+        return Err(ApiError::forbidden(
+            "resetting your own credentials needs a sign-in made with your second factor",
+        ));
     }
     let secret = SessionId::generate().to_cookie_value();
     let expires_ms = now_ms() + INVITE_MS;
@@ -695,6 +776,15 @@ pub(crate) async fn invite(
     };
     let url = format!("https://{host}/console/invite/{secret}");
     Ok((StatusCode::CREATED, Json(Invitation { url, expires_ms })))
+}
+
+/// Whether the admin has a second factor enrolled.
+async fn totp_enrolled(conn: &mut sqlx::AnyConnection, id: i64) -> Result<bool, sqlx::Error> {
+    let secret: Option<String> = sqlx::query_scalar("SELECT totp_secret FROM admins WHERE id = $1")
+        .bind(id)
+        .fetch_one(conn)
+        .await?;
+    Ok(secret.is_some())
 }
 
 /// The host (and port) the client reached us by: the request's authority
@@ -749,12 +839,7 @@ pub(crate) async fn start_totp(
     admin: AdminAuth,
 ) -> ApiResult<Json<TotpEnrollment>> {
     let mut tx = state.db.write().await?;
-    let enrolled: Option<String> =
-        sqlx::query_scalar("SELECT totp_secret FROM admins WHERE id = $1")
-            .bind(admin.admin_id)
-            .fetch_one(tx.conn())
-            .await?;
-    if enrolled.is_some() && !admin.mfa {
+    if !admin.mfa && totp_enrolled(tx.conn(), admin.admin_id).await? {
         return Err(ApiError::forbidden(
             "replacing the second factor needs a sign-in made with the current one",
         ));

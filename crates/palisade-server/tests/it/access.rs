@@ -114,6 +114,16 @@ async fn no_admin_grants_more_than_they_hold(backend: Backend) {
     let _: Vec<AdminInfo> = as_alice.get_ok("/api/v1/admins").await;
     let (status, _) = as_alice.get("/api/v1/computers").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    // Disabling its maker ends it: it was given by his power, now taken
+    // back (before, it kept acting as alice after he left).
+    let (status, v) = env
+        .admin
+        .call(Method::POST, "/api/v1/admins/mgr/disable", None)
+        .await;
+    assert!(status.is_success(), "{v}");
+    let (status, _) = as_alice.get("/api/v1/admins").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "made by a disabled admin");
+    let _: Vec<AdminInfo> = env.admin.get_ok("/api/v1/admins").await;
 }
 
 /// Add `who` with `role` (org-wide or on `policy`) and return a client
@@ -674,6 +684,28 @@ async fn token_scope_and_expiry_are_enforced(backend: Backend) {
     assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
     let (status, _) = narrow.get("/api/v1/admins").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    // A token made with the narrow token is no wider, and expires no later,
+    // whatever it asks for.
+    for ask in [
+        json!({}),
+        json!({"scope": ["admins:read", "computers:read"], "expires_secs": 86_400}),
+    ] {
+        let (status, v) = narrow
+            .call(Method::POST, "/api/v1/tokens", Some(ask.clone()))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{ask}: {v}");
+        let minted: TokenCreated = serde_json::from_value(v).unwrap();
+        assert!(
+            minted
+                .expires_ms
+                .is_some_and(|e| e <= t.expires_ms.unwrap()),
+            "{ask}: {minted:?}"
+        );
+        let minted = Admin::new(&env.server, &minted.token);
+        let (status, _) = minted.get("/api/v1/admins").await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{ask}: wider than its maker");
+        let _: Value = minted.get_ok("/api/v1/computers").await;
+    }
     // Bad scope and lifetime are refused, named.
     let (status, v) = env
         .admin

@@ -17,6 +17,8 @@ both_backends!(
     invitation_password_totp_and_recovery_codes,
     wrong_credentials_are_throttled_and_lock_the_account,
     failures_from_one_address_are_limited,
+    attempts_sent_at_once_take_turns,
+    resetting_your_own_credentials_needs_your_second_factor,
     required_mfa_leaves_only_enrollment,
     sign_in_conditions_and_csrf,
     revocation_ends_console_session_and_token,
@@ -143,7 +145,7 @@ impl Console {
     }
 
     pub(crate) fn has_session(&self) -> bool {
-        self.cookies.contains_key("palisade_session")
+        self.cookies.contains_key("__Host-palisade_session")
     }
 
     /// Password step, then (if asked) the second step with `code`.
@@ -399,6 +401,56 @@ async fn failures_from_one_address_are_limited(backend: Backend) {
     let (status, _, body) = x.sign_in("acme", "gina", PASSWORD).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     let _: Value = env.admin.get_ok("/api/v1/whoami").await;
+}
+
+/// An invitation for yourself clears your second factor when accepted: a
+/// credential made without that factor (a token from before it was
+/// enrolled) may not ask for one; a sign-in made with it may.
+async fn resetting_your_own_credentials_needs_your_second_factor(backend: Backend) {
+    let env = Env::new(backend).await;
+    let mut c = invited(&env, "fay", Some("owner")).await;
+    let csrf = c.csrf().await;
+    let (status, v) = c
+        .api(Method::POST, "/api/v1/tokens", Some(json!({})), Some(&csrf))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let early = Admin::new(&env.server, v["token"].as_str().unwrap());
+    let _ = enroll_totp(&mut c).await;
+    let (status, v) = early
+        .call(Method::POST, "/api/v1/admins/fay/invite", None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    assert!(v.to_string().contains("second factor"), "{v}");
+    let csrf = c.csrf().await;
+    let (status, v) = c
+        .api(Method::POST, "/api/v1/admins/fay/invite", None, Some(&csrf))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+}
+
+/// Ten wrong passwords for one account sent at once: one is checked, the
+/// others wait their turn and then meet its back-off (before, all ten
+/// passed the throttle before the first failure was counted, and were all
+/// checked: thousands of guesses per lock cycle).
+async fn attempts_sent_at_once_take_turns(backend: Backend) {
+    let env = Env::new(backend).await;
+    let _ = invited(&env, "dave", Some("auditor")).await;
+    let attempts = (0..10).map(|_| async {
+        let mut x = Console::new(&env.server);
+        x.sign_in("acme", "dave", "wrong password!!").await.0
+    });
+    let codes = futures_util::future::join_all(attempts).await;
+    let checked = codes
+        .iter()
+        .filter(|c| **c == StatusCode::UNAUTHORIZED)
+        .count();
+    assert_eq!(checked, 1, "{codes:?}");
+    assert!(
+        codes
+            .iter()
+            .all(|c| matches!(*c, StatusCode::UNAUTHORIZED | StatusCode::TOO_MANY_REQUESTS)),
+        "{codes:?}"
+    );
 }
 
 async fn wrong_credentials_are_throttled_and_lock_the_account(backend: Backend) {

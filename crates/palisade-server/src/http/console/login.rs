@@ -15,7 +15,8 @@ use palisade_authn::token::SessionId;
 use std::net::{IpAddr, Ipv4Addr};
 
 /// The pending (password-only) session's cookie, sent only to the TOTP step.
-const PENDING_COOKIE: &str = "palisade_pending";
+/// `__Secure-`: taken only over TLS (its path rules out `__Host-`).
+const PENDING_COOKIE: &str = "__Secure-palisade_pending";
 const PENDING_PATH: &str = "/console/login";
 
 fn set_cookie(

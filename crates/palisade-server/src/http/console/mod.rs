@@ -2,7 +2,7 @@
 //! over the server's TLS listener, at `/console/`.
 //!
 //! - Sign-in pages are plain HTML forms (`login.rs`): password, then TOTP
-//!   or a recovery code, invitations; they set the `palisade_session`
+//!   or a recovery code, invitations; they set the `__Host-palisade_session`
 //!   cookie (`HttpOnly; Secure; SameSite=Strict`).
 //! - Every other page is a GET authorized exactly as an API call: the
 //!   [`Page`] extractor is [`AdminAuth`] (live grants, conditions) with a
