@@ -304,6 +304,12 @@ impl RunningAgent {
                 let (path, file) = crate::asuser::open_as(who, &req.path)?;
                 let sha256 =
                     crate::files::hash(&file).map_err(|e| format!("{}: {e}", path.display()))?;
+                if req.hash_only {
+                    return Ok(control::LocalRequestAnswer::Hashed {
+                        sha256,
+                        path: path.to_string_lossy().into_owned(),
+                    });
+                }
                 let uid = who.uid;
                 let user = names
                     .users(&[uid])
@@ -317,7 +323,7 @@ impl RunningAgent {
                     process: None,
                 };
                 rt.block_on(client.request(&request))
-                    .map(|c| c.id)
+                    .map(|c| control::LocalRequestAnswer::Filed { id: c.id })
                     .map_err(|e| format!("the service did not take the request: {e:#}"))
             })?;
         }

@@ -91,6 +91,14 @@ pub struct LocalRequest {
     /// Why the user needs it.
     #[serde(default)]
     pub reason: String,
+    /// Only hash the file and say its SHA-256; file nothing. `palisade
+    /// file approve|show PATH` asks this when its own read of the file is
+    /// refused: without the BPF guard, an ELF file read on a watched mount
+    /// is judged as a library load, and the agent no longer lets its own
+    /// program's process load anything unknown (`LD_PRELOAD` would have
+    /// ridden along).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hash_only: bool,
 }
 
 /// The agent's answer on the request socket.
@@ -107,10 +115,20 @@ pub enum LocalRequestAnswer {
         /// Why.
         error: String,
     },
+    /// Hashed (a `hash_only` request).
+    Hashed {
+        /// The file's SHA-256.
+        sha256: palisade_core::Sha256,
+        /// The file, as the agent resolved it.
+        path: String,
+    },
 }
 
-/// Requests per user per minute.
+/// Approval requests filed per user per minute.
 const REQUESTS_PER_MINUTE: usize = 10;
+
+/// Connections per user per minute, hashing included.
+const CONNECTIONS_PER_MINUTE: usize = 60;
 
 /// Requests handled at once (each on a thread of its own: hashing a large
 /// file or a slow service holds up no other user). Beyond it, a request is
@@ -126,17 +144,22 @@ const REQUEST_MAX: usize = 64 * 1024;
 /// Serve approval requests from local users on `path` (mode 0666: any user
 /// may ask). The requester is identified by the socket's peer credentials,
 /// never by what they send, and the file is opened with the requester's
-/// own permissions ([`crate::asuser::open_as`]). `file` answers one
-/// request.
+/// own permissions ([`crate::asuser::open_as`]). `handle` answers one
+/// request; at most [`REQUESTS_PER_MINUTE`] filing requests per user reach
+/// it.
 pub fn serve_requests(
     path: &Path,
-    file: impl Fn(&Requester, LocalRequest) -> Result<i64, String> + Send + Sync + 'static,
+    handle: impl Fn(&Requester, LocalRequest) -> Result<LocalRequestAnswer, String>
+        + Send
+        + Sync
+        + 'static,
 ) -> Result<()> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path).with_context(|| path.display().to_string())?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
-    let file = std::sync::Arc::new(file);
-    let recent = std::sync::Arc::new(RecentRequests::default());
+    let handle = std::sync::Arc::new(handle);
+    let connections = std::sync::Arc::new(RecentRequests::new(CONNECTIONS_PER_MINUTE));
+    let filed = std::sync::Arc::new(RecentRequests::new(REQUESTS_PER_MINUTE));
     let active = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let closer = Closer::start()?;
     std::thread::Builder::new()
@@ -158,7 +181,7 @@ pub fn serve_requests(
                     }
                 };
                 let uid = cred.uid.as_raw();
-                if !recent.admit(uid) {
+                if !connections.admit(uid) {
                     refuse(conn, "too many requests; try again in a minute".into());
                     continue;
                 }
@@ -169,7 +192,8 @@ pub fn serve_requests(
                     );
                     continue;
                 };
-                let file = file.clone();
+                let handle = handle.clone();
+                let filed = filed.clone();
                 let pid = cred.pid.as_raw_nonzero().get() as u32;
                 let spawned = std::thread::Builder::new()
                     .name("palisade-request".into())
@@ -179,10 +203,13 @@ pub fn serve_requests(
                         let who = Requester::peer(pid, uid, cred.gid.as_raw());
                         let answer = match read_request(&mut conn) {
                             Err(error) => LocalRequestAnswer::Refused { error },
-                            Ok(req) => match file(&who, req) {
-                                Ok(id) => LocalRequestAnswer::Filed { id },
-                                Err(error) => LocalRequestAnswer::Refused { error },
-                            },
+                            Ok(req) if !req.hash_only && !filed.admit(uid) => {
+                                LocalRequestAnswer::Refused {
+                                    error: "too many requests; try again in a minute".into(),
+                                }
+                            }
+                            Ok(req) => handle(&who, req)
+                                .unwrap_or_else(|error| LocalRequestAnswer::Refused { error }),
                         };
                         let _ = conn.write_all(&serde_json::to_vec(&answer).unwrap_or_default());
                     });
@@ -276,11 +303,14 @@ impl Drop for Slot {
     }
 }
 
-/// Each user's requests of the last minute.
-#[derive(Default)]
-struct RecentRequests(parking_lot::Mutex<HashMap<u32, Vec<Instant>>>);
+/// Each user's requests of the last minute, at most `.1` each.
+struct RecentRequests(parking_lot::Mutex<HashMap<u32, Vec<Instant>>>, usize);
 
 impl RecentRequests {
+    fn new(per_minute: usize) -> RecentRequests {
+        RecentRequests(parking_lot::Mutex::default(), per_minute)
+    }
+
     /// Count a request from `uid`, unless it made its share this minute.
     fn admit(&self, uid: u32) -> bool {
         let mut recent = self.0.lock();
@@ -289,7 +319,7 @@ impl RecentRequests {
             !times.is_empty()
         });
         let times = recent.entry(uid).or_default();
-        if times.len() >= REQUESTS_PER_MINUTE {
+        if times.len() >= self.1 {
             return false;
         }
         times.push(Instant::now());
@@ -355,7 +385,9 @@ mod tests {
         let path = dir.join("request.sock");
         serve_requests(&path, move |who, _| {
             std::thread::sleep(delay);
-            Ok(i64::from(who.uid))
+            Ok(LocalRequestAnswer::Filed {
+                id: i64::from(who.uid),
+            })
         })
         .unwrap();
         path
@@ -367,6 +399,7 @@ mod tests {
             &LocalRequest {
                 path: "/bin/true".into(),
                 reason: "test".into(),
+                hash_only: false,
             },
         )
         .unwrap()
@@ -406,9 +439,8 @@ mod tests {
         big.read_to_string(&mut answer).unwrap();
         assert!(answer.contains("larger than"), "{answer}");
 
-        // Each takes 3 s in `file`: REQUESTS_AT_ONCE of them fill the
-        // server. (The oversized one above counted towards the minute's
-        // share, so this stays within REQUESTS_PER_MINUTE.)
+        // Each takes 3 s in `handle`: REQUESTS_AT_ONCE of them fill the
+        // server.
         let slow: Vec<_> = (0..REQUESTS_AT_ONCE)
             .map(|_| {
                 let path = path.clone();
@@ -425,6 +457,49 @@ mod tests {
                 t.join().unwrap(),
                 LocalRequestAnswer::Filed { .. }
             ));
+        }
+    }
+
+    /// A user files at most REQUESTS_PER_MINUTE requests a minute, but may
+    /// still have files hashed (the CLI's fallback when its read is
+    /// refused), up to CONNECTIONS_PER_MINUTE.
+    #[test]
+    fn filing_is_limited_apart_from_hashing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("request.sock");
+        serve_requests(&path, |_, req| {
+            Ok(if req.hash_only {
+                LocalRequestAnswer::Hashed {
+                    sha256: palisade_core::Sha256::from_bytes([7; 32]),
+                    path: req.path,
+                }
+            } else {
+                LocalRequestAnswer::Filed { id: 1 }
+            })
+        })
+        .unwrap();
+        for _ in 0..REQUESTS_PER_MINUTE {
+            assert!(matches!(ask(&path), LocalRequestAnswer::Filed { .. }));
+        }
+        match ask(&path) {
+            LocalRequestAnswer::Refused { error } => assert!(error.contains("too many"), "{error}"),
+            other => panic!("{other:?}"),
+        }
+        let hash = LocalRequest {
+            path: "/bin/true".into(),
+            reason: String::new(),
+            hash_only: true,
+        };
+        let left = CONNECTIONS_PER_MINUTE - REQUESTS_PER_MINUTE - 1;
+        for _ in 0..left {
+            assert!(matches!(
+                request(&path, &hash).unwrap(),
+                LocalRequestAnswer::Hashed { .. }
+            ));
+        }
+        match request(&path, &hash).unwrap() {
+            LocalRequestAnswer::Refused { error } => assert!(error.contains("too many"), "{error}"),
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -358,9 +358,6 @@ pub struct Engine {
     /// revision are used but not cached.
     newest_change: AtomicI64,
     watchdog: Watchdog,
-    /// Hash of the agent's own executable: `palisade` processes (the admin
-    /// CLI hashing a file to approve it) may read unapproved ELF files.
-    own_exe: Option<Sha256>,
     /// Whether this agent holds `vm.memfd_noexec` raised.
     memfd_held: AtomicBool,
     /// The rules that apply to this computer, compiled.
@@ -449,11 +446,9 @@ impl Engine {
         // Know our own executable (the admin CLI is the same binary) without
         // hashing it on the decision path.
         let mut identities = Cache::new(65_536);
-        let own_exe = own_executable().map(|(id, known)| {
-            let sha = known.sha;
+        if let Some((id, known)) = own_executable() {
             identities.insert(id, known);
-            sha
-        });
+        }
         let mut approvals = Cache::new(100_000);
         match parts.persistent.all() {
             Ok(all) => {
@@ -489,7 +484,6 @@ impl Engine {
             recent_reports: Mutex::new(HashMap::new()),
             newest_change: AtomicI64::new(parts.revision),
             watchdog: Watchdog::default(),
-            own_exe: own_exe.flatten(),
             memfd_held: AtomicBool::new(false),
             rules: parking_lot::RwLock::new(Arc::new(CompiledRules::new(parts.rules.clone()))),
             updater_hashes: parking_lot::RwLock::new(resolve_updaters(&parts.rules)),
@@ -974,20 +968,6 @@ impl Engine {
         }
     }
 
-    /// Whether `pid` runs the same executable as the agent.
-    fn is_own_binary(&self, pid: u32) -> bool {
-        let Some(own) = self.own_exe else {
-            return false;
-        };
-        let Ok(file) = std::fs::File::open(format!("/proc/{pid}/exe")) else {
-            return false;
-        };
-        let Ok(ident) = files::identify(&file) else {
-            return false;
-        };
-        self.exe_sha(&file, &ident) == Some(own)
-    }
-
     /// Stop holding host-wide settings (at shutdown).
     pub fn release(&self) {
         if self.memfd_held.swap(false, Ordering::AcqRel) {
@@ -1100,13 +1080,21 @@ impl Engine {
     }
 
     fn executable(&self, pid: u32, path: Option<&std::path::Path>) -> Option<Executable> {
-        let path = path?.to_string_lossy().into_owned();
+        let mut path = path?.to_string_lossy().into_owned();
+        let mut here = false;
         let sha = std::fs::File::open(format!("/proc/{pid}/exe"))
             .ok()
             .and_then(|f| {
                 let ident = files::identify(&f).ok()?;
+                here = names_here(&path, ident.id);
                 self.exe_sha(&f, &ident)
             });
+        // The kernel names the executable as the process's own mount
+        // namespace sees it: a path the agent does not find it at matches
+        // no process pattern (see `Request::path_verified`).
+        if !here {
+            path = format!("{ELSEWHERE}{path}");
+        }
         Some(Executable { path, sha256: sha })
     }
 
@@ -1651,6 +1639,11 @@ impl Engine {
         let Ok(ident) = files::identify(fd) else {
             return;
         };
+        // A trusted writer's open counts for this close and no later one,
+        // whatever was written: an entry left behind would approve what
+        // someone else writes into the file (or into a new file given the
+        // same inode number) later.
+        let pending = self.pending_writes.lock().remove(&ident.id);
         let cached = self.kernel.lock().by_file.contains_key(&ident.id);
         if cached {
             self.kernel_revoke(ident.id);
@@ -1688,9 +1681,12 @@ impl Engine {
             // directory, and not approved yet.
             let origin = {
                 let rules = self.rules();
-                let pending = self.pending_writes.lock().remove(&ident.id);
+                let verified = decide::path_verified(&rules, &known.path, ident.id);
                 pending.map(|w| (w.origin, Some(w.process))).or_else(|| {
-                    rules.trusted_directory_for(&known.path).map(|(rule, dir)| {
+                    let dir = rules
+                        .trusted_directory_for(&known.path)
+                        .filter(|_| verified);
+                    dir.map(|(rule, dir)| {
                         (
                             palisade_api::agent::ApprovalOrigin::TrustedDirectory {
                                 rule,
@@ -1858,6 +1854,16 @@ fn resolve_updaters(rules: &RuleSet) -> Vec<UpdaterHashes> {
             _ => None,
         })
         .collect()
+}
+
+/// Put before a process's executable path that does not name it in the
+/// agent's mount namespace (another namespace's view, or moved or deleted
+/// since it started): no absolute pattern matches it.
+pub const ELSEWHERE: &str = "(not at this path here) ";
+
+/// Whether `path` names the file `id` in the agent's own mount namespace.
+pub(crate) fn names_here(path: &str, id: FileId) -> bool {
+    rustix::fs::stat(path).is_ok_and(|st| st.st_dev == id.dev && st.st_ino == id.ino)
 }
 
 /// The agent's own executable: its identity and what is known of it.

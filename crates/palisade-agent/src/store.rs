@@ -14,6 +14,16 @@
 //! recreated; the agent keeps enforcing from memory meanwhile and the cache
 //! refills from the service. The spool's rebuild keeps every event still
 //! readable (all but those on the damaged pages), with its sequence number.
+//!
+//! The service takes an event whose number it has stored for the computer
+//! for a retry. A spool that starts afresh (a new file: first start, or the
+//! old one lost; or a rebuilt one) therefore does not number from 1, where
+//! the spool before it did: it starts at a random point below 2^39, or,
+//! after a rebuild that kept events, 2^31 to 2^32 past the last one kept
+//! (past any event lost with the damaged pages), so that its numbers do
+//! not meet those the service has from earlier spools. (The uploader puts
+//! the agent's spool id from bit 40 up; numbers stay below it. The service
+//! also tells events apart by their time.)
 use palisade_core::{Approval, FileEvent, Levels, Sha256};
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -539,6 +549,42 @@ CREATE TABLE IF NOT EXISTS events (
 );
 ";
 
+/// A spool that starts afresh numbers its first event below this.
+const FRESH_SPOOL_BELOW: i64 = 1 << 39;
+/// A rebuilt spool numbers its first new event half this to this far past
+/// the last event it kept.
+const REBUILT_SPOOL_GAP: i64 = 1 << 32;
+
+/// Whether the spool in `conn` has numbered an event yet (`sqlite_sequence`
+/// remembers the last number even when every event is gone).
+fn has_numbered(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_sequence WHERE name = 'events'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+}
+
+/// Start the numbering of a spool that starts afresh (see the module
+/// documentation): the next event is numbered at a random point, after
+/// the events it holds.
+fn start_numbering(conn: &Connection) -> rusqlite::Result<()> {
+    use rand::Rng;
+    let last: Option<i64> = conn.query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))?;
+    let mut rng = rand::thread_rng();
+    let base = match last {
+        None => rng.gen_range(0..FRESH_SPOOL_BELOW),
+        Some(last) => last + rng.gen_range(REBUILT_SPOOL_GAP / 2..REBUILT_SPOOL_GAP),
+    };
+    conn.execute("DELETE FROM sqlite_sequence WHERE name = 'events'", [])?;
+    conn.execute(
+        "INSERT INTO sqlite_sequence (name, seq) VALUES ('events', ?1)",
+        [base],
+    )?;
+    Ok(())
+}
+
 /// Events waiting for upload.
 #[derive(Debug)]
 pub struct Spool {
@@ -547,6 +593,13 @@ pub struct Spool {
     /// Events set aside (lines of `events-refused.jsonl`), since the file
     /// was started.
     set_aside: std::sync::atomic::AtomicU64,
+}
+
+fn sqlite_error(path: &Path, source: rusqlite::Error) -> StoreError {
+    StoreError::Sqlite {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Lines in `path` (0 when it does not exist or cannot be read).
@@ -570,6 +623,10 @@ impl Spool {
     /// Open (or create, or rebuild) the spool at `path`.
     pub fn open(path: &Path) -> Result<(Self, bool), StoreError> {
         let (conn, rebuilt) = open_rescuing(path, SPOOL_SCHEMA, salvage_events)?;
+        let fresh = rebuilt || !has_numbered(&conn).map_err(|e| sqlite_error(path, e))?;
+        if fresh {
+            start_numbering(&conn).map_err(|e| sqlite_error(path, e))?;
+        }
         Ok((
             Spool {
                 path: path.to_owned(),
@@ -581,10 +638,7 @@ impl Spool {
     }
 
     fn sqlite(&self, source: rusqlite::Error) -> StoreError {
-        StoreError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+        sqlite_error(&self.path, source)
     }
 
     /// Append events (one transaction, synchronous to disk).
@@ -630,6 +684,12 @@ impl Spool {
                     );
                 }
             }
+        }
+        if let Err(err) = start_numbering(conn) {
+            tracing::error!(
+                "{}: numbering the rebuilt spool afresh: {err}",
+                self.path.display()
+            );
         }
     }
 
@@ -854,6 +914,8 @@ mod tests {
         let (s, _) = Spool::open(&path).unwrap();
         let all: Vec<FileEvent> = (1..=2000).map(numbered_event).collect();
         s.push(&all).unwrap();
+        // Event n is numbered base + n.
+        let base = s.peek(1).unwrap()[0].0 - 1;
         drop(s); // the last connection checkpoints the WAL into the file
                  // Overwrite a page in the middle of the table's leaves.
         let mut bytes = std::fs::read(&path).unwrap();
@@ -870,17 +932,16 @@ mod tests {
         assert!((1900..2000).contains(&left), "{left} events kept");
         let batch = s.peek(2000).unwrap();
         assert_eq!(batch.len() as u64, left);
-        assert_eq!(batch[0], (1, numbered_event(1)), "numbers kept");
-        assert_eq!(*batch.last().unwrap(), (2000, numbered_event(2000)));
+        assert_eq!(batch[0], (base + 1, numbered_event(1)), "numbers kept");
+        assert_eq!(*batch.last().unwrap(), (base + 2000, numbered_event(2000)));
         assert!(batch
             .iter()
-            .all(|(seq, e)| *e == numbered_event(*seq as usize)));
+            .all(|(seq, e)| *e == numbered_event((*seq - base) as usize)));
+        // New events come after the kept ones, far past any number the
+        // damaged spool gave.
         s.push(&[numbered_event(2001)]).unwrap();
-        assert_eq!(
-            s.peek(3000).unwrap().last().unwrap().0,
-            2001,
-            "numbering goes on"
-        );
+        let next = s.peek(3000).unwrap().last().unwrap().0;
+        assert!(next > base + 2000 + (1 << 30), "{next}");
     }
 
     /// Corruption found while the agent runs rebuilds the spool at once,
@@ -893,7 +954,9 @@ mod tests {
         let (s, _) = Spool::open(&path).unwrap();
         s.push(&(1..=10).map(numbered_event).collect::<Vec<_>>())
             .unwrap();
-        s.ack(4).unwrap();
+        // Event n is numbered b + n.
+        let b = s.peek(1).unwrap()[0].0 - 1;
+        s.ack(b + 4).unwrap();
         let corrupt = rusqlite::Error::SqliteFailure(
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
             None,
@@ -902,20 +965,24 @@ mod tests {
         assert_eq!(corrupt_files(dir.path()), 1);
         let batch = s.peek(100).unwrap();
         assert_eq!(
-            batch.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            batch.iter().map(|(seq, _)| *seq - b).collect::<Vec<_>>(),
             (5..=10).collect::<Vec<_>>()
         );
-        s.ack(7).unwrap();
+        s.ack(b + 7).unwrap();
         s.push(&[numbered_event(11)]).unwrap();
         let seqs: Vec<u64> = s.peek(100).unwrap().iter().map(|(q, _)| *q).collect();
-        assert_eq!(seqs, vec![8, 9, 10, 11]);
+        assert_eq!(seqs[..3], [b + 8, b + 9, b + 10]);
+        assert!(seqs[3] > b + 10 + (1 << 30), "numbered afresh: {seqs:?}");
         // An event the service refuses leaves the queue for a file of its own.
-        let aside = s.set_aside(9, &numbered_event(9), "422: refused").unwrap();
+        let aside = s
+            .set_aside(b + 9, &numbered_event(9), "422: refused")
+            .unwrap();
         let seqs: Vec<u64> = s.peek(100).unwrap().iter().map(|(q, _)| *q).collect();
-        assert_eq!(seqs, vec![8, 10, 11]);
+        assert_eq!(seqs[..2], [b + 8, b + 10]);
+        assert_eq!(seqs.len(), 3);
         let kept: serde_json::Value =
             serde_json::from_str(std::fs::read_to_string(&aside).unwrap().trim()).unwrap();
-        assert_eq!(kept["seq"], 9);
+        assert_eq!(kept["seq"], b + 9);
         assert_eq!(kept["refused"], "422: refused");
         // Counted, across restarts (from the file).
         assert_eq!(s.set_aside_count(), 1);
@@ -931,6 +998,49 @@ mod tests {
         );
         s.heal(&mut s.conn.lock(), &busy);
         assert_eq!(corrupt_files(dir.path()), 1);
+    }
+
+    /// Regression: a spool that started afresh (its file lost, or rebuilt
+    /// with nothing readable) numbered its events from 1 again; the
+    /// service took each for a retry of the earlier spool's event of that
+    /// number, acknowledged it unstored, and the agent deleted it.
+    #[test]
+    fn a_spool_started_afresh_does_not_reuse_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.db");
+        let numbers = |s: &Spool| -> Vec<u64> {
+            s.push(&(1..=3).map(numbered_event).collect::<Vec<_>>())
+                .unwrap();
+            let seqs: Vec<u64> = s.peek(100).unwrap().iter().map(|(q, _)| *q).collect();
+            s.ack(*seqs.last().unwrap()).unwrap();
+            assert!(seqs.iter().all(|q| *q < 1 << 40), "{seqs:?}");
+            seqs
+        };
+        let (s, _) = Spool::open(&path).unwrap();
+        let first = numbers(&s);
+        drop(s);
+        // Reopened: numbering goes on.
+        let (s, rebuilt) = Spool::open(&path).unwrap();
+        assert!(!rebuilt);
+        let second = numbers(&s);
+        assert_eq!(second[0], first[2] + 1);
+        drop(s);
+        // The file is lost: a new spool, numbered elsewhere.
+        for f in ["events.db", "events.db-wal", "events.db-shm"] {
+            let _ = std::fs::remove_file(dir.path().join(f));
+        }
+        let (s, _) = Spool::open(&path).unwrap();
+        let third = numbers(&s);
+        drop(s);
+        // The file is garbage (nothing to keep): rebuilt, numbered elsewhere.
+        std::fs::write(&path, b"not a database".repeat(500)).unwrap();
+        let (s, rebuilt) = Spool::open(&path).unwrap();
+        assert!(rebuilt);
+        let fourth = numbers(&s);
+        let mut all: Vec<u64> = [first, second, third, fourth].concat();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 12, "a number was given twice: {all:?}");
     }
 
     fn levels(connected: Level, disconnected: Level) -> Levels {

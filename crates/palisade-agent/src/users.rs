@@ -1,8 +1,20 @@
-//! User and group names, for rules that name them (`/etc/passwd`,
-//! `/etc/group`, re-read when they change), and the groups of a process.
+//! User and group names, for rules that name them, and the groups of a
+//! process. Names come from `/etc/passwd` and `/etc/group` (re-read when
+//! they change); an id not there is asked of the system's name service
+//! (NSS: SSSD, LDAP, systemd-userdb...), and the answer, found or not, is
+//! kept a while. Without that, on a host whose users come from a
+//! directory, a rule naming a user would never match: a block would fail
+//! open and a trusted user would never be trusted.
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
+
+/// How long a name service answer is kept.
+const NSS_FOUND_TTL: Duration = Duration::from_secs(600);
+/// How long "no such id" from the name service is kept.
+const NSS_MISSING_TTL: Duration = Duration::from_secs(60);
+/// Name service answers kept at most (per kind).
+const NSS_MAX: usize = 4096;
 
 #[derive(Default)]
 struct Table {
@@ -10,6 +22,29 @@ struct Table {
     groups: HashMap<u32, String>,
     passwd_mtime: Option<SystemTime>,
     group_mtime: Option<SystemTime>,
+    /// Name service answers for ids the files do not have.
+    nss_users: HashMap<u32, (Option<String>, Instant)>,
+    nss_groups: HashMap<u32, (Option<String>, Instant)>,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    User,
+    Group,
+}
+
+/// Ask the name service for the name of a user or group id.
+fn nss_lookup(kind: Kind, id: u32) -> Option<String> {
+    match kind {
+        Kind::User => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(id))
+            .ok()
+            .flatten()
+            .map(|u| u.name),
+        Kind::Group => nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(id))
+            .ok()
+            .flatten()
+            .map(|g| g.name),
+    }
 }
 
 /// Name lookups with a cache that follows the files.
@@ -55,28 +90,71 @@ impl Names {
         t
     }
 
+    /// Names of `ids`: from the files, else from the name service (asked
+    /// without holding the table, as it may take a while), else `#<id>`.
+    fn names(&self, kind: Kind, ids: &[u32]) -> Vec<String> {
+        let now = Instant::now();
+        let mut out: Vec<Option<String>> = Vec::with_capacity(ids.len());
+        let mut ask = Vec::new();
+        {
+            let t = self.refresh();
+            let (files, nss) = match kind {
+                Kind::User => (&t.users, &t.nss_users),
+                Kind::Group => (&t.groups, &t.nss_groups),
+            };
+            for id in ids {
+                let known = files.get(id).cloned().map(Some).or_else(|| {
+                    nss.get(id)
+                        .filter(|(name, at)| {
+                            let ttl = if name.is_some() {
+                                NSS_FOUND_TTL
+                            } else {
+                                NSS_MISSING_TTL
+                            };
+                            now.duration_since(*at) < ttl
+                        })
+                        .map(|(name, _)| name.clone())
+                });
+                if known.is_none() && !ask.contains(id) {
+                    ask.push(*id);
+                }
+                out.push(known.flatten());
+            }
+        }
+        if !ask.is_empty() {
+            let answers: Vec<(u32, Option<String>)> =
+                ask.iter().map(|&id| (id, nss_lookup(kind, id))).collect();
+            let mut t = self.table.lock();
+            let nss = match kind {
+                Kind::User => &mut t.nss_users,
+                Kind::Group => &mut t.nss_groups,
+            };
+            if nss.len() + answers.len() > NSS_MAX {
+                nss.clear();
+            }
+            for (id, name) in answers {
+                for (slot, _) in out.iter_mut().zip(ids).filter(|(_, i)| **i == id) {
+                    slot.clone_from(&name);
+                }
+                nss.insert(id, (name, now));
+            }
+        }
+        out.into_iter()
+            .zip(ids)
+            .map(|(name, id)| name.unwrap_or_else(|| format!("#{id}")))
+            .collect()
+    }
+
     /// Names of these users (unknown ids as `#<id>`), without duplicates.
     pub fn users(&self, ids: &[u32]) -> Vec<String> {
-        let t = self.refresh();
-        let mut out: Vec<String> = ids
-            .iter()
-            .map(|id| t.users.get(id).cloned().unwrap_or_else(|| format!("#{id}")))
-            .collect();
+        let mut out = self.names(Kind::User, ids);
         out.dedup();
         out
     }
 
     /// Names of these groups.
     pub fn groups(&self, ids: &[u32]) -> Vec<String> {
-        let t = self.refresh();
-        ids.iter()
-            .map(|id| {
-                t.groups
-                    .get(id)
-                    .cloned()
-                    .unwrap_or_else(|| format!("#{id}"))
-            })
-            .collect()
+        self.names(Kind::Group, ids)
     }
 }
 
@@ -121,6 +199,26 @@ mod tests {
         let n = Names::default();
         assert_eq!(n.users(&[0, 0]), vec!["root".to_string()]);
         assert_eq!(n.users(&[4_000_000]), vec!["#4000000".to_string()]);
+        // Asked once; the miss is kept.
+        assert!(n
+            .table
+            .lock()
+            .nss_users
+            .get(&4_000_000)
+            .is_some_and(|(name, _)| name.is_none()));
+        assert_eq!(
+            n.groups(&[0, 4_000_001]),
+            vec!["root".to_string(), "#4000001".to_string()]
+        );
+    }
+
+    /// The name service answers what the files do (here it reads them too:
+    /// a host with SSSD or LDAP answers for the ids the files lack).
+    #[test]
+    fn the_name_service_is_asked() {
+        assert_eq!(nss_lookup(Kind::User, 0).as_deref(), Some("root"));
+        assert_eq!(nss_lookup(Kind::Group, 0).as_deref(), Some("root"));
+        assert_eq!(nss_lookup(Kind::User, 4_000_000), None);
         assert!(process_groups(std::process::id()).contains(&rustix::process::getegid().as_raw()));
     }
 }

@@ -196,11 +196,14 @@ pub struct EventBatch {
 pub const EVENT_BATCH_MAX: usize = 500;
 
 /// An event with the agent's own sequence number, so a batch re-sent after a
-/// lost answer is stored once.
+/// lost answer is stored once: the service takes an event whose sequence
+/// number and time (`event.time_ms`) it has stored for the computer for a
+/// retry.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AgentEvent {
-    /// Agent-local sequence number, unique per computer.
+    /// Agent-local sequence number, unique per computer (with the event's
+    /// time: a spool rebuilt on the agent may number afresh).
     pub seq: u64,
     /// The event.
     pub event: FileEvent,
@@ -357,7 +360,8 @@ pub enum ApprovalOrigin {
         /// The user or group.
         user: String,
     },
-    /// Placed in a trusted directory (approval for all computers).
+    /// Placed in a trusted directory (approval for every computer the rule
+    /// applies to: all, or those of the policies it is limited to).
     TrustedDirectory {
         /// The rule.
         rule: RuleId,

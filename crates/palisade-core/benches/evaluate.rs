@@ -155,6 +155,7 @@ fn main() {
                     publisher: None,
                 },
                 starter: Some(sha(7)),
+                path_verified: true,
             };
             evaluate(&rules, &req, Level::Lockdown)
         };

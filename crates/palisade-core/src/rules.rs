@@ -280,7 +280,9 @@ pub enum TrustedChange {
         #[serde(default)]
         package_manager: bool,
     },
-    /// Files placed in this directory are approved for all computers.
+    /// Files placed in this directory are approved for every computer the
+    /// rule applies to (all computers, or those of the policies it is
+    /// limited to).
     TrustedDirectory {
         /// Id.
         id: RuleId,
@@ -469,6 +471,17 @@ impl CompiledRules {
             .map(|i| &self.set.folders[i])
     }
 
+    /// Every protection of the folder `dir` (several rules may protect one
+    /// folder, each naming its parents: any of them may start its code).
+    fn folders_at<'a>(&'a self, dir: &str) -> impl Iterator<Item = &'a FolderProtection> + 'a {
+        self.folder_index
+            .by_dir
+            .get(dir.trim_end_matches('/'))
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.set.folders[i])
+    }
+
     /// Whether some custom rule could apply to `path`, whoever acts: such a
     /// path's decisions depend on the subject and are not cached by inode.
     pub fn path_has_rules(&self, path: &str) -> bool {
@@ -640,6 +653,14 @@ pub struct Request<'a> {
     /// exec, the process calling exec; for a script read by an interpreter,
     /// the interpreter's parent. Folder protection checks it.
     pub starter: Option<Sha256>,
+    /// Whether `path` is known to name the file for everyone: the agent
+    /// found this very file (device and inode) at that path itself. The
+    /// kernel names a file as the acting process's mount namespace sees it,
+    /// and in a user namespace of its own any user can bind-mount a file
+    /// of theirs at a trusted path. When `false`, rules that grant by path
+    /// (allow, approve) do not apply; rules that restrict (block, prompt,
+    /// report, folder protection) still do.
+    pub path_verified: bool,
 }
 
 /// The outcome before the level is applied.
@@ -794,6 +815,7 @@ pub fn local_state(rules: &CompiledRules, file: FileFacts<'_>) -> LocalState {
         file,
         subject: Subject::of_process(&process),
         starter: None,
+        path_verified: false,
     };
     match evaluate(rules, &req, Level::Lockdown).decided_by {
         DecidedBy::FileState {
@@ -865,6 +887,8 @@ pub fn evaluate(rules: &CompiledRules, req: &Request<'_>, level: Level) -> Evalu
                 reported = true;
                 continue;
             }
+            // A path seen only by the process that acts grants nothing.
+            RuleAction::Allow | RuleAction::Approve if !req.path_verified => continue,
             RuleAction::Allow => Outcome::Allow,
             RuleAction::Approve => Outcome::Allow,
             RuleAction::Block => Outcome::Block,
@@ -906,7 +930,13 @@ pub fn evaluate(rules: &CompiledRules, req: &Request<'_>, level: Level) -> Evalu
     // 3. Folder protection.
     if decided.is_none() {
         if let Some(folder) = folder {
-            let ok = req.starter.is_some_and(|s| folder.parents.contains(&s));
+            // Its parents' grant needs the path to be the file's for sure.
+            let ok = req.path_verified
+                && req.starter.is_some_and(|s| {
+                    rules
+                        .folders_at(&folder.dir)
+                        .any(|f| f.parents.contains(&s))
+                });
             decided = Some((
                 if ok { Outcome::Allow } else { Outcome::Block },
                 DecidedBy::FolderProtection {

@@ -27,7 +27,7 @@
 //! | `file_instances` | where (computer, path) and how often each hash was seen, last operation and process, and when the agent reported it gone (`deleted_ms`, v2) |
 //! | `file_states`    | approved/banned per (hash, scope kind, scope id); unique per scope |
 //! | `changes`        | the change log: id = revision; kind file / policy / computer (a `policy` row with a NULL policy: every policy's configuration, i.e. rules or publishers) |
-//! | `events`         | agent events, unique per (computer, agent seq) |
+//! | `events`         | agent events, unique per (computer, agent seq, event time) (v8; before, per (computer, agent seq): a rebuilt agent spool's events met old numbers and were dropped) |
 //! | `ca`             | the service CA certificate and key (one row) |
 //! | `publishers`     | publishers an organization knows (attributed by agents or named by admins), reputation trust |
 //! | `publisher_states` | approved/banned per (publisher, global or policy scope) |
@@ -47,8 +47,11 @@
 //! sees id N committed therefore sees every id below N too: a replica tailing
 //! `changes WHERE id > last` never skips a change that commits late, and a
 //! revision read before the file states bounds what those states include.
-//! SQLite serializes writers anyway (`BEGIN IMMEDIATE`, plus an in-process
-//! mutex so the writers of one replica queue fairly instead of sleeping in
+//! A writer takes the `revision` row last, after every other row it writes
+//! (catalog, file states, ...): one holding it while waiting for a row
+//! that another holds while waiting for it deadlocks (PostgreSQL). SQLite
+//! serializes writers anyway (`BEGIN IMMEDIATE`, plus an in-process mutex
+//! so the writers of one replica queue fairly instead of sleeping in
 //! SQLite's busy handler).
 //!
 //! # Migrations
@@ -129,6 +132,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         include_str!("../schema/sqlite-7.sql"),
         include_str!("../schema/postgres-7.sql"),
+    ),
+    (
+        8,
+        include_str!("../schema/sqlite-8.sql"),
+        include_str!("../schema/postgres-8.sql"),
     ),
 ];
 

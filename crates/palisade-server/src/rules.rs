@@ -144,6 +144,23 @@ pub(crate) fn check_dir(field: &str, dir: &str) -> ApiResult<()> {
     }
 }
 
+/// Patterns are matched against file paths, which never end with `/`:
+/// `/opt/app/` would match the directory `/opt/app` alone, not what is in
+/// it, which is surely not what was meant.
+fn check_not_dir_slash(field: &str, p: &PathPattern) -> ApiResult<()> {
+    let text = p.as_str();
+    if text.len() > 1 && text.ends_with('/') {
+        let dir = text.trim_end_matches('/');
+        return Err(invalid(
+            field,
+            format!(
+                "{text:?} ends with /: it would match the directory itself only; write {dir}/** for everything under it, or {dir}/* for what is directly in it"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn check_list_len<T>(field: &str, v: &[T]) -> ApiResult<()> {
     if v.len() > MAX_RULE_LIST {
         return Err(invalid(field, format!("at most {MAX_RULE_LIST} items")));
@@ -208,6 +225,12 @@ pub(crate) fn validate(req: &CreateRule) -> ApiResult<()> {
                 return Err(invalid("body.paths", "give at least one path pattern"));
             }
             check_list_len("body.paths", paths)?;
+            for (i, p) in paths.iter().enumerate() {
+                check_not_dir_slash(&format!("body.paths[{i}]"), p)?;
+            }
+            if let Some(palisade_core::rules::ProcessMatch::Path(p)) = process {
+                check_not_dir_slash("body.process.value", p)?;
+            }
             if *operations == Operations::default() {
                 return Err(invalid(
                     "body.operations",
@@ -1039,6 +1062,31 @@ mod tests {
                 assert!(validate(&req).is_ok(), "{}", r.name);
             }
         }
+    }
+
+    #[test]
+    fn a_pattern_ending_with_a_slash_is_refused() {
+        let rule = |path: &str| CreateRule {
+            name: "r".into(),
+            policies: Vec::new(),
+            rank: None,
+            body: RuleBody::Custom {
+                process: None,
+                user: None,
+                operations: Operations {
+                    execute: true,
+                    write: false,
+                },
+                paths: vec![PathPattern::parse(path).unwrap()],
+                action: RuleAction::Allow,
+                conditions: Default::default(),
+            },
+        };
+        assert!(validate(&rule("/opt/app/**")).is_ok());
+        assert!(validate(&rule("/opt/app/tool")).is_ok());
+        let e = validate(&rule("/opt/app/")).unwrap_err();
+        let text = format!("{e:?}");
+        assert!(text.contains("/opt/app/**"), "{text}");
     }
 
     #[test]

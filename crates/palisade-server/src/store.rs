@@ -401,20 +401,19 @@ pub(crate) async fn record_sightings(
             }
         }
     }
-    // One timestamp per call: the earliest sighting (within one flush).
-    let first_seen = files.values().copied().min().unwrap_or_else(now_ms);
+    // Each hash with its own earliest sighting.
     let mut new_hashes = 0u64;
-    let files: Vec<Sha256> = files.into_keys().collect();
-    for chunk in files.chunks(rows_per_statement(1)) {
+    let files: Vec<(Sha256, i64)> = files.into_iter().collect();
+    for chunk in files.chunks(rows_per_statement(2)) {
         let sql = format!(
             "INSERT INTO files (org_id, sha256, first_seen_ms) \
-             SELECT $1, v.column1, $2 FROM {} WHERE true \
+             SELECT $1, v.column1, v.column2 FROM {} WHERE true \
              ON CONFLICT (org_id, sha256) DO NOTHING",
-            derived_values(chunk.len(), 1, 3)
+            derived_values(chunk.len(), 2, 2)
         );
-        let mut q = sqlx::query(&sql).bind(org_id).bind(first_seen);
-        for sha in chunk {
-            q = q.bind(sha.to_hex());
+        let mut q = sqlx::query(&sql).bind(org_id);
+        for (sha, first_seen) in chunk {
+            q = q.bind(sha.to_hex()).bind(*first_seen);
         }
         new_hashes += q.execute(&mut *conn).await?.rows_affected();
     }

@@ -383,7 +383,7 @@ pub(crate) struct RuleCommon {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum RuleAdd {
-    /// Files placed in DIR are approved for all computers.
+    /// Files placed in DIR are approved for every computer the rule applies to.
     TrustedDir {
         /// The directory.
         dir: String,

@@ -176,6 +176,7 @@ impl Engine {
                 },
                 subject: Subject::of_process(&process),
                 starter: None,
+                path_verified: path_verified(&rules, &known.path, ident.id),
             },
             level,
         );
@@ -247,6 +248,8 @@ impl Engine {
                 },
                 subject: Subject::of_process(&process),
                 starter: None,
+                // No rule for the path (above): nothing reads it.
+                path_verified: true,
             },
             level,
         );
@@ -296,11 +299,6 @@ impl Engine {
             self.answer(p, Verdict::Allow);
             return;
         };
-        if op == Operation::LoadLibrary && self.guard.is_none() && self.is_own_binary(p.pid) {
-            // `palisade file approve PATH` reading the file it approves.
-            self.answer(p, Verdict::Allow);
-            return;
-        }
         let sha = match known.sha {
             Some(s) => s,
             None => match self.hash_file(p.fd(), &ident, &mut known) {
@@ -326,8 +324,11 @@ impl Engine {
         // Trusted change that happened before this load: written by a
         // trusted writer (recorded at its open for writing), or placed in a
         // trusted directory.
+        let path_verified = path_verified(&rules, &known.path, ident.id);
         if undecided {
-            if let Some((origin, writer)) = self.trusted_origin(ident.id, &known.path, &rules) {
+            if let Some((origin, writer)) =
+                self.trusted_origin(ident.id, &known.path, path_verified, &rules)
+            {
                 answer.approval = self.approve_locally(sha, &known.path, origin.clone(), writer);
                 reason = "trusted change".into();
             }
@@ -368,6 +369,7 @@ impl Engine {
                     publisher: facts.as_ref().and_then(|f| f.publisher.as_deref()),
                 },
                 starter,
+                path_verified,
             },
             level,
         );
@@ -443,6 +445,7 @@ impl Engine {
                     publisher: facts.publisher.as_deref(),
                 },
                 starter: None,
+                path_verified: path_verified(rules, &known.path, ident.id),
             },
             level,
         );
@@ -453,14 +456,22 @@ impl Engine {
                 }
                 _ => self.writer_origin(&process, &facts, rules),
             };
-            if let Some(origin) = origin {
-                self.pending_writes.lock().insert(
-                    ident.id,
-                    PendingWrite {
-                        origin,
-                        process: process.clone(),
-                    },
-                );
+            let mut pending = self.pending_writes.lock();
+            match origin {
+                Some(origin) => {
+                    pending.insert(
+                        ident.id,
+                        PendingWrite {
+                            origin,
+                            process: process.clone(),
+                        },
+                    );
+                }
+                // Someone else writes too: what the trusted writer closes
+                // is no longer its own work alone.
+                None => {
+                    pending.remove(&ident.id);
+                }
             }
         }
         self.answer(p, eval.verdict);
@@ -587,10 +598,14 @@ impl Engine {
         &self,
         id: FileId,
         path: &str,
+        path_verified: bool,
         rules: &CompiledRules,
     ) -> Option<(ApprovalOrigin, Option<ProcessContext>)> {
         if let Some(w) = self.pending_writes.lock().remove(&id) {
             return Some((w.origin, Some(w.process)));
+        }
+        if !path_verified {
+            return None;
         }
         rules.trusted_directory_for(path).map(|(rule, dir)| {
             (
@@ -613,6 +628,12 @@ impl Engine {
     ) -> Option<ApprovalOrigin> {
         if let Some((rule, user)) = rules.trusted_user(&facts.users, &facts.groups) {
             return Some(ApprovalOrigin::TrustedUser { rule, user });
+        }
+        // An updater is trusted as the system's package manager: run by
+        // root. The same program run by a user (`dpkg --force-not-root
+        // --root=$HOME/r -i evil.deb`) writes that user's files.
+        if process.euid != 0 {
+            return None;
         }
         let exe = process.exe.as_ref().and_then(|e| e.sha256)?;
         self.updater_hashes
@@ -714,4 +735,15 @@ fn origin_text(o: &ApprovalOrigin) -> String {
         }
         ApprovalOrigin::LevelChange => "present when the level was raised".into(),
     }
+}
+
+/// Whether `path`, as the kernel named the file `id` (in the acting
+/// process's mount namespace), names that same file in the agent's: see
+/// [`Request::path_verified`]. Looked at only when a rule or a trusted
+/// directory could read the path (a `stat`, off the paths without rules).
+pub(super) fn path_verified(rules: &CompiledRules, path: &str, id: FileId) -> bool {
+    if !rules.path_has_rules(path) && rules.trusted_directory_for(path).is_none() {
+        return true;
+    }
+    super::names_here(path, id)
 }

@@ -37,6 +37,7 @@ struct Case<'a> {
     exe: (&'a str, Sha256),
     users: Vec<String>,
     starter: Option<Sha256>,
+    path_verified: bool,
 }
 
 impl Default for Case<'_> {
@@ -50,6 +51,7 @@ impl Default for Case<'_> {
             exe: ("/usr/bin/bash", sha(50)),
             users: vec!["alice".into()],
             starter: Some(sha(50)),
+            path_verified: true,
         }
     }
 }
@@ -73,6 +75,7 @@ fn eval(rules: &CompiledRules, c: &Case<'_>, level: Level) -> Evaluation {
             publisher: None,
         },
         starter: c.starter,
+        path_verified: c.path_verified,
     };
     evaluate(rules, &req, level)
 }
@@ -322,6 +325,107 @@ fn precedence() {
         .verdict,
         Verdict::Block
     );
+}
+
+/// A path the agent could not find the file at (seen only in the acting
+/// process's mount namespace) grants nothing by itself: custom allows and
+/// approves and a protected folder's parents are passed over; blocks still
+/// apply.
+#[test]
+fn an_unverified_path_grants_nothing() {
+    let rules = CompiledRules::new(RuleSet {
+        custom: vec![
+            custom(1, &["/opt/exception/*"], RuleAction::Allow),
+            custom(2, &["/opt/approve/*"], RuleAction::Approve),
+            custom(3, &["/opt/blocked/**"], RuleAction::Block),
+        ],
+        folders: vec![FolderProtection {
+            id: RuleId(4),
+            dir: "/opt/rmm/scripts".into(),
+            parents: vec![sha(77)],
+        }],
+        ..RuleSet::default()
+    });
+    let by = |path: &str, path_verified: bool, approval: Approval| {
+        eval(
+            &rules,
+            &Case {
+                path,
+                path_verified,
+                approval,
+                starter: Some(sha(77)),
+                ..Case::default()
+            },
+            Level::Lockdown,
+        )
+    };
+    for path in [
+        "/opt/exception/tool",
+        "/opt/approve/tool",
+        "/opt/rmm/scripts/x.sh",
+    ] {
+        assert_eq!(
+            by(path, true, Approval::Unknown).verdict,
+            Verdict::Allow,
+            "{path}"
+        );
+        let e = by(path, false, Approval::Unknown);
+        assert_eq!(e.verdict, Verdict::Block, "{path}: {e:?}");
+        assert!(!matches!(
+            e.decided_by,
+            DecidedBy::CustomRule {
+                action: RuleAction::Allow | RuleAction::Approve,
+                ..
+            }
+        ));
+    }
+    // Approved code still runs where only a grant was passed over.
+    assert_eq!(
+        by("/opt/exception/tool", false, APPROVED).verdict,
+        Verdict::Allow
+    );
+    // Restrictions hold either way.
+    for verified in [true, false] {
+        assert_eq!(
+            by("/opt/blocked/x", verified, APPROVED).verdict,
+            Verdict::Block
+        );
+    }
+}
+
+/// Two protections of one folder: the parents of either may start its code.
+#[test]
+fn a_folder_protected_twice_takes_both_rules_parents() {
+    let rules = CompiledRules::new(RuleSet {
+        folders: vec![
+            FolderProtection {
+                id: RuleId(1),
+                dir: "/opt/rmm/scripts".into(),
+                parents: vec![sha(77)],
+            },
+            FolderProtection {
+                id: RuleId(2),
+                dir: "/opt/rmm/scripts".into(),
+                parents: vec![sha(78)],
+            },
+        ],
+        ..RuleSet::default()
+    });
+    let by = |starter: u8| {
+        eval(
+            &rules,
+            &Case {
+                path: "/opt/rmm/scripts/x.sh",
+                starter: Some(sha(starter)),
+                ..Case::default()
+            },
+            Level::Lockdown,
+        )
+        .verdict
+    };
+    assert_eq!(by(77), Verdict::Allow);
+    assert_eq!(by(78), Verdict::Allow);
+    assert_eq!(by(79), Verdict::Block);
 }
 
 #[test]

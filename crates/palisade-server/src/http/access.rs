@@ -765,6 +765,7 @@ impl FromRequestParts<AppState> for AdminAuth {
             .map(|a| a.0)
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let session_id;
+        let mut csrf_ok = true;
         let credential = match parts.headers.get(AUTHORIZATION) {
             Some(header) => Credential::Token(bearer(header)?),
             None => {
@@ -781,11 +782,7 @@ impl FromRequestParts<AppState> for AdminAuth {
                         .get(CSRF_HEADER)
                         .and_then(|h| h.to_str().ok())
                         .unwrap_or("");
-                    if !session_id.verify_csrf(csrf) {
-                        return Err(ApiError::forbidden(
-                            "missing or wrong X-CSRF-Token header for this session",
-                        ));
-                    }
+                    csrf_ok = session_id.verify_csrf(csrf);
                 }
                 Credential::Session(&session_id)
             }
@@ -796,6 +793,16 @@ impl FromRequestParts<AppState> for AdminAuth {
             note.org_id = Some(loaded.org_id);
             note.actor = loaded.admin.clone();
             note.source = source_ip.to_string();
+            // Refused, and recorded as such (the session is known by now):
+            // another site sending the admin's cookie is worth knowing of.
+            if !csrf_ok {
+                note.denied = Some("missing or wrong X-CSRF-Token header".into());
+            }
+        }
+        if !csrf_ok {
+            return Err(ApiError::forbidden(
+                "missing or wrong X-CSRF-Token header for this session",
+            ));
         }
         let auth = AdminAuth {
             admin: loaded.admin,

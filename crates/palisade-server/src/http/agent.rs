@@ -332,18 +332,27 @@ pub(crate) async fn changes(
     QueryParams(q): QueryParams<ChangesQuery>,
 ) -> ApiResult<Json<Changes>> {
     let who = agent.who();
-    let mut conn = state.db.pool().acquire().await?;
-    let current = revision(&mut conn).await?;
-    let pruned = counter(&mut conn, "changes_pruned").await?;
-    if q.since > current || q.since < pruned {
-        return Ok(Json(Changes {
-            revision: current,
+    let reset = |revision| {
+        Json(Changes {
+            revision,
             hashes: Vec::new(),
             config_changed: true,
             reset: true,
-        }));
+        })
+    };
+    let mut conn = state.db.pool().acquire().await?;
+    let current = revision(&mut conn).await?;
+    if q.since > current {
+        return Ok(reset(current));
     }
     let rows = relevant_changes(&mut conn, &who, q.since, current, CHANGES_SCAN_MAX + 1).await?;
+    // The prune mark is read after the rows: a prune committed before the
+    // rows were read (some of them deleted) shows in it, and the answer is
+    // a reset, not a partial list.
+    let pruned = counter(&mut conn, "changes_pruned").await?;
+    if q.since < pruned {
+        return Ok(reset(current));
+    }
     let mut rel = Relevance::default();
     rel.add(&who, &rows);
     if rows.len() as i64 > CHANGES_SCAN_MAX {
@@ -358,8 +367,12 @@ pub(crate) async fn changes(
     }))
 }
 
-/// `POST /agent/v1/events`: idempotent per (computer, seq). Newly stored
-/// events go to the event rules after commit.
+/// `POST /agent/v1/events`: idempotent per (computer, seq, event time): a
+/// batch re-sent after a lost answer carries the very same events, while
+/// an agent whose spool was rebuilt may number new events as it numbered
+/// old ones (their times differ), and they must not be taken for
+/// duplicates. Newly stored events (not duplicates) go to the catalog and
+/// the event rules after commit.
 pub(crate) async fn events(
     State(state): State<AppState>,
     agent: AgentAuth,
@@ -382,7 +395,7 @@ pub(crate) async fn events(
                 format!("longer than {MAX_PATH} bytes"),
             ));
         }
-        if !seqs.insert(seq) {
+        if !seqs.insert((seq, e.event.time_ms)) {
             continue;
         }
         let json = serde_json::to_string(&e.event).map_err(|e| ApiError::internal(&e))?;
@@ -395,7 +408,9 @@ pub(crate) async fn events(
         rows.push((seq, e, json));
     }
     let mut stored = 0u64;
-    let mut stored_events = Vec::new();
+    // (id, event) of each event newly stored; a duplicate (re-sent after a
+    // lost answer) goes neither to the event rules nor to the catalog.
+    let mut stored_events: Vec<(i64, palisade_core::FileEvent)> = Vec::new();
     if !rows.is_empty() {
         let received = now_ms();
         let mut tx = state.db.write().await?;
@@ -403,29 +418,32 @@ pub(crate) async fn events(
         let n = rows.len() as i64;
         let last = bump_counter(tx.conn(), "events", n).await?;
         let mut next_id = last - n + 1;
-        let mut existing: HashSet<i64> = HashSet::new();
+        let mut existing: HashSet<(i64, i64)> = HashSet::new();
         for chunk in rows.chunks(rows_per_statement(1)) {
             let sql = format!(
-                "SELECT seq FROM events WHERE computer_id = $1 AND seq IN ({})",
+                "SELECT seq, time_ms FROM events WHERE computer_id = $1 AND seq IN ({})",
                 list_placeholders(chunk.len(), 2)
             );
-            let mut q = sqlx::query_scalar::<_, i64>(&sql).bind(agent.computer_id);
+            let mut q = sqlx::query_as::<_, (i64, i64)>(&sql).bind(agent.computer_id);
             for (seq, _, _) in chunk {
                 q = q.bind(*seq);
             }
             existing.extend(q.fetch_all(tx.conn()).await?);
         }
-        let fresh: Vec<_> = rows.iter().filter(|r| !existing.contains(&r.0)).collect();
-        for (i, (_, e, _)) in fresh.iter().enumerate() {
-            stored_events.push((next_id + i as i64, e.event.clone()));
-        }
+        let fresh: Vec<_> = rows
+            .iter()
+            .filter(|(seq, e, _)| !existing.contains(&(*seq, e.event.time_ms)))
+            .collect();
+        let mut inserted: HashSet<i64> = HashSet::new();
+        let mut by_id: Vec<(i64, &palisade_api::agent::AgentEvent)> = Vec::new();
         for chunk in fresh.chunks(rows_per_statement(10)) {
             let sql = format!(
                 "INSERT INTO events (id, org_id, computer_id, seq, received_ms, time_ms, kind, \
-                   sha256, path, event_json) VALUES {} ON CONFLICT (computer_id, seq) DO NOTHING",
+                   sha256, path, event_json) VALUES {} ON CONFLICT (computer_id, seq, time_ms) DO NOTHING \
+                 RETURNING id",
                 values_placeholders(chunk.len(), 10, 1)
             );
-            let mut q = sqlx::query(&sql);
+            let mut q = sqlx::query_scalar::<_, i64>(&sql);
             for (seq, e, json) in chunk {
                 q = q
                     .bind(next_id)
@@ -438,23 +456,30 @@ pub(crate) async fn events(
                     .bind(e.event.sha256.map(|h| h.to_hex()))
                     .bind(&e.event.path)
                     .bind(json.as_str());
+                by_id.push((next_id, *e));
                 next_id += 1;
             }
-            stored += q.execute(tx.conn()).await?.rows_affected();
+            inserted.extend(q.fetch_all(tx.conn()).await?);
         }
+        stored = inserted.len() as u64;
         if stored > 0 {
             tx.events_stored();
         }
         tx.commit().await?;
+        stored_events = by_id
+            .into_iter()
+            .filter(|(id, _)| inserted.contains(id))
+            .map(|(id, e)| (id, e.event.clone()))
+            .collect();
     }
-    state
-        .event_rules
-        .events(agent.org_id, agent.computer_id, stored_events);
     state.recorder.events(
         agent.org_id,
         agent.computer_id,
-        batch.events.into_iter().map(|e| e.event).collect(),
+        stored_events.iter().map(|(_, e)| e.clone()).collect(),
     );
+    state
+        .event_rules
+        .events(agent.org_id, agent.computer_id, stored_events);
     Ok(Json(EventAck { stored }))
 }
 
@@ -574,6 +599,9 @@ fn origin_author(origin: &ApprovalOrigin, computer: &str) -> String {
     }
 }
 
+/// Approvals to write at one scope: each file, with who made it.
+type Approvals = BTreeMap<Sha256, String>;
+
 /// Insert approvals at `scope` unless a state is set there already (an
 /// admin's ban or approval stays); returns the hashes newly approved.
 async fn insert_approvals(
@@ -603,6 +631,35 @@ async fn insert_approvals(
         }
         for s in q.fetch_all(tx.conn()).await? {
             out.push(crate::store::parse_sha(&s)?);
+        }
+    }
+    Ok(out)
+}
+
+/// The policies each of `rules` (of `org_id`) is limited to; a rule absent
+/// from the answer applies to every policy.
+async fn rule_policies(
+    conn: &mut AnyConnection,
+    org_id: i64,
+    rules: impl Iterator<Item = i64>,
+) -> Result<HashMap<i64, BTreeSet<i64>>, sqlx::Error> {
+    let rules: Vec<i64> = rules.collect();
+    let mut out: HashMap<i64, BTreeSet<i64>> = HashMap::new();
+    for chunk in rules.chunks(rows_per_statement(1)) {
+        let sql = format!(
+            "SELECT rp.rule_id, rp.policy_id FROM rule_policies rp \
+             JOIN rules r ON r.id = rp.rule_id \
+             WHERE r.org_id = $1 AND rp.rule_id IN ({})",
+            list_placeholders(chunk.len(), 2)
+        );
+        let mut q = sqlx::query(&sql).bind(org_id);
+        for r in chunk {
+            q = q.bind(*r);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            out.entry(row.try_get(0)?)
+                .or_default()
+                .insert(row.try_get(1)?);
         }
     }
     Ok(out)
@@ -638,11 +695,15 @@ async fn approved_at(
 /// `POST /agent/v1/approvals`: approvals the computer made by trusted
 /// change or when its level was raised. Each is a local (computer-scope)
 /// approval, except a file placed in a trusted directory, which is approved
-/// for all computers — accepted only when the item names an enabled
-/// trusted-directory rule that applies to this computer, with its
-/// directory, and the path is inside it (other claims are skipped and
-/// logged). A state already set at the scope is never replaced. Paths go to
-/// the catalog; new approvals are logged as changes (pushed).
+/// for every computer the rule applies to: for all computers (global
+/// scope) when the rule applies to every policy, else for each of the
+/// policies it is limited to (policy scope) — so a computer of one policy
+/// never approves for another policy the rule does not cover. Such a claim
+/// is accepted only when the item names an enabled trusted-directory rule
+/// that applies to this computer, with its directory, and the path is
+/// inside it (other claims are skipped and logged). A state already set at
+/// the scope is never replaced. Paths go to the catalog; new approvals are
+/// logged as changes (pushed). `approved` counts (scope, file) pairs.
 pub(crate) async fn approvals(
     State(state): State<AppState>,
     agent: AgentAuth,
@@ -695,7 +756,8 @@ pub(crate) async fn approvals(
         HashMap::new()
     };
     let now = now_ms();
-    let mut global: BTreeMap<Sha256, String> = BTreeMap::new();
+    // Trusted-directory claims by rule; their scopes are the rule's.
+    let mut by_rule: BTreeMap<i64, BTreeMap<Sha256, String>> = BTreeMap::new();
     let mut local: BTreeMap<Sha256, String> = BTreeMap::new();
     let mut sightings = Vec::with_capacity(req.items.len());
     for it in &req.items {
@@ -711,7 +773,11 @@ pub(crate) async fn approvals(
                     "trusted-directory approval refused: no such rule for this computer, or the path is outside it");
                 continue;
             }
-            global.entry(it.sha256).or_insert(by);
+            by_rule
+                .entry(rule.0)
+                .or_default()
+                .entry(it.sha256)
+                .or_insert(by);
         } else {
             local.entry(it.sha256).or_insert(by);
         }
@@ -735,9 +801,35 @@ pub(crate) async fn approvals(
         Vec::new()
     };
     record_sightings(tx.conn(), agent.org_id, &sightings).await?;
+    // Scopes in a fixed order (concurrent writers lock file states alike).
+    let mut scoped: BTreeMap<(&'static str, i64), (Scope, Approvals)> = BTreeMap::new();
+    let limits = rule_policies(tx.conn(), agent.org_id, by_rule.keys().copied()).await?;
+    for (rule, rows) in by_rule {
+        let scopes: Vec<Scope> = match limits.get(&rule) {
+            None => vec![Scope::Global],
+            Some(policies) if policies.contains(&agent.policy_id) => policies
+                .iter()
+                .map(|p| Scope::Policy(PolicyId(*p)))
+                .collect(),
+            Some(_) => {
+                tracing::warn!(computer = %agent.name, rule, files = rows.len(),
+                    "trusted-directory approvals refused: the rule no longer applies to this computer's policy");
+                continue;
+            }
+        };
+        for scope in scopes {
+            let (_, at) = scoped
+                .entry(scope_columns(scope))
+                .or_insert_with(|| (scope, BTreeMap::new()));
+            for (h, by) in &rows {
+                at.entry(*h).or_insert_with(|| by.clone());
+            }
+        }
+    }
+    scoped.insert(scope_columns(local_scope), (local_scope, local));
     let mut approved = 0u64;
     let mut changes = Vec::new();
-    for (scope, rows) in [(Scope::Global, global), (local_scope, local)] {
+    for (scope, rows) in scoped.into_values() {
         if rows.is_empty() {
             continue;
         }

@@ -375,6 +375,8 @@ fn explain(
         },
         subject,
         starter: None,
+        // The admin names the path: nothing to doubt.
+        path_verified: true,
     };
     let e = evaluate(rules, &request, level);
     let outcome = match (e.verdict, e.report) {
@@ -460,7 +462,10 @@ pub(crate) async fn set_file_state(
     let (kind, _) = scope_columns(scope);
     let now = now_ms();
     let mut tx = state.db.write().await?;
-    write_file_state(&mut tx, admin.org_id, sha, scope, req.state, &admin.admin).await?;
+    // The catalog first: writing the state takes the revision counter's row
+    // lock, which must be the last lock taken (agents' inventory and
+    // approvals lock `files` rows, then the counter; the other order
+    // deadlocks with them on PostgreSQL).
     record_sightings(
         tx.conn(),
         admin.org_id,
@@ -474,6 +479,7 @@ pub(crate) async fn set_file_state(
         }],
     )
     .await?;
+    write_file_state(&mut tx, admin.org_id, sha, scope, req.state, &admin.admin).await?;
     admin.record(
         format!("file {sha}"),
         None,

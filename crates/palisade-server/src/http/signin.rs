@@ -661,6 +661,55 @@ pub(crate) async fn end_session(db: &Db, id: &SessionId) -> Result<(), Refusal> 
     Ok(())
 }
 
+/// Sign a console session out, and audit it (`SIGN-OUT console`).
+/// `allowed`: the request proved it came from the console's own page (its
+/// CSRF token); when not, nothing ends and the refusal is audited: another
+/// site tried it with the admin's cookie. A session that is not live (ended,
+/// expired, unknown) signs nothing out and leaves no record.
+pub(crate) async fn sign_out(
+    state: &AppState,
+    id: &SessionId,
+    source: IpAddr,
+    allowed: bool,
+) -> Result<(), Refusal> {
+    let now = now_ms();
+    let key = id.storage_key().to_hex();
+    let mut tx = state.db.write().await?;
+    let row = sqlx::query(
+        "SELECT a.name, a.org_id FROM admin_sessions s JOIN admins a ON a.id = s.admin_id \
+         WHERE s.secret_sha256 = $1 AND s.revoked_ms IS NULL AND s.expires_ms > $2",
+    )
+    .bind(&key)
+    .bind(now)
+    .fetch_optional(tx.conn())
+    .await?;
+    let Some(row) = row else {
+        return Ok(());
+    };
+    let (name, org_id): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
+    if allowed {
+        sqlx::query("UPDATE admin_sessions SET revoked_ms = $2 WHERE secret_sha256 = $1")
+            .bind(&key)
+            .bind(now)
+            .execute(tx.conn())
+            .await?;
+    }
+    let entry = Entry {
+        org_id,
+        actor: name.clone(),
+        action: "SIGN-OUT console".into(),
+        object: format!("admin {name}"),
+        source: source.to_string(),
+        allowed,
+        reason: (!allowed).then(|| "missing or wrong CSRF token".into()),
+        before: None,
+        after: None,
+    };
+    audit::append_in(tx.conn(), entry).await?;
+    tx.commit_unaudited().await?;
+    Ok(())
+}
+
 /// Accept an invitation: set the password, start over without a second
 /// factor, end every other credential, begin a session.
 pub(crate) async fn accept_invite(

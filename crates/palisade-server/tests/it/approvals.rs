@@ -2,7 +2,7 @@
 //! approval requests, and the approve-existing epoch.
 use crate::both_backends;
 use crate::support::*;
-use palisade_api::admin::{ApprovalRequestInfo, FileDetails, RequestStatus};
+use palisade_api::admin::{ApprovalRequestInfo, FileDetails, RequestStatus, ScopeRef};
 use palisade_api::agent::{ApprovalRequestCreated, LocalApprovalsAck};
 use palisade_core::rules::TrustedChange;
 use palisade_core::{Approval, ApprovalSource, Level, ScopeKind};
@@ -10,13 +10,21 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-both_backends!(local_approvals, approval_requests, approve_existing_epoch);
+both_backends!(
+    local_approvals,
+    trusted_directory_scopes,
+    approval_requests,
+    approve_existing_epoch
+);
 
 const LOCAL: Approval = Approval::Approved(ApprovalSource {
     scope: ScopeKind::Local,
 });
 const GLOBAL: Approval = Approval::Approved(ApprovalSource {
     scope: ScopeKind::Global,
+});
+const POLICY: Approval = Approval::Approved(ApprovalSource {
+    scope: ScopeKind::Policy,
 });
 
 async fn local_approvals(backend: Backend) {
@@ -55,7 +63,8 @@ async fn local_approvals(backend: Backend) {
     let t = Instant::now();
     let ack: LocalApprovalsAck = web.post_ok("/agent/v1/approvals", body.clone()).await;
     assert_eq!(ack.approved, 5);
-    // The global approval reaches every computer of the organization...
+    // The trusted directory's approval (its rule is limited to `default`)
+    // reaches every computer of that policy...
     let c = other_s.next_change(Duration::from_secs(1)).await;
     eprintln!(
         "[figure] {backend:?}: trusted-directory approval -> another computer's stream: {:?}",
@@ -71,9 +80,9 @@ async fn local_approvals(backend: Backend) {
         .lookup(&[hash(1), hash(2), hash(3), hash(4), hash(5), hash(6)])
         .await;
     let got: Vec<Approval> = mine.results.iter().map(|r| r.approval).collect();
-    assert_eq!(got, [LOCAL, GLOBAL, Approval::Unknown, LOCAL, LOCAL, LOCAL]);
-    // ...the local ones only this one.
-    for a in [&other, &elsewhere] {
+    assert_eq!(got, [LOCAL, POLICY, Approval::Unknown, LOCAL, LOCAL, LOCAL]);
+    // ...the local ones only this one; a computer of another policy neither.
+    for (a, dist) in [(&other, POLICY), (&elsewhere, Approval::Unknown)] {
         let got: Vec<Approval> = a
             .lookup(&[hash(1), hash(2)])
             .await
@@ -81,7 +90,7 @@ async fn local_approvals(backend: Backend) {
             .iter()
             .map(|r| r.approval)
             .collect();
-        assert_eq!(got, [Approval::Unknown, GLOBAL]);
+        assert_eq!(got, [Approval::Unknown, dist], "{}", a.name);
     }
     for (n, by) in [
         (1, "updater:dpkg@web01".to_owned()),
@@ -120,6 +129,80 @@ async fn local_approvals(backend: Backend) {
         web.lookup(&[hash(10)]).await.results[0].approval.as_str(),
         "banned"
     );
+    env.server.stop().await;
+}
+
+/// Regression: a trusted-directory approval was written for all computers
+/// even when its rule was limited to some policies, so a computer of a
+/// monitor-mode policy approved files for lockdown computers of another.
+/// It is written for each policy the rule is limited to, and for all
+/// computers only when the rule applies to every policy.
+async fn trusted_directory_scopes(backend: Backend) {
+    let env = Env::new(backend).await;
+    env.admin.create_policy("dev", "monitor").await;
+    env.admin.create_policy("qa", "lockdown").await;
+    env.admin.create_policy("prod", "lockdown").await;
+    let dev = env.agent("dev", "dev01").await;
+    let qa = env.agent("qa", "qa01").await;
+    let prod = env.agent("prod", "prod01").await;
+    let limited = env
+        .admin
+        .create_rule(json!({"name": "builds", "policies": ["dev", "qa"],
+            "body": {"kind": "trusted_directory", "dir": "/srv/builds"}}))
+        .await;
+    let everywhere = env
+        .admin
+        .create_rule(json!({"name": "dist",
+            "body": {"kind": "trusted_directory", "dir": "/srv/dist"}}))
+        .await;
+    let qa_only = env
+        .admin
+        .create_rule(json!({"name": "qa-tools", "policies": ["qa"],
+            "body": {"kind": "trusted_directory", "dir": "/srv/qa"}}))
+        .await;
+    let item = |n: u64, path: &str, rule: palisade_core::rules::RuleId, dir: &str| {
+        json!({"sha256": hash(n), "path": path,
+               "origin": {"by": "trusted_directory", "rule": rule, "dir": dir}})
+    };
+    let ack: LocalApprovalsAck = dev
+        .post_ok(
+            "/agent/v1/approvals",
+            json!({"items": [
+                item(1, "/srv/builds/app", limited.id, "/srv/builds"),
+                item(2, "/srv/dist/tool", everywhere.id, "/srv/dist"),
+                // A rule that does not apply to dev's policy: refused.
+                item(3, "/srv/qa/tool", qa_only.id, "/srv/qa"),
+            ]}),
+        )
+        .await;
+    // hash 1 for dev and for qa, hash 2 for all.
+    assert_eq!(ack.approved, 3);
+    for (a, want) in [
+        (&dev, [POLICY, GLOBAL, Approval::Unknown]),
+        (&qa, [POLICY, GLOBAL, Approval::Unknown]),
+        (&prod, [Approval::Unknown, GLOBAL, Approval::Unknown]),
+    ] {
+        let got: Vec<Approval> = a
+            .lookup(&[hash(1), hash(2), hash(3)])
+            .await
+            .results
+            .iter()
+            .map(|r| r.approval)
+            .collect();
+        assert_eq!(got, want, "{}", a.name);
+    }
+    let d: FileDetails = env
+        .admin
+        .get_ok(&format!("/api/v1/files/{}", hash(1)))
+        .await;
+    let scopes: Vec<&ScopeRef> = d.states.iter().map(|s| &s.scope).collect();
+    assert_eq!(scopes.len(), 2, "{scopes:?}");
+    for p in ["dev", "qa"] {
+        assert!(
+            scopes.contains(&&ScopeRef::Policy(p.to_owned())),
+            "{scopes:?}"
+        );
+    }
     env.server.stop().await;
 }
 

@@ -1,14 +1,19 @@
 //! Events: idempotent upload, paging, filters, long poll; agent status.
 use crate::both_backends;
 use crate::support::*;
-use palisade_api::admin::{ComputerInfo, EventPage};
+use palisade_api::admin::{ComputerInfo, EventPage, FileDetails};
 use palisade_api::agent::EventAck;
 use palisade_core::{Approval, EventKind, FileEvent, Level, Operation, ProcessContext};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-both_backends!(events_upload_and_long_poll, agent_status);
+both_backends!(
+    events_upload_and_long_poll,
+    retried_events_are_catalogued_once,
+    renumbered_events_are_not_taken_for_retries,
+    agent_status
+);
 
 fn event(seq: u64, kind: EventKind) -> Value {
     let e = FileEvent {
@@ -136,6 +141,87 @@ async fn events_upload_and_long_poll(backend: Backend) {
     assert_eq!(page.events.len(), 1);
     assert_eq!(page.events[0].event.path, "/tmp/dropped-5");
     assert!(woke < Duration::from_secs(1), "{woke:?}");
+    env.server.stop().await;
+}
+
+/// Regressions: an event batch re-sent after a lost answer (nothing stored
+/// the second time) was catalogued again, counting each file twice; and the
+/// catalog gave every file new in one write the earliest sighting of all.
+async fn retried_events_are_catalogued_once(backend: Backend) {
+    let env = Env::new(backend).await;
+    let agent = env.agent("default", "web01").await;
+    let batch = json!({"events": [
+        event_json(1, "blocked", hash(1), "/tmp/one"),
+        event_json(2, "blocked", hash(2), "/tmp/two"),
+    ]});
+    let details = |n: u64| {
+        let admin = &env.admin;
+        async move {
+            let d: FileDetails = admin.get_ok(&format!("/api/v1/files/{}", hash(n))).await;
+            d
+        }
+    };
+    let ack: EventAck = agent.post_ok("/agent/v1/events", batch.clone()).await;
+    assert_eq!(ack.stored, 2);
+    for n in [1, 2] {
+        let d = eventually(Duration::from_secs(5), "catalogued", || async {
+            // (The details read `files` and `file_instances` apart.)
+            Some(details(n).await).filter(|d| !d.instances.is_empty() && d.first_seen_ms.is_some())
+        })
+        .await;
+        // Each file's own sighting (event_json: 1_700_000_000_000 + seq).
+        assert_eq!(d.first_seen_ms, Some(1_700_000_000_000 + n as i64), "{n}");
+        assert_eq!(d.instances[0].count, 1);
+    }
+    let ack: EventAck = agent.post_ok("/agent/v1/events", batch).await;
+    assert_eq!(ack.stored, 0);
+    // The catalog is written in order: once the next batch shows, the
+    // retry has been dealt with.
+    let ack: EventAck = agent
+        .post_ok(
+            "/agent/v1/events",
+            json!({"events": [event_json(3, "blocked", hash(3), "/tmp/three")]}),
+        )
+        .await;
+    assert_eq!(ack.stored, 1);
+    eventually(Duration::from_secs(5), "third batch catalogued", || async {
+        Some(details(3).await)
+            .filter(|d| !d.instances.is_empty())
+            .map(drop)
+    })
+    .await;
+    for n in [1, 2] {
+        assert_eq!(details(n).await.instances[0].count, 1, "{n}");
+    }
+    env.server.stop().await;
+}
+
+/// Regression: an agent whose event spool was rebuilt numbers its events
+/// afresh; the service took each new event whose number it had stored for
+/// a retry, answered `stored: 0`, and the agent deleted it.
+async fn renumbered_events_are_not_taken_for_retries(backend: Backend) {
+    let env = Env::new(backend).await;
+    let agent = env.agent("default", "web01").await;
+    let at = |seq: u64, time_ms: i64, path: &str| {
+        let mut e = event_json(seq, "blocked", hash(seq), path);
+        e["event"]["time_ms"] = json!(time_ms);
+        e
+    };
+    let before = json!({"events": [at(1, 1_000, "/tmp/a"), at(2, 2_000, "/tmp/b")]});
+    let ack: EventAck = agent.post_ok("/agent/v1/events", before.clone()).await;
+    assert_eq!(ack.stored, 2);
+    // The spool is rebuilt: new events, numbered from 1 again.
+    let after = json!({"events": [at(1, 5_000, "/tmp/c"), at(2, 6_000, "/tmp/d")]});
+    let ack: EventAck = agent.post_ok("/agent/v1/events", after.clone()).await;
+    assert_eq!(ack.stored, 2);
+    // Retries of either are still stored once.
+    for batch in [before, after] {
+        let ack: EventAck = agent.post_ok("/agent/v1/events", batch).await;
+        assert_eq!(ack.stored, 0);
+    }
+    let page: EventPage = env.admin.get_ok("/api/v1/events").await;
+    let paths: Vec<&str> = page.events.iter().map(|e| e.event.path.as_str()).collect();
+    assert_eq!(paths, ["/tmp/a", "/tmp/b", "/tmp/c", "/tmp/d"]);
     env.server.stop().await;
 }
 

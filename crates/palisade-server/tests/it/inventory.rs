@@ -4,10 +4,14 @@ use crate::support::*;
 use palisade_api::admin::FileDetails;
 use palisade_api::agent::{InventoryResponse, StreamMessage, INVENTORY_BATCH_MAX};
 use palisade_core::{Approval, ApprovalSource, ScopeKind, Sha256};
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-both_backends!(inventory_bulk_approval);
+both_backends!(
+    inventory_bulk_approval,
+    file_states_and_inventory_do_not_deadlock
+);
 
 fn batch(hashes: &[Sha256], approve: bool) -> Value {
     let files: Vec<Value> = hashes
@@ -145,5 +149,45 @@ async fn inventory_bulk_approval(backend: Backend) {
         other.lookup(&plain).await.results[0].approval,
         Approval::Unknown
     );
+    env.server.stop().await;
+}
+
+/// Regression: an admin setting a file state took the revision counter's
+/// row lock before cataloguing the file, while an agent's inventory
+/// catalogues first and takes the counter last; on PostgreSQL the two
+/// deadlocked on a file new to both (one of them failed with a 500).
+async fn file_states_and_inventory_do_not_deadlock(backend: Backend) {
+    let env = Env::new(backend).await;
+    let agent = env.agent("default", "web01").await;
+    for round in 0..20u64 {
+        let hashes: Vec<Sha256> = (0..500)
+            .map(|i| hash(9_000_000 + round * 1000 + i))
+            .collect();
+        let inventory = agent.call(
+            Method::POST,
+            "/agent/v1/inventory",
+            Some(batch(&hashes, true)),
+        );
+        let admin = async {
+            let mut out = Vec::new();
+            for h in hashes.iter().step_by(50) {
+                out.push(
+                    env.admin
+                        .call(
+                            Method::PUT,
+                            &format!("/api/v1/files/{h}/state"),
+                            Some(json!({"state": "banned", "path": "/opt/x"})),
+                        )
+                        .await,
+                );
+            }
+            out
+        };
+        let ((status, v), states) = tokio::join!(inventory, admin);
+        assert_eq!(status, StatusCode::OK, "round {round}: inventory: {v}");
+        for (status, v) in states {
+            assert_eq!(status, StatusCode::OK, "round {round}: file state: {v}");
+        }
+    }
     env.server.stop().await;
 }

@@ -2,7 +2,10 @@
 //! forward, keeping its data.
 use crate::both_backends;
 use crate::support::*;
-use palisade_api::admin::{ComputerInfo, FileDetails, PolicyInfo, PublisherInfo, RuleRecord};
+use palisade_api::admin::{
+    ComputerInfo, EventPage, FileDetails, PolicyInfo, PublisherInfo, RuleRecord,
+};
+use palisade_api::agent::EventAck;
 use palisade_core::{Approval, ApprovalSource, GlobalState, Level, ScopeKind};
 use serde_json::json;
 use sqlx::{Connection, Executor};
@@ -51,6 +54,14 @@ fn v1_data() -> Vec<String> {
             hash(2)
         ),
         "UPDATE counters SET value = 2 WHERE name = 'revision'".to_owned(),
+        format!(
+            "INSERT INTO events (id, org_id, computer_id, seq, received_ms, time_ms, kind, \
+               sha256, path, event_json) VALUES (1, 1, 1, 1, 9, 9, 'blocked', '{}', \
+               '/tmp/old', '{}')",
+            hash(3),
+            event_json(1, "blocked", hash(3), "/tmp/old")["event"]
+        ),
+        "UPDATE counters SET value = 1 WHERE name = 'events'".to_owned(),
         "CREATE TABLE schema_version (version BIGINT NOT NULL)".to_owned(),
         "INSERT INTO schema_version (version) VALUES (1)".to_owned(),
     ]
@@ -92,7 +103,7 @@ async fn migrates_a_version_1_database(backend: Backend) {
     // Two replicas start together on the old database: one migration.
     let (server, second) = tokio::join!(TestServer::start(&db), TestServer::start(&db));
     second.stop().await;
-    assert_eq!(server.db.schema_version().await.expect("version"), 7);
+    assert_eq!(server.db.schema_version().await.expect("version"), 8);
     let token = palisade_server::bootstrap(&server.db, &name("acme"), &name("alice"))
         .await
         .expect("bootstrap")
@@ -158,6 +169,18 @@ async fn migrates_a_version_1_database(backend: Backend) {
         (config.policy.as_str(), config.rules.trusted_change.len()),
         ("new", 1)
     );
+    // Events kept (migration 8 rebuilt the table on SQLite), with their
+    // new identity: the same number at another time is another event.
+    let page: EventPage = admin.get_ok("/api/v1/events").await;
+    assert_eq!(page.events.len(), 1);
+    assert_eq!(page.events[0].event.path, "/tmp/old");
+    let ack: EventAck = agent
+        .post_ok(
+            "/agent/v1/events",
+            json!({"events": [event_json(1, "blocked", hash(3), "/tmp/new")]}),
+        )
+        .await;
+    assert_eq!(ack.stored, 1);
     let moved: ComputerInfo = admin
         .put_ok("/api/v1/computers/db01/policy", json!({"policy": "new"}))
         .await;
@@ -166,7 +189,7 @@ async fn migrates_a_version_1_database(backend: Backend) {
 
     // Restarting on the migrated database changes nothing.
     let server = TestServer::start(&db).await;
-    assert_eq!(server.db.schema_version().await.expect("version"), 7);
+    assert_eq!(server.db.schema_version().await.expect("version"), 8);
     let admin = Admin::new(&server, &token);
     let policies: Vec<PolicyInfo> = admin.get_ok("/api/v1/policies").await;
     assert_eq!(policies.len(), 3);

@@ -5,7 +5,7 @@
 use crate::both_backends;
 use crate::support::*;
 use palisade_api::access::{
-    AdminInfo, Invitation, Me, RecoveryCodes, TokenCreated, TotpEnrollment,
+    AdminInfo, AuditPage, Invitation, Me, RecoveryCodes, TokenCreated, TotpEnrollment,
 };
 use palisade_authn::totp;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
@@ -331,6 +331,22 @@ async fn invitation_password_totp_and_recovery_codes(backend: Backend) {
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(location.as_deref(), Some("/console/login"));
     assert!(!c.has_session());
+    // Both are in the audit log: the refused one (another site's form, it
+    // may be) with its reason.
+    let page: AuditPage = env.admin.get_ok("/api/v1/audit").await;
+    let outs: Vec<_> = page
+        .records
+        .iter()
+        .filter(|r| r.actor == "bob" && r.action == "SIGN-OUT console")
+        .map(|r| (r.outcome.as_str(), r.reason.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(outs.len(), 2, "{outs:?}");
+    assert!(
+        outs.iter()
+            .any(|(o, r)| *o == "denied" && r.contains("CSRF")),
+        "{outs:?}"
+    );
+    assert!(outs.iter().any(|(o, _)| *o == "allowed"), "{outs:?}");
     let (status, location, _) = c.page("/console/").await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(location.as_deref(), Some("/console/login"));
@@ -636,6 +652,18 @@ async fn sign_in_conditions_and_csrf(backend: Backend) {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
+    // The two refusals are audited, with their reason.
+    let page: AuditPage = env.admin.get_ok("/api/v1/audit").await;
+    let refused = page
+        .records
+        .iter()
+        .filter(|r| {
+            r.actor == "erin"
+                && r.outcome == "denied"
+                && r.reason.as_deref().is_some_and(|x| x.contains("CSRF"))
+        })
+        .count();
+    assert_eq!(refused, 2);
 
     // A sign-in form posted from another site is refused.
     let resp = reqwest::Client::builder()

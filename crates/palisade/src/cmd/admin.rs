@@ -9,7 +9,7 @@ use palisade_api::admin::{
 use palisade_api::ErrorBody;
 use palisade_core::latency::{human_ns, total, HistogramSnapshot};
 use palisade_core::{FileState, Name, Sha256};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -139,17 +139,51 @@ pub(crate) fn segment(s: &str) -> String {
 }
 
 /// A file argument: an existing path is hashed; otherwise it must be a SHA-256.
-pub(crate) fn resolve_target(target: &str) -> Result<(Sha256, Option<String>)> {
+pub(crate) fn resolve_target(cfg: Option<&Path>, target: &str) -> Result<(Sha256, Option<String>)> {
     let p = Path::new(target);
     if p.exists() {
         let abs = std::fs::canonicalize(p)?;
-        let sha = palisade_agent::files::hash_path(&abs)
-            .with_context(|| format!("hashing {}", abs.display()))?;
+        let sha = match palisade_agent::files::hash_path(&abs) {
+            Ok(sha) => sha,
+            // Refused by the agent: without the BPF guard an unapproved ELF
+            // file on a watched mount cannot even be read here. The agent
+            // hashes it for us, opened with our own permissions.
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => hash_by_agent(cfg, &abs)
+                .with_context(|| format!("hashing {} (reading it: {e})", abs.display()))?,
+            Err(e) => return Err(e).with_context(|| format!("hashing {}", abs.display())),
+        };
         return Ok((sha, Some(abs.to_string_lossy().into_owned())));
     }
     match Sha256::parse(target) {
         Ok(sha) => Ok((sha, None)),
         Err(_) => bail!("{target}: no such file, and not a SHA-256"),
+    }
+}
+
+/// The local agent's request socket: beside its control socket when the
+/// CLI configuration names one, otherwise in the agent's default data
+/// directory.
+fn request_socket(cfg: Option<&Path>) -> PathBuf {
+    CliConfig::load(cfg)
+        .ok()
+        .and_then(|c| c.agent_socket)
+        .and_then(|s| s.parent().map(|d| d.join("request.sock")))
+        .unwrap_or_else(|| Path::new(palisade_agent::config::DEFAULT_DATA_DIR).join("request.sock"))
+}
+
+/// Have the local agent hash `path` (opened with this process's ids).
+fn hash_by_agent(cfg: Option<&Path>, path: &Path) -> Result<Sha256> {
+    use palisade_agent::control::{request, LocalRequest, LocalRequestAnswer};
+    let socket = request_socket(cfg);
+    let ask = LocalRequest {
+        path: path.to_string_lossy().into_owned(),
+        reason: String::new(),
+        hash_only: true,
+    };
+    match request(&socket, &ask).context("asking the local agent to hash it")? {
+        LocalRequestAnswer::Hashed { sha256, .. } => Ok(sha256),
+        LocalRequestAnswer::Refused { error } => bail!("the local agent refused: {error}"),
+        LocalRequestAnswer::Filed { .. } => bail!("the local agent filed a request instead"),
     }
 }
 
@@ -166,7 +200,7 @@ pub(crate) async fn file(cfg: Option<&Path>, cmd: FileCmd) -> Result<ExitCode> {
         FileCmd::Ban(a) => (a, FileState::Banned),
         FileCmd::Unapprove(a) => (a, FileState::Unapproved),
         FileCmd::Show { target, json } => {
-            let (sha, _) = resolve_target(&target)?;
+            let (sha, _) = resolve_target(cfg, &target)?;
             let details: FileDetails = client.get(&format!("/api/v1/files/{sha}")).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&details)?);
@@ -179,7 +213,7 @@ pub(crate) async fn file(cfg: Option<&Path>, cmd: FileCmd) -> Result<ExitCode> {
     let policy = name("policy", &args.policy)?;
     let computer = name("computer", &args.computer)?;
     for target in &args.targets {
-        let (sha, path) = resolve_target(target)?;
+        let (sha, path) = resolve_target(cfg, target)?;
         let body = SetFileState {
             state,
             policy: policy.clone(),

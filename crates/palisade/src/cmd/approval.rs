@@ -552,7 +552,7 @@ pub(crate) async fn folder(cfg: Option<&Path>, cmd: FolderCmd) -> Result<ExitCod
     };
     let parents = parents
         .iter()
-        .map(|p| resolve_target(p).map(|(h, _)| h))
+        .map(|p| resolve_target(cfg, p).map(|(h, _)| h))
         .collect::<Result<Vec<_>>>()?;
     let body = RuleBody::Folder {
         dir: dir.clone(),
@@ -597,6 +597,7 @@ pub(crate) async fn request(cfg: Option<&Path>, cmd: RequestCmd) -> Result<ExitC
         let req = palisade_agent::control::LocalRequest {
             path: path.to_string_lossy().into_owned(),
             reason,
+            hash_only: false,
         };
         let answer =
             tokio::task::spawn_blocking(move || palisade_agent::control::request(&socket, &req))
@@ -608,6 +609,9 @@ pub(crate) async fn request(cfg: Option<&Path>, cmd: RequestCmd) -> Result<ExitC
             }
             palisade_agent::control::LocalRequestAnswer::Refused { error } => {
                 bail!("request refused: {error}")
+            }
+            palisade_agent::control::LocalRequestAnswer::Hashed { .. } => {
+                bail!("the agent hashed the file instead of filing the request")
             }
         };
     }

@@ -251,6 +251,184 @@ fn trusted_directories_and_users_approve_what_they_receive() {
     .unwrap_or_else(|events| panic!("the approval is an event: {events:#?}"));
 }
 
+/// A trusted user's write approves what that user wrote, once: a file the
+/// trusted user once wrote (not code then), shared with others, does not
+/// approve the script another user later writes into it.
+#[test]
+fn a_trusted_writers_old_open_approves_nothing_written_later() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let up = Up::start(&m, &["--lockdown", "--no-scan"]);
+    let drop = m.join("drop");
+    std::fs::create_dir_all(&drop).unwrap();
+    must(&format!("chmod 1777 {}", drop.display()));
+    up.ok(&["rule", "add", "trusted-user", "daemon"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let shared = drop.join("shared");
+    must(&format!(
+        "setpriv --reuid=daemon --regid=daemon --clear-groups sh -c 'echo notes > {f} && chmod 777 {f}'",
+        f = shared.display()
+    ));
+    must(&format!(
+        "setpriv --reuid=bin --regid=bin --clear-groups sh -c 'printf \"#!/bin/sh\\necho pwned\\n\" > {f}'",
+        f = shared.display()
+    ));
+    // Give the agent time to hash the close (as it would approve it).
+    std::thread::sleep(Duration::from_millis(500));
+    let r = run(&shared, &[], &[]);
+    assert!(
+        !r.stdout.contains("pwned"),
+        "another user's script approved as the trusted user's: {r:?}"
+    );
+}
+
+/// An updater is trusted as the system's: what root runs it to write is
+/// approved; the same program run by another user approves nothing.
+#[test]
+fn an_updater_run_by_a_user_approves_nothing() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let up = Up::start(&m, &["--lockdown", "--no-scan"]);
+    let p = Programs::get();
+    let drop = m.join("drop");
+    std::fs::create_dir_all(&drop).unwrap();
+    must(&format!("chmod 1777 {}", drop.display()));
+    up.ok(&["rule", "add", "updater", "copier", "--program", "cp"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let by_root = drop.join("by-root");
+    let by_bin = drop.join("by-bin");
+    must(&format!(
+        "cp {} {}",
+        p.path("hello2").display(),
+        by_root.display()
+    ));
+    must(&format!(
+        "setpriv --reuid=bin --regid=bin --clear-groups cp {} {}",
+        p.path("hello").display(),
+        by_bin.display()
+    ));
+    assert!(
+        eventually(Duration::from_secs(3), || run(&by_root, &[], &[]).ok()).is_some(),
+        "written by the updater run by root: runs\n{}",
+        up.proc.stderr()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        run(&by_bin, &[], &[]).exec_refused(),
+        "written by the updater run by another user: blocked"
+    );
+}
+
+/// Run `script` with `sh` in a private mount namespace of its own: its
+/// mounts are seen by it alone.
+fn in_own_mount_namespace(script: &str) -> Ran {
+    run(
+        "unshare",
+        &["--mount", "--propagation", "private", "sh", "-c", script],
+        &[],
+    )
+}
+
+/// The kernel names a file as the acting process's mount namespace sees it:
+/// a bind mount in a namespace of one's own (any user can make one) puts an
+/// unknown program at a trusted directory's path. The agent finds the file
+/// is not there in its own namespace, and the directory approves nothing.
+#[test]
+fn a_trusted_path_faked_in_another_mount_namespace_approves_nothing() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let up = Up::start(&m, &["--lockdown", "--no-scan"]);
+    let p = Programs::get();
+    let dist = m.join("dist");
+    let elsewhere = m.join("elsewhere");
+    std::fs::create_dir_all(&dist).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    up.ok(&["rule", "add", "trusted-dir", dist.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_millis(300));
+    let evil = p.install("hello2", &elsewhere, "evil");
+    let faked = dist.join("evil");
+    // A private mount namespace: the bind mount is seen by this shell only.
+    let script = format!(
+        "mount --bind {} {} && exec {}",
+        elsewhere.display(),
+        dist.display(),
+        faked.display()
+    );
+    let r = in_own_mount_namespace(&script);
+    assert!(
+        !r.stdout.contains("hello, two"),
+        "unknown code ran as if placed in the trusted directory: {r:?}"
+    );
+    assert!(!faked.exists(), "the bind mount stayed in its namespace");
+    assert!(
+        run(&evil, &[], &[]).exec_refused(),
+        "and it is still unknown"
+    );
+    // The directory itself still approves what is really placed there.
+    let real = p.install("hello2", &dist, "real");
+    assert!(
+        eventually(Duration::from_secs(3), || run(&real, &[], &[]).ok()).is_some(),
+        "placed in the trusted directory: runs\n{}",
+        up.proc.stderr()
+    );
+}
+
+/// The same with a rule about the process: an approved program bind-mounted
+/// at the path a rule trusts, in a namespace of one's own, is not that
+/// program for the rule.
+#[test]
+fn a_process_path_faked_in_another_mount_namespace_grants_nothing() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let up = Up::start(&m, &["--lockdown", "--no-scan"]);
+    let p = Programs::get();
+    for d in ["tools", "elsewhere", "free"] {
+        std::fs::create_dir_all(m.join(d)).unwrap();
+    }
+    let runner = m.join("elsewhere").join("runner");
+    std::fs::copy("/bin/sh", &runner).unwrap();
+    up.ok(&["file", "approve", runner.to_str().unwrap()]);
+    let trusted = m.join("tools").join("runner");
+    up.ok(&[
+        "rule",
+        "add",
+        "custom",
+        "--process-path",
+        trusted.to_str().unwrap(),
+        "--path",
+        &format!("{}/**", m.join("free").display()),
+        "--action",
+        "allow",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let evil = p.install("hello2", &m.join("free"), "evil");
+    let script = format!(
+        "mount --bind {} {} && exec {} -c 'exec {}'",
+        m.join("elsewhere").display(),
+        m.join("tools").display(),
+        trusted.display(),
+        evil.display()
+    );
+    let r = in_own_mount_namespace(&script);
+    assert!(
+        !r.stdout.contains("hello, two"),
+        "unknown code ran under a faked trusted process path: {r:?}"
+    );
+    // The rule holds for the program really at that path.
+    std::fs::copy("/bin/sh", &trusted).unwrap();
+    up.ok(&["file", "approve", trusted.to_str().unwrap()]);
+    let r = eventually(Duration::from_secs(3), || {
+        run(&trusted, &["-c", &format!("exec {}", evil.display())], &[])
+            .stdout
+            .contains("hello, two")
+    });
+    assert!(
+        r.is_some(),
+        "started by the real trusted process\n{}",
+        up.proc.stderr()
+    );
+}
+
 #[test]
 fn reputation_thresholds_approve_and_manual_states_win() {
     require_root!();

@@ -219,6 +219,18 @@ fn libraries_are_controlled_however_they_are_loaded() {
         !r.stdout.contains("PRELOADED"),
         "unknown LD_PRELOAD library ran: {r:?}"
     );
+    // Into `palisade` itself: the agent's own program is no exception (it
+    // used to be, so that `palisade file approve PATH` could read what it
+    // approves; the approvals above now go through the agent instead).
+    let r = run(
+        BIN,
+        &["--version"],
+        &[("LD_PRELOAD", libpre.to_str().unwrap())],
+    );
+    assert!(
+        !r.stdout.contains("PRELOADED") && !r.stderr.contains("PRELOADED"),
+        "unknown LD_PRELOAD library ran in palisade: {r:?}"
+    );
     // The loader run directly on an unknown program.
     let stranger = p.install("hello2", &m.path, "stranger");
     let r = run(

@@ -249,6 +249,7 @@ struct LogoutForm {
 /// token, so another site cannot sign an admin out).
 pub(crate) async fn logout(
     State(state): State<AppState>,
+    peer: Option<Extension<PeerAddr>>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
@@ -260,15 +261,19 @@ pub(crate) async fn logout(
         .map(|f| f.csrf)
         .unwrap_or_default();
     if let Some(id) = session_of(&headers) {
-        if !id.verify_csrf(&csrf) {
-            return message_page(StatusCode::FORBIDDEN, "Not permitted", "wrong CSRF token");
-        }
-        if signin::end_session(&state.db, &id).await.is_err() {
+        let allowed = id.verify_csrf(&csrf);
+        if signin::sign_out(&state, &id, source(peer), allowed)
+            .await
+            .is_err()
+        {
             return message_page(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Error",
                 "cannot end the session; try again",
             );
+        }
+        if !allowed {
+            return message_page(StatusCode::FORBIDDEN, "Not permitted", "wrong CSRF token");
         }
     }
     let clear = set_cookie(SESSION_COOKIE, "", "/", 0);
