@@ -27,6 +27,7 @@
 //! | `file_instances` | where (computer, path) and how often each hash was seen, last operation and process, and when the agent reported it gone (`deleted_ms`, v2) |
 //! | `file_states`    | approved/banned per (hash, scope kind, scope id); unique per scope |
 //! | `changes`        | the change log: id = revision; kind file / policy / computer (a `policy` row with a NULL policy: every policy's configuration, i.e. rules or publishers) |
+//! | `signin_attempts` | sign-in attempts in progress per (organization, name), on any replica, and the failures of names that are not admins (v9) |
 //! | `events`         | agent events, unique per (computer, agent seq, event time) (v8; before, per (computer, agent seq): a rebuilt agent spool's events met old numbers and were dropped) |
 //! | `ca`             | the service CA certificate and key (one row) |
 //! | `publishers`     | publishers an organization knows (attributed by agents or named by admins), reputation trust |
@@ -137,6 +138,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         8,
         include_str!("../schema/sqlite-8.sql"),
         include_str!("../schema/postgres-8.sql"),
+    ),
+    (
+        9,
+        include_str!("../schema/sqlite-9.sql"),
+        include_str!("../schema/postgres-9.sql"),
     ),
 ];
 

@@ -11,16 +11,21 @@
 //!
 //! Every attempt of either step goes through `palisade_authn::throttle`
 //! first: per-account back-off and lockout (stored on the admin row, so all
-//! replicas share it; names that do not exist are throttled the same way in
-//! memory, so a lock does not tell which names exist) and a per-source
-//! failure limit (in this replica's memory; IPv6 sources by /64). A lock
-//! ends the admin's sessions and tokens. Passwords are verified on the
-//! blocking pool, at most [`HASHING_CONCURRENCY`] at once. Attempts from
-//! one source, and attempts on one account, take turns on this replica
-//! ([`Gates`]): each reads the throttle after the one before it has
+//! replicas share it; names that are not admins are throttled the same way,
+//! in `signin_attempts`, also shared, and at the same cost in database
+//! writes, so neither a lock, a replica's memory nor the time taken tells
+//! which names exist) and a per-source failure limit (in this replica's
+//! memory; IPv6 sources by /64). A lock ends the admin's sessions and
+//! tokens. Passwords are verified on the blocking pool, at most
+//! [`HASHING_CONCURRENCY`] at once. Attempts from one source, and attempts
+//! on one account, take turns on this replica ([`Gates`]), and an attempt
+//! claims its (organization, name) in the database for its duration
+//! ([`claim_attempt`]): another replica's attempt on it meanwhile is
+//! refused. So each attempt reads the throttle after the one before it has
 //! counted its failure (else attempts sent at once all passed the throttle
 //! before any failure was counted). Sign-ins, failures and locks go to the
-//! organization's audit chain.
+//! organization's audit chain, attempts on names that are not admins of an
+//! existing organization too.
 //!
 //! Conditional access is checked when a session begins (and again on every
 //! request, by the access layer): trusted networks and office hours refuse
@@ -103,8 +108,6 @@ impl Drop for GatePass<'_> {
 pub(crate) struct Throttle {
     /// Recent failure times per source.
     sources: HashMap<IpAddr, Vec<i64>>,
-    /// Account states of (organization, name) pairs that are not admins.
-    unknown: HashMap<(String, String), AccountState>,
 }
 
 impl Throttle {
@@ -121,21 +124,6 @@ impl Throttle {
         let times = self.sources.entry(source).or_default();
         times.retain(|&t| t.saturating_add(window) > now);
         times.push(now);
-    }
-
-    fn unknown_account(&self, org: &str, name: &str) -> AccountState {
-        self.unknown
-            .get(&(org.to_owned(), name.to_owned()))
-            .copied()
-            .unwrap_or_default()
-    }
-
-    fn set_unknown_account(&mut self, org: &str, name: &str, state: AccountState) {
-        if self.unknown.len() >= MAX_TRACKED {
-            self.unknown.clear();
-        }
-        self.unknown
-            .insert((org.to_owned(), name.to_owned()), state);
     }
 }
 
@@ -226,6 +214,88 @@ pub(crate) struct Begun {
     pub(crate) pending: bool,
 }
 
+/// How long an attempt holds its (organization, name) at most: a replica
+/// that stops mid-attempt holds it no longer.
+const ATTEMPT_HOLD_MS: i64 = 10_000;
+
+/// How long the failures of a name that is not an admin are kept once its
+/// last failure and lock are over.
+const UNKNOWN_KEEP_MS: i64 = 24 * 3600 * 1000;
+
+/// Claim (`org`, `name`) for one attempt, across replicas. `false`:
+/// another attempt holds it (it is refused: retry in a second).
+async fn claim_attempt(db: &Db, org: &str, name: &str, now: i64) -> Result<bool, Refusal> {
+    let mut tx = db.write().await?;
+    let claimed = sqlx::query(
+        "INSERT INTO signin_attempts (org, name, busy_until_ms) VALUES ($1, $2, $3) \
+         ON CONFLICT (org, name) DO UPDATE SET busy_until_ms = excluded.busy_until_ms \
+         WHERE signin_attempts.busy_until_ms IS NULL OR signin_attempts.busy_until_ms <= $4",
+    )
+    .bind(org)
+    .bind(name)
+    .bind(now + ATTEMPT_HOLD_MS)
+    .bind(now)
+    .execute(tx.conn())
+    .await?
+    .rows_affected()
+        == 1;
+    tx.commit_unaudited().await?;
+    Ok(claimed)
+}
+
+/// Give back a claim; the row goes when it keeps no failures. Best effort:
+/// an unreleased claim lapses after [`ATTEMPT_HOLD_MS`].
+async fn release_attempt(db: &Db, org: &str, name: &str) {
+    let released: Result<(), sqlx::Error> = async {
+        let mut tx = db.write().await?;
+        sqlx::query(
+            "DELETE FROM signin_attempts WHERE org = $1 AND name = $2 AND failed_logins = 0",
+        )
+        .bind(org)
+        .bind(name)
+        .execute(tx.conn())
+        .await?;
+        sqlx::query("UPDATE signin_attempts SET busy_until_ms = NULL WHERE org = $1 AND name = $2")
+            .bind(org)
+            .bind(name)
+            .execute(tx.conn())
+            .await?;
+        tx.commit_unaudited().await
+    }
+    .await;
+    if let Err(e) = released {
+        tracing::warn!(error = %e, "cannot release a sign-in attempt (it lapses by itself)");
+    }
+}
+
+/// The throttle state of a name that is not an admin.
+async fn unknown_state(db: &Db, org: &str, name: &str) -> Result<AccountState, Refusal> {
+    let row = sqlx::query(
+        "SELECT failed_logins, last_failed_ms, locked_until_ms FROM signin_attempts \
+         WHERE org = $1 AND name = $2",
+    )
+    .bind(org)
+    .bind(name)
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(match row {
+        Some(r) => account_state(&r, 0)?,
+        None => AccountState::default(),
+    })
+}
+
+/// Whom an attempt is about.
+enum Who<'a> {
+    /// An admin.
+    Admin(&'a Account),
+    /// A name that is not an admin (of an organization that may not exist).
+    Unknown {
+        org: &'a str,
+        name: &'a str,
+        state: AccountState,
+    },
+}
+
 /// The admin an attempt is about, with their throttle state.
 struct Account {
     id: i64,
@@ -259,24 +329,18 @@ fn throttled(
     }
 }
 
-/// Count a failed attempt on `account` (`None`: a name that is not an
-/// admin) and its source; lock, end credentials and audit as needed.
-async fn failed(
-    state: &AppState,
-    account: Option<&Account>,
-    unknown: (&str, &str),
-    source: IpAddr,
-    step: &str,
-    now: i64,
-) -> Refusal {
+/// Count a failed attempt on `who` and its source; lock, end credentials
+/// and audit as needed. A name that is not an admin costs the same writes
+/// as an admin (its state, an audit record when the organization exists).
+async fn failed(state: &AppState, who: Who<'_>, source: IpAddr, step: &str, now: i64) -> Refusal {
     let policy = state.login_policy;
-    let Some(account) = account else {
-        let mut logins = state.logins.lock();
-        let before = logins.unknown_account(unknown.0, unknown.1);
-        let after = throttle::record_failure(&policy, &before, now);
-        logins.set_unknown_account(unknown.0, unknown.1, after);
-        logins.fail_source(source_key(source), now, &policy);
-        return Refusal::Wrong;
+    let account = match who {
+        Who::Admin(account) => account,
+        Who::Unknown {
+            org,
+            name,
+            state: before,
+        } => return failed_unknown(state, (org, name), before, source, step, now).await,
     };
     state
         .logins
@@ -311,6 +375,86 @@ async fn failed(
         format!("{step}: wrong")
     };
     record(state, account, source, false, Some(reason)).await;
+    if newly_locked {
+        Refusal::Locked(after.locked_until_ms.unwrap_or(now))
+    } else {
+        Refusal::Wrong
+    }
+}
+
+/// [`failed`] for a name that is not an admin.
+async fn failed_unknown(
+    state: &AppState,
+    (org, name): (&str, &str),
+    before: AccountState,
+    source: IpAddr,
+    step: &str,
+    now: i64,
+) -> Refusal {
+    let policy = state.login_policy;
+    state
+        .logins
+        .lock()
+        .fail_source(source_key(source), now, &policy);
+    let after = throttle::record_failure(&policy, &before, now);
+    let newly_locked = after.is_locked(now) && !before.is_locked(now);
+    let stored: Result<Option<i64>, sqlx::Error> = async {
+        let mut tx = state.db.write().await?;
+        sqlx::query(
+            "UPDATE signin_attempts SET failed_logins = $3, last_failed_ms = $4, \
+               locked_until_ms = $5 WHERE org = $1 AND name = $2",
+        )
+        .bind(org)
+        .bind(name)
+        .bind(i64::from(after.consecutive_failures))
+        .bind(after.last_failure_at_ms)
+        .bind(after.locked_until_ms)
+        .execute(tx.conn())
+        .await?;
+        // Names tried long ago, no longer locked, and not being tried.
+        sqlx::query(
+            "DELETE FROM signin_attempts WHERE last_failed_ms < $1 \
+               AND (locked_until_ms IS NULL OR locked_until_ms < $2) \
+               AND (busy_until_ms IS NULL OR busy_until_ms < $2)",
+        )
+        .bind(now - UNKNOWN_KEEP_MS)
+        .bind(now)
+        .execute(tx.conn())
+        .await?;
+        let org_id: Option<i64> = sqlx::query_scalar("SELECT id FROM orgs WHERE name = $1")
+            .bind(org)
+            .fetch_optional(tx.conn())
+            .await?;
+        tx.commit_unaudited().await?;
+        Ok(org_id)
+    }
+    .await;
+    match stored {
+        Ok(Some(org_id)) => {
+            let reason = if newly_locked {
+                format!("{step}: wrong; no such admin; name locked")
+            } else {
+                format!("{step}: wrong; no such admin")
+            };
+            let entry = Entry {
+                org_id,
+                actor: name.to_owned(),
+                action: "SIGN-IN console".into(),
+                object: format!("admin {name}"),
+                source: source.to_string(),
+                allowed: false,
+                reason: Some(reason),
+                before: None,
+                after: None,
+            };
+            if let Err(e) = audit::append(&state.db, entry).await {
+                tracing::error!(error = %e, "cannot append to the audit log");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!(error = %e, "cannot record a failed sign-in"),
+    }
+    // As for an admin: a lock says so.
     if newly_locked {
         Refusal::Locked(after.locked_until_ms.unwrap_or(now))
     } else {
@@ -367,6 +511,18 @@ pub(crate) async fn password_step(
     given: String,
     source: IpAddr,
 ) -> Result<Begun, Refusal> {
+    // No organization or admin has a name that is not a valid name: it is
+    // neither claimed nor stored (any string would otherwise go into the
+    // database), but the source still pays for the attempt.
+    if palisade_core::Name::parse(org).is_err() || palisade_core::Name::parse(name).is_err() {
+        let now = now_ms();
+        throttled(state, &AccountState::default(), source, now)?;
+        state
+            .logins
+            .lock()
+            .fail_source(source_key(source), now, &state.login_policy);
+        return Err(Refusal::Wrong);
+    }
     // Turns first: the account's state below is then read after every
     // earlier attempt's failure was written.
     let _source_turn = state
@@ -378,6 +534,24 @@ pub(crate) async fn password_step(
         .enter(format!("account {org}\n{name}"))
         .await;
     let now = now_ms();
+    // One attempt at a time on a name, across replicas.
+    if !claim_attempt(&state.db, org, name, now).await? {
+        return Err(Refusal::Retry(Duration::from_secs(1)));
+    }
+    let result = password_attempt(state, org, name, given, source, now).await;
+    release_attempt(&state.db, org, name).await;
+    result
+}
+
+/// [`password_step`] once the attempt holds its name.
+async fn password_attempt(
+    state: &AppState,
+    org: &str,
+    name: &str,
+    given: String,
+    source: IpAddr,
+    now: i64,
+) -> Result<Begun, Refusal> {
     let row = sqlx::query(
         "SELECT a.id, a.org_id, a.password_phc, a.totp_secret, a.failed_logins, a.last_failed_ms, \
            a.locked_until_ms \
@@ -403,7 +577,7 @@ pub(crate) async fn password_step(
     };
     let throttle_state = match &account {
         Some(a) => a.state,
-        None => state.logins.lock().unknown_account(org, name),
+        None => unknown_state(&state.db, org, name).await?,
     };
     throttled(state, &throttle_state, source, now)?;
     // The same work whether or not the account (or its password) exists.
@@ -417,8 +591,16 @@ pub(crate) async fn password_step(
     .await?;
     let account = match account {
         Some(account) if ok => account,
-        other => {
-            return Err(failed(state, other.as_ref(), (org, name), source, "password", now).await)
+        Some(account) => {
+            return Err(failed(state, Who::Admin(&account), source, "password", now).await)
+        }
+        None => {
+            let who = Who::Unknown {
+                org,
+                name,
+                state: throttle_state,
+            };
+            return Err(failed(state, who, source, "password", now).await);
         }
     };
     if has_totp {
@@ -456,15 +638,30 @@ pub(crate) async fn second_step(
         .enter(format!("source {}", source_key(source)))
         .await;
     let first = read().await?;
+    let (org, name): (String, String) = (first.try_get(7)?, first.try_get(6)?);
     let _account_turn = state
         .login_gates
-        .enter(format!(
-            "account {}\n{}",
-            first.try_get::<String, _>(7)?,
-            first.try_get::<String, _>(6)?
-        ))
+        .enter(format!("account {org}\n{name}"))
         .await;
-    let row = read().await?;
+    // One attempt at a time on a name, across replicas.
+    if !claim_attempt(&state.db, &org, &name, now_ms()).await? {
+        return Err(Refusal::Retry(Duration::from_secs(1)));
+    }
+    let result = second_attempt(state, read().await, pending, code, source).await;
+    release_attempt(&state.db, &org, &name).await;
+    result
+}
+
+/// [`second_step`] once the attempt holds its name; `row` is the pending
+/// session and its admin, read after the claim.
+async fn second_attempt(
+    state: &AppState,
+    row: Result<sqlx::any::AnyRow, Refusal>,
+    pending: &SessionId,
+    code: &str,
+    source: IpAddr,
+) -> Result<Begun, Refusal> {
+    let row = row?;
     let now = now_ms();
     let expires: i64 = row.try_get(1)?;
     let revoked: Option<i64> = row.try_get(2)?;
@@ -501,15 +698,7 @@ pub(crate) async fn second_step(
         use_recovery_code(&state.db, account.id, code).await?
     };
     if !ok {
-        return Err(failed(
-            state,
-            Some(&account),
-            ("", ""),
-            source,
-            "second factor",
-            now,
-        )
-        .await);
+        return Err(failed(state, Who::Admin(&account), source, "second factor", now).await);
     }
     end_session(&state.db, pending).await?;
     succeeded(state, &account, true, source, now).await

@@ -18,6 +18,7 @@ both_backends!(
     wrong_credentials_are_throttled_and_lock_the_account,
     failures_from_one_address_are_limited,
     attempts_sent_at_once_take_turns,
+    replicas_share_the_throttle_and_take_turns,
     resetting_your_own_credentials_needs_your_second_factor,
     required_mfa_leaves_only_enrollment,
     sign_in_conditions_and_csrf,
@@ -448,14 +449,9 @@ async fn resetting_your_own_credentials_needs_your_second_factor(backend: Backen
 /// others wait their turn and then meet its back-off (before, all ten
 /// passed the throttle before the first failure was counted, and were all
 /// checked: thousands of guesses per lock cycle).
-async fn attempts_sent_at_once_take_turns(backend: Backend) {
-    let env = Env::new(backend).await;
-    let _ = invited(&env, "dave", Some("auditor")).await;
-    let attempts = (0..10).map(|_| async {
-        let mut x = Console::new(&env.server);
-        x.sign_in("acme", "dave", "wrong password!!").await.0
-    });
-    let codes = futures_util::future::join_all(attempts).await;
+/// Of wrong passwords sent at once, one was checked (401); the others were
+/// throttled (429) before their password was looked at.
+fn only_one_checked(codes: &[StatusCode]) {
     let checked = codes
         .iter()
         .filter(|c| **c == StatusCode::UNAUTHORIZED)
@@ -467,6 +463,57 @@ async fn attempts_sent_at_once_take_turns(backend: Backend) {
             .all(|c| matches!(*c, StatusCode::UNAUTHORIZED | StatusCode::TOO_MANY_REQUESTS)),
         "{codes:?}"
     );
+}
+
+async fn attempts_sent_at_once_take_turns(backend: Backend) {
+    let env = Env::new(backend).await;
+    let _ = invited(&env, "dave", Some("auditor")).await;
+    let attempts = (0..10).map(|_| async {
+        let mut x = Console::new(&env.server);
+        x.sign_in("acme", "dave", "wrong password!!").await.0
+    });
+    only_one_checked(&futures_util::future::join_all(attempts).await);
+}
+
+/// Two replicas over one database: attempts on one account sent at once
+/// through both are still checked one at a time (the claim in the
+/// database), and a name that is not an admin is throttled on the other
+/// replica as on the first (its state is in the database, not in memory).
+async fn replicas_share_the_throttle_and_take_turns(backend: Backend) {
+    let env = Env::new(backend).await;
+    let _ = invited(&env, "dave", Some("auditor")).await;
+    let other = TestServer::start(&env.db).await;
+    let attempts = (0..10).map(|i| {
+        let server = if i % 2 == 0 { &env.server } else { &other };
+        async move {
+            let mut x = Console::new(server);
+            x.sign_in("acme", "dave", "wrong password!!").await.0
+        }
+    });
+    only_one_checked(&futures_util::future::join_all(attempts).await);
+
+    let mut a = Console::new(&env.server);
+    let (status, _, _) = a.sign_in("acme", "nobody", "wrong password!!").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let mut b = Console::new(&other);
+    let (status, _, _) = b.sign_in("acme", "nobody", "wrong password!!").await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "throttled on the other replica too"
+    );
+    // Attempts on names that are not admins are audited like any other.
+    let page: AuditPage = env.admin.get_ok("/api/v1/audit").await;
+    assert!(
+        page.records.iter().any(|r| r.actor == "nobody"
+            && r.outcome == "denied"
+            && r.reason
+                .as_deref()
+                .is_some_and(|x| x.contains("no such admin"))),
+        "{:#?}",
+        page.records
+    );
+    other.stop().await;
 }
 
 async fn wrong_credentials_are_throttled_and_lock_the_account(backend: Backend) {
@@ -532,6 +579,19 @@ async fn wrong_credentials_are_throttled_and_lock_the_account(backend: Backend) 
         StatusCode::UNAUTHORIZED,
         "session ended by the lock"
     );
+    // A name that is not an admin locks alike, with the same answer.
+    exec_sql(
+        backend,
+        &env.db.url,
+        &format!(
+            "INSERT INTO signin_attempts (org, name, failed_logins, last_failed_ms) \
+             VALUES ('acme', 'ghost', 4, {long_ago})"
+        ),
+    )
+    .await;
+    let (status, _, ghost) = x.sign_in("acme", "ghost", "wrong again!!!!").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{ghost}");
+    assert!(ghost.contains("locked"), "{ghost}");
     // Even the right password is refused while locked.
     let (status, _, body) = x.sign_in("acme", "carol", PASSWORD).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
