@@ -1681,20 +1681,8 @@ impl Engine {
             // directory, and not approved yet.
             let origin = {
                 let rules = self.rules();
-                let verified = decide::path_verified(&rules, &known.path, ident.id);
                 pending.map(|w| (w.origin, Some(w.process))).or_else(|| {
-                    let dir = rules
-                        .trusted_directory_for(&known.path)
-                        .filter(|_| verified);
-                    dir.map(|(rule, dir)| {
-                        (
-                            palisade_api::agent::ApprovalOrigin::TrustedDirectory {
-                                rule,
-                                dir: dir.to_owned(),
-                            },
-                            None,
-                        )
-                    })
+                    decide::trusted_directory(&rules, &known.path, ident.id).map(|o| (o, None))
                 })
             };
             if let Some((origin, writer)) = origin {
@@ -1859,7 +1847,7 @@ fn resolve_updaters(rules: &RuleSet) -> Vec<UpdaterHashes> {
 /// Put before a process's executable path that does not name it in the
 /// agent's mount namespace (another namespace's view, or moved or deleted
 /// since it started): no absolute pattern matches it.
-pub const ELSEWHERE: &str = "(not at this path here) ";
+const ELSEWHERE: &str = "(not at this path here) ";
 
 /// Whether `path` names the file `id` in the agent's own mount namespace.
 pub(crate) fn names_here(path: &str, id: FileId) -> bool {

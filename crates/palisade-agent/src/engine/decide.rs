@@ -176,7 +176,9 @@ impl Engine {
                 },
                 subject: Subject::of_process(&process),
                 starter: None,
-                path_verified: path_verified(&rules, &known.path, ident.id),
+                // No rule for the path (checked above): nothing reads it,
+                // and the reader makes no path lookup.
+                path_verified: true,
             },
             level,
         );
@@ -324,11 +326,8 @@ impl Engine {
         // Trusted change that happened before this load: written by a
         // trusted writer (recorded at its open for writing), or placed in a
         // trusted directory.
-        let path_verified = path_verified(&rules, &known.path, ident.id);
         if undecided {
-            if let Some((origin, writer)) =
-                self.trusted_origin(ident.id, &known.path, path_verified, &rules)
-            {
+            if let Some((origin, writer)) = self.trusted_origin(ident.id, &known.path, &rules) {
                 answer.approval = self.approve_locally(sha, &known.path, origin.clone(), writer);
                 reason = "trusted change".into();
             }
@@ -369,7 +368,8 @@ impl Engine {
                     publisher: facts.as_ref().and_then(|f| f.publisher.as_deref()),
                 },
                 starter,
-                path_verified,
+                // Looked up only where a rule reads the path.
+                path_verified: !subject_needed || super::names_here(&known.path, ident.id),
             },
             level,
         );
@@ -445,7 +445,8 @@ impl Engine {
                     publisher: facts.publisher.as_deref(),
                 },
                 starter: None,
-                path_verified: path_verified(rules, &known.path, ident.id),
+                path_verified: !rules.path_has_rules(&known.path)
+                    || super::names_here(&known.path, ident.id),
             },
             level,
         );
@@ -598,24 +599,12 @@ impl Engine {
         &self,
         id: FileId,
         path: &str,
-        path_verified: bool,
         rules: &CompiledRules,
     ) -> Option<(ApprovalOrigin, Option<ProcessContext>)> {
         if let Some(w) = self.pending_writes.lock().remove(&id) {
             return Some((w.origin, Some(w.process)));
         }
-        if !path_verified {
-            return None;
-        }
-        rules.trusted_directory_for(path).map(|(rule, dir)| {
-            (
-                ApprovalOrigin::TrustedDirectory {
-                    rule,
-                    dir: dir.to_owned(),
-                },
-                None,
-            )
-        })
+        trusted_directory(rules, path, id).map(|origin| (origin, None))
     }
 
     /// Whether a writer's writes are approved: a trusted user or group, or
@@ -737,13 +726,18 @@ fn origin_text(o: &ApprovalOrigin) -> String {
     }
 }
 
-/// Whether `path`, as the kernel named the file `id` (in the acting
-/// process's mount namespace), names that same file in the agent's: see
-/// [`Request::path_verified`]. Looked at only when a rule or a trusted
-/// directory could read the path (a `stat`, off the paths without rules).
-pub(super) fn path_verified(rules: &CompiledRules, path: &str, id: FileId) -> bool {
-    if !rules.path_has_rules(path) && rules.trusted_directory_for(path).is_none() {
-        return true;
-    }
-    super::names_here(path, id)
+/// The trusted directory `path` is placed in, as an approval's origin: only
+/// when the agent finds the file `id` at that path itself (the kernel
+/// names a file as the acting process's mount namespace sees it; see
+/// [`Request::path_verified`]).
+pub(super) fn trusted_directory(
+    rules: &CompiledRules,
+    path: &str,
+    id: FileId,
+) -> Option<ApprovalOrigin> {
+    let (rule, dir) = rules.trusted_directory_for(path)?;
+    super::names_here(path, id).then(|| ApprovalOrigin::TrustedDirectory {
+        rule,
+        dir: dir.to_owned(),
+    })
 }
