@@ -466,6 +466,10 @@ fn start_hasher(
     for m in watch {
         fan.mark_filesystem(&m.mount_point, Mask::CLOSE_WRITE)?;
     }
+    // The hasher asks whether a trusted writer's file has other writers
+    // with a lease it gives back at once: a break in between must not end
+    // the agent.
+    palisade_kernel::writers::ignore_lease_breaks()?;
     let engine = engine.clone();
     let stop = stop.clone();
     let f = fan.clone();
@@ -476,10 +480,24 @@ fn start_hasher(
             crate::engine::background_priority();
             let mut buf = vec![0u8; palisade_kernel::fanotify::EVENT_BUFFER];
             while !stop.requested() {
-                let Ok(events) = f.read_events_until(&mut buf, &stop) else {
+                // A trusted writer's approval is held until the queue has
+                // been read to its end (`Engine::settle_held_writes`): a
+                // read that finds it empty settles what is held.
+                let holding = engine.holds_writes();
+                let read = if holding {
+                    f.read_queued(&mut buf)
+                } else {
+                    f.read_events_until(&mut buf, &stop)
+                };
+                let Ok(events) = read else {
+                    engine.drop_held_writes("the write notifications could not be read");
                     stop.sleep(Duration::from_millis(50));
                     continue;
                 };
+                if holding && events.is_empty() {
+                    engine.settle_held_writes();
+                    continue;
+                }
                 for ev in events {
                     if ev.mask.contains(Mask::Q_OVERFLOW) {
                         engine.writes_missed();

@@ -368,6 +368,9 @@ pub struct Engine {
     names: crate::users::Names,
     /// Files being written by trusted writers, by inode.
     pending_writes: Mutex<Cache<FileId, decide::PendingWrite>>,
+    /// Trusted writers' files hashed at their close, approved once the
+    /// hasher has read the write notifications queued meanwhile.
+    held_writes: Mutex<Vec<decide::HeldWrite>>,
     /// The system package database, when there is one.
     packages: Option<Arc<dyn PackageFacts>>,
     /// Approvals made here, for the link to send to the service.
@@ -489,6 +492,7 @@ impl Engine {
             updater_hashes: parking_lot::RwLock::new(resolve_updaters(&parts.rules)),
             names: crate::users::Names::default(),
             pending_writes: Mutex::new(Cache::new(4096)),
+            held_writes: Mutex::new(Vec::new()),
             packages: parts.packages,
             local_tx: parts.local_tx,
             facts_tx: parts.facts_tx,
@@ -1358,6 +1362,7 @@ impl Engine {
     /// so neither the kernel-side cache nor the identities known can vouch
     /// for content any more. Both are emptied; the approvals of hashes stay.
     pub(crate) fn writes_missed(&self) {
+        self.drop_held_writes("write notifications were lost");
         self.identities.lock().clear();
         self.clear_kernel_side();
         bump(&self.stats.writes_missed);
@@ -1637,13 +1642,19 @@ impl Engine {
     /// (`ETXTBSY`).
     pub(crate) fn hash_written(&self, fd: BorrowedFd<'_>) {
         let Ok(ident) = files::identify(fd) else {
+            // Which file closed is unknown: it may be one a held approval
+            // is about.
+            self.drop_held_writes("a written file could not be identified");
             return;
         };
         // A trusted writer's open counts for this close and no later one,
         // whatever was written: an entry left behind would approve what
         // someone else writes into the file (or into a new file given the
-        // same inode number) later.
+        // same inode number) later. And a close after the trusted writer's
+        // (before its approval was settled) means another writer held the
+        // file too: what the trusted writer closed was not its work alone.
         let pending = self.pending_writes.lock().remove(&ident.id);
+        self.held_writes.lock().retain(|h| h.id != ident.id);
         let cached = self.kernel.lock().by_file.contains_key(&ident.id);
         if cached {
             self.kernel_revoke(ident.id);
@@ -1701,15 +1712,99 @@ impl Engine {
                     &mut process,
                     deadline,
                 );
-                if !matches!(
+                let undecided = !matches!(
                     known_approval.approval,
                     Approval::Approved(_) | Approval::Banned(_)
-                ) {
-                    self.approve_locally(sha, &known.path, origin, writer);
+                );
+                match writer {
+                    // Approved once the hasher has read the notifications
+                    // queued before this check (see `settle_held_writes`).
+                    Some(process) if undecided && self.sole_writer_gone(fd, &known.path) => {
+                        self.held_writes.lock().push(decide::HeldWrite {
+                            id: ident.id,
+                            sha,
+                            path: known.path.clone(),
+                            origin,
+                            process,
+                        });
+                    }
+                    None if undecided => {
+                        self.approve_locally(sha, &known.path, origin, None);
+                    }
+                    _ => {}
                 }
             }
             // Approved already (a copy of approved code): no round trip at its first run.
             let _ = self.prewarm_tx.try_send(sha);
+        }
+    }
+}
+
+impl Engine {
+    /// Whether no one holds the file a trusted writer just closed open for
+    /// writing (the closing writer itself may be counted a moment longer:
+    /// asked again for up to about 10 ms). Someone else holding it, or
+    /// writers the kernel will not tell (no leases on this filesystem),
+    /// approve nothing.
+    fn sole_writer_gone(&self, fd: BorrowedFd<'_>, path: &str) -> bool {
+        for _ in 0..10 {
+            match palisade_kernel::writers::open_for_writing(fd) {
+                Ok(false) => return true,
+                Ok(true) => std::thread::sleep(Duration::from_millis(1)),
+                Err(e) => {
+                    tracing::warn!(
+                        "{path}: written by a trusted writer, not approved: its other writers cannot be known ({e})"
+                    );
+                    return false;
+                }
+            }
+        }
+        tracing::warn!(
+            "{path}: written by a trusted writer, not approved: another process holds it open for writing"
+        );
+        false
+    }
+
+    /// Whether a trusted writer's approval of the file may still come: the
+    /// writer has it open, or its close waits in `held_writes`.
+    pub(super) fn trusted_write_unsettled(&self, id: FileId) -> bool {
+        self.pending_writes.lock().get(&id).is_some()
+            || self.held_writes.lock().iter().any(|h| h.id == id)
+    }
+
+    /// Wait (a worker, at a first run of the file) until the trusted write
+    /// of `id` is settled, approved or not, leaving 50 ms before `deadline`.
+    pub(super) fn await_trusted_write(&self, id: FileId, deadline: Instant) {
+        let until = deadline.checked_sub(Duration::from_millis(50));
+        while self.trusted_write_unsettled(id) && until.is_some_and(|u| Instant::now() < u) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Whether approvals are held for the hasher's next look at its queue.
+    pub(crate) fn holds_writes(&self) -> bool {
+        !self.held_writes.lock().is_empty()
+    }
+
+    /// The hasher found its queue empty: every write notification queued
+    /// before the held approvals' checks was read, and none was another
+    /// writer's close of their files. Approve them.
+    pub(crate) fn settle_held_writes(&self) {
+        let held = std::mem::take(&mut *self.held_writes.lock());
+        for h in held {
+            self.approve_locally(h.sha, &h.path, h.origin, Some(h.process));
+        }
+    }
+
+    /// Approve none of the held writes: notifications were lost, or one
+    /// could not be told apart.
+    pub(crate) fn drop_held_writes(&self, why: &str) {
+        let held = std::mem::take(&mut *self.held_writes.lock());
+        for h in held {
+            tracing::warn!(
+                "{}: written by a trusted writer, not approved: {why}",
+                h.path
+            );
         }
     }
 }

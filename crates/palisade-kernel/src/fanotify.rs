@@ -548,6 +548,31 @@ impl Fanotify {
         self.events_from(buf, None, Some(stop))
     }
 
+    /// The events queued now, without waiting. Unlike [`Fanotify::read_events`],
+    /// an empty vector means exactly that the queue was empty when read
+    /// (an interrupted read is retried): every event queued before this call
+    /// has been returned, by it or by an earlier read.
+    pub fn read_queued(&self, buf: &mut [u8]) -> Result<Vec<Event>> {
+        loop {
+            let events = self.events_from(buf, Some(Duration::ZERO), None);
+            match events {
+                Ok(v) if v.is_empty() && self.has_queued()? => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Whether the queue holds events (`FIONREAD`: the bytes a read would
+    /// return).
+    fn has_queued(&self) -> Result<bool> {
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int to the pointer given.
+        if unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::FIONREAD, &mut n) } != 0 {
+            return Err(Error::last_os_error("ioctl(FIONREAD, fanotify fd)"));
+        }
+        Ok(n > 0)
+    }
+
     fn events_from(
         &self,
         buf: &mut [u8],

@@ -12,7 +12,8 @@
 //!   that the agent has not approved, which fanotify cannot see.
 //!
 //! And [`sched`], so that the agent's background threads can leave a
-//! real-time scheduling policy they inherited.
+//! real-time scheduling policy they inherited; [`writers`], whether anyone
+//! holds a file open for writing.
 //!
 //! # What each hook catches
 //!
@@ -89,6 +90,7 @@ pub mod fanotify;
 pub mod guard;
 pub mod sched;
 pub mod stop;
+pub mod writers;
 
 pub use error::{Error, ErrorKind, Result};
 pub use stop::Stop;

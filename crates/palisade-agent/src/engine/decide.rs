@@ -20,6 +20,19 @@ pub(super) struct PendingWrite {
     pub(super) process: ProcessContext,
 }
 
+/// A trusted writer's file, hashed at its close with no other writer
+/// holding it, whose approval waits until the hasher has read every write
+/// notification queued before that check: a close by another writer among
+/// them (someone else wrote too) cancels it.
+#[derive(Debug, Clone)]
+pub(super) struct HeldWrite {
+    pub(super) id: FileId,
+    pub(super) sha: Sha256,
+    pub(super) path: String,
+    pub(super) origin: ApprovalOrigin,
+    pub(super) process: ProcessContext,
+}
+
 /// Names and publisher of a subject, when a rule needs them.
 struct SubjectFacts {
     users: Vec<String>,
@@ -156,8 +169,8 @@ impl Engine {
             }
             None => None,
         };
-        if undecided && self.pending_writes.lock().get(&ident.id).is_some() {
-            return false; // written by a trusted writer: approved by a worker
+        if undecided && self.trusted_write_unsettled(ident.id) {
+            return false; // written by a trusted writer: a worker waits for its approval
         }
         if undecided && rules.trusted_directory_for(&known.path).is_some() {
             return false;
@@ -324,11 +337,19 @@ impl Engine {
             known.publisher.clone().flatten()
         };
         // Trusted change that happened before this load: written by a
-        // trusted writer (recorded at its open for writing), or placed in a
+        // trusted writer (approved by the hasher once the writer closed the
+        // file and no one else wrote to it: wait for that), or placed in a
         // trusted directory.
         if undecided {
-            if let Some((origin, writer)) = self.trusted_origin(ident.id, &known.path, &rules) {
-                answer.approval = self.approve_locally(sha, &known.path, origin.clone(), writer);
+            if self.trusted_write_unsettled(ident.id) {
+                self.await_trusted_write(ident.id, p.deadline);
+                let settled = self.approvals.lock().get(&sha);
+                if let Some(c) = settled.filter(|c| matches!(c.approval, Approval::Approved(_))) {
+                    answer = c;
+                    reason = "trusted change".into();
+                }
+            } else if let Some(origin) = trusted_directory(&rules, &known.path, ident.id) {
+                answer.approval = self.approve_locally(sha, &known.path, origin, None);
                 reason = "trusted change".into();
             }
         }
@@ -592,19 +613,6 @@ impl Engine {
             });
         }
         fact
-    }
-
-    /// Why a file that no state approves may be approved by trusted change.
-    fn trusted_origin(
-        &self,
-        id: FileId,
-        path: &str,
-        rules: &CompiledRules,
-    ) -> Option<(ApprovalOrigin, Option<ProcessContext>)> {
-        if let Some(w) = self.pending_writes.lock().remove(&id) {
-            return Some((w.origin, Some(w.process)));
-        }
-        trusted_directory(rules, path, id).map(|origin| (origin, None))
     }
 
     /// Whether a writer's writes are approved: a trusted user or group, or

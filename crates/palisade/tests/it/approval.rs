@@ -251,6 +251,18 @@ fn trusted_directories_and_users_approve_what_they_receive() {
     .unwrap_or_else(|events| panic!("the approval is an event: {events:#?}"));
 }
 
+/// In lockdown, with `daemon` a trusted user: the agent, and a directory
+/// anyone may write to on the watched mount.
+fn daemon_trusted(m: &TestMount) -> (Up, PathBuf) {
+    let up = Up::start(m, &["--lockdown", "--no-scan"]);
+    let drop = m.join("drop");
+    std::fs::create_dir_all(&drop).unwrap();
+    must(&format!("chmod 1777 {}", drop.display()));
+    up.ok(&["rule", "add", "trusted-user", "daemon"]);
+    std::thread::sleep(Duration::from_millis(300));
+    (up, drop)
+}
+
 /// A trusted user's write approves what that user wrote, once: a file the
 /// trusted user once wrote (not code then), shared with others, does not
 /// approve the script another user later writes into it.
@@ -258,12 +270,7 @@ fn trusted_directories_and_users_approve_what_they_receive() {
 fn a_trusted_writers_old_open_approves_nothing_written_later() {
     require_root!();
     let m = TestMount::tmpfs();
-    let up = Up::start(&m, &["--lockdown", "--no-scan"]);
-    let drop = m.join("drop");
-    std::fs::create_dir_all(&drop).unwrap();
-    must(&format!("chmod 1777 {}", drop.display()));
-    up.ok(&["rule", "add", "trusted-user", "daemon"]);
-    std::thread::sleep(Duration::from_millis(300));
+    let (_up, drop) = daemon_trusted(&m);
     let shared = drop.join("shared");
     must(&format!(
         "setpriv --reuid=daemon --regid=daemon --clear-groups sh -c 'echo notes > {f} && chmod 777 {f}'",
@@ -280,6 +287,78 @@ fn a_trusted_writers_old_open_approves_nothing_written_later() {
         !r.stdout.contains("pwned"),
         "another user's script approved as the trusted user's: {r:?}"
     );
+}
+
+/// A trusted user's close approves only its own work: another user who
+/// had the file open for writing first, and wrote into it while the trusted
+/// user did, gets nothing approved, whether it still holds the file when
+/// the trusted user closes it or closes it right after.
+#[test]
+fn a_trusted_writers_close_approves_nothing_another_writer_shares() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let (_up, drop) = daemon_trusted(&m);
+    // `then`: what the other writer does once its script is written: hold
+    // the file a while, or close it as soon as the trusted user is done.
+    for (case, tag, then) in [
+        ("held", "h", "sleep 1.5"),
+        ("closed right after", "c", "while [ ! -e DONE ]; do :; done"),
+    ] {
+        let shared = drop.join(format!("shared-{tag}"));
+        let mark = |what: &str| drop.join(format!("{what}-{tag}")).display().to_string();
+        must(&format!(
+            "setpriv --reuid=daemon --regid=daemon --clear-groups sh -c ': > {f} && chmod 777 {f}'",
+            f = shared.display()
+        ));
+        // The other writer opens first (no trusted open to cancel yet),
+        // writes its script over the trusted user's once that is written,
+        // then holds the file or closes it.
+        let mut other = std::process::Command::new("setpriv")
+            .args(["--reuid=bin", "--regid=bin", "--clear-groups", "sh", "-c"])
+            .arg(format!(
+                "exec 3<>{f}; touch {ready}; while [ ! -e {written} ]; do sleep 0.01; done; \
+                 printf '#!/bin/sh\\necho pwned\\n' >&3; touch {over}; {then}",
+                f = shared.display(),
+                ready = mark("ready"),
+                written = mark("written"),
+                over = mark("over"),
+                then = then.replace("DONE", &mark("done")),
+            ))
+            .spawn()
+            .unwrap();
+        let ready = eventually(Duration::from_secs(5), || {
+            Path::new(&mark("ready")).exists()
+        });
+        assert!(
+            ready.is_some(),
+            "{case}: the other writer never opened the file"
+        );
+        must(&format!(
+            "setpriv --reuid=daemon --regid=daemon --clear-groups sh -c \
+             'exec 4<>{f}; printf \"#!/bin/sh\\necho fine\\n\" >&4; touch {written}; \
+              while [ ! -e {over} ]; do sleep 0.01; done; touch {done}'",
+            f = shared.display(),
+            written = mark("written"),
+            over = mark("over"),
+            done = mark("done"),
+        ));
+        std::thread::sleep(Duration::from_millis(400));
+        let r = run(&shared, &[], &[]);
+        assert!(
+            !r.stdout.contains("pwned"),
+            "{case}: another writer's script approved as the trusted user's: {r:?}"
+        );
+        assert!(
+            other.wait().unwrap().success(),
+            "{case}: the other writer failed"
+        );
+        std::thread::sleep(Duration::from_millis(400));
+        let r = run(&shared, &[], &[]);
+        assert!(
+            !r.stdout.contains("pwned"),
+            "{case}: approved once the other writer closed it: {r:?}"
+        );
+    }
 }
 
 /// An updater is trusted as the system's: what root runs it to write is
