@@ -123,8 +123,13 @@ impl RunningAgent {
             Ok(g) => Some(Arc::new(g)),
             Err(e) => {
                 tracing::error!(
-                    "BPF LSM guard unavailable ({e}): libraries loaded by the dynamic loader and code run from memory are NOT controlled"
+                    "BPF LSM guard unavailable ({e}): executable mappings are judged at open only, and code run from memory is blocked but not reported"
                 );
+                if unprivileged_user_namespaces() {
+                    tracing::warn!(
+                        "unprivileged users can create user namespaces, and mount filesystems there that the agent does not see: without the guard, code run from those is NOT controlled (sysctl user.max_user_namespaces=0 closes this)"
+                    );
+                }
                 None
             }
         };
@@ -226,6 +231,30 @@ impl RunningAgent {
             None
         };
 
+        // Filesystems mounted from now on (a login's /run/user/UID, a USB
+        // stick, a tmpfs mounted inside a watched directory) are marked as
+        // they appear.
+        let live_watched = Arc::new(parking_lot::Mutex::new(
+            watch
+                .iter()
+                .map(|m| m.mount_point.display().to_string())
+                .collect::<Vec<_>>(),
+        ));
+        match start_mount_follower(MountFollower {
+            scope: mounts::Scope::new(&cfg.watch),
+            initial: watch.clone(),
+            fan: fan.clone(),
+            guard: guard.clone(),
+            notify_fan: notify_fan.clone(),
+            watched: live_watched.clone(),
+            stop: stop.clone(),
+        }) {
+            Ok(t) => threads.push(t),
+            Err(e) => tracing::warn!(
+                "filesystems mounted from now on will NOT be watched (cannot follow the mount table: {e:#})"
+            ),
+        }
+
         let (removed_tx, removed_rx) = tokio::sync::mpsc::channel(16_384);
         let names = crate::removals::start(
             &watch,
@@ -284,7 +313,7 @@ impl RunningAgent {
                 levels: engine.levels(),
                 enforcing: enforcing.load(Ordering::Relaxed),
                 guard_active: engine.guard_active(),
-                watched: watched.clone(),
+                watched: live_watched.lock().clone(),
                 stats: engine.stats.snapshot(),
                 latency: engine.latency.snapshot(),
                 spool_pending: spool.len().unwrap_or(0),
@@ -513,6 +542,109 @@ fn start_hasher(
             }
         })?;
     Ok((fan, t))
+}
+
+/// Whether unprivileged users may create user namespaces (and so mount
+/// filesystems of their own): `user.max_user_namespaces` above zero, and
+/// Debian's `kernel.unprivileged_userns_clone`, where the kernel has it,
+/// not zero.
+fn unprivileged_user_namespaces() -> bool {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    read("/proc/sys/user/max_user_namespaces").is_some_and(|n| n > 0)
+        && read("/proc/sys/kernel/unprivileged_userns_clone") != Some(0)
+}
+
+/// What the mount follower needs.
+struct MountFollower {
+    scope: mounts::Scope,
+    /// Marked at the start.
+    initial: Vec<Mount>,
+    fan: Arc<Fanotify>,
+    guard: Option<Arc<ExecGuard>>,
+    notify_fan: Option<Arc<Fanotify>>,
+    /// Mount points watched, as `palisade status` lists them.
+    watched: Arc<parking_lot::Mutex<Vec<String>>>,
+    stop: Arc<Stop>,
+}
+
+/// Follow the mount table (`/proc/self/mountinfo` reports each change as
+/// `POLLPRI`) and mark every filesystem in scope, at each change. Marking an
+/// already marked filesystem changes nothing, and a device number may come
+/// back for a new filesystem between two looks (tmpfs numbers are reused),
+/// so all are marked again rather than only those not seen before. Names
+/// (removals, renames under path rules) are not followed on filesystems
+/// mounted later: with path rules, their files are decided at each use.
+fn start_mount_follower(f: MountFollower) -> Result<std::thread::JoinHandle<()>> {
+    let table = std::fs::File::open("/proc/self/mountinfo").context("/proc/self/mountinfo")?;
+    Ok(std::thread::Builder::new()
+        .name("palisade-mounts".into())
+        .spawn(move || {
+            crate::engine::background_priority();
+            use std::os::fd::AsFd;
+            let mut known: HashSet<(u32, u32, PathBuf)> = f
+                .initial
+                .iter()
+                .map(|m| (m.major, m.minor, m.mount_point.clone()))
+                .collect();
+            // A first pass at once: a mount made since the agent read the
+            // table at its start reported no change to this descriptor.
+            let mut first = true;
+            while !f.stop.requested() {
+                if !std::mem::take(&mut first) {
+                    match f.stop.wait_priority(table.as_fd()) {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(e) => {
+                            tracing::warn!("following the mount table: {e}");
+                            f.stop.sleep(Duration::from_secs(1));
+                        }
+                    }
+                }
+                let all = match mounts::all() {
+                    Ok(all) => all,
+                    Err(e) => {
+                        tracing::warn!("reading the mount table: {e}");
+                        continue;
+                    }
+                };
+                let chosen = f.scope.select(&all);
+                let mut watched = Vec::with_capacity(chosen.len());
+                for m in &chosen {
+                    if let Err(e) = f.fan.mark_filesystem(&m.mount_point, PERMISSION_MASK) {
+                        tracing::error!(
+                            "{} ({}) mounted: NOT watched: {e}",
+                            m.mount_point.display(),
+                            m.fstype
+                        );
+                        continue;
+                    }
+                    if let Some(g) = &f.guard {
+                        if let Err(e) = g.watch_device(m.st_dev()) {
+                            tracing::error!("{}: not guarded: {e}", m.mount_point.display());
+                        }
+                    }
+                    if let Some(n) = &f.notify_fan {
+                        if let Err(e) = n.mark_filesystem(&m.mount_point, Mask::CLOSE_WRITE) {
+                            tracing::warn!("{}: not hashed on write: {e}", m.mount_point.display());
+                        }
+                    }
+                    if known.insert((m.major, m.minor, m.mount_point.clone())) {
+                        tracing::info!("watching {} ({})", m.mount_point.display(), m.fstype);
+                    }
+                    watched.push(m.mount_point.display().to_string());
+                }
+                known.retain(|(major, minor, point)| {
+                    chosen
+                        .iter()
+                        .any(|m| (m.major, m.minor) == (*major, *minor) && &m.mount_point == point)
+                });
+                *f.watched.lock() = watched;
+            }
+        })?)
 }
 
 /// Directories searched for interpreters.

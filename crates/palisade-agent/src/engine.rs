@@ -740,6 +740,16 @@ impl Engine {
         latency.record(p.received.elapsed());
     }
 
+    /// Cache the facts about a file version; its hash only if its stamp had
+    /// settled (see [`Identity::settled`]: a later write might otherwise
+    /// leave the stamp, and so the cached hash, as it was).
+    fn cache_identity(&self, ident: &Identity, mut known: Known) {
+        if !ident.settled {
+            known.sha = None;
+        }
+        self.identities.lock().insert(ident.id, known);
+    }
+
     fn known_cached(&self, ident: &Identity) -> Option<Known> {
         let known = self.identities.lock().get(&ident.id)?;
         (known.stamp == ident.stamp).then_some(known)
@@ -747,13 +757,9 @@ impl Engine {
 
     /// Whether the process runs an interpreter, from the cache only.
     fn interpreter_cached(&self, pid: u32) -> Option<bool> {
-        let st = rustix::fs::stat(format!("/proc/{pid}/exe")).ok()?;
-        let id = FileId {
-            dev: st.st_dev,
-            ino: st.st_ino,
-        };
+        let (id, now) = exe_stamp(pid)?;
         let (stamp, yes) = self.interpreter_exes.lock().get(&id)?;
-        (stamp == stamp_of(&st)).then_some(yes)
+        (stamp == now).then_some(yes)
     }
 
     // ---- the workers -----------------------------------------------------
@@ -774,7 +780,7 @@ impl Engine {
             path,
             publisher: None,
         };
-        self.identities.lock().insert(ident.id, known.clone());
+        self.cache_identity(ident, known.clone());
         Ok(known)
     }
 
@@ -793,7 +799,7 @@ impl Engine {
         if known.sha.is_some() {
             self.learn(ident, known.clone());
         } else {
-            self.identities.lock().insert(ident.id, known.clone());
+            self.cache_identity(ident, known.clone());
         }
     }
 
@@ -862,7 +868,7 @@ impl Engine {
                 publisher: known.publisher.clone().flatten(),
             });
         }
-        self.identities.lock().insert(ident.id, known);
+        self.cache_identity(ident, known);
     }
 
     /// Whether `pid` runs one of the configured interpreters (by content hash
@@ -944,9 +950,19 @@ impl Engine {
             else {
                 continue;
             };
-            let Ok(ident) = files::identify(&file) else {
+            let Ok(mut ident) = files::identify(&file) else {
                 continue;
             };
+            // Just written: marked once its stamp has settled (until then a
+            // write in the same clock tick would not move it).
+            let wait = ident.unsettled_for();
+            if !wait.is_zero() {
+                std::thread::sleep(wait);
+                let Ok(again) = files::identify(&file) else {
+                    continue;
+                };
+                ident = again;
+            }
             if ident.id != loc.id || !ident.regular {
                 continue;
             }
@@ -963,7 +979,7 @@ impl Engine {
                 if let Some(mut known) = known {
                     known.stamp = ident.stamp;
                     known.sha = Some(sha);
-                    self.identities.lock().insert(ident.id, known);
+                    self.cache_identity(&ident, known);
                 }
             }
             if self.kernel_allow(file.as_fd(), &ident, sha, epoch) {
@@ -988,8 +1004,8 @@ impl Engine {
         }
         let sha = files::hash(file).ok()?;
         let header = files::read_header(file, CLASSIFY_HEADER_LEN).unwrap_or_default();
-        self.identities.lock().insert(
-            ident.id,
+        self.cache_identity(
+            ident,
             Known {
                 stamp: ident.stamp,
                 kind: classify(&header),
@@ -1017,18 +1033,10 @@ impl Engine {
         let Ok(args) = procfs::cmdline(pid) else {
             return false;
         };
-        let cwd = procfs::cwd(pid).ok();
         args.iter()
             .skip(1)
             .filter(|a| !a.starts_with('-'))
-            .any(|a| {
-                let path = match &cwd {
-                    Some(cwd) => cwd.join(a),
-                    None => a.into(),
-                };
-                rustix::fs::stat(&path)
-                    .is_ok_and(|st| st.st_dev == ident.id.dev && st.st_ino == ident.id.ino)
-            })
+            .any(|a| names_for(pid, a) == Some(ident.id))
     }
 
     /// The process context of `pid` (its parent chain, each with its
@@ -1043,17 +1051,7 @@ impl Engine {
             let Ok((ppid, start)) = procfs::read_stat(next) else {
                 break;
             };
-            let exe = rustix::fs::stat(format!("/proc/{next}/exe"))
-                .ok()
-                .map(|st| {
-                    (
-                        FileId {
-                            dev: st.st_dev,
-                            ino: st.st_ino,
-                        },
-                        stamp_of(&st),
-                    )
-                });
+            let exe = exe_stamp(next);
             let key = exe.map(|(id, stamp)| (next, start, id, stamp));
             if let Some(a) = key.and_then(|k| self.ancestors.lock().get(&k)) {
                 ancestors.push(a);
@@ -1260,7 +1258,9 @@ impl Engine {
     /// before that read is seen by it; one that did not has its modify event
     /// still to come, which clears the mark.
     fn kernel_allow(&self, fd: BorrowedFd<'_>, ident: &Identity, sha: Sha256, epoch: u64) -> bool {
-        if !self.inode_may_be_cached(ident) {
+        // An unsettled stamp may not move with the next write: the check
+        // after marking could not see it.
+        if !ident.settled || !self.inode_may_be_cached(ident) {
             return false;
         }
         let id = ident.id;
@@ -1497,8 +1497,8 @@ impl Engine {
     /// Record what the scan hashed: identity and location of each file.
     pub fn learn_scanned(&self, files: &[crate::scan::ScannedFile]) {
         for f in files {
-            self.identities.lock().insert(
-                f.identity.id,
+            self.cache_identity(
+                &f.identity,
                 Known {
                     stamp: f.identity.stamp,
                     kind: f.kind.clone(),
@@ -1969,12 +1969,79 @@ fn own_executable() -> Option<(FileId, Known)> {
     ))
 }
 
-fn stamp_of(st: &rustix::fs::Stat) -> Stamp {
-    Stamp {
-        size: st.st_size as u64,
-        mtime: (st.st_mtime, st.st_mtime_nsec as i64),
-        ctime: (st.st_ctime, st.st_ctime_nsec as i64),
-    }
+/// The file `arg` names for process `pid`, resolved as the process would:
+/// from its working directory and its root, in its mount namespace (not the
+/// agent's: a bind mount of its own may put the script at a path that is
+/// empty here), with its own descriptors for `/dev/fd/N`, `/proc/self/fd/N`
+/// and `/dev/stdin` (resolved by the agent, those name the agent's own).
+fn names_for(pid: u32, arg: &str) -> Option<FileId> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let fd_alias = ["/dev/fd/", "/proc/self/fd/", "/proc/thread-self/fd/"]
+        .iter()
+        .find_map(|p| arg.strip_prefix(p))
+        .or(match arg {
+            "/dev/stdin" => Some("0"),
+            "/dev/stdout" => Some("1"),
+            "/dev/stderr" => Some("2"),
+            _ => None,
+        })
+        .and_then(|n| n.parse::<u32>().ok());
+    let st = if let Some(n) = fd_alias {
+        rustix::fs::stat(format!("/proc/{pid}/fd/{n}")).ok()?
+    } else if arg.starts_with('/') {
+        // Inside the process's root: its absolute symbolic links and `..`
+        // resolve there too.
+        let root = rustix::fs::open(
+            format!("/proc/{pid}/root"),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        let file = rustix::fs::openat2(
+            &root,
+            arg,
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )
+        .ok()?;
+        rustix::fs::fstat(&file).ok()?
+    } else {
+        rustix::fs::stat(format!("/proc/{pid}/cwd/{arg}")).ok()?
+    };
+    Some(FileId {
+        dev: st.st_dev,
+        ino: st.st_ino,
+    })
+}
+
+/// The identity and stamp of process `pid`'s executable, from what the
+/// kernel has cached of its attributes (`AT_STATX_DONT_SYNC`): the reader
+/// calls this, and must not wait on a filesystem another user runs (a FUSE
+/// daemon, under an overlay of a user namespace, would be asked otherwise,
+/// and need never answer). Local filesystems' cached attributes are their
+/// attributes.
+fn exe_stamp(pid: u32) -> Option<(FileId, Stamp)> {
+    use rustix::fs::{statx, AtFlags, StatxFlags, StatxTimestamp};
+    let st = statx(
+        rustix::fs::CWD,
+        format!("/proc/{pid}/exe"),
+        AtFlags::STATX_DONT_SYNC,
+        StatxFlags::BASIC_STATS,
+    )
+    .ok()?;
+    let time = |t: StatxTimestamp| (t.tv_sec, i64::from(t.tv_nsec));
+    Some((
+        FileId {
+            dev: rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor),
+            ino: st.stx_ino,
+        },
+        Stamp {
+            size: st.stx_size,
+            mtime: time(st.stx_mtime),
+            ctime: time(st.stx_ctime),
+        },
+    ))
 }
 
 fn persist_loop(
@@ -2191,8 +2258,47 @@ mod tests {
         let path = dir.join("program");
         std::fs::write(&path, b"#!/bin/sh\nexit 0\n").unwrap();
         let file = std::fs::File::open(&path).unwrap();
-        let ident = files::identify(&file).unwrap();
+        let ident = settled(&file);
         Some((engine, path, file, ident))
+    }
+
+    /// The identity of `file` once its stamp has settled (what was just
+    /// written is not cached until then).
+    fn settled(file: &std::fs::File) -> Identity {
+        std::thread::sleep(files::SETTLE + Duration::from_millis(2));
+        let ident = files::identify(file).unwrap();
+        assert!(ident.settled);
+        ident
+    }
+
+    /// A file version read before its stamp settled is not cached: a write
+    /// in the same clock tick (same size, through a descriptor held open)
+    /// would leave the stamp, and so a cached hash or an ignore mark, as it
+    /// was. Once settled, it is.
+    #[test]
+    fn a_stamp_that_has_not_settled_caches_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(engine) = engine(dir.path()) else {
+            return;
+        };
+        let path = dir.path().join("fresh");
+        std::fs::write(&path, b"#!/bin/sh\nexit 0\n").unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let ident = files::identify(&file).unwrap();
+        assert!(!ident.settled, "just written");
+        let mut known = engine.known(file.as_fd(), &ident).unwrap();
+        let sha = engine.hash_file(file.as_fd(), &ident, &mut known).unwrap();
+        assert_eq!(known.sha, Some(sha), "the decision at hand has its hash");
+        assert_eq!(engine.known_cached(&ident).and_then(|k| k.sha), None);
+        let epoch = engine.epoch.load(Ordering::Acquire);
+        assert!(!engine.kernel_allow(file.as_fd(), &ident, sha, epoch));
+        assert!(!in_kernel_cache(&engine, ident.id));
+
+        let ident = settled(&file);
+        let mut known = engine.known(file.as_fd(), &ident).unwrap();
+        engine.hash_file(file.as_fd(), &ident, &mut known).unwrap();
+        assert_eq!(engine.known_cached(&ident).and_then(|k| k.sha), Some(sha));
+        assert!(engine.kernel_allow(file.as_fd(), &ident, sha, epoch));
     }
 
     /// A block rule for what runs under `dir`.
@@ -2322,7 +2428,7 @@ mod tests {
             "decided before the link"
         );
         // With two names it is not cached at all.
-        let linked = files::identify(&file).unwrap();
+        let linked = settled(&file);
         assert_eq!(linked.nlink, 2);
         engine.kernel_allow(file.as_fd(), &linked, sha, epoch());
         assert!(!in_kernel_cache(&engine, ident.id), "a second name");
@@ -2331,7 +2437,7 @@ mod tests {
         let other = dir.path().join("other");
         std::fs::write(&other, b"#!/bin/sh\nexit 1\n").unwrap();
         let other_file = std::fs::File::open(&other).unwrap();
-        let other_ident = files::identify(&other_file).unwrap();
+        let other_ident = settled(&other_file);
         engine.kernel_allow(other_file.as_fd(), &other_ident, sha, epoch());
         assert!(
             in_kernel_cache(&engine, other_ident.id),
@@ -2347,7 +2453,7 @@ mod tests {
         // A directory moved anywhere, or lost name events, empty it.
         let cache_other = || {
             *engine.names_followed.write() = HashSet::from([dev]);
-            let ident = files::identify(&other_file).unwrap();
+            let ident = settled(&other_file);
             engine.kernel_allow(other_file.as_fd(), &ident, sha, epoch());
             assert!(in_kernel_cache(&engine, ident.id));
         };

@@ -41,11 +41,64 @@ pub struct Identity {
     pub uid: u32,
     /// How many names (hard links) it has.
     pub nlink: u64,
+    /// Whether the stamp was older than [`SETTLE`] when read: only then
+    /// does every later write move it. A file's times come from a clock
+    /// that advances once a tick (up to 10 ms, and the kernel skips the
+    /// update when the time has not moved), so a write in the same tick as
+    /// the last one leaves the stamp as it was. Facts about a file whose
+    /// stamp had not settled hold for the decision that read them and are
+    /// not cached (identity, kernel-side allow).
+    pub settled: bool,
+}
+
+/// How old a stamp must be to have settled: twice the longest clock tick
+/// (`HZ=100`).
+pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Whether a change time read at `now` (both since the epoch, seconds and
+/// nanoseconds) is older than [`SETTLE`]; one in the future is not.
+fn settled_at(ctime: (i64, i64), now: (i64, i64)) -> bool {
+    unsettled_for(ctime, now).is_zero()
+}
+
+/// How long until a change time read at `now` is older than [`SETTLE`]
+/// (all of it for one in the future: the clock may have been set back).
+fn unsettled_for(ctime: (i64, i64), now: (i64, i64)) -> std::time::Duration {
+    let ns = |(s, n): (i64, i64)| i128::from(s) * 1_000_000_000 + i128::from(n);
+    let age = ns(now) - ns(ctime);
+    let settle = SETTLE.as_nanos() as i128;
+    if age > settle {
+        std::time::Duration::ZERO
+    } else if age < 0 {
+        SETTLE
+    } else {
+        std::time::Duration::from_nanos((settle - age) as u64 + 1)
+    }
+}
+
+/// The time of day, as file times count it (seconds and nanoseconds since
+/// the epoch; before it, negative seconds).
+fn wall_clock() -> (i64, i64) {
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => (d.as_secs() as i64, i64::from(d.subsec_nanos())),
+        Err(e) => (-(e.duration().as_secs() as i64) - 1, 0),
+    }
+}
+
+impl Identity {
+    /// How long until this stamp settles, from now (zero once it has).
+    pub fn unsettled_for(&self) -> std::time::Duration {
+        if self.settled {
+            return std::time::Duration::ZERO;
+        }
+        unsettled_for(self.stamp.ctime, wall_clock())
+    }
 }
 
 /// `fstat` an open file.
 pub fn identify(fd: impl AsFd) -> io::Result<Identity> {
     let st = rustix::fs::fstat(fd)?;
+    let now = wall_clock();
     let mode = rustix::fs::FileType::from_raw_mode(st.st_mode);
     Ok(Identity {
         id: FileId {
@@ -61,6 +114,7 @@ pub fn identify(fd: impl AsFd) -> io::Result<Identity> {
         executable: st.st_mode & 0o111 != 0,
         uid: st.st_uid,
         nlink: st.st_nlink as u64,
+        settled: settled_at((st.st_ctime, st.st_ctime_nsec as i64), now),
     })
 }
 
@@ -218,9 +272,33 @@ pub fn hash_path(path: &std::path::Path) -> io::Result<Sha256> {
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::time::Duration;
 
     fn reference(data: &[u8]) -> Sha256 {
         Sha256::from_bytes(sha2::Sha256::digest(data).into())
+    }
+
+    #[test]
+    fn stamps_settle_after_two_ticks() {
+        let ms = |n: i64| (100, n * 1_000_000);
+        assert!(!settled_at(ms(0), ms(5)), "within a tick");
+        assert!(!settled_at(ms(0), ms(20)), "exactly SETTLE");
+        assert!(settled_at(ms(0), ms(21)));
+        assert!(settled_at((99, 999_000_000), ms(20)), "across a second");
+        assert!(!settled_at(ms(30), ms(5)), "in the future");
+        assert_eq!(
+            unsettled_for(ms(0), ms(5)),
+            Duration::from_nanos(15_000_001)
+        );
+        assert_eq!(unsettled_for(ms(30), ms(5)), SETTLE);
+        assert_eq!(unsettled_for(ms(0), ms(40)), Duration::ZERO);
+        // A file just written has not settled; it has a moment later.
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(b"x").unwrap();
+        let fresh = identify(&f).unwrap();
+        assert!(!fresh.settled && fresh.unsettled_for() <= SETTLE);
+        std::thread::sleep(fresh.unsettled_for());
+        assert!(identify(&f).unwrap().settled);
     }
 
     #[test]

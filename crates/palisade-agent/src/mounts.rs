@@ -104,20 +104,19 @@ pub fn mount_of(mounts: &[Mount], path: &Path) -> io::Result<Mount> {
         })
 }
 
+/// Whether a mount holds a local filesystem the agent watches by default.
+fn is_local(m: &Mount) -> bool {
+    LOCAL_FS_TYPES.contains(&m.fstype.as_str())
+        && !["/proc", "/sys", "/dev/pts"]
+            .iter()
+            .any(|p| m.mount_point.starts_with(p))
+}
+
 /// The filesystems to watch: those holding `paths`, or every local
 /// filesystem when `paths` is empty. One entry per filesystem (device).
 pub fn watch_set(mounts: &[Mount], paths: &[PathBuf]) -> io::Result<Vec<Mount>> {
     let mut chosen: Vec<Mount> = if paths.is_empty() {
-        mounts
-            .iter()
-            .filter(|m| LOCAL_FS_TYPES.contains(&m.fstype.as_str()))
-            .filter(|m| {
-                !["/proc", "/sys", "/dev/pts"]
-                    .iter()
-                    .any(|p| m.mount_point.starts_with(p))
-            })
-            .cloned()
-            .collect()
+        mounts.iter().filter(|m| is_local(m)).cloned().collect()
     } else {
         paths
             .iter()
@@ -127,6 +126,42 @@ pub fn watch_set(mounts: &[Mount], paths: &[PathBuf]) -> io::Result<Vec<Mount>> 
     let mut seen = std::collections::HashSet::new();
     chosen.retain(|m| seen.insert((m.major, m.minor)));
     Ok(chosen)
+}
+
+/// Which filesystems mounted after the start are watched too: local ones
+/// anywhere (the default scope), or local ones mounted at or under a
+/// watched path (a filesystem mounted inside a watched directory would
+/// otherwise carve a hole out of it).
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// Canonical watched paths; empty: everywhere.
+    roots: Vec<PathBuf>,
+}
+
+impl Scope {
+    /// The scope of `--watch` `paths` (none: every local filesystem).
+    pub fn new(paths: &[PathBuf]) -> Scope {
+        Scope {
+            roots: paths
+                .iter()
+                .map(|p| p.canonicalize().unwrap_or_else(|_| p.clone()))
+                .collect(),
+        }
+    }
+
+    /// The mounts of `mounts` in scope, one per filesystem (device).
+    pub fn select(&self, mounts: &[Mount]) -> Vec<Mount> {
+        let mut seen = std::collections::HashSet::new();
+        mounts
+            .iter()
+            .filter(|m| is_local(m))
+            .filter(|m| {
+                self.roots.is_empty() || self.roots.iter().any(|r| m.mount_point.starts_with(r))
+            })
+            .filter(|m| seen.insert((m.major, m.minor)))
+            .cloned()
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -165,6 +200,32 @@ broken line
             points,
             ["/", "/dev/shm", "/mnt/with space", "/srv/data"].map(PathBuf::from)
         );
+    }
+
+    #[test]
+    fn later_mounts_are_in_scope_under_watched_paths() {
+        let m = parse_mountinfo(SAMPLE);
+        let points = |scope: Scope| -> Vec<PathBuf> {
+            scope
+                .select(&m)
+                .into_iter()
+                .map(|m| m.mount_point)
+                .collect()
+        };
+        assert_eq!(
+            points(Scope::new(&[])),
+            ["/", "/dev/shm", "/mnt/with space", "/srv/data"].map(PathBuf::from)
+        );
+        // Not canonicalizable here: taken as given.
+        assert_eq!(
+            points(Scope::new(&[PathBuf::from("/srv")])),
+            [PathBuf::from("/srv/data")]
+        );
+        assert_eq!(
+            points(Scope::new(&[PathBuf::from("/mnt/with space")])),
+            [PathBuf::from("/mnt/with space")]
+        );
+        assert!(points(Scope::new(&[PathBuf::from("/nowhere")])).is_empty());
     }
 
     #[test]

@@ -58,6 +58,36 @@ impl Stop {
         self.requested()
     }
 
+    /// Wait until `fd` reports an exceptional condition (`POLLPRI`: what
+    /// `/proc/self/mountinfo` reports once the mount table changed) or the
+    /// stop is requested. `Ok(true)` for the former; `Ok(false)` on a stop
+    /// or a signal.
+    pub fn wait_priority(&self, fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<bool> {
+        let mut pfds = [
+            libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLPRI,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: `pfds` holds 2 valid pollfds and outlives the call.
+        let rc = unsafe { libc::poll(pfds.as_mut_ptr(), 2, -1) };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            return if e.raw_os_error() == Some(libc::EINTR) {
+                Ok(false)
+            } else {
+                Err(e)
+            };
+        }
+        Ok(!self.requested() && pfds[0].revents & (libc::POLLPRI | libc::POLLERR) != 0)
+    }
+
     pub(crate) fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }

@@ -6,7 +6,7 @@
 //! for the path needs the subject, the package/publisher fact when the
 //! decision can depend on it, the service lookup, trusted change.
 use super::*;
-use crate::syscall::{open_intent, OpenIntent};
+use crate::syscall::{open_intent, Look, OpenIntent};
 use palisade_api::agent::{ApprovalOrigin, LocalApproval};
 use palisade_core::rules::{
     evaluate, CompiledRules, DecidedBy, Evaluation, FileFacts, PublisherFact, Request, Subject,
@@ -125,7 +125,7 @@ impl Engine {
         };
         if !exec
             && (rules.write_sensitive(&known.path) || rules.tracks_writers())
-            && open_intent(p.pid) != OpenIntent::Read
+            && open_intent(p.pid, Look::Registers) != OpenIntent::Read
         {
             return false; // a write: judged by a worker
         }
@@ -299,7 +299,7 @@ impl Engine {
         let rules = self.rules();
         let exec = p.mask.contains(Mask::OPEN_EXEC_PERM);
         if !exec && (rules.write_sensitive(&known.path) || rules.tracks_writers()) {
-            let intent = open_intent(p.pid);
+            let intent = open_intent(p.pid, Look::Memory);
             if intent != OpenIntent::Read {
                 return self.decide_write(p, &ident, &known, &rules, intent);
             }
@@ -596,7 +596,7 @@ impl Engine {
         known.publisher = Some(fact.clone());
         let unchanged = files::identify(fd).is_ok_and(|i| i.stamp == ident.stamp);
         if unchanged {
-            self.identities.lock().insert(ident.id, known.clone());
+            self.cache_identity(ident, known.clone());
         }
         if let (Some(fact), Some(sha), true) = (&fact, known.sha, unchanged) {
             // Tell the service, so its view of the file (and its evaluation

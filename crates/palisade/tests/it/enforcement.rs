@@ -299,7 +299,11 @@ fn scripts_are_controlled_through_shebang_and_interpreters() {
     let py = script(&m.join("s.py"), "print('from-python')\n");
     let pl = script(&m.join("s.pl"), "print \"from-perl\\n\";\n");
     let noext = script(&m.join("noext"), "print('from-noext')\n");
+    // Named through a descriptor of the interpreter's own: the agent must
+    // look at that process's descriptor, not its own of that number.
+    let via_fd = format!("exec /usr/bin/python3 /dev/fd/3 3< {}", noext.display());
     let cases: Vec<(&str, Vec<&str>, &str)> = vec![
+        ("/bin/sh", vec!["-c", via_fd.as_str()], "from-noext"),
         (sh.to_str().unwrap(), vec![], "from-sh"),
         ("/bin/sh", vec![sh.to_str().unwrap()], "from-sh"),
         ("/bin/bash", vec![sh.to_str().unwrap()], "from-sh"),
@@ -603,4 +607,60 @@ fn every_answer_is_timed_and_status_reports_the_times() {
             .any(|l| l.starts_with("answer time  reader ") && l.contains("median ≤ ")),
         "{text}"
     );
+}
+
+/// Unmounts (lazily) what a test mounted inside its mount, even on failure.
+struct Submount(std::path::PathBuf);
+
+impl Drop for Submount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .args(["-l", self.0.to_str().unwrap()])
+            .status();
+    }
+}
+
+/// A filesystem mounted after the agent started, inside a watched
+/// directory, is watched too: it does not carve a hole out of the scope.
+/// (Mounted at once with the program on it: the agent has no time to see
+/// the mount before the exec but what following the mount table gives it.)
+#[test]
+fn a_filesystem_mounted_later_inside_the_scope_is_enforced() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let up = Up::start(&m, &["--lockdown", "--no-scan"]);
+    let p = Programs::get();
+    let sub = m.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let st = std::process::Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=64m",
+            "palisade-test",
+            sub.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount tmpfs on {}", sub.display());
+    let _unmount = Submount(sub.clone());
+    let hello = p.install("hello", &sub, "hello");
+    let refused = eventually(Duration::from_secs(3), || {
+        run(&hello, &[], &[]).exec_refused()
+    });
+    assert!(
+        refused.is_some(),
+        "unknown code on a filesystem mounted later ran\n{}",
+        up.proc.stderr()
+    );
+    let status = up.ok(&["status"]);
+    assert!(
+        status.contains(sub.to_str().unwrap()),
+        "the new filesystem is listed as watched: {status}"
+    );
+    // Approved code runs there as anywhere.
+    up.ok(&["file", "approve", hello.to_str().unwrap()]);
+    let ran = eventually(Duration::from_secs(3), || run(&hello, &[], &[]).ok());
+    assert!(ran.is_some(), "approved code on the new filesystem runs");
 }
