@@ -191,7 +191,9 @@ impl RunningAgent {
             threads.push(
                 std::thread::Builder::new()
                     .name("palisade-reader".into())
-                    .spawn(move || engine.run_reader(stop))?,
+                    .spawn(move || {
+                        crate::engine::essential("reader", || engine.run_reader(stop))
+                    })?,
             );
         }
         if guard.is_some() {

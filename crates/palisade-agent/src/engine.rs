@@ -214,8 +214,16 @@ const LOCATIONS_PER_HASH: usize = 8;
 #[derive(Debug, Default)]
 struct KernelAllowed {
     by_file: HashMap<FileId, Sha256>,
-    by_hash: HashMap<Sha256, Vec<FileId>>,
+    by_hash: HashMap<Sha256, HashSet<FileId>>,
 }
+
+/// At most this many inodes in the kernel-side cache. Entries leave it when
+/// the file changes or the policy does, not when the file is deleted (no
+/// event says so), so a user who copies approved code to new files and
+/// deletes them would grow it without end, and fill the guard's map (262 144
+/// entries), after which nothing more could be allowed there. Reaching the
+/// limit empties the cache: the next run of each file asks again.
+const KERNEL_CACHE_MAX: usize = 200_000;
 
 impl KernelAllowed {
     fn insert(&mut self, id: FileId, sha: Sha256) {
@@ -226,7 +234,7 @@ impl KernelAllowed {
                 return;
             }
         }
-        self.by_hash.entry(sha).or_default().push(id);
+        self.by_hash.entry(sha).or_default().insert(id);
     }
 
     fn remove(&mut self, id: FileId) -> bool {
@@ -241,14 +249,14 @@ impl KernelAllowed {
 
     fn drop_from_hash(&mut self, id: FileId, sha: Sha256) {
         if let Some(v) = self.by_hash.get_mut(&sha) {
-            v.retain(|f| *f != id);
+            v.remove(&id);
             if v.is_empty() {
                 self.by_hash.remove(&sha);
             }
         }
     }
 
-    fn take_hash(&mut self, sha: &Sha256) -> Vec<FileId> {
+    fn take_hash(&mut self, sha: &Sha256) -> HashSet<FileId> {
         let ids = self.by_hash.remove(sha).unwrap_or_default();
         for id in &ids {
             self.by_file.remove(id);
@@ -658,7 +666,7 @@ impl Engine {
             let engine = self.clone();
             std::thread::Builder::new()
                 .name("palisade-watchdog".into())
-                .spawn(move || engine.watchdog_loop())
+                .spawn(move || essential("watchdog", || engine.watchdog_loop()))
                 .expect("spawn watchdog");
         }
         raise_priority();
@@ -1268,6 +1276,14 @@ impl Engine {
         if self.epoch.load(Ordering::Acquire) != epoch {
             return false; // the policy changed since the approval was read
         }
+        if kernel.by_file.len() >= KERNEL_CACHE_MAX && !kernel.by_file.contains_key(&id) {
+            drop(kernel);
+            tracing::info!(
+                "kernel-side cache full ({KERNEL_CACHE_MAX} inodes): emptied, each file asks again at its next run"
+            );
+            self.clear_kernel_side();
+            return false;
+        }
         let key = InodeKey {
             dev: id.dev,
             ino: id.ino,
@@ -1558,11 +1574,21 @@ impl Engine {
         let Some(guard) = self.guard.clone() else {
             return;
         };
+        let mut dropped = guard.dropped_events();
         while !stop.requested() {
             match guard.poll_events_until(stop) {
                 Ok(events) => {
                     for e in events {
                         self.guard_event(e);
+                    }
+                    // Events the ring buffer had no room for may have been
+                    // invalidations: as with lost write notifications,
+                    // nothing cached about content can stand.
+                    let now = guard.dropped_events();
+                    if now != dropped {
+                        dropped = now;
+                        tracing::warn!("the guard dropped events (its ring buffer was full)");
+                        self.writes_missed();
                     }
                 }
                 Err(e) => {
@@ -1580,6 +1606,16 @@ impl Engine {
         };
         let believed_allowed = {
             let mut kernel = self.kernel.lock();
+            if e.kind == GuardEventKind::Invalidated {
+                // A decision that read the old content may have put the
+                // inode back since the guard dropped it: move the epoch (it
+                // will not cache) and take the entry out again, under the
+                // lock every caching takes.
+                self.epoch.fetch_add(1, Ordering::AcqRel);
+                if let Some(guard) = &self.guard {
+                    let _ = guard.revoke(e.key);
+                }
+            }
             kernel.remove(id)
         };
         if believed_allowed {
@@ -1806,6 +1842,22 @@ impl Engine {
                 h.path
             );
         }
+    }
+}
+
+/// Run the body of a thread the answering of permission events depends on
+/// (the reader, the watchdog). Should it panic, the process ends: while
+/// it lives with that thread gone, its marks stay and events wait
+/// unanswered, freezing every process that opens a watched file; once it
+/// is gone, the kernel stops waiting on it (and the service manager
+/// restarts it).
+pub(crate) fn essential(what: &str, body: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_err() {
+        tracing::error!(
+            "the {what} thread panicked: ending the agent, whose events would go unanswered"
+        );
+        eprintln!("palisade agent: the {what} thread panicked: aborting");
+        std::process::abort();
     }
 }
 
@@ -2299,6 +2351,36 @@ mod tests {
         engine.hash_file(file.as_fd(), &ident, &mut known).unwrap();
         assert_eq!(engine.known_cached(&ident).and_then(|k| k.sha), Some(sha));
         assert!(engine.kernel_allow(file.as_fd(), &ident, sha, epoch));
+    }
+
+    /// The kernel-side cache is bounded: deleted files never leave it by
+    /// themselves, so reaching the limit empties it rather than growing (or
+    /// filling the guard's map for good).
+    #[test]
+    fn a_full_kernel_side_cache_is_emptied() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some((engine, _, file, ident)) = engine_and_program(dir.path()) else {
+            return;
+        };
+        let sha = Sha256::from_bytes([3; 32]);
+        {
+            let mut kernel = engine.kernel.lock();
+            for ino in 0..KERNEL_CACHE_MAX as u64 {
+                kernel.insert(FileId { dev: u64::MAX, ino }, sha);
+            }
+            assert_eq!(kernel.by_hash[&sha].len(), KERNEL_CACHE_MAX);
+        }
+        let epoch = engine.epoch.load(Ordering::Acquire);
+        assert!(
+            !engine.kernel_allow(file.as_fd(), &ident, sha, epoch),
+            "full"
+        );
+        assert!(engine.kernel.lock().by_file.is_empty(), "emptied");
+        let epoch = engine.epoch.load(Ordering::Acquire);
+        assert!(
+            engine.kernel_allow(file.as_fd(), &ident, sha, epoch),
+            "room again"
+        );
     }
 
     /// A block rule for what runs under `dir`.
