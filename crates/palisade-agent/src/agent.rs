@@ -33,6 +33,8 @@ pub struct RunningAgent {
     fan: Arc<Fanotify>,
     notify_fan: Option<Arc<Fanotify>>,
     mounts: Vec<Mount>,
+    /// Mount points watched now (the start's and those marked since).
+    watched_now: Arc<parking_lot::Mutex<Vec<String>>>,
     stop: Arc<Stop>,
     enforcing: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -305,6 +307,7 @@ impl RunningAgent {
             let reporter = reporter.clone();
             let server = identity.server.clone();
             let computer = identity.computer.clone();
+            let live_watched = live_watched.clone();
             control::serve(&cfg.control_socket, move || ControlStatus {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 computer: computer.clone(),
@@ -366,6 +369,7 @@ impl RunningAgent {
             fan,
             notify_fan,
             mounts: watch,
+            watched_now: live_watched,
             stop,
             enforcing,
             threads,
@@ -428,30 +432,42 @@ impl RunningAgent {
 
     /// Stop: unmark (by closing the groups, which lets any unanswered event
     /// through), flush queued events to disk, stop the threads and tasks.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.enforcing.store(false, Ordering::Relaxed);
         self.engine.release();
+        // Marks off first, while the reader still answers what they raised;
+        // then the stop; then once more, for a mount the follower marked in
+        // between.
+        self.unmark();
         self.stop.request();
-        for m in &self.mounts {
-            let _ = self.fan.unmark_filesystem(&m.mount_point, PERMISSION_MASK);
-            if let Some(n) = &self.notify_fan {
-                let _ = n.unmark_filesystem(&m.mount_point, Mask::CLOSE_WRITE);
-            }
-        }
         let reporter = self.reporter.clone();
         let _ = tokio::task::spawn_blocking(move || reporter.flush(Duration::from_secs(2))).await;
-        for t in self.tasks {
+        for t in &self.tasks {
             t.abort();
         }
-        let threads = self.threads;
+        let threads = std::mem::take(&mut self.threads);
         let _ = tokio::task::spawn_blocking(move || {
             for t in threads {
                 let _ = t.join();
             }
         })
         .await;
+        self.unmark();
         let _ = std::fs::remove_file(&self.cfg.control_socket);
         let _ = std::fs::remove_file(&self.cfg.request_socket);
+    }
+}
+
+impl RunningAgent {
+    /// Remove the marks of every watched filesystem.
+    fn unmark(&self) {
+        let now: Vec<PathBuf> = self.watched_now.lock().iter().map(PathBuf::from).collect();
+        for point in self.mounts.iter().map(|m| &m.mount_point).chain(&now) {
+            let _ = self.fan.unmark_filesystem(point, PERMISSION_MASK);
+            if let Some(n) = &self.notify_fan {
+                let _ = n.unmark_filesystem(point, Mask::CLOSE_WRITE);
+            }
+        }
     }
 }
 
