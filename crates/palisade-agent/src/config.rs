@@ -61,6 +61,10 @@ pub struct AgentConfigFile {
     pub script_extensions: Option<Vec<String>>,
     /// Refuse execution of code from memory (memfd) while enforcing.
     pub block_memfd_exec: Option<bool>,
+    /// Let code run from filesystems mounted inside user namespaces (rootless
+    /// containers), which the agent cannot see to watch. Only the BPF guard
+    /// can refuse it; by default it does, while enforcing.
+    pub allow_user_namespace_filesystems: Option<bool>,
     /// Hash executable files when they are written, so their first run needs no hashing.
     pub hash_on_write: Option<bool>,
     /// Path of the local control socket (`palisade status`).
@@ -95,6 +99,8 @@ pub struct AgentConfig {
     pub script_extensions: Vec<String>,
     /// Refuse memfd execution while enforcing.
     pub block_memfd_exec: bool,
+    /// Let code on filesystems mounted inside user namespaces run.
+    pub allow_user_namespace_filesystems: bool,
     /// Hash executable files when written.
     pub hash_on_write: bool,
     /// Control socket path.
@@ -250,6 +256,9 @@ impl AgentConfigFile {
             interpreters,
             script_extensions,
             block_memfd_exec: self.block_memfd_exec.unwrap_or(true),
+            allow_user_namespace_filesystems: self
+                .allow_user_namespace_filesystems
+                .unwrap_or(false),
             hash_on_write: self.hash_on_write.unwrap_or(true),
             control_socket,
             request_socket,

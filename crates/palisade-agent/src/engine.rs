@@ -636,6 +636,7 @@ impl Engine {
             mode,
             agent_tgid: self.own_pid,
             block_memfd_exec: self.cfg.block_memfd_exec,
+            block_userns_fs: !self.cfg.allow_user_namespace_filesystems,
         };
         if let Err(e) = guard.set_config(cfg) {
             tracing::error!("guard: cannot set mode: {e}");
@@ -1631,7 +1632,7 @@ impl Engine {
                 return;
             }
             GuardEventKind::MemfdExec => Operation::ExecuteMemory,
-            GuardEventKind::Exec => Operation::Execute,
+            GuardEventKind::Exec | GuardEventKind::UserNamespaceFs => Operation::Execute,
             GuardEventKind::Mprotect => Operation::MapExecutable,
             _ => Operation::LoadLibrary,
         };
@@ -1656,8 +1657,11 @@ impl Engine {
             .map(|c| c.approval)
             .unwrap_or(Approval::Unknown);
         let process = self.context(e.tgid);
-        let reason = match operation {
-            Operation::ExecuteMemory => "code executed from memory (memfd)".to_owned(),
+        let reason = match (e.kind, operation) {
+            (_, Operation::ExecuteMemory) => "code executed from memory (memfd)".to_owned(),
+            (GuardEventKind::UserNamespaceFs, _) => {
+                "code on a filesystem mounted inside a user namespace, which the agent cannot watch (kernel guard)".to_owned()
+            }
             _ => "executable mapping of a file that is not approved (kernel guard)".to_owned(),
         };
         self.report(

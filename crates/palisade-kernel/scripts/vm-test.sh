@@ -64,7 +64,7 @@ moddir="$work/root/lib/modules/$kver/kernel"
 init="$work/initramfs"
 mkdir -p "$init"/{bin,dev,proc,sys,newroot,mods}
 cp /bin/busybox "$init/bin/"
-for a in sh mount insmod chroot poweroff cat sleep dmesg; do ln -s busybox "$init/bin/$a"; done
+for a in sh mount insmod switch_root cat sleep dmesg; do ln -s busybox "$init/bin/$a"; done
 order=()
 add_module() {
     local name="$1" file dep
@@ -124,9 +124,10 @@ mount -t sysfs sys /newroot/sys
 mount -t devtmpfs dev /newroot/dev
 mount -t securityfs securityfs /newroot/sys/kernel/security
 echo "guest lsm: \$(cat /newroot/sys/kernel/security/lsm)"
-chroot /newroot /bin/sh /tmp/guest.sh
-echo "GUEST EXIT: \$?"
-poweroff -f
+# switch_root, not chroot: a chrooted process may not create a user
+# namespace (EPERM), which the tests of filesystems mounted inside one need.
+# It runs the tests as PID 1 of the new root, so that one powers off too.
+exec switch_root /newroot /bin/sh -c '/bin/sh /tmp/guest.sh; echo "GUEST EXIT: \$?"; echo o > /proc/sysrq-trigger; while :; do :; done'
 EOF
 chmod +x "$init/init"
 (cd "$init" && find . | busybox cpio -o -H newc 2>/dev/null | gzip > "$work/initrd.gz")

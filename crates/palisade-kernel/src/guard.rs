@@ -66,6 +66,7 @@ const KIND_MPROTECT: u32 = 2;
 const KIND_MEMFD_EXEC: u32 = 3;
 const KIND_INVALIDATED: u32 = 4;
 const KIND_EXEC: u32 = 5;
+const KIND_USERNS_FS: u32 = 6;
 
 /// `sizeof(struct event)` in guard.bpf.c.
 const EVENT_LEN: usize = 48;
@@ -96,6 +97,13 @@ pub struct GuardConfig {
     /// executable for W^X JIT code (.NET), and container runtimes (runc)
     /// re-exec themselves from a memfd.
     pub block_memfd_exec: bool,
+    /// Also report (and in [`GuardMode::Enforce`], deny) every execution and
+    /// executable mapping of a file on a filesystem mounted inside a user
+    /// namespace ([`GuardEventKind::UserNamespaceFs`]), machine-wide. Any user
+    /// may create a user namespace (where the kernel allows it) and mount a
+    /// tmpfs there: no mount table the agent reads shows it, so no one
+    /// watches it. Rootless containers run from such filesystems.
+    pub block_userns_fs: bool,
 }
 
 impl GuardConfig {
@@ -104,18 +112,20 @@ impl GuardConfig {
         mode: GuardMode::Off,
         agent_tgid: 0,
         block_memfd_exec: false,
+        block_userns_fs: false,
     };
 
-    fn to_bytes(self) -> [u8; 12] {
+    fn to_bytes(self) -> [u8; 16] {
         let mode: u32 = match self.mode {
             GuardMode::Off => 0,
             GuardMode::Report => 1,
             GuardMode::Enforce => 2,
         };
-        let mut b = [0u8; 12];
+        let mut b = [0u8; 16];
         b[0..4].copy_from_slice(&mode.to_ne_bytes());
         b[4..8].copy_from_slice(&self.agent_tgid.to_ne_bytes());
         b[8..12].copy_from_slice(&u32::from(self.block_memfd_exec).to_ne_bytes());
+        b[12..16].copy_from_slice(&u32::from(self.block_userns_fs).to_ne_bytes());
         b
     }
 }
@@ -206,6 +216,9 @@ pub enum GuardEventKind {
     /// An execve/execveat of a watched file that is not allowed, caught before
     /// the point of no return (the exec fails with `EPERM` when enforcing).
     Exec,
+    /// An exec or executable mapping of a file on a filesystem mounted
+    /// inside a user namespace (only with [`GuardConfig::block_userns_fs`]).
+    UserNamespaceFs,
 }
 
 /// One report from the guard.
@@ -241,6 +254,7 @@ impl GuardEvent {
             KIND_MEMFD_EXEC => GuardEventKind::MemfdExec,
             KIND_INVALIDATED => GuardEventKind::Invalidated,
             KIND_EXEC => GuardEventKind::Exec,
+            KIND_USERNS_FS => GuardEventKind::UserNamespaceFs,
             _ => return None,
         };
         let ino = u64::from_ne_bytes(b.get(24..32)?.try_into().ok()?);
@@ -269,7 +283,7 @@ pub struct ExecGuard {
     _ebpf: Ebpf,
     watched: Mutex<HashMap<MapData, u32, u8>>,
     allowed: Mutex<HashMap<MapData, [u8; 16], u32>>,
-    config: Mutex<Array<MapData, [u8; 12]>>,
+    config: Mutex<Array<MapData, [u8; 16]>>,
     counters: Mutex<Array<MapData, u64>>,
     events: Mutex<RingBuf<MapData>>,
     events_fd: RawFd,
@@ -656,11 +670,13 @@ mod tests {
             mode: GuardMode::Enforce,
             agent_tgid: 7,
             block_memfd_exec: true,
+            block_userns_fs: true,
         }
         .to_bytes();
         assert_eq!(b[0..4], 2u32.to_ne_bytes());
         assert_eq!(b[4..8], 7u32.to_ne_bytes());
         assert_eq!(b[8..12], 1u32.to_ne_bytes());
+        assert_eq!(b[12..16], 1u32.to_ne_bytes());
     }
 
     #[test]

@@ -26,6 +26,7 @@
 //! | `ld.so ./program` (the loader run directly on a file) | fanotify `FAN_OPEN_PERM`; guard `mmap_file` |
 //! | `mprotect(PROT_EXEC)` on a file mapping | guard `file_mprotect` |
 //! | `memfd_create` + `fexecve`, or an executable memfd mapping | guard `bprm_check_security` / `mmap_file` with `block_memfd_exec` |
+//! | a program on a filesystem mounted inside a user namespace (`unshare -Urm`, then `mount -t tmpfs`) | guard `bprm_check_security` / `mmap_file` / `file_mprotect` with `block_userns_fs` (fanotify cannot mark what the agent cannot see) |
 //! | a script handed to an interpreter (`bash x.sh`, `python x.py`) | fanotify `FAN_OPEN_PERM` only: the agent must recognise interpreters |
 //!
 //! **Not caught** by this crate: code that never comes from a file —
@@ -33,7 +34,7 @@
 //! memory is deliberately allowed), `bash -c "$(cat file)"`, `python -c`,
 //! `eval`, code piped to an interpreter's stdin, and interpreters reading
 //! scripts that are not files (`curl … | sh`). Files on filesystems the agent
-//! does not mark/watch. Rewriting the content of a library that a process
+//! does not mark/watch (except, with the guard, those of user namespaces). Rewriting the content of a library that a process
 //! *already* mapped (in-place writes reach existing `MAP_PRIVATE` pages; the
 //! guard only judges new mappings, and exec'd binaries are protected by
 //! `ETXTBSY` but libraries are not). Keys are `(i_sb->s_dev, i_ino)`, which

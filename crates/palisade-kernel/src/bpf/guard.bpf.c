@@ -4,13 +4,16 @@
  *
  * Denies executable file mappings (mmap/mprotect with PROT_EXEC) and execs of
  * files on a *watched* device unless userspace put the file's inode in the
- * `allowed` map, and optionally denies executing or mapping memfd files.
+ * `allowed` map, and optionally denies executing or mapping memfd files and
+ * files on filesystems mounted inside a user namespace (which the agent
+ * cannot see to watch).
  * Keeps `allowed` coherent: any write/truncate/shared-writable-mapping of an
  * allowed file removes its key.
  *
  * Inert by construction for everything else: every hook first checks the
  * cheap conditions (prot bits, mask, config mode), then the `watched` map,
- * and returns 0 (allow) when the file's device is not watched.
+ * and returns 0 (allow) when the file's device is not watched (unless it
+ * is a memfd or belongs to a user namespace, and the config says so).
  *
  * Layouts of the maps and of `struct event` are mirrored in src/guard.rs.
  */
@@ -27,11 +30,13 @@ char LICENSE[] SEC("license") = "GPL";
 #define KIND_MEMFD_EXEC 3
 #define KIND_INVALIDATED 4
 #define KIND_EXEC 5
+#define KIND_USERNS_FS 6
 
 struct config {
 	__u32 mode;
 	__u32 agent_tgid;
 	__u32 block_memfd_exec;
+	__u32 block_userns_fs;
 };
 
 struct inode_key {
@@ -177,10 +182,26 @@ static __always_inline int check_exec(struct file *file, __u32 kind, const struc
 		return deny ? -EPERM : 0;
 	}
 
-	if (cfg->block_memfd_exec && is_memfd(file)) {
+	if (is_memfd(file)) {
+		if (!cfg->block_memfd_exec)
+			return 0;
 		__u32 deny = cfg->mode == MODE_ENFORCE;
 		emit(KIND_MEMFD_EXEC, &key, deny);
 		return deny ? -EPERM : 0;
+	}
+
+	/*
+	 * A filesystem mounted inside a user namespace (any user may make one,
+	 * and mount a tmpfs, FUSE or overlay there) is in no mount table the
+	 * agent reads, so it is watched by nobody: code on it is not known.
+	 */
+	if (cfg->block_userns_fs) {
+		struct user_namespace *ns = inode->i_sb->s_user_ns;
+		if (ns && ns->level > 0) {
+			__u32 deny = cfg->mode == MODE_ENFORCE;
+			emit(KIND_USERNS_FS, &key, deny);
+			return deny ? -EPERM : 0;
+		}
 	}
 	return 0;
 }

@@ -34,8 +34,13 @@ typedef struct {
 
 #define __core __attribute__((preserve_access_index))
 
+struct user_namespace {
+	int level;
+} __core;
+
 struct super_block {
 	dev_t s_dev;
+	struct user_namespace *s_user_ns;
 } __core;
 
 struct address_space {

@@ -150,6 +150,7 @@ impl Fixture {
                 mode,
                 agent_tgid: 0,
                 block_memfd_exec,
+                block_userns_fs: false,
             })
             .expect("set_config");
     }
@@ -433,6 +434,7 @@ fn guard_mprotect_and_agent_exemption() {
             mode: GuardMode::Enforce,
             agent_tgid: std::process::id(),
             block_memfd_exec: false,
+            block_userns_fs: false,
         })
         .unwrap();
     assert_eq!(map_exec(), Ok(()), "the agent's own tgid is exempt");
@@ -737,4 +739,54 @@ fn guard_load_works_or_reports_unsupported() {
             eprintln!("guard unsupported here: {text}");
         }
     }
+}
+
+/// A filesystem mounted inside a user namespace is in no mount table the
+/// agent reads: with `block_userns_fs`, nothing on it runs while enforcing;
+/// without, the guard leaves it alone (it is not watched).
+#[test]
+fn guard_refuses_code_on_user_namespace_filesystems_when_asked() {
+    let Some(_lock) = support::root_test("guard_refuses_code_on_user_namespace_filesystems") else {
+        return;
+    };
+    let Some(fx) = Fixture::new("guard_refuses_code_on_user_namespace_filesystems") else {
+        return;
+    };
+    let dir = fx.tmpfs.outside().join("userns-mnt");
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = format!(
+        "mount -t tmpfs none {d} && cp /bin/true {d}/t && {d}/t && echo RAN",
+        d = dir.display()
+    );
+    let attempt = |block_userns_fs: bool| {
+        fx.guard
+            .set_config(GuardConfig {
+                mode: GuardMode::Enforce,
+                agent_tgid: 0,
+                block_memfd_exec: false,
+                block_userns_fs,
+            })
+            .expect("set_config");
+        let (_, out) = run_ok(Command::new("unshare").args(["-Urm", "sh", "-c", &script]));
+        (
+            String::from_utf8_lossy(&out.stdout).contains("RAN"),
+            support::stderr(&out),
+        )
+    };
+    let (ran, err) = attempt(false);
+    if !ran {
+        eprintln!("skipping: no user namespace with a tmpfs here ({err})");
+        return;
+    }
+    let (ran, err) = attempt(true);
+    assert!(!ran, "code on a user namespace's tmpfs ran");
+    assert!(err.contains("not permitted"), "{err}");
+    let events = fx.guard.poll_events(Duration::from_secs(2)).unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == GuardEventKind::UserNamespaceFs && e.denied),
+        "reported: {events:?}"
+    );
+    fx.set(GuardMode::Off, false);
 }

@@ -301,7 +301,10 @@ fn scripts_are_controlled_through_shebang_and_interpreters() {
     let noext = script(&m.join("noext"), "print('from-noext')\n");
     // Named through a descriptor of the interpreter's own: the agent must
     // look at that process's descriptor, not its own of that number.
-    let via_fd = format!("exec /usr/bin/python3 /dev/fd/3 3< {}", noext.display());
+    let via_fd = format!(
+        "exec /usr/bin/python3 /proc/self/fd/3 3< {}",
+        noext.display()
+    );
     let cases: Vec<(&str, Vec<&str>, &str)> = vec![
         ("/bin/sh", vec!["-c", via_fd.as_str()], "from-noext"),
         (sh.to_str().unwrap(), vec![], "from-sh"),
@@ -663,4 +666,39 @@ fn a_filesystem_mounted_later_inside_the_scope_is_enforced() {
     up.ok(&["file", "approve", hello.to_str().unwrap()]);
     let ran = eventually(Duration::from_secs(3), || run(&hello, &[], &[]).ok());
     assert!(ran.is_some(), "approved code on the new filesystem runs");
+}
+
+/// A filesystem mounted inside a user namespace (any user may make one) is
+/// in no mount table the agent reads. Where the BPF guard runs, code on it
+/// is refused while enforcing; without the guard nothing can see it (the
+/// README's limits say so), and this test only shows what happens.
+#[test]
+fn code_on_a_user_namespace_filesystem_is_refused_by_the_guard() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let up = Up::start(&m, &["--lockdown", "--no-scan"]);
+    let p = Programs::get();
+    let outside = tempfile::tempdir().unwrap();
+    let script = format!(
+        "mount -t tmpfs none {d} && cp {hello} {d}/h && {d}/h",
+        d = outside.path().display(),
+        hello = p.path("hello").display()
+    );
+    let r = run("unshare", &["-Urm", "sh", "-c", &script], &[]);
+    let status: serde_json::Value = serde_json::from_str(&up.ok(&["status", "--json"])).unwrap();
+    if status["guard_active"] != true {
+        eprintln!("without the guard, code on a user namespace's tmpfs: {r:?}");
+        return;
+    }
+    assert!(
+        !r.stdout.contains("hello"),
+        "code on a user namespace's tmpfs ran: {r:?}"
+    );
+    up.wait_event(|e| {
+        e["event"]["kind"] == "blocked"
+            && e["event"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("user namespace"))
+    })
+    .unwrap_or_else(|events| panic!("the refusal is reported: {events:#?}"));
 }
