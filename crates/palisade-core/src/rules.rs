@@ -443,8 +443,29 @@ impl CompiledRules {
     /// lazily: the caller stops at the first rule that decides. (Pattern
     /// entries are numbered in rule order, so ascending entry numbers are
     /// rank order.)
+    ///
+    /// A path the kernel could not give (not absolute: the agent's `?`, for
+    /// a name too long or not reachable) matches every rule that restricts
+    /// or reports, and none that grants: where the file is cannot be known,
+    /// so it may be where a block rule says. The empty path matches nothing
+    /// (no path at all: [`local_state`]).
     fn custom_for<'a>(&'a self, path: &'a str) -> impl Iterator<Item = usize> + 'a {
-        let candidates = self.custom_index.sorted_candidates(path);
+        let unknown = !path.is_empty() && !path.starts_with('/');
+        let candidates = if unknown {
+            std::borrow::Cow::Owned(
+                (0..self.custom_patterns.len())
+                    .filter(|&e| {
+                        let (ri, _) = self.custom_patterns[e];
+                        matches!(
+                            self.set.custom[ri].action,
+                            RuleAction::Block | RuleAction::Prompt | RuleAction::Report
+                        )
+                    })
+                    .collect(),
+            )
+        } else {
+            self.custom_index.sorted_candidates(path)
+        };
         let mut i = 0;
         std::iter::from_fn(move || {
             while i < candidates.len() {
@@ -452,7 +473,7 @@ impl CompiledRules {
                 let mut hit = false;
                 while i < candidates.len() && self.custom_patterns[candidates[i]].0 == ri {
                     let (_, pi) = self.custom_patterns[candidates[i]];
-                    hit = hit || self.set.custom[ri].paths[pi].matches(path);
+                    hit = hit || unknown || self.set.custom[ri].paths[pi].matches(path);
                     i += 1;
                 }
                 if hit {

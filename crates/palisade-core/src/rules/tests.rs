@@ -393,6 +393,48 @@ fn an_unverified_path_grants_nothing() {
     }
 }
 
+/// A path the agent could not learn (`?`) may be anywhere: every rule that
+/// restricts applies to it, and no rule that grants.
+#[test]
+fn an_unknown_path_meets_every_restriction_and_no_grant() {
+    let rules = CompiledRules::new(RuleSet {
+        custom: vec![
+            custom(1, &["/opt/exception/*"], RuleAction::Allow),
+            custom(2, &["/home/*/Downloads/**"], RuleAction::Block),
+        ],
+        ..RuleSet::default()
+    });
+    let by = |path: &str, approval: Approval| {
+        eval(
+            &rules,
+            &Case {
+                path,
+                path_verified: false,
+                approval,
+                ..Case::default()
+            },
+            Level::Lockdown,
+        )
+    };
+    let e = by("?", APPROVED);
+    assert_eq!(e.verdict, Verdict::Block, "{e:?}");
+    assert!(matches!(
+        e.decided_by,
+        DecidedBy::CustomRule {
+            action: RuleAction::Block,
+            ..
+        }
+    ));
+    assert!(rules.path_has_rules("?"));
+    // Grants only: nothing matches, the approval decides.
+    let grants = CompiledRules::new(RuleSet {
+        custom: vec![custom(1, &["/opt/exception/*"], RuleAction::Allow)],
+        ..RuleSet::default()
+    });
+    assert!(!grants.path_has_rules("?"));
+    assert_eq!(by("/srv/x", APPROVED).verdict, Verdict::Allow);
+}
+
 /// Two protections of one folder: the parents of either may start its code.
 #[test]
 fn a_folder_protected_twice_takes_both_rules_parents() {
