@@ -98,12 +98,72 @@ impl Queue {
 fn expire(e: Expiry) {
     let same_process =
         crate::procfs::read_stat(e.pid).is_ok_and(|(_, start)| start == e.start_time);
-    if same_process {
-        tracing::info!("pid {}: maximum run time reached; killing it", e.pid);
-        if let Some(pid) = rustix::process::Pid::from_raw(e.pid as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    if !same_process {
+        return;
+    }
+    tracing::info!(
+        "pid {}: maximum run time reached; killing it and its descendants",
+        e.pid
+    );
+    // Stop the process and what it started (found by their parent links,
+    // again while new ones turn up: a stopped process forks no more), then
+    // kill them all: killed first, a parent's children would be handed to
+    // another parent before they were found. A descendant that had already
+    // left the tree (double fork, its parent gone) is not found.
+    let mut tree = vec![e.pid];
+    signal(e.pid, rustix::process::Signal::STOP);
+    for _ in 0..5 {
+        let parents = all_parents();
+        let new: Vec<u32> = tree
+            .iter()
+            .flat_map(|&p| descendants(p, &parents))
+            .filter(|d| !tree.contains(d))
+            .collect();
+        if new.is_empty() {
+            break;
+        }
+        for d in new {
+            if !tree.contains(&d) {
+                signal(d, rustix::process::Signal::STOP);
+                tree.push(d);
+            }
         }
     }
+    for pid in tree {
+        signal(pid, rustix::process::Signal::KILL);
+    }
+}
+
+fn signal(pid: u32, sig: rustix::process::Signal) {
+    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process(pid, sig);
+    }
+}
+
+/// (pid, parent pid) of every process.
+fn all_parents() -> Vec<(u32, u32)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| Some((pid, crate::procfs::read_stat(pid).ok()?.0)))
+        .collect()
+}
+
+/// The descendants of `root` in `parents` ((pid, parent pid) pairs).
+fn descendants(root: u32, parents: &[(u32, u32)]) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for &(pid, ppid) in parents {
+            if ppid == p && pid != root && !found.contains(&pid) {
+                found.push(pid);
+                frontier.push(pid);
+            }
+        }
+    }
+    found
 }
 
 /// Give `pid` the nice value `nice` (best effort).
@@ -155,5 +215,56 @@ mod tests {
         let _ = long.wait();
         // Dropping the keeper ends its thread; the pending expiry goes with it.
         drop(keeper);
+    }
+
+    #[test]
+    fn descendants_follow_parent_links() {
+        let parents = [(10, 1), (11, 10), (12, 11), (13, 1), (14, 12), (15, 13)];
+        let mut d = descendants(10, &parents);
+        d.sort_unstable();
+        assert_eq!(d, [11, 12, 14]);
+        assert!(descendants(99, &parents).is_empty());
+    }
+
+    /// A process that forked before its time ran out does not leave its
+    /// children running.
+    #[test]
+    fn what_the_process_started_is_killed_with_it() {
+        let keeper = Timekeeper::start();
+        let dir = tempfile::tempdir().unwrap();
+        let child_pid = dir.path().join("child");
+        let mut parent = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "sleep 30 & echo $! > {}; wait",
+                child_pid.display()
+            ))
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while !child_pid.exists() && started.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let child: u32 = std::fs::read_to_string(&child_pid)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        keeper.limit(parent.id(), Duration::from_millis(50));
+        let _ = parent.wait();
+        let gone = || {
+            crate::procfs::read_stat(child).is_err()
+                || std::fs::read_to_string(format!("/proc/{child}/stat"))
+                    .is_ok_and(|s| s.contains(") Z "))
+        };
+        let started = Instant::now();
+        while !gone() && started.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let alive = !gone();
+        if alive {
+            signal(child, rustix::process::Signal::KILL);
+        }
+        assert!(!alive, "the child outlived its parent's limit");
     }
 }
