@@ -310,11 +310,11 @@ async fn process(db: &Db, notifier: &Notifier, trigger: Trigger) -> Result<(), s
             }
             tracing::info!(
                 rule = rule.id,
-                name = %rule.name,
+                name = ?rule.name,
                 trigger = ?kind,
                 computer = %computer.name,
                 sha256 = ?item.sha256.map(|h| h.to_hex()),
-                path = %item.path,
+                path = ?item.path,
                 "event rule fired"
             );
             let body = AlertBody {

@@ -618,7 +618,7 @@ async fn grants_of(
         let policy_id: i64 = r.try_get(3)?;
         let custom: Option<String> = r.try_get(4)?;
         let Some(role) = role_of(&name, custom.as_deref()) else {
-            tracing::warn!(admin = %admin, role = %name, "grant of an unknown role ignored");
+            tracing::warn!(admin = %admin, role = ?name, "grant of an unknown role ignored");
             continue;
         };
         grants.push(Grant {

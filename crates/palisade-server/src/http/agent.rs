@@ -769,7 +769,7 @@ pub(crate) async fn approvals(
                 .is_some_and(|rest| rest.starts_with('/') && rest.len() > 1)
                 && !it.path.split('/').any(|seg| seg == ".." || seg == ".");
             if trusted_dirs.get(rule) != Some(dir) || !inside {
-                tracing::warn!(computer = %agent.name, rule = %rule, dir = %dir, path = %it.path, sha256 = %it.sha256,
+                tracing::warn!(computer = %agent.name, rule = %rule, dir = ?dir, path = ?it.path, sha256 = %it.sha256,
                     "trusted-directory approval refused: no such rule for this computer, or the path is outside it");
                 continue;
             }
@@ -922,7 +922,7 @@ pub(crate) async fn request_approval(
     .fetch_one(tx.conn())
     .await?;
     tx.commit().await?;
-    tracing::info!(computer = %agent.name, id, sha256 = %req.sha256, path = %req.path, user = %req.user, "approval requested");
+    tracing::info!(computer = %agent.name, id, sha256 = %req.sha256, path = ?req.path, user = ?req.user, "approval requested");
     Ok((StatusCode::CREATED, Json(ApprovalRequestCreated { id })))
 }
 

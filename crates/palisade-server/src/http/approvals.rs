@@ -162,7 +162,7 @@ pub(crate) async fn set_publisher_state(
     )
     .await?;
     tx.commit().await?;
-    tracing::info!(admin = %admin.admin, publisher = %name, state = %req.state, policy = ?req.policy.as_ref().map(|p| p.as_str()), "publisher state set");
+    tracing::info!(admin = %admin.admin, publisher = ?name, state = %req.state, policy = ?req.policy.as_ref().map(|p| p.as_str()), "publisher state set");
     Ok(Json(one_publisher(&state, admin.org_id, &name).await?))
 }
 
@@ -184,7 +184,7 @@ pub(crate) async fn set_publisher_trust(
         .await?;
     crate::rules::rules_changed(&mut tx, admin.org_id, &[]).await?;
     tx.commit().await?;
-    tracing::info!(admin = %admin.admin, publisher = %name, trust = trust_str(req.trust), "publisher trust set");
+    tracing::info!(admin = %admin.admin, publisher = ?name, trust = trust_str(req.trust), "publisher trust set");
     Ok(Json(one_publisher(&state, admin.org_id, &name).await?))
 }
 
@@ -253,7 +253,7 @@ pub(crate) async fn import_reputation(
     };
     append_changes(&mut tx, admin.org_id, &changes).await?;
     tx.commit().await?;
-    tracing::info!(admin = %admin.admin, source = %req.source, entries = req.entries.len(), stored = changed.len(), "reputation imported");
+    tracing::info!(admin = %admin.admin, source = ?req.source, entries = req.entries.len(), stored = changed.len(), "reputation imported");
     Ok(Json(ReputationImported {
         stored: changed.len() as u64,
     }))
@@ -321,7 +321,7 @@ pub(crate) async fn create_rule(
     )
     .await?;
     tx.commit().await?;
-    tracing::info!(admin = %admin.admin, rule = id, name = %req.name, kind = crate::rules::kind_of(&req.body), "rule created");
+    tracing::info!(admin = %admin.admin, rule = id, name = ?req.name, kind = crate::rules::kind_of(&req.body), "rule created");
     let mut conn = state.db.pool().acquire().await?;
     let record = list_rules(&mut conn, admin.org_id, Some(id))
         .await?
