@@ -34,6 +34,16 @@ pub struct ServerConfig {
     /// catalog recorder; when full, catalog records are dropped (and counted)
     /// rather than slowing lookups.
     pub catalog_queue: usize,
+    /// Whether event rules' alerts (webhooks, syslog over UDP) may go to
+    /// addresses that are not public: loopback, private networks, link-local
+    /// (cloud metadata services), CGNAT, unique local, multicast and the
+    /// like. Off by default: an admin who may create rules could otherwise
+    /// make the server reach what only the server can. Checked on the
+    /// addresses resolved when each alert is sent.
+    pub alerts_allow_private_addresses: bool,
+    /// Whether a syslog action without an address writes to this host's
+    /// `/dev/log`. Off by default.
+    pub alerts_local_syslog: bool,
 }
 
 /// The host name of this machine, for the default certificate names.
@@ -63,6 +73,8 @@ impl Default for ServerConfig {
             change_retention_days: 30,
             db_max_connections: 16,
             catalog_queue: 1024,
+            alerts_allow_private_addresses: false,
+            alerts_local_syslog: false,
         }
     }
 }

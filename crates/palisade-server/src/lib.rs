@@ -100,6 +100,7 @@ mod ca;
 mod catalog;
 mod config;
 mod db;
+mod egress;
 mod errors;
 mod eventrules;
 mod feed;

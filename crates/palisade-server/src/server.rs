@@ -3,6 +3,7 @@ use crate::ca::Ca;
 use crate::catalog::Recorder;
 use crate::config::ServerConfig;
 use crate::db::{revision, Db};
+use crate::egress::AlertReach;
 use crate::errors::{Error, ErrorKind};
 use crate::eventrules::EventRules;
 use crate::http::{self, Shared};
@@ -94,6 +95,8 @@ impl Server {
             ca = %ca.fingerprint(),
             max_body_bytes = config.max_body_bytes,
             change_retention_days = config.change_retention_days,
+            alerts_allow_private_addresses = config.alerts_allow_private_addresses,
+            alerts_local_syslog = config.alerts_local_syslog,
             "palisade server bound"
         );
         Ok(Server {
@@ -158,7 +161,8 @@ impl Server {
             stop_rx.clone(),
         ));
         let listen = tokio::spawn(crate::feed::listen(db.clone(), stop_rx.clone()));
-        let (notifier, notifier_task) = Notifier::new(ALERT_QUEUE);
+        let alerts = AlertReach::of(&config);
+        let (notifier, notifier_task) = Notifier::new(ALERT_QUEUE, alerts);
         let notifier_task = tokio::spawn(notifier_task);
         let (event_rules, event_rules_task) =
             EventRules::new(db.clone(), notifier, EVENT_RULE_QUEUE);
@@ -186,6 +190,7 @@ impl Server {
             hashing: tokio::sync::Semaphore::new(http::signin::HASHING_CONCURRENCY),
             shutdown: stop_rx.clone(),
             liveness,
+            alerts,
         });
         let router = http::router(shared, &config);
         let grace = Duration::from_secs(config.shutdown_grace_secs);

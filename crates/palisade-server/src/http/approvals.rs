@@ -263,12 +263,24 @@ pub(crate) async fn import_reputation(
 // Rules
 
 /// `GET /api/v1/rules`: every rule, rank order (disabled ones included).
+/// Webhook URLs often hold a secret (in the path or query): callers who
+/// may not update rules see them redacted to `scheme://host[:port]/[redacted]`.
 pub(crate) async fn rules(
     State(state): State<AppState>,
     admin: AdminAuth,
 ) -> ApiResult<Json<Vec<RuleRecord>>> {
     let mut conn = state.db.pool().acquire().await?;
-    Ok(Json(list_rules(&mut conn, admin.org_id, None).await?))
+    let mut list = list_rules(&mut conn, admin.org_id, None).await?;
+    let full = admin.held(None).contains(palisade_authz::Permission::new(
+        palisade_authz::Resource::Rules,
+        palisade_authz::Op::Update,
+    ));
+    if !full {
+        for r in &mut list {
+            crate::egress::redact_body(&mut r.body);
+        }
+    }
+    Ok(Json(list))
 }
 
 /// `POST /api/v1/rules`: validate (422 naming the field; 404 naming it for
@@ -307,6 +319,9 @@ pub(crate) async fn create_rule(
         }
     }
     drop(conn);
+    // What this server would refuse to reach whatever names resolve to
+    // (each alert is checked again when sent).
+    crate::egress::check_actions(&req.body, state.alerts)?;
     let policy_ids: Vec<i64> = policy_ids.into_iter().collect();
     let mut tx = state.db.write().await?;
     let id = crate::rules::insert_rule(

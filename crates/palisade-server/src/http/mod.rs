@@ -55,6 +55,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Which computers have streams here; writes their liveness.
     pub(crate) liveness: Arc<crate::liveness::Liveness>,
+    /// Where event rules' alerts may go (checked again when each is sent).
+    pub(crate) alerts: crate::egress::AlertReach,
 }
 
 pub(crate) type AppState = Arc<Shared>;

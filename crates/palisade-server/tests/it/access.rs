@@ -128,7 +128,7 @@ async fn no_admin_grants_more_than_they_hold(backend: Backend) {
 
 /// Add `who` with `role` (org-wide or on `policy`) and return a client
 /// with a fresh token for them, made by the owner.
-async fn admin_with(env: &Env, who: &str, role: &str, policy: Option<&str>) -> Admin {
+pub(crate) async fn admin_with(env: &Env, who: &str, role: &str, policy: Option<&str>) -> Admin {
     let (status, v) = env
         .admin
         .call(Method::POST, "/api/v1/admins", Some(json!({"name": who})))

@@ -27,6 +27,7 @@ fn config_errors_name_the_field() {
     refused("catalog_queue = 4611686018427387904", "catalog_queue");
     refused("shutdown_grace_secs = -1", "shutdown_grace_secs");
     refused("[listen]\nport = 1", "listen");
+    refused("alerts_local_syslog = 1", "alerts_local_syslog");
 }
 
 #[test]
@@ -49,4 +50,11 @@ fn config_defaults_and_values() {
     assert_eq!(c.tls_names.len(), 2);
     assert_eq!(c.shutdown_grace_secs, 5);
     assert_eq!(c.max_body_bytes, 8 * 1024 * 1024);
+    // Alerts reach public addresses only unless the operator says otherwise.
+    assert!(!c.alerts_allow_private_addresses && !c.alerts_local_syslog);
+    let c = ServerConfig::from_toml(
+        "alerts_allow_private_addresses = true\nalerts_local_syslog = true\n",
+    )
+    .expect("valid");
+    assert!(c.alerts_allow_private_addresses && c.alerts_local_syslog);
 }

@@ -5,6 +5,7 @@ use crate::support::*;
 use palisade_api::admin::{ComputerInfo, EventPage, FileDetails, ReputationImported};
 use palisade_api::agent::EventAck;
 use palisade_core::{Approval, ApprovalSource, FileState, ScopeKind, Sha256};
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,6 +15,7 @@ both_backends!(
     event_rule_bans_low_trust_files,
     file_seen_rule,
     webhook_and_syslog_alerts,
+    alerts_to_private_addresses_are_refused_by_default,
     event_rule_moves_computer
 );
 
@@ -223,7 +225,8 @@ async fn http_sink(hang: bool) -> (u16, mpsc::UnboundedReceiver<String>) {
 }
 
 async fn webhook_and_syslog_alerts(backend: Backend) {
-    let env = Env::new(backend).await;
+    // The receivers are on loopback.
+    let env = Env::new_with(backend, |c| c.alerts_allow_private_addresses = true).await;
     env.admin.create_policy("servers", "lockdown").await;
     let web = env.agent("servers", "web01").await;
     let desk = env.agent("default", "desk01").await;
@@ -319,6 +322,95 @@ async fn webhook_and_syslog_alerts(backend: Backend) {
             .await
             .is_err(),
         "no alert expected"
+    );
+    env.server.stop().await;
+}
+
+/// With the default configuration, alerts reach public addresses only: a
+/// rule naming a private address or the server's own syslog is refused when
+/// saved, and a name that resolves to loopback is refused when the alert is
+/// sent (before: delivered, so an admin who may create rules could make the
+/// server call its own network, or a cloud metadata service).
+async fn alerts_to_private_addresses_are_refused_by_default(backend: Backend) {
+    let env = Env::new(backend).await;
+    let web = env.agent("default", "web01").await;
+    let (hook_port, mut hooks) = http_sink(false).await;
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("udp");
+    let udp_port = udp.local_addr().expect("addr").port();
+    for (action, field) in [
+        (
+            json!({"do": "webhook", "url": format!("http://127.0.0.1:{hook_port}/hook")}),
+            "body.actions[0].url",
+        ),
+        (
+            json!({"do": "webhook", "url": "http://169.254.169.254/latest/meta-data/"}),
+            "body.actions[0].url",
+        ),
+        (
+            json!({"do": "webhook", "url": format!("http://[::ffff:127.0.0.1]:{hook_port}/hook")}),
+            "body.actions[0].url",
+        ),
+        (
+            json!({"do": "syslog", "address": format!("127.0.0.1:{udp_port}")}),
+            "body.actions[0].address",
+        ),
+        (
+            json!({"do": "syslog", "address": "[fd00::1]:514"}),
+            "body.actions[0].address",
+        ),
+        (json!({"do": "syslog"}), "body.actions[0].address"),
+    ] {
+        let e = expect_error(
+            env.admin
+                .call(
+                    Method::POST,
+                    "/api/v1/rules",
+                    Some(json!({"name": "x", "body": {"kind": "event", "filter": {},
+                        "actions": [action.clone()]}})),
+                )
+                .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        );
+        assert_eq!(e.field.as_deref(), Some(field), "{action}: {}", e.error);
+        assert!(
+            e.error.contains("alerts_"),
+            "names the setting: {}",
+            e.error
+        );
+    }
+    // A name is checked as the alert is sent, on what it resolves to then.
+    // The local ban shows the rule fired; its alerts come after it.
+    env.admin
+        .create_rule(json!({"name": "to localhost", "body": {"kind": "event",
+        "filter": {"kinds": ["blocked"]},
+        "actions": [
+            {"do": "set_local_state", "state": "banned"},
+            {"do": "webhook", "url": format!("http://localhost:{hook_port}/hook?token=SECRET")},
+            {"do": "syslog", "address": format!("localhost:{udp_port}")}
+        ]}}))
+        .await;
+    upload(&web, vec![event_json(1, "blocked", hash(1), "/tmp/x")]).await;
+    let banned = Approval::Banned(ApprovalSource {
+        scope: ScopeKind::Local,
+    });
+    eventually(Duration::from_secs(3), "the rule fired", || async {
+        (web.lookup(&[hash(1)]).await.results[0].approval == banned).then_some(())
+    })
+    .await;
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), hooks.recv())
+            .await
+            .is_err(),
+        "a webhook to loopback must not be delivered"
+    );
+    let mut datagram = vec![0u8; 65536];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), udp.recv(&mut datagram))
+            .await
+            .is_err(),
+        "a syslog datagram to loopback must not be sent"
     );
     env.server.stop().await;
 }

@@ -14,6 +14,7 @@ both_backends!(
     rule_changes_push_config,
     bundles_enable_and_disable,
     validation_names_fields,
+    webhook_urls_are_redacted_for_readers,
     config_with_1000_rules
 );
 
@@ -35,7 +36,8 @@ fn custom_names(config: &palisade_api::agent::AgentConfig) -> Vec<String> {
 }
 
 async fn rule_sets_per_policy(backend: Backend) {
-    let env = Env::new(backend).await;
+    // Its event rule writes to the server's own syslog.
+    let env = Env::new_with(backend, |c| c.alerts_local_syslog = true).await;
     env.admin.create_policy("servers", "lockdown").await;
     let desk = env.agent("default", "desk01").await;
     let web = env.agent("servers", "web01").await;
@@ -229,7 +231,8 @@ async fn rule_sets_per_policy(backend: Backend) {
 }
 
 async fn rule_changes_push_config(backend: Backend) {
-    let env = Env::new(backend).await;
+    // Its event rule's syslog receiver is on loopback.
+    let env = Env::new_with(backend, |c| c.alerts_allow_private_addresses = true).await;
     env.admin.create_policy("servers", "lockdown").await;
     let desk = env.agent("default", "desk01").await;
     let web = env.agent("servers", "web01").await;
@@ -552,6 +555,18 @@ async fn validation_names_fields(backend: Backend) {
             unprocessable,
             "body.actions[1].address",
         ),
+        // What this server's configuration (the default) does not reach,
+        // whatever names resolve to: non-public addresses, its own syslog.
+        (
+            json!({"name": "x", "body": event(json!({}), json!([{"do": "webhook", "url": "http://169.254.169.254/latest/meta-data/"}]))}),
+            unprocessable,
+            "body.actions[0].url",
+        ),
+        (
+            json!({"name": "x", "body": event(json!({}), json!([{"do": "syslog", "address": "syslog.example.com:514"}, {"do": "syslog"}]))}),
+            unprocessable,
+            "body.actions[1].address",
+        ),
         (
             json!({"name": "x", "body": event(json!({"max_trust": 11}), json!([{"do": "syslog"}]))}),
             unprocessable,
@@ -772,6 +787,55 @@ async fn validation_names_fields(backend: Backend) {
             e.error
         );
     }
+    env.server.stop().await;
+}
+
+/// A webhook URL often holds a secret (a Slack or Teams token in its path
+/// or query): admins who may not update rules see it redacted, in the API
+/// and the console; those who may, see it whole. (Before: every reader saw
+/// it whole.)
+async fn webhook_urls_are_redacted_for_readers(backend: Backend) {
+    let env = Env::new(backend).await;
+    let url = "https://hooks.example.com/services/T000/B000/SECRETTOKEN?token=SECRET2";
+    env.admin
+        .create_rule(json!({"name": "tell chat", "body": {"kind": "event",
+            "filter": {"kinds": ["blocked"]},
+            "actions": [{"do": "webhook", "url": url},
+                        {"do": "syslog", "address": "syslog.example.com:514"}]}}))
+        .await;
+    let webhook_of = |list: &[RuleRecord]| -> String {
+        let body = serde_json::to_value(&list[0].body).expect("json");
+        body["actions"][0]["url"].as_str().expect("url").to_owned()
+    };
+    let full: Vec<RuleRecord> = env.admin.get_ok("/api/v1/rules").await;
+    assert_eq!(webhook_of(&full), url);
+    let sec = crate::access::admin_with(&env, "sam", "security-admin", None).await;
+    let list: Vec<RuleRecord> = sec.get_ok("/api/v1/rules").await;
+    assert_eq!(webhook_of(&list), url, "rules:update sees the whole URL");
+    for (who, role) in [("aud", "auditor"), ("appr", "approver")] {
+        let reader = crate::access::admin_with(&env, who, role, None).await;
+        let (status, v) = reader.get("/api/v1/rules").await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert!(!v.to_string().contains("SECRET"), "{role}: {v}");
+        let list: Vec<RuleRecord> = from_value(v);
+        assert_eq!(
+            webhook_of(&list),
+            "https://hooks.example.com/[redacted]",
+            "{role}"
+        );
+        // The rest of the rule is as it was.
+        let body = serde_json::to_value(&list[0].body).expect("json");
+        assert_eq!(body["actions"][1]["address"], "syslog.example.com:514");
+    }
+    // The console's rules page renders what the API gives.
+    let mut olga = crate::signin::invited(&env, "olga", Some("auditor")).await;
+    let (status, _, html) = olga.page("/console/rules").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("tell chat"), "{html}");
+    assert!(
+        !html.contains("SECRET") && html.contains("hooks.example.com/[redacted]"),
+        "{html}"
+    );
     env.server.stop().await;
 }
 

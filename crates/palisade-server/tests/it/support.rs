@@ -145,7 +145,15 @@ pub(crate) struct TestServer {
 
 impl TestServer {
     pub(crate) async fn start(db: &TestDb) -> TestServer {
-        let config = ServerConfig {
+        TestServer::start_with(db, |_| {}).await
+    }
+
+    /// A replica whose test configuration `tweak` changes first.
+    pub(crate) async fn start_with(
+        db: &TestDb,
+        tweak: impl FnOnce(&mut ServerConfig),
+    ) -> TestServer {
+        let mut config = ServerConfig {
             listen: "127.0.0.1:0".parse().expect("addr"),
             database: db.url.clone(),
             tls_names: vec!["localhost".into(), "127.0.0.1".into()],
@@ -153,6 +161,7 @@ impl TestServer {
             db_max_connections: 8,
             ..ServerConfig::default()
         };
+        tweak(&mut config);
         let server = Server::bind(config).await.expect("server binds");
         let addr = server.local_addr();
         let ca_pem = server.ca_pem().to_owned();
@@ -592,6 +601,8 @@ impl StreamReader {
 }
 
 /// A database, a server on it, and the `acme` organization with admin `alice`.
+/// The server's configuration is the default one but for its address,
+/// names, pool and grace (so alerts reach public addresses only).
 pub(crate) struct Env {
     pub(crate) server: TestServer,
     pub(crate) admin: Admin,
@@ -600,8 +611,13 @@ pub(crate) struct Env {
 
 impl Env {
     pub(crate) async fn new(backend: Backend) -> Env {
+        Env::new_with(backend, |_| {}).await
+    }
+
+    /// [`Env::new`] with a server configuration `tweak` changes.
+    pub(crate) async fn new_with(backend: Backend, tweak: impl FnOnce(&mut ServerConfig)) -> Env {
         let db = TestDb::new(backend).await;
-        let server = TestServer::start(&db).await;
+        let server = TestServer::start_with(&db, tweak).await;
         let boot = palisade_server::bootstrap(&server.db, &name("acme"), &name("alice"))
             .await
             .expect("bootstrap");

@@ -49,6 +49,12 @@ pub(crate) async fn run(a: UpArgs) -> Result<ExitCode> {
     let config = ServerConfig {
         listen: a.listen,
         database,
+        // Everything runs on this one machine for its own administrator,
+        // who may want alerts on it (its syslog, a receiver on loopback);
+        // a served fleet (`palisade server`) keeps the defaults: public
+        // receivers only.
+        alerts_allow_private_addresses: true,
+        alerts_local_syslog: true,
         ..ServerConfig::default()
     };
     let server = Server::bind(config).await.context("starting the server")?;
