@@ -25,7 +25,7 @@
 //! | DELETE | `/api/v1/rules/{id}`                  |                       | 204               |
 //! | GET    | `/api/v1/bundles`                     |                       | `[`[`BundleInfo`]`]` |
 //! | PUT    | `/api/v1/bundles/{name}`              | [`SetBundle`]         | [`BundleInfo`]    |
-//! | GET    | `/api/v1/requests?status`             |                       | `[`[`ApprovalRequestInfo`]`]` |
+//! | GET    | `/api/v1/requests?status&before&limit` |                      | `[`[`ApprovalRequestInfo`]`]`, newest first |
 //! | POST   | `/api/v1/requests/{id}/grant`         | [`DecideRequest`]     | [`ApprovalRequestInfo`] |
 //! | POST   | `/api/v1/requests/{id}/deny`          | [`DecideRequest`]     | [`ApprovalRequestInfo`] |
 use palisade_core::rules::{

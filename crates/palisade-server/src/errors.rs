@@ -26,6 +26,8 @@
 //!   message names anything outside the caller's organization. Unknown
 //!   routes are `404` and a wrong method `405`, both with a JSON body.
 //! * **Conflict** (`409`): creating something that already exists.
+//! * **Too many** (`429`): sign-in attempts while throttled or locked; an
+//!   approval request from a computer that has too many pending already.
 //! * **Anything else** (database failure, a bug) is `500` with the generic
 //!   message `internal error`; the cause is logged with `tracing::error!`
 //!   and never sent to the caller.

@@ -858,10 +858,17 @@ pub(crate) async fn approvals(
 
 /// Longest reason of an approval request.
 const MAX_REASON: usize = 2000;
+/// Most pending approval requests of one computer: past that, a new one is
+/// refused (429) until an admin decides some, so that one computer cannot
+/// bury the organization's requests.
+const MAX_PENDING_REQUESTS: i64 = 100;
 
 /// `POST /agent/v1/requests`: a user asks for a blocked file to be
 /// approved on this computer. A pending request for the same file on the
-/// same computer is answered with its id (200) instead of a new one (201).
+/// same computer is answered with its id (200) instead of a new one (201);
+/// a computer with [`MAX_PENDING_REQUESTS`] pending is refused a new one
+/// (429: the agent tells the user, who may ask again once some are
+/// decided; nothing retries it).
 pub(crate) async fn request_approval(
     State(state): State<AppState>,
     agent: AgentAuth,
@@ -895,6 +902,13 @@ pub(crate) async fn request_approval(
         .as_ref()
         .and_then(|p| serde_json::to_string(p).ok());
     let mut tx = state.db.write().await?;
+    // The computer's requests take turns (the row lock of a write that
+    // changes nothing; on SQLite every write does): the duplicate check and
+    // the cap below then see every request filed before.
+    sqlx::query("UPDATE computers SET last_seen_ms = last_seen_ms WHERE id = $1")
+        .bind(agent.computer_id)
+        .execute(tx.conn())
+        .await?;
     let existing: Option<i64> = sqlx::query_scalar(
         "SELECT id FROM approval_requests WHERE computer_id = $1 AND sha256 = $2 \
          AND status = 'pending' ORDER BY id LIMIT 1",
@@ -905,6 +919,22 @@ pub(crate) async fn request_approval(
     .await?;
     if let Some(id) = existing {
         return Ok((StatusCode::OK, Json(ApprovalRequestCreated { id })));
+    }
+    let pending: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM approval_requests WHERE computer_id = $1 AND status = 'pending'",
+    )
+    .bind(agent.computer_id)
+    .fetch_one(tx.conn())
+    .await?;
+    if pending >= MAX_PENDING_REQUESTS {
+        tracing::warn!(computer = %agent.name, pending, "approval request refused: too many pending");
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "this computer already has {pending} pending approval requests (at most \
+                 {MAX_PENDING_REQUESTS}): ask again once an administrator has decided some"
+            ),
+        ));
     }
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO approval_requests (org_id, computer_id, sha256, path, user_name, reason, \

@@ -435,16 +435,33 @@ fn parse_status(s: &str) -> Result<RequestStatus, sqlx::Error> {
     }
 }
 
-/// Most requests listed at once.
-const MAX_REQUESTS: i64 = 1000;
+/// Most requests listed at once (and the page size when none is asked).
+pub(crate) const MAX_REQUESTS: i64 = 1000;
+
+/// Which requests [`request_infos`] lists: newest first, from below
+/// `before`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Listing {
+    status: Option<RequestStatus>,
+    /// Only this one.
+    id: Option<i64>,
+    /// Only requests with a smaller id (the next page).
+    before: Option<i64>,
+    limit: i64,
+}
 
 async fn request_infos(
     conn: &mut AnyConnection,
     org_id: i64,
-    status: Option<RequestStatus>,
-    id: Option<i64>,
+    listing: Listing,
     reach: Option<&[i64]>,
 ) -> ApiResult<Vec<ApprovalRequestInfo>> {
+    let Listing {
+        status,
+        id,
+        before,
+        limit,
+    } = listing;
     let mut sql = "SELECT r.id, c.name, r.sha256, r.path, r.user_name, r.reason, r.status, \
                      r.created_ms, r.decided_ms, r.decided_by, r.comment \
                    FROM approval_requests r JOIN computers c ON c.id = r.computer_id \
@@ -460,7 +477,13 @@ async fn request_infos(
         sql.push_str(&format!(" AND r.id = ${n}"));
         n += 1;
     }
-    sql.push_str(&format!(" ORDER BY r.id LIMIT ${n}"));
+    if before.is_some() {
+        sql.push_str(&format!(" AND r.id < ${n}"));
+        n += 1;
+    }
+    // Newest first: oldest first, a full page of old requests hid every
+    // new one.
+    sql.push_str(&format!(" ORDER BY r.id DESC LIMIT ${n}"));
     let mut q = sqlx::query(&sql).bind(org_id);
     if let Some(s) = status {
         q = q.bind(status_str(s));
@@ -468,8 +491,11 @@ async fn request_infos(
     if let Some(i) = id {
         q = q.bind(i);
     }
+    if let Some(b) = before {
+        q = q.bind(b);
+    }
     let mut out = Vec::new();
-    for r in q.bind(MAX_REQUESTS).fetch_all(conn).await? {
+    for r in q.bind(limit).fetch_all(conn).await? {
         out.push(ApprovalRequestInfo {
             id: r.try_get(0)?,
             computer: r.try_get(1)?,
@@ -487,14 +513,23 @@ async fn request_infos(
     Ok(out)
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RequestQuery {
     #[serde(default)]
     pub(crate) status: Option<RequestStatus>,
+    /// Only requests with an id below this (the last id of the previous
+    /// page).
+    #[serde(default)]
+    pub(crate) before: Option<i64>,
+    /// Page size: 1 to [`MAX_REQUESTS`], which is the default.
+    #[serde(default)]
+    pub(crate) limit: Option<i64>,
 }
 
-/// `GET /api/v1/requests?status=pending|granted|denied`: oldest first.
+/// `GET /api/v1/requests?status=pending|granted|denied&before&limit`:
+/// newest first, a page of `limit` (default and most: [`MAX_REQUESTS`]);
+/// the next page is `before` the last id.
 pub(crate) async fn requests(
     State(state): State<AppState>,
     admin: AdminAuth,
@@ -504,9 +539,15 @@ pub(crate) async fn requests(
         palisade_authz::Resource::Files,
         palisade_authz::Op::Read,
     ));
+    let listing = Listing {
+        status: q.status,
+        id: None,
+        before: q.before,
+        limit: q.limit.unwrap_or(MAX_REQUESTS).clamp(1, MAX_REQUESTS),
+    };
     let mut conn = state.db.pool().acquire().await?;
     Ok(Json(
-        request_infos(&mut conn, admin.org_id, q.status, None, reach.as_deref()).await?,
+        request_infos(&mut conn, admin.org_id, listing, reach.as_deref()).await?,
     ))
 }
 
@@ -598,7 +639,12 @@ async fn decide(
     tx.commit().await?;
     tracing::info!(admin = %admin.admin, request = id, sha256 = %sha, status = status_str(status), "approval request decided");
     let mut conn = state.db.pool().acquire().await?;
-    request_infos(&mut conn, admin.org_id, None, Some(id), None)
+    let listing = Listing {
+        id: Some(id),
+        limit: 1,
+        ..Listing::default()
+    };
+    request_infos(&mut conn, admin.org_id, listing, None)
         .await?
         .into_iter()
         .next()

@@ -181,8 +181,10 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         200,
         adm::BundleInfo
     ),
-    op!("GET", "/api/v1/requests", "Approval requests, oldest first", -, 200, Vec<adm::ApprovalRequestInfo>,
-        &[("status", "string", "pending, granted or denied")]),
+    op!("GET", "/api/v1/requests", "Approval requests, newest first, a page at a time", -, 200, Vec<adm::ApprovalRequestInfo>,
+        &[("status", "string", "pending, granted or denied"),
+          ("before", "integer", "requests with an id below this (the last id of the previous page)"),
+          ("limit", "integer", "at most this many (1-1000, default 1000)")]),
     op!(
         "POST",
         "/api/v1/requests/{id}/grant",

@@ -14,6 +14,8 @@ both_backends!(
     local_approvals,
     trusted_directory_scopes,
     approval_requests,
+    new_requests_show_past_a_thousand,
+    pending_requests_per_computer_are_capped,
     approve_existing_epoch
 );
 
@@ -244,7 +246,9 @@ async fn approval_requests(backend: Backend) {
     let pending: Vec<ApprovalRequestInfo> =
         env.admin.get_ok("/api/v1/requests?status=pending").await;
     assert_eq!(pending.len(), 2);
-    let r = &pending[0];
+    // Newest first.
+    assert_eq!(pending[0].id, second.id);
+    let r = &pending[1];
     assert_eq!(
         (r.id, r.computer.as_str(), r.user.as_str()),
         (created.id, "web01", "alice")
@@ -344,6 +348,134 @@ async fn approval_requests(backend: Backend) {
         .call(Method::POST, "/agent/v1/requests", Some(request(2)))
         .await;
     assert_eq!(status, StatusCode::CREATED);
+    env.server.stop().await;
+}
+
+/// A request body for `/agent/v1/requests`.
+fn ask(n: u64) -> Value {
+    json!({"sha256": hash(n), "path": format!("/home/alice/bin/tool{n}"), "user": "alice",
+           "reason": "", "process": null})
+}
+
+/// Requests are listed newest first, a page at a time: with more than a
+/// thousand requests in the organization, a new one is still the first
+/// listed (before: oldest first, limited to 1000, so no new request was
+/// ever shown again), and paging with `before` walks all of them once.
+async fn new_requests_show_past_a_thousand(backend: Backend) {
+    let env = Env::new(backend).await;
+    let web = env.agent("default", "web01").await;
+    let org = query_i64s(
+        backend,
+        &env.db.url,
+        &format!("SELECT org_id FROM computers WHERE id = {}", web.id),
+    )
+    .await[0];
+    exec_sql(
+        backend,
+        &env.db.url,
+        &format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1001) \
+             INSERT INTO approval_requests (org_id, computer_id, sha256, path, user_name, \
+               reason, status, created_ms, decided_ms, decided_by) \
+             SELECT {org}, {}, '{}', '/old/' || i, 'alice', '', 'denied', 1000 + i, 2000 + i, \
+               'alice' FROM n",
+            web.id,
+            hash(7).to_hex()
+        ),
+    )
+    .await;
+    let (status, v) = web
+        .call(Method::POST, "/agent/v1/requests", Some(ask(1)))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let new: ApprovalRequestCreated = from_value(v);
+
+    let all: Vec<ApprovalRequestInfo> = env.admin.get_ok("/api/v1/requests").await;
+    assert_eq!(all.len(), 1000);
+    assert_eq!(all[0].id, new.id, "the new request comes first");
+    let pending: Vec<ApprovalRequestInfo> =
+        env.admin.get_ok("/api/v1/requests?status=pending").await;
+    assert_eq!(pending.iter().map(|r| r.id).collect::<Vec<_>>(), [new.id]);
+    // Pages of 400, each below the last id of the one before.
+    let mut seen: Vec<i64> = Vec::new();
+    let mut path = "/api/v1/requests?limit=400".to_owned();
+    loop {
+        let page: Vec<ApprovalRequestInfo> = env.admin.get_ok(&path).await;
+        assert!(page.len() <= 400);
+        let Some(last) = page.last() else { break };
+        path = format!("/api/v1/requests?limit=400&before={}", last.id);
+        seen.extend(page.iter().map(|r| r.id));
+    }
+    assert_eq!(seen.len(), 1002);
+    assert!(
+        seen.windows(2).all(|w| w[0] > w[1]),
+        "newest first, once each"
+    );
+    assert_eq!(seen[0], new.id);
+    let (status, _) = env.admin.get("/api/v1/requests?before=x").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // The console's page: the new request first, and a link to older ones.
+    let mut olga = crate::signin::invited(&env, "olga", Some("auditor")).await;
+    let (status, _, html) = olga.page("/console/requests").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("/home/alice/bin/tool1"), "{html}");
+    let marker = "/console/requests?before=";
+    let at = html.find(marker).expect("a link to older requests") + marker.len();
+    let before: i64 = html[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|d| d.parse().ok())
+        .expect("before id");
+    assert!(before < new.id);
+    let (status, _, older) = olga.page(&format!("{marker}{before}")).await;
+    assert_eq!(status, StatusCode::OK, "{older}");
+    assert!(!older.contains("/home/alice/bin/tool1") && older.contains("/old/"));
+    let (status, _, html) = olga.page("/console/requests?status=pending").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("/home/alice/bin/tool1") && !html.contains("/old/"));
+    env.server.stop().await;
+}
+
+/// One computer may have at most 100 pending requests: the next is
+/// refused (429, saying why) until some are decided; asking again for a
+/// file already pending still answers its request, and other computers
+/// are not affected.
+async fn pending_requests_per_computer_are_capped(backend: Backend) {
+    let env = Env::new(backend).await;
+    let web = env.agent("default", "web01").await;
+    let desk = env.agent("default", "desk01").await;
+    let mut first = None;
+    for n in 1..=100 {
+        let (status, v) = web
+            .call(Method::POST, "/agent/v1/requests", Some(ask(n)))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{n}: {v}");
+        first.get_or_insert(from_value::<ApprovalRequestCreated>(v).id);
+    }
+    let e = expect_error(
+        web.call(Method::POST, "/agent/v1/requests", Some(ask(101)))
+            .await,
+        StatusCode::TOO_MANY_REQUESTS,
+    );
+    assert!(e.error.contains("100 pending"), "{}", e.error);
+    let (status, v) = web
+        .call(Method::POST, "/agent/v1/requests", Some(ask(1)))
+        .await;
+    assert_eq!(status, StatusCode::OK, "already pending: {v}");
+    let (status, v) = desk
+        .call(Method::POST, "/agent/v1/requests", Some(ask(101)))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "another computer: {v}");
+    let first = first.expect("first id");
+    let _: ApprovalRequestInfo = env
+        .admin
+        .post_ok(&format!("/api/v1/requests/{first}/deny"), json!({}))
+        .await;
+    let (status, v) = web
+        .call(Method::POST, "/agent/v1/requests", Some(ask(101)))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "one decided: room again: {v}");
     env.server.stop().await;
 }
 

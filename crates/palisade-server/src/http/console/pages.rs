@@ -162,14 +162,21 @@ pub(crate) async fn dashboard(State(state): State<AppState>, page: Page) -> Page
             page.auth.clone(),
             QueryParams(RequestQuery {
                 status: Some(RequestStatus::Pending),
+                ..RequestQuery::default()
             }),
         )
         .await?
-        .0;
+        .0
+        .len();
+        let more = if pending as i64 >= approvals::MAX_REQUESTS {
+            "+"
+        } else {
+            ""
+        };
         content = html! {
             (content)
             h2 { "Approval requests" }
-            p { a href="/console/requests" { (pending.len()) " pending" } }
+            p { a href="/console/requests?status=pending" { (pending) (more) " pending" } }
         };
     }
     if held.is_empty() && !reaches(&page, perm(Resource::Computers, Op::Read)) {
@@ -640,19 +647,67 @@ pub(crate) async fn file(State(state): State<AppState>, page: Page, sha: PathPar
     Ok(layout(&page, held, "File", content))
 }
 
-/// `GET /console/requests`: approval requests, pending first to decide.
-pub(crate) async fn requests(State(state): State<AppState>, page: Page) -> PageResult {
+#[derive(serde::Deserialize, Default)]
+pub(crate) struct RequestFilter {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    before: Option<String>,
+}
+
+/// Approval requests per page of the console.
+const REQUESTS_PAGE: i64 = 100;
+
+/// `GET /console/requests?status&before`: approval requests, newest first,
+/// a page at a time.
+pub(crate) async fn requests(
+    State(state): State<AppState>,
+    page: Page,
+    Query(filter): Query<RequestFilter>,
+) -> PageResult {
     let held = page.auth.held(None);
-    let mut all = approvals::requests(
+    let status = match filter.status.as_deref() {
+        Some("pending") => Some(RequestStatus::Pending),
+        Some("granted") => Some(RequestStatus::Granted),
+        Some("denied") => Some(RequestStatus::Denied),
+        _ => None,
+    };
+    let before = filter.before.and_then(|b| b.trim().parse::<i64>().ok());
+    let all = approvals::requests(
         State(state.clone()),
         page.auth.clone(),
-        QueryParams(RequestQuery { status: None }),
+        QueryParams(RequestQuery {
+            status,
+            before,
+            limit: Some(REQUESTS_PAGE),
+        }),
     )
     .await?
     .0;
-    all.sort_by_key(|r| (r.status != RequestStatus::Pending, -r.created_ms));
+    let status_word = status.map(|s| format!("{s:?}").to_lowercase());
+    let older = (all.len() as i64 == REQUESTS_PAGE)
+        .then(|| all.last().map(|r| r.id))
+        .flatten()
+        .map(|last| {
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            if let Some(s) = &status_word {
+                q.append_pair("status", s);
+            }
+            q.append_pair("before", &last.to_string());
+            format!("/console/requests?{}", q.finish())
+        });
     let decide = held.contains(perm(Resource::Files, Op::Update));
     let content = html! {
+        form.filters method="get" action="/console/requests" {
+            label { "Status" select name="status" {
+                option value="" { "any" }
+                @for k in ["pending", "granted", "denied"] {
+                    option value=(k) selected[status_word.as_deref() == Some(k)] { (k) }
+                }
+            } }
+            button.quiet type="submit" { "Filter" }
+            span.muted { "Newest first." }
+        }
         @if all.is_empty() { p.muted { "No approval requests." } }
         table #requests {
             thead { tr { th { "Asked" } th { "Computer" } th { "User" } th { "File" } th { "Reason" } th { "Status" } th { "" } } }
@@ -670,6 +725,7 @@ pub(crate) async fn requests(State(state): State<AppState>, page: Page) -> PageR
                 }
             } }
         }
+        @if let Some(href) = &older { p { a #older-requests href=(href) { "Older requests" } } }
     };
     Ok(layout(&page, held, "Requests", content))
 }
