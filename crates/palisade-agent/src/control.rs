@@ -5,12 +5,11 @@ use crate::engine::StatsSnapshot;
 use crate::latency::LatencySnapshot;
 use anyhow::{Context, Result};
 use palisade_core::{Level, Levels};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// What the agent says about itself.
@@ -131,8 +130,9 @@ const REQUESTS_PER_MINUTE: usize = 10;
 const CONNECTIONS_PER_MINUTE: usize = 60;
 
 /// Requests handled at once (each on a thread of its own: hashing a large
-/// file or a slow service holds up no other user). Beyond it, a request is
-/// refused as busy.
+/// file or a slow service holds up no other user), at most one per user.
+/// Beyond it, a request is refused as busy: one user's requests (silent
+/// clients, or files hashed one after another) hold one place, never all.
 const REQUESTS_AT_ONCE: usize = 4;
 
 /// How long a request may take to arrive, in all.
@@ -142,11 +142,12 @@ const REQUEST_ARRIVAL: Duration = Duration::from_secs(5);
 const REQUEST_MAX: usize = 64 * 1024;
 
 /// Serve approval requests from local users on `path` (mode 0666: any user
-/// may ask). The requester is identified by the socket's peer credentials,
-/// never by what they send, and the file is opened with the requester's
-/// own permissions ([`crate::asuser::open_as`]). `handle` answers one
-/// request; at most [`REQUESTS_PER_MINUTE`] filing requests per user reach
-/// it.
+/// may ask). The requester is identified by the socket's peer credentials
+/// (taken when it connected), never by what they send, and the file is
+/// opened with the requester's own permissions
+/// ([`crate::asuser::open_as`]). `handle` answers one request, on a thread
+/// of background priority; at most [`REQUESTS_PER_MINUTE`] filing
+/// requests per user reach it, and one request per user at a time.
 pub fn serve_requests(
     path: &Path,
     handle: impl Fn(&Requester, LocalRequest) -> Result<LocalRequestAnswer, String>
@@ -160,7 +161,7 @@ pub fn serve_requests(
     let handle = std::sync::Arc::new(handle);
     let connections = std::sync::Arc::new(RecentRequests::new(CONNECTIONS_PER_MINUTE));
     let filed = std::sync::Arc::new(RecentRequests::new(REQUESTS_PER_MINUTE));
-    let active = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let active = std::sync::Arc::new(parking_lot::Mutex::new(HashSet::new()));
     let closer = Closer::start()?;
     std::thread::Builder::new()
         .name("palisade-requests".into())
@@ -185,12 +186,22 @@ pub fn serve_requests(
                     refuse(conn, "too many requests; try again in a minute".into());
                     continue;
                 }
-                let Some(slot) = Slot::take(&active) else {
-                    refuse(
-                        conn,
-                        "the agent is busy with other requests; try again".into(),
-                    );
-                    continue;
+                let slot = match Slot::take(&active, uid) {
+                    Ok(slot) => slot,
+                    Err(Busy::Yours) => {
+                        refuse(
+                            conn,
+                            "the agent is busy with another request of yours; try again when it is answered".into(),
+                        );
+                        continue;
+                    }
+                    Err(Busy::Full) => {
+                        refuse(
+                            conn,
+                            "the agent is busy with other requests; try again".into(),
+                        );
+                        continue;
+                    }
                 };
                 let handle = handle.clone();
                 let filed = filed.clone();
@@ -200,6 +211,9 @@ pub fn serve_requests(
                     .spawn(move || {
                         // Given back however the thread ends.
                         let _slot = slot;
+                        // A user's hashing must not hold a CPU that a
+                        // process waiting on a decision needs.
+                        crate::engine::background_priority();
                         let who = Requester::peer(pid, uid, cred.gid.as_raw());
                         let answer = match read_request(&mut conn) {
                             Err(error) => LocalRequestAnswer::Refused { error },
@@ -283,23 +297,39 @@ impl Closer {
     }
 }
 
-/// One of the [`REQUESTS_AT_ONCE`] places, given back when dropped.
-struct Slot(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+/// The users whose request is being handled (one each).
+type Active = std::sync::Arc<parking_lot::Mutex<HashSet<u32>>>;
+
+/// One of the [`REQUESTS_AT_ONCE`] places, held by a user; given back when
+/// dropped.
+struct Slot(Active, u32);
+
+/// Why a request found no place.
+#[derive(Debug, PartialEq, Eq)]
+enum Busy {
+    /// The user has a request in flight already.
+    Yours,
+    /// Every place is taken.
+    Full,
+}
 
 impl Slot {
-    fn take(active: &std::sync::Arc<std::sync::atomic::AtomicUsize>) -> Option<Slot> {
-        active
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < REQUESTS_AT_ONCE).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Slot(active.clone()))
+    fn take(active: &Active, uid: u32) -> Result<Slot, Busy> {
+        let mut users = active.lock();
+        if users.contains(&uid) {
+            return Err(Busy::Yours);
+        }
+        if users.len() >= REQUESTS_AT_ONCE {
+            return Err(Busy::Full);
+        }
+        users.insert(uid);
+        Ok(Slot(active.clone(), uid))
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.lock().remove(&self.1);
     }
 }
 
@@ -405,13 +435,32 @@ mod tests {
         .unwrap()
     }
 
-    /// A client that connects and sends nothing holds up no one else, and
-    /// is cut off once its time to send is over.
+    /// A client that connects and sends nothing holds up no other user,
+    /// and is cut off once its time to send is over.
     #[test]
     fn a_silent_client_holds_up_no_other_request() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs root to connect as another user");
+            return;
+        }
         let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let path = server(dir.path(), Duration::ZERO);
-        let mut silent = UnixStream::connect(&path).unwrap();
+        // Another user's (the peer's credentials are taken at connect).
+        let mut silent = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let _as = crate::asuser::Switched::to(&Requester {
+                    uid: 65534,
+                    gid: 65534,
+                    groups: Vec::new(),
+                })
+                .unwrap();
+                UnixStream::connect(&path).unwrap()
+            })
+            .join()
+            .unwrap()
+        };
         let started = Instant::now();
         let uid = rustix::process::getuid().as_raw();
         assert!(matches!(ask(&path), LocalRequestAnswer::Filed { id } if id == i64::from(uid)));
@@ -424,6 +473,27 @@ mod tests {
             took >= REQUEST_ARRIVAL && took < REQUEST_ARRIVAL + Duration::from_secs(2),
             "{took:?}"
         );
+    }
+
+    /// [`ask`] from a thread of its own, switched to `uid` (as root).
+    fn ask_as(path: &Path, uid: u32) -> std::thread::JoinHandle<LocalRequestAnswer> {
+        let path = path.to_owned();
+        std::thread::spawn(move || {
+            let who = Requester {
+                uid,
+                gid: uid,
+                groups: Vec::new(),
+            };
+            let _switched = crate::asuser::Switched::to(&who).unwrap();
+            ask(&path)
+        })
+    }
+
+    fn refused(answer: LocalRequestAnswer) -> String {
+        match answer {
+            LocalRequestAnswer::Refused { error } => error,
+            other => panic!("not refused: {other:?}"),
+        }
     }
 
     /// A request over the size limit is refused as such; requests beyond
@@ -439,25 +509,57 @@ mod tests {
         big.read_to_string(&mut answer).unwrap();
         assert!(answer.contains("larger than"), "{answer}");
 
-        // Each takes 3 s in `handle`: REQUESTS_AT_ONCE of them fill the
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped the rest: needs root to ask as several users");
+            return;
+        }
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        // Each takes 3 s in `handle`: REQUESTS_AT_ONCE users fill the
         // server.
-        let slow: Vec<_> = (0..REQUESTS_AT_ONCE)
-            .map(|_| {
-                let path = path.clone();
-                std::thread::spawn(move || ask(&path))
-            })
+        let slow: Vec<_> = (0..REQUESTS_AT_ONCE as u32)
+            .map(|i| ask_as(&path, 60_000 + i))
             .collect();
         std::thread::sleep(Duration::from_secs(1));
-        match ask(&path) {
-            LocalRequestAnswer::Refused { error } => assert!(error.contains("busy"), "{error}"),
-            other => panic!("{other:?}"),
-        }
-        for t in slow {
+        let error = refused(ask_as(&path, 61_000).join().unwrap());
+        assert!(error.contains("busy with other requests"), "{error}");
+        for (i, t) in slow.into_iter().enumerate() {
             assert!(matches!(
                 t.join().unwrap(),
-                LocalRequestAnswer::Filed { .. }
+                LocalRequestAnswer::Filed { id } if id == 60_000 + i as i64
             ));
         }
+    }
+
+    /// One user has one request handled at a time: a second is refused as
+    /// busy while the first is in flight (so one user's requests, however
+    /// many, never take every place), and another user is still served.
+    #[test]
+    fn one_request_per_user_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = server(dir.path(), Duration::from_secs(2));
+        let first = {
+            let path = path.clone();
+            std::thread::spawn(move || ask(&path))
+        };
+        std::thread::sleep(Duration::from_millis(500));
+        let error = refused(ask(&path));
+        assert!(
+            error.contains("busy with another request of yours"),
+            "{error}"
+        );
+        if rustix::process::geteuid().is_root() {
+            assert!(matches!(
+                ask_as(&path, 65534).join().unwrap(),
+                LocalRequestAnswer::Filed { id: 65534 }
+            ));
+        }
+        assert!(matches!(
+            first.join().unwrap(),
+            LocalRequestAnswer::Filed { .. }
+        ));
+        // Its place is given back.
+        assert!(matches!(ask(&path), LocalRequestAnswer::Filed { .. }));
     }
 
     /// A user files at most REQUESTS_PER_MINUTE requests a minute, but may

@@ -28,11 +28,27 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 
+/// Refuse a service URL that is not `https://`: the agent API and the
+/// admin API carry tokens, approvals and levels, and must not go in the
+/// clear (the clients below also refuse any other scheme, as a backstop;
+/// this says why, naming the URL).
+pub fn require_https(url: &str) -> Result<()> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if u.scheme() == "https" => Ok(()),
+        Ok(u) => bail!(
+            "{url}: the service must be reached over https://, not {}://",
+            u.scheme()
+        ),
+        Err(e) => bail!("{url}: not a URL ({e})"),
+    }
+}
+
 /// A reqwest client trusting only `ca_pem`, optionally presenting a client
-/// identity (certificate + key PEM).
+/// identity (certificate + key PEM). HTTPS only.
 pub fn ca_client(ca_pem: &str, identity: Option<(&str, &str)>) -> Result<reqwest::Client> {
     let mut b = reqwest::Client::builder()
         .use_rustls_tls()
+        .https_only(true)
         .tls_built_in_root_certs(false)
         .add_root_certificate(
             reqwest::Certificate::from_pem(ca_pem.as_bytes()).context("CA certificate")?,
@@ -52,6 +68,7 @@ pub fn ca_client(ca_pem: &str, identity: Option<(&str, &str)>) -> Result<reqwest
 pub fn insecure_client() -> Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .use_rustls_tls()
+        .https_only(true)
         .danger_accept_invalid_certs(true)
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(10))
@@ -86,17 +103,21 @@ impl ServiceAnswer {
 pub struct ServiceClient {
     http: reqwest::Client,
     base: String,
+    /// How long the stream's answer may take to start ([`STREAM_OPEN`]).
+    stream_open: Duration,
 }
 
 impl ServiceClient {
     /// A client for an enrolled identity.
     pub fn new(identity: &Identity) -> Result<ServiceClient> {
+        require_https(&identity.server)?;
         Ok(ServiceClient {
             http: ca_client(
                 &identity.ca_pem,
                 Some((&identity.cert_pem, &identity.key_pem)),
             )?,
             base: identity.server.clone(),
+            stream_open: STREAM_OPEN,
         })
     }
 
@@ -221,12 +242,20 @@ impl ServiceClient {
     }
 
     /// Open `/agent/v1/stream`: a stream of messages, one per NDJSON line.
+    /// The answer's headers must come within [`STREAM_OPEN`]: a replica
+    /// that takes the connection and then says nothing would otherwise
+    /// keep the agent disconnected for good (the heartbeat watch starts
+    /// only with the body).
     pub async fn stream(&self) -> Result<MessageStream> {
-        let resp = self
-            .http
-            .get(format!("{}/agent/v1/stream", self.base))
-            .send()
-            .await?;
+        let within = self.stream_open;
+        let resp = tokio::time::timeout(
+            within,
+            self.http
+                .get(format!("{}/agent/v1/stream", self.base))
+                .send(),
+        )
+        .await
+        .map_err(|_| anyhow!("the service did not open the stream within {within:?}"))??;
         let bytes = Self::check(resp).await?.bytes_stream();
         let lines = futures_util::stream::unfold(
             (bytes, Vec::<u8>::new(), false),
@@ -267,6 +296,10 @@ impl ServiceClient {
 
 /// The longest stream line accepted.
 const MAX_LINE: usize = 16 << 20;
+
+/// How long the stream's answer may take to start: as long as the silence
+/// tolerated between its messages.
+const STREAM_OPEN: Duration = Duration::from_secs(3 * HEARTBEAT_SECS);
 
 /// Messages of `/agent/v1/stream`.
 pub type MessageStream =
@@ -385,8 +418,30 @@ pub struct ScanParams {
 /// the computer has is running (see [`apply_config`]).
 struct Link {
     parts: LinkParts,
-    approving: parking_lot::Mutex<bool>,
+    approving: parking_lot::Mutex<Approving>,
 }
+
+/// A scan approving what the computer has, and the levels it holds back.
+#[derive(Debug, Default, Clone, Copy)]
+struct Approving {
+    /// The scan runs.
+    scanning: bool,
+    /// Configurations' levels wait for it: from its start until it is
+    /// done, or [`APPROVE_EXISTING_WAIT`] has passed.
+    holding: bool,
+}
+
+/// How long, at most, a scan approving what the computer has holds back
+/// the levels it was started for (and those of later configurations).
+///
+/// Applying a raised level before the scan has approved what is installed
+/// would block installed software, so the levels wait for it; but users own
+/// files on the scanned filesystems, and however cheap each file is made
+/// (see [`crate::scan`]), many of them can keep a scan going for long: a
+/// user must not be able to keep the computer out of lockdown that way.
+/// Past this bound the newest levels apply and the scan goes on: what it
+/// has not reached yet is blocked until it approves it.
+const APPROVE_EXISTING_WAIT: Duration = Duration::from_secs(10 * 60);
 
 impl std::ops::Deref for Link {
     type Target = LinkParts;
@@ -400,7 +455,7 @@ impl std::ops::Deref for Link {
 pub async fn run_stream(parts: LinkParts) {
     let parts = Arc::new(Link {
         parts,
-        approving: parking_lot::Mutex::new(false),
+        approving: parking_lot::Mutex::new(Approving::default()),
     });
     let mut backoff = Duration::from_millis(100);
     // The last status report, across reconnections.
@@ -480,7 +535,10 @@ async fn connect_once(parts: &Arc<Link>, reported: &mut Option<Reported>) -> Res
 /// too unless the policy asks that what the computer has be approved first
 /// (a new `approve_existing_epoch`). That scan runs as a task of its own,
 /// so that changes (bans) keep arriving while it runs; the levels of the
-/// newest configuration apply when it is done.
+/// newest configuration apply when it is done, or once
+/// [`APPROVE_EXISTING_WAIT`] has passed, whichever comes first. (A newer
+/// epoch arriving after that bound, while the scan still runs, applies its
+/// levels at once too; its own scan follows the running one.)
 async fn apply_config(parts: &Arc<Link>, config: AgentConfig) {
     // Rules first (resolving updater programs reads executables: not on
     // the async threads), then levels.
@@ -497,13 +555,24 @@ async fn apply_config(parts: &Arc<Link>, config: AgentConfig) {
     {
         let mut approving = parts.approving.lock();
         *parts.config.lock() = Some(config);
-        if *approving {
-            // The running scan applies the newest levels when it is done.
+        if approving.holding {
+            // The running scan applies the newest levels when it is done
+            // (or at its bound).
             parts.engine.set_connected(true);
             return;
         }
         if seen.is_some_and(|s| epoch > s) {
-            *approving = true;
+            if approving.scanning {
+                // Past its bound: these levels apply now, as they would
+                // have at the bound; the scan starts over for this epoch
+                // when it is done.
+                parts.engine.set_levels(levels, true);
+                return;
+            }
+            *approving = Approving {
+                scanning: true,
+                holding: true,
+            };
             parts.engine.set_connected(true);
             tokio::spawn(approve_existing(parts.clone(), epoch));
             return;
@@ -537,36 +606,32 @@ async fn record_approved_epoch(parts: &LinkParts, epoch: i64) {
 
 /// Approve locally what the computer has (a scan), for `epoch` and for any
 /// newer one arriving meanwhile; then apply the newest configuration's
-/// levels and record the epoch.
+/// levels and record the epoch. The levels apply at
+/// [`APPROVE_EXISTING_WAIT`] if the scan is not done by then.
 async fn approve_existing(parts: Arc<Link>, mut epoch: i64) {
     loop {
         tracing::info!("the policy's level was raised with approval of what is here: scanning");
-        let p = &parts.scan;
-        match crate::scan::scan(
-            &parts.client,
-            &p.mounts,
-            &p.script_extensions,
-            p.packages.clone(),
-            true,
-            false,
-        )
-        .await
-        {
-            Ok(s) => {
-                let hashes: Vec<Sha256> = s.files.iter().map(|f| f.sha256).collect();
-                parts.engine.learn_scanned(&s.files);
-                prefetch(&parts.client, &parts.engine, &hashes).await;
-                tracing::info!(
-                    "approved {} files present before the level was raised",
-                    s.approved
-                );
+        let scan = tokio::spawn(scan_and_learn(parts.clone()));
+        let scanned = wait_bounded(scan, APPROVE_EXISTING_WAIT, || {
+            let mut approving = parts.approving.lock();
+            approving.holding = false;
+            if let Some(config) = parts.config.lock().as_ref() {
+                parts.engine.set_policy_levels(config.levels);
             }
-            Err(e) => tracing::error!("approving what is here failed: {e:#}"),
+            tracing::warn!(
+                "approving what is here still runs after {APPROVE_EXISTING_WAIT:?}: \
+                 the policy's levels apply now; what it has not reached yet is \
+                 blocked until it approves it"
+            );
+        })
+        .await;
+        if let Err(e) = scanned {
+            tracing::error!("approving what is here failed: {e}");
         }
         record_approved_epoch(&parts, epoch).await;
         let mut approving = parts.approving.lock();
         let Some(config) = parts.config.lock().clone() else {
-            *approving = false;
+            *approving = Approving::default();
             return;
         };
         if config.approve_existing_epoch > epoch {
@@ -574,8 +639,51 @@ async fn approve_existing(parts: Arc<Link>, mut epoch: i64) {
             continue;
         }
         parts.engine.set_policy_levels(config.levels);
-        *approving = false;
+        *approving = Approving::default();
         return;
+    }
+}
+
+/// One scan approving what the computer has, its answers learnt.
+async fn scan_and_learn(parts: Arc<Link>) {
+    let p = &parts.scan;
+    match crate::scan::scan(
+        &parts.client,
+        &p.mounts,
+        &p.script_extensions,
+        p.packages.clone(),
+        true,
+        false,
+    )
+    .await
+    {
+        Ok(s) => {
+            let hashes: Vec<Sha256> = s.files.iter().map(|f| f.sha256).collect();
+            parts.engine.learn_scanned(&s.files);
+            prefetch(&parts.client, &parts.engine, &hashes).await;
+            tracing::info!(
+                "approved {} files present before the level was raised",
+                s.approved
+            );
+        }
+        Err(e) => tracing::error!("approving what is here failed: {e:#}"),
+    }
+}
+
+/// Wait for `work`. If it is not done within `bound`, call `late` (once)
+/// and keep waiting.
+async fn wait_bounded<T>(
+    work: impl std::future::Future<Output = T>,
+    bound: Duration,
+    late: impl FnOnce(),
+) -> T {
+    tokio::pin!(work);
+    match tokio::time::timeout(bound, &mut work).await {
+        Ok(done) => done,
+        Err(_) => {
+            late();
+            work.await
+        }
     }
 }
 
@@ -1138,5 +1246,108 @@ mod uploader_tests {
             );
         }
         task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only `https://` service URLs are taken, with an error naming the
+    /// scheme; the clients refuse anything else too.
+    #[tokio::test]
+    async fn plain_http_is_refused() {
+        require_https("https://palisade.example:8443").unwrap();
+        let e = require_https("http://palisade.example:8443").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("must be reached over https://, not http://"),
+            "{e}"
+        );
+        assert!(require_https("palisade.example").is_err());
+        let client = insecure_client().unwrap();
+        let e = client.get("http://127.0.0.1:9/").send().await.unwrap_err();
+        assert!(e.is_builder(), "{e:?}");
+    }
+
+    /// A service that takes the connection, completes TLS, reads the
+    /// request and then says nothing: the stream is given up at its bound
+    /// (the agent reconnects), instead of waiting for ever.
+    #[tokio::test]
+    async fn a_stream_whose_answer_never_starts_is_given_up() {
+        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+        let config = Arc::new(
+            rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![ck.cert.der().clone()], key)
+            .unwrap(),
+        );
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for tcp in listener.incoming() {
+                let Ok(tcp) = tcp else { return };
+                let config = config.clone();
+                std::thread::spawn(move || {
+                    let conn = rustls::ServerConnection::new(config).unwrap();
+                    let mut tls = rustls::StreamOwned::new(conn, tcp);
+                    let mut buf = [0u8; 4096];
+                    let _ = std::io::Read::read(&mut tls, &mut buf);
+                    std::thread::sleep(Duration::from_secs(30));
+                });
+            }
+        });
+        let identity = Identity {
+            server: format!("https://127.0.0.1:{port}"),
+            computer_id: palisade_core::ComputerId(1),
+            computer: "test".into(),
+            cert_pem: ck.cert.pem(),
+            key_pem: ck.signing_key.serialize_pem(),
+            ca_pem: ck.cert.pem(),
+        };
+        let mut client = ServiceClient::new(&identity).unwrap();
+        client.stream_open = Duration::from_secs(1);
+        let started = std::time::Instant::now();
+        let opened = tokio::time::timeout(Duration::from_secs(10), client.stream())
+            .await
+            .expect("the stream must give up by itself");
+        let e = opened.err().expect("no stream from a silent service");
+        assert!(e.to_string().contains("did not open the stream"), "{e:#}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    /// The levels a scan holds back apply at its bound if it is not done
+    /// by then, and the scan is still waited for.
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_scan_holds_the_levels_back_only_until_its_bound() {
+        let started = tokio::time::Instant::now();
+        let late = std::sync::Mutex::new(None);
+        let out = wait_bounded(
+            async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                7
+            },
+            APPROVE_EXISTING_WAIT,
+            || *late.lock().unwrap() = Some(started.elapsed()),
+        )
+        .await;
+        assert_eq!(out, 7);
+        assert_eq!(*late.lock().unwrap(), Some(APPROVE_EXISTING_WAIT));
+        assert!(started.elapsed() >= Duration::from_secs(3600));
+
+        // Done in time: nothing is released early.
+        let mut called = false;
+        wait_bounded(
+            tokio::time::sleep(Duration::from_secs(1)),
+            APPROVE_EXISTING_WAIT,
+            || called = true,
+        )
+        .await;
+        assert!(!called);
     }
 }

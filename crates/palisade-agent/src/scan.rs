@@ -1,6 +1,16 @@
 //! The initialization scan: inventory the executables, libraries and
 //! scripts already on the watched filesystems, report them to the service
 //! and (bulk approval) approve them locally on this computer.
+//!
+//! Users own files on the filesystems scanned (`/tmp`, `/dev/shm`, their
+//! homes), so the scan must not be theirs to stall: a file is opened
+//! without following a symbolic link and without waiting (a FIFO or a
+//! device renamed over a listed file is not a regular file once `fstat`
+//! looks at it, and is skipped), and a file larger than [`HASH_MAX`] is
+//! not hashed (a sparse `+x` file of 8 EiB costs its owner nothing and
+//! would take the scan years); such files are counted in
+//! [`ScanSummary::too_large`]. Its threads run as background work
+//! ([`crate::engine::background_priority`]).
 use crate::files;
 use crate::link::ServiceClient;
 use crate::mounts::Mount;
@@ -27,6 +37,10 @@ pub struct ScanSummary {
     pub approved: u64,
     /// Files that could not be read.
     pub errors: u64,
+    /// Code files not hashed because they are larger than [`HASH_MAX`]
+    /// (not inventoried, so not approved).
+    #[serde(default)]
+    pub too_large: u64,
     /// Wall time in milliseconds.
     pub elapsed_ms: u64,
     /// The files inventoried.
@@ -60,29 +74,65 @@ fn wanted(path: &Path, executable: bool, kind: &FileKind, script_extensions: &[S
         .is_some_and(|e| script_extensions.contains(&e))
 }
 
-/// Inspect one file: `Some(item)` if it is code.
+/// The largest file the agent hashes for a scan or for a user's request
+/// (8 GiB). Hashing runs at about 1.5 GB/s, so one file costs seconds at
+/// most; real code stays well below it (the largest shared libraries in
+/// the wild, CUDA's and machine-learning frameworks', are 1-3 GiB), while a
+/// sparse file costs its owner nothing at any size.
+pub const HASH_MAX: u64 = 8 << 30;
+
+/// What [`inspect`] found.
+#[derive(Debug)]
+enum Inspected {
+    /// Code, hashed.
+    Code(Box<(InventoryItem, files::Identity)>),
+    /// Code (or a file with an execute bit) larger than [`HASH_MAX`].
+    TooLarge,
+    /// Not code, not a regular file, or changed while read.
+    Skipped,
+}
+
+/// Open `path` for the scan: read only, never following a symbolic link
+/// (the walker saw a regular file there; whatever replaced it since is not
+/// what it listed), never waiting (a FIFO's open would wait for a writer,
+/// a device's may block), never becoming a controlling terminal.
+fn open_listed(path: &Path) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    Ok(std::fs::File::from(fd))
+}
+
+/// Inspect one file: hashed if it is code of at most `max` bytes.
 fn inspect(
     path: &Path,
     script_extensions: &[String],
     packages: Option<&dyn crate::engine::PackageFacts>,
-) -> std::io::Result<Option<(InventoryItem, files::Identity)>> {
+    max: u64,
+) -> std::io::Result<Inspected> {
     use std::os::fd::AsFd;
-    let file = std::fs::File::open(path)?;
+    let file = open_listed(path)?;
     let ident = files::identify(&file)?;
     if !ident.regular {
-        return Ok(None);
+        return Ok(Inspected::Skipped);
     }
     let header = files::read_header(&file, CLASSIFY_HEADER_LEN)?;
     let kind = classify(&header);
     if !wanted(path, ident.executable, &kind, script_extensions) {
-        return Ok(None);
+        return Ok(Inspected::Skipped);
+    }
+    if ident.stamp.size > max {
+        return Ok(Inspected::TooLarge);
     }
     let sha256 = files::hash(&file)?;
     if files::identify(&file)?.stamp != ident.stamp {
         // Changed while it was read: not a version we can vouch for.
-        return Ok(None);
+        return Ok(Inspected::Skipped);
     }
-    Ok(Some((
+    Ok(Inspected::Code(Box::new((
         InventoryItem {
             sha256,
             path: path.to_string_lossy().into_owned(),
@@ -91,7 +141,7 @@ fn inspect(
             publisher: packages.and_then(|db| db.fact(&path.to_string_lossy(), file.as_fd())),
         },
         ident,
-    )))
+    ))))
 }
 
 /// Scan `mounts` (each within its own filesystem), hashing on all cores, and
@@ -109,6 +159,7 @@ pub async fn scan(
     let roots: Vec<PathBuf> = mounts.iter().map(|m| m.mount_point.clone()).collect();
     let seen = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
+    let too_large = Arc::new(AtomicU64::new(0));
     let (path_tx, path_rx) = crossbeam_channel::bounded::<PathBuf>(4096);
     let (item_tx, mut item_rx) =
         tokio::sync::mpsc::channel::<(InventoryItem, files::Identity)>(4096);
@@ -119,6 +170,7 @@ pub async fn scan(
         std::thread::Builder::new()
             .name("palisade-scan-walk".into())
             .spawn(move || {
+                crate::engine::background_priority();
                 for root in roots {
                     let walk = walkdir::WalkDir::new(&root)
                         .same_file_system(true)
@@ -142,19 +194,27 @@ pub async fn scan(
         let rx = path_rx.clone();
         let tx = item_tx.clone();
         let errors = errors.clone();
+        let too_large = too_large.clone();
         let exts = script_extensions.to_vec();
         let packages = packages.clone();
         std::thread::Builder::new()
             .name(format!("palisade-scan-hash-{i}"))
             .spawn(move || {
+                crate::engine::background_priority();
                 while let Ok(path) = rx.recv() {
-                    match inspect(&path, &exts, packages.as_deref()) {
-                        Ok(Some(item)) => {
-                            if tx.blocking_send(item).is_err() {
+                    match inspect(&path, &exts, packages.as_deref(), HASH_MAX) {
+                        Ok(Inspected::Code(item)) => {
+                            if tx.blocking_send(*item).is_err() {
                                 return;
                             }
                         }
-                        Ok(None) => {}
+                        Ok(Inspected::TooLarge) => {
+                            too_large.fetch_add(1, Ordering::Relaxed);
+                            // Counted, and said once at the end: whoever
+                            // made thousands must not flood the log.
+                            tracing::debug!("{}: too large to hash", path.display());
+                        }
+                        Ok(Inspected::Skipped) => {}
                         Err(_) => {
                             errors.fetch_add(1, Ordering::Relaxed);
                         }
@@ -216,6 +276,14 @@ pub async fn scan(
     }
     summary.files_seen = seen.load(Ordering::Relaxed);
     summary.errors = errors.load(Ordering::Relaxed);
+    summary.too_large = too_large.load(Ordering::Relaxed);
+    if summary.too_large > 0 {
+        tracing::warn!(
+            "scan: {} code files larger than {} GiB were not hashed, so not approved",
+            summary.too_large,
+            HASH_MAX >> 30
+        );
+    }
     summary.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(summary)
 }
@@ -238,5 +306,67 @@ mod tests {
             &exts
         ));
         assert!(!wanted(Path::new("/x/notes.txt"), false, &other, &exts));
+    }
+
+    /// `inspect` on another thread, failing (instead of hanging) when it
+    /// does not answer within two seconds.
+    fn inspect_within(path: &Path) -> std::io::Result<Inspected> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = path.to_owned();
+        std::thread::spawn(move || {
+            let _ = tx.send(inspect(&path, &[], None, HASH_MAX));
+        });
+        rx.recv_timeout(Duration::from_secs(2))
+            .expect("inspect must not wait on a file a user controls")
+    }
+
+    /// What a user can leave where the scan looks does not stall it: a
+    /// FIFO (an open would wait for a writer), a huge sparse executable
+    /// (hashing it would take years), a symbolic link swapped in for a
+    /// listed file. A small executable is hashed as before.
+    #[test]
+    fn the_scan_does_not_wait_on_what_users_leave() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o777),
+            0,
+        )
+        .unwrap();
+        assert!(matches!(inspect_within(&fifo), Ok(Inspected::Skipped)));
+
+        let huge = dir.path().join("huge");
+        let f = std::fs::File::create(&huge).unwrap();
+        // As large as the filesystem allows, and above the limit (8 EiB on
+        // tmpfs; 16 TiB on ext4).
+        let size = [i64::MAX as u64, 1 << 44, HASH_MAX + 1]
+            .into_iter()
+            .find(|s| f.set_len(*s).is_ok())
+            .unwrap();
+        assert!(size > HASH_MAX);
+        f.set_permissions(std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        drop(f);
+        assert!(matches!(inspect_within(&huge), Ok(Inspected::TooLarge)));
+
+        let tool = dir.path().join("tool");
+        std::fs::write(&tool, b"#!/bin/sh\necho hi\n").unwrap();
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        match inspect_within(&tool) {
+            Ok(Inspected::Code(item)) => assert_eq!(item.0.size, 18),
+            other => panic!("{other:?}"),
+        }
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&tool, &link).unwrap();
+        let e = inspect_within(&link).unwrap_err();
+        assert_eq!(
+            e.raw_os_error(),
+            Some(rustix::io::Errno::LOOP.raw_os_error()),
+            "{e}"
+        );
     }
 }
