@@ -9,6 +9,11 @@
 //!   the service, kept apart from the cache so that rebuilding the cache does
 //!   not lose them.
 //!
+//! The databases are the agent's own (0600, with their `-wal` and `-shm`:
+//! [`private_database`]): the data directory stays open to all, as users
+//! reach the request socket there, and the cache and spool tell what runs
+//! on the computer, by whom, with which arguments.
+//!
 //! A file that cannot be opened, fails `PRAGMA quick_check`, or starts
 //! failing with corruption errors is moved aside (`*.corrupt-<ms>`) and
 //! recreated; the agent keeps enforcing from memory meanwhile and the cache
@@ -90,7 +95,48 @@ fn open_rescuing(
     }
 }
 
+/// Make the SQLite database at `path` its owner's alone: created 0600 if it
+/// does not exist, and group and others' permissions taken from it and its
+/// `-wal` and `-shm` files if they have any (files of older versions, made
+/// with the umask's 0644). SQLite creates a database's `-wal` and `-shm`
+/// with the database file's own permissions, so they follow from then on.
+/// (Also used by `palisade up` for the server's database.)
+pub fn private_database(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let p = PathBuf::from(p);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_file() && m.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 fn try_open(path: &Path, schema: &str) -> rusqlite::Result<Connection> {
+    if let Err(e) = private_database(path) {
+        // Not a reason to run without a cache or spool; said loudly.
+        tracing::warn!(
+            "{}: cannot make it readable by root only: {e}",
+            path.display()
+        );
+    }
     let c = Connection::open(path)?;
     c.busy_timeout(Duration::from_millis(200))?;
     let check: String = c.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
@@ -126,7 +172,11 @@ fn rebuild(
         aside.display(),
         kept.len()
     );
-    let _ = std::fs::rename(path, &aside);
+    if std::fs::rename(path, &aside).is_ok() {
+        use std::os::unix::fs::PermissionsExt;
+        // Kept for a post-mortem, not for other users to read.
+        let _ = std::fs::set_permissions(&aside, std::fs::Permissions::from_mode(0o600));
+    }
     for suffix in ["-wal", "-shm"] {
         let mut p = path.as_os_str().to_owned();
         p.push(suffix);
@@ -881,6 +931,49 @@ mod tests {
         assert_eq!(batch[0].1, ev);
         s.ack(batch[1].0).unwrap();
         assert_eq!(s.len().unwrap(), 1);
+    }
+
+    /// The cache and the spool, their `-wal` and `-shm` included, are
+    /// root's alone: created so, and files of older versions (0644, from
+    /// the umask) are made so when opened.
+    #[test]
+    fn the_databases_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |name: &str| {
+            std::fs::metadata(dir.path().join(name))
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        // An older version's cache, left with its WAL files.
+        let cache = dir.path().join("cache.db");
+        Connection::open(&cache)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        for name in ["cache.db", "cache.db-wal", "cache.db-shm"] {
+            let p = dir.path().join(name);
+            if !p.exists() {
+                std::fs::write(&p, b"").unwrap();
+            }
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let (c, _) = PersistentCache::open(&cache).unwrap();
+        c.set_meta("k", "v").unwrap();
+        let (s, _) = Spool::open(&dir.path().join("events.db")).unwrap();
+        s.push(&[numbered_event(1)]).unwrap();
+        for name in [
+            "cache.db",
+            "cache.db-wal",
+            "cache.db-shm",
+            "events.db",
+            "events.db-wal",
+            "events.db-shm",
+        ] {
+            assert_eq!(mode(name), 0o600, "{name}");
+        }
     }
 
     fn numbered_event(n: usize) -> FileEvent {

@@ -158,6 +158,12 @@ impl Names {
     }
 }
 
+/// This process's effective uid (for the `palisade` binary, which has no
+/// `unsafe` of its own to ask).
+pub fn effective_uid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
 /// The effective gid and supplementary groups of a process.
 pub fn process_groups(pid: u32) -> Vec<u32> {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {

@@ -11,4 +11,5 @@ mod cli;
 mod enforcement;
 mod fleet;
 mod harness;
+mod local;
 mod scheduling;

@@ -1,0 +1,119 @@
+//! What a local user can do to the system around enforcement: read the
+//! state `palisade up` keeps.
+use crate::harness::*;
+use crate::require_root;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// The files that hold secrets (the server's database with the CA key,
+/// TOTP secrets and password hashes; the agent's key; the CLI's token)
+/// and the agent's databases (what runs, by whom) are root's alone,
+/// their WAL files included; files an older version left readable are
+/// made so at the next start. The data directory may be passed through
+/// (users reach the request socket), not listed.
+#[test]
+fn the_state_palisade_up_keeps_is_roots_alone() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let up = Up::start(&m, &["--no-scan"]);
+    let data = up.data.path().to_owned();
+    // Writes to both databases while they are open, so that their WAL
+    // files exist.
+    let tool = Programs::get().install("hello", &m.path, "tool");
+    up.ok(&["file", "approve", tool.to_str().unwrap()]);
+    assert!(run(&tool, &[], &[]).ok());
+    let private = [
+        "server.db",
+        "server.db-wal",
+        "server.db-shm",
+        "cli.toml",
+        "agent/client.key",
+        "agent/cache.db",
+        "agent/cache.db-wal",
+        "agent/cache.db-shm",
+        "agent/events.db",
+        "agent/events.db-wal",
+        "agent/events.db-shm",
+    ];
+    let check = |when: &str| {
+        for name in private {
+            let p = data.join(name);
+            if name.ends_with("-wal") || name.ends_with("-shm") {
+                // Checkpointed and removed at a clean stop.
+                if !p.exists() {
+                    continue;
+                }
+            }
+            assert_eq!(mode(&p) & 0o077, 0, "{when}: {name} is {:o}", mode(&p));
+        }
+        for dir in [data.clone(), data.join("agent")] {
+            assert_eq!(
+                mode(&dir) & 0o066,
+                0,
+                "{when}: {} is {:o}",
+                dir.display(),
+                mode(&dir)
+            );
+        }
+    };
+    check("first start");
+    for name in ["server.db", "agent/cache.db", "agent/events.db"] {
+        assert!(data.join(name).exists(), "{name}");
+    }
+
+    // An older version's databases: readable by all. (Its key was 0600
+    // already; `cli.toml` is written anew at every start.)
+    let Up {
+        mut proc,
+        data: tmp,
+        cli_config,
+    } = up;
+    proc.stop();
+    for name in private.iter().filter(|n| n.contains(".db")) {
+        let p = data.join(name);
+        if p.exists() {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+    for dir in [data.clone(), data.join("agent")] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let d = data.to_str().unwrap().to_owned();
+    let watch = m.path.to_str().unwrap().to_owned();
+    let home = data.join("home");
+    let mut proc = Proc::palisade(
+        "up-again",
+        &[
+            "up",
+            "--data-dir",
+            &d,
+            "--watch",
+            &watch,
+            "--listen",
+            "127.0.0.1:0",
+            "--no-scan",
+        ],
+        &[("HOME", home.to_str().unwrap()), ("PALISADE_LOG", "info")],
+        &data,
+    );
+    proc.wait_line("palisade: ready", Duration::from_secs(120));
+    let up = Up {
+        proc,
+        data: tmp,
+        cli_config,
+    };
+    assert!(run(&tool, &[], &[]).ok());
+    check("after a start over an older version's files");
+    // The request socket is still reachable by users.
+    assert_eq!(mode(&data.join("agent/request.sock")) & 0o777, 0o666);
+    drop(up);
+}
