@@ -193,7 +193,7 @@ pub(crate) struct AgentArgs {
 pub(crate) enum AgentCmd {
     /// Enroll this computer with a one-time token.
     Enroll {
-        /// Service URL, e.g. https://palisade.example:8443.
+        /// Service URL, e.g. https://palisade.example:8443 (https only).
         #[arg(long)]
         server: String,
         /// Enrollment token (plt1....).
@@ -215,7 +215,9 @@ pub(crate) enum FileCmd {
     Unapprove(FileStateArgs),
     /// Show what is known about a file and why it is allowed or blocked.
     Show {
-        /// Path of a local file, or a SHA-256.
+        /// A SHA-256 (64 hex digits), or the path of a local file. A file
+        /// whose name is 64 hex digits is given as ./NAME: the bare name is
+        /// taken as the hash.
         target: String,
         /// Machine-readable output.
         #[arg(long)]
@@ -225,7 +227,9 @@ pub(crate) enum FileCmd {
 
 #[derive(Debug, Args)]
 pub(crate) struct FileStateArgs {
-    /// Paths of local files, or SHA-256 hashes (several allowed).
+    /// SHA-256 hashes (64 hex digits) or paths of local files (several
+    /// allowed). A file whose name is 64 hex digits is given as ./NAME:
+    /// the bare name is taken as the hash.
     #[arg(required = true)]
     pub(crate) targets: Vec<String>,
     /// Only for computers in this policy.

@@ -8,6 +8,7 @@ mod cli;
 mod clicfg;
 mod cmd;
 mod logging;
+mod shown;
 
 use clap::Parser;
 

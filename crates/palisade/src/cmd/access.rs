@@ -2,6 +2,7 @@
 //! conditional-access settings, the audit log (`palisade_api::access`).
 use super::admin::{fmt_ms, segment, AdminClient};
 use crate::cli::{AccessCmd, AdminCmd, AuditCmd, RoleCmd, TokenCmd};
+use crate::shown::shown;
 use anyhow::{bail, Context, Result};
 use palisade_api::access::{
     AccessSettings, AddAdmin, AdminInfo, AuditEntry, AuditPage, CreateToken, GrantRef, Invitation,
@@ -32,8 +33,8 @@ fn print_admin(a: &AdminInfo) {
     };
     println!(
         "{:<20} {:<9} tokens {:<3} {}{lock}",
-        a.name,
-        a.status,
+        shown(&a.name),
+        shown(&a.status),
         a.tokens,
         if grants.is_empty() {
             "(no grants)".to_owned()
@@ -57,7 +58,7 @@ async fn print_invitation(client: &AdminClient, admin: &str) -> Result<()> {
     println!(
         "invitation for {admin} (one use, until {}):\n  {}",
         fmt_ms(inv.expires_ms),
-        inv.url
+        shown(&inv.url)
     );
     Ok(())
 }
@@ -240,7 +241,7 @@ pub(crate) async fn token(cfg: Option<&Path>, cmd: TokenCmd) -> Result<ExitCode>
                     println!(
                         "{:<5} {:<16} {:<32} {}",
                         t.id,
-                        t.name,
+                        shown(&t.name),
                         state,
                         t.scope
                             .map(|s| s.join(" "))
@@ -347,12 +348,14 @@ pub(crate) async fn audit(cfg: Option<&Path>, cmd: AuditCmd) -> Result<ExitCode>
                     "{:>6} {} {:<12} {:<7} {:<40} {} from {}{}",
                     r.seq,
                     fmt_ms(r.at_ms),
-                    r.actor,
-                    r.outcome,
-                    r.action,
-                    r.object,
-                    r.source,
-                    r.reason.map(|x| format!(" ({x})")).unwrap_or_default()
+                    shown(&r.actor),
+                    shown(&r.outcome),
+                    shown(&r.action),
+                    shown(&r.object),
+                    shown(&r.source),
+                    r.reason
+                        .map(|x| format!(" ({})", shown(&x)))
+                        .unwrap_or_default()
                 );
             }
         }

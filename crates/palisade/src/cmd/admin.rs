@@ -1,6 +1,7 @@
 //! Admin commands: thin clients of the admin API.
 use crate::cli::{EventsArgs, FileCmd, FileStateArgs, PolicyCmd, StatusArgs};
 use crate::clicfg::CliConfig;
+use crate::shown::shown;
 use anyhow::{bail, Context, Result};
 use palisade_api::admin::{
     ComputerInfo, CreatePolicy, EventPage, EventRecord, FileDetails, PolicyInfo, ScopeRef,
@@ -22,8 +23,11 @@ pub(crate) struct AdminClient {
 
 impl AdminClient {
     pub(crate) fn new(server: &str, ca_pem: &str, token: &str) -> Result<AdminClient> {
+        // The token must not go in the clear.
+        palisade_agent::link::require_https(server).context("server in the CLI configuration")?;
         let http = reqwest::Client::builder()
             .use_rustls_tls()
+            .https_only(true)
             .tls_built_in_root_certs(false)
             .add_root_certificate(
                 reqwest::Certificate::from_pem(ca_pem.as_bytes()).context("CA certificate")?,
@@ -62,7 +66,7 @@ impl AdminClient {
                     None => b.error,
                 })
                 .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
-            bail!("{status}: {msg}");
+            bail!("{status}: {}", shown(&msg));
         }
         serde_json::from_slice(&body).context("malformed answer from the service")
     }
@@ -107,7 +111,7 @@ impl AdminClient {
         let msg = serde_json::from_slice::<ErrorBody>(&body)
             .map(|b| b.error)
             .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
-        bail!("{status}: {msg}")
+        bail!("{status}: {}", shown(&msg))
     }
 
     pub(crate) async fn post<B: serde::Serialize, T: serde::de::DeserializeOwned>(
@@ -138,26 +142,71 @@ pub(crate) fn segment(s: &str) -> String {
     out
 }
 
-/// A file argument: an existing path is hashed; otherwise it must be a SHA-256.
+/// What a file argument names.
+#[derive(Debug, PartialEq, Eq)]
+enum Target<'a> {
+    /// A SHA-256 (64 hex digits, no `/`).
+    Hash(Sha256),
+    /// A file, hashed here.
+    Path(&'a Path),
+}
+
+/// A file argument: 64 hex digits are a SHA-256, even where a file has
+/// that name (an admin working in a directory others can write to, such
+/// as `/tmp`, must not ban or approve a decoy planted under a hash's
+/// name); anything else is a path. A file named like a hash is given as
+/// `./NAME`.
+fn target_of(target: &str) -> Target<'_> {
+    if !target.contains('/') {
+        if let Ok(sha) = Sha256::parse(target) {
+            return Target::Hash(sha);
+        }
+    }
+    Target::Path(Path::new(target))
+}
+
+/// Open a file given on the command line to hash it: never waiting on a
+/// FIFO or a device, and only a regular file.
+fn open_to_hash(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)?;
+    if !f.metadata()?.file_type().is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok(f)
+}
+
+/// A file argument ([`target_of`]): a hash, or a file hashed here (by the
+/// local agent when this process may not read it).
 pub(crate) fn resolve_target(cfg: Option<&Path>, target: &str) -> Result<(Sha256, Option<String>)> {
-    let p = Path::new(target);
+    let p = match target_of(target) {
+        Target::Hash(sha) => return Ok((sha, None)),
+        Target::Path(p) => p,
+    };
     if p.exists() {
         let abs = std::fs::canonicalize(p)?;
-        let sha = match palisade_agent::files::hash_path(&abs) {
+        let sha = match open_to_hash(&abs).and_then(palisade_agent::files::hash) {
             Ok(sha) => sha,
             // Refused by the agent: without the BPF guard an unapproved ELF
             // file on a watched mount cannot even be read here. The agent
             // hashes it for us, opened with our own permissions.
             Err(e) if e.raw_os_error() == Some(libc::EPERM) => hash_by_agent(cfg, &abs)
-                .with_context(|| format!("hashing {} (reading it: {e})", abs.display()))?,
-            Err(e) => return Err(e).with_context(|| format!("hashing {}", abs.display())),
+                .with_context(|| {
+                    format!(
+                        "hashing {} (reading it: {e})",
+                        shown(&abs.to_string_lossy())
+                    )
+                })?,
+            Err(e) => {
+                return Err(e).with_context(|| format!("hashing {}", shown(&abs.to_string_lossy())))
+            }
         };
         return Ok((sha, Some(abs.to_string_lossy().into_owned())));
     }
-    match Sha256::parse(target) {
-        Ok(sha) => Ok((sha, None)),
-        Err(_) => bail!("{target}: no such file, and not a SHA-256"),
-    }
+    bail!("{}: no such file, and not a SHA-256", shown(target))
 }
 
 /// The local agent's request socket: beside its control socket when the
@@ -182,7 +231,9 @@ fn hash_by_agent(cfg: Option<&Path>, path: &Path) -> Result<Sha256> {
     };
     match request(&socket, &ask).context("asking the local agent to hash it")? {
         LocalRequestAnswer::Hashed { sha256, .. } => Ok(sha256),
-        LocalRequestAnswer::Refused { error } => bail!("the local agent refused: {error}"),
+        LocalRequestAnswer::Refused { error } => {
+            bail!("the local agent refused: {}", shown(&error))
+        }
         LocalRequestAnswer::Filed { .. } => bail!("the local agent filed a request instead"),
     }
 }
@@ -230,7 +281,7 @@ pub(crate) async fn file(cfg: Option<&Path>, cmd: FileCmd) -> Result<ExitCode> {
         };
         println!(
             "{state} {scope}: {sha}{}",
-            path.map(|p| format!("  {p}")).unwrap_or_default()
+            path.map(|p| format!("  {}", shown(&p))).unwrap_or_default()
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -257,8 +308,8 @@ fn print_details(d: &FileDetails) {
         println!(
             "  {:<11} {:<24} by {} at {}",
             s.state.as_str(),
-            scope,
-            s.updated_by,
+            shown(&scope),
+            shown(&s.updated_by),
             fmt_ms(s.updated_ms)
         );
     }
@@ -269,10 +320,10 @@ fn print_details(d: &FileDetails) {
     for e in &d.effective {
         println!(
             "  {:<20} policy {:<14} {:<9} {}",
-            e.computer,
-            e.policy,
+            shown(&e.computer),
+            shown(&e.policy),
             e.approval.as_str(),
-            e.explanation
+            shown(&e.explanation)
         );
     }
     println!("\nseen at (local state of each instance):");
@@ -286,9 +337,9 @@ fn print_details(d: &FileDetails) {
             .unwrap_or_default();
         println!(
             "  {:<20} {:<10} {}  ({} times, last {}{gone})",
-            i.computer,
+            shown(&i.computer),
             i.local_state.as_str(),
-            i.path,
+            shown(&i.path),
             i.count,
             fmt_ms(i.last_seen_ms)
         );
@@ -313,15 +364,15 @@ fn print_event(r: &EventRecord, json: bool) {
         "{:>6} {} {:<12} {:<11} {:<16} {} sha256={} pid={} uid={} exe={} ({})",
         r.id,
         fmt_ms(e.time_ms),
-        r.computer,
+        shown(&r.computer),
         e.kind.as_str(),
         e.operation.as_str(),
-        e.path,
+        shown(&e.path),
         e.sha256.map(|s| s.short()).unwrap_or_else(|| "-".into()),
         e.process.pid,
         e.process.uid,
-        exe,
-        e.reason
+        shown(exe),
+        shown(&e.reason)
     );
 }
 
@@ -390,8 +441,8 @@ pub(crate) async fn computers(cfg: Option<&Path>, json: bool) -> Result<ExitCode
         let recent = c.recent_latency().map(|l| l.all()).unwrap_or_default();
         println!(
             "{:<20} {:<14} {:<9} {:<9} {:<10} {:>9} {:>10} {:>10} {:>11}  {}",
-            c.name,
-            c.policy,
+            shown(&c.name),
+            shown(&c.policy),
             c.levels.connected.as_str(),
             c.levels.disconnected.as_str(),
             if c.revoked {
@@ -418,7 +469,7 @@ pub(crate) async fn computers(cfg: Option<&Path>, json: bool) -> Result<ExitCode
         {
             println!(
                 "{}: events lost: {} dropped (queue full), {} refused by the service (kept on the computer in events-refused.jsonl)",
-                c.name, lost.dropped, lost.set_aside
+                shown(&c.name), lost.dropped, lost.set_aside
             );
         }
     }
@@ -551,8 +602,15 @@ pub(crate) async fn status(cfg: Option<&Path>, a: StatusArgs) -> Result<ExitCode
     if a.json {
         println!("{}", serde_json::to_string_pretty(&st)?);
     } else {
-        println!("computer     {} ({})", st.computer, st.server);
-        println!("policy       {}", st.policy.as_deref().unwrap_or("?"));
+        println!(
+            "computer     {} ({})",
+            shown(&st.computer),
+            shown(&st.server)
+        );
+        println!(
+            "policy       {}",
+            shown(st.policy.as_deref().unwrap_or("?"))
+        );
         println!(
             "link         {}",
             if st.connected {
@@ -574,7 +632,7 @@ pub(crate) async fn status(cfg: Option<&Path>, a: StatusArgs) -> Result<ExitCode
                 "INACTIVE: libraries and memory execution not controlled"
             }
         );
-        println!("watching     {}", st.watched.join(", "));
+        println!("watching     {}", shown(&st.watched.join(", ")));
         println!(
             "decisions    {} events, {} from caches, {} allowed, {} blocked, {} timeouts",
             st.stats.events,
@@ -614,5 +672,53 @@ fn latency_line(h: &HistogramSnapshot) -> String {
             or_dash(h.quantile(0.99)),
             human_ns(h.max_ns)
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 64 hex digits are a hash even where a file of that name exists (a
+    /// decoy planted in a shared directory); `./NAME` names the file.
+    #[test]
+    fn a_hash_argument_is_a_hash_even_beside_a_file_so_named() {
+        let hex = "ab".repeat(32);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(&hex), b"decoy").unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        std::env::set_current_dir(dir.path()).unwrap();
+        let as_hash = resolve_target(None, &hex);
+        let dotted = format!("./{hex}");
+        let as_file = resolve_target(None, &dotted);
+        std::env::set_current_dir(cwd).unwrap();
+        assert_eq!(as_hash.unwrap(), (Sha256::parse(&hex).unwrap(), None));
+        let (sha, path) = as_file.unwrap();
+        assert_eq!(
+            sha,
+            palisade_agent::files::hash_path(&dir.path().join(&hex)).unwrap()
+        );
+        assert!(path.unwrap().ends_with(&hex));
+
+        assert_eq!(target_of(&hex), Target::Hash(Sha256::parse(&hex).unwrap()));
+        let upper = hex.to_uppercase();
+        assert_eq!(
+            target_of(&upper),
+            match Sha256::parse(&upper) {
+                Ok(sha) => Target::Hash(sha),
+                Err(_) => Target::Path(Path::new(&upper)),
+            }
+        );
+        for path in [
+            "./x",
+            "/usr/bin/ls",
+            "ls",
+            &hex[1..],
+            &format!("/tmp/{hex}"),
+        ] {
+            assert_eq!(target_of(path), Target::Path(Path::new(path)), "{path}");
+        }
+        let e = resolve_target(None, "/definitely/not/\x1b[2Jhere").unwrap_err();
+        assert!(e.to_string().contains("\\x1b[2J"), "{e}");
     }
 }

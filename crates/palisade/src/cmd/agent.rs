@@ -16,12 +16,13 @@ pub(crate) async fn run(a: AgentArgs) -> Result<ExitCode> {
     }) = a.command
     {
         let dir = data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        palisade_agent::link::require_https(&server).context("--server")?;
         let id = enroll(&server, &token, &hostname()).await?;
         id.save(&dir)
             .with_context(|| format!("saving the identity in {}", dir.display()))?;
         println!(
             "enrolled as computer {} ({}); identity in {}",
-            id.computer,
+            crate::shown::shown(&id.computer),
             id.computer_id,
             dir.display()
         );

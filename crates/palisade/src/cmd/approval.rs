@@ -5,6 +5,7 @@ use crate::cli::{
     BundleCmd, CustomArgs, EventArgs, FolderCmd, PublisherCmd, ReputationCmd, RequestCmd, RuleAdd,
     RuleCmd, RuleCommon,
 };
+use crate::shown::shown;
 use anyhow::{bail, Context, Result};
 use palisade_api::admin::{
     ApprovalRequestInfo, BundleInfo, CreateRule, DecideRequest, EventAction, EventFilter,
@@ -62,7 +63,7 @@ pub(crate) async fn publisher(cfg: Option<&Path>, cmd: PublisherCmd) -> Result<E
         .policy
         .map(|p| format!("for policy {p}"))
         .unwrap_or_else(|| "for all computers".into());
-    println!("publisher {}: {state} {scope}", p.name);
+    println!("publisher {}: {state} {scope}", shown(&p.name));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -92,7 +93,7 @@ async fn publisher_other(client: &AdminClient, cmd: PublisherCmd) -> Result<Exit
                     .unwrap_or_else(|| "-".into());
                 println!(
                     "{:<28} {:<12} {:>7}  {}",
-                    p.name,
+                    shown(&p.name),
                     trust,
                     p.files,
                     states.join(", ")
@@ -108,7 +109,7 @@ async fn publisher_other(client: &AdminClient, cmd: PublisherCmd) -> Result<Exit
                     &SetPublisherTrust { trust },
                 )
                 .await?;
-            println!("publisher {}: trust {:?}", p.name, trust);
+            println!("publisher {}: trust {:?}", shown(&p.name), trust);
             Ok(ExitCode::SUCCESS)
         }
         PublisherCmd::Approve(_) | PublisherCmd::Ban(_) | PublisherCmd::Unapprove(_) => {
@@ -128,12 +129,12 @@ pub(crate) async fn bundle(cfg: Option<&Path>, cmd: BundleCmd) -> Result<ExitCod
                 for b in list {
                     println!(
                         "{} [{}]\n  {}",
-                        b.name,
+                        shown(&b.name),
                         if b.enabled { "enabled" } else { "disabled" },
-                        b.description
+                        shown(&b.description)
                     );
                     for r in &b.rules {
-                        println!("  - {r}");
+                        println!("  - {}", shown(r));
                     }
                 }
             }
@@ -150,7 +151,7 @@ pub(crate) async fn bundle(cfg: Option<&Path>, cmd: BundleCmd) -> Result<ExitCod
         .await?;
     println!(
         "bundle {} {}",
-        b.name,
+        shown(&b.name),
         if b.enabled { "enabled" } else { "disabled" }
     );
     Ok(ExitCode::SUCCESS)
@@ -288,7 +289,7 @@ async fn create(
             },
         )
         .await?;
-    println!("rule {} added: {}", r.id, r.name);
+    println!("rule {} added: {}", r.id, shown(&r.name));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -424,16 +425,18 @@ pub(crate) async fn rule(cfg: Option<&Path>, cmd: RuleCmd) -> Result<ExitCode> {
                     r.policies.join(",")
                 };
                 let body = serde_json::to_string(&r.body).unwrap_or_default();
+                // (The body's JSON escapes control characters, not bidi
+                // overrides.)
                 println!(
                     "{:>5} {:>5} {:<8} {:<30} {:<18} {}{}",
                     r.id,
                     r.rank,
                     if r.enabled { "yes" } else { "no" },
-                    r.name,
-                    policies,
-                    body,
+                    shown(&r.name),
+                    shown(&policies),
+                    shown(&body),
                     r.bundle
-                        .map(|b| format!("  (bundle {b})"))
+                        .map(|b| format!("  (bundle {})", shown(&b)))
                         .unwrap_or_default()
                 );
             }
@@ -573,15 +576,15 @@ fn print_request(r: &ApprovalRequestInfo) {
         "{:>5} {:<9} {:<16} {:<12} {} {}  {}{}",
         r.id,
         format!("{:?}", r.status).to_lowercase(),
-        r.computer,
-        r.user,
+        shown(&r.computer),
+        shown(&r.user),
         fmt_ms(r.created_ms),
-        r.path,
+        shown(&r.path),
         r.sha256.short(),
         if r.reason.is_empty() {
             String::new()
         } else {
-            format!("  {:?}", r.reason)
+            format!("  \"{}\"", shown(&r.reason))
         }
     );
 }
@@ -608,7 +611,7 @@ pub(crate) async fn request(cfg: Option<&Path>, cmd: RequestCmd) -> Result<ExitC
                 Ok(ExitCode::SUCCESS)
             }
             palisade_agent::control::LocalRequestAnswer::Refused { error } => {
-                bail!("request refused: {error}")
+                bail!("request refused: {}", shown(&error))
             }
             palisade_agent::control::LocalRequestAnswer::Hashed { .. } => {
                 bail!("the agent hashed the file instead of filing the request")

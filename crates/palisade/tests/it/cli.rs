@@ -65,3 +65,40 @@ fn bad_arguments_are_refused_with_the_choices() {
     );
     assert!(!r.ok() && r.stderr.contains("no agent"), "{r:?}");
 }
+
+/// The service is reached over HTTPS only: an `http://` URL is refused
+/// before anything is sent, saying why.
+#[test]
+fn plain_http_service_urls_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, err) = stderr_of(&[
+        "agent",
+        "enroll",
+        "--server",
+        "http://127.0.0.1:1",
+        "--token",
+        "plt1.x.y",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("https://, not http://"), "{err}");
+    let cfg = dir.path().join("cli.toml");
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(&ca, "").unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "server = \"http://127.0.0.1:1\"\nca_cert = \"{}\"\ntoken = \"x\"\n",
+            ca.display()
+        ),
+    )
+    .unwrap();
+    let r = run(
+        BIN,
+        &["policy", "list"],
+        &[("PALISADE_CLI_CONFIG", cfg.to_str().unwrap())],
+    );
+    assert!(!r.ok());
+    assert!(r.stderr.contains("https://, not http://"), "{r:?}");
+}

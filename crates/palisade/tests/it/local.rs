@@ -1,5 +1,5 @@
 //! What a local user can do to the system around enforcement: read the
-//! state `palisade up` keeps.
+//! state `palisade up` keeps, or put text on an admin's terminal.
 use crate::harness::*;
 use crate::require_root;
 use std::os::unix::fs::PermissionsExt;
@@ -116,4 +116,41 @@ fn the_state_palisade_up_keeps_is_roots_alone() {
     // The request socket is still reachable by users.
     assert_eq!(mode(&data.join("agent/request.sock")) & 0o777, 0o666);
     drop(up);
+}
+
+/// A path a user chose (here with an escape sequence that sets the
+/// terminal's title and a right-to-left override) reaches the admin's
+/// terminal escaped, in `palisade events` and `palisade file show`;
+/// `--json` keeps it as it is.
+#[test]
+fn paths_from_agents_reach_the_terminal_escaped() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let (up, hello) = Up::lockdown_with_approved_hello(&m);
+    let evil = m.join("evil\x1b]0;owned\x07\u{202e}hs.txt");
+    std::fs::copy(&hello, &evil).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&evil)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"\0other"))
+        .unwrap();
+    std::fs::set_permissions(&evil, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(run(&evil, &[], &[]).exec_refused());
+    let event = up
+        .wait_event(|e| {
+            e["event"]["path"]
+                .as_str()
+                .is_some_and(|p| p.contains("evil"))
+        })
+        .expect("the blocked run is reported");
+    assert_eq!(event["event"]["path"], evil.to_str().unwrap(), "JSON as is");
+    let escaped = "evil\\x1b]0;owned\\x07\\u{202e}hs.txt";
+    let events = up.ok(&["events"]);
+    assert!(events.contains(escaped), "{events}");
+    let sha = event["event"]["sha256"].as_str().unwrap().to_owned();
+    let shown = up.ok(&["file", "show", &sha]);
+    assert!(shown.contains(escaped), "{shown}");
+    for out in [&events, &shown] {
+        assert!(!out.contains('\x1b') && !out.contains('\u{202e}'), "{out}");
+    }
 }
