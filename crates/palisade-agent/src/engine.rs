@@ -2044,6 +2044,12 @@ fn names_for(pid: u32, arg: &str) -> Option<FileId> {
         .and_then(|n| n.parse::<u32>().ok());
     let st = if let Some(n) = fd_alias {
         rustix::fs::stat(format!("/proc/{pid}/fd/{n}")).ok()?
+    } else if arg.starts_with("/proc/") {
+        // Another process's descriptor (`/proc/PID/fd/N`, PID as the
+        // process's own procfs numbers it): through its root, where its
+        // /proc is; a descriptor is a magic link, which resolution inside
+        // the root would refuse.
+        rustix::fs::stat(format!("/proc/{pid}/root{arg}")).ok()?
     } else if arg.starts_with('/') {
         // Inside the process's root: its absolute symbolic links and `..`
         // resolve there too.

@@ -305,8 +305,10 @@ fn scripts_are_controlled_through_shebang_and_interpreters() {
         "exec /usr/bin/python3 /proc/self/fd/3 3< {}",
         noext.display()
     );
+    let via_pid_fd = format!("exec /usr/bin/python3 /proc/$$/fd/3 3< {}", noext.display());
     let cases: Vec<(&str, Vec<&str>, &str)> = vec![
         ("/bin/sh", vec!["-c", via_fd.as_str()], "from-noext"),
+        ("/bin/sh", vec!["-c", via_pid_fd.as_str()], "from-noext"),
         (sh.to_str().unwrap(), vec![], "from-sh"),
         ("/bin/sh", vec![sh.to_str().unwrap()], "from-sh"),
         ("/bin/bash", vec![sh.to_str().unwrap()], "from-sh"),
