@@ -1267,9 +1267,12 @@ impl Engine {
     /// before that read is seen by it; one that did not has its modify event
     /// still to come, which clears the mark.
     fn kernel_allow(&self, fd: BorrowedFd<'_>, ident: &Identity, sha: Sha256, epoch: u64) -> bool {
-        // An unsettled stamp may not move with the next write: the check
-        // after marking could not see it.
-        if !ident.settled || !self.inode_may_be_cached(ident) {
+        // An unsettled stamp may not move with the next write, so the check
+        // after marking could not see one: no ignore mark then. The guard's
+        // entry is still needed (without it the exec or mapping being
+        // allowed is refused), and the guard drops it at any later write
+        // whatever the stamp does.
+        if (!ident.settled && self.guard.is_none()) || !self.inode_may_be_cached(ident) {
             return false;
         }
         let id = ident.id;
@@ -1299,8 +1302,10 @@ impl Engine {
         // Still under the lock: every flush of the ignore marks (a ban, new
         // rules, an arrival) holds it too, so this mark cannot land just
         // after a flush that was meant to remove it.
-        if let Err(e) = self.fan.ignore_inode(fd, PERMISSION_MASK) {
-            tracing::debug!("ignore mark failed: {e}");
+        if ident.settled {
+            if let Err(e) = self.fan.ignore_inode(fd, PERMISSION_MASK) {
+                tracing::debug!("ignore mark failed: {e}");
+            }
         }
         if files::identify(fd).is_ok_and(|now| now.stamp == ident.stamp) {
             return true;
