@@ -1314,8 +1314,12 @@ impl Engine {
         if let Some(guard) = &self.guard {
             let _ = guard.revoke(key);
         }
-        if let Err(e) = self.fan.remove_ignore(fd, PERMISSION_MASK) {
-            tracing::warn!("removing the ignore mark of a file changed while cached: {e}");
+        // Only a settled stamp got a mark; removing one never placed would
+        // cost a syscall and log a failure for nothing.
+        if ident.settled {
+            if let Err(e) = self.fan.remove_ignore(fd, PERMISSION_MASK) {
+                tracing::warn!("removing the ignore mark of a file changed while cached: {e}");
+            }
         }
         false
     }
@@ -1383,7 +1387,23 @@ impl Engine {
     /// unseen (no ignore mark cleared, on some filesystems no stamp moved),
     /// so neither the kernel-side cache nor the identities known can vouch
     /// for content any more. Both are emptied; the approvals of hashes stay.
+    ///
+    /// A trusted writer's open waits for its close in `pending_writes`; that
+    /// close may be among those lost, and the entry would then approve what
+    /// the next writer of the file closes. So those go too: the trusted
+    /// writers' files written meanwhile stay unapproved (and say so).
     pub(crate) fn writes_missed(&self) {
+        let pending = {
+            let mut pending = self.pending_writes.lock();
+            let n = pending.len();
+            pending.clear();
+            n
+        };
+        if pending > 0 {
+            tracing::warn!(
+                "write notifications were lost: {pending} file(s) open by trusted writers will not be approved at their close"
+            );
+        }
         self.drop_held_writes("write notifications were lost");
         self.identities.lock().clear();
         self.clear_kernel_side();
@@ -2657,8 +2677,24 @@ mod tests {
         assert!(has_ignore_mark(&engine, ident.id));
         engine.known(file.as_fd(), &ident).unwrap();
         assert!(engine.known_cached(&ident).is_some());
+        // A trusted writer's open whose close may be among those lost.
+        engine.pending_writes.lock().insert(
+            ident.id,
+            decide::PendingWrite {
+                origin: palisade_api::agent::ApprovalOrigin::Updater {
+                    rule: RuleId(7),
+                    name: "updater".into(),
+                },
+                process: ProcessContext::unknown(1),
+            },
+        );
+        assert!(engine.trusted_write_unsettled(ident.id));
 
         engine.writes_missed();
+        assert!(
+            !engine.trusted_write_unsettled(ident.id),
+            "a trusted writer's open outlived lost close notifications"
+        );
         assert!(!in_kernel_cache(&engine, ident.id));
         assert!(!has_ignore_mark(&engine, ident.id));
         assert!(engine.known_cached(&ident).is_none());

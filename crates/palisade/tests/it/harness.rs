@@ -398,6 +398,12 @@ impl Up {
             .prefix("palisade-up-")
             .tempdir()
             .unwrap();
+        Up::start_in(mount, data, extra)
+    }
+
+    /// `palisade up` over a data directory of its own choosing: a fresh
+    /// one, or the one a stopped instance left (a restart).
+    pub fn start_in(mount: &TestMount, data: tempfile::TempDir, extra: &[&str]) -> Up {
         let d = data.path().to_str().unwrap().to_owned();
         let watch = mount.path.to_str().unwrap().to_owned();
         let mut args = vec![

@@ -4,7 +4,6 @@ use crate::harness::*;
 use crate::require_root;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::time::Duration;
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path)
@@ -75,7 +74,7 @@ fn the_state_palisade_up_keeps_is_roots_alone() {
     let Up {
         mut proc,
         data: tmp,
-        cli_config,
+        ..
     } = up;
     proc.stop();
     for name in private.iter().filter(|n| n.contains(".db")) {
@@ -87,30 +86,7 @@ fn the_state_palisade_up_keeps_is_roots_alone() {
     for dir in [data.clone(), data.join("agent")] {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let d = data.to_str().unwrap().to_owned();
-    let watch = m.path.to_str().unwrap().to_owned();
-    let home = data.join("home");
-    let mut proc = Proc::palisade(
-        "up-again",
-        &[
-            "up",
-            "--data-dir",
-            &d,
-            "--watch",
-            &watch,
-            "--listen",
-            "127.0.0.1:0",
-            "--no-scan",
-        ],
-        &[("HOME", home.to_str().unwrap()), ("PALISADE_LOG", "info")],
-        &data,
-    );
-    proc.wait_line("palisade: ready", Duration::from_secs(120));
-    let up = Up {
-        proc,
-        data: tmp,
-        cli_config,
-    };
+    let up = Up::start_in(&m, tmp, &["--no-scan"]);
     assert!(run(&tool, &[], &[]).ok());
     check("after a start over an older version's files");
     // The request socket is still reachable by users.
