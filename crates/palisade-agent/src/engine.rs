@@ -1039,13 +1039,13 @@ impl Engine {
         if ext.is_some_and(|e| self.cfg.script_extensions.contains(&e)) {
             return true;
         }
-        let Ok(args) = procfs::cmdline(pid) else {
+        let Ok(args) = procfs::cmdline_bytes(pid) else {
             return false;
         };
         args.iter()
             .skip(1)
-            .filter(|a| !a.starts_with('-'))
-            .any(|a| names_for(pid, a) == Some(ident.id))
+            .filter(|a| !a.starts_with(b"-"))
+            .any(|a| crate::callerpath::file_named_by(pid, a) == Some(ident.id))
     }
 
     /// The process context of `pid` (its parent chain, each with its
@@ -2048,58 +2048,6 @@ fn own_executable() -> Option<(FileId, Known)> {
             publisher: None,
         },
     ))
-}
-
-/// The file `arg` names for process `pid`, resolved as the process would:
-/// from its working directory and its root, in its mount namespace (not the
-/// agent's: a bind mount of its own may put the script at a path that is
-/// empty here), with its own descriptors for `/dev/fd/N`, `/proc/self/fd/N`
-/// and `/dev/stdin` (resolved by the agent, those name the agent's own).
-fn names_for(pid: u32, arg: &str) -> Option<FileId> {
-    use rustix::fs::{Mode, OFlags, ResolveFlags};
-    let fd_alias = ["/dev/fd/", "/proc/self/fd/", "/proc/thread-self/fd/"]
-        .iter()
-        .find_map(|p| arg.strip_prefix(p))
-        .or(match arg {
-            "/dev/stdin" => Some("0"),
-            "/dev/stdout" => Some("1"),
-            "/dev/stderr" => Some("2"),
-            _ => None,
-        })
-        .and_then(|n| n.parse::<u32>().ok());
-    let st = if let Some(n) = fd_alias {
-        rustix::fs::stat(format!("/proc/{pid}/fd/{n}")).ok()?
-    } else if arg.starts_with("/proc/") {
-        // Another process's descriptor (`/proc/PID/fd/N`, PID as the
-        // process's own procfs numbers it): through its root, where its
-        // /proc is; a descriptor is a magic link, which resolution inside
-        // the root would refuse.
-        rustix::fs::stat(format!("/proc/{pid}/root{arg}")).ok()?
-    } else if arg.starts_with('/') {
-        // Inside the process's root: its absolute symbolic links and `..`
-        // resolve there too.
-        let root = rustix::fs::open(
-            format!("/proc/{pid}/root"),
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .ok()?;
-        let file = rustix::fs::openat2(
-            &root,
-            arg,
-            OFlags::PATH | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-        )
-        .ok()?;
-        rustix::fs::fstat(&file).ok()?
-    } else {
-        rustix::fs::stat(format!("/proc/{pid}/cwd/{arg}")).ok()?
-    };
-    Some(FileId {
-        dev: st.st_dev,
-        ino: st.st_ino,
-    })
 }
 
 /// The identity and stamp of process `pid`'s executable, from what the

@@ -16,6 +16,7 @@
 pub mod agent;
 pub mod asuser;
 pub mod cache;
+mod callerpath;
 pub mod conditions;
 pub mod config;
 pub mod control;

@@ -72,11 +72,20 @@ pub fn read_stat(pid: u32) -> io::Result<(u32, u64)> {
 
 /// The command line of a process, one entry per argument.
 pub fn cmdline(pid: u32) -> io::Result<Vec<String>> {
+    Ok(cmdline_bytes(pid)?
+        .iter()
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect())
+}
+
+/// The command line of a process as the bytes it was given: where an
+/// argument names a file, a name that is not UTF-8 must still name it.
+pub fn cmdline_bytes(pid: u32) -> io::Result<Vec<Vec<u8>>> {
     let raw = fs::read(format!("/proc/{pid}/cmdline"))?;
     Ok(raw
         .split(|&b| b == 0)
         .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .map(<[u8]>::to_vec)
         .collect())
 }
 

@@ -306,9 +306,25 @@ fn scripts_are_controlled_through_shebang_and_interpreters() {
         noext.display()
     );
     let via_pid_fd = format!("exec /usr/bin/python3 /proc/$$/fd/3 3< {}", noext.display());
+    // The same through links of the caller's own to /proc/self: resolved
+    // by the agent, they lead to its own descriptors.
+    std::os::unix::fs::symlink("/proc/self/fd/3", m.join("fdlink")).unwrap();
+    std::os::unix::fs::symlink("/proc/self/fd", m.join("fddir")).unwrap();
+    let via_link = format!(
+        "cd {} && exec /usr/bin/python3 fdlink 3< {}",
+        m.path.display(),
+        noext.display()
+    );
+    let via_dir_link = format!(
+        "exec /usr/bin/python3 {}/3 3< {}",
+        m.join("fddir").display(),
+        noext.display()
+    );
     let cases: Vec<(&str, Vec<&str>, &str)> = vec![
         ("/bin/sh", vec!["-c", via_fd.as_str()], "from-noext"),
         ("/bin/sh", vec!["-c", via_pid_fd.as_str()], "from-noext"),
+        ("/bin/sh", vec!["-c", via_link.as_str()], "from-noext"),
+        ("/bin/sh", vec!["-c", via_dir_link.as_str()], "from-noext"),
         (sh.to_str().unwrap(), vec![], "from-sh"),
         ("/bin/sh", vec![sh.to_str().unwrap()], "from-sh"),
         ("/bin/bash", vec![sh.to_str().unwrap()], "from-sh"),
