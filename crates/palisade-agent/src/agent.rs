@@ -59,6 +59,10 @@ impl RunningAgent {
         raise_open_file_limit();
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| cfg.data_dir.display().to_string())?;
+        // The key, caches and spool are root's; users reach only the
+        // request socket.
+        crate::store::traverse_only(&cfg.data_dir)
+            .with_context(|| cfg.data_dir.display().to_string())?;
         let identity = Identity::load(&cfg.data_dir)?.with_context(|| {
             format!(
                 "this agent is not enrolled (no identity in {}); run `palisade agent enroll`",

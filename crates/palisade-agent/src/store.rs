@@ -484,6 +484,23 @@ impl PersistentCache {
     }
 }
 
+/// Take group and others' read and write permissions from a directory of
+/// ours (`0755` becomes `0711`): users may still pass through it to the
+/// agent's request socket, but not list it or put anything in it. A
+/// directory that is not ours, or that everyone may write to (`/tmp`
+/// given as the data directory), is left alone: its files are protected
+/// each by its own mode.
+pub fn traverse_only(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::metadata(dir)?;
+    let mode = meta.mode() & 0o7777;
+    let ours = meta.uid() == crate::users::effective_uid();
+    if ours && mode & 0o002 == 0 && mode & 0o066 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & !0o066))?;
+    }
+    Ok(())
+}
+
 /// Replace `path` with `bytes` so that a reader (or a crash) sees either the
 /// old file or the new one, never a torn one: write a temporary file beside
 /// it with `mode`, `fsync` it, rename it over `path`, `fsync` the directory.
@@ -843,6 +860,31 @@ impl Spool {
 mod tests {
     use super::*;
     use palisade_core::{ApprovalSource, EventKind, Level, Operation, ProcessContext, ScopeKind};
+
+    /// A data directory of ours loses group and others' read and write
+    /// (they still pass through to the request socket); one everyone may
+    /// write to is left to its files' own modes.
+    #[test]
+    fn a_data_directory_is_made_traverse_only() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+        let set = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+        };
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        set(&data, 0o755);
+        traverse_only(&data).unwrap();
+        assert_eq!(mode(&data), 0o711);
+        set(&data, 0o700);
+        traverse_only(&data).unwrap();
+        assert_eq!(mode(&data), 0o700);
+        set(&data, 0o1777);
+        traverse_only(&data).unwrap();
+        assert_eq!(mode(&data), 0o1777);
+        assert!(traverse_only(&dir.path().join("missing")).is_err());
+    }
 
     fn sha(n: u8) -> Sha256 {
         Sha256::from_bytes([n; 32])

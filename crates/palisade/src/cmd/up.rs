@@ -18,24 +18,6 @@ const ORG: &str = "default";
 const ADMIN: &str = "admin";
 const POLICY: &str = "default";
 
-/// Take group and others' read and write permissions from a directory of
-/// ours (`0755` becomes `0711`): users may still pass through it to the
-/// agent's request socket, but not list it or put anything in it. A
-/// directory that is not ours, or that everyone may write to (`/tmp`
-/// given as the data directory), is left alone: its files are protected
-/// each by its own mode.
-fn traverse_only(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let meta = std::fs::metadata(dir).with_context(|| dir.display().to_string())?;
-    let mode = meta.mode() & 0o7777;
-    let ours = meta.uid() == palisade_agent::users::effective_uid();
-    if ours && mode & 0o002 == 0 && mode & 0o066 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & !0o066))
-            .with_context(|| dir.display().to_string())?;
-    }
-    Ok(())
-}
-
 pub(crate) async fn run(a: UpArgs) -> Result<ExitCode> {
     std::fs::create_dir_all(&a.data_dir).with_context(|| a.data_dir.display().to_string())?;
     let dir = std::fs::canonicalize(&a.data_dir)?;
@@ -43,8 +25,9 @@ pub(crate) async fn run(a: UpArgs) -> Result<ExitCode> {
     std::fs::create_dir_all(&agent_dir).with_context(|| agent_dir.display().to_string())?;
     // The server's database, the CLI's token and the agent's key are
     // root's; users reach only `agent/request.sock`.
-    traverse_only(&dir)?;
-    traverse_only(&agent_dir)?;
+    for d in [&dir, &agent_dir] {
+        palisade_agent::store::traverse_only(d).with_context(|| d.display().to_string())?;
+    }
     let cli_path = dir.join("cli.toml");
     let ca_path = dir.join("ca.crt");
     let db_path = dir.join("server.db");
