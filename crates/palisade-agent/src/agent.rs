@@ -101,13 +101,12 @@ impl RunningAgent {
             levels.connected,
             levels.disconnected
         );
+        // First: an unreadable one drops the revision with the answers.
+        let remembered: Option<ServiceConfig> = persistent.saved_config()?;
         let revision = persistent
             .meta("revision")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let remembered: Option<ServiceConfig> = persistent
-            .meta("config")
-            .and_then(|s| serde_json::from_str(&s).ok());
 
         let interpreters = resolve_interpreters(&cfg.interpreters);
         tracing::info!(
@@ -294,7 +293,11 @@ impl RunningAgent {
                 config: config.clone(),
                 status_every: cfg.status_interval,
             })),
-            tokio::spawn(link::run_local_approvals(client.clone(), local_rx)),
+            tokio::spawn(link::run_local_approvals(
+                client.clone(),
+                engine.clone(),
+                local_rx,
+            )),
             tokio::spawn(link::run_facts(client.clone(), facts_rx)),
             tokio::spawn(link::run_removed(client.clone(), removed_rx)),
             tokio::spawn(link::run_uploader(

@@ -292,7 +292,11 @@ impl Pending {
 pub(crate) enum PersistOp {
     Put(Sha256, CachedApproval),
     Remove(Vec<Sha256>),
-    Clear,
+    /// Empty the cache. It carries [`DiskState::losses`] as they were when
+    /// it was queued: once the disk is empty, those no longer matter.
+    Clear {
+        losses_before: u64,
+    },
     /// Every change up to this revision is applied: into the metadata (the
     /// revision to catch up from) and [`DiskState::current`].
     Revision(i64),
@@ -311,10 +315,24 @@ const PERSIST_QUEUE: usize = 65_536;
 struct DiskState {
     /// The newest revision every removal up to which is on disk.
     current: AtomicI64,
-    /// A removal was lost (its queue full, or the write failed): `current`
-    /// stays where it is, and the revision stored for catching up too, so
-    /// that the next start asks the service for those changes again.
-    lost: AtomicBool,
+    /// Removals lost (their queue full, or the write failed). While one
+    /// lost is not made good by a later clear, `current` stays where it is,
+    /// and the revision stored for catching up too, so that the next start
+    /// asks the service for those changes again.
+    losses: AtomicU64,
+    /// The losses a successful clear made good: those before it was
+    /// queued (the disk was emptied after them).
+    resolved: AtomicU64,
+}
+
+impl DiskState {
+    fn lose(&self) {
+        self.losses.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn lost(&self) -> bool {
+        self.losses.load(Ordering::Acquire) > self.resolved.load(Ordering::Acquire)
+    }
 }
 
 /// The decision engine, shared by every agent thread.
@@ -451,7 +469,7 @@ impl Engine {
         let (persist_tx, persist_rx) = crossbeam_channel::bounded(PERSIST_QUEUE);
         let disk = Arc::new(DiskState {
             current: AtomicI64::new(parts.revision),
-            lost: AtomicBool::new(false),
+            ..DiskState::default()
         });
         let (prewarm_tx, prewarm_rx) = crossbeam_channel::bounded::<Sha256>(65_536);
         // Know our own executable (the admin CLI is the same binary) without
@@ -1432,6 +1450,17 @@ impl Engine {
     /// (kernel included), because their approval may have changed.
     pub fn invalidate(&self, hashes: &[Sha256], revision: i64) {
         self.newest_change.fetch_max(revision, Ordering::AcqRel);
+        self.forget(hashes);
+        self.persist_change(PersistOp::Remove(hashes.to_vec()), revision);
+    }
+
+    /// Forget what memory and the kernel hold of these hashes' approvals
+    /// (the disk keeps its answers: they came from the service), so that
+    /// the next use asks again. For approvals this computer made itself
+    /// (trusted directory, writer or user), once the service has them: it
+    /// may not take them (a ban there, a rule gone), and says nothing of
+    /// that as a change.
+    pub fn forget(&self, hashes: &[Sha256]) {
         {
             let mut approvals = self.approvals.lock();
             for sha in hashes {
@@ -1442,8 +1471,6 @@ impl Engine {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         let revoked: Vec<FileId> = hashes.iter().flat_map(|h| kernel.take_hash(h)).collect();
         self.revoke_taken(&revoked);
-        drop(kernel);
-        self.persist_change(PersistOp::Remove(hashes.to_vec()), revision);
     }
 
     /// Queue a removal from the persistent cache, then the revision it
@@ -1455,7 +1482,7 @@ impl Engine {
                 "persistent cache: removal for change {revision} lost (writer queue full); \
                  answers on disk older than it are no longer used"
             );
-            self.disk.lost.store(true, Ordering::Release);
+            self.disk.lose();
         }
         let _ = self.persist_tx.try_send(PersistOp::Revision(revision));
     }
@@ -1471,7 +1498,8 @@ impl Engine {
             keys
         };
         self.clear_kernel_side();
-        self.persist_change(PersistOp::Clear, revision);
+        let losses_before = self.disk.losses.load(Ordering::Acquire);
+        self.persist_change(PersistOp::Clear { losses_before }, revision);
         known
     }
 
@@ -2105,19 +2133,26 @@ fn persist_loop(
                     flush_puts(&mut puts);
                     if let Err(e) = store.remove_many(&hashes) {
                         tracing::error!("persistent cache: removal failed: {e}");
-                        disk.lost.store(true, Ordering::Release);
+                        disk.lose();
                     }
                 }
-                PersistOp::Clear => {
+                PersistOp::Clear { losses_before } => {
                     puts.clear();
-                    if let Err(e) = store.clear() {
-                        tracing::error!("persistent cache: clear failed: {e}");
-                        disk.lost.store(true, Ordering::Release);
+                    match store.clear() {
+                        // Nothing a removal lost before it could have taken
+                        // out is left.
+                        Ok(()) => {
+                            disk.resolved.fetch_max(losses_before, Ordering::AcqRel);
+                        }
+                        Err(e) => {
+                            tracing::error!("persistent cache: clear failed: {e}");
+                            disk.lose();
+                        }
                     }
                 }
                 PersistOp::Revision(revision) => {
                     flush_puts(&mut puts);
-                    if disk.lost.load(Ordering::Acquire) {
+                    if disk.lost() {
                         continue;
                     }
                     if let Err(e) = store.set_meta("revision", &revision.to_string()) {
@@ -2803,10 +2838,27 @@ mod tests {
         assert_eq!(disk.current.load(Ordering::Acquire), 5);
         assert_eq!(store.get(&sha, Duration::from_secs(1)).unwrap(), None);
 
-        disk.lost.store(true, Ordering::Release);
+        disk.lose();
         run(vec![PersistOp::Revision(6)]);
         assert_eq!(store.meta("revision").as_deref(), Some("5"));
         assert_eq!(disk.current.load(Ordering::Acquire), 5);
+
+        // A clear queued after the loss empties what it could have left:
+        // the revision moves again (it stayed for the process's life).
+        let losses_before = disk.losses.load(Ordering::Acquire);
+        disk.lose(); // lost after the clear was queued: still counts
+        run(vec![
+            PersistOp::Clear { losses_before },
+            PersistOp::Revision(8),
+        ]);
+        assert_eq!(store.meta("revision").as_deref(), Some("5"));
+        let losses_before = disk.losses.load(Ordering::Acquire);
+        run(vec![
+            PersistOp::Clear { losses_before },
+            PersistOp::Revision(9),
+        ]);
+        assert_eq!(store.meta("revision").as_deref(), Some("9"));
+        assert_eq!(disk.current.load(Ordering::Acquire), 9);
     }
 
     /// An answer fetched before a change never outlives it in memory: one

@@ -953,11 +953,27 @@ async fn upload_loop<T, P, PF, U, UF, A, AF, X, XF>(
 }
 
 /// Send the approvals made on this computer to the service, in batches,
-/// retrying with back-off while it is away.
-pub async fn run_local_approvals(client: ServiceClient, rx: mpsc::Receiver<LocalApproval>) {
+/// retrying with back-off while it is away. Once the service has them, it
+/// is asked what they are now: it may have kept none of them (the file
+/// banned there, the rule gone or narrowed meanwhile), which no change
+/// would tell, and the approval in memory would stand until evicted.
+pub async fn run_local_approvals(
+    client: ServiceClient,
+    engine: Arc<Engine>,
+    rx: mpsc::Receiver<LocalApproval>,
+) {
     send_batches(rx, "local approvals", |items| {
         let client = client.clone();
-        async move { client.local_approvals(items).await.map(drop) }
+        let engine = engine.clone();
+        async move {
+            let mut hashes: Vec<Sha256> = items.iter().map(|i| i.sha256).collect();
+            hashes.sort_unstable();
+            hashes.dedup();
+            client.local_approvals(items).await?;
+            engine.forget(&hashes);
+            prefetch(&client, &engine, &hashes).await;
+            Ok(())
+        }
     })
     .await;
 }

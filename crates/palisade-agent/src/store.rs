@@ -468,6 +468,33 @@ impl PersistentCache {
             .flatten()
     }
 
+    /// The service's configuration saved last (under `config`), for a start
+    /// before the service answers. One that cannot be read (damaged, or
+    /// written by a version whose rules this one does not know) is not
+    /// started without silently: its rules are unknown, and among them
+    /// may be restrictions on approved code (custom block rules, banned
+    /// publishers over local approvals). So the cached answers go too, as
+    /// when the cache is rebuilt, and the revision to catch up from with
+    /// them; both refill from the service.
+    pub fn saved_config<T: serde::de::DeserializeOwned>(&self) -> Result<Option<T>, StoreError> {
+        let Some(raw) = self.meta("config") else {
+            return Ok(None);
+        };
+        // `null`: dropped before (below), nothing saved since.
+        match serde_json::from_str::<Option<T>>(&raw) {
+            Ok(config) => Ok(config),
+            Err(e) => {
+                tracing::error!(
+                    "the saved configuration cannot be read ({e}): its rules are unknown, so the cached approvals they may restrict are dropped; both refill from the service"
+                );
+                self.clear()?;
+                self.set_meta("revision", "0")?;
+                self.set_meta("config", "null")?;
+                Ok(None)
+            }
+        }
+    }
+
     /// Write a metadata value.
     pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
         let mut conn = self.conn.lock();
@@ -860,6 +887,39 @@ impl Spool {
 mod tests {
     use super::*;
     use palisade_core::{ApprovalSource, EventKind, Level, Operation, ProcessContext, ScopeKind};
+
+    /// A saved configuration that cannot be read takes the cached answers
+    /// and the revision with it, once; a readable one is given back.
+    #[test]
+    fn an_unreadable_saved_configuration_drops_the_cached_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, _) = PersistentCache::open(&dir.path().join("cache.db")).unwrap();
+        let answer = CachedApproval {
+            approval: Approval::Approved(ApprovalSource {
+                scope: ScopeKind::Global,
+            }),
+            trust: None,
+            revision: 7,
+        };
+        c.put_many(&[(sha(1), answer)]).unwrap();
+        c.set_meta("revision", "7").unwrap();
+        assert_eq!(c.saved_config::<serde_json::Value>().unwrap(), None);
+        c.set_meta("config", r#"{"rules":[1]}"#).unwrap();
+        assert_eq!(
+            c.saved_config::<Vec<u8>>().ok(),
+            Some(None),
+            "a configuration of another shape"
+        );
+        assert_eq!(c.get(&sha(1), Duration::from_secs(1)).unwrap(), None);
+        assert_eq!(c.meta("revision").as_deref(), Some("0"));
+        // Dropped once: the next start finds nothing saved, and keeps what
+        // was cached since.
+        c.put_many(&[(sha(1), answer)]).unwrap();
+        assert_eq!(c.saved_config::<Vec<u8>>().unwrap(), None);
+        assert!(c.get(&sha(1), Duration::from_secs(1)).unwrap().is_some());
+        c.set_meta("config", "[1,2]").unwrap();
+        assert_eq!(c.saved_config::<Vec<u8>>().unwrap(), Some(vec![1, 2]));
+    }
 
     /// A data directory of ours loses group and others' read and write
     /// (they still pass through to the request socket); one everyone may

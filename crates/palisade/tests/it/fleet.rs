@@ -135,6 +135,19 @@ impl Fleet {
         self.agent = Some(a);
     }
 
+    /// Start the first replica again, on the address it had (after it was
+    /// killed).
+    fn restart_first_server(&mut self) {
+        let port = self.urls[0].rsplit(':').next().unwrap().to_owned();
+        let (again, _) = server_proc(
+            self.data.path(),
+            &self.database,
+            "server-again",
+            &format!("127.0.0.1:{port}"),
+        );
+        self.servers[0] = again;
+    }
+
     fn stop_agent(&mut self) {
         if let Some(mut a) = self.agent.take() {
             a.stop();
@@ -239,14 +252,7 @@ fn the_persistent_cache_enforces_while_the_service_is_gone_even_across_restarts(
     f.stop_agent(); // the offline block events are on disk now
 
     // The service comes back on the same address: the events recorded offline arrive.
-    let port = f.urls[0].rsplit(':').next().unwrap().to_owned();
-    let (p2, _) = server_proc(
-        f.data.path(),
-        &f.database.clone(),
-        "server-again",
-        &format!("127.0.0.1:{port}"),
-    );
-    f.servers[0] = p2;
+    f.restart_first_server();
     f.start_agent();
     let arrived = eventually(Duration::from_secs(10), || {
         let out = f.ok(&["events", "--json", "--limit", "1000"]);
@@ -580,4 +586,70 @@ fn each_computers_answer_times_reach_the_fleet_view() {
     let recent = &reported[0]["status"]["recent"];
     assert!(recent["secs"].as_u64().unwrap() >= 5, "{recent}");
     assert!(answered(&recent["latency"]) <= after, "{recent}");
+}
+
+/// A file approved on this computer while the service was away (here by a
+/// trusted directory) is sent to the service once it is back; if the
+/// service does not keep it (the rule was disabled meanwhile), no change
+/// says so, and the agent must ask: the approval it made in memory does
+/// not stand.
+#[test]
+fn a_local_approval_the_service_does_not_keep_is_withdrawn() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let mut f = Fleet::start(&m, None, 1);
+    let dist = m.join("dist");
+    std::fs::create_dir_all(&dist).unwrap();
+    f.set_default_levels("lockdown", "lockdown");
+    f.ok(&["rule", "add", "trusted-dir", dist.to_str().unwrap()]);
+    // The rule has reached the agent once a file placed there runs.
+    let first = Programs::get().install("hello2", &dist, "first");
+    assert!(
+        eventually(Duration::from_secs(5), || run(&first, &[], &[]).ok()).is_some(),
+        "{}",
+        f.agent_log()
+    );
+
+    f.servers[0].kill();
+    assert!(
+        eventually(Duration::from_secs(20), || f.status_code() == Some(3)).is_some(),
+        "disconnected"
+    );
+    let tool = Programs::get().install("hello", &dist, "tool");
+    assert!(
+        eventually(Duration::from_secs(5), || run(&tool, &[], &[]).ok()).is_some(),
+        "approved on this computer while the service is away: {}",
+        f.agent_log()
+    );
+
+    // The rule is disabled while the service is down (as by another
+    // replica), and the service comes back on the same address.
+    let db = f.database.trim_start_matches("sqlite://");
+    let db = db.split('?').next().unwrap();
+    let r = run(
+        "/usr/bin/python3",
+        &[
+            "-c",
+            "import sqlite3, sys\n\
+             c = sqlite3.connect(sys.argv[1])\n\
+             n = c.execute(\"UPDATE rules SET enabled = 0 WHERE kind = 'trusted_directory'\").rowcount\n\
+             c.commit()\n\
+             assert n == 1, n",
+            db,
+        ],
+        &[],
+    );
+    assert!(r.ok(), "{r:?}");
+    f.restart_first_server();
+    assert!(
+        eventually(Duration::from_secs(20), || f.status_code() == Some(0)).is_some(),
+        "connected again"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || run(&tool, &[], &[])
+            .exec_refused())
+        .is_some(),
+        "an approval the service did not keep stood: {}",
+        f.agent_log()
+    );
 }
