@@ -326,6 +326,42 @@ impl Lookup for LinkLookup {
     }
 }
 
+/// The size of a lookup batch's body the agent aims under: well below the
+/// service's smallest body limit (4 MiB), so that items carrying long
+/// process chains (32 ancestors with paths of 4 KiB each, which any user
+/// can arrange) cannot make one body too large, failing every other
+/// process's lookup batched with them.
+const LOOKUP_BATCH_BYTES: usize = 1 << 20;
+
+/// The size of `item` in a request body.
+fn lookup_item_bytes(item: &LookupItem) -> usize {
+    serde_json::to_vec(item).map_or(usize::MAX, |v| v.len() + 1)
+}
+
+/// A batch: `first`, then what `more` has at once, up to `max_items`
+/// items and `max_bytes` bytes (`first` goes even if larger alone). The
+/// job that did not fit is returned, to start the next batch.
+fn take_batch<J>(
+    first: J,
+    mut more: impl FnMut() -> Option<J>,
+    bytes: impl Fn(&J) -> usize,
+    max_items: usize,
+    max_bytes: usize,
+) -> (Vec<J>, Option<J>) {
+    let mut total = bytes(&first);
+    let mut jobs = vec![first];
+    while jobs.len() < max_items {
+        let Some(job) = more() else { break };
+        let size = bytes(&job);
+        if total.saturating_add(size) > max_bytes {
+            return (jobs, Some(job));
+        }
+        total += size;
+        jobs.push(job);
+    }
+    (jobs, None)
+}
+
 /// Start the batcher on `rt`; returns the engine's side.
 pub fn start_batcher(
     rt: &tokio::runtime::Handle,
@@ -334,14 +370,23 @@ pub fn start_batcher(
 ) -> LinkLookup {
     let (tx, mut rx) = mpsc::channel::<LookupJob>(8192);
     rt.spawn(async move {
-        while let Some(first) = rx.recv().await {
-            let mut jobs = vec![first];
-            while jobs.len() < LOOKUP_BATCH_MAX {
-                match rx.try_recv() {
-                    Ok(j) => jobs.push(j),
-                    Err(_) => break,
-                }
-            }
+        let mut carried: Option<LookupJob> = None;
+        loop {
+            let first = match carried.take() {
+                Some(job) => job,
+                None => match rx.recv().await {
+                    Some(job) => job,
+                    None => break,
+                },
+            };
+            let jobs;
+            (jobs, carried) = take_batch(
+                first,
+                || rx.try_recv().ok(),
+                |j| lookup_item_bytes(&j.item),
+                LOOKUP_BATCH_MAX,
+                LOOKUP_BATCH_BYTES,
+            );
             let client = client.clone();
             tokio::spawn(async move {
                 let items = jobs.iter().map(|j| j.item.clone()).collect();
@@ -1335,6 +1380,47 @@ mod tests {
         let e = opened.err().expect("no stream from a silent service");
         assert!(e.to_string().contains("did not open the stream"), "{e:#}");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    /// Batches are cut by count and by size; a job too large for any
+    /// batch goes alone, and the job that did not fit starts the next one.
+    #[test]
+    fn lookup_batches_stay_under_their_size() {
+        let cut = |sizes: &[usize], max_items, max_bytes| {
+            let mut rest = sizes.iter().copied();
+            let mut batches = Vec::new();
+            let mut carried = None;
+            while let Some(first) = carried.take().or_else(|| rest.next()) {
+                let (batch, next) = take_batch(first, || rest.next(), |s| *s, max_items, max_bytes);
+                batches.push(batch);
+                carried = next;
+            }
+            batches
+        };
+        assert_eq!(
+            cut(&[1, 2, 3, 4, 5], 3, 100),
+            vec![vec![1, 2, 3], vec![4, 5]]
+        );
+        assert_eq!(
+            cut(&[40, 40, 40, 500, 10, 10], 10, 100),
+            vec![vec![40, 40], vec![40], vec![500], vec![10, 10]]
+        );
+        assert_eq!(
+            cut(&[usize::MAX, 1], 10, 100),
+            vec![vec![usize::MAX], vec![1]]
+        );
+
+        // A real item with a long process chain is counted as sent.
+        let long = "/x".repeat(2000);
+        let item = LookupItem {
+            sha256: Sha256::from_bytes([1; 32]),
+            path: Some(long.clone()),
+            operation: None,
+            process: None,
+            publisher: None,
+        };
+        let n = lookup_item_bytes(&item);
+        assert!(n > long.len() && n < long.len() + 300, "{n}");
     }
 
     /// The levels a scan holds back apply at its bound if it is not done
