@@ -1930,7 +1930,15 @@ impl crate::removals::Arrivals for Engine {
         self.rules().path_matters()
     }
 
-    fn arrived(&self, dir: BorrowedFd<'_>, name: &std::ffi::OsStr, path: &str, is_dir: bool) {
+    fn arrived(&self, arrival: crate::removals::Arrival<'_>) {
+        let crate::removals::Arrival {
+            dir,
+            name,
+            path,
+            is_dir,
+            moved,
+            pid,
+        } = arrival;
         let rules = self.rules();
         if !rules.path_matters() {
             return;
@@ -1951,6 +1959,31 @@ impl crate::removals::Arrivals for Engine {
             dev: st.st_dev,
             ino: st.st_ino,
         };
+        // A rename or a new link over a path write rules protect replaces
+        // what is there without opening it for writing, and fanotify asks
+        // nothing first: it cannot be refused here (the BPF guard does not
+        // cover it either), only reported.
+        let regular = rustix::fs::FileType::from_raw_mode(st.st_mode).is_file();
+        if regular && (moved || st.st_nlink > 1) && rules.write_sensitive(path) {
+            let process = match u32::try_from(pid) {
+                Ok(pid) if pid > 0 => self.context(pid),
+                _ => ProcessContext::unknown(0),
+            };
+            self.report(
+                EventKind::Allowed,
+                Operation::Write,
+                id,
+                None,
+                path.to_owned(),
+                Approval::Unknown,
+                self.level(),
+                process,
+                format!(
+                    "{} a path write rules protect: not refusable (no permission event for renames and links), reported only",
+                    if moved { "renamed over" } else { "linked at" }
+                ),
+            );
+        }
         // Its facts were cached with another path: read them again.
         self.identities.lock().remove(&id);
         let mut kernel = self.kernel.lock();
@@ -2514,12 +2547,14 @@ mod tests {
         std::fs::hard_link(&path, ruled.join("linked")).unwrap();
         let ruled_dir = std::fs::File::open(&ruled).unwrap();
         let arrive = |name: &str| {
-            engine.arrived(
-                ruled_dir.as_fd(),
-                std::ffi::OsStr::new(name),
-                ruled.join(name).to_str().unwrap(),
-                false,
-            )
+            engine.arrived(crate::removals::Arrival {
+                dir: ruled_dir.as_fd(),
+                name: std::ffi::OsStr::new(name),
+                path: ruled.join(name).to_str().unwrap(),
+                is_dir: false,
+                moved: true,
+                pid: 0,
+            })
         };
         arrive("linked");
         engine.kernel_allow(file.as_fd(), &ident, sha, before);
@@ -2558,12 +2593,14 @@ mod tests {
             assert!(in_kernel_cache(&engine, ident.id));
         };
         cache_other();
-        engine.arrived(
-            ruled_dir.as_fd(),
-            std::ffi::OsStr::new("subdir"),
-            ruled.join("subdir").to_str().unwrap(),
-            true,
-        );
+        engine.arrived(crate::removals::Arrival {
+            dir: ruled_dir.as_fd(),
+            name: std::ffi::OsStr::new("subdir"),
+            path: ruled.join("subdir").to_str().unwrap(),
+            is_dir: true,
+            moved: true,
+            pid: 0,
+        });
         assert!(
             !in_kernel_cache(&engine, other_ident.id),
             "a directory moved"

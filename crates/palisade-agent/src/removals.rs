@@ -76,11 +76,26 @@ pub trait Arrivals: Send + Sync {
     /// Whether arrivals matter now (cheap; checked before the directory of
     /// an event is looked up).
     fn wanted(&self) -> bool;
-    /// `name` arrived in `dir` (at `path`) by a rename or a new link, or was
-    /// created there; `is_dir` for a directory moved there.
-    fn arrived(&self, dir: BorrowedFd<'_>, name: &std::ffi::OsStr, path: &str, is_dir: bool);
+    /// A name arrived (see [`Arrival`]).
+    fn arrived(&self, arrival: Arrival<'_>);
     /// Events were lost (queue overflow): any name may have arrived anywhere.
     fn missed(&self);
+}
+
+/// A name that arrived in a directory.
+pub struct Arrival<'a> {
+    /// The directory, open.
+    pub dir: BorrowedFd<'a>,
+    /// The name in it.
+    pub name: &'a std::ffi::OsStr,
+    /// Its path.
+    pub path: &'a str,
+    /// A directory (moved there: new ones are not reported).
+    pub is_dir: bool,
+    /// Moved there by a rename (else created: a new file, or a new link).
+    pub moved: bool,
+    /// The process that did it.
+    pub pid: i32,
 }
 
 /// What [`start`] set up.
@@ -238,7 +253,8 @@ pub fn start(
                             continue;
                         }
                         if let Some(mount) = mounts.get(&ev.dir.fsid) {
-                            arrive(&*arrivals, mount, &ev.dir, &ev.name, is_dir);
+                            let moved = ev.mask.contains(Mask::MOVED_TO);
+                            arrive(&*arrivals, mount, &ev, is_dir, moved);
                         }
                         continue;
                     }
@@ -277,15 +293,22 @@ pub fn start(
 fn arrive(
     arrivals: &dyn Arrivals,
     mount: &OwnedFd,
-    dir: &fanotify::FileHandle,
-    name: &std::ffi::OsStr,
+    ev: &fanotify::NameEvent,
     is_dir: bool,
+    moved: bool,
 ) {
-    let Ok(fd) = fanotify::open_dir_by_handle(mount.as_fd(), dir) else {
+    let Ok(fd) = fanotify::open_dir_by_handle(mount.as_fd(), &ev.dir) else {
         return;
     };
-    if let Some(path) = path_in(&fd, name) {
-        arrivals.arrived(fd.as_fd(), name, &path, is_dir);
+    if let Some(path) = path_in(&fd, &ev.name) {
+        arrivals.arrived(Arrival {
+            dir: fd.as_fd(),
+            name: &ev.name,
+            path: &path,
+            is_dir,
+            moved,
+            pid: ev.pid,
+        });
     }
 }
 

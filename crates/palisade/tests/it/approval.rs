@@ -655,6 +655,25 @@ fn custom_rules_control_execution_and_writes_with_conditions() {
     );
     up.wait_event(|e| e["event"]["kind"] == "blocked" && e["event"]["operation"] == "write")
         .unwrap_or_else(|events| panic!("blocked write reported: {events:#?}"));
+    // A rename over the protected file cannot be refused (no permission
+    // event for it), but it is reported.
+    let staged = m.join("protected/app.conf.new");
+    std::fs::write(&staged, "setting=3\n").unwrap();
+    let mv = run(
+        "/usr/bin/mv",
+        &[staged.to_str().unwrap(), conf.to_str().unwrap()],
+        &[],
+    );
+    assert!(mv.ok(), "{mv:?}");
+    up.wait_event(|e| {
+        e["event"]["operation"] == "write"
+            && e["event"]["kind"] == "allowed"
+            && e["event"]["path"] == conf.to_str().unwrap()
+            && e["event"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("renamed over"))
+    })
+    .unwrap_or_else(|events| panic!("a rename over a protected file is reported: {events:#?}"));
 
     // Conditional execution: nice 10, killed after one second.
     let sleeper = script(&m.join("slow/sleeper"), "#!/bin/sh\nsleep 30\n");
