@@ -1925,6 +1925,30 @@ const DECISION_NICE: i32 = -10;
 /// Names arriving on the watched filesystems (renames and new hard links):
 /// the kernel-side cache knows inodes, so an allow made for a file under one
 /// name would cover it under a name that a rule looks at.
+impl Engine {
+    /// Report a name change at a path custom write rules protect (see
+    /// [`crate::removals::Arrivals`]): `how` it changed.
+    fn report_name_change(&self, id: FileId, path: &str, pid: i32, how: &str) {
+        let process = match u32::try_from(pid) {
+            Ok(pid) if pid > 0 => self.context(pid),
+            _ => ProcessContext::unknown(0),
+        };
+        self.report(
+            EventKind::Allowed,
+            Operation::Write,
+            id,
+            None,
+            path.to_owned(),
+            Approval::Unknown,
+            self.level(),
+            process,
+            format!(
+                "{how} a path write rules protect: not refusable (no permission event for renames, links and removals), reported only"
+            ),
+        );
+    }
+}
+
 impl crate::removals::Arrivals for Engine {
     fn wanted(&self) -> bool {
         self.rules().path_matters()
@@ -1965,24 +1989,8 @@ impl crate::removals::Arrivals for Engine {
         // cover it either), only reported.
         let regular = rustix::fs::FileType::from_raw_mode(st.st_mode).is_file();
         if regular && (moved || st.st_nlink > 1) && rules.write_sensitive(path) {
-            let process = match u32::try_from(pid) {
-                Ok(pid) if pid > 0 => self.context(pid),
-                _ => ProcessContext::unknown(0),
-            };
-            self.report(
-                EventKind::Allowed,
-                Operation::Write,
-                id,
-                None,
-                path.to_owned(),
-                Approval::Unknown,
-                self.level(),
-                process,
-                format!(
-                    "{} a path write rules protect: not refusable (no permission event for renames and links), reported only",
-                    if moved { "renamed over" } else { "linked at" }
-                ),
-            );
+            let how = if moved { "renamed over" } else { "linked at" };
+            self.report_name_change(id, path, pid, how);
         }
         // Its facts were cached with another path: read them again.
         self.identities.lock().remove(&id);
@@ -1994,6 +2002,21 @@ impl crate::removals::Arrivals for Engine {
             self.revoke_taken(&[id]);
             drop(kernel);
             tracing::info!("{path}: arrived under a rule; out of the kernel-side cache");
+        }
+    }
+
+    fn departed(&self, path: &str, pid: i32) {
+        if self.rules().write_sensitive(path) {
+            // The inode may be gone: repeats are told apart by the path
+            // alone (a device number no filesystem has).
+            use std::hash::{BuildHasher, BuildHasherDefault};
+            let by_path =
+                BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
+            let id = FileId {
+                dev: u64::MAX,
+                ino: by_path.hash_one(path),
+            };
+            self.report_name_change(id, path, pid, "removed from");
         }
     }
 

@@ -78,6 +78,9 @@ pub trait Arrivals: Send + Sync {
     fn wanted(&self) -> bool;
     /// A name arrived (see [`Arrival`]).
     fn arrived(&self, arrival: Arrival<'_>);
+    /// A file's name went from `path` (deleted, or renamed away) by
+    /// process `pid`; checked only while [`Arrivals::wanted`].
+    fn departed(&self, path: &str, pid: i32);
     /// Events were lost (queue overflow): any name may have arrived anywhere.
     fn missed(&self);
 }
@@ -267,6 +270,9 @@ pub fn start(
                     let Some(path) = resolve(mount, &ev.dir, &ev.name) else {
                         continue;
                     };
+                    if !is_dir && arrivals.wanted() {
+                        arrivals.departed(&path, ev.pid);
+                    }
                     if !is_dir && !paths.take(&path) {
                         continue;
                     }

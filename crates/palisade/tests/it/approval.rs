@@ -674,6 +674,15 @@ fn custom_rules_control_execution_and_writes_with_conditions() {
                 .is_some_and(|r| r.contains("renamed over"))
     })
     .unwrap_or_else(|events| panic!("a rename over a protected file is reported: {events:#?}"));
+    std::fs::remove_file(&conf).unwrap();
+    up.wait_event(|e| {
+        e["event"]["operation"] == "write"
+            && e["event"]["path"] == conf.to_str().unwrap()
+            && e["event"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("removed from"))
+    })
+    .unwrap_or_else(|events| panic!("removing a protected file is reported: {events:#?}"));
 
     // Conditional execution: nice 10, killed after one second.
     let sleeper = script(&m.join("slow/sleeper"), "#!/bin/sh\nsleep 30\n");
