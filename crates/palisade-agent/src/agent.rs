@@ -102,7 +102,12 @@ impl RunningAgent {
             levels.disconnected
         );
         // First: an unreadable one drops the revision with the answers.
-        let remembered: Option<ServiceConfig> = persistent.saved_config()?;
+        // A disk that fails that clear must not keep the agent from
+        // starting: enforcing by the answers it has beats enforcing nothing.
+        let remembered: Option<ServiceConfig> = persistent.saved_config().unwrap_or_else(|e| {
+            tracing::error!("the saved configuration: {e}; starting without it");
+            None
+        });
         let revision = persistent
             .meta("revision")
             .and_then(|v| v.parse().ok())

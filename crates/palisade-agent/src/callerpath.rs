@@ -21,59 +21,126 @@
 //! its daemon.
 
 use crate::files::FileId;
-use rustix::fs::{self, FileType, Mode, OFlags};
+use rustix::fs::{self, AtFlags, FileType, Mode, OFlags, StatxFlags};
+use rustix::io::Errno;
 use std::collections::VecDeque;
 use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
+use std::time::{Duration, Instant};
 
 /// Links followed before giving up, as the kernel does (`ELOOP`).
 const MAX_LINKS: usize = 40;
 
-/// Names looked up before giving up: a path is at most 4096 bytes, and
-/// each link followed adds at most that much again.
-const MAX_NAMES: usize = 4096;
-
 /// The inode number of a procfs root.
 const PROC_ROOT_INO: u64 = 1;
 
-/// The file `path` names for process `pid` (as the agent's procfs numbers
-/// it), or `None` if it names nothing there, cannot be resolved, or the
-/// process is gone.
-pub(crate) fn file_named_by(pid: u32, path: &[u8]) -> Option<FileId> {
-    let root = open_dir(format!("/proc/{pid}/root"))?;
-    let root_id = id_of(&root)?;
+/// `f_type` of FUSE filesystems: a lookup there is answered by a user's
+/// daemon, which need never answer.
+const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+
+/// What a path names for a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Named {
+    /// This file.
+    File(FileId),
+    /// Nothing: no such name, or not a directory on the way.
+    Nothing,
+    /// Not known: the walk met a limit (links, the event's budget), a
+    /// filesystem it does not enter (FUSE), or another error. A caller
+    /// that must not fail open takes it as a match.
+    Unknown,
+}
+
+/// The work one decision may spend resolving paths, over all of them:
+/// names looked up, and time. A command line may hold 2 MiB of arguments,
+/// each a path of 40 links of 4 KiB: without a bound, one process could
+/// keep a worker for minutes.
+pub(crate) struct Budget {
+    names: usize,
+    until: Instant,
+}
+
+impl Budget {
+    /// `names` lookups, until `time` from now.
+    pub(crate) fn new(names: usize, time: Duration) -> Budget {
+        Budget {
+            names,
+            until: Instant::now() + time,
+        }
+    }
+
+    fn spend(&mut self) -> Result<(), Stop> {
+        if self.names == 0 || Instant::now() > self.until {
+            return Err(Stop::Unknown);
+        }
+        self.names -= 1;
+        Ok(())
+    }
+}
+
+/// Why a walk ended without a file.
+enum Stop {
+    Nothing,
+    Unknown,
+}
+
+impl From<Errno> for Stop {
+    fn from(e: Errno) -> Stop {
+        if e == Errno::NOENT || e == Errno::NOTDIR {
+            Stop::Nothing
+        } else {
+            Stop::Unknown
+        }
+    }
+}
+
+/// What `path` names for the thread `tid` (as the agent's procfs numbers
+/// it), spending from `budget`.
+pub(crate) fn file_named_by(tid: u32, path: &[u8], budget: &mut Budget) -> Named {
+    match walk(tid, path, budget) {
+        Ok(id) => Named::File(id),
+        Err(Stop::Nothing) => Named::Nothing,
+        Err(Stop::Unknown) => Named::Unknown,
+    }
+}
+
+fn walk(tid: u32, path: &[u8], budget: &mut Budget) -> Result<FileId, Stop> {
+    // The caller's own places: not reaching them is not knowing.
+    let root = open_dir(format!("/proc/{tid}/root")).map_err(|_| Stop::Unknown)?;
+    let root_at = place(&root)?;
     let mut at = if path.starts_with(b"/") {
-        root.try_clone().ok()?
+        root.try_clone().map_err(|_| Stop::Unknown)?
     } else {
-        open_dir(format!("/proc/{pid}/cwd"))?
+        open_dir(format!("/proc/{tid}/cwd")).map_err(|_| Stop::Unknown)?
     };
     let mut todo: VecDeque<Vec<u8>> = names(path).map(<[u8]>::to_vec).collect();
-    let (mut links, mut looked) = (0, 0);
+    let mut links = 0;
     while let Some(name) = todo.pop_front() {
         let name = name.as_slice();
-        looked += 1;
-        if looked > MAX_NAMES {
-            return None;
+        budget.spend()?;
+        if fs::fstatfs(&at)?.f_type as i64 == FUSE_SUPER_MAGIC {
+            return Err(Stop::Unknown);
         }
         if name == b".." {
-            // Never above the caller's root.
-            if id_of(&at)? != root_id {
+            // Never above the caller's root: the same place, mount
+            // included (a bind mount of the root has its device and inode).
+            if place(&at)? != root_at {
                 at = open_at(&at, b"..", OFlags::DIRECTORY)?;
             }
             continue;
         }
         let next = open_at(&at, name, OFlags::NOFOLLOW)?;
-        if FileType::from_raw_mode(fs::fstat(&next).ok()?.st_mode) != FileType::Symlink {
+        if FileType::from_raw_mode(fs::fstat(&next)?.st_mode) != FileType::Symlink {
             at = next;
             continue;
         }
         links += 1;
         if links > MAX_LINKS {
-            return None;
+            return Err(Stop::Unknown);
         }
-        if fs::fstatfs(&at).ok()?.f_type == fs::PROC_SUPER_MAGIC {
-            if fs::fstat(&at).ok()?.st_ino != PROC_ROOT_INO {
+        if fs::fstatfs(&at)?.f_type == fs::PROC_SUPER_MAGIC {
+            if fs::fstat(&at)?.st_ino != PROC_ROOT_INO {
                 // A process's own link (`fd/N`, `cwd`, `root`, `exe`,
                 // `map_files/…`): its object, whoever follows it.
                 at = open_at(&at, name, OFlags::empty())?;
@@ -81,24 +148,20 @@ pub(crate) fn file_named_by(pid: u32, path: &[u8]) -> Option<FileId> {
             }
             match name {
                 b"self" => {
-                    at = open_dir(format!("/proc/{pid}"))?;
+                    at = caller_in(&at, tid, false)?;
                     continue;
                 }
                 b"thread-self" => {
-                    // The thread is not known; threads share descriptors
-                    // unless one asked not to.
-                    at = open_dir(format!("/proc/{pid}/task/{pid}"))?;
+                    at = caller_in(&at, tid, true)?;
                     continue;
                 }
                 // Ordinary links at the root (`mounts`, `net`).
                 _ => {}
             }
         }
-        let target = fs::readlinkat(&at, OsStr::from_bytes(name), Vec::new())
-            .ok()?
-            .into_bytes();
+        let target = fs::readlinkat(&at, OsStr::from_bytes(name), Vec::new())?.into_bytes();
         if target.starts_with(b"/") {
-            at = root.try_clone().ok()?;
+            at = root.try_clone().map_err(|_| Stop::Unknown)?;
         }
         for n in names(&target).collect::<Vec<_>>().into_iter().rev() {
             todo.push_front(n.to_vec());
@@ -107,33 +170,93 @@ pub(crate) fn file_named_by(pid: u32, path: &[u8]) -> Option<FileId> {
     id_of(&at)
 }
 
+/// The caller's directory in the procfs whose root is `proc`: what its
+/// `self` (or, with `thread`, `thread-self`) names there. That procfs may
+/// number processes in another pid namespace than the agent's: the
+/// caller's number in each namespace it is in (`NStgid`, `NSpid`) is
+/// tried, and the one whose process started when the caller's did is it.
+fn caller_in(proc: &OwnedFd, tid: u32, thread: bool) -> Result<OwnedFd, Stop> {
+    let status =
+        std::fs::read_to_string(format!("/proc/{tid}/status")).map_err(|_| Stop::Unknown)?;
+    let ids = |key: &str| -> Vec<String> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default()
+    };
+    let (tgids, tids) = (ids("NStgid:"), ids("NSpid:"));
+    let leader = tgids.first().ok_or(Stop::Unknown)?;
+    let started = start_time(&open_dir(format!("/proc/{leader}"))?)?;
+    // Innermost namespace first: the likeliest for a procfs of its own.
+    for (level, tgid) in tgids.iter().enumerate().rev() {
+        let Ok(dir) = open_at(proc, tgid.as_bytes(), OFlags::DIRECTORY) else {
+            continue;
+        };
+        if start_time(&dir).ok() != Some(started) {
+            continue;
+        }
+        if !thread {
+            return Ok(dir);
+        }
+        let task = format!("task/{}", tids.get(level).ok_or(Stop::Unknown)?);
+        return open_at(&dir, task.as_bytes(), OFlags::DIRECTORY);
+    }
+    Err(Stop::Unknown)
+}
+
+/// The start time of the process whose procfs directory is `dir`.
+fn start_time(dir: &OwnedFd) -> Result<u64, Stop> {
+    let stat = fs::openat(dir, "stat", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::fs::File::from(stat), &mut text)
+        .map_err(|_| Stop::Unknown)?;
+    crate::procfs::parse_stat(&text)
+        .map(|(_, start)| start)
+        .ok_or(Stop::Unknown)
+}
+
+/// Where an open directory is: mount, device and inode.
+fn place(fd: &OwnedFd) -> Result<(u64, u32, u32, u64), Stop> {
+    let st = fs::statx(
+        fd,
+        "",
+        AtFlags::EMPTY_PATH,
+        StatxFlags::MNT_ID | StatxFlags::INO,
+    )?;
+    Ok((
+        st.stx_mnt_id,
+        st.stx_dev_major,
+        st.stx_dev_minor,
+        st.stx_ino,
+    ))
+}
+
 fn names(path: &[u8]) -> impl Iterator<Item = &[u8]> {
     path.split(|b| *b == b'/')
         .filter(|n| !n.is_empty() && *n != b".")
 }
 
-fn open_dir(path: String) -> Option<OwnedFd> {
-    fs::open(
+fn open_dir(path: String) -> Result<OwnedFd, Stop> {
+    Ok(fs::open(
         path,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
-    )
-    .ok()
+    )?)
 }
 
-fn open_at(dir: &OwnedFd, name: &[u8], flags: OFlags) -> Option<OwnedFd> {
-    fs::openat(
+fn open_at(dir: &OwnedFd, name: &[u8], flags: OFlags) -> Result<OwnedFd, Stop> {
+    Ok(fs::openat(
         dir,
         OsStr::from_bytes(name),
         OFlags::PATH | OFlags::CLOEXEC | flags,
         Mode::empty(),
-    )
-    .ok()
+    )?)
 }
 
-fn id_of(fd: &OwnedFd) -> Option<FileId> {
-    let st = fs::fstat(fd).ok()?;
-    Some(FileId {
+fn id_of(fd: &OwnedFd) -> Result<FileId, Stop> {
+    let st = fs::fstat(fd)?;
+    Ok(FileId {
         dev: st.st_dev,
         ino: st.st_ino,
     })
@@ -181,12 +304,16 @@ mod tests {
         }
     }
 
-    fn id(path: &Path) -> Option<FileId> {
-        let st = rustix::fs::stat(path).ok()?;
-        Some(FileId {
+    fn id(path: &Path) -> Named {
+        let st = rustix::fs::stat(path).unwrap();
+        Named::File(FileId {
             dev: st.st_dev,
             ino: st.st_ino,
         })
+    }
+
+    fn named(pid: u32, path: &[u8]) -> Named {
+        file_named_by(pid, path, &mut Budget::new(1000, Duration::from_secs(10)))
     }
 
     /// Every way of reaching the caller's descriptor names the caller's
@@ -208,7 +335,6 @@ mod tests {
         let caller = Caller::start(dir.path(), &script);
         let pid = caller.0.id();
         let want = id(&script);
-        assert!(want.is_some());
         let pid_fd = format!("/proc/{pid}/fd/3");
         let abs_x = dir.path().join("x");
         for path in [
@@ -228,13 +354,13 @@ mod tests {
             if path.starts_with("./sub") {
                 std::fs::create_dir_all(dir.path().join("sub")).unwrap();
             }
-            assert_eq!(file_named_by(pid, path.as_bytes()), want, "{path}");
+            assert_eq!(named(pid, path.as_bytes()), want, "{path}");
         }
     }
 
-    /// Links in a loop, names that do not exist and `..` above the root
-    /// end as the kernel would end them; a name that is not UTF-8 still
-    /// names its file.
+    /// Names that do not exist and `..` above the root end as the kernel
+    /// would end them; a name that is not UTF-8 still names its file; a
+    /// loop of links, or a process that is gone, is not known.
     #[test]
     fn resolution_ends_where_the_kernels_would() {
         let dir = tempfile::tempdir().unwrap();
@@ -246,12 +372,46 @@ mod tests {
         std::fs::write(&odd, "print('y')\n").unwrap();
         let caller = Caller::start(dir.path(), &script);
         let pid = caller.0.id();
-        assert_eq!(file_named_by(pid, b"l1"), None);
-        assert_eq!(file_named_by(pid, b"missing"), None);
-        assert_eq!(file_named_by(pid, b"payload/x"), None);
-        assert_eq!(file_named_by(pid, b"s\xffcript"), id(&odd));
+        assert_eq!(named(pid, b"l1"), Named::Unknown);
+        assert_eq!(named(pid, b"missing"), Named::Nothing);
+        assert_eq!(named(pid, b"payload/x"), Named::Nothing);
+        assert_eq!(named(pid, b"s\xffcript"), id(&odd));
         let up = format!("/../../..{}", script.display());
-        assert_eq!(file_named_by(pid, up.as_bytes()), id(&script));
-        assert_eq!(file_named_by(u32::MAX, b"/etc"), None, "no such process");
+        assert_eq!(named(pid, up.as_bytes()), id(&script));
+        assert_eq!(named(u32::MAX, b"/etc"), Named::Unknown, "no such process");
+    }
+
+    /// A path longer than the budget allows is not known (and so, to an
+    /// interpreter's check, a script): one process's command line cannot
+    /// keep a worker busy. The budget is shared by every path of one
+    /// decision.
+    #[test]
+    fn a_walk_past_its_budget_is_not_known() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("payload");
+        std::fs::write(&script, "print('x')\n").unwrap();
+        let caller = Caller::start(dir.path(), &script);
+        let pid = caller.0.id();
+        let long = "./".repeat(10) + &"sub/../".repeat(600) + "payload";
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let mut budget = Budget::new(100_000, Duration::from_secs(10));
+        assert_eq!(
+            file_named_by(pid, long.as_bytes(), &mut budget),
+            id(&script)
+        );
+        let mut budget = Budget::new(1_000, Duration::from_secs(10));
+        assert_eq!(
+            file_named_by(pid, long.as_bytes(), &mut budget),
+            Named::Unknown
+        );
+        let mut budget = Budget::new(3, Duration::from_secs(10));
+        assert_eq!(file_named_by(pid, b"payload", &mut budget), id(&script));
+        assert_eq!(
+            file_named_by(pid, b"sub/../payload", &mut budget),
+            Named::Unknown
+        );
+        let mut budget = Budget::new(100_000, Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(file_named_by(pid, b"payload", &mut budget), Named::Unknown);
     }
 }

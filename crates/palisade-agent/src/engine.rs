@@ -24,6 +24,7 @@
 mod decide;
 
 use crate::cache::Cache;
+use crate::callerpath::{file_named_by, Budget, Named};
 use crate::conditions::Timekeeper;
 use crate::config::AgentConfig;
 use crate::files::{self, FileId, Identity, Stamp};
@@ -65,6 +66,11 @@ const READER_READ_MAX: u64 = 256 << 10;
 
 /// How far back the parent chain is followed.
 const MAX_ANCESTORS: usize = 32;
+
+/// What one decision may spend resolving an interpreter's arguments (see
+/// `callerpath::Budget`): past it, the file is taken as the script.
+const SCRIPT_ARG_NAMES: usize = 32_768;
+const SCRIPT_ARG_TIME: Duration = Duration::from_millis(100);
 
 /// Why a lookup at the service gave no answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -1046,7 +1052,12 @@ impl Engine {
 
     /// Whether an interpreter reading this file is running it as a script:
     /// it starts with `#!`, has a script extension, or is named on the
-    /// interpreter's command line.
+    /// interpreter's command line. Every argument after the interpreter's
+    /// own name is resolved as the interpreter would resolve it (options
+    /// too: `--` may precede a script named `-x`), and a bare name also in
+    /// each directory of the caller's `PATH` (bash looks there for a
+    /// script it does not find). Resolution that cannot finish (a limit,
+    /// FUSE, an error) counts as naming this file: it fails closed.
     fn is_script_for(&self, pid: u32, ident: &Identity, known: &Known) -> bool {
         if matches!(known.kind, FileKind::Script { .. }) {
             return true;
@@ -1058,12 +1069,40 @@ impl Engine {
             return true;
         }
         let Ok(args) = procfs::cmdline_bytes(pid) else {
+            // The process is gone: no answer matters to it.
             return false;
         };
-        args.iter()
-            .skip(1)
-            .filter(|a| !a.starts_with(b"-"))
-            .any(|a| crate::callerpath::file_named_by(pid, a) == Some(ident.id))
+        let mut budget = Budget::new(SCRIPT_ARG_NAMES, SCRIPT_ARG_TIME);
+        let mut search: Option<Vec<Vec<u8>>> = None;
+        let names_it = |named: Named| match named {
+            Named::File(id) => id == ident.id,
+            Named::Unknown => true,
+            Named::Nothing => false,
+        };
+        for arg in args.iter().skip(1) {
+            let named = file_named_by(pid, arg, &mut budget);
+            if names_it(named) {
+                if named == Named::Unknown {
+                    tracing::debug!(
+                        "pid {pid}: an argument could not be resolved; taken as a script"
+                    );
+                }
+                return true;
+            }
+            if named != Named::Nothing || arg.contains(&b'/') {
+                continue;
+            }
+            let dirs = search.get_or_insert_with(|| procfs::search_path(pid));
+            for dir in dirs.iter() {
+                let mut path = dir.clone();
+                path.push(b'/');
+                path.extend_from_slice(arg);
+                if names_it(file_named_by(pid, &path, &mut budget)) {
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     /// The process context of `pid` (its parent chain, each with its
@@ -1332,11 +1371,14 @@ impl Engine {
         if let Some(guard) = &self.guard {
             let _ = guard.revoke(key);
         }
-        // Only a settled stamp got a mark; removing one never placed would
-        // cost a syscall and log a failure for nothing.
-        if ident.settled {
-            if let Err(e) = self.fan.remove_ignore(fd, PERMISSION_MASK) {
+        // Removed whether or not this call placed one (only a settled stamp
+        // gets a mark): a rare path, and a mark left by anything else must
+        // not outlive the change either. None there is no failure.
+        if let Err(e) = self.fan.remove_ignore(fd, PERMISSION_MASK) {
+            if ident.settled {
                 tracing::warn!("removing the ignore mark of a file changed while cached: {e}");
+            } else {
+                tracing::debug!("no ignore mark to remove on a file changed while cached: {e}");
             }
         }
         false

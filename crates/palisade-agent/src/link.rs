@@ -752,31 +752,39 @@ async fn apply_changes(parts: &LinkParts, changes: Changes) {
 /// Look up `hashes` and record the answers.
 pub async fn prefetch(client: &ServiceClient, engine: &Engine, hashes: &[Sha256]) {
     for chunk in hashes.chunks(LOOKUP_BATCH_MAX) {
-        let items = chunk
-            .iter()
-            .map(|h| LookupItem {
-                sha256: *h,
-                path: None,
-                operation: None,
-                process: None,
-                publisher: None,
-            })
-            .collect();
-        match client.lookup(items, Duration::from_secs(10)).await {
-            Ok(resp) => {
-                let answers: Vec<(Sha256, Approval, Option<u8>)> = resp
-                    .results
-                    .iter()
-                    .map(|r| (r.sha256, r.approval, r.trust))
-                    .collect();
-                engine.prefetched(&answers, resp.revision);
-            }
+        match look_up(client, chunk).await {
+            Ok((answers, revision)) => engine.prefetched(&answers, revision),
             Err(e) => {
                 tracing::warn!("prefetch failed: {e:#}");
                 return;
             }
         }
     }
+}
+
+/// The service's answers for `hashes` (at most [`LOOKUP_BATCH_MAX`]),
+/// without context, and the revision they are at.
+async fn look_up(
+    client: &ServiceClient,
+    hashes: &[Sha256],
+) -> Result<(Vec<(Sha256, Approval, Option<u8>)>, i64)> {
+    let items = hashes
+        .iter()
+        .map(|h| LookupItem {
+            sha256: *h,
+            path: None,
+            operation: None,
+            process: None,
+            publisher: None,
+        })
+        .collect();
+    let resp = client.lookup(items, Duration::from_secs(10)).await?;
+    let answers = resp
+        .results
+        .iter()
+        .map(|r| (r.sha256, r.approval, r.trust))
+        .collect();
+    Ok((answers, resp.revision))
 }
 
 /// When the agent last told the service its status, how many events it
@@ -1015,8 +1023,29 @@ pub async fn run_local_approvals(
             hashes.sort_unstable();
             hashes.dedup();
             client.local_approvals(items).await?;
-            engine.forget(&hashes);
-            prefetch(&client, &engine, &hashes).await;
+            // The service may keep none of them (a ban there, a rule
+            // disabled or narrowed meanwhile), and no change would say so:
+            // what it answers now replaces the approval in memory, and
+            // where that is not an approval, the kernel's allows go too.
+            // Unanswered (the service gone again), the approval stands
+            // until the next change or restart asks again.
+            for chunk in hashes.chunks(LOOKUP_BATCH_MAX) {
+                match look_up(&client, chunk).await {
+                    Ok((answers, revision)) => {
+                        let withdrawn: Vec<Sha256> = answers
+                            .iter()
+                            .filter(|(_, a, _)| !matches!(a, Approval::Approved(_)))
+                            .map(|(sha, _, _)| *sha)
+                            .collect();
+                        engine.forget(&withdrawn);
+                        engine.prefetched(&answers, revision);
+                    }
+                    Err(e) => {
+                        tracing::warn!("looking up local approvals again failed: {e:#}");
+                        break;
+                    }
+                }
+            }
             Ok(())
         }
     })

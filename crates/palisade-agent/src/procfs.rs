@@ -89,6 +89,29 @@ pub fn cmdline_bytes(pid: u32) -> io::Result<Vec<Vec<u8>>> {
         .collect())
 }
 
+/// The directories of a process's `PATH`, in order (an empty entry is its
+/// working directory, as the shell takes it); none if it has no `PATH` or
+/// its environment cannot be read.
+pub fn search_path(pid: u32) -> Vec<Vec<u8>> {
+    let Ok(env) = fs::read(format!("/proc/{pid}/environ")) else {
+        return Vec::new();
+    };
+    env.split(|&b| b == 0)
+        .find_map(|v| v.strip_prefix(b"PATH="))
+        .map(|path| {
+            path.split(|&b| b == b':')
+                .map(|d| {
+                    if d.is_empty() {
+                        b".".to_vec()
+                    } else {
+                        d.to_vec()
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The current working directory of a process.
 pub fn cwd(pid: u32) -> io::Result<PathBuf> {
     fs::read_link(format!("/proc/{pid}/cwd"))
@@ -97,7 +120,7 @@ pub fn cwd(pid: u32) -> io::Result<PathBuf> {
 /// `(ppid, starttime)` from `/proc/PID/stat`. The command name (field 2) is
 /// in parentheses and may itself contain spaces and parentheses, so fields
 /// are counted from the last `)`.
-fn parse_stat(stat: &str) -> Option<(u32, u64)> {
+pub(crate) fn parse_stat(stat: &str) -> Option<(u32, u64)> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // rest starts at field 3 (state): ppid is field 4, starttime field 22.

@@ -320,7 +320,15 @@ fn scripts_are_controlled_through_shebang_and_interpreters() {
         m.join("fddir").display(),
         noext.display()
     );
+    // A bare name bash does not find in its working directory is looked
+    // for in its PATH.
+    let on_path = script(&m.join("onpath"), "echo from-path\n");
+    let via_path = format!(
+        "cd / && PATH={}:$PATH exec /bin/bash onpath",
+        m.path.display()
+    );
     let cases: Vec<(&str, Vec<&str>, &str)> = vec![
+        ("/bin/sh", vec!["-c", via_path.as_str()], "from-path"),
         ("/bin/sh", vec!["-c", via_fd.as_str()], "from-noext"),
         ("/bin/sh", vec!["-c", via_pid_fd.as_str()], "from-noext"),
         ("/bin/sh", vec!["-c", via_link.as_str()], "from-noext"),
@@ -382,6 +390,7 @@ fn scripts_are_controlled_through_shebang_and_interpreters() {
         py.to_str().unwrap(),
         pl.to_str().unwrap(),
         noext.to_str().unwrap(),
+        on_path.to_str().unwrap(),
     ]);
     assert!(eventually(Duration::from_secs(2), || run(&sh, &[], &[]).ok()).is_some());
     for (prog, args, out) in &cases {
