@@ -4,10 +4,10 @@
 //! is full) and one background task per replica writes them in batched
 //! transactions: sightings, the publisher facts lookups carry
 //! (`file_publishers`), and, when the organization has `file_seen` event
-//! rules, which sightings are a hash's first on its computer (handed to the
-//! event rules after commit).
+//! rules, which sightings are a hash's first on its computer (stored for
+//! the event rules in the same transaction, which wakes them after commit).
 use crate::db::{now_ms, Db};
-use crate::eventrules::{wants_file_seen, EventRules};
+use crate::eventrules::{queue_file_seen, wants_file_seen, EventRules};
 use crate::store::{record_publishers, record_sightings, stored_path, unseen_instances, Sighting};
 use palisade_api::agent::LookupItem;
 use palisade_core::rules::PublisherFact;
@@ -227,14 +227,17 @@ async fn flush(db: &Db, batch: &[Msg], rules: &EventRules) -> Result<(), sqlx::E
         }
     }
     let mut tx = db.write().await?;
-    let mut first_seen: Vec<(i64, Vec<Sighting>)> = Vec::new();
+    // Every organization's first sightings before any catalog row: the
+    // `sightings` counter row is taken before catalog rows by every writer.
+    let mut first_seen = false;
     for (org_id, sightings) in &by_org {
         if wants_file_seen(tx.conn(), *org_id).await? {
-            first_seen.push((
-                *org_id,
-                unseen_instances(tx.conn(), *org_id, sightings).await?,
-            ));
+            let seen = unseen_instances(tx.conn(), *org_id, sightings).await?;
+            queue_file_seen(tx.conn(), *org_id, &seen).await?;
+            first_seen |= !seen.is_empty();
         }
+    }
+    for (org_id, sightings) in &by_org {
         record_sightings(tx.conn(), *org_id, sightings).await?;
     }
     let now = now_ms();
@@ -253,8 +256,8 @@ async fn flush(db: &Db, batch: &[Msg], rules: &EventRules) -> Result<(), sqlx::E
         .await?;
     }
     tx.commit().await?;
-    for (org_id, seen) in first_seen {
-        rules.file_seen(org_id, seen);
+    if first_seen {
+        rules.wake();
     }
     Ok(())
 }

@@ -15,7 +15,7 @@
 //! | table            | holds |
 //! |------------------|-------|
 //! | `schema_version` | the applied migration number (one row) |
-//! | `counters`       | `revision`, `events`, `changes_pruned` sequence values |
+//! | `counters`       | `revision`, `events`, `changes_pruned`, `sightings` (v10) sequence values |
 //! | `orgs`           | organizations (tenants); `rules_version`, bumped with every change to rules, bundles or publishers; `roles_stamp` (v5), new at every change of its custom roles |
 //! | `policies`       | policies (security groups), their two levels, `approve_existing_epoch` |
 //! | `computers`      | enrolled computers: policy, certificate fingerprint, revoked flag, last seen, last status (`connected_until_ms`: unused since migration 6) |
@@ -37,6 +37,8 @@
 //! | `rules`, `rule_policies` | every rule (`body_json` is an `admin::RuleBody`), rank, enabled, bundle; the policies it is limited to |
 //! | `bundles`        | built-in bundles an organization enabled |
 //! | `approval_requests` | users' requests to approve a blocked file, and the admin's decision |
+//! | `event_rule_cursors` | per organization: the last event and first sighting the event rules evaluated, and which replica holds the organization's lease (v10) |
+//! | `event_rule_sightings` | hashes seen on a computer for the first time, waiting for `file_seen` event rules (v10) |
 //!
 //! # Ordering: revisions and event ids
 //!
@@ -48,6 +50,8 @@
 //! sees id N committed therefore sees every id below N too: a replica tailing
 //! `changes WHERE id > last` never skips a change that commits late, and a
 //! revision read before the file states bounds what those states include.
+//! First sightings waiting for `file_seen` event rules take their ids from
+//! the `sightings` row the same way, before any catalog row is written.
 //! A writer takes the `revision` row last, after every other row it writes
 //! (catalog, file states, ...): one holding it while waiting for a row
 //! that another holds while waiting for it deadlocks (PostgreSQL). SQLite
@@ -143,6 +147,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         9,
         include_str!("../schema/sqlite-9.sql"),
         include_str!("../schema/postgres-9.sql"),
+    ),
+    (
+        10,
+        include_str!("../schema/sqlite-10.sql"),
+        include_str!("../schema/postgres-10.sql"),
     ),
 ];
 

@@ -15,7 +15,7 @@
 //! | change feed | one tokio task | tails the `changes` table and broadcasts batches to this replica's agent streams; also prunes the change log |
 //! | PostgreSQL listener | one tokio task (PostgreSQL only) | `LISTEN palisade_changes, palisade_events`; wakes the feed and event long polls |
 //! | catalog recorder | one tokio task | writes lookup / event sightings (bounded queue, drop-and-count when full); package/publisher facts arrive with inventory (scan, or facts the agent established at a decision) and are written by that request |
-//! | event rules | one tokio task | evaluates event rules on stored events and on hashes seen on a computer for the first time; runs their actions (bounded queue, drop-and-count) |
+//! | event rules | one tokio task | evaluates event rules on stored events and on hashes seen on a computer for the first time; runs their actions; reads triggers from the database past per-organization cursors, one bounded batch per organization in turn; skips (and counts) only backlogs too large or too old |
 //! | alerts | one dispatcher task, one worker per receiver | webhook and syslog deliveries of event rules (bounded queues; a hung receiver delays only its own alerts) |
 //! | agent streams | one tokio task each | filter feed batches for one computer, heartbeats |
 //! | liveness | one tokio task | while streams are open, every heartbeat interval pushes this replica's own `replicas` row ahead (one row, whatever the number of agents) and closes the streams of its computers found revoked |

@@ -21,8 +21,6 @@ use tokio::sync::{broadcast, watch};
 /// Capacity of the feed's broadcast channel, in batches; a stream that
 /// falls further behind is told to reset.
 const FEED_CAPACITY: usize = 256;
-/// Capacity, in batches, of the queue in front of the event rules.
-const EVENT_RULE_QUEUE: usize = 1024;
 /// Capacity, in alerts, of the queue in front of webhook and syslog delivery.
 const ALERT_QUEUE: usize = 1024;
 
@@ -165,7 +163,7 @@ impl Server {
         let (notifier, notifier_task) = Notifier::new(ALERT_QUEUE, alerts);
         let notifier_task = tokio::spawn(notifier_task);
         let (event_rules, event_rules_task) =
-            EventRules::new(db.clone(), notifier, EVENT_RULE_QUEUE);
+            EventRules::new(db.clone(), notifier, stop_rx.clone());
         let event_rules_task = tokio::spawn(event_rules_task);
         let (recorder, recorder_task) =
             Recorder::new(db.clone(), config.catalog_queue, event_rules.clone());
@@ -219,8 +217,9 @@ impl Server {
         if dropped > 0 {
             tracing::warn!(dropped, "catalog sightings dropped while serving");
         }
-        // The recorder held the last handle on the event rules, which held
-        // the last on the notifier: each drains its queue and stops.
+        // The event rule worker stopped with the accept loop (after the
+        // batch at hand; what is left waits in the database), dropping the
+        // last handle on the notifier, which drains its queue and stops.
         for (task, what) in [
             (event_rules_task, "event rule worker"),
             (notifier_task, "alert worker"),

@@ -7,7 +7,7 @@ use crate::db::{
     values_placeholders,
 };
 use crate::errors::{ApiError, ApiResult};
-use crate::eventrules::wants_file_seen;
+use crate::eventrules::{queue_file_seen, wants_file_seen};
 use crate::store::{
     append_changes, record_publishers, record_sightings, relevant_changes, scope_columns,
     secret_hash, stored_path, unseen_instances, NewChange, Relevance, Sighting,
@@ -477,9 +477,8 @@ pub(crate) async fn events(
         agent.computer_id,
         stored_events.iter().map(|(_, e)| e.clone()).collect(),
     );
-    state
-        .event_rules
-        .events(agent.org_id, agent.computer_id, stored_events);
+    // The event rules read the stored events themselves (woken by the
+    // commit's `events_stored`).
     Ok(Json(EventAck { stored }))
 }
 
@@ -535,6 +534,7 @@ pub(crate) async fn inventory(
     for s in &mut first_seen {
         s.operation = Some(Operation::Inventory);
     }
+    queue_file_seen(tx.conn(), agent.org_id, &first_seen).await?;
     let new_hashes = record_sightings(tx.conn(), agent.org_id, &sightings).await?;
     record_publishers(tx.conn(), agent.org_id, &facts, now).await?;
     let mut approved: Vec<Sha256> = Vec::new();
@@ -578,7 +578,9 @@ pub(crate) async fn inventory(
     }
     let rev = revision(tx.conn()).await?;
     tx.commit().await?;
-    state.event_rules.file_seen(agent.org_id, first_seen);
+    if !first_seen.is_empty() {
+        state.event_rules.wake();
+    }
     Ok(Json(InventoryResponse {
         new_hashes,
         approved: approved.len() as u64,
@@ -800,6 +802,7 @@ pub(crate) async fn approvals(
     } else {
         Vec::new()
     };
+    queue_file_seen(tx.conn(), agent.org_id, &first_seen).await?;
     record_sightings(tx.conn(), agent.org_id, &sightings).await?;
     // Scopes in a fixed order (concurrent writers lock file states alike).
     let mut scoped: BTreeMap<(&'static str, i64), (Scope, Approvals)> = BTreeMap::new();
@@ -846,7 +849,9 @@ pub(crate) async fn approvals(
     append_changes(&mut tx, agent.org_id, &changes).await?;
     let rev = revision(tx.conn()).await?;
     tx.commit().await?;
-    state.event_rules.file_seen(agent.org_id, first_seen);
+    if !first_seen.is_empty() {
+        state.event_rules.wake();
+    }
     if !changes.is_empty() {
         tracing::info!(computer = %agent.name, approved, new = changes.len(), "local approvals recorded");
     }

@@ -16,7 +16,9 @@ both_backends!(
     file_seen_rule,
     webhook_and_syslog_alerts,
     alerts_to_private_addresses_are_refused_by_default,
-    event_rule_moves_computer
+    event_rule_moves_computer,
+    flooding_organization_does_not_starve_another,
+    events_stored_before_start_fire_their_rules
 );
 
 async fn ratings(env: &Env, entries: &[(Sha256, u8)]) {
@@ -31,6 +33,17 @@ async fn ratings(env: &Env, entries: &[(Sha256, u8)]) {
             json!({"source": "test", "entries": entries}),
         )
         .await;
+}
+
+/// Wait until `sha` is banned on `agent`'s computer (a rule fired).
+async fn banned_locally(agent: &Agent, sha: Sha256, within: Duration, what: &str) {
+    let banned = Approval::Banned(ApprovalSource {
+        scope: ScopeKind::Local,
+    });
+    eventually(within, what, || async {
+        (agent.lookup(&[sha]).await.results[0].approval == banned).then_some(())
+    })
+    .await;
 }
 
 async fn upload(agent: &Agent, events: Vec<Value>) -> u64 {
@@ -124,12 +137,7 @@ async fn file_seen_rule(backend: Backend) {
     ])
     .await;
     let t = Instant::now();
-    eventually(
-        Duration::from_secs(3),
-        "the /tmp file banned on web01",
-        || async { (web.lookup(&[tmp]).await.results[0].approval == banned_local).then_some(()) },
-    )
-    .await;
+    banned_locally(&web, tmp, Duration::from_secs(3), "/tmp file banned").await;
     eprintln!(
         "[figure] {backend:?}: first sighting (lookup) -> local ban by a file_seen rule: {:?}",
         t.elapsed()
@@ -449,4 +457,113 @@ async fn event_rule_moves_computer(backend: Backend) {
     let list: Vec<ComputerInfo> = env.admin.get_ok("/api/v1/computers").await;
     assert_eq!(list[0].policy, "quarantine");
     env.server.stop().await;
+}
+
+/// One organization's flood of events does not keep another's rule from
+/// firing (before: one in-memory queue of 1024 batches for every
+/// organization; a trigger that did not fit was dropped, so the other
+/// organization's alert never fired).
+async fn flooding_organization_does_not_starve_another(backend: Backend) {
+    let env = Env::new(backend).await;
+    let bob = env.org_admin("globex", "bob").await;
+    let rule = json!({"name": "ban blocked files here", "body": {"kind": "event",
+        "filter": {"kinds": ["blocked"]},
+        "actions": [{"do": "set_local_state", "state": "banned"}]}});
+    env.admin.create_rule(rule.clone()).await;
+    bob.create_rule(rule).await;
+    let victim = enroll(&env.server, &bob.enroll_token("default", 1).await, "g01").await;
+    let mut flooders = Vec::new();
+    for i in 0..4 {
+        flooders.push(env.agent("default", &format!("flood{i}")).await);
+    }
+    // Each upload matches the rule with distinct files: evaluating it costs
+    // far more than storing it, so the evaluation falls far behind.
+    const UPLOADS: u64 = 320;
+    const PER_UPLOAD: u64 = 20;
+    let t = Instant::now();
+    let floods = flooders.into_iter().enumerate().map(|(i, agent)| {
+        tokio::spawn(async move {
+            for u in 0..UPLOADS {
+                let events = (0..PER_UPLOAD)
+                    .map(|k| {
+                        let seq = u * PER_UPLOAD + k + 1;
+                        let h = hash(1_000_000 * (i as u64 + 1) + seq);
+                        event_json(seq, "blocked", h, "/tmp/flood")
+                    })
+                    .collect();
+                assert_eq!(upload(&agent, events).await, PER_UPLOAD);
+            }
+        })
+    });
+    for f in floods.collect::<Vec<_>>() {
+        f.await.expect("flood task");
+    }
+    eprintln!(
+        "[figure] {backend:?}: {} uploads of {PER_UPLOAD} events flooded in {:?}",
+        4 * UPLOADS,
+        t.elapsed()
+    );
+    let target = hash(42);
+    assert_eq!(
+        upload(&victim, vec![event_json(1, "blocked", target, "/tmp/x")]).await,
+        1
+    );
+    let t = Instant::now();
+    let within = Duration::from_secs(20);
+    banned_locally(&victim, target, within, "the other org's rule fired").await;
+    eprintln!(
+        "[figure] {backend:?}: other organization's event -> rule fired during the flood's backlog: {:?}",
+        t.elapsed()
+    );
+    env.server.stop().await;
+}
+
+/// Events stored but not evaluated when the server stopped (a crash between
+/// commit and evaluation) fire their rules once it is back (before: the
+/// triggers lived in the stopped replica's memory).
+async fn events_stored_before_start_fire_their_rules(backend: Backend) {
+    let Env { server, admin, db } = Env::new(backend).await;
+    let web = {
+        let token = admin.enroll_token("default", 1).await;
+        enroll(&server, &token, "web01").await
+    };
+    admin
+        .create_rule(
+            json!({"name": "ban blocked files", "body": {"kind": "event",
+            "filter": {"kinds": ["blocked"]},
+            "actions": [{"do": "set_local_state", "state": "banned"}]}}),
+        )
+        .await;
+    // Stored, and no match.
+    assert_eq!(
+        upload(&web, vec![event_json(1, "would_block", hash(1), "/tmp/x")]).await,
+        1
+    );
+    server.stop().await;
+    // Stored after it (as the stopped replica would have), not evaluated.
+    exec_sql(
+        backend,
+        &db.url,
+        "INSERT INTO events (id, org_id, computer_id, seq, received_ms, time_ms, kind, sha256, \
+           path, event_json) \
+         SELECT id + 100, org_id, computer_id, seq + 100, received_ms, time_ms, 'blocked', \
+           sha256, path, REPLACE(event_json, '\"kind\":\"would_block\"', '\"kind\":\"blocked\"') \
+         FROM events",
+    )
+    .await;
+    exec_sql(
+        backend,
+        &db.url,
+        "UPDATE counters SET value = value + 100 WHERE name = 'events'",
+    )
+    .await;
+    let server = TestServer::start(&db).await;
+    banned_locally(
+        &web.on(&server),
+        hash(1),
+        Duration::from_secs(5),
+        "the stored event fired its rule after the start",
+    )
+    .await;
+    server.stop().await;
 }

@@ -626,6 +626,16 @@ impl Env {
         Env { server, admin, db }
     }
 
+    /// Another organization, bootstrapped with its first admin.
+    pub(crate) async fn org_admin(&self, org: &str, admin: &str) -> Admin {
+        let token = palisade_server::bootstrap(&self.server.db, &name(org), &name(admin))
+            .await
+            .expect("bootstrap")
+            .admin_token
+            .expect("fresh admin token");
+        Admin::new(&self.server, &token)
+    }
+
     /// Enroll a computer into `policy` with a fresh one-use token.
     pub(crate) async fn agent(&self, policy: &str, hostname: &str) -> Agent {
         let token = self.admin.enroll_token(policy, 1).await;
