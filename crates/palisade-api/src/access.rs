@@ -87,7 +87,10 @@ pub struct RoleInfo {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
-    /// For another admin (needs `admins:update`); absent: the caller.
+    /// For another admin (needs `admins:update` and every permission they
+    /// hold, where they hold it); absent: the caller. Such a token does
+    /// nothing to its admin's own account (password reset, second factor,
+    /// tokens) and counts as made without a second factor.
     #[serde(default)]
     pub admin: Option<Name>,
     /// A label.

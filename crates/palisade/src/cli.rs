@@ -674,7 +674,8 @@ pub(crate) enum RoleCmd {
 pub(crate) enum TokenCmd {
     /// Create an API token and print it.
     Create {
-        /// For another admin (needs admins:update).
+        /// For another admin (needs admins:update and all they hold; the
+        /// token cannot touch their password, second factor or tokens).
         #[arg(long)]
         admin: Option<String>,
         /// Lifetime: 90d, 12h, 30m, 3600s.

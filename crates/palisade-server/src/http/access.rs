@@ -241,6 +241,11 @@ pub(crate) struct AdminAuth {
     pub(crate) mfa: bool,
     /// The console session this request came with (`None`: an API token).
     pub(crate) session: Option<i64>,
+    /// The API token this request came with (`None`: a console session).
+    pub(crate) token: Option<i64>,
+    /// The admin who made this API token for the admin it acts as (`None`:
+    /// the admin's own credential). See [`AdminAuth::require_own_credential`].
+    pub(crate) made_by: Option<i64>,
     live: Arc<Live>,
     state: AppState,
     slot: AuditSlot,
@@ -370,6 +375,22 @@ impl AdminAuth {
         note.after = after;
     }
 
+    /// `Ok` unless this request came with a token another admin made for
+    /// the caller: such a token acts with the caller's permissions (as far
+    /// as its maker's reach), but it is not the caller, so it may not act on
+    /// the caller's own account (reset their password, replace their second
+    /// factor, make or revoke their tokens). Otherwise whoever holds
+    /// `admins:update` over them could take their account over. A `403`
+    /// naming `action`, recorded as a refusal.
+    pub(crate) fn require_own_credential(&self, action: &str) -> Result<(), ApiError> {
+        if self.made_by.is_none() {
+            return Ok(());
+        }
+        let reason = format!("{action}: a token made by another admin cannot do this");
+        self.slot.0.lock().denied = Some(reason.clone());
+        Err(ApiError::forbidden(format!("not permitted: {reason}")))
+    }
+
     fn refuse(&self, permission: Permission, reason: DenyReason) -> ApiError {
         self.slot.0.lock().denied = Some(format!("{permission}: {reason}"));
         if reason == DenyReason::OtherOrganization {
@@ -456,6 +477,8 @@ pub(crate) struct Loaded {
     pub(crate) org: String,
     pub(crate) mfa: bool,
     pub(crate) session: Option<i64>,
+    pub(crate) token: Option<i64>,
+    pub(crate) made_by: Option<i64>,
     live: Live,
 }
 
@@ -514,15 +537,16 @@ macro_rules! caller_query {
     };
 }
 
-/// Columns 0..7 are the credential's: id, scope, expires, revoked, mfa,
-/// stage, last use.
+/// Columns 0..8 are the credential's: id, scope, expires, revoked, mfa,
+/// stage, last use, maker (a token made for the admin by another admin).
 pub(crate) const TOKEN_QUERY: &str = caller_query!(
-    "t.id, t.scope, t.expires_ms, t.revoked_ms, t.mfa, 'full', t.created_ms",
+    "t.id, t.scope, t.expires_ms, t.revoked_ms, t.mfa, 'full', t.created_ms, t.created_by",
     "admin_tokens",
     "token_sha256"
 );
 const SESSION_QUERY: &str = caller_query!(
-    "t.id, CAST(NULL AS TEXT), t.expires_ms, t.revoked_ms, t.mfa, t.stage, t.last_seen_ms",
+    "t.id, CAST(NULL AS TEXT), t.expires_ms, t.revoked_ms, t.mfa, t.stage, t.last_seen_ms, \
+     CAST(NULL AS BIGINT)",
     "admin_sessions",
     "secret_sha256"
 );
@@ -693,17 +717,18 @@ pub(crate) async fn load(
             Some(credential_id)
         }
     };
-    let admin_id: i64 = row.try_get(7)?;
-    let admin: String = row.try_get(8)?;
-    let status: String = row.try_get(9)?;
-    let locked_until: Option<i64> = row.try_get(10)?;
-    let org_id: i64 = row.try_get(11)?;
-    let org: String = row.try_get(12)?;
-    let require_mfa: i64 = row.try_get(13)?;
-    let networks: String = row.try_get(14)?;
-    let hours: String = row.try_get(15)?;
-    let grants_stamp: i64 = row.try_get(16)?;
-    let roles_stamp: i64 = row.try_get(17)?;
+    let made_by: Option<i64> = row.try_get(7)?;
+    let admin_id: i64 = row.try_get(8)?;
+    let admin: String = row.try_get(9)?;
+    let status: String = row.try_get(10)?;
+    let locked_until: Option<i64> = row.try_get(11)?;
+    let org_id: i64 = row.try_get(12)?;
+    let org: String = row.try_get(13)?;
+    let require_mfa: i64 = row.try_get(14)?;
+    let networks: String = row.try_get(15)?;
+    let hours: String = row.try_get(16)?;
+    let grants_stamp: i64 = row.try_get(17)?;
+    let roles_stamp: i64 = row.try_get(18)?;
     let conditions = org_conditions(require_mfa != 0, &networks, &hours)
         .map_err(|e| ApiError::internal(&format!("organization {org}: {e}")))?;
     let status = if status != "active" {
@@ -728,6 +753,8 @@ pub(crate) async fn load(
         org,
         mfa: mfa != 0,
         session,
+        token: session.is_none().then_some(credential_id),
+        made_by: made_by.filter(|&maker| maker != admin_id),
         live: Live {
             facts: AdminFacts {
                 id: AdminId(admin_id),
@@ -811,6 +838,8 @@ impl FromRequestParts<AppState> for AdminAuth {
             org: loaded.org,
             mfa: loaded.mfa,
             session: loaded.session,
+            token: loaded.token,
+            made_by: loaded.made_by,
             live: Arc::new(loaded.live),
             state: state.clone(),
             slot,

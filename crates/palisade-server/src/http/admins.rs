@@ -468,16 +468,24 @@ pub(crate) async fn create_role(
     Ok((StatusCode::CREATED, Json(info)))
 }
 
-/// `POST /api/v1/tokens`: a token for the caller, or (with `admins:update`)
-/// for another admin. Its scope is checked against the permissions of the
-/// admin it is for at each request, so it never grants more than they hold;
-/// made with an API token, it is also limited to that token's scope and
-/// expires no later (a stolen narrow token cannot mint a wide one).
+/// `POST /api/v1/tokens`: a token for the caller, or (with `admins:update`
+/// and power over everything they hold, as for disabling them) for another
+/// admin. Its scope is checked against the permissions of the admin it is
+/// for at each request, so it never grants more than they hold; made with
+/// an API token, it is also limited to that token's scope and expires no
+/// later (a stolen narrow token cannot mint a wide one).
+///
+/// A token made for another admin is marked with its maker: it cannot act
+/// on that admin's own account ([`AdminAuth::require_own_credential`]),
+/// counts as made without a second factor (the admin it acts as proved
+/// none), and ends with its maker's credentials. A token made that way
+/// makes no tokens itself.
 pub(crate) async fn create_token(
     State(state): State<AppState>,
     admin: AdminAuth,
     OptionalJsonBody(body): OptionalJsonBody<CreateToken>,
 ) -> ApiResult<(StatusCode, Json<TokenCreated>)> {
+    admin.require_own_credential("making tokens")?;
     let for_other = body
         .admin
         .as_ref()
@@ -526,6 +534,12 @@ pub(crate) async fn create_token(
         .map(|n| n.as_str().to_owned())
         .unwrap_or_else(|| admin.admin.clone());
     let id = admin_id(tx.conn(), admin.org_id, &target_name).await?;
+    let for_other = id != admin.admin_id;
+    if for_other {
+        // A token acts as its admin: making one is power over their account.
+        let target = admin_info(tx.conn(), admin.org_id, &target_name).await?;
+        check_power_over(tx.conn(), &admin, &target).await?;
+    }
     let secret: [u8; 32] = rand::random();
     let token = format!("plta1.{}", hex::encode(secret));
     let name = body.name.clone().unwrap_or_default();
@@ -540,8 +554,8 @@ pub(crate) async fn create_token(
     .bind(&name)
     .bind(&scope)
     .bind(expires_ms)
-    .bind(i64::from(admin.mfa))
-    .bind((id != admin.admin_id).then_some(admin.admin_id))
+    .bind(i64::from(admin.mfa && !for_other))
+    .bind(for_other.then_some(admin.admin_id))
     .fetch_one(tx.conn())
     .await?;
     admin.record(
@@ -588,7 +602,8 @@ pub(crate) async fn tokens(
 }
 
 /// `DELETE /api/v1/tokens/{id}`: one of the caller's tokens, or (with
-/// `admins:update`) any token of the organization.
+/// `admins:update`) any token of the organization. A token made by another
+/// admin revokes only itself among its admin's tokens.
 pub(crate) async fn revoke_token(
     State(state): State<AppState>,
     admin: AdminAuth,
@@ -608,6 +623,8 @@ pub(crate) async fn revoke_token(
     let owner = owner.ok_or_else(|| ApiError::not_found(format!("no token {id}")))?;
     if owner != admin.admin_id {
         admin.require_org(Permission::new(Resource::Admins, Op::Update))?;
+    } else if admin.token != Some(id) {
+        admin.require_own_credential("revoking tokens")?;
     }
     let mut tx = state.db.write().await?;
     sqlx::query("UPDATE admin_tokens SET revoked_ms = $2 WHERE id = $1 AND revoked_ms IS NULL")

@@ -987,12 +987,15 @@ pub(crate) async fn invite(
     if id != admin.admin_id {
         let target = admin_info(tx.conn(), admin.org_id, name.as_str()).await?;
         check_power_over(tx.conn(), &admin, &target).await?;
-    } else if !admin.mfa && totp_enrolled(tx.conn(), id).await? {
-        // Accepting the invitation clears the second factor: as for
-        // replacing it, a credential made without it may not.
-        return Err(ApiError::forbidden(
-            "resetting your own credentials needs a sign-in made with your second factor",
-        ));
+    } else {
+        admin.require_own_credential("resetting the password")?;
+        if !admin.mfa && totp_enrolled(tx.conn(), id).await? {
+            // Accepting the invitation clears the second factor: as for
+            // replacing it, a credential made without it may not.
+            return Err(ApiError::forbidden(
+                "resetting your own credentials needs a sign-in made with your second factor",
+            ));
+        }
     }
     let secret = SessionId::generate().to_cookie_value();
     let expires_ms = now_ms() + INVITE_MS;
@@ -1076,6 +1079,7 @@ pub(crate) async fn start_totp(
     State(state): State<AppState>,
     admin: AdminAuth,
 ) -> ApiResult<Json<TotpEnrollment>> {
+    admin.require_own_credential("enrolling a second factor")?;
     let mut tx = state.db.write().await?;
     if !admin.mfa && totp_enrolled(tx.conn(), admin.admin_id).await? {
         return Err(ApiError::forbidden(
@@ -1109,6 +1113,7 @@ pub(crate) async fn confirm_totp(
     admin: AdminAuth,
     JsonBody(body): JsonBody<ConfirmTotp>,
 ) -> ApiResult<Json<RecoveryCodes>> {
+    admin.require_own_credential("enrolling a second factor")?;
     let mut tx = state.db.write().await?;
     let pending: Option<String> =
         sqlx::query_scalar("SELECT totp_pending FROM admins WHERE id = $1")

@@ -18,19 +18,17 @@ both_backends!(
     audit_chain_detects_edited_and_deleted_records,
     no_admin_grants_more_than_they_hold,
     a_change_and_its_audit_record_commit_together,
+    a_token_made_for_another_admin_is_not_that_admin,
 );
 
 async fn no_admin_grants_more_than_they_hold(backend: Backend) {
     let env = Env::new(backend).await;
-    let _: Value = env
-        .admin
-        .expect(
-            Method::POST,
-            "/api/v1/roles",
-            json!({"name": "admin-manager", "permissions": ["admins:read", "admins:update", "admins:create"]}),
-            StatusCode::CREATED,
-        )
-        .await;
+    add_role(
+        &env,
+        "admin-manager",
+        &["admins:read", "admins:update", "admins:create"],
+    )
+    .await;
     let mgr = admin_with(&env, "mgr", "admin-manager", None).await;
     let _: AdminInfo = mgr
         .expect(
@@ -101,29 +99,152 @@ async fn no_admin_grants_more_than_they_hold(backend: Backend) {
             .await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{who}: {v}");
     }
-    // A token he makes for the owner is limited to what he holds.
-    let t: TokenCreated = mgr
-        .expect(
+    // A token made for an admin by another ends with its maker's
+    // credentials: it was given by his power, now taken back (before, it
+    // kept acting as its admin after he left). (mgr's token was made by the
+    // owner, and such a token makes no tokens: this maker signs in himself.)
+    let mut lead = crate::signin::invited(&env, "lead", Some("admin-manager")).await;
+    let csrf = lead.csrf().await;
+    let (status, v) = lead
+        .api(
             Method::POST,
             "/api/v1/tokens",
-            json!({"admin": "alice"}),
+            Some(json!({"admin": "mgr"})),
+            Some(&csrf),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let as_mgr = Admin::new(&env.server, v["token"].as_str().expect("token"));
+    let _: Vec<AdminInfo> = as_mgr.get_ok("/api/v1/admins").await;
+    let (status, v) = env
+        .admin
+        .call(Method::POST, "/api/v1/admins/lead/disable", None)
+        .await;
+    assert!(status.is_success(), "{v}");
+    let (status, _) = as_mgr.get("/api/v1/admins").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "made by a disabled admin");
+    let _: Vec<AdminInfo> = mgr.get_ok("/api/v1/admins").await;
+}
+
+/// A helpdesk admin (`admins:read admins:update`) resets accounts of
+/// admins below them. Before, they could make a token for the owner (only
+/// `admins:update` was asked) and, with it acting as the owner, ask for the
+/// owner's password-reset link or replace the owner's second factor: the
+/// account was theirs. Now making a token for someone needs power over
+/// everything they hold, and a token made by another admin does nothing to
+/// its admin's own account, nor counts as made with a second factor.
+async fn a_token_made_for_another_admin_is_not_that_admin(backend: Backend) {
+    use crate::signin::{enroll_totp, invited};
+    use palisade_api::access::Me;
+    let env = Env::new(backend).await;
+    add_role(&env, "helpdesk", &["admins:read", "admins:update"]).await;
+    // The helpdesk admin signs in with password and second factor.
+    let mut hd = invited(&env, "hd", Some("helpdesk")).await;
+    let _ = enroll_totp(&mut hd).await;
+    let csrf = hd.csrf().await;
+    let (status, v) = hd
+        .api(
+            Method::POST,
+            "/api/v1/tokens",
+            Some(json!({"admin": "alice"})),
+            Some(&csrf),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "a token acting as the owner: {v}"
+    );
+    assert!(v.to_string().contains("do not hold"), "{v}");
+    // Someone the helpdesk does hold power over: a token for them is fine...
+    let _: AdminInfo = env
+        .admin
+        .expect(
+            Method::POST,
+            "/api/v1/admins",
+            json!({"name": "peer"}),
             StatusCode::CREATED,
         )
         .await;
-    let as_alice = Admin::new(&env.server, &t.token);
-    let _: Vec<AdminInfo> = as_alice.get_ok("/api/v1/admins").await;
-    let (status, _) = as_alice.get("/api/v1/computers").await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    // Disabling its maker ends it: it was given by his power, now taken
-    // back (before, it kept acting as alice after he left).
-    let (status, v) = env
+    let _: AdminInfo = env
         .admin
-        .call(Method::POST, "/api/v1/admins/mgr/disable", None)
+        .post_ok("/api/v1/admins/peer/grants", json!({"role": "helpdesk"}))
         .await;
-    assert!(status.is_success(), "{v}");
-    let (status, _) = as_alice.get("/api/v1/admins").await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "made by a disabled admin");
-    let _: Vec<AdminInfo> = env.admin.get_ok("/api/v1/admins").await;
+    let (status, v) = hd
+        .api(
+            Method::POST,
+            "/api/v1/tokens",
+            Some(json!({"admin": "peer"})),
+            Some(&csrf),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let made: TokenCreated = from_value(v);
+    let as_peer = Admin::new(&env.server, &made.token);
+    let _: Vec<AdminInfo> = as_peer.get_ok("/api/v1/admins").await;
+    // ...but it is not peer: no second factor of theirs was shown...
+    let me: Me = as_peer.get_ok("/api/v1/me").await;
+    assert!(!me.mfa_verified, "the maker's second factor is not peer's");
+    // ...and it cannot reset peer's password, enroll a second factor for
+    // them, make tokens, or revoke peer's other tokens.
+    let other: TokenCreated = env
+        .admin
+        .expect(
+            Method::POST,
+            "/api/v1/tokens",
+            json!({"admin": "peer"}),
+            StatusCode::CREATED,
+        )
+        .await;
+    for (method, path, body) in [
+        (Method::POST, "/api/v1/admins/peer/invite".to_owned(), None),
+        (Method::POST, "/api/v1/me/totp".to_owned(), Some(json!({}))),
+        (
+            Method::POST,
+            "/api/v1/me/totp/confirm".to_owned(),
+            Some(json!({"code": "000000"})),
+        ),
+        (Method::POST, "/api/v1/tokens".to_owned(), Some(json!({}))),
+        (Method::DELETE, format!("/api/v1/tokens/{}", other.id), None),
+    ] {
+        let (status, v) = as_peer.call(method.clone(), &path, body).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {v}");
+        assert!(
+            v.to_string().contains("made by another admin"),
+            "{method} {path}: {v}"
+        );
+    }
+    let _: WhoAmI = Admin::new(&env.server, &other.token)
+        .get_ok("/api/v1/whoami")
+        .await;
+    // The refusals are audited.
+    let page: AuditPage = env.admin.get_ok("/api/v1/audit").await;
+    let refused = page
+        .records
+        .iter()
+        .filter(|r| r.actor == "peer" && r.outcome == "denied")
+        .count();
+    assert_eq!(refused, 5, "{:#?}", page.records);
+    // It may still revoke itself.
+    let (status, v) = as_peer
+        .call(Method::DELETE, &format!("/api/v1/tokens/{}", made.id), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{v}");
+    let (status, _) = as_peer.get("/api/v1/whoami").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+/// Create custom role `name` with `permissions`, as the owner.
+async fn add_role(env: &Env, name: &str, permissions: &[&str]) {
+    let _: Value = env
+        .admin
+        .expect(
+            Method::POST,
+            "/api/v1/roles",
+            json!({"name": name, "permissions": permissions}),
+            StatusCode::CREATED,
+        )
+        .await;
 }
 
 /// Add `who` with `role` (org-wide or on `policy`) and return a client
@@ -342,11 +463,12 @@ async fn revoking_a_grant_or_disabling_ends_access_at_the_next_request(backend: 
         )
         .await;
     // A second, independent credential of bob's.
-    let t: TokenCreated = bob
+    let t: TokenCreated = env
+        .admin
         .expect(
             Method::POST,
             "/api/v1/tokens",
-            json!({}),
+            json!({"admin": "bob"}),
             StatusCode::CREATED,
         )
         .await;
@@ -408,15 +530,7 @@ async fn revoking_a_grant_or_disabling_ends_access_at_the_next_request(backend: 
 
     // A custom role narrowed directly in the database: its holder's very
     // next request is decided on the role's new permissions.
-    let _: Value = env
-        .admin
-        .expect(
-            Method::POST,
-            "/api/v1/roles",
-            json!({"name": "file-setter", "permissions": ["files:read", "files:update"]}),
-            StatusCode::CREATED,
-        )
-        .await;
+    add_role(&env, "file-setter", &["files:read", "files:update"]).await;
     let erin = admin_with(&env, "erin", "file-setter", None).await;
     let _: Value = erin
         .put_ok(
@@ -895,18 +1009,12 @@ async fn conditional_access_refuses_with_a_reason(backend: Backend) {
     );
     exec_sql(backend, &env.db.url, "UPDATE orgs SET office_hours = ''").await;
     // MFA required: the owner's token comes from the server operator (counts
-    // as verified); bob's was made through the API by a token whose second
-    // factor is... verified as well, so mark it as not verified.
+    // as verified); bob's was made for him by the owner, so bob showed no
+    // second factor for it.
     let _: Value = env
         .admin
         .put_ok("/api/v1/settings", json!({"require_mfa": true}))
         .await;
-    exec_sql(
-        backend,
-        &env.db.url,
-        "UPDATE admin_tokens SET mfa = 0 WHERE admin_id = (SELECT id FROM admins WHERE name = 'bob')",
-    )
-    .await;
     let (status, v) = bob.get("/api/v1/computers").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
     assert!(
