@@ -1,9 +1,10 @@
 //! Admin access handlers (see `palisade_api::access` for the table): admins,
 //! roles, grants, API tokens, conditional-access settings, the audit log.
 //!
-//! Revoking a grant, disabling an admin or locking them out also ends their
-//! live console sessions and API tokens (the next request of each is
-//! refused anyway, because every request reads the grants afresh).
+//! Revoking a grant or disabling an admin also ends their live console
+//! sessions and API tokens (the next request of each is refused anyway,
+//! because every request reads the grants afresh). A sign-in lockout ends
+//! none: its credentials are refused while it lasts and work again after.
 use super::access::{org_conditions, parse_permissions, role_of, AdminAuth};
 use super::extract::{JsonBody, OptionalJsonBody, PathParam, QueryParams};
 use super::AppState;

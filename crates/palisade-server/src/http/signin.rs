@@ -15,8 +15,11 @@
 //! in `signin_attempts`, also shared, and at the same cost in database
 //! writes, so neither a lock, a replica's memory nor the time taken tells
 //! which names exist) and a per-source failure limit (in this replica's
-//! memory; IPv6 sources by /64). A lock ends the admin's sessions and
-//! tokens. Passwords are verified on the blocking pool, at most
+//! memory; IPv6 sources by /64). While a lock lasts the admin's sessions
+//! and tokens are refused too (the access layer reads the lock with every
+//! credential), but the lock ends none of them: failures anyone can send
+//! must not take an admin's API tokens away for good. Passwords are
+//! verified on the blocking pool, at most
 //! [`HASHING_CONCURRENCY`] at once. Attempts from one source, and attempts
 //! on one account, take turns on this replica ([`Gates`]), and an attempt
 //! claims its (organization, name) in the database for its duration
@@ -329,8 +332,8 @@ fn throttled(
     }
 }
 
-/// Count a failed attempt on `who` and its source; lock, end credentials
-/// and audit as needed. A name that is not an admin costs the same writes
+/// Count a failed attempt on `who` and its source; lock and audit as
+/// needed. A name that is not an admin costs the same writes
 /// as an admin (its state, an audit record when the organization exists).
 async fn failed(state: &AppState, who: Who<'_>, source: IpAddr, step: &str, now: i64) -> Refusal {
     let policy = state.login_policy;
@@ -360,9 +363,6 @@ async fn failed(state: &AppState, who: Who<'_>, source: IpAddr, step: &str, now:
         .bind(after.locked_until_ms)
         .execute(tx.conn())
         .await?;
-        if newly_locked {
-            end_credentials(tx.conn(), account.id).await?;
-        }
         Ok(tx.commit().await?)
     }
     .await;
@@ -370,7 +370,7 @@ async fn failed(state: &AppState, who: Who<'_>, source: IpAddr, step: &str, now:
         tracing::error!(admin = %account.name, "cannot record a failed sign-in");
     }
     let reason = if newly_locked {
-        format!("{step}: wrong; account locked, sessions and tokens ended")
+        format!("{step}: wrong; account locked")
     } else {
         format!("{step}: wrong")
     };

@@ -23,6 +23,7 @@ both_backends!(
     required_mfa_leaves_only_enrollment,
     sign_in_conditions_and_csrf,
     revocation_ends_console_session_and_token,
+    a_lockout_refuses_credentials_while_it_lasts_and_ends_none,
 );
 
 /// A browser-like client of the console: keeps cookies, does not follow
@@ -558,26 +559,16 @@ async fn wrong_credentials_are_throttled_and_lock_the_account(backend: Backend) 
     }
 
     // Four failures long enough ago that the back-off is over: the fifth
-    // locks the account and ends its session and token.
-    let long_ago = now_ms() - 60_000;
-    exec_sql(
-        backend,
-        &env.db.url,
-        &format!(
-            "UPDATE admins SET failed_logins = 4, last_failed_ms = {long_ago} WHERE name = 'carol'"
-        ),
-    )
-    .await;
-    let (status, _, body) = x.sign_in("acme", "carol", "wrong again!!!!").await;
-    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
-    assert!(body.contains("locked"), "{body}");
+    // locks the account; its session and token are refused while it lasts
+    // (see a_lockout_refuses_credentials_while_it_lasts_and_ends_none).
+    let long_ago = lock_out(&env, backend, &mut x, "carol").await;
     let (status, _) = carol_api.get("/api/v1/whoami").await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "token ended by the lock");
+    assert_eq!(status, StatusCode::FORBIDDEN, "token refused while locked");
     let (status, _) = c.api(Method::GET, "/api/v1/whoami", None, None).await;
     assert_eq!(
         status,
-        StatusCode::UNAUTHORIZED,
-        "session ended by the lock"
+        StatusCode::FORBIDDEN,
+        "session refused while locked"
     );
     // A name that is not an admin locks alike, with the same answer.
     exec_sql(
@@ -600,6 +591,59 @@ async fn wrong_credentials_are_throttled_and_lock_the_account(backend: Backend) 
     assert!(carol.locked_until_ms.is_some());
     // An owner's invitation is the way back in.
     let _ = invited(&env, "carol", None).await;
+}
+
+/// Lock `who` out: four failures long enough ago that the back-off is
+/// over, then a fifth through `x`. Returns when the four were.
+async fn lock_out(env: &Env, backend: Backend, x: &mut Console, who: &str) -> i64 {
+    let long_ago = now_ms() - 60_000;
+    exec_sql(
+        backend,
+        &env.db.url,
+        &format!(
+            "UPDATE admins SET failed_logins = 4, last_failed_ms = {long_ago} WHERE name = '{who}'"
+        ),
+    )
+    .await;
+    let (status, _, body) = x.sign_in("acme", who, "wrong again!!!!").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(body.contains("locked"), "{body}");
+    long_ago
+}
+
+/// Five wrong passwords, which anyone may send, lock an account: while the
+/// lock lasts its session and API tokens are refused, and after it they
+/// work again. (Before, the lock revoked every token of the admin for good:
+/// anyone knowing an admin's name could end their automation.)
+async fn a_lockout_refuses_credentials_while_it_lasts_and_ends_none(backend: Backend) {
+    let env = Env::new(backend).await;
+    let mut c = invited(&env, "carol", Some("auditor")).await;
+    let csrf = c.csrf().await;
+    let (status, v) = c
+        .api(Method::POST, "/api/v1/tokens", Some(json!({})), Some(&csrf))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let carol_api = Admin::new(&env.server, v["token"].as_str().expect("token"));
+    let _: Value = carol_api.get_ok("/api/v1/computers").await;
+    lock_out(&env, backend, &mut Console::new(&env.server), "carol").await;
+    for path in ["/api/v1/whoami", "/api/v1/computers"] {
+        let (status, v) = carol_api.get(path).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "token, {path}: {v}");
+        assert!(v.to_string().contains("locked"), "{path}: {v}");
+        let (status, v) = c.api(Method::GET, path, None, None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "session, {path}: {v}");
+    }
+    // The lock lapses: both work again.
+    let lapsed = now_ms() - 1;
+    exec_sql(
+        backend,
+        &env.db.url,
+        &format!("UPDATE admins SET locked_until_ms = {lapsed} WHERE name = 'carol'"),
+    )
+    .await;
+    let _: Value = carol_api.get_ok("/api/v1/computers").await;
+    let (status, v) = c.api(Method::GET, "/api/v1/computers", None, None).await;
+    assert_eq!(status, StatusCode::OK, "session after the lock: {v}");
 }
 
 async fn required_mfa_leaves_only_enrollment(backend: Backend) {
