@@ -18,6 +18,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
+use palisade_api::admin::RuleBody;
 use palisade_api::agent::{
     AgentConfig, AgentStatus, ApprovalOrigin, ApprovalRequestCreated, Changes, EnrollRequest,
     EnrollResponse, EventAck, EventBatch, InventoryRequest, InventoryResponse, LocalApprovals,
@@ -638,20 +639,24 @@ async fn insert_approvals(
     Ok(out)
 }
 
-/// The policies each of `rules` (of `org_id`) is limited to; a rule absent
-/// from the answer applies to every policy.
-async fn rule_policies(
+/// The enabled trusted-directory rules among `rules`, as the database has
+/// them now: each one's directory and the policies it is limited to
+/// (empty: every policy). One statement, so the rule and its policy list
+/// are read together (read apart, a rule deleted in between looked like a
+/// rule limited to no policy: one for every computer).
+async fn trusted_directories(
     conn: &mut AnyConnection,
     org_id: i64,
     rules: impl Iterator<Item = i64>,
-) -> Result<HashMap<i64, BTreeSet<i64>>, sqlx::Error> {
+) -> Result<HashMap<i64, (String, BTreeSet<i64>)>, sqlx::Error> {
     let rules: Vec<i64> = rules.collect();
-    let mut out: HashMap<i64, BTreeSet<i64>> = HashMap::new();
+    let mut out: HashMap<i64, (String, BTreeSet<i64>)> = HashMap::new();
     for chunk in rules.chunks(rows_per_statement(1)) {
         let sql = format!(
-            "SELECT rp.rule_id, rp.policy_id FROM rule_policies rp \
-             JOIN rules r ON r.id = rp.rule_id \
-             WHERE r.org_id = $1 AND rp.rule_id IN ({})",
+            "SELECT r.id, r.body_json, rp.policy_id FROM rules r \
+             LEFT JOIN rule_policies rp ON rp.rule_id = r.id \
+             WHERE r.org_id = $1 AND r.enabled = 1 AND r.kind = 'trusted_directory' \
+               AND r.id IN ({})",
             list_placeholders(chunk.len(), 2)
         );
         let mut q = sqlx::query(&sql).bind(org_id);
@@ -659,9 +664,16 @@ async fn rule_policies(
             q = q.bind(*r);
         }
         for row in q.fetch_all(&mut *conn).await? {
-            out.entry(row.try_get(0)?)
-                .or_default()
-                .insert(row.try_get(1)?);
+            let id: i64 = row.try_get(0)?;
+            let body: String = row.try_get(1)?;
+            let Ok(RuleBody::TrustedDirectory { dir }) = serde_json::from_str(&body) else {
+                tracing::warn!(rule = id, "stored trusted-directory rule is unreadable");
+                continue;
+            };
+            let (_, policies) = out.entry(id).or_insert_with(|| (dir, BTreeSet::new()));
+            if let Some(policy) = row.try_get::<Option<i64>, _>(2)? {
+                policies.insert(policy);
+            }
         }
     }
     Ok(out)
@@ -703,7 +715,9 @@ async fn approved_at(
 /// never approves for another policy the rule does not cover. Such a claim
 /// is accepted only when the item names an enabled trusted-directory rule
 /// that applies to this computer, with its directory, and the path is
-/// inside it (other claims are skipped and logged). A state already set at
+/// inside it, both in the computer's rule set and as the rule is read again
+/// in the transaction that writes the approvals (other claims are skipped
+/// and logged). A state already set at
 /// the scope is never replaced. Paths go to the catalog; new approvals are
 /// logged as changes (pushed). `approved` counts (scope, file) pairs.
 pub(crate) async fn approvals(
@@ -758,8 +772,9 @@ pub(crate) async fn approvals(
         HashMap::new()
     };
     let now = now_ms();
-    // Trusted-directory claims by rule; their scopes are the rule's.
-    let mut by_rule: BTreeMap<i64, BTreeMap<Sha256, String>> = BTreeMap::new();
+    // Trusted-directory claims by rule (with its directory); their scopes
+    // are the rule's.
+    let mut by_rule: BTreeMap<i64, (&str, BTreeMap<Sha256, String>)> = BTreeMap::new();
     let mut local: BTreeMap<Sha256, String> = BTreeMap::new();
     let mut sightings = Vec::with_capacity(req.items.len());
     for it in &req.items {
@@ -777,7 +792,8 @@ pub(crate) async fn approvals(
             }
             by_rule
                 .entry(rule.0)
-                .or_default()
+                .or_insert_with(|| (dir.as_str(), BTreeMap::new()))
+                .1
                 .entry(it.sha256)
                 .or_insert(by);
         } else {
@@ -806,17 +822,23 @@ pub(crate) async fn approvals(
     record_sightings(tx.conn(), agent.org_id, &sightings).await?;
     // Scopes in a fixed order (concurrent writers lock file states alike).
     let mut scoped: BTreeMap<(&'static str, i64), (Scope, Approvals)> = BTreeMap::new();
-    let limits = rule_policies(tx.conn(), agent.org_id, by_rule.keys().copied()).await?;
-    for (rule, rows) in by_rule {
-        let scopes: Vec<Scope> = match limits.get(&rule) {
-            None => vec![Scope::Global],
-            Some(policies) if policies.contains(&agent.policy_id) => policies
-                .iter()
-                .map(|p| Scope::Policy(PolicyId(*p)))
-                .collect(),
-            Some(_) => {
+    // The rule as it is now, read in this transaction: the rule set above
+    // may be older (a rule deleted, disabled, moved or narrowed since).
+    let now_rules = trusted_directories(tx.conn(), agent.org_id, by_rule.keys().copied()).await?;
+    for (rule, (dir, rows)) in by_rule {
+        let scopes: Vec<Scope> = match now_rules.get(&rule) {
+            Some((now_dir, policies)) if now_dir == dir && policies.is_empty() => {
+                vec![Scope::Global]
+            }
+            Some((now_dir, policies)) if now_dir == dir && policies.contains(&agent.policy_id) => {
+                policies
+                    .iter()
+                    .map(|p| Scope::Policy(PolicyId(*p)))
+                    .collect()
+            }
+            _ => {
                 tracing::warn!(computer = %agent.name, rule, files = rows.len(),
-                    "trusted-directory approvals refused: the rule no longer applies to this computer's policy");
+                    "trusted-directory approvals refused: the rule is gone, disabled, changed, or no longer applies to this computer's policy");
                 continue;
             }
         };

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 both_backends!(
     local_approvals,
     trusted_directory_scopes,
+    trusted_directory_claims_follow_the_rule_as_it_is_now,
     approval_requests,
     new_requests_show_past_a_thousand,
     pending_requests_per_computer_are_capped,
@@ -134,6 +135,80 @@ async fn local_approvals(backend: Backend) {
     env.server.stop().await;
 }
 
+/// Regression: the rule of a trusted-directory claim was checked in the
+/// computer's rule set, then its policies read again when writing; a rule
+/// deleted in between had no policies, so the approval was written for
+/// every computer of the organization. The server cannot be paused between
+/// the two reads, so the test makes the same state: the rule set is read
+/// and kept (cached under the rules' version), then the rule is deleted,
+/// disabled or moved in the database behind the server's back without
+/// moving that version. Each claim is now refused.
+async fn trusted_directory_claims_follow_the_rule_as_it_is_now(backend: Backend) {
+    let env = Env::new(backend).await;
+    env.admin.create_policy("dev", "monitor").await;
+    env.admin.create_policy("prod", "lockdown").await;
+    let dev = env.agent("dev", "dev01").await;
+    let prod = env.agent("prod", "prod01").await;
+    let mut rules = Vec::new();
+    for (name, dir) in [
+        ("gone", "/srv/gone"),
+        ("off", "/srv/off"),
+        ("moved", "/srv/moved"),
+    ] {
+        rules.push(
+            env.admin
+                .create_rule(json!({"name": name, "policies": ["dev"],
+                    "body": {"kind": "trusted_directory", "dir": dir}}))
+                .await,
+        );
+    }
+    // The rule set with the three rules is read (and kept).
+    assert_eq!(dev.config().await.rules.trusted_change.len(), 3);
+    let (gone, off, moved) = (rules[0].id.0, rules[1].id.0, rules[2].id.0);
+    for sql in [
+        format!("DELETE FROM rule_policies WHERE rule_id = {gone}"),
+        format!("DELETE FROM rules WHERE id = {gone}"),
+        format!("UPDATE rules SET enabled = 0 WHERE id = {off}"),
+        format!(
+            "UPDATE rules SET body_json = '{{\"kind\":\"trusted_directory\",\"dir\":\"/srv/elsewhere\"}}' \
+             WHERE id = {moved}"
+        ),
+    ] {
+        exec_sql(backend, &env.db.url, &sql).await;
+    }
+    let ack: LocalApprovalsAck = dev
+        .post_ok(
+            "/agent/v1/approvals",
+            json!({"items": [
+                dir_item(1, "/srv/gone/tool", gone, "/srv/gone"),
+                dir_item(2, "/srv/off/tool", off, "/srv/off"),
+                dir_item(3, "/srv/moved/tool", moved, "/srv/moved"),
+            ]}),
+        )
+        .await;
+    assert_eq!(ack.approved, 0);
+    for a in [&dev, &prod] {
+        let got = approvals_of(a, &[hash(1), hash(2), hash(3)]).await;
+        assert_eq!(got, [Approval::Unknown; 3], "{}", a.name);
+    }
+}
+
+/// A trusted-directory approval item for file `n`.
+fn dir_item(n: u64, path: &str, rule: i64, dir: &str) -> Value {
+    json!({"sha256": hash(n), "path": path,
+           "origin": {"by": "trusted_directory", "rule": rule, "dir": dir}})
+}
+
+/// How `a` finds `hashes` approved.
+async fn approvals_of(a: &Agent, hashes: &[palisade_core::Sha256]) -> Vec<Approval> {
+    a.lookup(hashes)
+        .await
+        .results
+        .iter()
+        .map(|r| r.approval)
+        .collect()
+}
+
 /// Regression: a trusted-directory approval was written for all computers
 /// even when its rule was limited to some policies, so a computer of a
 /// monitor-mode policy approved files for lockdown computers of another.
@@ -162,18 +237,14 @@ async fn trusted_directory_scopes(backend: Backend) {
         .create_rule(json!({"name": "qa-tools", "policies": ["qa"],
             "body": {"kind": "trusted_directory", "dir": "/srv/qa"}}))
         .await;
-    let item = |n: u64, path: &str, rule: palisade_core::rules::RuleId, dir: &str| {
-        json!({"sha256": hash(n), "path": path,
-               "origin": {"by": "trusted_directory", "rule": rule, "dir": dir}})
-    };
     let ack: LocalApprovalsAck = dev
         .post_ok(
             "/agent/v1/approvals",
             json!({"items": [
-                item(1, "/srv/builds/app", limited.id, "/srv/builds"),
-                item(2, "/srv/dist/tool", everywhere.id, "/srv/dist"),
+                dir_item(1, "/srv/builds/app", limited.id.0, "/srv/builds"),
+                dir_item(2, "/srv/dist/tool", everywhere.id.0, "/srv/dist"),
                 // A rule that does not apply to dev's policy: refused.
-                item(3, "/srv/qa/tool", qa_only.id, "/srv/qa"),
+                dir_item(3, "/srv/qa/tool", qa_only.id.0, "/srv/qa"),
             ]}),
         )
         .await;
@@ -184,13 +255,7 @@ async fn trusted_directory_scopes(backend: Backend) {
         (&qa, [POLICY, GLOBAL, Approval::Unknown]),
         (&prod, [Approval::Unknown, GLOBAL, Approval::Unknown]),
     ] {
-        let got: Vec<Approval> = a
-            .lookup(&[hash(1), hash(2), hash(3)])
-            .await
-            .results
-            .iter()
-            .map(|r| r.approval)
-            .collect();
+        let got = approvals_of(a, &[hash(1), hash(2), hash(3)]).await;
         assert_eq!(got, want, "{}", a.name);
     }
     let d: FileDetails = env
