@@ -45,6 +45,11 @@
 //! `GET /agent/v1/changes?since=R`; `R` older than the retained log, or
 //! newer than the current revision, yields `reset`.
 //!
+//! An answer stamped with revision `R` (a lookup, a stream's `Hello`) is
+//! read after `R` and with the computer's policy read then too, not the one
+//! read when the request was authenticated: a move committed in between is
+//! at or before `R`, so the agent would never learn of it.
+//!
 //! A computer is *connected* while it has a `connections` row through a
 //! replica whose `replicas` row is alive: the row is written when its first
 //! stream on that replica opens and deleted when the last one closes, and

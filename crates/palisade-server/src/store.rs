@@ -536,43 +536,56 @@ pub(crate) fn parse_sha(s: &str) -> Result<Sha256, sqlx::Error> {
     Sha256::parse(s).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
-/// What a lookup needs about a batch of hashes: the states that apply to
-/// `who` and the reputation trust ratings, in one indexed query. The IN
-/// list is padded to a power of two (repeating the last hash) so that a
-/// handful of prepared statements serve every batch size.
+/// The states of a batch of hashes that apply to a computer, by hash.
+pub(crate) type StatesByHash = BTreeMap<Sha256, Vec<ScopedState>>;
+
+/// What a lookup needs about a batch of hashes for computer `computer_id`
+/// of `org_id`: the computer's policy, the states that apply to it and the
+/// reputation trust ratings, in one indexed query, so the policy and the
+/// states are those of one moment (read after the revision the answer
+/// carries: a move committed before it is in both). The policy is `None`
+/// when the computer is gone or `hashes` is empty. The IN list is padded to
+/// a power of two (repeating the last hash) so that a handful of prepared
+/// statements serve every batch size.
 pub(crate) async fn lookup_facts(
     conn: &mut AnyConnection,
-    who: &Who,
+    org_id: i64,
+    computer_id: i64,
     hashes: &[Sha256],
-) -> Result<(BTreeMap<Sha256, Vec<ScopedState>>, BTreeMap<Sha256, u8>), sqlx::Error> {
-    let mut states: BTreeMap<Sha256, Vec<ScopedState>> = BTreeMap::new();
+) -> Result<(Option<i64>, StatesByHash, BTreeMap<Sha256, u8>), sqlx::Error> {
+    let mut states: StatesByHash = BTreeMap::new();
     let mut trust: BTreeMap<Sha256, u8> = BTreeMap::new();
+    let mut policy = None;
     let Some(last) = hashes.last() else {
-        return Ok((states, trust));
+        return Ok((policy, states, trust));
     };
     let padded = hashes.len().next_power_of_two();
-    let list = list_placeholders(padded, 4);
+    let list = list_placeholders(padded, 3);
     let sql = format!(
-        "SELECT sha256, scope_kind, scope_id, state FROM file_states \
+        "SELECT '', 'policy_of', policy_id, '' FROM computers WHERE id = $2 AND org_id = $1 \
+         UNION ALL \
+         SELECT sha256, scope_kind, scope_id, state FROM file_states \
          WHERE org_id = $1 AND (scope_kind = 'global' \
-           OR (scope_kind = 'policy' AND scope_id = $2) \
-           OR (scope_kind = 'computer' AND scope_id = $3)) \
+           OR (scope_kind = 'policy' \
+               AND scope_id = (SELECT policy_id FROM computers WHERE id = $2)) \
+           OR (scope_kind = 'computer' AND scope_id = $2)) \
            AND sha256 IN ({list}) \
          UNION ALL \
          SELECT sha256, 'trust', trust, '' FROM reputation \
          WHERE org_id = $1 AND sha256 IN ({list})"
     );
-    let mut q = sqlx::query(&sql)
-        .bind(who.org_id)
-        .bind(who.policy_id)
-        .bind(who.computer_id);
+    let mut q = sqlx::query(&sql).bind(org_id).bind(computer_id);
     for i in 0..padded {
         q = q.bind(hashes.get(i).unwrap_or(last).to_hex());
     }
     for row in q.fetch_all(conn).await? {
-        let sha = parse_sha(&row.try_get::<String, _>(0)?)?;
         let kind: String = row.try_get(1)?;
         let id: i64 = row.try_get(2)?;
+        if kind == "policy_of" {
+            policy = Some(id);
+            continue;
+        }
+        let sha = parse_sha(&row.try_get::<String, _>(0)?)?;
         if kind == "trust" {
             trust.insert(sha, u8::try_from(id.clamp(0, 10)).unwrap_or(0));
             continue;
@@ -583,7 +596,7 @@ pub(crate) async fn lookup_facts(
             state: parse_state(&state)?,
         });
     }
-    Ok((states, trust))
+    Ok((policy, states, trust))
 }
 
 /// The reputation trust ratings of `hashes` known to `org_id`.

@@ -226,6 +226,18 @@ pub(crate) async fn load_config(
     computer_id: i64,
     revision: i64,
 ) -> ApiResult<AgentConfig> {
+    Ok(load_config_and_policy(conn, cache, computer_id, revision)
+        .await?
+        .0)
+}
+
+/// [`load_config`] and the id of the policy it is that of.
+pub(crate) async fn load_config_and_policy(
+    conn: &mut AnyConnection,
+    cache: &crate::rules::RuleCache,
+    computer_id: i64,
+    revision: i64,
+) -> ApiResult<(AgentConfig, i64)> {
     let row = sqlx::query(
         "SELECT c.id, c.name, o.name, p.name, p.level, p.disconnected_level, \
            p.approve_existing_epoch, c.org_id, c.policy_id, o.rules_version \
@@ -241,7 +253,7 @@ pub(crate) async fn load_config(
     let rules = cache
         .get(conn, row.try_get(7)?, row.try_get(8)?, row.try_get(9)?)
         .await?;
-    Ok(AgentConfig {
+    let config = AgentConfig {
         computer_id: ComputerId(row.try_get(0)?),
         computer: row.try_get(1)?,
         organization: row.try_get(2)?,
@@ -253,7 +265,8 @@ pub(crate) async fn load_config(
         revision,
         rules: RuleSet::clone(&rules),
         approve_existing_epoch: row.try_get(6)?,
-    })
+    };
+    Ok((config, row.try_get(8)?))
 }
 
 /// `GET /agent/v1/config`.
@@ -291,11 +304,21 @@ pub(crate) async fn lookup(
         .filter(|h| seen.insert(*h))
         .collect();
     let mut conn = state.db.pool().acquire().await?;
-    // The revision first: every change up to it is visible to the next query.
+    // The revision first: every change up to it is visible to the next
+    // query, the computer's policy included (the one read when the request
+    // was authenticated may be older than the revision: a move committed
+    // in between was answered with the old policy's states, stamped with a
+    // revision past the move, so the agent never asked again).
     let rev = revision(&mut conn).await?;
-    let (states, trust) = crate::store::lookup_facts(&mut conn, &who, &unique).await?;
+    let (policy, states, trust) =
+        crate::store::lookup_facts(&mut conn, who.org_id, who.computer_id, &unique).await?;
     drop(conn);
-    let (policy, computer) = (PolicyId(who.policy_id), ComputerId(who.computer_id));
+    let policy = match policy {
+        Some(p) => PolicyId(p),
+        None if unique.is_empty() => PolicyId(who.policy_id),
+        None => return Err(ApiError::forbidden("this computer no longer exists")),
+    };
+    let computer = ComputerId(who.computer_id);
     let results = req
         .files
         .iter()

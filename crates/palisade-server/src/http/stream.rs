@@ -13,7 +13,7 @@
 //! the stream of a computer it finds revoked, so a revocation ends the
 //! stream within an interval even if its change were missed (it is normally
 //! seen at once).
-use super::agent::load_config;
+use super::agent::load_config_and_policy;
 use super::extract::AgentAuth;
 use super::AppState;
 use crate::db::revision;
@@ -38,7 +38,12 @@ pub(crate) async fn stream(State(state): State<AppState>, agent: AgentAuth) -> A
     let feed = state.feed.subscribe();
     let mut conn = state.db.pool().acquire().await?;
     let rev = revision(&mut conn).await?;
-    let config = load_config(&mut conn, &state.rule_cache, agent.computer_id, rev).await?;
+    // The policy the configuration was read with, after the revision: the
+    // one read when the request was authenticated may be older (a move
+    // committed in between, at or before `rev`, is not in the feed this
+    // stream will see, and changes for the new policy were filtered out).
+    let (config, policy_id) =
+        load_config_and_policy(&mut conn, &state.rule_cache, agent.computer_id, rev).await?;
     drop(conn);
     let revoked = state.liveness.open(agent.computer_id).await?;
     let (tx, rx) = mpsc::channel::<Bytes>(16);
@@ -49,7 +54,11 @@ pub(crate) async fn stream(State(state): State<AppState>, agent: AgentAuth) -> A
     // The channel is empty: this cannot fail.
     let _ = tx.try_send(hello);
     tracing::debug!(computer = %agent.name, revision = rev, "agent stream opened");
-    tokio::spawn(run(state, agent.who(), agent.name, rev, revoked, feed, tx));
+    let who = Who {
+        policy_id,
+        ..agent.who()
+    };
+    tokio::spawn(run(state, who, agent.name, rev, revoked, feed, tx));
     let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await

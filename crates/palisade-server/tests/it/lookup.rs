@@ -245,3 +245,109 @@ async fn lookup_latency(backend: Backend) {
     }
     env.server.stop().await;
 }
+
+/// A transaction on `env`'s database holding the `counters` table locked
+/// (PostgreSQL only: a plain `SELECT` of the revision waits for the lock).
+async fn lock_counters(env: &Env) -> sqlx::PgConnection {
+    use sqlx::{Connection, Executor};
+    let mut c = sqlx::PgConnection::connect(&env.db.url)
+        .await
+        .expect("postgres");
+    c.execute("BEGIN; LOCK TABLE counters IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    c
+}
+
+/// Once the server waits for `locked`'s lock (a request has read its
+/// computer, and the computer's policy, by then), move computer `web01` to
+/// policy `servers` in that transaction as the server would (policy,
+/// revision, change row) and commit. So the request read the computer
+/// before the move and the revision after it: the interleaving a move made
+/// during a request can fall into.
+async fn move_while_the_revision_waits(env: &Env, mut locked: sqlx::PgConnection) {
+    use sqlx::{Connection, Executor};
+    eventually(
+        Duration::from_secs(10),
+        "the server waits for the lock",
+        || async {
+            let waiting = query_i64s(
+                Backend::Postgres,
+                &env.db.url,
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+             AND datname = current_database()",
+            )
+            .await;
+            (waiting[0] > 0).then_some(())
+        },
+    )
+    .await;
+    locked
+        .execute(
+            "UPDATE computers SET policy_id = (SELECT id FROM policies WHERE name = 'servers') \
+               WHERE name = 'web01'; \
+             UPDATE counters SET value = value + 1 WHERE name = 'revision'; \
+             INSERT INTO changes (id, org_id, kind, sha256, policy_id, computer_id, created_ms) \
+               SELECT (SELECT value FROM counters WHERE name = 'revision'), org_id, 'computer', \
+                      NULL, NULL, id, 0 FROM computers WHERE name = 'web01'; \
+             COMMIT",
+        )
+        .await
+        .expect("move");
+    locked.close().await.ok();
+}
+
+/// Regression (PostgreSQL only; SQLite readers never wait for a writer, so
+/// the interleaving cannot be made there): a lookup read the computer's
+/// policy when authenticating it and the revision after; a move committed
+/// in between was answered with the old policy's states, stamped with a
+/// revision past the move, and the agent kept that answer. Now the policy
+/// is read with the states, after the revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_during_a_move_answers_for_the_policy_of_its_revision() {
+    let env = Env::new(Backend::Postgres).await;
+    env.admin.create_policy("servers", "lockdown").await;
+    let web = env.agent("default", "web01").await;
+    env.admin
+        .set_state(hash(1), json!({"state": "banned", "policy": "servers"}))
+        .await;
+    assert_eq!(
+        web.lookup(&[hash(1)]).await.results[0].approval,
+        Approval::Unknown
+    );
+    let one = [hash(1)];
+    let locked = lock_counters(&env).await;
+    let (answer, ()) = tokio::join!(
+        web.lookup(&one),
+        move_while_the_revision_waits(&env, locked)
+    );
+    assert_eq!(
+        answer.results[0].approval.as_str(),
+        "banned",
+        "answered at revision {} for the policy before it",
+        answer.revision
+    );
+}
+
+/// Regression (PostgreSQL only, as above): the push stream filtered
+/// changes by the policy read when authenticating the computer, while its
+/// `Hello` carried the configuration and revision read after; a move in
+/// between was behind the stream's revision, so the stream kept the old
+/// policy and never pushed the new policy's changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_opened_during_a_move_follows_the_new_policy() {
+    let env = Env::new(Backend::Postgres).await;
+    env.admin.create_policy("servers", "lockdown").await;
+    let web = env.agent("default", "web01").await;
+    let locked = lock_counters(&env).await;
+    let ((mut stream, config), ()) = tokio::join!(
+        web.stream_hello(),
+        move_while_the_revision_waits(&env, locked)
+    );
+    assert_eq!(config.policy, "servers");
+    env.admin
+        .set_state(hash(2), json!({"state": "banned", "policy": "servers"}))
+        .await;
+    let c = stream.next_change(Duration::from_secs(2)).await;
+    assert_eq!(c.hashes, vec![hash(2)]);
+}
