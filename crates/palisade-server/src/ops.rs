@@ -271,7 +271,43 @@ pub(crate) async fn write_file_state(
             .await?;
         }
     }
+    if state == FileState::Banned {
+        close_requests_under_ban(tx, org_id, sha, scope, by).await?;
+    }
     append_changes(tx, org_id, &[NewChange::file(Some(sha), scope)]).await?;
+    Ok(())
+}
+
+/// Deny the pending approval requests for `sha` from the computers a ban
+/// at `scope` covers: the ban answers them (granting one later would
+/// replace a computer's ban, or approve nothing under a wider one).
+async fn close_requests_under_ban(
+    tx: &mut WriteTx<'_>,
+    org_id: i64,
+    sha: Sha256,
+    scope: Scope,
+    by: &str,
+) -> Result<(), sqlx::Error> {
+    let (kind, scope_id) = scope_columns(scope);
+    let covered = match kind {
+        // Every computer (the scope id, 0, is bound all the same).
+        "global" => "$6 = $6",
+        "policy" => "computer_id IN (SELECT id FROM computers WHERE policy_id = $6)",
+        _ => "computer_id = $6",
+    };
+    sqlx::query(&format!(
+        "UPDATE approval_requests SET status = 'denied', decided_ms = $3, decided_by = $4, \
+           comment = $5 \
+         WHERE org_id = $1 AND sha256 = $2 AND status = 'pending' AND {covered}"
+    ))
+    .bind(org_id)
+    .bind(sha.to_hex())
+    .bind(now_ms())
+    .bind(by)
+    .bind("closed: the file was banned")
+    .bind(scope_id)
+    .execute(tx.conn())
+    .await?;
     Ok(())
 }
 

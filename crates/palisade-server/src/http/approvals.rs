@@ -552,7 +552,8 @@ pub(crate) async fn requests(
 }
 
 /// `POST /api/v1/requests/{id}/grant`: the file is approved on the
-/// requesting computer (a local state, pushed at once).
+/// requesting computer (a local state, pushed at once). `409` when the
+/// file is banned for that computer (a ban is lifted first, on purpose).
 pub(crate) async fn grant_request(
     State(state): State<AppState>,
     admin: AdminAuth,
@@ -570,6 +571,37 @@ pub(crate) async fn deny_request(
     OptionalJsonBody(req): OptionalJsonBody<DecideRequest>,
 ) -> ApiResult<Json<ApprovalRequestInfo>> {
     decide(state, admin, id, req, false).await
+}
+
+/// Where `sha` is banned for computer `computer_id` of `org_id`, if it is
+/// (the most specific scope, in words).
+async fn ban_over(
+    conn: &mut AnyConnection,
+    org_id: i64,
+    computer_id: i64,
+    sha: Sha256,
+) -> Result<Option<&'static str>, sqlx::Error> {
+    let kinds: Vec<String> = sqlx::query_scalar(
+        "SELECT f.scope_kind FROM file_states f \
+         WHERE f.org_id = $1 AND f.sha256 = $2 AND f.state = 'banned' \
+           AND (f.scope_kind = 'global' \
+             OR (f.scope_kind = 'policy' \
+                 AND f.scope_id = (SELECT policy_id FROM computers WHERE id = $3)) \
+             OR (f.scope_kind = 'computer' AND f.scope_id = $3))",
+    )
+    .bind(org_id)
+    .bind(sha.to_hex())
+    .bind(computer_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(["computer", "policy", "global"]
+        .into_iter()
+        .find(|k| kinds.iter().any(|got| got == k))
+        .map(|k| match k {
+            "computer" => "on this computer",
+            "policy" => "in this computer's policy",
+            _ => "everywhere",
+        }))
 }
 
 async fn decide(
@@ -626,6 +658,16 @@ async fn decide(
     let computer_id: i64 = row.try_get(0)?;
     let sha = parse_sha(&row.try_get::<String, _>(1)?)?;
     if grant {
+        // A request made before the file was banned: granting it would
+        // replace a ban on this computer with an approval (the state is one
+        // row per scope), and under a wider ban approve nothing.
+        if let Some(scope) = ban_over(tx.conn(), admin.org_id, computer_id, sha).await? {
+            return Err(ApiError::conflict(format!(
+                "file {sha} is banned {scope} since the request was made: lift the ban first, \
+                 or deny the request"
+            ))
+            .field("id"));
+        }
         write_file_state(
             &mut tx,
             admin.org_id,

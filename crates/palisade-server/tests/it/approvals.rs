@@ -15,6 +15,7 @@ both_backends!(
     trusted_directory_scopes,
     trusted_directory_claims_follow_the_rule_as_it_is_now,
     approval_requests,
+    a_ban_answers_pending_requests_and_is_never_granted_over,
     new_requests_show_past_a_thousand,
     pending_requests_per_computer_are_capped,
     approve_existing_epoch
@@ -271,6 +272,81 @@ async fn trusted_directory_scopes(backend: Backend) {
         );
     }
     env.server.stop().await;
+}
+
+/// Regression: granting a request made before the file was banned on the
+/// computer replaced the ban with an approval (one state row per scope),
+/// and a ban left the file's pending requests open to that grant. A ban
+/// now denies the pending requests it covers, and a grant under a ban is
+/// refused (409) with the ban in place.
+async fn a_ban_answers_pending_requests_and_is_never_granted_over(backend: Backend) {
+    let env = Env::new(backend).await;
+    env.admin.create_policy("servers", "prompt").await;
+    let web = env.agent("default", "web01").await;
+    let web2 = env.agent("default", "web02").await;
+    let db = env.agent("servers", "db01").await;
+    // A request arriving after a ban: its grant is refused, the ban kept.
+    env.admin
+        .set_state(hash(3), json!({"state": "banned", "computer": "web01"}))
+        .await;
+    let late = ask_approval(&web, 3).await;
+    let (status, v) = env
+        .admin
+        .call(
+            Method::POST,
+            &format!("/api/v1/requests/{late}/grant"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    assert!(v.to_string().contains("banned on this computer"), "{v}");
+    assert_eq!(status_of(&env, late).await.0, RequestStatus::Pending);
+    assert_eq!(
+        web.lookup(&[hash(3)]).await.results[0].approval.as_str(),
+        "banned"
+    );
+    let on_web = ask_approval(&web, 1).await;
+    let on_web2 = ask_approval(&web2, 1).await;
+    let on_db = ask_approval(&db, 1).await;
+    // Banned on web01: its request is answered, the others stay pending.
+    env.admin
+        .set_state(hash(1), json!({"state": "banned", "computer": "web01"}))
+        .await;
+    let (status, comment) = status_of(&env, on_web).await;
+    assert_eq!(status, RequestStatus::Denied);
+    assert!(comment.is_some_and(|c| c.contains("banned")));
+    assert_eq!(status_of(&env, on_web2).await.0, RequestStatus::Pending);
+    // Banned for the policy of db01: its request too; web02's stays.
+    env.admin
+        .set_state(hash(1), json!({"state": "banned", "policy": "servers"}))
+        .await;
+    assert_eq!(status_of(&env, on_db).await.0, RequestStatus::Denied);
+    assert_eq!(status_of(&env, on_web2).await.0, RequestStatus::Pending);
+    // web02's request, under no ban, is granted.
+    let _: ApprovalRequestInfo = env
+        .admin
+        .post_ok(&format!("/api/v1/requests/{on_web2}/grant"), json!({}))
+        .await;
+    assert_eq!(
+        web2.lookup(&[hash(1)]).await.results[0].approval.as_str(),
+        "approved"
+    );
+}
+
+/// `a` asks for file `n` to be approved; the new request's id.
+async fn ask_approval(a: &Agent, n: u64) -> i64 {
+    let body = json!({"sha256": hash(n), "path": format!("/opt/tool{n}"), "user": "alice",
+                      "reason": "please", "process": null});
+    let (status, v) = a.call(Method::POST, "/agent/v1/requests", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    from_value::<ApprovalRequestCreated>(v).id
+}
+
+/// The status and comment of request `id`.
+async fn status_of(env: &Env, id: i64) -> (RequestStatus, Option<String>) {
+    let all: Vec<ApprovalRequestInfo> = env.admin.get_ok("/api/v1/requests").await;
+    let r = all.into_iter().find(|r| r.id == id).expect("request");
+    (r.status, r.comment)
 }
 
 async fn approval_requests(backend: Backend) {
