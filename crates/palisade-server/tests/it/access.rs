@@ -5,6 +5,7 @@ use crate::support::*;
 use palisade_api::access::{AdminInfo, AuditPage, TokenCreated};
 use palisade_api::admin::WhoAmI;
 use palisade_authn::audit::{AuditRecord, BreakKind, ChainVerifier, Outcome};
+use palisade_core::Sha256;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -19,6 +20,7 @@ both_backends!(
     no_admin_grants_more_than_they_hold,
     a_change_and_its_audit_record_commit_together,
     a_token_made_for_another_admin_is_not_that_admin,
+    the_file_page_shows_the_events_its_reader_may_read,
 );
 
 async fn no_admin_grants_more_than_they_hold(backend: Backend) {
@@ -599,16 +601,51 @@ async fn revoking_a_grant_or_disabling_ends_access_at_the_next_request(backend: 
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
-async fn policy_scoped_grants_reach_only_their_policy(backend: Backend) {
+/// Regression: the console's file page showed its recent events to an
+/// admin holding `events:read` on the whole organization only, and then
+/// only on the computers where they could read files; an admin reading
+/// events in one policy saw none. They are now those the admin may read
+/// (`events:read`, where held), and none without it.
+async fn the_file_page_shows_the_events_its_reader_may_read(backend: Backend) {
+    use crate::signin::invited;
     let env = Env::new(backend).await;
+    let h = hash(8);
+    web_and_laptop_events(&env, h, ["/srv/web-tool", "/home/lap-tool"]).await;
+    add_role(&env, "file-reader", &["files:read"]).await;
+    add_role(&env, "event-reader", &["events:read"]).await;
+    // Files everywhere, events on laptops only.
+    let mut vic = invited(&env, "vic", Some("file-reader")).await;
+    let _: AdminInfo = env
+        .admin
+        .post_ok(
+            "/api/v1/admins/vic/grants",
+            json!({"role": "event-reader", "policy": "laptops"}),
+        )
+        .await;
+    // Files everywhere, no events.
+    let mut fay = invited(&env, "fay", Some("file-reader")).await;
+    let events_table = |body: &str| {
+        body.split_once("id=\"file-events\"")
+            .map(|(_, rest)| rest.split_once("</table>").map_or(rest, |t| t.0).to_owned())
+    };
+    let (status, _, body) = vic.page(&format!("/console/files/{h}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let table = events_table(&body).expect("vic reads laptops' events");
+    assert!(table.contains("/home/lap-tool"), "{table}");
+    assert!(!table.contains("/srv/web-tool"), "{table}");
+    let (status, _, body) = fay.page(&format!("/console/files/{h}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(events_table(&body), None, "fay reads no events");
+}
+
+/// Policies `servers` and `laptops` with a computer each, `web01` and
+/// `lap01`, each of which uploaded an event for `h` at its path of `paths`.
+async fn web_and_laptop_events(env: &Env, h: Sha256, paths: [&str; 2]) {
     env.admin.create_policy("servers", "monitor").await;
     env.admin.create_policy("laptops", "monitor").await;
     let web = env.agent("servers", "web01").await;
     let lap = env.agent("laptops", "lap01").await;
-    let erin = admin_with(&env, "erin", "security-admin", Some("servers")).await;
-    let h = hash(7);
-    // Listings show her policy's computers and their events only.
-    for (agent, path) in [(&web, "/srv/web"), (&lap, "/home/lap")] {
+    for (agent, path) in [(&web, paths[0]), (&lap, paths[1])] {
         let _: Value = agent
             .post_ok(
                 "/agent/v1/events",
@@ -616,6 +653,14 @@ async fn policy_scoped_grants_reach_only_their_policy(backend: Backend) {
             )
             .await;
     }
+}
+
+async fn policy_scoped_grants_reach_only_their_policy(backend: Backend) {
+    let env = Env::new(backend).await;
+    let h = hash(7);
+    web_and_laptop_events(&env, h, ["/srv/web", "/home/lap"]).await;
+    let erin = admin_with(&env, "erin", "security-admin", Some("servers")).await;
+    // Listings show her policy's computers and their events only.
     let computers: Vec<Value> = erin.get_ok("/api/v1/computers").await;
     let names: Vec<&str> = computers
         .iter()

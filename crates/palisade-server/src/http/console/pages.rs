@@ -543,13 +543,13 @@ pub(crate) async fn file(State(state): State<AppState>, page: Page, sha: PathPar
         .filter(|(id, _)| held.contains(update) || page.auth.held(Some(*id)).contains(update))
         .map(|(_, n)| n)
         .collect();
-    // Recent events on the computers the admin may read files of.
-    let reach = page.auth.reach(perm(Resource::Files, Op::Read));
+    // Recent events on the computers the admin may read events of.
+    let events_reach = page.auth.reach(perm(Resource::Events, Op::Read));
     let sql = format!(
         "SELECT c.name, e.received_ms, e.event_json FROM events e \
          JOIN computers c ON c.id = e.computer_id \
          WHERE e.org_id = $1 AND e.sha256 = $2{} ORDER BY e.id DESC LIMIT 20",
-        policy_clause("c.policy_id", reach.as_deref())
+        policy_clause("c.policy_id", events_reach.as_deref())
     );
     let recent = sqlx::query(&sql)
         .bind(page.auth.org_id)
@@ -626,7 +626,7 @@ pub(crate) async fn file(State(state): State<AppState>, page: Page, sha: PathPar
                 h2 { "Publishers" }
                 ul { @for p in &d.publishers { li { (format!("{p:?}")) } } }
             }
-            @if held.contains(perm(Resource::Events, Op::Read)) {
+            @if events_reach.as_ref().is_none_or(|r| !r.is_empty()) {
                 h2 { "Recent events" }
                 table #file-events {
                     thead { tr { th { "Received" } th { "Computer" } th { "Kind" } th { "Path" } th { "Process" } th { "Reason" } } }
