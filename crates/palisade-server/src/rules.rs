@@ -637,8 +637,11 @@ pub(crate) struct ActiveRule {
 }
 
 /// Enabled rules (event rules, or all the others) applying to `policy_id`
-/// (any policy when `None`), in rank order. Two plain queries, the policy
-/// filter applied here: no plan depends on the database's statistics.
+/// (any policy when `None`), in rank order. One statement, each rule with
+/// the policies it is limited to, the policy filter applied here (no plan
+/// depends on the database's statistics): read in two, a rule made or
+/// limited between them was taken for one limited to no policy, and went
+/// into the rule set of every policy.
 pub(crate) async fn active_rules(
     conn: &mut AnyConnection,
     org_id: i64,
@@ -650,36 +653,34 @@ pub(crate) async fn active_rules(
     } else {
         "r.kind <> 'event'"
     };
-    // rule -> does it apply (some policy listed: only if it is ours).
-    let mut limited: HashMap<i64, bool> = HashMap::new();
-    if let Some(p) = policy_id {
-        let sql = format!(
-            "SELECT rp.rule_id, rp.policy_id FROM rule_policies rp \
-             JOIN rules r ON r.id = rp.rule_id \
-             WHERE r.org_id = $1 AND r.enabled = 1 AND {kind_filter}"
-        );
-        for r in sqlx::query(&sql).bind(org_id).fetch_all(&mut *conn).await? {
-            let (rule, policy): (i64, i64) = (r.try_get(0)?, r.try_get(1)?);
-            *limited.entry(rule).or_insert(false) |= policy == p;
-        }
-    }
     let sql = format!(
-        "SELECT r.id, r.name, r.body_json FROM rules r \
-         WHERE r.org_id = $1 AND r.enabled = 1 AND {kind_filter} ORDER BY r.rank, r.id"
+        "SELECT r.id, r.name, r.body_json, rp.policy_id FROM rules r \
+         LEFT JOIN rule_policies rp ON rp.rule_id = r.id \
+         WHERE r.org_id = $1 AND r.enabled = 1 AND {kind_filter} \
+         ORDER BY r.rank, r.id"
     );
-    let mut out = Vec::new();
+    // (rule, name, body, the policies it is limited to), in rank order.
+    let mut rows: Vec<(i64, String, String, Vec<i64>)> = Vec::new();
     for r in sqlx::query(&sql).bind(org_id).fetch_all(conn).await? {
         let id: i64 = r.try_get(0)?;
-        if limited.get(&id) == Some(&false) {
+        let limit: Option<i64> = r.try_get(3)?;
+        match rows.last_mut() {
+            Some(last) if last.0 == id => last.3.extend(limit),
+            _ => rows.push((
+                id,
+                r.try_get(1)?,
+                r.try_get(2)?,
+                limit.into_iter().collect(),
+            )),
+        }
+    }
+    let mut out = Vec::new();
+    for (id, name, json, limits) in rows {
+        if policy_id.is_some_and(|p| !limits.is_empty() && !limits.contains(&p)) {
             continue;
         }
-        let json: String = r.try_get(2)?;
         match serde_json::from_str::<RuleBody>(&json) {
-            Ok(body) => out.push(ActiveRule {
-                id,
-                name: r.try_get(1)?,
-                body,
-            }),
+            Ok(body) => out.push(ActiveRule { id, name, body }),
             Err(e) => tracing::warn!(rule = id, error = %e, "stored rule is unreadable; skipped"),
         }
     }
