@@ -525,7 +525,8 @@ pub enum EventTrigger {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "do", rename_all = "snake_case")]
 pub enum EventAction {
-    /// Set the file's global state.
+    /// Set the file's global state. Like every rule's state action, it
+    /// never replaces a state an admin set, nor lifts a ban.
     SetGlobalState {
         /// The state.
         state: FileState,

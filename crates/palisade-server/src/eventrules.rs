@@ -62,7 +62,7 @@
 //! trigger one another or themselves.
 use crate::db::{bump_counter, now_ms, rows_per_statement, values_placeholders, Db};
 use crate::notify::{Alert, Notifier, Severity, Target};
-use crate::ops::{move_computer, write_file_state};
+use crate::ops::{move_computer, write_automatic_file_state, AUTOMATIC_PREFIX};
 use crate::rules::active_rules;
 use crate::store::{policy_by_name, trust_for, Sighting};
 use palisade_api::admin::{EventAction, EventFilter, EventTrigger, RuleBody};
@@ -695,7 +695,7 @@ async fn act(
     body: &AlertBody<'_>,
     action: &EventAction,
 ) -> Result<(), sqlx::Error> {
-    let by = format!("event-rule:{}", rule.id);
+    let by = format!("{AUTOMATIC_PREFIX}{}", rule.id);
     match action {
         EventAction::SetGlobalState { state } | EventAction::SetLocalState { state } => {
             let Some(sha) = item.sha256 else {
@@ -706,9 +706,12 @@ async fn act(
                 _ => Scope::Computer(palisade_core::ComputerId(item.computer_id)),
             };
             let mut tx = db.write().await?;
-            write_file_state(&mut tx, org_id, sha, scope, *state, &by).await?;
-            tx.commit().await?;
-            tracing::info!(rule = rule.id, sha256 = %sha, state = %state, scope = ?scope.kind(), "event rule set a file state");
+            if write_automatic_file_state(&mut tx, org_id, sha, scope, *state, &by).await? {
+                tx.commit().await?;
+                tracing::info!(rule = rule.id, sha256 = %sha, state = %state, scope = ?scope.kind(), "event rule set a file state");
+            } else {
+                tracing::info!(rule = rule.id, sha256 = %sha, state = %state, scope = ?scope.kind(), "event rule left a file state as it was (set by an admin, a ban, or already so)");
+            }
         }
         EventAction::MoveComputer { policy } => {
             let mut tx = db.write().await?;

@@ -278,6 +278,47 @@ pub(crate) async fn write_file_state(
     Ok(())
 }
 
+/// What an automatic writer (an event rule, acting on facts an agent
+/// reported) may do to a file's state at one scope: write where nothing is
+/// set, or where automation set it, but never replace what an admin set
+/// (an agent reporting a sighting would otherwise overwrite the admin's
+/// ban or approval), and never lift a ban, whoever set it. Returns whether
+/// it wrote; in the caller's transaction, so the state read is the one
+/// replaced.
+pub(crate) async fn write_automatic_file_state(
+    tx: &mut WriteTx<'_>,
+    org_id: i64,
+    sha: Sha256,
+    scope: Scope,
+    state: FileState,
+    by: &str,
+) -> Result<bool, sqlx::Error> {
+    let (kind, scope_id) = scope_columns(scope);
+    let now: Option<(String, String)> = sqlx::query_as(
+        "SELECT state, updated_by FROM file_states WHERE org_id = $1 AND sha256 = $2 \
+         AND scope_kind = $3 AND scope_id = $4",
+    )
+    .bind(org_id)
+    .bind(sha.to_hex())
+    .bind(kind)
+    .bind(scope_id)
+    .fetch_optional(tx.conn())
+    .await?;
+    if let Some((current, set_by)) = now {
+        if current == state.as_str() {
+            return Ok(false);
+        }
+        if !set_by.starts_with(AUTOMATIC_PREFIX) || current == FileState::Banned.as_str() {
+            return Ok(false);
+        }
+    }
+    write_file_state(tx, org_id, sha, scope, state, by).await?;
+    Ok(true)
+}
+
+/// How `updated_by` names an automatic writer: `event-rule:ID`.
+pub(crate) const AUTOMATIC_PREFIX: &str = "event-rule:";
+
 /// Deny the pending approval requests for `sha` from the computers a ban
 /// at `scope` covers: the ban answers them (granting one later would
 /// replace a computer's ban, or approve nothing under a wider one).

@@ -18,7 +18,8 @@ both_backends!(
     alerts_to_private_addresses_are_refused_by_default,
     event_rule_moves_computer,
     flooding_organization_does_not_starve_another,
-    events_stored_before_start_fire_their_rules
+    events_stored_before_start_fire_their_rules,
+    event_rules_never_overwrite_an_admin_or_lift_a_ban
 );
 
 async fn ratings(env: &Env, entries: &[(Sha256, u8)]) {
@@ -566,4 +567,99 @@ async fn events_stored_before_start_fire_their_rules(backend: Backend) {
     )
     .await;
     server.stop().await;
+}
+
+/// The global state of `sha`: (state, set by), if any.
+async fn global_state(env: &Env, sha: Sha256) -> Option<(FileState, String)> {
+    let d: FileDetails = env.admin.get_ok(&format!("/api/v1/files/{sha}")).await;
+    d.states
+        .iter()
+        .find(|s| s.scope == palisade_api::admin::ScopeRef::Global)
+        .map(|s| (s.state, s.updated_by.clone()))
+}
+
+/// Event rules act on what agents report: such a report must not replace
+/// what an admin decided (an agent could otherwise turn an admin's ban
+/// into an approval), and no rule lifts a ban, an event rule's included.
+async fn event_rules_never_overwrite_an_admin_or_lift_a_ban(backend: Backend) {
+    let env = Env::new(backend).await;
+    let web = env.agent("default", "web01").await;
+    let approve = env
+        .admin
+        .create_rule(
+            json!({"name": "approve what ran from /opt", "body": {"kind": "event",
+            "filter": {"kinds": ["would_block"], "path": "/opt/**"},
+            "actions": [{"do": "set_global_state", "state": "approved"}]}}),
+        )
+        .await;
+    let ban = env
+        .admin
+        .create_rule(
+            json!({"name": "ban what ran from /tmp", "body": {"kind": "event",
+            "filter": {"kinds": ["would_block"], "path": "/tmp/**"},
+            "actions": [{"do": "set_global_state", "state": "banned"}]}}),
+        )
+        .await;
+    let (admin_banned, admin_approved, fresh) = (hash(1), hash(2), hash(3));
+    env.admin
+        .set_state(admin_banned, json!({"state": "banned"}))
+        .await;
+    env.admin
+        .set_state(admin_approved, json!({"state": "approved"}))
+        .await;
+    let admin = global_state(&env, admin_banned).await.unwrap().1;
+    assert!(!admin.starts_with("event-rule:"), "{admin}");
+
+    // The admin's states stand; an unset file is approved by the rule.
+    upload(
+        &web,
+        vec![
+            event_json(1, "would_block", admin_banned, "/opt/x"),
+            event_json(2, "would_block", admin_approved, "/tmp/y"),
+            event_json(3, "would_block", fresh, "/opt/z"),
+        ],
+    )
+    .await;
+    let by_approve = format!("event-rule:{}", approve.id);
+    eventually(Duration::from_secs(5), "the rule approves", || async {
+        (global_state(&env, fresh).await == Some((FileState::Approved, by_approve.clone())))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        global_state(&env, admin_banned).await,
+        Some((FileState::Banned, admin.clone()))
+    );
+    assert_eq!(
+        global_state(&env, admin_approved).await,
+        Some((FileState::Approved, admin.clone()))
+    );
+
+    // A rule's approval gives way to a rule's ban; no rule lifts it.
+    let by_ban = format!("event-rule:{}", ban.id);
+    upload(&web, vec![event_json(4, "would_block", fresh, "/tmp/z")]).await;
+    eventually(Duration::from_secs(5), "the rule bans", || async {
+        (global_state(&env, fresh).await == Some((FileState::Banned, by_ban.clone()))).then_some(())
+    })
+    .await;
+    let other = hash(4);
+    upload(
+        &web,
+        vec![
+            event_json(5, "would_block", fresh, "/opt/z"),
+            event_json(6, "would_block", other, "/opt/w"),
+        ],
+    )
+    .await;
+    eventually(
+        Duration::from_secs(5),
+        "the later event is acted on",
+        || async { global_state(&env, other).await.map(|_| ()) },
+    )
+    .await;
+    assert_eq!(
+        global_state(&env, fresh).await,
+        Some((FileState::Banned, by_ban))
+    );
+    env.server.stop().await;
 }
