@@ -706,7 +706,25 @@ async fn act(
                 _ => Scope::Computer(palisade_core::ComputerId(item.computer_id)),
             };
             let mut tx = db.write().await?;
-            if write_automatic_file_state(&mut tx, org_id, sha, scope, *state, &by).await? {
+            if let Some(before) =
+                write_automatic_file_state(&mut tx, org_id, sha, scope, *state, &by).await?
+            {
+                let (kind, _) = crate::store::scope_columns(scope);
+                let entry = rule_audit(
+                    org_id,
+                    &by,
+                    rule,
+                    action,
+                    format!("file {sha}"),
+                    body,
+                    (
+                        before.map(|s| serde_json::json!({ "state": s, "scope": kind })),
+                        Some(
+                            serde_json::json!({ "state": state.to_string(), "scope": kind, "computer": (kind == "computer").then_some(body.computer) }),
+                        ),
+                    ),
+                );
+                crate::audit::append_in(tx.conn(), entry).await?;
                 tx.commit().await?;
                 tracing::info!(rule = rule.id, sha256 = %sha, state = %state, scope = ?scope.kind(), "event rule set a file state");
             } else {
@@ -720,6 +738,19 @@ async fn act(
                 return Ok(());
             };
             if move_computer(&mut tx, org_id, item.computer_id, p.id).await? {
+                let entry = rule_audit(
+                    org_id,
+                    &by,
+                    rule,
+                    action,
+                    format!("computer {}", body.computer),
+                    body,
+                    (
+                        Some(serde_json::json!({ "policy": body.policy })),
+                        Some(serde_json::json!({ "policy": policy.as_str() })),
+                    ),
+                );
+                crate::audit::append_in(tx.conn(), entry).await?;
                 tx.commit().await?;
                 tracing::info!(rule = rule.id, computer = %body.computer, policy = %policy, "event rule moved a computer");
             }
@@ -738,6 +769,38 @@ async fn act(
         }),
     }
     Ok(())
+}
+
+/// The audit record of a change an event rule made: the rule is its actor,
+/// the computer whose report set it off its source (the record says which
+/// agent's word a change rests on).
+fn rule_audit(
+    org_id: i64,
+    by: &str,
+    rule: &Rule,
+    action: &EventAction,
+    object: String,
+    body: &AlertBody<'_>,
+    (before, after): (Option<serde_json::Value>, Option<serde_json::Value>),
+) -> crate::audit::Entry {
+    let what = match action {
+        EventAction::SetGlobalState { .. } => "set_global_state",
+        EventAction::SetLocalState { .. } => "set_local_state",
+        EventAction::MoveComputer { .. } => "move_computer",
+        EventAction::Webhook { .. } => "webhook",
+        EventAction::Syslog { .. } => "syslog",
+    };
+    crate::audit::Entry {
+        org_id,
+        actor: by.to_owned(),
+        action: format!("EVENT-RULE {what}"),
+        object,
+        source: format!("{:?} from computer {}", body.trigger, body.computer),
+        allowed: true,
+        reason: Some(format!("rule {:?}", rule.name)),
+        before,
+        after,
+    }
 }
 
 fn severity(item: &Item) -> Severity {

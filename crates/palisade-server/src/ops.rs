@@ -282,8 +282,9 @@ pub(crate) async fn write_file_state(
 /// reported) may do to a file's state at one scope: write where nothing is
 /// set, or where automation set it, but never replace what an admin set
 /// (an agent reporting a sighting would otherwise overwrite the admin's
-/// ban or approval), and never lift a ban, whoever set it. Returns whether
-/// it wrote; in the caller's transaction, so the state read is the one
+/// ban or approval), and never lift a ban, whoever set it. Returns the
+/// state replaced (`Some(None)`: none was set), or `None` where it wrote
+/// nothing; in the caller's transaction, so the state read is the one
 /// replaced.
 pub(crate) async fn write_automatic_file_state(
     tx: &mut WriteTx<'_>,
@@ -292,7 +293,7 @@ pub(crate) async fn write_automatic_file_state(
     scope: Scope,
     state: FileState,
     by: &str,
-) -> Result<bool, sqlx::Error> {
+) -> Result<Option<Option<String>>, sqlx::Error> {
     let (kind, scope_id) = scope_columns(scope);
     let now: Option<(String, String)> = sqlx::query_as(
         "SELECT state, updated_by FROM file_states WHERE org_id = $1 AND sha256 = $2 \
@@ -304,16 +305,16 @@ pub(crate) async fn write_automatic_file_state(
     .bind(scope_id)
     .fetch_optional(tx.conn())
     .await?;
-    if let Some((current, set_by)) = now {
-        if current == state.as_str() {
-            return Ok(false);
-        }
-        if !set_by.starts_with(AUTOMATIC_PREFIX) || current == FileState::Banned.as_str() {
-            return Ok(false);
+    if let Some((current, set_by)) = &now {
+        if current == state.as_str()
+            || !set_by.starts_with(AUTOMATIC_PREFIX)
+            || current == FileState::Banned.as_str()
+        {
+            return Ok(None);
         }
     }
     write_file_state(tx, org_id, sha, scope, state, by).await?;
-    Ok(true)
+    Ok(Some(now.map(|(current, _)| current)))
 }
 
 /// How `updated_by` names an automatic writer: `event-rule:ID`.

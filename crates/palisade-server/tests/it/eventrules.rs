@@ -2,6 +2,7 @@
 //! actions (file states, moving computers, webhooks, syslog).
 use crate::both_backends;
 use crate::support::*;
+use palisade_api::access::AuditPage;
 use palisade_api::admin::{ComputerInfo, EventPage, FileDetails, ReputationImported};
 use palisade_api::agent::EventAck;
 use palisade_core::{Approval, ApprovalSource, FileState, ScopeKind, Sha256};
@@ -659,7 +660,52 @@ async fn event_rules_never_overwrite_an_admin_or_lift_a_ban(backend: Backend) {
     .await;
     assert_eq!(
         global_state(&env, fresh).await,
-        Some((FileState::Banned, by_ban))
+        Some((FileState::Banned, by_ban.clone()))
+    );
+    // Each change a rule made is audited, naming the rule and the
+    // computer whose report set it off; what it left alone is not.
+    let page: AuditPage = env.admin.get_ok("/api/v1/audit").await;
+    let by_rules: Vec<(&str, &str, Option<&Value>, Option<&Value>)> = page
+        .records
+        .iter()
+        .filter(|r| r.actor.starts_with("event-rule:"))
+        .map(|r| {
+            assert_eq!(r.action, "EVENT-RULE set_global_state");
+            assert!(r.source.contains("web01"), "{r:?}");
+            (
+                r.actor.as_str(),
+                r.object.as_str(),
+                r.before.as_ref(),
+                r.after.as_ref(),
+            )
+        })
+        .collect();
+    let (fresh_obj, other_obj) = (format!("file {fresh}"), format!("file {other}"));
+    let approved = json!({"state": "approved", "scope": "global", "computer": null});
+    let banned = json!({"state": "banned", "scope": "global", "computer": null});
+    let was_approved = json!({"state": "approved", "scope": "global"});
+    assert_eq!(
+        by_rules,
+        vec![
+            (
+                by_approve.as_str(),
+                fresh_obj.as_str(),
+                None,
+                Some(&approved)
+            ),
+            (
+                by_ban.as_str(),
+                fresh_obj.as_str(),
+                Some(&was_approved),
+                Some(&banned)
+            ),
+            (
+                by_approve.as_str(),
+                other_obj.as_str(),
+                None,
+                Some(&approved)
+            ),
+        ]
     );
     env.server.stop().await;
 }
