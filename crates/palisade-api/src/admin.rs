@@ -445,10 +445,17 @@ pub enum RuleBody {
         /// Hashes of the parent processes allowed to start code in it.
         parents: Vec<Sha256>,
     },
-    /// Trusted directory.
+    /// Trusted directory: a file placed in it is approved on the computer
+    /// that finds it there and, when that computer is one of `computers`
+    /// (the trusted servers the directory is on), for every computer the
+    /// rule applies to.
     TrustedDirectory {
         /// The directory.
         dir: String,
+        /// Computers whose finds approve for every computer the rule
+        /// applies to (none: each computer approves for itself only).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        computers: Vec<String>,
     },
     /// Trusted user or group.
     TrustedUser {

@@ -280,9 +280,10 @@ pub enum TrustedChange {
         #[serde(default)]
         package_manager: bool,
     },
-    /// Files placed in this directory are approved for every computer the
-    /// rule applies to (all computers, or those of the policies it is
-    /// limited to).
+    /// Files placed in this directory are approved on this computer, and
+    /// reported: the service approves them for every computer the rule
+    /// applies to only when this computer is one of the trusted servers
+    /// the rule names.
     TrustedDirectory {
         /// Id.
         id: RuleId,

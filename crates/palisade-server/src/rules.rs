@@ -161,6 +161,18 @@ fn check_not_dir_slash(field: &str, p: &PathPattern) -> ApiResult<()> {
     Ok(())
 }
 
+fn check_computer_names(field: &str, names: &[String]) -> ApiResult<()> {
+    for (i, c) in names.iter().enumerate() {
+        if Name::parse(c).is_err() {
+            return Err(invalid(
+                &format!("{field}[{i}]"),
+                format!("{c:?} is not a computer name"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_list_len<T>(field: &str, v: &[T]) -> ApiResult<()> {
     if v.len() > MAX_RULE_LIST {
         return Err(invalid(field, format!("at most {MAX_RULE_LIST} items")));
@@ -286,7 +298,11 @@ pub(crate) fn validate(req: &CreateRule) -> ApiResult<()> {
             }
             check_list_len("body.parents", parents)?;
         }
-        RuleBody::TrustedDirectory { dir } => check_dir("body.dir", dir)?,
+        RuleBody::TrustedDirectory { dir, computers } => {
+            check_dir("body.dir", dir)?;
+            check_list_len("body.computers", computers)?;
+            check_computer_names("body.computers", computers)?;
+        }
         RuleBody::TrustedUser { user } => check_user("body.user.name", user)?,
         RuleBody::Updater {
             programs, hashes, ..
@@ -330,14 +346,7 @@ pub(crate) fn validate(req: &CreateRule) -> ApiResult<()> {
                     "a file_seen trigger has no event kind",
                 ));
             }
-            for (i, c) in filter.computers.iter().enumerate() {
-                if Name::parse(c).is_err() {
-                    return Err(invalid(
-                        &format!("body.filter.computers[{i}]"),
-                        format!("{c:?} is not a computer name"),
-                    ));
-                }
-            }
+            check_computer_names("body.filter.computers", &filter.computers)?;
             if actions.is_empty() {
                 return Err(invalid("body.actions", "give at least one action"));
             }
@@ -700,7 +709,7 @@ pub(crate) async fn rule_set(
             ref b @ RuleBody::Custom { .. } => set.custom.extend(custom_rule(id, &rule.name, b)),
             ref b @ RuleBody::Reputation { .. } => set.reputation.extend(reputation_rule(id, b)),
             ref b @ RuleBody::Folder { .. } => set.folders.extend(folder_rule(id, b)),
-            RuleBody::TrustedDirectory { dir } => set
+            RuleBody::TrustedDirectory { dir, .. } => set
                 .trusted_change
                 .push(TrustedChange::TrustedDirectory { id, dir }),
             RuleBody::TrustedUser { user } => set

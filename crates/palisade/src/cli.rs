@@ -387,10 +387,15 @@ pub(crate) struct RuleCommon {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum RuleAdd {
-    /// Files placed in DIR are approved for every computer the rule applies to.
+    /// Files placed in DIR are approved on the computer that finds them there;
+    /// found by one of --computer, for every computer the rule applies to.
     TrustedDir {
         /// The directory.
         dir: String,
+        /// A trusted server the directory is on: what it finds there is
+        /// approved for every computer the rule applies to (repeatable).
+        #[arg(long = "computer", value_name = "NAME")]
+        computers: Vec<String>,
         #[command(flatten)]
         common: RuleCommon,
     },

@@ -662,18 +662,26 @@ async fn insert_approvals(
     Ok(out)
 }
 
+/// A trusted-directory rule as the database has it now.
+struct TrustedDirNow {
+    dir: String,
+    /// The policies it is limited to (empty: every policy).
+    policies: BTreeSet<i64>,
+    /// The computers whose finds approve beyond themselves.
+    computers: Vec<String>,
+}
+
 /// The enabled trusted-directory rules among `rules`, as the database has
-/// them now: each one's directory and the policies it is limited to
-/// (empty: every policy). One statement, so the rule and its policy list
-/// are read together (read apart, a rule deleted in between looked like a
-/// rule limited to no policy: one for every computer).
+/// them now. One statement, so the rule and its policy list are read
+/// together (read apart, a rule deleted in between looked like a rule
+/// limited to no policy: one for every computer).
 async fn trusted_directories(
     conn: &mut AnyConnection,
     org_id: i64,
     rules: impl Iterator<Item = i64>,
-) -> Result<HashMap<i64, (String, BTreeSet<i64>)>, sqlx::Error> {
+) -> Result<HashMap<i64, TrustedDirNow>, sqlx::Error> {
     let rules: Vec<i64> = rules.collect();
-    let mut out: HashMap<i64, (String, BTreeSet<i64>)> = HashMap::new();
+    let mut out: HashMap<i64, TrustedDirNow> = HashMap::new();
     for chunk in rules.chunks(rows_per_statement(1)) {
         let sql = format!(
             "SELECT r.id, r.body_json, rp.policy_id FROM rules r \
@@ -689,13 +697,18 @@ async fn trusted_directories(
         for row in q.fetch_all(&mut *conn).await? {
             let id: i64 = row.try_get(0)?;
             let body: String = row.try_get(1)?;
-            let Ok(RuleBody::TrustedDirectory { dir }) = serde_json::from_str(&body) else {
+            let Ok(RuleBody::TrustedDirectory { dir, computers }) = serde_json::from_str(&body)
+            else {
                 tracing::warn!(rule = id, "stored trusted-directory rule is unreadable");
                 continue;
             };
-            let (_, policies) = out.entry(id).or_insert_with(|| (dir, BTreeSet::new()));
+            let now = out.entry(id).or_insert_with(|| TrustedDirNow {
+                dir,
+                policies: BTreeSet::new(),
+                computers,
+            });
             if let Some(policy) = row.try_get::<Option<i64>, _>(2)? {
-                policies.insert(policy);
+                now.policies.insert(policy);
             }
         }
     }
@@ -731,7 +744,8 @@ async fn approved_at(
 
 /// `POST /agent/v1/approvals`: approvals the computer made by trusted
 /// change or when its level was raised. Each is a local (computer-scope)
-/// approval, except a file placed in a trusted directory, which is approved
+/// approval, except a file placed in a trusted directory by a computer the
+/// rule names as one of its trusted servers, which is approved
 /// for every computer the rule applies to: for all computers (global
 /// scope) when the rule applies to every policy, else for each of the
 /// policies it is limited to (policy scope) — so a computer of one policy
@@ -849,21 +863,25 @@ pub(crate) async fn approvals(
     // may be older (a rule deleted, disabled, moved or narrowed since).
     let now_rules = trusted_directories(tx.conn(), agent.org_id, by_rule.keys().copied()).await?;
     for (rule, (dir, rows)) in by_rule {
-        let scopes: Vec<Scope> = match now_rules.get(&rule) {
-            Some((now_dir, policies)) if now_dir == dir && policies.is_empty() => {
-                vec![Scope::Global]
-            }
-            Some((now_dir, policies)) if now_dir == dir && policies.contains(&agent.policy_id) => {
-                policies
-                    .iter()
-                    .map(|p| Scope::Policy(PolicyId(*p)))
-                    .collect()
-            }
-            _ => {
-                tracing::warn!(computer = %agent.name, rule, files = rows.len(),
-                    "trusted-directory approvals refused: the rule is gone, disabled, changed, or no longer applies to this computer's policy");
-                continue;
-            }
+        let applies = now_rules.get(&rule).filter(|now| {
+            now.dir == dir && (now.policies.is_empty() || now.policies.contains(&agent.policy_id))
+        });
+        let Some(now) = applies else {
+            tracing::warn!(computer = %agent.name, rule, files = rows.len(),
+                "trusted-directory approvals refused: the rule is gone, disabled, changed, or no longer applies to this computer's policy");
+            continue;
+        };
+        // One computer's word approves for others only where the rule
+        // names it as a trusted server of the directory.
+        let scopes: Vec<Scope> = if !now.computers.contains(&agent.name) {
+            vec![local_scope]
+        } else if now.policies.is_empty() {
+            vec![Scope::Global]
+        } else {
+            now.policies
+                .iter()
+                .map(|p| Scope::Policy(PolicyId(*p)))
+                .collect()
         };
         for scope in scopes {
             let (_, at) = scoped
@@ -874,7 +892,12 @@ pub(crate) async fn approvals(
             }
         }
     }
-    scoped.insert(scope_columns(local_scope), (local_scope, local));
+    let (_, at) = scoped
+        .entry(scope_columns(local_scope))
+        .or_insert_with(|| (local_scope, BTreeMap::new()));
+    for (h, by) in local {
+        at.entry(h).or_insert(by);
+    }
     let mut approved = 0u64;
     let mut changes = Vec::new();
     for (scope, rows) in scoped.into_values() {

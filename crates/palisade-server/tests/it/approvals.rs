@@ -40,7 +40,7 @@ async fn local_approvals(backend: Backend) {
     let dist = env
         .admin
         .create_rule(json!({"name": "dist", "policies": ["default"],
-            "body": {"kind": "trusted_directory", "dir": "/srv/dist"}}))
+            "body": {"kind": "trusted_directory", "dir": "/srv/dist", "computers": ["web01"]}}))
         .await;
     let config = web.config().await;
     assert!(matches!(
@@ -67,8 +67,8 @@ async fn local_approvals(backend: Backend) {
     let t = Instant::now();
     let ack: LocalApprovalsAck = web.post_ok("/agent/v1/approvals", body.clone()).await;
     assert_eq!(ack.approved, 5);
-    // The trusted directory's approval (its rule is limited to `default`)
-    // reaches every computer of that policy...
+    // The trusted directory's approval (its rule is limited to `default`,
+    // web01 its trusted server) reaches every computer of that policy...
     let c = other_s.next_change(Duration::from_secs(1)).await;
     eprintln!(
         "[figure] {backend:?}: trusted-directory approval -> another computer's stream: {:?}",
@@ -214,7 +214,9 @@ async fn approvals_of(a: &Agent, hashes: &[palisade_core::Sha256]) -> Vec<Approv
 /// even when its rule was limited to some policies, so a computer of a
 /// monitor-mode policy approved files for lockdown computers of another.
 /// It is written for each policy the rule is limited to, and for all
-/// computers only when the rule applies to every policy.
+/// computers only when the rule applies to every policy; and only when the
+/// claim comes from a trusted server the rule names: any other computer's
+/// approves for itself alone (one agent's word approved everywhere).
 async fn trusted_directory_scopes(backend: Backend) {
     let env = Env::new(backend).await;
     env.admin.create_policy("dev", "monitor").await;
@@ -226,12 +228,12 @@ async fn trusted_directory_scopes(backend: Backend) {
     let limited = env
         .admin
         .create_rule(json!({"name": "builds", "policies": ["dev", "qa"],
-            "body": {"kind": "trusted_directory", "dir": "/srv/builds"}}))
+            "body": {"kind": "trusted_directory", "dir": "/srv/builds", "computers": ["dev01"]}}))
         .await;
     let everywhere = env
         .admin
         .create_rule(json!({"name": "dist",
-            "body": {"kind": "trusted_directory", "dir": "/srv/dist"}}))
+            "body": {"kind": "trusted_directory", "dir": "/srv/dist", "computers": ["dev01", "gone"]}}))
         .await;
     let qa_only = env
         .admin
@@ -270,6 +272,27 @@ async fn trusted_directory_scopes(backend: Backend) {
             scopes.contains(&&ScopeRef::Policy(p.to_owned())),
             "{scopes:?}"
         );
+    }
+    // Not a trusted server of the rule (a rule naming none has none): its
+    // finds are approved on it alone.
+    let ack: LocalApprovalsAck = qa
+        .post_ok(
+            "/agent/v1/approvals",
+            json!({"items": [
+                dir_item(4, "/srv/builds/app", limited.id.0, "/srv/builds"),
+                dir_item(5, "/srv/dist/tool", everywhere.id.0, "/srv/dist"),
+                dir_item(6, "/srv/qa/tool", qa_only.id.0, "/srv/qa"),
+            ]}),
+        )
+        .await;
+    assert_eq!(ack.approved, 3);
+    for (a, want) in [
+        (&qa, [LOCAL; 3]),
+        (&dev, [Approval::Unknown; 3]),
+        (&prod, [Approval::Unknown; 3]),
+    ] {
+        let got = approvals_of(a, &[hash(4), hash(5), hash(6)]).await;
+        assert_eq!(got, want, "{}", a.name);
     }
     env.server.stop().await;
 }

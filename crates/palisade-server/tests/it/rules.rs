@@ -526,6 +526,11 @@ async fn validation_names_fields(backend: Backend) {
             "body.dir",
         ),
         (
+            json!({"name": "x", "body": {"kind": "trusted_directory", "dir": "/srv/x", "computers": ["web01", "not a name"]}}),
+            unprocessable,
+            "body.computers[1]",
+        ),
+        (
             json!({"name": "x", "body": {"kind": "trusted_user", "user": {"by": "user", "name": ""}}}),
             unprocessable,
             "body.user.name",

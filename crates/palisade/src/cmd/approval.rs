@@ -448,8 +448,15 @@ pub(crate) async fn rule(cfg: Option<&Path>, cmd: RuleCmd) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         RuleCmd::Add(add) => match *add {
-            RuleAdd::TrustedDir { dir, common } => {
-                let body = RuleBody::TrustedDirectory { dir: dir.clone() };
+            RuleAdd::TrustedDir {
+                dir,
+                computers,
+                common,
+            } => {
+                let body = RuleBody::TrustedDirectory {
+                    dir: dir.clone(),
+                    computers,
+                };
                 create(
                     &client,
                     &common,

@@ -197,7 +197,8 @@ fn trusted_directories_and_users_approve_what_they_receive() {
     std::fs::create_dir_all(&drop).unwrap();
     must(&format!("chmod 1777 {}", drop.display()));
 
-    // Trusted directory: files placed there are approved for all computers.
+    // Trusted directory: files placed there are approved (on this computer,
+    // not named as the directory's trusted server).
     up.ok(&["rule", "add", "trusted-dir", dist.to_str().unwrap()]);
     std::thread::sleep(Duration::from_millis(300));
     let tool = p.install("hello", &dist, "tool");
@@ -206,7 +207,7 @@ fn trusted_directories_and_users_approve_what_they_receive() {
         "placed in a trusted directory: runs\n{}",
         up.proc.stderr()
     );
-    // Approved by hash, for all computers: a copy elsewhere runs too.
+    // Approved by hash: a copy elsewhere runs too.
     let copy = m.join("copy-of-tool");
     must(&format!(
         "cp {} {}",
