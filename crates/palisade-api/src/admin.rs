@@ -16,6 +16,8 @@
 //! | POST   | `/api/v1/policies`                    | [`CreatePolicy`]      | [`PolicyInfo`]    |
 //! | PUT    | `/api/v1/policies/{name}/levels`      | [`SetLevels`]         | [`PolicyInfo`]    |
 //! | POST   | `/api/v1/enrollment-tokens`           | [`CreateEnrollToken`] | [`EnrollTokenCreated`] |
+//! | GET    | `/api/v1/enrollment-tokens`           |                       | `[`[`EnrollTokenInfo`]`]` |
+//! | DELETE | `/api/v1/enrollment-tokens/{id}`      |                       | 204               |
 //! | GET    | `/api/v1/publishers`                  |                       | `[`[`PublisherInfo`]`]` |
 //! | PUT    | `/api/v1/publishers/{name}/state`     | [`SetPublisherState`] | [`PublisherInfo`] |
 //! | PUT    | `/api/v1/publishers/{name}/trust`     | [`SetPublisherTrust`] | [`PublisherInfo`] |
@@ -327,10 +329,33 @@ pub struct CreateEnrollToken {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct EnrollTokenCreated {
+    /// Its id (to revoke it).
+    pub id: i64,
     /// The token's text form.
     pub token: String,
     /// Expiry (ms since epoch).
     pub expires_ms: i64,
+}
+
+/// An enrollment token that may still enroll a computer (its secret is
+/// never shown again).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct EnrollTokenInfo {
+    /// Id.
+    pub id: i64,
+    /// Policy the computers it enrolls join.
+    pub policy: String,
+    /// Enrollments it allowed.
+    pub max_uses: i64,
+    /// Enrollments it still allows.
+    pub uses_left: i64,
+    /// Expiry (ms since epoch).
+    pub expires_ms: i64,
+    /// Creation (ms since epoch).
+    pub created_ms: i64,
+    /// Who created it.
+    pub created_by: String,
 }
 
 /// A publisher (a signed package repository origin).

@@ -407,12 +407,12 @@ pub async fn create_enroll_token(
         .await?
         .ok_or_else(|| not_found("policy", policy.as_str()))?;
     drop(conn);
-    let (token, _) =
+    let (token, _, _) =
         insert_enroll_token(db, org_id, p.id, max_uses, ttl, "cli", ca.fingerprint).await?;
     Ok(token)
 }
 
-/// Insert an enrollment token; returns it and its expiry.
+/// Insert an enrollment token; returns it, its expiry and its id.
 pub(crate) async fn insert_enroll_token(
     db: &Db,
     org_id: i64,
@@ -421,7 +421,7 @@ pub(crate) async fn insert_enroll_token(
     ttl: Duration,
     created_by: &str,
     ca_fingerprint: Sha256,
-) -> Result<(EnrollToken, i64), sqlx::Error> {
+) -> Result<(EnrollToken, i64, i64), sqlx::Error> {
     let token = EnrollToken {
         secret: rand::random(),
         ca_fingerprint,
@@ -429,9 +429,10 @@ pub(crate) async fn insert_enroll_token(
     let now = now_ms();
     let expires = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
     let mut tx = db.write().await?;
-    sqlx::query(
+    let id: i64 = sqlx::query_scalar(
         "INSERT INTO enroll_tokens (org_id, policy_id, secret_sha256, max_uses, uses_left, \
-           expires_ms, created_ms, created_by) VALUES ($1, $2, $3, $4, $4, $5, $6, $7)",
+           expires_ms, created_ms, created_by) VALUES ($1, $2, $3, $4, $4, $5, $6, $7) \
+         RETURNING id",
     )
     .bind(org_id)
     .bind(policy_id)
@@ -440,10 +441,10 @@ pub(crate) async fn insert_enroll_token(
     .bind(expires)
     .bind(now)
     .bind(created_by)
-    .execute(tx.conn())
+    .fetch_one(tx.conn())
     .await?;
     tx.commit().await?;
-    Ok((token, expires))
+    Ok((token, expires, id))
 }
 
 /// Delete change-log rows older than `older_than` (each replica also does

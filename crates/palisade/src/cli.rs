@@ -72,8 +72,15 @@ pub(crate) enum Command {
     /// The tamper-evident audit log of admin operations.
     #[command(subcommand)]
     Audit(AuditCmd),
-    /// Create a one-time enrollment token for new computers.
+    /// Create a one-time enrollment token for new computers (or, with
+    /// --list, show those that may still enroll; --revoke ID ends one).
     EnrollToken {
+        /// List the tokens that may still enroll a computer.
+        #[arg(long, conflicts_with = "revoke")]
+        list: bool,
+        /// Revoke this token (by the id --list shows).
+        #[arg(long, value_name = "ID")]
+        revoke: Option<i64>,
         /// Policy the new computers join.
         #[arg(long, default_value = "default")]
         policy: String,

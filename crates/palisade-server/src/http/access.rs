@@ -107,6 +107,8 @@ pub(crate) fn route_permission(method: &Method, route: &str) -> Option<Need> {
         ("POST", "/api/v1/policies") => Org(p(Policies, Create)),
         ("PUT", "/api/v1/policies/{name}/levels") => Policy(p(Policies, Update)),
         ("POST", "/api/v1/enrollment-tokens") => Org(p(Computers, Create)),
+        ("GET", "/api/v1/enrollment-tokens") => Org(p(Computers, Read)),
+        ("DELETE", "/api/v1/enrollment-tokens/{id}") => Org(p(Computers, Delete)),
         ("GET", "/api/v1/publishers") => Org(p(Rules, Read)),
         ("PUT", "/api/v1/publishers/{name}/state") => Org(p(Rules, Update)),
         ("PUT", "/api/v1/publishers/{name}/trust") => Org(p(Rules, Update)),

@@ -17,8 +17,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use palisade_api::admin::{
     ComputerInfo, CreateEnrollToken, CreatePolicy, EffectiveApproval, EnrollTokenCreated,
-    EventPage, EventQuery, EventRecord, FileDetails, FileInstance, Health, MoveComputer,
-    PolicyInfo, ScopeRef, SetFileState, SetLevels, StateRecord, WhoAmI,
+    EnrollTokenInfo, EventPage, EventQuery, EventRecord, FileDetails, FileInstance, Health,
+    MoveComputer, PolicyInfo, ScopeRef, SetFileState, SetLevels, StateRecord, WhoAmI,
 };
 use palisade_api::agent::AgentStatus;
 use palisade_authz::{Op, Permission, Resource};
@@ -863,7 +863,7 @@ pub(crate) async fn create_enroll_token(
                 .field("policy")
         })?;
     drop(conn);
-    let (token, expires_ms) = insert_enroll_token(
+    let (token, expires_ms, id) = insert_enroll_token(
         &state.db,
         admin.org_id,
         p.id,
@@ -877,8 +877,64 @@ pub(crate) async fn create_enroll_token(
     Ok((
         StatusCode::CREATED,
         Json(EnrollTokenCreated {
+            id,
             token: token.to_string(),
             expires_ms,
         }),
     ))
+}
+
+/// `GET /api/v1/enrollment-tokens`: the tokens that may still enroll a
+/// computer (unexpired, with uses left), newest first.
+pub(crate) async fn enroll_tokens(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+) -> ApiResult<Json<Vec<EnrollTokenInfo>>> {
+    let mut conn = state.db.pool().acquire().await?;
+    let rows = sqlx::query(
+        "SELECT t.id, p.name, t.max_uses, t.uses_left, t.expires_ms, t.created_ms, t.created_by \
+         FROM enroll_tokens t JOIN policies p ON p.id = t.policy_id \
+         WHERE t.org_id = $1 AND t.uses_left > 0 AND t.expires_ms > $2 ORDER BY t.id DESC",
+    )
+    .bind(admin.org_id)
+    .bind(crate::db::now_ms())
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        out.push(EnrollTokenInfo {
+            id: r.try_get(0)?,
+            policy: r.try_get(1)?,
+            max_uses: r.try_get(2)?,
+            uses_left: r.try_get(3)?,
+            expires_ms: r.try_get(4)?,
+            created_ms: r.try_get(5)?,
+            created_by: r.try_get(6)?,
+        });
+    }
+    Ok(Json(out))
+}
+
+/// `DELETE /api/v1/enrollment-tokens/{id}`: revoke a token (a leaked one
+/// must stop enrolling before it expires). Computers it enrolled stay.
+pub(crate) async fn revoke_enroll_token(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+    id: PathParam,
+) -> ApiResult<StatusCode> {
+    let id = id.id("id")?;
+    let mut tx = state.db.write().await?;
+    let n = sqlx::query("DELETE FROM enroll_tokens WHERE org_id = $1 AND id = $2")
+        .bind(admin.org_id)
+        .bind(id)
+        .execute(tx.conn())
+        .await?
+        .rows_affected();
+    if n == 0 {
+        return Err(ApiError::not_found(format!("no enrollment token {id}")).field("id"));
+    }
+    admin.record(format!("enrollment token {id}"), None, None);
+    tx.commit().await?;
+    tracing::info!(admin = %admin.admin, token = id, "enrollment token revoked");
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -95,7 +95,14 @@ pub(crate) fn router(state: AppState, config: &ServerConfig) -> Router {
             get(api::policies).post(api::create_policy),
         )
         .route("/api/v1/policies/{name}/levels", put(api::set_levels))
-        .route("/api/v1/enrollment-tokens", post(api::create_enroll_token))
+        .route(
+            "/api/v1/enrollment-tokens",
+            get(api::enroll_tokens).post(api::create_enroll_token),
+        )
+        .route(
+            "/api/v1/enrollment-tokens/{id}",
+            delete(api::revoke_enroll_token),
+        )
         .route("/api/v1/publishers", get(approvals::publishers))
         .route(
             "/api/v1/publishers/{name}/state",

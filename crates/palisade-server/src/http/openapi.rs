@@ -129,6 +129,16 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         201,
         adm::EnrollTokenCreated
     ),
+    op!("GET", "/api/v1/enrollment-tokens", "Enrollment tokens that may still enroll a computer", -, 200, Vec<adm::EnrollTokenInfo>),
+    op!(
+        "DELETE",
+        "/api/v1/enrollment-tokens/{id}",
+        "Revoke an enrollment token",
+        None,
+        204,
+        None,
+        &[]
+    ),
     op!("GET", "/api/v1/publishers", "Publishers (package origins) and their states", -, 200, Vec<adm::PublisherInfo>),
     op!(
         "PUT",

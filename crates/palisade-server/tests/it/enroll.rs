@@ -1,6 +1,8 @@
 //! Enrollment and agent authentication.
 use crate::both_backends;
 use crate::support::*;
+use palisade_api::access::AuditPage;
+use palisade_api::admin::{EnrollTokenCreated, EnrollTokenInfo};
 use palisade_api::agent::AgentConfig;
 use palisade_api::EnrollToken;
 use palisade_core::{Level, Sha256};
@@ -10,7 +12,12 @@ use serde_json::json;
 use sha2::Digest;
 use std::time::Duration;
 
-both_backends!(enrollment, agent_authentication, bootstrap_is_idempotent);
+both_backends!(
+    enrollment,
+    agent_authentication,
+    bootstrap_is_idempotent,
+    enrollment_tokens_are_listed_and_revoked
+);
 
 async fn enrollment(backend: Backend) {
     let env = Env::new(backend).await;
@@ -297,4 +304,84 @@ async fn bootstrap_is_idempotent(backend: Backend) {
     let config: AgentConfig = agent.get_ok("/agent/v1/config").await;
     assert_eq!(config.levels.connected, Level::Lockdown);
     server.stop().await;
+}
+
+/// A leaked enrollment token must stop enrolling before it expires: tokens
+/// that may still enroll are listed (never their secret) and revoked by id;
+/// the computers one enrolled stay, and the revocation is audited.
+async fn enrollment_tokens_are_listed_and_revoked(backend: Backend) {
+    let env = Env::new(backend).await;
+    let mut made: Vec<EnrollTokenCreated> = Vec::new();
+    for uses in [3, 1] {
+        made.push(
+            env.admin
+                .expect(
+                    Method::POST,
+                    "/api/v1/enrollment-tokens",
+                    json!({"policy": "default", "max_uses": uses}),
+                    StatusCode::CREATED,
+                )
+                .await,
+        );
+    }
+    let (leaked, other) = (&made[0], &made[1]);
+    let agent = enroll(&env.server, &leaked.token, "web01").await;
+    let listed: Vec<EnrollTokenInfo> = env.admin.get_ok("/api/v1/enrollment-tokens").await;
+    let seen: Vec<(i64, i64, i64)> = listed
+        .iter()
+        .map(|t| (t.id, t.max_uses, t.uses_left))
+        .collect();
+    assert_eq!(seen, vec![(other.id, 1, 1), (leaked.id, 3, 2)]);
+    assert!(
+        listed
+            .iter()
+            .all(|t| t.policy == "default" && t.created_by == "alice"),
+        "{listed:?}"
+    );
+    assert!(!serde_json::to_string(&listed)
+        .unwrap()
+        .contains(&leaked.token));
+
+    let path = format!("/api/v1/enrollment-tokens/{}", leaked.id);
+    // Another organization's admin neither sees nor revokes it.
+    let stranger = env.org_admin("globex", "gus").await;
+    let theirs: Vec<EnrollTokenInfo> = stranger.get_ok("/api/v1/enrollment-tokens").await;
+    assert!(theirs.is_empty(), "{theirs:?}");
+    let (status, v) = stranger.call(Method::DELETE, &path, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    let (status, v) = env.admin.call(Method::DELETE, &path, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{v}");
+    let (status, e) = try_enroll(&env.server, &leaked.token, "web02")
+        .await
+        .err()
+        .expect("a revoked token enrolls nothing");
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{e:?}");
+    let listed: Vec<EnrollTokenInfo> = env.admin.get_ok("/api/v1/enrollment-tokens").await;
+    assert_eq!(
+        listed.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![other.id]
+    );
+    let _: AgentConfig = agent.get_ok("/agent/v1/config").await;
+    // Used up, it is no longer listed.
+    enroll(&env.server, &other.token, "web03").await;
+    let listed: Vec<EnrollTokenInfo> = env.admin.get_ok("/api/v1/enrollment-tokens").await;
+    assert!(listed.is_empty(), "{listed:?}");
+
+    let (status, v) = env.admin.call(Method::DELETE, &path, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    let (status, v) = env
+        .admin
+        .call(Method::DELETE, "/api/v1/enrollment-tokens/x", None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    let page: AuditPage = env.admin.get_ok("/api/v1/audit").await;
+    let object = format!("enrollment token {}", leaked.id);
+    assert!(
+        page.records
+            .iter()
+            .any(|r| r.object == object && r.outcome == "allowed"),
+        "{:#?}",
+        page.records
+    );
+    env.server.stop().await;
 }

@@ -574,6 +574,42 @@ pub(crate) async fn enroll_token(
     let t: palisade_api::admin::EnrollTokenCreated =
         client.post("/api/v1/enrollment-tokens", &body).await?;
     println!("{}", t.token);
+    eprintln!(
+        "(token {}; revoke with: palisade enroll-token --revoke {})",
+        t.id, t.id
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The enrollment tokens that may still enroll a computer.
+pub(crate) async fn enroll_tokens(cfg: Option<&Path>) -> Result<ExitCode> {
+    let (client, _) = AdminClient::from_config(cfg)?;
+    let tokens: Vec<palisade_api::admin::EnrollTokenInfo> =
+        client.get("/api/v1/enrollment-tokens").await?;
+    println!(
+        "{:>5} {:<16} {:>9} {:<24} created by",
+        "id", "policy", "uses left", "expires"
+    );
+    for t in tokens {
+        println!(
+            "{:>5} {:<16} {:>9} {:<24} {}",
+            t.id,
+            shown(&t.policy),
+            format!("{}/{}", t.uses_left, t.max_uses),
+            fmt_ms(t.expires_ms),
+            shown(&t.created_by)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Revoke an enrollment token.
+pub(crate) async fn revoke_enroll_token(cfg: Option<&Path>, id: i64) -> Result<ExitCode> {
+    let (client, _) = AdminClient::from_config(cfg)?;
+    client
+        .delete(&format!("/api/v1/enrollment-tokens/{id}"))
+        .await?;
+    println!("enrollment token {id} revoked");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -37,9 +37,13 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Token(c) => access::token(cfg.as_deref(), c).await,
             Command::Access(c) => access::access(cfg.as_deref(), c).await,
             Command::Audit(c) => access::audit(cfg.as_deref(), c).await,
-            Command::EnrollToken { policy, uses, ttl } => {
-                admin::enroll_token(cfg.as_deref(), &policy, uses, ttl).await
-            }
+            Command::EnrollToken { list: true, .. } => admin::enroll_tokens(cfg.as_deref()).await,
+            Command::EnrollToken {
+                revoke: Some(id), ..
+            } => admin::revoke_enroll_token(cfg.as_deref(), id).await,
+            Command::EnrollToken {
+                policy, uses, ttl, ..
+            } => admin::enroll_token(cfg.as_deref(), &policy, uses, ttl).await,
         }
     })
 }

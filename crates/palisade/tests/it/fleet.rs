@@ -108,6 +108,17 @@ impl Fleet {
             &[("PALISADE_LOG", "warn")],
         );
         assert!(r.ok(), "enroll: {r:?}");
+        // Used up, the token is no longer listed; a spare one is, until
+        // revoked.
+        let header_only = |list: String| list.lines().count() == 1;
+        assert!(header_only(f.ok(&["enroll-token", "--list"])));
+        f.ok(&["enroll-token", "--policy", "default", "--uses", "2"]);
+        let list = f.ok(&["enroll-token", "--list"]);
+        let spare = list.lines().nth(1).unwrap_or_else(|| panic!("{list}"));
+        assert!(spare.contains("2/2") && spare.contains("default"), "{list}");
+        let id = spare.split_whitespace().next().unwrap();
+        f.ok(&["enroll-token", "--revoke", id]);
+        assert!(header_only(f.ok(&["enroll-token", "--list"])));
         f.start_agent();
         f
     }
