@@ -355,6 +355,27 @@ async fn close_requests_under_ban(
 
 /// Move a computer of `org_id` to a policy (of the same organization) and
 /// log the change, inside `tx`. False when there is no such computer.
+/// The policy computer `computer_id` is in, holding its row until the
+/// transaction ends (a write that changes nothing: the row lock on
+/// PostgreSQL; SQLite's write transaction excludes every other writer
+/// anyway); `None` if it is gone. An admin's permission over a computer is
+/// checked by its policy before the write transaction, and a move
+/// committed in between would let the write act on a computer of a policy
+/// the admin may not touch: the write checks again with this. Take it
+/// after any catalog (`files`) rows and before the revision counter: the
+/// catalog recorder takes files, then computers.
+pub(crate) async fn policy_of_locked(
+    tx: &mut WriteTx<'_>,
+    computer_id: i64,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE computers SET policy_id = policy_id WHERE id = $1 RETURNING policy_id",
+    )
+    .bind(computer_id)
+    .fetch_optional(tx.conn())
+    .await
+}
+
 pub(crate) async fn move_computer(
     tx: &mut WriteTx<'_>,
     org_id: i64,

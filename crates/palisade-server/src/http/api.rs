@@ -447,6 +447,8 @@ pub(crate) async fn set_file_state(
         (None, None) => Scope::Global,
     };
     let update = Permission::new(Resource::Files, Op::Update);
+    // The policy a computer-scope state was permitted by.
+    let mut checked = None;
     match scope {
         Scope::Global => admin.require_org(update)?,
         Scope::Policy(p) => admin.require_policy(update, p.0)?,
@@ -456,6 +458,7 @@ pub(crate) async fn set_file_state(
                 .fetch_one(&mut *conn)
                 .await?;
             admin.require_policy(update, policy)?;
+            checked = Some((c.0, policy));
         }
     }
     drop(conn);
@@ -479,6 +482,20 @@ pub(crate) async fn set_file_state(
         }],
     )
     .await?;
+    // The computer may have moved since the check: the permission must
+    // hold in the policy it is in now (after the catalog's rows, before
+    // the counter: see `policy_of_locked`).
+    if let Some((computer, checked)) = checked {
+        match crate::ops::policy_of_locked(&mut tx, computer).await? {
+            Some(now) if now == checked => {}
+            Some(now) => admin.require_policy(update, now)?,
+            None => {
+                return Err(
+                    ApiError::not_found("the computer was removed meanwhile").field("computer")
+                )
+            }
+        }
+    }
     write_file_state(&mut tx, admin.org_id, sha, scope, req.state, &admin.admin).await?;
     admin.record(
         format!("file {sha}"),
@@ -697,6 +714,13 @@ pub(crate) async fn move_computer(
     let id = computer_id_by_name(tx.conn(), admin.org_id, name.as_str())
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no computer named {:?}", name.as_str())))?;
+    if crate::ops::policy_of_locked(&mut tx, id).await? != Some(from) {
+        return Err(ApiError::conflict(format!(
+            "computer {:?} moved to another policy meanwhile; nothing changed, try again",
+            name.as_str()
+        ))
+        .field("name"));
+    }
     crate::ops::move_computer(&mut tx, admin.org_id, id, policy.id).await?;
     admin.record(
         format!("computer {}", name.as_str()),

@@ -351,3 +351,46 @@ async fn a_stream_opened_during_a_move_follows_the_new_policy() {
     let c = stream.next_change(Duration::from_secs(2)).await;
     assert_eq!(c.hashes, vec![hash(2)]);
 }
+
+/// Regression (PostgreSQL only, as above): a computer-scope file state
+/// was permitted by the computer's policy read before the write; a move
+/// committed in between let an admin of the old policy set a state on a
+/// computer now in a policy she may not touch. The write reads the policy
+/// again, under the computer's row lock, and checks the permission there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_computer_moved_during_a_state_change_is_checked_in_its_new_policy() {
+    use sqlx::{Connection, Executor};
+    let env = Env::new(Backend::Postgres).await;
+    env.admin.create_policy("servers", "lockdown").await;
+    let web = env.agent("default", "web01").await;
+    let erin = crate::access::admin_with(&env, "erin", "security-admin", Some("default")).await;
+    // The server's catalog write waits for this lock: after its check.
+    let mut locked = sqlx::PgConnection::connect(&env.db.url)
+        .await
+        .expect("postgres");
+    locked
+        .execute("BEGIN; LOCK TABLE files IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let path = format!("/api/v1/files/{}/state", hash(1));
+    let body = json!({"state": "banned", "computer": "web01", "path": "/usr/bin/x"});
+    let ((status, v), ()) = tokio::join!(
+        erin.call(Method::PUT, &path, Some(body)),
+        move_while_the_revision_waits(&env, locked)
+    );
+    assert_eq!(status, reqwest::StatusCode::FORBIDDEN, "{v}");
+    let d: FileDetails = env
+        .admin
+        .get_ok(&format!("/api/v1/files/{}", hash(1)))
+        .await;
+    assert!(d.states.is_empty(), "{:?}", d.states);
+    assert_eq!(
+        web.lookup(&[hash(1)]).await.results[0].approval,
+        Approval::Unknown
+    );
+    // In her policy, and not moving, it is hers to set.
+    env.agent("default", "web02").await;
+    let _: Value = erin
+        .put_ok(&path, json!({"state": "banned", "computer": "web02"}))
+        .await;
+}
