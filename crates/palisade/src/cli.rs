@@ -558,11 +558,14 @@ pub(crate) enum FolderCmd {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum RequestCmd {
-    /// List approval requests.
+    /// List approval requests, newest first (every one, a page at a time).
     List {
         /// pending (default), granted, denied or all.
         #[arg(long, default_value = "pending")]
         status: String,
+        /// At most this many.
+        #[arg(long)]
+        limit: Option<usize>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,

@@ -41,6 +41,9 @@ fn policies(common: &RuleCommon) -> Result<Vec<Name>> {
         .collect()
 }
 
+/// The most requests the service returns at once.
+const REQUEST_PAGE: usize = 1000;
+
 pub(crate) async fn publisher(cfg: Option<&Path>, cmd: PublisherCmd) -> Result<ExitCode> {
     let (client, _) = AdminClient::from_config(cfg)?;
     let (a, state) = match cmd {
@@ -627,13 +630,30 @@ pub(crate) async fn request(cfg: Option<&Path>, cmd: RequestCmd) -> Result<ExitC
     }
     let (client, _) = AdminClient::from_config(cfg)?;
     match cmd {
-        RequestCmd::List { status, json } => {
-            let path = if status == "all" {
-                "/api/v1/requests".to_owned()
-            } else {
-                format!("/api/v1/requests?status={status}")
-            };
-            let list: Vec<ApprovalRequestInfo> = client.get(&path).await?;
+        RequestCmd::List {
+            status,
+            limit,
+            json,
+        } => {
+            // The service answers a page (at most REQUEST_PAGE) at a time.
+            let mut list: Vec<ApprovalRequestInfo> = Vec::new();
+            let want = limit.unwrap_or(usize::MAX);
+            while list.len() < want {
+                let page_size = REQUEST_PAGE.min(want - list.len());
+                let mut path = format!("/api/v1/requests?limit={page_size}");
+                if status != "all" {
+                    path.push_str(&format!("&status={}", segment(&status)));
+                }
+                if let Some(last) = list.last() {
+                    path.push_str(&format!("&before={}", last.id));
+                }
+                let page: Vec<ApprovalRequestInfo> = client.get(&path).await?;
+                let full = page.len() == page_size;
+                list.extend(page);
+                if !full {
+                    break;
+                }
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {

@@ -1059,6 +1059,13 @@ fn the_prompt_level_lets_users_request_approval() {
     );
     let all = up.ok(&["request", "list", "--status", "all"]);
     assert!(all.contains("granted") && all.contains("denied"), "{all}");
+    // Newest first, as many as asked for.
+    let one = up.ok(&[
+        "request", "list", "--status", "all", "--limit", "1", "--json",
+    ]);
+    let one: Vec<serde_json::Value> = serde_json::from_str(&one).unwrap();
+    assert_eq!(one.len(), 1, "{one:?}");
+    assert_eq!(one[0]["id"], deny_id, "{one:?}");
 }
 
 #[test]
