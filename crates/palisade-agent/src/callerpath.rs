@@ -17,13 +17,15 @@
 //! `exe`) are followed by the kernel, since they name their object
 //! whoever follows them.
 //!
-//! Called from workers only: a lookup on a FUSE filesystem may wait on
-//! its daemon.
+//! Nothing is asked of a FUSE filesystem, whose daemon need never answer:
+//! each place reached is examined with `AT_STATX_DONT_SYNC` and its type
+//! read from the caller's mount table, and a walk reaching FUSE ends, not
+//! known (to the script check, a match: it fails closed).
 
 use crate::files::FileId;
 use rustix::fs::{self, AtFlags, FileType, Mode, OFlags, StatxFlags};
 use rustix::io::Errno;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
@@ -34,10 +36,6 @@ const MAX_LINKS: usize = 40;
 
 /// The inode number of a procfs root.
 const PROC_ROOT_INO: u64 = 1;
-
-/// `f_type` of FUSE filesystems: a lookup there is answered by a user's
-/// daemon, which need never answer.
-const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
 
 /// What a path names for a process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +57,17 @@ pub(crate) enum Named {
 pub(crate) struct Budget {
     names: usize,
     until: Instant,
+    /// The caller's mount table, read when first needed and again once
+    /// for a mount not in it.
+    mounts: Option<MountTypes>,
+}
+
+/// A thread's mount table: mount id -> filesystem type.
+struct MountTypes {
+    tid: u32,
+    types: HashMap<u64, String>,
+    /// Times read for this thread.
+    reads: u32,
 }
 
 impl Budget {
@@ -67,7 +76,40 @@ impl Budget {
         Budget {
             names,
             until: Instant::now() + time,
+            mounts: None,
         }
+    }
+
+    /// The type of the filesystem mounted as `mnt` for `tid`, from its
+    /// mount table: known without asking the filesystem anything (a
+    /// `statfs` of a FUSE filesystem waits on its daemon, which need
+    /// never answer). A mount in no table it can read is not known.
+    fn fstype(&mut self, tid: u32, mnt: u64) -> Result<&str, Stop> {
+        let (known, reads) = match &self.mounts {
+            Some(m) if m.tid == tid => (m.types.contains_key(&mnt), m.reads),
+            _ => (false, 0),
+        };
+        if !known {
+            if reads >= 2 {
+                return Err(Stop::Unknown);
+            }
+            let text = std::fs::read_to_string(format!("/proc/{tid}/mountinfo"))
+                .map_err(|_| Stop::Unknown)?;
+            let types = crate::mounts::parse_mountinfo(&text)
+                .into_iter()
+                .map(|m| (u64::from(m.mount_id), m.fstype))
+                .collect();
+            self.mounts = Some(MountTypes {
+                tid,
+                types,
+                reads: reads + 1,
+            });
+        }
+        self.mounts
+            .as_ref()
+            .and_then(|m| m.types.get(&mnt))
+            .map(String::as_str)
+            .ok_or(Stop::Unknown)
     }
 
     fn spend(&mut self) -> Result<(), Stop> {
@@ -86,8 +128,11 @@ enum Stop {
 }
 
 impl From<Errno> for Stop {
+    /// What names nothing for the caller either: no such name, not a
+    /// directory on the way, a name too long to be one (`python3 -c` with
+    /// a long program: its text is an argument, and names no file).
     fn from(e: Errno) -> Stop {
-        if e == Errno::NOENT || e == Errno::NOTDIR {
+        if e == Errno::NOENT || e == Errno::NOTDIR || e == Errno::NAMETOOLONG {
             Stop::Nothing
         } else {
             Stop::Unknown
@@ -108,66 +153,120 @@ pub(crate) fn file_named_by(tid: u32, path: &[u8], budget: &mut Budget) -> Named
 fn walk(tid: u32, path: &[u8], budget: &mut Budget) -> Result<FileId, Stop> {
     // The caller's own places: not reaching them is not knowing.
     let root = open_dir(format!("/proc/{tid}/root")).map_err(|_| Stop::Unknown)?;
-    let root_at = place(&root)?;
-    let mut at = if path.starts_with(b"/") {
-        root.try_clone().map_err(|_| Stop::Unknown)?
+    let root_at = Place::of(&root, tid, budget)?;
+    let (mut at, mut here) = if path.starts_with(b"/") {
+        (root.try_clone().map_err(|_| Stop::Unknown)?, root_at)
     } else {
-        open_dir(format!("/proc/{tid}/cwd")).map_err(|_| Stop::Unknown)?
+        let cwd = open_dir(format!("/proc/{tid}/cwd")).map_err(|_| Stop::Unknown)?;
+        let here = Place::of(&cwd, tid, budget)?;
+        (cwd, here)
     };
     let mut todo: VecDeque<Vec<u8>> = names(path).map(<[u8]>::to_vec).collect();
     let mut links = 0;
     while let Some(name) = todo.pop_front() {
         let name = name.as_slice();
         budget.spend()?;
-        if fs::fstatfs(&at)?.f_type as i64 == FUSE_SUPER_MAGIC {
-            return Err(Stop::Unknown);
-        }
         if name == b".." {
             // Never above the caller's root: the same place, mount
             // included (a bind mount of the root has its device and inode).
-            if place(&at)? != root_at {
-                at = open_at(&at, b"..", OFlags::DIRECTORY)?;
+            if here.same(&root_at) {
+                continue;
             }
+            at = open_at(&at, b"..", OFlags::DIRECTORY)?;
+            here = Place::of(&at, tid, budget)?;
             continue;
         }
+        // `at` is on no FUSE filesystem (checked when reached): this
+        // lookup asks no user's daemon.
         let next = open_at(&at, name, OFlags::NOFOLLOW)?;
-        if FileType::from_raw_mode(fs::fstat(&next)?.st_mode) != FileType::Symlink {
-            at = next;
+        let there = Place::of(&next, tid, budget)?;
+        if !there.symlink {
+            (at, here) = (next, there);
             continue;
         }
         links += 1;
         if links > MAX_LINKS {
             return Err(Stop::Unknown);
         }
-        if fs::fstatfs(&at)?.f_type == fs::PROC_SUPER_MAGIC {
-            if fs::fstat(&at)?.st_ino != PROC_ROOT_INO {
+        if here.proc {
+            if here.ino != PROC_ROOT_INO {
                 // A process's own link (`fd/N`, `cwd`, `root`, `exe`,
                 // `map_files/…`): its object, whoever follows it.
                 at = open_at(&at, name, OFlags::empty())?;
+                here = Place::of(&at, tid, budget)?;
                 continue;
             }
-            match name {
-                b"self" => {
-                    at = caller_in(&at, tid, false)?;
-                    continue;
-                }
-                b"thread-self" => {
-                    at = caller_in(&at, tid, true)?;
-                    continue;
-                }
+            let thread = match name {
+                b"self" => Some(false),
+                b"thread-self" => Some(true),
                 // Ordinary links at the root (`mounts`, `net`).
-                _ => {}
+                _ => None,
+            };
+            if let Some(thread) = thread {
+                at = caller_in(&at, tid, thread)?;
+                here = Place::of(&at, tid, budget)?;
+                continue;
             }
         }
         let target = fs::readlinkat(&at, OsStr::from_bytes(name), Vec::new())?.into_bytes();
         if target.starts_with(b"/") {
             at = root.try_clone().map_err(|_| Stop::Unknown)?;
+            here = root_at;
         }
         for n in names(&target).collect::<Vec<_>>().into_iter().rev() {
             todo.push_front(n.to_vec());
         }
     }
-    id_of(&at)
+    Ok(FileId {
+        dev: rustix::fs::makedev(here.major, here.minor),
+        ino: here.ino,
+    })
+}
+
+/// Where an open file is (mount, device, inode), what it is, and what
+/// filesystem holds it: read with `AT_STATX_DONT_SYNC` and the caller's
+/// mount table, so that nothing is asked of the filesystem itself. One on
+/// FUSE ends the walk, not known.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    mnt: u64,
+    major: u32,
+    minor: u32,
+    ino: u64,
+    symlink: bool,
+    proc: bool,
+}
+
+impl Place {
+    fn of(fd: &OwnedFd, tid: u32, budget: &mut Budget) -> Result<Place, Stop> {
+        let st = fs::statx(
+            fd,
+            "",
+            AtFlags::EMPTY_PATH | AtFlags::STATX_DONT_SYNC,
+            StatxFlags::MNT_ID | StatxFlags::INO | StatxFlags::TYPE,
+        )?;
+        if st.stx_mask & StatxFlags::MNT_ID.bits() == 0 {
+            return Err(Stop::Unknown);
+        }
+        let fstype = budget.fstype(tid, st.stx_mnt_id)?;
+        if fstype == "fuse" || fstype.starts_with("fuse.") || fstype == "fuseblk" {
+            return Err(Stop::Unknown);
+        }
+        Ok(Place {
+            mnt: st.stx_mnt_id,
+            major: st.stx_dev_major,
+            minor: st.stx_dev_minor,
+            ino: st.stx_ino,
+            symlink: FileType::from_raw_mode(u32::from(st.stx_mode)) == FileType::Symlink,
+            proc: fstype == "proc",
+        })
+    }
+
+    /// The same directory, reached through the same mount.
+    fn same(&self, other: &Place) -> bool {
+        (self.mnt, self.major, self.minor, self.ino)
+            == (other.mnt, other.major, other.minor, other.ino)
+    }
 }
 
 /// The caller's directory in the procfs whose root is `proc`: what its
@@ -216,22 +315,6 @@ fn start_time(dir: &OwnedFd) -> Result<u64, Stop> {
         .ok_or(Stop::Unknown)
 }
 
-/// Where an open directory is: mount, device and inode.
-fn place(fd: &OwnedFd) -> Result<(u64, u32, u32, u64), Stop> {
-    let st = fs::statx(
-        fd,
-        "",
-        AtFlags::EMPTY_PATH,
-        StatxFlags::MNT_ID | StatxFlags::INO,
-    )?;
-    Ok((
-        st.stx_mnt_id,
-        st.stx_dev_major,
-        st.stx_dev_minor,
-        st.stx_ino,
-    ))
-}
-
 fn names(path: &[u8]) -> impl Iterator<Item = &[u8]> {
     path.split(|b| *b == b'/')
         .filter(|n| !n.is_empty() && *n != b".")
@@ -252,14 +335,6 @@ fn open_at(dir: &OwnedFd, name: &[u8], flags: OFlags) -> Result<OwnedFd, Stop> {
         OFlags::PATH | OFlags::CLOEXEC | flags,
         Mode::empty(),
     )?)
-}
-
-fn id_of(fd: &OwnedFd) -> Result<FileId, Stop> {
-    let st = fs::fstat(fd)?;
-    Ok(FileId {
-        dev: st.st_dev,
-        ino: st.st_ino,
-    })
 }
 
 #[cfg(test)]
@@ -375,6 +450,12 @@ mod tests {
         assert_eq!(named(pid, b"l1"), Named::Unknown);
         assert_eq!(named(pid, b"missing"), Named::Nothing);
         assert_eq!(named(pid, b"payload/x"), Named::Nothing);
+        let program = "print('x'); ".repeat(40);
+        assert_eq!(
+            named(pid, program.as_bytes()),
+            Named::Nothing,
+            "a long name"
+        );
         assert_eq!(named(pid, b"s\xffcript"), id(&odd));
         let up = format!("/../../..{}", script.display());
         assert_eq!(named(pid, up.as_bytes()), id(&script));

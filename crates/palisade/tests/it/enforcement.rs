@@ -382,6 +382,17 @@ fn scripts_are_controlled_through_shebang_and_interpreters() {
         r.ok() && r.stdout.contains("just data"),
         "interpreters may read data: {r:?}"
     );
+    // A program text longer than a file name can be names no file.
+    let long = format!(
+        "{}print(open('{}').read().strip())",
+        "x = 1; ".repeat(50),
+        m.join("data.txt").display()
+    );
+    let r = run("/usr/bin/python3", &["-c", &long], &[]);
+    assert!(
+        r.ok() && r.stdout.contains("just data"),
+        "a long program may read data: {r:?}"
+    );
 
     up.ok(&[
         "file",
