@@ -203,34 +203,30 @@ impl Engine {
         if eval.verdict == Verdict::Block && !guard_reports && self.is_own(p.pid) {
             return false; // the agent's own event: allowed by the caller
         }
-        // Without the guard nothing needs the kernel-side cache before an
-        // exec is answered: the ignore mark is placed after the answer, off
-        // the exec's path (the epoch read above still keeps a stale allow
-        // out, and `kernel_allow` checks the file did not change). Any other
-        // open is marked first: it may be a writer, whose writes must find
-        // the mark there to clear it. With the guard, its map must hold the
-        // inode before the mappings are made.
-        let cache_after = eval.cacheable && self.guard.is_none() && exec;
-        if eval.cacheable && !cache_after {
+        // The inode goes into the kernel-side cache before the answer, for
+        // every open. A writer's writes must find the mark there to clear it;
+        // with the guard, its map must hold the inode before the mappings are
+        // made; and an exec raises two permission events, `OPEN_EXEC_PERM`
+        // then `OPEN_PERM`, the second only once the first is answered: a
+        // mark placed after the answer races with it, and where the second
+        // event wins, the blocked process waits for a second round trip
+        // (33 of 150 cold first execs in one benchmark run; none since).
+        if eval.cacheable {
             self.kernel_allow(p.fd(), &ident, sha, epoch);
-        } else if !eval.cacheable && op == Operation::LoadLibrary {
+        } else if op == Operation::LoadLibrary {
             self.kernel_revoke(ident.id);
         }
         bump(&self.stats.fast_path);
         // Reading a library is not loading it: with the guard, the open is
         // allowed and the executable mapping is what gets judged.
-        let answered = self.answer(
+        self.answer(
             p,
             if guard_reports {
                 Verdict::Allow
             } else {
                 eval.verdict
             },
-        );
-        if cache_after {
-            self.kernel_allow(p.fd(), &ident, sha, epoch);
-        }
-        answered
+        )
     }
 
     /// Whether the rules let a copy of approved code at `path` go into the

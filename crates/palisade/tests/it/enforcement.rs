@@ -585,6 +585,53 @@ fn approved_code_already_seen_runs_first_time_without_a_round_trip() {
     );
 }
 
+/// A first exec that the agent answers (a file it never saw, approved by
+/// hash) costs the blocked process one round trip. The kernel raises two
+/// permission events for an exec, `OPEN_EXEC_PERM` and then, once that is
+/// answered, `OPEN_PERM`; the agent's ignore mark, placed before its
+/// answer, keeps the second in the kernel. (Placed after the answer, as it
+/// once was, the mark lost that race now and then, and the process waited
+/// for a second answer.)
+#[test]
+fn a_first_exec_the_agent_answers_takes_one_round_trip() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    // Written before the agent starts, which runs without a scan: cold.
+    let copies: Vec<_> = (0..10)
+        .map(|i| Programs::get().install("hello", &m.path, &format!("cold-{i}")))
+        .collect();
+    let up = Up::start(&m, &["--lockdown", "--no-scan"]);
+    let status = || -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(&up.ok(&["status", "--json"])).unwrap()
+    };
+    up.ok(&[
+        "file",
+        "approve",
+        &sha256_hex(&Programs::get().path("hello")),
+    ]);
+    assert!(
+        eventually(Duration::from_secs(20), || status()["cached_approvals"]
+            .as_u64()
+            >= Some(1))
+        .is_some(),
+        "the approval reached the agent: {}",
+        status()
+    );
+    for copy in &copies {
+        let before = status()["stats"]["events"].as_u64().unwrap();
+        let r = run(copy, &[], &[]);
+        assert!(r.ok(), "{} ran: {r:?}", copy.display());
+        let after = status()["stats"]["events"].as_u64().unwrap();
+        assert_eq!(
+            after - before,
+            1,
+            "permission events that reached the agent for the first run of {}: {}",
+            copy.display(),
+            status()["stats"]
+        );
+    }
+}
+
 /// Whether a live agent other than `pid` wants `vm.memfd_noexec` raised.
 fn other_agents_hold_memfd(pid: i32) -> bool {
     let Ok(dir) = std::fs::read_dir("/run/palisade/memfd-noexec") else {
