@@ -55,7 +55,8 @@ cold_setup() {
   local src=$REPO/bench/src
   gcc -O2 -Wall -Wextra -o "$BIN/execbench" "$src/execbench.c"
   gcc -O2 -Wall -Wextra -o "$BIN/mkvariants" "$src/mkvariants.c"
-  gcc -O2 -Wall -Wextra -o "$BIN/fanfloor" "$src/fanfloor.c"
+  [ -e /usr/include/openssl/evp.h ] || bash "$REPO/scripts/deps.sh" libssl-dev
+  gcc -O2 -Wall -Wextra -o "$BIN/fanfloor" "$src/fanfloor.c" -lcrypto
   gcc -O2 -o "$BIN/hello" "$src/hello.c"
   COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- crates Cargo.lock 2>/dev/null || echo ' + uncommitted changes')"
   if [ "$SKIP_BUILD" != 1 ] || [ ! -x target/release/palisade ]; then

@@ -144,7 +144,7 @@ die() { echo "error: $*" >&2; exit 1; }
 
 # ---- dependencies -------------------------------------------------------------
 need=()
-for pkg in gcc libc6-dev clang llvm openssl python3 fapolicyd; do
+for pkg in gcc libc6-dev libssl-dev clang llvm openssl python3 fapolicyd; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -191,7 +191,7 @@ SRC=$REPO/bench/src
 BIN=$WORK/bin
 gcc -O2 -Wall -Wextra -o "$BIN/execbench" "$SRC/execbench.c"
 gcc -O2 -Wall -Wextra -o "$BIN/mkvariants" "$SRC/mkvariants.c"
-gcc -O2 -Wall -Wextra -o "$BIN/fanfloor" "$SRC/fanfloor.c"
+gcc -O2 -Wall -Wextra -o "$BIN/fanfloor" "$SRC/fanfloor.c" -lcrypto
 gcc -O2 -Wall -Wextra -o "$BIN/mmapwrite" "$SRC/mmapwrite.c"
 gcc -O2 -o "$BIN/hello" "$SRC/hello.c"
 gcc -O2 -shared -fPIC -o "$BIN/libfoo.so" "$SRC/libfoo.c"
@@ -422,32 +422,36 @@ phase_none() {
   measure none b -f "$WORK/lists/b-n$PHASE" -C "$WORK/lists/bctl-n$PHASE"
   measure none c -f "$WORK/lists/c-n$PHASE"
   rm -rf "$MNT/b-n$PHASE" "$MNT/c-n$PHASE" "$CTL/b-n$PHASE"
-  floor_b
+  floor_b b-floor
+  floor_b b-floorhash sha256
 }
 
 # The floor of a user-space decision, measured at the end of every `none`
 # phase: (b) again on new files, under bench/src/fanfloor.c (one thread that
-# allows everything, setting an ignore mark as it goes).
-floor_b() {
-  local tag=f$PHASE i
+# allows everything, setting an ignore mark as it goes); then once more with
+# `fanfloor MOUNT sha256`, which also reads and hashes each file before its
+# answer: the floor of a decision bound to content (scenario b-floorhash).
+floor_b() { # floor_b SCEN [sha256]
+  local scen=$1 tag=f$1-$PHASE i
+  local log=$WORK/logs/fanfloor-$scen-$PHASE.out
   mkdir -p "$MNT/b-$tag" "$CTL/b-$tag"
   "$MKV" "$BIN/hello" "$MNT/b-$tag" v "$B_COUNT" 16 > "$WORK/lists/b-$tag"
   "$MKV" "$BIN/hello" "$CTL/b-$tag" v "$B_COUNT" 16 > "$WORK/lists/bctl-$tag"
-  "$BIN/fanfloor" "$MNT" > "$WORK/logs/fanfloor-$PHASE.out" 2>&1 &
+  "$BIN/fanfloor" "$MNT" ${2:+"$2"} > "$log" 2>&1 &
   FLOOR_PID=$!
   for i in $(seq 100); do
-    grep -q 'fanfloor: ready' "$WORK/logs/fanfloor-$PHASE.out" && break
+    grep -q 'fanfloor: ready' "$log" && break
     kill -0 "$FLOOR_PID" 2>/dev/null || break
     sleep 0.05
   done
-  grep -q 'fanfloor: ready' "$WORK/logs/fanfloor-$PHASE.out" || { cat "$WORK/logs/fanfloor-$PHASE.out" >&2; die "fanfloor did not start"; }
-  measure floor b-floor -f "$WORK/lists/b-$tag" -C "$WORK/lists/bctl-$tag"
+  grep -q 'fanfloor: ready' "$log" || { cat "$log" >&2; die "fanfloor did not start"; }
+  measure floor "$scen" -f "$WORK/lists/b-$tag" -C "$WORK/lists/bctl-$tag"
   stop_pid "$FLOOR_PID" fanfloor
   FLOOR_PID=""
   # Its answer times, printed as it ends (config "floorlat").
   local times
-  times=$(grep -m1 '^answers=' "$WORK/logs/fanfloor-$PHASE.out" || true)
-  [ -z "$times" ] || printf '%s\t%s\t%s\t%s\t%s\n' "$PHASE" "$ROUND" floorlat b-floor "$times" >> "$RES"
+  times=$(grep -m1 '^answers=' "$log" || true)
+  [ -z "$times" ] || printf '%s\t%s\t%s\t%s\t%s\n' "$PHASE" "$ROUND" floorlat "$scen" "$times" >> "$RES"
   rm -rf "$MNT/b-$tag" "$CTL/b-$tag"
 }
 

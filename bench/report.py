@@ -199,9 +199,15 @@ for scen, _, _, kind, target in SCENARIOS:
             results[(config, s)] = d
 
 
-# The floor, against the `none` measurement of its own phase.
-fl = [(r, by[(r["phase"], "b")]) for r in floor_rows if (r["phase"], "b") in by]
-if fl:
+# The floors, against the `none` measurement of their own phase: b-floor
+# (fanfloor: fstat, ignore mark, answer) and b-floorhash (the same after
+# reading and hashing the file with SHA-256: the floor of a content-bound
+# decision about a file never seen).
+for fscen in ("b-floor", "b-floorhash"):
+    fl = [(r, by[(r["phase"], "b")]) for r in floor_rows
+          if r["scen"] == fscen and (r["phase"], "b") in by]
+    if not fl:
+        continue
     rat = [r["mean_us"] / n["mean_us"] for r, n in fl]
     add = [(r["mean_us"] - n["mean_us"]) / 1000 for r, n in fl]
     d = dict(n=int(fl[0][0]["n"]), rounds=len(fl),
@@ -211,9 +217,10 @@ if fl:
     pr = [r["pair_mean_ratio"] / n["pair_mean_ratio"] for r, n in fl if "pair_mean_ratio" in r and "pair_mean_ratio" in n]
     if pr:
         d.update(pratio=med(pr), pmin=min(pr), pmax=max(pr))
-    results[("floor", "b-floor")] = d
-    VARIANTS["b"].append(("floor", "b-floor"))
+    results[("floor", fscen)] = d
+    VARIANTS["b"].append(("floor", fscen))
 SUFFIX["b-floor"] = " (fanfloor)"
+SUFFIX["b-floorhash"] = " + SHA-256 (fanfloor sha256)"
 
 
 def R(config, s, field):
@@ -647,14 +654,15 @@ if step_hist:
         mean_words = f"{fmt_ns(mb)} on average, " if mb == mb else ""
         w(f"more per exec. Its reader's answer time was {mean_words}median")
         w(f"≤ {fmt_ns(hist_quantile(hb, 0.5))}")
-        fl_med = [r["median_ns"] for r in floorlat_rows if "median_ns" in r]
+        fl_lat = [r for r in floorlat_rows if r["scen"] == "b-floor"]
+        fl_med = [r["median_ns"] for r in fl_lat if "median_ns" in r]
         if fl_med:
-            fl_p99 = [r["p99_ns"] for r in floorlat_rows if "p99_ns" in r]
+            fl_p99 = [r["p99_ns"] for r in fl_lat if "p99_ns" in r]
             w(f"(p99 ≤ {fmt_ns(hist_quantile(hb, 0.99))}); `fanfloor`'s, measured the same way")
             w(f"(`fstat`, ignore mark, answer), {fmt_ns(med(fl_med))} (p99 {fmt_ns(med(fl_p99))};")
             w(f"medians over its {len(fl_med)} runs). The rest of the difference lies outside the")
-            w("answer and is not timed here: the work after it (the path lookup, the ignore mark")
-            w("and caching, on the reader's CPU while the exec goes on) or the kernel.")
+            w("answer and is not timed here: the work after it (the path lookup and caching, on")
+            w("the reader's CPU while the exec goes on) or the kernel.")
         else:
             w(f"(p99 ≤ {fmt_ns(hist_quantile(hb, 0.99))}).")
         w("")
@@ -838,6 +846,15 @@ if fr == fr:
     w(f"  ({(pc - fr) * nb:+.0f} µs per exec against that floor) and warm {pw:.3f}×"
       + (f", below the floor ({(pw - fr) * nb:+.0f} µs): no round trip at all." if pw < fr - 0.01 else
          f" ({(pw - fr) * nb:+.0f} µs against the floor)."))
+    fh = R("floor", "b-floorhash", "pratio")
+    if fh == fh:
+        tb = next(t for sc, _, _, _, t in SCENARIOS if sc == "b")
+        w(f"  The row below it is the same responder reading each file whole and computing its")
+        w(f"  SHA-256 (OpenSSL) before it answers (`fanfloor MOUNT sha256`): the least a decision")
+        w(f"  bound to the content of a file never seen can cost here, paired {fh:.3f}×")
+        w(f"  ({(fh - fr) * nb:+.0f} µs for the hash). Palisade cold is {(pc - fh) * nb:+.0f} µs against it"
+          + (f"; with that floor above {tb:.2f}×, no user-space check bound to content passes (b) cold"
+             " on this machine." if fh > tb else "."))
 cc, cw, cf, cs = (R(c, s, "added") for c, s in (("palisade", "c-cold"), ("palisade", "c-warm"), (FN, "c"), (FS, "c")))
 rate = c_bytes / (cc / 1000) / 1e9 if cc == cc and cc > 0 else NAN
 srate = c_bytes / (cs / 1000) / 1e9 if cs == cs and cs > 0 else NAN
