@@ -17,7 +17,7 @@
 //! | catalog recorder | one tokio task | writes lookup / event sightings (bounded queue, drop-and-count when full); package/publisher facts arrive with inventory (scan, or facts the agent established at a decision) and are written by that request |
 //! | event rules | one tokio task | evaluates event rules on stored events and on hashes seen on a computer for the first time; runs their actions; reads triggers from the database past per-organization cursors, one bounded batch per organization in turn; skips (and counts) only backlogs too large or too old |
 //! | alerts | one dispatcher task, one worker per receiver | webhook and syslog deliveries of event rules (bounded queues; a hung receiver delays only its own alerts) |
-//! | agent streams | one tokio task each | filter feed batches for one computer, heartbeats |
+//! | agent streams | one tokio task each, at most four per computer (a fifth closes the oldest) | filter feed batches for one computer, heartbeats |
 //! | liveness | one tokio task | while streams are open, every heartbeat interval pushes this replica's own `replicas` row ahead (one row, whatever the number of agents) and closes the streams of its computers found revoked |
 //! | database pool | sqlx `Any` pool | SQLite: WAL, `busy_timeout`, `BEGIN IMMEDIATE` writes; PostgreSQL: plain pool |
 //!

@@ -16,12 +16,15 @@
 //! revoked and tells their streams to close, so a revocation ends them
 //! within an interval even if its change was missed (the change feed
 //! normally ends them at once).
+//!
+//! A computer holds at most [`MAX_STREAMS_PER_COMPUTER`] streams on a
+//! replica; one more closes its oldest.
 use crate::db::{now_ms, Db, WriteTx};
 use palisade_api::agent::HEARTBEAT_SECS;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::{watch, Mutex, Notify};
+use tokio::sync::{oneshot, watch, Mutex, Notify};
 
 /// How far ahead of now a replica keeps its `alive_until_ms`.
 pub(crate) const SLACK_MS: i64 = 3 * HEARTBEAT_SECS as i64 * 1000;
@@ -29,9 +32,19 @@ pub(crate) const SLACK_MS: i64 = 3 * HEARTBEAT_SECS as i64 * 1000;
 /// next replica to start.
 const FORGET_AFTER_MS: i64 = 24 * 3600 * 1000;
 
+/// Streams one computer may hold open on one replica. An agent keeps one,
+/// but a reconnect can overlap streams the server has not found dead yet (a
+/// connection that vanished without a close is noticed only when a write to
+/// it fails, which can take minutes). The newest win: opening one more
+/// closes the oldest. So neither a computer nor whoever holds its
+/// certificate can pile up tasks and buffers on a replica, and an agent is
+/// never locked out by streams of its own that died unseen.
+pub(crate) const MAX_STREAMS_PER_COMPUTER: usize = 4;
+
 struct Entry {
-    /// Streams of this computer open on this replica.
-    streams: usize,
+    /// Streams of this computer open on this replica, oldest first: each
+    /// one's id and what tells it to close when newer ones displace it.
+    streams: VecDeque<(u64, oneshot::Sender<()>)>,
     /// Written into the computer's `connections` row by the stream that
     /// created this entry; the row is deleted only with this token.
     token: i64,
@@ -47,6 +60,18 @@ pub(crate) struct Liveness {
     alive_until: AtomicI64,
     live: Mutex<HashMap<i64, Entry>>,
     wake: Notify,
+    /// The id of the next stream to open.
+    next_stream: AtomicU64,
+}
+
+/// A stream registered by [`Liveness::open`].
+pub(crate) struct Opened {
+    /// Its id, for [`Liveness::close`].
+    pub(crate) id: u64,
+    /// Changes when a later refresh finds the computer revoked.
+    pub(crate) revoked: watch::Receiver<bool>,
+    /// Resolves when newer streams of the computer displaced this one.
+    pub(crate) displaced: oneshot::Receiver<()>,
 }
 
 /// What a refresh did.
@@ -92,37 +117,56 @@ impl Liveness {
             alive_until: AtomicI64::new(now + SLACK_MS),
             live: Mutex::new(HashMap::new()),
             wake: Notify::new(),
+            next_stream: AtomicU64::new(0),
         })
     }
 
     /// A stream of `computer_id` opened: mark the computer connected through
     /// this replica. `None` when the computer is revoked (the stream must
-    /// close); otherwise a receiver that changes when a later refresh finds
-    /// it revoked. Every `Some` must be matched by one [`Liveness::close`].
-    pub(crate) async fn open(
-        &self,
-        computer_id: i64,
-    ) -> Result<Option<watch::Receiver<bool>>, sqlx::Error> {
-        let (token, rx) = {
+    /// close). Every `Some` must be matched by one [`Liveness::close`] with
+    /// its id. Beyond [`MAX_STREAMS_PER_COMPUTER`], the computer's oldest
+    /// stream here is told to close.
+    pub(crate) async fn open(&self, computer_id: i64) -> Result<Option<Opened>, sqlx::Error> {
+        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        let (displace, displaced) = oneshot::channel();
+        let (token, revoked, evicted) = {
             let mut live = self.live.lock().await;
             let entry = live.entry(computer_id).or_insert_with(|| Entry {
-                streams: 0,
+                streams: VecDeque::new(),
                 token: rand::random::<i64>(),
                 revoked: watch::channel(false).0,
             });
-            entry.streams += 1;
-            (entry.token, entry.revoked.subscribe())
+            entry.streams.push_back((id, displace));
+            let mut evicted = 0;
+            while entry.streams.len() > MAX_STREAMS_PER_COMPUTER {
+                if let Some((_, oldest)) = entry.streams.pop_front() {
+                    // A stream that already ended has dropped its receiver.
+                    let _ = oldest.send(());
+                    evicted += 1;
+                }
+            }
+            (entry.token, entry.revoked.subscribe(), evicted)
         };
+        if evicted > 0 {
+            tracing::info!(
+                computer_id,
+                "a computer opened more than {MAX_STREAMS_PER_COMPUTER} streams on this replica: its oldest closed"
+            );
+        }
         self.wake.notify_one();
         let written = self.connect(computer_id, token).await;
         match written {
-            Ok(true) => Ok(Some(rx)),
+            Ok(true) => Ok(Some(Opened {
+                id,
+                revoked,
+                displaced,
+            })),
             Ok(false) => {
-                self.close(computer_id).await;
+                self.close(computer_id, id).await;
                 Ok(None)
             }
             Err(e) => {
-                self.close(computer_id).await;
+                self.close(computer_id, id).await;
                 Err(e)
             }
         }
@@ -152,17 +196,18 @@ impl Liveness {
         Ok(true)
     }
 
-    /// A stream that [`Liveness::open`] counted closed. The last one of its
-    /// computer on this replica deletes the computer's connection here (the
-    /// row its own entry wrote, not one written since by a newer stream).
-    pub(crate) async fn close(&self, computer_id: i64) {
+    /// The stream `id` that [`Liveness::open`] registered closed. The last
+    /// one of its computer on this replica deletes the computer's connection
+    /// here (the row its own entry wrote, not one written since by a newer
+    /// stream). A stream displaced by newer ones was taken off already.
+    pub(crate) async fn close(&self, computer_id: i64, id: u64) {
         let token = {
             let mut live = self.live.lock().await;
             let Some(entry) = live.get_mut(&computer_id) else {
                 return;
             };
-            entry.streams = entry.streams.saturating_sub(1);
-            if entry.streams > 0 {
+            entry.streams.retain(|(s, _)| *s != id);
+            if !entry.streams.is_empty() {
                 return;
             }
             let token = entry.token;

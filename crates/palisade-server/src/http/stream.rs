@@ -19,6 +19,7 @@ use super::AppState;
 use crate::db::revision;
 use crate::errors::ApiResult;
 use crate::feed::FeedBatch;
+use crate::liveness::Opened;
 use crate::store::{Relevance, Who};
 use axum::body::Body;
 use axum::extract::State;
@@ -29,7 +30,7 @@ use palisade_api::agent::{Changes, StreamMessage, HEARTBEAT_SECS};
 use sqlx::Row;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc};
 
 /// A client that does not take a line within this long is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -45,7 +46,7 @@ pub(crate) async fn stream(State(state): State<AppState>, agent: AgentAuth) -> A
     let (config, policy_id) =
         load_config_and_policy(&mut conn, &state.rule_cache, agent.computer_id, rev).await?;
     drop(conn);
-    let revoked = state.liveness.open(agent.computer_id).await?;
+    let opened = state.liveness.open(agent.computer_id).await?;
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let hello = line(&StreamMessage::Hello {
         revision: rev,
@@ -58,7 +59,7 @@ pub(crate) async fn stream(State(state): State<AppState>, agent: AgentAuth) -> A
         policy_id,
         ..agent.who()
     };
-    tokio::spawn(run(state, who, agent.name, rev, revoked, feed, tx));
+    tokio::spawn(run(state, who, agent.name, rev, opened, feed, tx));
     let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
@@ -90,7 +91,7 @@ async fn run(
     mut who: Who,
     name: String,
     hello_revision: i64,
-    revoked: Option<watch::Receiver<bool>>,
+    opened: Option<Opened>,
     mut feed: broadcast::Receiver<Arc<FeedBatch>>,
     tx: mpsc::Sender<Bytes>,
 ) {
@@ -100,11 +101,15 @@ async fn run(
         tokio::time::Instant::now() + Duration::from_secs(HEARTBEAT_SECS),
         Duration::from_secs(HEARTBEAT_SECS),
     );
-    let registered = revoked.is_some();
-    let reason = match revoked {
+    let registered = opened.as_ref().map(|o| o.id);
+    let reason = match opened {
         None => "revoked",
         Some(_) if *shutdown.borrow_and_update() => "server shutting down",
-        Some(mut revoked) => loop {
+        Some(Opened {
+            mut revoked,
+            mut displaced,
+            ..
+        }) => loop {
             let step = tokio::select! {
                 batch = feed.recv() => match batch {
                     Ok(batch) => on_batch(&state, &mut who, &mut last_revision, &batch, &tx).await,
@@ -119,6 +124,7 @@ async fn run(
                 // Set (or dropped) only when a liveness refresh found the
                 // computer revoked.
                 _ = revoked.changed() => Step::Close("revoked"),
+                _ = &mut displaced => Step::Close("displaced by newer streams of this computer"),
                 _ = shutdown.changed() => Step::Close("server shutting down"),
                 _ = tx.closed() => Step::Close("client went away"),
             };
@@ -128,8 +134,8 @@ async fn run(
         },
     };
     tracing::debug!(computer = %name, reason, "agent stream closed");
-    if registered {
-        state.liveness.close(who.computer_id).await;
+    if let Some(id) = registered {
+        state.liveness.close(who.computer_id, id).await;
     }
 }
 

@@ -15,7 +15,8 @@ both_backends!(
     shutdown_ends_streams,
     an_idle_fleet_costs_one_row_write_per_replica,
     a_revocation_the_feed_missed_closes_the_stream_within_an_interval,
-    a_forgotten_replica_writes_itself_and_its_connections_again
+    a_forgotten_replica_writes_itself_and_its_connections_again,
+    a_computer_holds_at_most_four_streams_on_a_replica
 );
 
 async fn hello(stream: &mut StreamReader) -> i64 {
@@ -486,6 +487,42 @@ async fn a_forgotten_replica_writes_itself_and_its_connections_again(backend: Ba
         vec![0],
         "the rewritten connection was the stream's own"
     );
+    env.server.stop().await;
+}
+
+/// A computer may hold four streams on a replica; a fifth closes the
+/// oldest (the newest win: an agent whose old connections died unseen is
+/// never locked out). The others keep working, and once they close the
+/// computer is disconnected: the displaced stream was taken off already.
+async fn a_computer_holds_at_most_four_streams_on_a_replica(backend: Backend) {
+    let env = Env::new(backend).await;
+    let agent = env.agent("default", "web01").await;
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        let mut s = agent.stream().await;
+        hello(&mut s).await;
+        streams.push(s);
+    }
+    let mut fifth = agent.stream().await;
+    hello(&mut fifth).await;
+    let mut oldest = streams.remove(0);
+    oldest.expect_eof(Duration::from_secs(2)).await;
+    streams.push(fifth);
+    env.admin
+        .set_state(hash(1), json!({"state": "banned"}))
+        .await;
+    for s in &mut streams {
+        assert_eq!(
+            s.next_change(Duration::from_secs(2)).await.hashes,
+            vec![hash(1)]
+        );
+    }
+    assert!(connected(&env, &agent.name).await);
+    drop(streams);
+    eventually(Duration::from_secs(3), "disconnected", || async {
+        (!connected(&env, &agent.name).await).then_some(())
+    })
+    .await;
     env.server.stop().await;
 }
 
