@@ -422,22 +422,31 @@ phase_none() {
   measure none b -f "$WORK/lists/b-n$PHASE" -C "$WORK/lists/bctl-n$PHASE"
   measure none c -f "$WORK/lists/c-n$PHASE"
   rm -rf "$MNT/b-n$PHASE" "$MNT/c-n$PHASE" "$CTL/b-n$PHASE"
-  floor_b b-floor
-  floor_b b-floorhash sha256
+  floor_run b-floor b
+  floor_run b-floorhash b sha256
+  floor_run c-floorhash c sha256
 }
 
 # The floor of a user-space decision, measured at the end of every `none`
 # phase: (b) again on new files, under bench/src/fanfloor.c (one thread that
-# allows everything, setting an ignore mark as it goes); then once more with
-# `fanfloor MOUNT sha256`, which also reads and hashes each file before its
-# answer: the floor of a decision bound to content (scenario b-floorhash).
-floor_b() { # floor_b SCEN [sha256]
-  local scen=$1 tag=f$1-$PHASE i
+# allows everything, setting an ignore mark as it goes); then (b) and (c)
+# once more with `fanfloor MOUNT sha256`, which also reads and hashes each
+# file before its answer: the floor of a decision bound to content
+# (scenarios b-floorhash and c-floorhash).
+floor_run() { # floor_run SCEN b|c [sha256]
+  local scen=$1 kind=$2 tag=f$1-$PHASE i
   local log=$WORK/logs/fanfloor-$scen-$PHASE.out
-  mkdir -p "$MNT/b-$tag" "$CTL/b-$tag"
-  "$MKV" "$BIN/hello" "$MNT/b-$tag" v "$B_COUNT" 16 > "$WORK/lists/b-$tag"
-  "$MKV" "$BIN/hello" "$CTL/b-$tag" v "$B_COUNT" 16 > "$WORK/lists/bctl-$tag"
-  "$BIN/fanfloor" "$MNT" ${2:+"$2"} > "$log" 2>&1 &
+  local args=(-f "$WORK/lists/$kind-$tag")
+  mkdir -p "$MNT/$kind-$tag"
+  if [ "$kind" = b ]; then
+    mkdir -p "$CTL/b-$tag"
+    "$MKV" "$BIN/hello" "$MNT/b-$tag" v "$B_COUNT" 16 > "$WORK/lists/b-$tag"
+    "$MKV" "$BIN/hello" "$CTL/b-$tag" v "$B_COUNT" 16 > "$WORK/lists/bctl-$tag"
+    args+=(-C "$WORK/lists/bctl-$tag")
+  else
+    "$MKV" "$BIN/hello" "$MNT/c-$tag" v "$C_COUNT" $(( C_MIB * 1048576 )) > "$WORK/lists/c-$tag"
+  fi
+  "$BIN/fanfloor" "$MNT" ${3:+"$3"} > "$log" 2>&1 &
   FLOOR_PID=$!
   for i in $(seq 100); do
     grep -q 'fanfloor: ready' "$log" && break
@@ -445,14 +454,14 @@ floor_b() { # floor_b SCEN [sha256]
     sleep 0.05
   done
   grep -q 'fanfloor: ready' "$log" || { cat "$log" >&2; die "fanfloor did not start"; }
-  measure floor "$scen" -f "$WORK/lists/b-$tag" -C "$WORK/lists/bctl-$tag"
+  measure floor "$scen" "${args[@]}"
   stop_pid "$FLOOR_PID" fanfloor
   FLOOR_PID=""
   # Its answer times, printed as it ends (config "floorlat").
   local times
   times=$(grep -m1 '^answers=' "$log" || true)
   [ -z "$times" ] || printf '%s\t%s\t%s\t%s\t%s\n' "$PHASE" "$ROUND" floorlat "$scen" "$times" >> "$RES"
-  rm -rf "$MNT/b-$tag" "$CTL/b-$tag"
+  rm -rf "${MNT:?}/$kind-$tag" "${CTL:?}/b-$tag"
 }
 
 pal_status() { # pal_status PYTHON-EXPR over the status JSON `s`
