@@ -9,8 +9,10 @@
  * kernel), allow, close. No policy, no caches, no hand-off between threads.
  * With `sha256` it also reads each regular file whole through the event's
  * descriptor and computes its SHA-256 (OpenSSL) before the mark and the
- * answer: the least a decision bound to content can cost for a file it
- * has never seen (a "cold" first exec).
+ * answer, on the same thread, 1 MiB at a time: a floor for a decision bound
+ * to the content of a file never seen (a "cold" first exec). For a small
+ * file, one read and one hash, it is the least such a decision costs; a
+ * large one can go faster when reading and hashing overlap.
  * Prints "fanfloor: ready" once marked; SIGTERM ends it (closing the group
  * lets anything pending through) after printing its answer times, measured
  * as the agent measures its own (from the read of the event returning to
