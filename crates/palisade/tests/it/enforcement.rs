@@ -431,7 +431,7 @@ fn code_executed_from_memory_is_blocked() {
     );
     // Only the BPF guard sees (and so reports) memory execution; without it
     // the kernel refuses it through vm.memfd_noexec, silently.
-    let status: serde_json::Value = serde_json::from_str(&up.ok(&["status", "--json"])).unwrap();
+    let status = up.status();
     if status["guard_active"] == true {
         assert!(
             eventually(Duration::from_secs(3), || up
@@ -549,10 +549,7 @@ fn approved_code_already_seen_runs_first_time_without_a_round_trip() {
     require_root!();
     let m = TestMount::tmpfs();
     let up = Up::start(&m, &["--lockdown", "--no-scan"]);
-    let stats = || -> serde_json::Value {
-        serde_json::from_str::<serde_json::Value>(&up.ok(&["status", "--json"])).unwrap()["stats"]
-            .clone()
-    };
+    let stats = || up.status()["stats"].clone();
     // Written while the agent runs: hashed when closed.
     let hello = Programs::get().install("hello", &m.path, "fresh");
     assert!(
@@ -601,9 +598,7 @@ fn a_first_exec_the_agent_answers_takes_one_round_trip() {
         .map(|i| Programs::get().install("hello", &m.path, &format!("cold-{i}")))
         .collect();
     let up = Up::start(&m, &["--lockdown", "--no-scan"]);
-    let status = || -> serde_json::Value {
-        serde_json::from_str::<serde_json::Value>(&up.ok(&["status", "--json"])).unwrap()
-    };
+    let status = || up.status();
     up.ok(&[
         "file",
         "approve",
@@ -651,8 +646,7 @@ fn every_answer_is_timed_and_status_reports_the_times() {
     require_root!();
     let m = TestMount::tmpfs();
     let up = Up::start(&m, &["--lockdown", "--no-scan"]);
-    let status =
-        || -> serde_json::Value { serde_json::from_str(&up.ok(&["status", "--json"])).unwrap() };
+    let status = || up.status();
     // A small file's first exec is hashed and answered by the reader; one
     // too large for the reader to read goes to a worker.
     let p = Programs::get();
@@ -772,7 +766,7 @@ fn code_on_a_user_namespace_filesystem_is_refused_by_the_guard() {
         hello = p.path("hello").display()
     );
     let r = run("unshare", &["-Urm", "sh", "-c", &script], &[]);
-    let status: serde_json::Value = serde_json::from_str(&up.ok(&["status", "--json"])).unwrap();
+    let status = up.status();
     if status["guard_active"] != true {
         eprintln!("without the guard, code on a user namespace's tmpfs: {r:?}");
         return;

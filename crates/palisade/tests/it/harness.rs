@@ -491,6 +491,12 @@ impl Up {
         );
     }
 
+    /// The local agent's `status --json`.
+    pub fn status(&self) -> serde_json::Value {
+        let out = self.ok(&["status", "--json"]);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("status --json ({e}): {out}"))
+    }
+
     /// Events as JSON records.
     pub fn events(&self) -> Vec<serde_json::Value> {
         let out = self.ok(&["events", "--json", "--limit", "10000"]);
