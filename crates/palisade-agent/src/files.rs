@@ -178,9 +178,10 @@ thread_local! {
     static SMALL_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; CHUNK]);
 }
 
-/// SHA-256 of the whole file (read with `pread`, so the descriptor's offset
-/// is untouched). Reading and hashing overlap on two threads for files larger
-/// than a few chunks, so hashing runs at the speed of SHA-256 alone.
+/// SHA-256 of the whole file (never moving the descriptor's offset). Files
+/// larger than a few chunks are read in place through a mapping
+/// ([`palisade_kernel::mapped`]), or, where that is not available, by
+/// `pread` with reading and hashing overlapped on two threads.
 pub fn hash(fd: impl AsFd) -> io::Result<Sha256> {
     let fd = fd.as_fd();
     let size = rustix::fs::fstat(fd)?.st_size as u64;
@@ -204,7 +205,18 @@ pub fn hash(fd: impl AsFd) -> io::Result<Sha256> {
             Ok(Sha256::from_bytes(h.finalize().into()))
         });
     }
-    hash_pipelined(fd)
+    let mut h = sha2::Sha256::new();
+    match palisade_kernel::mapped::read_mapped(fd, size, &mut |b| h.update(b))? {
+        palisade_kernel::mapped::Mapped::Read => {
+            // The mapping covered the size read at the start: bytes
+            // appended meanwhile were not read.
+            if rustix::fs::fstat(fd)?.st_size as u64 != size {
+                return Err(io::Error::other("the file changed size while it was read"));
+            }
+            Ok(Sha256::from_bytes(h.finalize().into()))
+        }
+        palisade_kernel::mapped::Mapped::Unavailable => hash_pipelined(fd),
+    }
 }
 
 /// Chunk size of [`hash_pipelined`]: the three chunks in flight stay in
@@ -216,7 +228,9 @@ pub fn hash(fd: impl AsFd) -> io::Result<Sha256> {
 const PIPE_CHUNK: usize = 256 << 10;
 
 /// Large files: one thread reads chunk N+1 while the caller hashes chunk N.
-fn hash_pipelined(fd: rustix::fd::BorrowedFd<'_>) -> io::Result<Sha256> {
+/// [`hash`]'s fallback where a file cannot be mapped (public for the
+/// benchmark, `cargo bench -p palisade-agent --bench hash`).
+pub fn hash_pipelined(fd: rustix::fd::BorrowedFd<'_>) -> io::Result<Sha256> {
     let (full_tx, full_rx) = crossbeam_channel::bounded::<io::Result<Vec<u8>>>(2);
     let (empty_tx, empty_rx) = crossbeam_channel::bounded::<Vec<u8>>(3);
     for _ in 0..3 {
@@ -318,6 +332,61 @@ mod tests {
             assert_eq!(hash(&f).unwrap(), reference(&data), "size {size}");
             let header = read_header(&f, 256).unwrap();
             assert_eq!(header, data[..size.min(256)]);
+        }
+    }
+
+    #[test]
+    fn the_pread_pipeline_hashes_what_cannot_be_mapped() {
+        // The fallback of `hash` for large files, called directly: a
+        // regular file here could be mapped.
+        for size in [1usize, PIPE_CHUNK, 9 * CHUNK + 7] {
+            let data: Vec<u8> = (0..size).map(|i| (i * 13 % 251) as u8).collect();
+            let mut f = tempfile::tempfile().unwrap();
+            f.write_all(&data).unwrap();
+            assert_eq!(
+                hash_pipelined(f.as_fd()).unwrap(),
+                reference(&data),
+                "size {size}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_large_file_that_shrinks_or_grows_while_hashed_gives_no_digest() {
+        let size = 64 * CHUNK;
+        let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&data).unwrap();
+        // Another descriptor of the same file changes its size while the
+        // hash runs (64 MiB takes tens of milliseconds); whichever change
+        // lands during the hash, no digest comes back.
+        let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&f));
+        let other = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        for new_len in [size as u64 / 2, size as u64 * 2] {
+            // Up to 5 tries for the change to land during a hash (it starts
+            // 2 ms into one that takes tens of milliseconds).
+            let mut refused = false;
+            for _ in 0..5 {
+                other.set_len(size as u64).unwrap();
+                std::os::unix::fs::FileExt::write_all_at(&other, &data, 0).unwrap();
+                let res = std::thread::scope(|s| {
+                    s.spawn(|| {
+                        std::thread::sleep(Duration::from_millis(2));
+                        other.set_len(new_len).unwrap();
+                    });
+                    hash(&f)
+                });
+                match res {
+                    // The change came after the hash ended: it must then
+                    // be the digest of the whole file as it was.
+                    Ok(sha) => assert_eq!(sha, reference(&data), "to {new_len} bytes"),
+                    Err(_) => {
+                        refused = true;
+                        break;
+                    }
+                }
+            }
+            assert!(refused, "no change to {new_len} bytes landed during a hash");
         }
     }
 

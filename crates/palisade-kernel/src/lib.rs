@@ -13,7 +13,9 @@
 //!
 //! And [`sched`], so that the agent's background threads can leave a
 //! real-time scheduling policy they inherited; [`writers`], whether anyone
-//! holds a file open for writing.
+//! holds a file open for writing; [`mapped`], a large file's bytes read in
+//! place from the page cache (for its hash), safe against the file
+//! shrinking meanwhile.
 //!
 //! # What each hook catches
 //!
@@ -89,6 +91,7 @@
 mod error;
 pub mod fanotify;
 pub mod guard;
+pub mod mapped;
 pub mod sched;
 pub mod stop;
 pub mod writers;
