@@ -693,6 +693,36 @@ fn every_answer_is_timed_and_status_reports_the_times() {
     );
 }
 
+/// A binary too large for one read is hashed in place through a mapping
+/// (`palisade_kernel::mapped`): the digest must be the file's SHA-256 as
+/// computed elsewhere, to the last byte.
+#[test]
+fn a_large_binary_runs_by_its_sha256_and_a_one_byte_change_does_not() {
+    use sha2::Digest;
+    require_root!();
+    let m = TestMount::tmpfs();
+    let up = Up::start(&m, &["--lockdown", "--no-scan"]);
+    let mut bytes = std::fs::read(Programs::get().path("hello")).unwrap();
+    bytes.resize(bytes.len() + (24 << 20), 0x5a);
+    // Written in one go each (see above).
+    let large = script(&m.join("large"), "");
+    std::fs::write(&large, &bytes).unwrap();
+    *bytes.last_mut().unwrap() = 0x5b;
+    let changed = script(&m.join("changed"), "");
+    std::fs::write(&changed, &bytes).unwrap();
+    *bytes.last_mut().unwrap() = 0x5a;
+    let sha = hex::encode(sha2::Sha256::digest(&bytes));
+    up.ok(&["file", "approve", &sha]);
+    assert!(
+        eventually(Duration::from_secs(5), || run(&large, &[], &[]).ok()).is_some(),
+        "the approved 24 MiB binary does not run"
+    );
+    assert!(
+        run(&changed, &[], &[]).exec_refused(),
+        "one byte changed at the end"
+    );
+}
+
 /// Unmounts (lazily) what a test mounted inside its mount, even on failure.
 struct Submount(std::path::PathBuf);
 
