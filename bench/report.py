@@ -876,8 +876,10 @@ if ch == ch:
     w(f"  Measured here, a responder that reads each file on one thread, 1 MiB at a time, and hashes it")
     w(f"  (OpenSSL) before answering, `fanfloor MOUNT sha256`, adds {ch:+.1f} ms ({c_bytes / (ch / 1000) / 1e9:.2f} GB/s):"
       " reading and hashing in turn, from memory, against openssl's")
-    w(f"  {floor_ms:.1f} ms on one 1 MiB block hashed over and over. Palisade, which reads on one thread while it")
-    w(f"  hashes on another (256 KiB chunks, which stay in the CPUs' caches), is {cc - ch:+.1f} ms against it.")
+    w(f"  {floor_ms:.1f} ms on one 1 MiB block hashed over and over. Palisade, which hashes the page cache in")
+    w(f"  place through a mapping (no copy; the CPU asked for each 4 KiB before the hash reaches it, a second")
+    w(f"  thread mapping pages ahead; `cargo bench -p palisade-agent --bench hash` sets it against the `pread`")
+    w(f"  pipeline it replaced), is {cc - ch:+.1f} ms against it.")
 w("  Warm, the file was hashed when it was written and pre-warmed, and its first exec costs")
 w("  what a repeated one does. fapolicyd with `integrity = none` never hashes, so its cost does not")
 w("  grow with size; it is also not bound to content (see the content checks).")
