@@ -10,7 +10,8 @@
 //! CPU for the next 4 KiB before it needs them (software prefetch; the
 //! hardware prefetchers stop at each 4 KiB page), while a helper thread
 //! maps the pages ahead of it (`MADV_POPULATE_READ`, which also does any
-//! disk reads): 36-37 ms. `bench/hash-large.sh` measures both ways.
+//! disk reads): 36-37 ms. `cargo bench -p palisade-agent --bench hash`
+//! measures both ways.
 //!
 //! # A file that shrinks while it is mapped
 //!
