@@ -212,6 +212,9 @@ else
 fi
 cp target/release/palisade "$BIN/palisade"
 PAL=$BIN/palisade
+# The agent's own hash of a large file, timed alone (crates/palisade-agent/benches/hash.rs).
+HASHB=$(cargo bench -p palisade-agent --bench hash --no-run 2>&1 | sed -n 's/^ *Executable .*(\(.*\))$/\1/p' | tail -n 1)
+[ -n "$HASHB" ] && [ -x "$HASHB" ] || die "could not build the hash bench (cargo bench -p palisade-agent --bench hash --no-run)"
 
 # From here on everything measured (driver, programs, both daemons) runs
 # under BENCH_SCHED, inherited from this shell: "fifo" (default) is
@@ -295,6 +298,10 @@ head -c 1G /dev/zero > "$STAGE/zero"
 t0=$(date +%s.%N); sha256sum "$STAGE/zero" >/dev/null; t1=$(date +%s.%N)
 rm -f "$STAGE/zero"
 meta sha256sum_1GiB_s "$(echo "$t1 - $t0" | bc -l 2>/dev/null || awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')"
+log "SHA-256 of a $C_MIB MiB file by the agent's code (cargo bench -p palisade-agent --bench hash)"
+HASH_DIR=$STAGE HASH_MIB=$C_MIB HASH_ROUNDS=11 "$HASHB" > "$WORK/hash-bench.txt" 2>&1 ||
+  { cat "$WORK/hash-bench.txt" >&2; die "the hash bench failed"; }
+meta agent_hash "$(sed -n 's/^  \(mapped\|pread pipeline\|in cache\) *\([0-9.]*\) ms *\([0-9.]*\) GB\/s *\([0-9.]*\)x.*/\1 \2 ms (\3 GB\/s, \4x)/p' "$WORK/hash-bench.txt" | paste -sd ';' | sed 's/;/; /g')"
 
 # ---- measurement helpers --------------------------------------------------------
 PHASE=0

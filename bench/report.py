@@ -442,7 +442,10 @@ w(f"| palisade | commit {m('commit')}, release build |")
 w(f"| fapolicyd | Debian package {m('fapolicyd_version')} |")
 w(f"| parameters | {m('params')}; phases: {PHASES_WORDS} |")
 w(f"| SHA-256, one stream | {ossl_GBps:.2f} GB/s (`openssl speed -evp sha256`, 1 MiB blocks); "
-  f"{sha256sum_GBps:.2f} GB/s (coreutils `sha256sum`, 1 GiB in tmpfs) |")
+  f"{sha256sum_GBps:.2f} GB/s (coreutils `sha256sum`, 1 GiB in tmpfs)"
+  + (f"; the agent's own code on a {c_mib:.0f} MiB file in tmpfs, medians of 11 (`cargo bench -p palisade-agent"
+     f" --bench hash`; the ratio is to the hash of as many bytes already in cache): {m('agent_hash')}"
+     if m("agent_hash") else "") + " |")
 b = m("build_s")
 build_words = ""
 if b and int(b) >= 5:
