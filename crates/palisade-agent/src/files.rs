@@ -185,6 +185,10 @@ thread_local! {
 pub fn hash(fd: impl AsFd) -> io::Result<Sha256> {
     let fd = fd.as_fd();
     let size = rustix::fs::fstat(fd)?.st_size as u64;
+    // Up to 4 MiB, `pread` into one buffer is as fast as the mapping, which
+    // costs a thread and an `mmap` (2026-11-25, same file hashed each way in
+    // turn, medians of 41: 1 MiB 0.59 against 0.68 ms, 2 MiB 1.23 / 1.29,
+    // 4 MiB 2.52 / 2.47, 8 MiB 5.10 / 4.76).
     if size <= 4 * CHUNK as u64 {
         return SMALL_BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
