@@ -345,11 +345,12 @@ impl RunningAgent {
             let client = client.clone();
             let rt = tokio::runtime::Handle::current();
             let names = crate::users::Names::default();
-            control::serve_requests(&cfg.request_socket, move |who, req| {
+            control::serve_requests(&cfg.request_socket, move |who, req, gone| {
                 // Only what the requester could open themselves.
                 let (path, file) = crate::asuser::open_as(who, &req.path)?;
-                let sha256 =
-                    crate::files::hash(&file).map_err(|e| format!("{}: {e}", path.display()))?;
+                // Up to 8 GiB: not hashed on for a requester who hung up.
+                let sha256 = crate::files::hash_unless(&file, gone)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
                 if req.hash_only {
                     return Ok(control::LocalRequestAnswer::Hashed {
                         sha256,

@@ -150,7 +150,7 @@ const REQUEST_MAX: usize = 64 * 1024;
 /// requests per user reach it, and one request per user at a time.
 pub fn serve_requests(
     path: &Path,
-    handle: impl Fn(&Requester, LocalRequest) -> Result<LocalRequestAnswer, String>
+    handle: impl Fn(&Requester, LocalRequest, &dyn Fn() -> bool) -> Result<LocalRequestAnswer, String>
         + Send
         + Sync
         + 'static,
@@ -222,7 +222,9 @@ pub fn serve_requests(
                                     error: "too many requests; try again in a minute".into(),
                                 }
                             }
-                            Ok(req) => handle(&who, req)
+                            // The handler may ask whether the requester
+                            // hung up, and stop hashing for nobody.
+                            Ok(req) => handle(&who, req, &|| requester_gone(&conn))
                                 .unwrap_or_else(|error| LocalRequestAnswer::Refused { error }),
                         };
                         let _ = conn.write_all(&serde_json::to_vec(&answer).unwrap_or_default());
@@ -360,6 +362,21 @@ impl RecentRequests {
 /// Read one request: all of it within [`REQUEST_ARRIVAL`] (a client
 /// trickling bytes is cut off, not waited for byte by byte), at most
 /// [`REQUEST_MAX`] bytes.
+/// Whether the client of `conn` closed its end: it has sent its request
+/// (and shut its sending side), so only a full close raises `POLLHUP`.
+fn requester_gone(conn: &UnixStream) -> bool {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(conn, PollFlags::empty())];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    match poll(&mut fds, Some(&now)) {
+        Ok(_) => fds[0].revents().intersects(PollFlags::HUP | PollFlags::ERR),
+        Err(_) => false,
+    }
+}
+
 fn read_request(conn: &mut UnixStream) -> Result<LocalRequest, String> {
     let end = Instant::now() + REQUEST_ARRIVAL;
     let mut body = Vec::new();
@@ -413,7 +430,7 @@ mod tests {
     /// after `delay`.
     fn server(dir: &Path, delay: Duration) -> std::path::PathBuf {
         let path = dir.join("request.sock");
-        serve_requests(&path, move |who, _| {
+        serve_requests(&path, move |who, _, _| {
             std::thread::sleep(delay);
             Ok(LocalRequestAnswer::Filed {
                 id: i64::from(who.uid),
@@ -562,6 +579,48 @@ mod tests {
         assert!(matches!(ask(&path), LocalRequestAnswer::Filed { .. }));
     }
 
+    /// A handler can tell a requester that waits from one that hung up
+    /// (the agent stops hashing for nobody).
+    #[test]
+    fn a_handler_sees_its_requester_hang_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("request.sock");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tx = parking_lot::Mutex::new(tx);
+        serve_requests(&path, move |_, _, gone| {
+            // First while the requester waits, then until it hangs up.
+            let _ = tx.lock().send(gone());
+            let until = Instant::now() + Duration::from_secs(10);
+            while !gone() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = tx.lock().send(gone());
+            Err("gone".into())
+        })
+        .unwrap();
+        let mut conn = UnixStream::connect(&path).unwrap();
+        let body = serde_json::to_vec(&LocalRequest {
+            path: "/bin/true".into(),
+            reason: String::new(),
+            hash_only: true,
+        })
+        .unwrap();
+        conn.write_all(&body).unwrap();
+        conn.shutdown(std::net::Shutdown::Write).unwrap();
+        let wait = Duration::from_secs(20);
+        assert!(
+            !rx.recv_timeout(wait).unwrap(),
+            "a requester that waits is not gone"
+        );
+        let closed = Instant::now();
+        drop(conn);
+        assert!(
+            rx.recv_timeout(wait).unwrap(),
+            "the hang-up was not seen in 10 s"
+        );
+        assert!(closed.elapsed() < Duration::from_secs(5));
+    }
+
     /// A user files at most REQUESTS_PER_MINUTE requests a minute, but may
     /// still have files hashed (the CLI's fallback when its read is
     /// refused), up to CONNECTIONS_PER_MINUTE.
@@ -569,7 +628,7 @@ mod tests {
     fn filing_is_limited_apart_from_hashing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("request.sock");
-        serve_requests(&path, |_, req| {
+        serve_requests(&path, |_, req, _| {
             Ok(if req.hash_only {
                 LocalRequestAnswer::Hashed {
                     sha256: palisade_core::Sha256::from_bytes([7; 32]),

@@ -183,6 +183,13 @@ thread_local! {
 /// ([`palisade_kernel::mapped`]), or, where that is not available, by
 /// `pread` with reading and hashing overlapped on two threads.
 pub fn hash(fd: impl AsFd) -> io::Result<Sha256> {
+    hash_unless(fd, &|| false)
+}
+
+/// [`hash`], asking `stop` before each MiB: once it says yes (nobody waits
+/// for the digest any more), the hash ends with an error that
+/// [`is_stopped`] recognises.
+pub fn hash_unless(fd: impl AsFd, stop: &dyn Fn() -> bool) -> io::Result<Sha256> {
     let fd = fd.as_fd();
     let size = rustix::fs::fstat(fd)?.st_size as u64;
     // Up to 4 MiB, `pread` into one buffer is as fast as the mapping, which
@@ -195,6 +202,9 @@ pub fn hash(fd: impl AsFd) -> io::Result<Sha256> {
             let mut h = sha2::Sha256::new();
             let mut off = 0u64;
             loop {
+                if stop() {
+                    return Err(stopped());
+                }
                 let n = match rustix::io::pread(fd, &mut buf[..], off) {
                     Ok(n) => n,
                     Err(rustix::io::Errno::INTR) => continue,
@@ -210,7 +220,7 @@ pub fn hash(fd: impl AsFd) -> io::Result<Sha256> {
         });
     }
     let mut h = sha2::Sha256::new();
-    match palisade_kernel::mapped::read_mapped(fd, size, &mut |b| h.update(b))? {
+    match palisade_kernel::mapped::read_mapped(fd, size, &mut |b| h.update(b), stop)? {
         palisade_kernel::mapped::Mapped::Read => {
             // The mapping covered the size read at the start: bytes
             // appended meanwhile were not read.
@@ -219,8 +229,21 @@ pub fn hash(fd: impl AsFd) -> io::Result<Sha256> {
             }
             Ok(Sha256::from_bytes(h.finalize().into()))
         }
-        palisade_kernel::mapped::Mapped::Unavailable => hash_pipelined(fd),
+        palisade_kernel::mapped::Mapped::Stopped => Err(stopped()),
+        palisade_kernel::mapped::Mapped::Unavailable => hash_pipelined(fd, stop),
     }
+}
+
+/// What [`hash_unless`] says when its `stop` stopped it.
+const STOPPED: &str = "hashing stopped: nobody waits for the digest any more";
+
+fn stopped() -> io::Error {
+    io::Error::other(STOPPED)
+}
+
+/// Whether `e` is [`hash_unless`] stopped by its `stop`.
+pub fn is_stopped(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Other && e.to_string() == STOPPED
 }
 
 /// Chunk size of [`hash_pipelined`]: the three chunks in flight stay in
@@ -233,14 +256,21 @@ const PIPE_CHUNK: usize = 256 << 10;
 
 /// Large files: one thread reads chunk N+1 while the caller hashes chunk N.
 /// [`hash`]'s fallback where a file cannot be mapped (public for the
-/// benchmark, `cargo bench -p palisade-agent --bench hash`).
-pub fn hash_pipelined(fd: rustix::fd::BorrowedFd<'_>) -> io::Result<Sha256> {
+/// benchmark, `cargo bench -p palisade-agent --bench hash`). `stop` as for
+/// [`hash_unless`], asked before each chunk.
+pub fn hash_pipelined(
+    fd: rustix::fd::BorrowedFd<'_>,
+    stop: &dyn Fn() -> bool,
+) -> io::Result<Sha256> {
     let (full_tx, full_rx) = crossbeam_channel::bounded::<io::Result<Vec<u8>>>(2);
     let (empty_tx, empty_rx) = crossbeam_channel::bounded::<Vec<u8>>(3);
     for _ in 0..3 {
         let _ = empty_tx.send(vec![0u8; PIPE_CHUNK]);
     }
     std::thread::scope(|s| {
+        // Owned by this closure: on any early return they are dropped
+        // before the scope waits for the reader, which then ends.
+        let (full_rx, empty_tx) = (full_rx, empty_tx);
         s.spawn(move || {
             let mut off = 0u64;
             while let Ok(mut buf) = empty_rx.recv() {
@@ -273,6 +303,9 @@ pub fn hash_pipelined(fd: rustix::fd::BorrowedFd<'_>) -> io::Result<Sha256> {
         });
         let mut h = sha2::Sha256::new();
         loop {
+            if stop() {
+                return Err(stopped());
+            }
             let buf = full_rx
                 .recv()
                 .map_err(|_| io::Error::other("hash reader stopped"))??;
@@ -348,11 +381,38 @@ mod tests {
             let mut f = tempfile::tempfile().unwrap();
             f.write_all(&data).unwrap();
             assert_eq!(
-                hash_pipelined(f.as_fd()).unwrap(),
+                hash_pipelined(f.as_fd(), &|| false).unwrap(),
                 reference(&data),
                 "size {size}"
             );
         }
+    }
+
+    #[test]
+    fn a_hash_nobody_waits_for_stops() {
+        let data = vec![7u8; 16 * CHUNK];
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&data).unwrap();
+        // The second question says stop: each way of hashing gives up.
+        let after_one = || {
+            let asked = std::cell::Cell::new(0);
+            move || {
+                asked.set(asked.get() + 1);
+                asked.get() > 1
+            }
+        };
+        for size in [16 * CHUNK, 2 * CHUNK] {
+            f.set_len(size as u64).unwrap();
+            let err = hash_unless(&f, &after_one()).unwrap_err();
+            assert!(is_stopped(&err), "{size}: {err}");
+            assert_eq!(
+                hash_unless(&f, &|| false).unwrap(),
+                reference(&data[..size])
+            );
+        }
+        let err = hash_pipelined(f.as_fd(), &after_one()).unwrap_err();
+        assert!(is_stopped(&err), "{err}");
+        assert!(!is_stopped(&io::Error::other("something else")));
     }
 
     #[test]

@@ -50,6 +50,8 @@ const SLOTS: usize = 16;
 pub enum Mapped {
     /// The closure was given the whole file, in order.
     Read,
+    /// `stop` said to stop: the closure was given the file only in part.
+    Stopped,
     /// The file could not be mapped (a filesystem without `mmap`, a
     /// process out of address space or slots, no `SIGBUS` handler): the
     /// closure was not called, read the file with `pread` instead.
@@ -263,6 +265,8 @@ fn prefetch(bytes: &[u8]) {
 /// Give `each` the first `len` bytes of the open file `fd`, in order, read
 /// through a mapping (see the module documentation). Meant for large files
 /// (megabytes): mapping and the helper thread cost tens of microseconds.
+/// `stop` is asked before each MiB; once it says yes, reading ends there
+/// ([`Mapped::Stopped`]).
 ///
 /// # Errors
 /// [`io::ErrorKind::UnexpectedEof`] when the file shrank below `len` while it
@@ -272,6 +276,7 @@ pub fn read_mapped(
     fd: BorrowedFd<'_>,
     len: u64,
     each: &mut dyn FnMut(&[u8]),
+    stop: &dyn Fn() -> bool,
 ) -> io::Result<Mapped> {
     let Ok(len) = usize::try_from(len) else {
         return Ok(Mapped::Unavailable);
@@ -284,7 +289,11 @@ pub fn read_mapped(
     };
     let bytes = map.bytes();
     let (mapped_tx, mapped_rx) = std::sync::mpsc::sync_channel::<()>(LEAD);
-    std::thread::scope(|s| {
+    let stopped = std::thread::scope(|s| {
+        // Owned here: dropped when this closure returns (before the scope
+        // waits for the helper), which ends a helper blocked on a full
+        // channel.
+        let mapped_rx = mapped_rx;
         // The helper maps the pages ahead of the hash. If it cannot start,
         // or MADV_POPULATE_READ fails (kernels before 5.14; a file that
         // shrank), the hash faults the pages in itself.
@@ -310,6 +319,9 @@ pub fn read_mapped(
         let mut helping = helper.is_ok();
         prefetch(&bytes[..AHEAD.min(len)]);
         for (i, chunk) in bytes.chunks(POPULATE).enumerate() {
+            if stop() {
+                return true;
+            }
             if helping && mapped_rx.recv().is_err() {
                 helping = false;
             }
@@ -320,7 +332,7 @@ pub fn read_mapped(
                 each(step);
             }
         }
-        drop(mapped_rx);
+        false
     });
     if map.faulted() {
         return Err(io::Error::new(
@@ -328,7 +340,11 @@ pub fn read_mapped(
             "the file shrank while it was read",
         ));
     }
-    Ok(Mapped::Read)
+    Ok(if stopped {
+        Mapped::Stopped
+    } else {
+        Mapped::Read
+    })
 }
 
 #[cfg(test)]
@@ -342,9 +358,12 @@ mod tests {
 
     fn read_all(file: &std::fs::File, len: u64) -> io::Result<(Mapped, Vec<u8>)> {
         let mut got = Vec::new();
-        let how = read_mapped(std::os::fd::AsFd::as_fd(file), len, &mut |b: &[u8]| {
-            got.extend_from_slice(b)
-        })?;
+        let how = read_mapped(
+            std::os::fd::AsFd::as_fd(file),
+            len,
+            &mut |b: &[u8]| got.extend_from_slice(b),
+            &|| false,
+        )?;
         Ok((how, got))
     }
 
@@ -366,7 +385,13 @@ mod tests {
         assert_eq!(read_all(&f, 0).unwrap().0, Mapped::Unavailable);
         let (r, _w) = std::io::pipe().unwrap();
         let mut called = false;
-        let how = read_mapped(std::os::fd::AsFd::as_fd(&r), 4096, &mut |_| called = true).unwrap();
+        let how = read_mapped(
+            std::os::fd::AsFd::as_fd(&r),
+            4096,
+            &mut |_| called = true,
+            &|| false,
+        )
+        .unwrap();
         assert_eq!(how, Mapped::Unavailable);
         assert!(!called);
     }
@@ -391,6 +416,7 @@ mod tests {
                     shrunk = true;
                 }
             },
+            &|| false,
         );
         let err = res.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
@@ -400,6 +426,25 @@ mod tests {
         f.set_len(len as u64).unwrap();
         let (how, _) = read_all(&f, len as u64).unwrap();
         assert_eq!(how, Mapped::Read);
+    }
+
+    #[test]
+    fn stops_between_mebibytes_when_asked() {
+        // Long enough for the helper to fill its channel and wait: it must
+        // end too.
+        let len = POPULATE * (LEAD + 12);
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&content(len)).unwrap();
+        let seen = std::cell::Cell::new(0usize);
+        let how = read_mapped(
+            std::os::fd::AsFd::as_fd(&f),
+            len as u64,
+            &mut |b: &[u8]| seen.set(seen.get() + b.len()),
+            &|| seen.get() >= 3 * POPULATE,
+        )
+        .unwrap();
+        assert_eq!(how, Mapped::Stopped);
+        assert_eq!(seen.get(), 3 * POPULATE);
     }
 
     /// A `SIGBUS` outside the mappings being read still kills the process
