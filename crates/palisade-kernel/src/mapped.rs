@@ -37,9 +37,10 @@ const STEP: usize = 1024;
 const AHEAD: usize = 4096;
 /// How much the helper maps (`MADV_POPULATE_READ`) at a time.
 const POPULATE: usize = 1 << 20;
-/// How many [`POPULATE`] chunks the helper may map ahead of the hash: the
-/// lead is bounded so that a file read from disk is not pulled into memory
-/// much faster than it is hashed.
+/// How many [`POPULATE`] chunks the helper may have mapped ahead of the
+/// chunk being hashed (and it may be mapping one more): the lead is bounded
+/// so that a file read from disk is not pulled into memory much faster than
+/// it is hashed.
 const LEAD: usize = 8;
 /// How many files may be read through a mapping at once; more readers fall
 /// back to `pread` ([`Mapped::Unavailable`]).
