@@ -25,7 +25,9 @@
 //! [`io::ErrorKind::UnexpectedEof`], so the digest is never used. Any other
 //! `SIGBUS` goes to the handler that was there before (Rust's own, which
 //! lets it kill the process) or, with none, to the default action: the
-//! process dies of it as it would have without this module.
+//! process dies of it as it would have without this module. Should other
+//! code replace the handler later, [`read_mapped`] sees it (it reads the
+//! action before each file) and maps nothing: the caller uses `pread`.
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -89,36 +91,54 @@ static PAGE: AtomicUsize = AtomicUsize::new(0);
 /// installed, read by the handler).
 static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
 
-/// Install the handler once; whether it is in place.
+/// The handler as `sigaction` stores it.
+fn handler_address() -> usize {
+    let handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) = on_sigbus;
+    handler as usize
+}
+
+/// Install the handler once; whether it is in place now. Code elsewhere in
+/// the process may have replaced it since (a library's own `SIGBUS`
+/// handler, or the default action put back after a foreign fault): then
+/// nothing is mapped, and the caller reads the file with `pread`.
 fn handler_installed() -> bool {
     static INSTALLED: OnceLock<bool> = OnceLock::new();
-    *INSTALLED.get_or_init(|| {
-        // SAFETY: sysconf has no memory arguments.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        if page <= 0 {
-            return false;
-        }
-        PAGE.store(page as usize, Ordering::Relaxed);
-        // SAFETY: an all-zero sigaction is a valid value (SIG_DFL, no
-        // flags, empty mask); sigaction(2) only writes `old`.
-        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-        // SAFETY: as above; a null new action only reads the current one.
-        if unsafe { libc::sigaction(libc::SIGBUS, std::ptr::null(), &mut old) } != 0 {
-            return false;
-        }
-        let _ = PREVIOUS.set(old);
-        // SAFETY: as above.
-        let mut new: libc::sigaction = unsafe { std::mem::zeroed() };
-        let handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
-            on_sigbus;
-        new.sa_sigaction = handler as usize;
-        new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
-        // SAFETY: `new.sa_mask` is a live sigset_t.
-        unsafe { libc::sigemptyset(&mut new.sa_mask) };
-        // SAFETY: `new` is fully initialised; `on_sigbus` has the
-        // SA_SIGINFO signature and is async-signal-safe.
-        unsafe { libc::sigaction(libc::SIGBUS, &new, std::ptr::null_mut()) == 0 }
-    })
+    if !*INSTALLED.get_or_init(install) {
+        return false;
+    }
+    // SAFETY: an all-zero sigaction is a valid value; a null new action
+    // only reads the current one into it.
+    let mut now: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let read = unsafe { libc::sigaction(libc::SIGBUS, std::ptr::null(), &mut now) };
+    read == 0 && now.sa_sigaction == handler_address()
+}
+
+/// Put the handler in place, keeping the action it replaces.
+fn install() -> bool {
+    // SAFETY: sysconf has no memory arguments.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if page <= 0 {
+        return false;
+    }
+    PAGE.store(page as usize, Ordering::Relaxed);
+    // SAFETY: an all-zero sigaction is a valid value (SIG_DFL, no
+    // flags, empty mask); sigaction(2) only writes `old`.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; a null new action only reads the current one.
+    if unsafe { libc::sigaction(libc::SIGBUS, std::ptr::null(), &mut old) } != 0 {
+        return false;
+    }
+    let _ = PREVIOUS.set(old);
+    // SAFETY: as above.
+    let mut new: libc::sigaction = unsafe { std::mem::zeroed() };
+    new.sa_sigaction = handler_address();
+    new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+    // SAFETY: `new.sa_mask` is a live sigset_t.
+    unsafe { libc::sigemptyset(&mut new.sa_mask) };
+    // SAFETY: `new` is fully initialised; `on_sigbus` has the
+    // SA_SIGINFO signature and is async-signal-safe.
+    unsafe { libc::sigaction(libc::SIGBUS, &new, std::ptr::null_mut()) == 0 }
 }
 
 /// The `SIGBUS` handler: zeros over a registered mapping, else the previous
@@ -448,8 +468,9 @@ mod tests {
         assert_eq!(seen.get(), 3 * POPULATE);
     }
 
-    /// A `SIGBUS` outside the mappings being read still kills the process
-    /// (checked in a child: this test binary run again on this test alone).
+    /// A `SIGBUS` outside the mappings being read still kills the process,
+    /// and with the handler replaced nothing is mapped (checked in a child:
+    /// this test binary run again on this test alone).
     #[test]
     fn a_sigbus_elsewhere_still_kills() {
         const CHILD: &str = "PALISADE_TEST_SIGBUS_CHILD";
@@ -467,6 +488,7 @@ mod tests {
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stdout.contains("handler installed"), "{stdout}");
+        assert!(stdout.contains("unavailable once replaced"), "{stdout}");
         assert_eq!(
             std::os::unix::process::ExitStatusExt::signal(&out.status),
             Some(libc::SIGBUS),
@@ -492,6 +514,17 @@ mod tests {
         f.write_all(&content(len)).unwrap();
         assert_eq!(read_all(&f, len as u64).unwrap().0, Mapped::Read);
         println!("handler installed");
+        // Replaced (here by the default action): nothing is mapped, the
+        // caller reads the file otherwise.
+        // SAFETY: an all-zero sigaction is SIG_DFL with an empty mask.
+        let dfl: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: `dfl` is a valid action.
+        assert_eq!(
+            unsafe { libc::sigaction(libc::SIGBUS, &dfl, std::ptr::null_mut()) },
+            0
+        );
+        assert_eq!(read_all(&f, len as u64).unwrap().0, Mapped::Unavailable);
+        println!("unavailable once replaced");
         // SAFETY: a fresh mapping of the file, checked below.
         let p = unsafe {
             libc::mmap(
