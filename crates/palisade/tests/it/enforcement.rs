@@ -723,6 +723,54 @@ fn a_large_binary_runs_by_its_sha256_and_a_one_byte_change_does_not() {
     );
 }
 
+/// A large binary truncated while the agent hashes it (through a mapping,
+/// where a page past the new end raises SIGBUS) costs the agent nothing:
+/// it answers, and goes on enforcing.
+#[test]
+fn a_binary_truncated_while_the_agent_hashes_it_leaves_the_agent_running() {
+    use sha2::Digest;
+    require_root!();
+    let m = TestMount::tmpfs();
+    // Written before the agent starts (and no scan): it meets them at their
+    // exec, and hashes them then.
+    let p = Programs::get();
+    let mut shas = Vec::new();
+    let bigs: Vec<_> = (0..2u8)
+        .map(|round| {
+            let mut bytes = std::fs::read(p.path("hello")).unwrap();
+            bytes.resize(bytes.len() + (64 << 20), round);
+            let big = script(&m.join(&format!("big-{round}")), "");
+            std::fs::write(&big, &bytes).unwrap();
+            shas.push(hex::encode(sha2::Sha256::digest(&bytes)));
+            big
+        })
+        .collect();
+    let up = Up::start(&m, &["--lockdown", "--no-scan"]);
+    let small = p.install("hello", &m.path, "small");
+    up.ok(&["file", "approve", small.to_str().unwrap()]);
+    for sha in &shas {
+        up.ok(&["file", "approve", sha]);
+    }
+    assert!(eventually(Duration::from_secs(5), || run(&small, &[], &[]).ok()).is_some());
+    for (big, delay_ms) in bigs.iter().zip([2u64, 10]) {
+        let exec = {
+            let big = big.clone();
+            std::thread::spawn(move || run(&big, &[], &[]))
+        };
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        // By path: no open, so no permission event of its own.
+        let c = std::ffi::CString::new(big.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::truncate(c.as_ptr(), 0) }, 0);
+        // Refused, or failing on an empty file: either way it ends.
+        let _ = exec.join().unwrap();
+        // The agent is still there and still decides.
+        up.ok(&["status"]);
+        assert!(run(&small, &[], &[]).ok(), "{}", big.display());
+        assert!(!run(big, &[], &[]).ok(), "{}", big.display());
+    }
+}
+
 /// Unmounts (lazily) what a test mounted inside its mount, even on failure.
 struct Submount(std::path::PathBuf);
 
