@@ -234,16 +234,25 @@ pub fn hash_unless(fd: impl AsFd, stop: &dyn Fn() -> bool) -> io::Result<Sha256>
     }
 }
 
-/// What [`hash_unless`] says when its `stop` stopped it.
-const STOPPED: &str = "hashing stopped: nobody waits for the digest any more";
+/// The error of a [`hash_unless`] that its `stop` stopped.
+#[derive(Debug)]
+struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("hashing stopped: nobody waits for the digest any more")
+    }
+}
+
+impl std::error::Error for Stopped {}
 
 fn stopped() -> io::Error {
-    io::Error::other(STOPPED)
+    io::Error::other(Stopped)
 }
 
 /// Whether `e` is [`hash_unless`] stopped by its `stop`.
 pub fn is_stopped(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::Other && e.to_string() == STOPPED
+    e.get_ref().is_some_and(|inner| inner.is::<Stopped>())
 }
 
 /// Chunk size of [`hash_pipelined`]: the three chunks in flight stay in
@@ -412,7 +421,9 @@ mod tests {
         }
         let err = hash_pipelined(f.as_fd(), &after_one()).unwrap_err();
         assert!(is_stopped(&err), "{err}");
-        assert!(!is_stopped(&io::Error::other("something else")));
+        assert!(!is_stopped(&io::Error::other(
+            "hashing stopped: nobody waits for the digest any more"
+        )));
     }
 
     #[test]
