@@ -32,6 +32,7 @@ enum Msg {
     Events {
         org_id: i64,
         computer_id: i64,
+        enrolled_ms: i64,
         at_ms: i64,
         events: Vec<FileEvent>,
     },
@@ -105,14 +106,22 @@ impl Recorder {
         });
     }
 
-    /// Record the files named by events.
-    pub(crate) fn events(&self, org_id: i64, computer_id: i64, events: Vec<FileEvent>) {
+    /// Record the files named by events of a computer enrolled at
+    /// `enrolled_ms`.
+    pub(crate) fn events(
+        &self,
+        org_id: i64,
+        computer_id: i64,
+        enrolled_ms: i64,
+        events: Vec<FileEvent>,
+    ) {
         if events.is_empty() {
             return;
         }
         self.send(Msg::Events {
             org_id,
             computer_id,
+            enrolled_ms,
             at_ms: now_ms(),
             events,
         });
@@ -198,10 +207,12 @@ async fn flush(db: &Db, batch: &[Msg], rules: &EventRules) -> Result<(), sqlx::E
             Msg::Events {
                 org_id,
                 computer_id,
+                enrolled_ms,
                 at_ms,
                 events,
             } => {
                 let (org_id, computer_id, at_ms) = (*org_id, *computer_id, *at_ms);
+                let not_before = (*enrolled_ms).clamp(0, at_ms);
                 let out = by_org.entry(org_id).or_default();
                 for e in events {
                     let Some(sha256) = e.sha256 else { continue };
@@ -214,8 +225,11 @@ async fn flush(db: &Db, batch: &[Msg], rules: &EventRules) -> Result<(), sqlx::E
                         // When the agent saw it (an event may be uploaded
                         // long after, from the offline spool), never later
                         // than its arrival: so a removal reported in between
-                        // is not undone by the late upload.
-                        at_ms: e.time_ms.clamp(0, at_ms),
+                        // is not undone by the late upload. Never earlier
+                        // than the computer's enrollment either: an agent's
+                        // clock (or a compromised agent) cannot make a file
+                        // look older in the catalog than the computer is.
+                        at_ms: e.time_ms.clamp(not_before, at_ms),
                     });
                 }
             }

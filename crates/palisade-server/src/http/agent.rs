@@ -499,6 +499,7 @@ pub(crate) async fn events(
     state.recorder.events(
         agent.org_id,
         agent.computer_id,
+        agent.enrolled_ms,
         stored_events.iter().map(|(_, e)| e.clone()).collect(),
     );
     // The event rules read the stored events themselves (woken by the

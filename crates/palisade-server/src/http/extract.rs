@@ -295,6 +295,8 @@ pub(crate) struct AgentAuth {
     pub(crate) org_id: i64,
     pub(crate) policy_id: i64,
     pub(crate) name: String,
+    /// When the computer enrolled: no sighting it reports is dated earlier.
+    pub(crate) enrolled_ms: i64,
 }
 
 impl AgentAuth {
@@ -324,7 +326,7 @@ impl FromRequestParts<AppState> for AgentAuth {
                 )
             })?;
         let row = sqlx::query(
-            "SELECT id, org_id, policy_id, name, revoked, last_seen_ms FROM computers \
+            "SELECT id, org_id, policy_id, name, revoked, last_seen_ms, enrolled_ms FROM computers \
              WHERE cert_fingerprint = $1",
         )
         .bind(fingerprint.to_hex())
@@ -346,6 +348,7 @@ impl FromRequestParts<AppState> for AgentAuth {
             org_id: row.try_get(1)?,
             policy_id: row.try_get(2)?,
             name: row.try_get(3)?,
+            enrolled_ms: row.try_get(6)?,
         };
         let last_seen: Option<i64> = row.try_get(5)?;
         let now = now_ms();

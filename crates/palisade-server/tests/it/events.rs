@@ -145,14 +145,25 @@ async fn events_upload_and_long_poll(backend: Backend) {
 }
 
 /// Regressions: an event batch re-sent after a lost answer (nothing stored
-/// the second time) was catalogued again, counting each file twice; and the
-/// catalog gave every file new in one write the earliest sighting of all.
+/// the second time) was catalogued again, counting each file twice; the
+/// catalog gave every file new in one write the earliest sighting of all;
+/// and an event dated before its computer enrolled (a wrong clock, or a
+/// compromised agent) made its file look that old in the catalog.
 async fn retried_events_are_catalogued_once(backend: Backend) {
     let env = Env::new(backend).await;
+    let before_enrollment = now_ms();
     let agent = env.agent("default", "web01").await;
+    // Sightings dated after the enrollment and before the upload.
+    let t0 = now_ms();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let dated = |seq: u64, path: &str, time_ms: i64| {
+        let mut e = event_json(seq, "blocked", hash(seq), path);
+        e["event"]["time_ms"] = json!(time_ms);
+        e
+    };
     let batch = json!({"events": [
-        event_json(1, "blocked", hash(1), "/tmp/one"),
-        event_json(2, "blocked", hash(2), "/tmp/two"),
+        dated(1, "/tmp/one", t0 + 1),
+        dated(2, "/tmp/two", t0 + 2),
     ]});
     let details = |n: u64| {
         let admin = &env.admin;
@@ -169,8 +180,8 @@ async fn retried_events_are_catalogued_once(backend: Backend) {
             Some(details(n).await).filter(|d| !d.instances.is_empty() && d.first_seen_ms.is_some())
         })
         .await;
-        // Each file's own sighting (event_json: 1_700_000_000_000 + seq).
-        assert_eq!(d.first_seen_ms, Some(1_700_000_000_000 + n as i64), "{n}");
+        // Each file's own sighting.
+        assert_eq!(d.first_seen_ms, Some(t0 + n as i64), "{n}");
         assert_eq!(d.instances[0].count, 1);
     }
     let ack: EventAck = agent.post_ok("/agent/v1/events", batch).await;
@@ -193,6 +204,25 @@ async fn retried_events_are_catalogued_once(backend: Backend) {
     for n in [1, 2] {
         assert_eq!(details(n).await.instances[0].count, 1, "{n}");
     }
+    // Dated 2023 (event_json's time), by a computer enrolled just now: the
+    // catalog dates the sighting no earlier than the enrollment.
+    let ack: EventAck = agent
+        .post_ok(
+            "/agent/v1/events",
+            json!({"events": [event_json(4, "blocked", hash(4), "/tmp/four")]}),
+        )
+        .await;
+    assert_eq!(ack.stored, 1);
+    let d = eventually(Duration::from_secs(5), "backdated catalogued", || async {
+        Some(details(4).await).filter(|d| !d.instances.is_empty() && d.first_seen_ms.is_some())
+    })
+    .await;
+    let first = d.first_seen_ms.unwrap();
+    assert!(
+        (before_enrollment..=t0).contains(&first),
+        "first seen {first}, enrolled between {before_enrollment} and {t0}"
+    );
+    assert_eq!(d.instances[0].first_seen_ms, first);
     env.server.stop().await;
 }
 

@@ -165,16 +165,6 @@ impl Console {
     }
 }
 
-/// Now in milliseconds: a time written into the database for a back-off of
-/// whole seconds must not be truncated to the second (up to 999 ms more ago
-/// than meant).
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as i64
-}
-
 fn now_s() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

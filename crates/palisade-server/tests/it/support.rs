@@ -670,6 +670,15 @@ pub(crate) fn event_json(seq: u64, kind: &str, sha: Sha256, path: &str) -> Value
         "reason": "test"}})
 }
 
+/// Now in milliseconds since the epoch (a time written into the database
+/// for a back-off of whole seconds must not be truncated to the second).
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+}
+
 /// Median and 95th percentile of durations, in microseconds.
 pub(crate) fn percentiles(mut d: Vec<Duration>) -> (u128, u128) {
     d.sort();
