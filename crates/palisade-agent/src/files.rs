@@ -1,7 +1,7 @@
 //! File identity and content: what the agent reads from the file behind a
 //! permission event's descriptor (never by path, which could be swapped).
 use palisade_core::Sha256;
-use rustix::fd::AsFd;
+use rustix::fd::{AsFd, BorrowedFd};
 use sha2::Digest;
 use std::io;
 
@@ -186,39 +186,57 @@ pub fn hash(fd: impl AsFd) -> io::Result<Sha256> {
     hash_unless(fd, &|| false)
 }
 
+/// Files larger than this are hashed in place ([`hash_in_place`]), smaller
+/// ones through one buffer ([`hash_buffered`]). Up to 4 MiB `pread` into one
+/// buffer is as fast as the mapping, which costs a thread and an `mmap`:
+/// `cargo bench -p palisade-agent --bench hash` times both at 1, 4, 8 and
+/// 64 MiB (figures in `docs/benchmarks-hash.md`).
+pub const IN_PLACE_ABOVE: u64 = 4 * CHUNK as u64;
+
 /// [`hash`], asking `stop` before each MiB: once it says yes (nobody waits
 /// for the digest any more), the hash ends with an error that
 /// [`is_stopped`] recognises.
 pub fn hash_unless(fd: impl AsFd, stop: &dyn Fn() -> bool) -> io::Result<Sha256> {
     let fd = fd.as_fd();
     let size = rustix::fs::fstat(fd)?.st_size as u64;
-    // Up to 4 MiB, `pread` into one buffer is as fast as the mapping, which
-    // costs a thread and an `mmap` (2026-11-25, same file hashed each way in
-    // turn, medians of 41: 1 MiB 0.59 against 0.68 ms, 2 MiB 1.23 / 1.29,
-    // 4 MiB 2.52 / 2.47, 8 MiB 5.10 / 4.76).
-    if size <= 4 * CHUNK as u64 {
-        return SMALL_BUF.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            let mut h = sha2::Sha256::new();
-            let mut off = 0u64;
-            loop {
-                if stop() {
-                    return Err(stopped());
-                }
-                let n = match rustix::io::pread(fd, &mut buf[..], off) {
-                    Ok(n) => n,
-                    Err(rustix::io::Errno::INTR) => continue,
-                    Err(e) => return Err(e.into()),
-                };
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-                off += n as u64;
-            }
-            Ok(Sha256::from_bytes(h.finalize().into()))
-        });
+    if size <= IN_PLACE_ABOVE {
+        hash_buffered(fd, stop)
+    } else {
+        hash_in_place(fd, size, stop)
     }
+}
+
+/// SHA-256 of the file read with `pread`, a MiB at a time, into this
+/// thread's buffer, asking `stop` before each MiB.
+pub fn hash_buffered(fd: BorrowedFd<'_>, stop: &dyn Fn() -> bool) -> io::Result<Sha256> {
+    SMALL_BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        let mut h = sha2::Sha256::new();
+        let mut off = 0u64;
+        loop {
+            if stop() {
+                return Err(stopped());
+            }
+            let n = match rustix::io::pread(fd, &mut buf[..], off) {
+                Ok(n) => n,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            off += n as u64;
+        }
+        Ok(Sha256::from_bytes(h.finalize().into()))
+    })
+}
+
+/// SHA-256 of a file of `size` bytes (from `fstat`) read in place through
+/// a mapping ([`palisade_kernel::mapped`]), or, where that is unavailable,
+/// with [`hash_pipelined`]. A file whose size changed meanwhile gives an
+/// error, as does one that shrank under the mapping.
+pub fn hash_in_place(fd: BorrowedFd<'_>, size: u64, stop: &dyn Fn() -> bool) -> io::Result<Sha256> {
     let mut h = sha2::Sha256::new();
     match palisade_kernel::mapped::read_mapped(fd, size, &mut |b| h.update(b), stop)? {
         palisade_kernel::mapped::Mapped::Read => {
@@ -230,8 +248,27 @@ pub fn hash_unless(fd: impl AsFd, stop: &dyn Fn() -> bool) -> io::Result<Sha256>
             Ok(Sha256::from_bytes(h.finalize().into()))
         }
         palisade_kernel::mapped::Mapped::Stopped => Err(stopped()),
-        palisade_kernel::mapped::Mapped::Unavailable => hash_pipelined(fd, stop),
+        palisade_kernel::mapped::Mapped::Unavailable => {
+            if !palisade_kernel::mapped::handler_in_place() {
+                warn_no_sigbus_handler();
+            }
+            hash_pipelined(fd, stop)
+        }
     }
+}
+
+/// Say once that large files are copied out instead of read in place
+/// because the `SIGBUS` handler is not in place: slower
+/// (`docs/benchmarks-hash.md`), never wrong.
+fn warn_no_sigbus_handler() {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            "the SIGBUS handler for reading files in place is not in place (other code \
+             replaced it, or it could not be installed): large files are hashed with \
+             pread (slower)"
+        );
+    });
 }
 
 /// The error of a [`hash_unless`] that its `stop` stopped.
@@ -267,10 +304,7 @@ const PIPE_CHUNK: usize = 256 << 10;
 /// [`hash`]'s fallback where a file cannot be mapped (public for the
 /// benchmark, `cargo bench -p palisade-agent --bench hash`). `stop` as for
 /// [`hash_unless`], asked before each chunk.
-pub fn hash_pipelined(
-    fd: rustix::fd::BorrowedFd<'_>,
-    stop: &dyn Fn() -> bool,
-) -> io::Result<Sha256> {
+pub fn hash_pipelined(fd: BorrowedFd<'_>, stop: &dyn Fn() -> bool) -> io::Result<Sha256> {
     let (full_tx, full_rx) = crossbeam_channel::bounded::<io::Result<Vec<u8>>>(2);
     let (empty_tx, empty_rx) = crossbeam_channel::bounded::<Vec<u8>>(3);
     for _ in 0..3 {

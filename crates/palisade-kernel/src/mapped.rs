@@ -114,6 +114,13 @@ fn handler_installed() -> bool {
     read == 0 && now.sa_sigaction == handler_address()
 }
 
+/// Whether the `SIGBUS` handler [`read_mapped`] needs is in place (it is
+/// installed at the first call): once other code has replaced it, every
+/// file is [`Mapped::Unavailable`], and a caller may want to say so.
+pub fn handler_in_place() -> bool {
+    handler_installed()
+}
+
 /// Put the handler in place, keeping the action it replaces.
 fn install() -> bool {
     // SAFETY: sysconf has no memory arguments.
