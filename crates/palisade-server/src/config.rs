@@ -28,6 +28,10 @@ pub struct ServerConfig {
     /// How long the change log (the `changes` table) is kept; an agent that
     /// asks for changes older than that is told to reset its cache.
     pub change_retention_days: u64,
+    /// How long events are kept, counted from their arrival: older ones are
+    /// deleted, oldest first, every 10 minutes by each replica. 0 keeps
+    /// them forever.
+    pub event_retention_days: u64,
     /// Maximum number of pooled database connections.
     pub db_max_connections: u32,
     /// Capacity, in requests, of the queue between the lookup path and the
@@ -71,6 +75,7 @@ impl Default for ServerConfig {
             max_body_bytes: 8 * 1024 * 1024,
             shutdown_grace_secs: 10,
             change_retention_days: 30,
+            event_retention_days: 365,
             db_max_connections: 16,
             catalog_queue: 1024,
             alerts_allow_private_addresses: false,
@@ -186,6 +191,12 @@ impl ServerConfig {
                 "must be at least 1",
             ));
         }
+        if self.event_retention_days > MAX_RETENTION_DAYS {
+            return Err(ConfigError::new(
+                "event_retention_days",
+                format!("must be at most {MAX_RETENTION_DAYS} (100 years; 0 keeps events forever)"),
+            ));
+        }
         if !(1..=1000).contains(&self.db_max_connections) {
             return Err(ConfigError::new(
                 "db_max_connections",
@@ -208,6 +219,9 @@ const MIN_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// Largest `catalog_queue` (messages; each holds one request's sightings).
 const MAX_CATALOG_QUEUE: usize = 1 << 20;
+
+/// The longest `event_retention_days`: 100 years.
+const MAX_RETENTION_DAYS: u64 = 36_500;
 
 /// The field a serde error is about: the path where it happened, extended by
 /// the field name for "unknown field" / "missing field" messages (which serde

@@ -48,6 +48,7 @@ pub(crate) async fn run(
     tx: broadcast::Sender<Arc<FeedBatch>>,
     start: i64,
     retention: Duration,
+    event_retention: Option<Duration>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut last = start;
@@ -87,6 +88,15 @@ pub(crate) async fn run(
             last_prune = Some(std::time::Instant::now());
             if let Err(e) = prune(&db, retention).await {
                 tracing::warn!(error = %e, "change feed: cannot prune the change log");
+            }
+            if let Some(keep) = event_retention {
+                match prune_events(&db, keep).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(deleted = n, "events past their retention deleted"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot delete events past their retention")
+                    }
+                }
             }
         }
         if full {
@@ -267,6 +277,42 @@ pub(crate) async fn prune(db: &Db, retention: Duration) -> Result<u64, sqlx::Err
         .rows_affected();
     tx.commit().await?;
     Ok(deleted)
+}
+
+/// Events deleted per transaction by [`prune_events`]: short write
+/// transactions, so uploads (and, on SQLite, every other writer) wait
+/// little.
+const PRUNE_EVENTS_BATCH: i64 = 5000;
+
+/// Delete the events that arrived more than `retention` ago, oldest (lowest
+/// id) first, in transactions of at most [`PRUNE_EVENTS_BATCH`]; stops at
+/// the first event that is not that old. Ids follow arrival (they are
+/// taken under one counter's lock), so each batch reads the head of the
+/// primary key and never scans the table. Returns how many were deleted.
+pub(crate) async fn prune_events(db: &Db, retention: Duration) -> Result<u64, sqlx::Error> {
+    let cutoff = now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX / 2);
+    let mut deleted = 0;
+    loop {
+        let mut tx = db.write().await?;
+        let head: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT id, received_ms FROM events ORDER BY id LIMIT $1")
+                .bind(PRUNE_EVENTS_BATCH)
+                .fetch_all(tx.conn())
+                .await?;
+        let old = head.iter().take_while(|(_, at)| *at <= cutoff).count();
+        let Some(&(upto, _)) = old.checked_sub(1).and_then(|i| head.get(i)) else {
+            return Ok(deleted);
+        };
+        deleted += sqlx::query("DELETE FROM events WHERE id <= $1")
+            .bind(upto)
+            .execute(tx.conn())
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        if old < head.len() || (head.len() as i64) < PRUNE_EVENTS_BATCH {
+            return Ok(deleted);
+        }
+    }
 }
 
 /// On PostgreSQL: hold a `LISTEN` connection and turn notifications into

@@ -475,3 +475,10 @@ pub(crate) async fn insert_enroll_token(
 pub async fn prune_changes(db: &Db, older_than: Duration) -> Result<u64, Error> {
     Ok(crate::feed::prune(db, older_than).await?)
 }
+
+/// Delete events that arrived more than `older_than` ago (each replica also
+/// does this periodically with `event_retention_days`). Returns the number
+/// of events deleted.
+pub async fn prune_events(db: &Db, older_than: Duration) -> Result<u64, Error> {
+    Ok(crate::feed::prune_events(db, older_than).await?)
+}

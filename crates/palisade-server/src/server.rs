@@ -93,6 +93,7 @@ impl Server {
             ca = %ca.fingerprint(),
             max_body_bytes = config.max_body_bytes,
             change_retention_days = config.change_retention_days,
+            event_retention_days = config.event_retention_days,
             alerts_allow_private_addresses = config.alerts_allow_private_addresses,
             alerts_local_syslog = config.alerts_local_syslog,
             "palisade server bound"
@@ -156,6 +157,8 @@ impl Server {
             feed_tx.clone(),
             start,
             retention,
+            (config.event_retention_days > 0)
+                .then(|| Duration::from_secs(config.event_retention_days.saturating_mul(86_400))),
             stop_rx.clone(),
         ));
         let listen = tokio::spawn(crate::feed::listen(db.clone(), stop_rx.clone()));

@@ -12,6 +12,7 @@ both_backends!(
     events_upload_and_long_poll,
     retried_events_are_catalogued_once,
     renumbered_events_are_not_taken_for_retries,
+    events_past_their_retention_are_deleted_oldest_first,
     agent_status
 );
 
@@ -223,6 +224,55 @@ async fn retried_events_are_catalogued_once(backend: Backend) {
         "first seen {first}, enrolled between {before_enrollment} and {t0}"
     );
     assert_eq!(d.instances[0].first_seen_ms, first);
+    env.server.stop().await;
+}
+
+/// `event_retention_days`: events that arrived longer ago are deleted,
+/// lowest id first, in batches (more than one here: 5,100 old events),
+/// stopping at the first that is not that old; the others stay readable.
+async fn events_past_their_retention_are_deleted_oldest_first(backend: Backend) {
+    let env = Env::new(backend).await;
+    let agent = env.agent("default", "web01").await;
+    let old = 5_100u64;
+    let kinds: Vec<(u64, EventKind)> = (1..=old + 3).map(|s| (s, EventKind::Blocked)).collect();
+    for chunk in kinds.chunks(palisade_api::agent::EVENT_BATCH_MAX) {
+        let ack: EventAck = agent.post_ok("/agent/v1/events", upload(chunk)).await;
+        assert_eq!(ack.stored, chunk.len() as u64);
+    }
+    // Arrived 400 days ago: the first `old`, and one after a newer one.
+    let year = 365 * 86_400_000i64;
+    exec_sql(
+        backend,
+        &env.db.url,
+        &format!(
+            "UPDATE events SET received_ms = received_ms - {} WHERE seq <= {old} OR seq = {}",
+            400 * 86_400_000i64,
+            old + 2
+        ),
+    )
+    .await;
+    let keep = Duration::from_millis(year as u64);
+    let deleted = palisade_server::prune_events(&env.server.db, keep)
+        .await
+        .expect("prune");
+    assert_eq!(deleted, old);
+    let page: EventPage = env.admin.get_ok("/api/v1/events").await;
+    let seqs: Vec<String> = page.events.iter().map(|e| e.event.path.clone()).collect();
+    let want: Vec<String> = (old + 1..=old + 3)
+        .map(|s| format!("/tmp/dropped-{s}"))
+        .collect();
+    assert_eq!(seqs, want, "the newer one stops the deletion");
+    assert_eq!(
+        palisade_server::prune_events(&env.server.db, keep)
+            .await
+            .expect("prune again"),
+        0
+    );
+    // New uploads go on as before.
+    let ack: EventAck = agent
+        .post_ok("/agent/v1/events", upload(&[(old + 4, EventKind::Blocked)]))
+        .await;
+    assert_eq!(ack.stored, 1);
     env.server.stop().await;
 }
 
