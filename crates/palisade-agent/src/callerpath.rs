@@ -495,4 +495,157 @@ mod tests {
         std::thread::sleep(Duration::from_millis(2));
         assert_eq!(file_named_by(pid, b"payload", &mut budget), Named::Unknown);
     }
+
+    /// A FUSE filesystem served by a thread of this test: it answers the
+    /// kernel's `INIT` and `ACCESS` (so a process can make it its working
+    /// directory) and writes down every other request, answering `ENOSYS`.
+    /// A real daemon need never answer: any request the agent's walk sent
+    /// it could keep an agent thread waiting for ever. Unmounted on drop.
+    struct Fuse {
+        mount: std::path::PathBuf,
+        asked: std::sync::Arc<std::sync::Mutex<Vec<u32>>>,
+    }
+
+    const FUSE_INIT: u32 = 26;
+    const FUSE_ACCESS: u32 = 34;
+    const FUSE_FORGET: u32 = 2;
+    const FUSE_BATCH_FORGET: u32 = 42;
+    const FUSE_INTERRUPT: u32 = 36;
+
+    impl Fuse {
+        /// Mounted on `mount` (an empty directory), or `None` where this
+        /// machine has no `/dev/fuse`.
+        fn mount(mount: &Path) -> Option<Fuse> {
+            use std::io::{Read, Write};
+            use std::os::fd::AsRawFd;
+            let dev = match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/fuse")
+            {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+                Err(e) => panic!("/dev/fuse: {e}"),
+            };
+            let options = format!("fd={},rootmode=40000,user_id=0,group_id=0", dev.as_raw_fd());
+            rustix::mount::mount(
+                "palisade-test",
+                mount,
+                "fuse.palisade-test",
+                rustix::mount::MountFlags::NOSUID | rustix::mount::MountFlags::NODEV,
+                Some(std::ffi::CString::new(options).unwrap().as_c_str()),
+            )
+            .expect("mount a FUSE filesystem");
+            let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let log = asked.clone();
+            // Ends when the filesystem is gone (the read fails).
+            std::thread::spawn(move || {
+                let mut dev = dev;
+                let mut buf = vec![0u8; (1 << 20) + 4096];
+                while let Ok(n) = dev.read(&mut buf) {
+                    if n < 40 {
+                        continue;
+                    }
+                    let u32_at = |o: usize| u32::from_ne_bytes(buf[o..o + 4].try_into().unwrap());
+                    let opcode = u32_at(4);
+                    let unique = u64::from_ne_bytes(buf[8..16].try_into().unwrap());
+                    let (error, body): (i32, Vec<u8>) = match opcode {
+                        FUSE_FORGET | FUSE_BATCH_FORGET | FUSE_INTERRUPT => continue,
+                        FUSE_INIT => {
+                            // fuse_init_out: protocol 7.31, the kernel's
+                            // readahead, no flags, 4 KiB writes.
+                            let mut out = Vec::with_capacity(64);
+                            for v in [7u32, 31, u32_at(48), 0] {
+                                out.extend_from_slice(&v.to_ne_bytes());
+                            }
+                            out.extend_from_slice(&[0u8; 4]);
+                            for v in [4096u32, 1] {
+                                out.extend_from_slice(&v.to_ne_bytes());
+                            }
+                            out.resize(64, 0);
+                            (0, out)
+                        }
+                        FUSE_ACCESS => (0, Vec::new()),
+                        other => {
+                            log.lock().unwrap().push(other);
+                            (-(rustix::io::Errno::NOSYS.raw_os_error()), Vec::new())
+                        }
+                    };
+                    let mut reply = Vec::with_capacity(16 + body.len());
+                    reply.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
+                    reply.extend_from_slice(&error.to_ne_bytes());
+                    reply.extend_from_slice(&unique.to_ne_bytes());
+                    reply.extend_from_slice(&body);
+                    let _ = dev.write_all(&reply);
+                }
+            });
+            Some(Fuse {
+                mount: mount.to_owned(),
+                asked,
+            })
+        }
+
+        /// The requests other than `INIT` and `ACCESS` so far.
+        fn asked(&self) -> Vec<u32> {
+            self.asked.lock().unwrap().clone()
+        }
+    }
+
+    impl Drop for Fuse {
+        fn drop(&mut self) {
+            let _ = rustix::mount::unmount(&self.mount, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+
+    /// A walk that reaches a FUSE filesystem, from the caller's working
+    /// directory or through an absolute path, ends there, not known (to
+    /// the script check, a match), without asking the filesystem's daemon
+    /// anything: the type comes from the caller's mount table and the
+    /// place from `statx` with `AT_STATX_DONT_SYNC`. (Without the check
+    /// of the type, `..` names the directory above, and the daemon is
+    /// asked for lookups: checked.)
+    #[test]
+    fn a_walk_reaching_fuse_asks_its_daemon_nothing() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs root (CI runs it as root)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("payload");
+        std::fs::write(&script, "print('x')\n").unwrap();
+        let mount = dir.path().join("fuse");
+        std::fs::create_dir(&mount).unwrap();
+        let Some(fuse) = Fuse::mount(&mount) else {
+            eprintln!("skipped: no /dev/fuse on this machine");
+            return;
+        };
+        let caller = Caller::start(&mount, &script);
+        let pid = caller.0.id();
+        let before = fuse.asked();
+        let through = mount.join("a/b");
+        for path in [
+            b"payload".as_slice(),
+            b"./x/../y",
+            b"..",
+            through.as_os_str().as_bytes(),
+        ] {
+            let t = Instant::now();
+            assert_eq!(
+                named(pid, path),
+                Named::Unknown,
+                "{}",
+                String::from_utf8_lossy(path)
+            );
+            assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        }
+        assert_eq!(
+            fuse.asked(),
+            before,
+            "requests the walks sent to the daemon (FUSE opcodes)"
+        );
+        // Paths that stay off FUSE still resolve for that caller.
+        assert_eq!(named(pid, script.as_os_str().as_bytes()), id(&script));
+        assert_eq!(named(pid, b"/proc/self/fd/3"), id(&script));
+        drop(caller);
+    }
 }
