@@ -11,7 +11,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-bash scripts/deps.sh clang llvm postgresql gcc libc6-dev chromium chromium-driver
+bash scripts/deps.sh clang llvm postgresql gcc libc6-dev chromium chromium-driver bindfs
 source scripts/postgres.sh   # exports PALISADE_TEST_POSTGRES
 
 # securityfs tells the tests whether BPF LSM is active.

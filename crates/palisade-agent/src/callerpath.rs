@@ -140,6 +140,78 @@ impl From<Errno> for Stop {
     }
 }
 
+/// Whether a filesystem of this type is FUSE's, whose daemon (any user's
+/// program) need never answer what the kernel asks it for the agent.
+fn is_fuse(fstype: &str) -> bool {
+    fstype == "fuse" || fstype.starts_with("fuse.") || fstype == "fuseblk"
+}
+
+/// Process `pid`'s executable, as [`open_exe`] found it.
+#[derive(Debug)]
+pub(crate) enum Exe {
+    /// Open for reading.
+    Open(std::fs::File),
+    /// On FUSE: not opened.
+    OnFuse,
+    /// Not to be had (the process is gone, or its mount table unreadable).
+    Unavailable,
+}
+
+/// Process `pid`'s executable, open for reading, unless it lives on FUSE
+/// (opening and reading it would ask the filesystem's daemon, which need
+/// never answer: a user running a program from a FUSE filesystem of their
+/// own could otherwise keep an agent worker waiting for ever, at each
+/// event of that process) or cannot be placed. The file is first opened
+/// with `O_PATH` (no request to any filesystem), placed with
+/// `AT_STATX_DONT_SYNC` and the process's mount table, then opened for
+/// reading through that very descriptor: a process that runs another
+/// program meanwhile cannot swap a FUSE file in.
+pub(crate) fn open_exe(pid: u32) -> Exe {
+    let Ok(path) = fs::open(
+        format!("/proc/{pid}/exe"),
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return Exe::Unavailable;
+    };
+    let Ok(st) = fs::statx(
+        &path,
+        "",
+        AtFlags::EMPTY_PATH | AtFlags::STATX_DONT_SYNC,
+        StatxFlags::MNT_ID,
+    ) else {
+        return Exe::Unavailable;
+    };
+    if st.stx_mask & StatxFlags::MNT_ID.bits() == 0 {
+        return Exe::Unavailable;
+    }
+    match Budget::new(0, Duration::ZERO).fstype(pid, st.stx_mnt_id) {
+        Ok(t) if is_fuse(t) => return Exe::OnFuse,
+        Ok(_) => {}
+        Err(_) => return Exe::Unavailable,
+    }
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&path);
+    match fs::open(
+        format!("/proc/self/fd/{fd}"),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(f) => Exe::Open(f.into()),
+        Err(_) => Exe::Unavailable,
+    }
+}
+
+/// Whether `path`, resolved in the agent's own namespace, names the file
+/// `id`: how the agent checks that a process's executable is where the
+/// kernel's name for it says. Resolved a name at a time, never entering
+/// FUSE (a path through FUSE is not known, and so not here), with a small
+/// budget.
+pub(crate) fn names_here(path: &str, id: FileId) -> bool {
+    let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+    let mut budget = Budget::new(1_000, Duration::from_millis(100));
+    file_named_by(tid, path.as_bytes(), &mut budget) == Named::File(id)
+}
+
 /// What `path` names for the thread `tid` (as the agent's procfs numbers
 /// it), spending from `budget`.
 pub(crate) fn file_named_by(tid: u32, path: &[u8], budget: &mut Budget) -> Named {
@@ -249,7 +321,7 @@ impl Place {
             return Err(Stop::Unknown);
         }
         let fstype = budget.fstype(tid, st.stx_mnt_id)?;
-        if fstype == "fuse" || fstype.starts_with("fuse.") || fstype == "fuseblk" {
+        if is_fuse(fstype) {
             return Err(Stop::Unknown);
         }
         Ok(Place {

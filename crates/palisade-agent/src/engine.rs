@@ -913,19 +913,31 @@ impl Engine {
         if let Some(yes) = self.interpreter_cached(pid) {
             return yes;
         }
-        let Ok(file) = std::fs::File::open(format!("/proc/{pid}/exe")) else {
+        let Some((id, stamp)) = exe_stamp(pid) else {
             return false;
         };
-        let Ok(ident) = files::identify(&file) else {
-            return false;
+        // Most executables are told apart by size alone, unopened.
+        let (id, stamp, yes) = if !self.interpreter_sizes.contains(&stamp.size) {
+            (id, stamp, false)
+        } else {
+            match crate::callerpath::open_exe(pid) {
+                crate::callerpath::Exe::Open(file) => {
+                    let Ok(ident) = files::identify(&file) else {
+                        return false;
+                    };
+                    let yes = self.interpreter_sizes.contains(&ident.stamp.size)
+                        && self
+                            .exe_sha(&file, &ident)
+                            .is_some_and(|s| self.interpreters.contains(&s));
+                    (ident.id, ident.stamp, yes)
+                }
+                // A program run from FUSE is no interpreter here (code
+                // on FUSE runs unwatched anyway: README, known limits).
+                crate::callerpath::Exe::OnFuse => (id, stamp, false),
+                crate::callerpath::Exe::Unavailable => return false,
+            }
         };
-        let yes = self.interpreter_sizes.contains(&ident.stamp.size)
-            && self
-                .exe_sha(&file, &ident)
-                .is_some_and(|s| self.interpreters.contains(&s));
-        self.interpreter_exes
-            .lock()
-            .insert(ident.id, (ident.stamp, yes));
+        self.interpreter_exes.lock().insert(id, (stamp, yes));
         yes
     }
 
@@ -1071,12 +1083,21 @@ impl Engine {
         if ext.is_some_and(|e| self.cfg.script_extensions.contains(&e)) {
             return true;
         }
-        let Ok(args) = procfs::cmdline_bytes(pid) else {
+        let args = match procfs::cmdline_bytes(pid) {
+            Ok(Some(args)) => args,
+            Ok(None) => {
+                // Its arguments are in a file's pages (see
+                // `procfs::strings_are_anonymous`): not read, fail closed.
+                tracing::debug!(
+                    "pid {pid}: command line not in anonymous memory; taken as a script"
+                );
+                return true;
+            }
             // The process is gone: no answer matters to it.
-            return false;
+            Err(_) => return false,
         };
         let mut budget = Budget::new(SCRIPT_ARG_NAMES, SCRIPT_ARG_TIME);
-        let mut search: Option<Vec<Vec<u8>>> = None;
+        let mut search: Option<Option<Vec<Vec<u8>>>> = None;
         let names_it = |named: Named| match named {
             Named::File(id) => id == ident.id,
             Named::Unknown => true,
@@ -1095,7 +1116,10 @@ impl Engine {
             if named != Named::Nothing || arg.contains(&b'/') {
                 continue;
             }
-            let dirs = search.get_or_insert_with(|| procfs::search_path(pid));
+            let Some(dirs) = search.get_or_insert_with(|| procfs::search_path(pid)) else {
+                // The environment is in a file's pages: fail closed.
+                return true;
+            };
             for dir in dirs.iter() {
                 let mut path = dir.clone();
                 path.push(b'/');
@@ -1153,13 +1177,15 @@ impl Engine {
     fn executable(&self, pid: u32, path: Option<&std::path::Path>) -> Option<Executable> {
         let mut path = path?.to_string_lossy().into_owned();
         let mut here = false;
-        let sha = std::fs::File::open(format!("/proc/{pid}/exe"))
-            .ok()
-            .and_then(|f| {
-                let ident = files::identify(&f).ok()?;
-                here = names_here(&path, ident.id);
-                self.exe_sha(&f, &ident)
-            });
+        let sha = match crate::callerpath::open_exe(pid) {
+            crate::callerpath::Exe::Open(f) => Some(f),
+            _ => None,
+        }
+        .and_then(|f| {
+            let ident = files::identify(&f).ok()?;
+            here = names_here(&path, ident.id);
+            self.exe_sha(&f, &ident)
+        });
         // The kernel names the executable as the process's own mount
         // namespace sees it: a path the agent does not find it at matches
         // no process pattern (see `Request::path_verified`).
@@ -2155,9 +2181,7 @@ fn resolve_updaters(rules: &RuleSet) -> Vec<UpdaterHashes> {
 const ELSEWHERE: &str = "(not at this path here) ";
 
 /// Whether `path` names the file `id` in the agent's own mount namespace.
-pub(crate) fn names_here(path: &str, id: FileId) -> bool {
-    rustix::fs::stat(path).is_ok_and(|st| st.st_dev == id.dev && st.st_ino == id.ino)
-}
+pub(crate) use crate::callerpath::names_here;
 
 /// The agent's own executable: its identity and what is known of it.
 fn own_executable() -> Option<(FileId, Known)> {

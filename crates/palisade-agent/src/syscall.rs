@@ -92,7 +92,7 @@ pub fn open_intent(tid: u32, look: Look) -> OpenIntent {
 fn openat2_flags(tid: u32, addr: u64) -> Option<u64> {
     use std::io::{Seek, SeekFrom};
     let maps = std::fs::read_to_string(format!("/proc/{tid}/maps")).ok()?;
-    if !in_anonymous_mapping(&maps, addr, 8) {
+    if !crate::procfs::in_anonymous_mapping(&maps, addr, 8) {
         return None;
     }
     let mut mem = std::fs::File::open(format!("/proc/{tid}/mem")).ok()?;
@@ -102,34 +102,10 @@ fn openat2_flags(tid: u32, addr: u64) -> Option<u64> {
     Some(u64::from_ne_bytes(buf))
 }
 
-/// Whether `[addr, addr + len)` lies in one mapping of `maps` (the text of
-/// `/proc/PID/maps`) that no file backs: inode 0 (the heap, the stack,
-/// anonymous mappings; a shared anonymous mapping is backed by an internal
-/// shmem file, but that one is not any filesystem's a user can mount).
-fn in_anonymous_mapping(maps: &str, addr: u64, len: u64) -> bool {
-    let Some(end) = addr.checked_add(len) else {
-        return false;
-    };
-    maps.lines().any(|line| {
-        let mut it = line.split_whitespace();
-        let (Some(range), Some(_perms), Some(_offset), Some(_dev), Some(inode)) =
-            (it.next(), it.next(), it.next(), it.next(), it.next())
-        else {
-            return false;
-        };
-        let Some((lo, hi)) = range.split_once('-') else {
-            return false;
-        };
-        let (Ok(lo), Ok(hi)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16)) else {
-            return false;
-        };
-        lo <= addr && end <= hi && inode == "0"
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::procfs::in_anonymous_mapping;
 
     #[test]
     fn parses_proc_syscall_lines() {

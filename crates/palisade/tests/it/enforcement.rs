@@ -861,3 +861,140 @@ fn code_on_a_user_namespace_filesystem_is_refused_by_the_guard() {
     })
     .unwrap_or_else(|events| panic!("the refusal is reported: {events:#?}"));
 }
+
+/// A FUSE filesystem (bindfs over a directory of this test), its daemon
+/// in the foreground; on drop the daemon is let go on, the mount detached
+/// and the daemon ended (even on panic).
+struct BindFs {
+    mount: std::path::PathBuf,
+    daemon: std::process::Child,
+}
+
+impl BindFs {
+    /// `src` shown at `mount` (an empty directory), or `None` without
+    /// `/dev/fuse` (the QEMU guest of `vm-test.sh`, which loads no fuse
+    /// module). Where FUSE exists, bindfs must too (`scripts/test.sh`
+    /// installs it).
+    fn mount(src: &Path, mount: &Path) -> Option<BindFs> {
+        if !Path::new("/dev/fuse").exists() {
+            return None;
+        }
+        let daemon = std::process::Command::new("bindfs")
+            .arg("-f")
+            .args([src, mount])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("bindfs (scripts/deps.sh bindfs)");
+        let fs = BindFs {
+            mount: mount.to_owned(),
+            daemon,
+        };
+        let shown = mount.join("sh");
+        assert!(
+            eventually(Duration::from_secs(10), || shown.exists()).is_some(),
+            "bindfs did not mount"
+        );
+        Some(fs)
+    }
+
+    fn signal(&self, sig: &str) {
+        let _ = std::process::Command::new("kill")
+            .args([sig, &self.daemon.id().to_string()])
+            .status();
+    }
+}
+
+impl Drop for BindFs {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        let _ = std::process::Command::new("umount")
+            .args(["-l", self.mount.to_str().unwrap()])
+            .status();
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+/// Programs run from a FUSE filesystem whose daemon then stops answering
+/// (a user's own FUSE mount can do this at will) do not stall the agent:
+/// it asks FUSE nothing, neither to open their executables (to hash them
+/// for the process context, or to tell whether they are interpreters) nor
+/// to find them by path. More such programs than the agent has workers
+/// read a file on the watched mount (allowed at once) and run an unknown
+/// program there (refused at once), and the agent goes on answering.
+/// (Before, each worker that opened such an executable waited on the
+/// daemon for ever, and the events were answered by the deadline, in
+/// lockdown by a refusal.)
+#[test]
+fn programs_on_a_stalled_fuse_filesystem_do_not_stall_the_agent() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let dir = tempfile::tempdir().unwrap();
+    let (src, shown) = (dir.path().join("src"), dir.path().join("fuse"));
+    std::fs::create_dir(&src).unwrap();
+    std::fs::create_dir(&shown).unwrap();
+    std::fs::copy("/bin/dash", src.join("sh")).unwrap();
+    let Some(fuse) = BindFs::mount(&src, &shown) else {
+        eprintln!("skipped: no /dev/fuse on this machine");
+        return;
+    };
+    let data = m.join("data");
+    std::fs::write(&data, "hello\n").unwrap();
+    let unknown = Programs::get().install("hello2", &m.path, "unknown");
+    let (up, hello) = Up::lockdown_with_approved_hello(&m);
+    let go = dir.path().join("go");
+    let n = 8;
+    let children: Vec<_> = (0..n)
+        .map(|i| {
+            let out = std::fs::File::create(dir.path().join(format!("out-{i}"))).unwrap();
+            std::process::Command::new(shown.join("sh"))
+                .arg("-c")
+                .arg(
+                    "while [ ! -e \"$1\" ]; do sleep 0.02; done; \
+                     if read x < \"$2\"; then echo \"read $x\"; else echo 'read refused'; fi; \
+                     \"$3\"; echo \"exec $?\"",
+                )
+                .args(["sh", go.to_str().unwrap(), data.to_str().unwrap()])
+                .arg(&unknown)
+                .stdout(out)
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Running from FUSE, and polling: their pages are in memory.
+    std::thread::sleep(Duration::from_millis(500));
+    fuse.signal("-STOP");
+    let before = up.status()["stats"].clone();
+    let t = std::time::Instant::now();
+    std::fs::write(&go, "").unwrap();
+    let limit = Duration::from_secs(2 * u64::from(time_scale()));
+    let mut children = children;
+    let done = eventually(limit, || {
+        children
+            .iter_mut()
+            .all(|c| c.try_wait().ok().flatten().is_some())
+    });
+    for c in &mut children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    assert!(
+        done.is_some(),
+        "the programs on the stalled FUSE filesystem were still waiting after {:?}",
+        t.elapsed()
+    );
+    for i in 0..n {
+        let out = std::fs::read_to_string(dir.path().join(format!("out-{i}"))).unwrap();
+        assert_eq!(out, "read hello\nexec 126\n", "program {i}");
+    }
+    let after = up.status()["stats"].clone();
+    assert_eq!(
+        after["timeouts"], before["timeouts"],
+        "no event waited for the deadline: {after}"
+    );
+    // And the agent goes on deciding.
+    assert!(run(&hello, &[], &[]).ok());
+    assert!(run(&unknown, &[], &[]).exec_refused());
+    drop(fuse);
+}
