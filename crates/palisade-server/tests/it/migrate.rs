@@ -54,10 +54,13 @@ fn v1_data() -> Vec<String> {
             hash(2)
         ),
         "UPDATE counters SET value = 2 WHERE name = 'revision'".to_owned(),
+        // Received a minute ago: within `event_retention_days` (an event
+        // received in 1970 would be deleted at the server's first start).
         format!(
             "INSERT INTO events (id, org_id, computer_id, seq, received_ms, time_ms, kind, \
-               sha256, path, event_json) VALUES (1, 1, 1, 1, 9, 9, 'blocked', '{}', \
+               sha256, path, event_json) VALUES (1, 1, 1, 1, {}, 9, 'blocked', '{}', \
                '/tmp/old', '{}')",
+            now_ms() - 60_000,
             hash(3),
             event_json(1, "blocked", hash(3), "/tmp/old")["event"]
         ),
