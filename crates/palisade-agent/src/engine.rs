@@ -845,6 +845,9 @@ impl Engine {
         ident: &Identity,
         known: &mut Known,
     ) -> std::io::Result<Sha256> {
+        if ident.stamp.size > files::HASH_MAX {
+            return Err(too_large_to_hash(ident.stamp.size));
+        }
         let sha = files::hash(fd)?;
         // Only trust the hash if the file did not change while it was read.
         if files::identify(fd)?.stamp == ident.stamp {
@@ -1049,6 +1052,9 @@ impl Engine {
     fn exe_sha(&self, file: &std::fs::File, ident: &Identity) -> Option<Sha256> {
         if let Some(sha) = self.known_cached(ident).and_then(|k| k.sha) {
             return Some(sha);
+        }
+        if ident.stamp.size > files::HASH_MAX {
+            return None;
         }
         let sha = files::hash(file).ok()?;
         let header = files::read_header(file, CLASSIFY_HEADER_LEN).unwrap_or_default();
@@ -2179,6 +2185,15 @@ fn resolve_updaters(rules: &RuleSet) -> Vec<UpdaterHashes> {
 /// agent's mount namespace (another namespace's view, or moved or deleted
 /// since it started): no absolute pattern matches it.
 const ELSEWHERE: &str = "(not at this path here) ";
+
+/// Why a file of `size` bytes has no hash: it is larger than
+/// [`files::HASH_MAX`].
+fn too_large_to_hash(size: u64) -> std::io::Error {
+    std::io::Error::other(format!(
+        "larger than the {} GiB the agent hashes ({size} bytes): its content cannot be approved",
+        files::HASH_MAX >> 30
+    ))
+}
 
 /// Whether `path` names the file `id` in the agent's own mount namespace.
 pub(crate) use crate::callerpath::names_here;

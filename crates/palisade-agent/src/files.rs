@@ -186,6 +186,15 @@ pub fn hash(fd: impl AsFd) -> io::Result<Sha256> {
     hash_unless(fd, &|| false)
 }
 
+/// The largest file the agent hashes, anywhere: for a decision, when a
+/// file is written, for a scan or for a user's request (8 GiB). Hashing
+/// runs at about 1.5-1.9 GB/s, so one file costs seconds at most; real code
+/// stays well below it (the largest shared libraries in the wild, CUDA's
+/// and machine-learning frameworks', are 1-3 GiB), while a sparse file
+/// costs its owner nothing at any size: without the cap, any user could
+/// keep an agent thread hashing a terabyte of holes for ten minutes.
+pub const HASH_MAX: u64 = 8 << 30;
+
 /// Files larger than this are hashed in place ([`hash_in_place`]), smaller
 /// ones through one buffer ([`hash_buffered`]). Up to 4 MiB `pread` into one
 /// buffer is as fast as the mapping, which costs a thread and an `mmap`:

@@ -74,12 +74,8 @@ fn wanted(path: &Path, executable: bool, kind: &FileKind, script_extensions: &[S
         .is_some_and(|e| script_extensions.contains(&e))
 }
 
-/// The largest file the agent hashes for a scan or for a user's request
-/// (8 GiB). Hashing runs at about 1.5 GB/s, so one file costs seconds at
-/// most; real code stays well below it (the largest shared libraries in
-/// the wild, CUDA's and machine-learning frameworks', are 1-3 GiB), while a
-/// sparse file costs its owner nothing at any size.
-pub const HASH_MAX: u64 = 8 << 30;
+/// The largest file the agent hashes ([`crate::files::HASH_MAX`], 8 GiB).
+pub use crate::files::HASH_MAX;
 
 /// What [`inspect`] found.
 #[derive(Debug)]

@@ -312,6 +312,9 @@ impl Engine {
         };
         let sha = match known.sha {
             Some(s) => s,
+            None if ident.stamp.size > files::HASH_MAX => {
+                return self.decide_too_large(p, op, &ident, known, level);
+            }
             None => match self.hash_file(p.fd(), &ident, &mut known) {
                 Ok(s) => {
                     bump(&self.stats.hashed);
@@ -427,6 +430,42 @@ impl Engine {
                 level,
                 process,
                 reason,
+            );
+        }
+    }
+
+    /// Code larger than the agent hashes ([`files::HASH_MAX`]): never
+    /// hashed here (a sparse file of a terabyte would hold this worker for
+    /// minutes, and every worker with more such files), and so unknown, at
+    /// once: blocked where the level enforces, reported without a hash.
+    fn decide_too_large(
+        &self,
+        p: &Pending,
+        op: Operation,
+        ident: &Identity,
+        known: Known,
+        level: Level,
+    ) {
+        let decision = palisade_core::decide(&Approval::Unknown, level);
+        self.kernel_revoke(ident.id);
+        // Read who it was while the process is still held by the kernel.
+        let process = (decision.report != Report::Nothing).then(|| self.context(p.pid));
+        self.answer(p, decision.verdict);
+        if let Some(process) = process {
+            let kind = match decision.report {
+                Report::Blocked => EventKind::Blocked,
+                _ => EventKind::WouldBlock,
+            };
+            self.report(
+                kind,
+                op,
+                ident.id,
+                None,
+                known.path,
+                Approval::Unknown,
+                level,
+                process,
+                super::too_large_to_hash(ident.stamp.size).to_string(),
             );
         }
     }
