@@ -9,12 +9,13 @@
 //!   an open on a watched filesystem raises an event that only this thread
 //!   can answer. It never blocks on the workers either: when their queue is
 //!   full it answers at once with the timeout verdict.
-//! - **workers** (`workers`): everything else: classify, hash, build the
+//! - **workers** (`workers`, [`pool`]): everything else: classify, hash, build the
 //!   process context, look up (memory, service with a deadline, disk), decide,
 //!   answer, fill the kernel-side cache, report.
 //! - **watchdog** (one): answers every event still unanswered at its
 //!   deadline with [`palisade_core::on_timeout`] of the level in force. All
-//!   events have the same deadline offset, so a FIFO suffices.
+//!   events have the same deadline offset, so a FIFO suffices. Then it
+//!   replaces workers held past a deadline ([`pool::Pool::top_up`]).
 //! - **guard** (one, when the BPF guard is loaded): turns guard reports into
 //!   events and keeps the two kernel caches coherent.
 //! - **hasher** (one, with `hash_on_write`): hashes executable files when they
@@ -22,6 +23,9 @@
 //!
 //! Locks are held only around in-memory operations, never across I/O.
 mod decide;
+mod pool;
+
+pub use pool::WorkerCounts;
 
 use crate::cache::Cache;
 use crate::callerpath::{file_named_by, Budget, Named};
@@ -137,6 +141,9 @@ pub struct Stats {
     /// Times write notifications were lost (queue overflow), each emptying
     /// the kernel-side cache and the identities known.
     pub writes_missed: AtomicU64,
+    /// The workers: how many run, how many were added because others were
+    /// held past a deadline ([`pool`]).
+    pub workers: Arc<WorkerCounts>,
 }
 
 /// A copy of [`Stats`] for serialisation.
@@ -159,6 +166,12 @@ pub struct StatsSnapshot {
     pub hashed_on_write: u64,
     pub prewarmed: u64,
     pub writes_missed: u64,
+    /// Workers running now.
+    pub workers: u64,
+    /// Workers started because others were held past a deadline.
+    pub workers_added: u64,
+    /// Times no more could be started (the cap) while too few were free.
+    pub workers_capped: u64,
 }
 
 impl Stats {
@@ -181,6 +194,9 @@ impl Stats {
             hashed_on_write: g(&self.hashed_on_write),
             prewarmed: g(&self.prewarmed),
             writes_missed: g(&self.writes_missed),
+            workers: g(&self.workers.running),
+            workers_added: g(&self.workers.added),
+            workers_capped: g(&self.workers.capped),
         }
     }
 }
@@ -675,26 +691,27 @@ impl Engine {
     /// Run the reader loop until `stop` is set. Spawns the workers and the watchdog.
     pub(crate) fn run_reader(self: &Arc<Self>, stop: Arc<Stop>) {
         let (tx, rx) = crossbeam_channel::bounded::<Arc<Pending>>(4096);
-        for i in 0..self.cfg.workers {
-            let engine = self.clone();
-            let rx = rx.clone();
-            std::thread::Builder::new()
-                .name(format!("palisade-worker-{i}"))
-                .spawn(move || {
-                    raise_priority();
-                    while let Ok(p) = rx.recv() {
-                        if !p.answered.load(Ordering::Relaxed) {
-                            engine.decide_slow(&p);
-                        }
-                    }
-                })
-                .expect("spawn worker");
-        }
+        let engine = self.clone();
+        let workers = pool::Pool::new(
+            "palisade-worker",
+            self.cfg.workers,
+            pool::cap_for(self.cfg.workers),
+            rx,
+            |p: &Arc<Pending>| p.deadline,
+            raise_priority,
+            Box::new(move |p: &Arc<Pending>| {
+                if !p.answered.load(Ordering::Relaxed) {
+                    engine.decide_slow(p);
+                }
+            }),
+            self.stats.workers.clone(),
+        );
+        workers.start().expect("spawn workers");
         {
             let engine = self.clone();
             std::thread::Builder::new()
                 .name("palisade-watchdog".into())
-                .spawn(move || essential("watchdog", || engine.watchdog_loop()))
+                .spawn(move || essential("watchdog", || engine.watchdog_loop(&workers)))
                 .expect("spawn watchdog");
         }
         raise_priority();
@@ -1683,11 +1700,15 @@ impl Engine {
 
     // ---- the watchdog ----------------------------------------------------
 
-    fn watchdog_loop(&self) {
+    fn watchdog_loop(&self, workers: &Arc<pool::Pool<Arc<Pending>>>) {
         raise_priority();
+        let mut capped = false;
         while let Some(expired) = self.watchdog.wait_expired() {
-            for p in expired {
-                if self.answer(&p, on_timeout(self.level())) {
+            if expired.is_empty() {
+                continue;
+            }
+            for p in &expired {
+                if self.answer(p, on_timeout(self.level())) {
                     bump(&self.stats.timeouts);
                     tracing::warn!(
                         "pid {}: no decision within the deadline; answered by the level",
@@ -1695,6 +1716,27 @@ impl Engine {
                     );
                 }
             }
+            // After the answers: starting a thread is not free.
+            let t = workers.top_up(Instant::now());
+            if t.started > 0 {
+                tracing::warn!(
+                    "{} workers held past an event's deadline (a large file being hashed, or \
+                     waiting in the kernel); started {} more ({} running, at most {})",
+                    t.held,
+                    t.started,
+                    t.running,
+                    pool::cap_for(self.cfg.workers)
+                );
+            }
+            if t.capped && !capped {
+                tracing::error!(
+                    "{} workers held past an event's deadline and no more may start: events \
+                     that need a worker are answered by the level at their deadline until \
+                     some come back",
+                    t.held
+                );
+            }
+            capped = t.capped;
         }
     }
 

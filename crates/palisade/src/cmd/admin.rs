@@ -677,6 +677,16 @@ pub(crate) async fn status(cfg: Option<&Path>, a: StatusArgs) -> Result<ExitCode
             st.stats.blocked,
             st.stats.timeouts
         );
+        println!(
+            "workers      {} running; {} started since the agent started because others were \
+             held past a deadline{}",
+            st.stats.workers,
+            st.stats.workers_added,
+            match st.stats.workers_capped {
+                0 => String::new(),
+                n => format!("; {n} times none could start (at the cap)"),
+            }
+        );
         for (name, h) in [
             ("answer time  reader ", &st.latency.reader),
             ("             workers", &st.latency.workers),

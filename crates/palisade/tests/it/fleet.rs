@@ -127,6 +127,13 @@ impl Fleet {
         self.start_agent_with(&[]);
     }
 
+    /// Start the agent with `toml` as its configuration file.
+    fn start_agent_configured(&mut self, toml: &str) {
+        let cfg = self.data.path().join("agent.toml");
+        std::fs::write(&cfg, toml).unwrap();
+        self.start_agent_with(&["--config", cfg.to_str().unwrap()]);
+    }
+
     fn start_agent_with(&mut self, extra: &[&str]) {
         let mut args = vec![
             "agent",
@@ -401,14 +408,8 @@ fn a_hung_service_cannot_stall_a_decision_past_the_deadline() {
     require_root!();
     let m = TestMount::tmpfs();
     let mut f = Fleet::start(&m, None, 1);
-    let cfg = f.data.path().join("agent.toml");
-    std::fs::write(
-        &cfg,
-        "decision_deadline_ms = 1500\nlookup_timeout_ms = 400\n",
-    )
-    .unwrap();
     f.stop_agent();
-    f.start_agent_with(&["--config", cfg.to_str().unwrap()]);
+    f.start_agent_configured("decision_deadline_ms = 1500\nlookup_timeout_ms = 400\n");
     let p = Programs::get();
     let approved = p.install("hello", &m.path, "approved");
     f.set_default_levels("lockdown", "lockdown");
@@ -527,10 +528,8 @@ fn each_computers_answer_times_reach_the_fleet_view() {
     require_root!();
     let m = TestMount::tmpfs();
     let mut f = Fleet::start(&m, None, 1);
-    let cfg = f.data.path().join("agent.toml");
-    std::fs::write(&cfg, "status_interval_secs = 5\n").unwrap();
     f.stop_agent();
-    f.start_agent_with(&["--config", cfg.to_str().unwrap()]);
+    f.start_agent_configured("status_interval_secs = 5\n");
     let hello = Programs::get().install("hello", &m.path, "hello");
     f.set_default_levels("lockdown", "lockdown");
     f.ok(&["file", "approve", hello.to_str().unwrap()]);
@@ -663,4 +662,94 @@ fn a_local_approval_the_service_does_not_keep_is_withdrawn() {
         "an approval the service did not keep stood: {}",
         f.agent_log()
     );
+}
+
+/// A worker held past its event's deadline (here hashing a 2 GiB file,
+/// about a second) is replaced at that deadline: the event behind it is
+/// decided by the new worker, not left to wait for its own deadline. When
+/// the held one comes back, the pool returns to its size. (With one
+/// worker and no replacement, the second program waits for the deadline
+/// and is refused: checked.)
+#[test]
+fn a_worker_held_past_the_deadline_is_replaced() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let mut f = Fleet::start(&m, None, 1);
+    // Written while no agent runs: none is hashed when written.
+    f.stop_agent();
+    let p = Programs::get();
+    // Programs above the size the reader hashes itself, so a worker
+    // decides their first run: one content, three inodes.
+    let first = p.install("hello", &m.path, "padded-0");
+    {
+        use std::io::Write;
+        let mut w = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&first)
+            .unwrap();
+        w.write_all(&vec![0u8; 1 << 20]).unwrap();
+    }
+    let copies: Vec<_> = (1..3)
+        .map(|i| {
+            let to = m.path.join(format!("padded-{i}"));
+            std::fs::copy(&first, &to).unwrap();
+            to
+        })
+        .collect();
+    let big = p.install("hello2", &m.path, "big");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&big)
+        .unwrap()
+        .set_len(2 << 30)
+        .unwrap();
+    f.start_agent_configured("workers = 1\ndecision_deadline_ms = 400\nlookup_timeout_ms = 300\n");
+    f.set_default_levels("lockdown", "lockdown");
+    f.ok(&["file", "approve", first.to_str().unwrap()]);
+    assert!(
+        eventually(Duration::from_secs(3), || run(&first, &[], &[]).ok()).is_some(),
+        "{}",
+        f.agent_log()
+    );
+    let stats = || -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(&f.ok(&["status", "--json"])).unwrap()["stats"]
+            .clone()
+    };
+    let before = stats();
+    assert_eq!(before["workers"], 1, "{before}");
+    // The one worker hashes `big` (unknown: refused at its deadline).
+    let held = std::thread::spawn({
+        let big = big.clone();
+        move || run(&big, &[], &[])
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let t = std::time::Instant::now();
+    let r = run(&copies[0], &[], &[]);
+    let took = t.elapsed();
+    assert!(
+        r.ok(),
+        "decided by a new worker: {r:?} after {took:?}\n{}",
+        f.agent_log()
+    );
+    let during = stats();
+    assert!(held.join().unwrap().exec_refused());
+    assert_eq!(
+        during["timeouts"].as_u64(),
+        before["timeouts"].as_u64().map(|n| n + 1),
+        "only the held event waited for its deadline: {during}"
+    );
+    assert!(during["workers_added"].as_u64() >= Some(1), "{during}");
+    assert!(
+        f.agent_log()
+            .contains("workers held past an event's deadline"),
+        "{}",
+        f.agent_log()
+    );
+    // Once the hash is done, one worker again, and it decides.
+    assert!(
+        eventually(Duration::from_secs(20), || stats()["workers"] == 1).is_some(),
+        "{}",
+        stats()
+    );
+    assert!(run(&copies[1], &[], &[]).ok());
 }
