@@ -8,7 +8,8 @@
 //!   whose identity, kind and approval are cached). It never opens a file:
 //!   an open on a watched filesystem raises an event that only this thread
 //!   can answer. It never blocks on the workers either: when their queue is
-//!   full it answers at once with the timeout verdict.
+//!   full (or the causing user's share of it, [`fair`]) it answers at once
+//!   with the timeout verdict.
 //! - **workers** (`workers`, [`pool`]): everything else: classify, hash, build the
 //!   process context, look up (memory, service with a deadline, disk), decide,
 //!   answer, fill the kernel-side cache, report.
@@ -23,6 +24,7 @@
 //!
 //! Locks are held only around in-memory operations, never across I/O.
 mod decide;
+mod fair;
 mod pool;
 
 pub use pool::WorkerCounts;
@@ -690,16 +692,21 @@ impl Engine {
 
     /// Run the reader loop until `stop` is set. Spawns the workers and the watchdog.
     pub(crate) fn run_reader(self: &Arc<Self>, stop: Arc<Stop>) {
-        let (tx, rx) = crossbeam_channel::bounded::<Arc<Pending>>(4096);
+        // Events a worker must decide, with their owner (see `fair`).
+        let queue = Arc::new(fair::FairQueue::new(
+            4096,
+            self.stats.workers.clone(),
+            |j: &(u32, Arc<Pending>)| j.0,
+        ));
         let engine = self.clone();
         let workers = pool::Pool::new(
             "palisade-worker",
             self.cfg.workers,
             pool::cap_for(self.cfg.workers),
-            rx,
-            |p: &Arc<Pending>| p.deadline,
+            queue.clone(),
+            |j: &(u32, Arc<Pending>)| j.1.deadline,
             raise_priority,
-            Box::new(move |p: &Arc<Pending>| {
+            Box::new(move |(_, p): &(u32, Arc<Pending>)| {
                 if !p.answered.load(Ordering::Relaxed) {
                     engine.decide_slow(p);
                 }
@@ -750,14 +757,17 @@ impl Engine {
                     continue;
                 }
                 self.watchdog.push(p.clone());
-                if tx.try_send(p.clone()).is_err() {
+                // A process that is gone, or unreadable: one owner for all.
+                let owner = procfs::real_uid(p.pid).unwrap_or(u32::MAX);
+                if queue.push((owner, p.clone())).is_err() {
                     bump(&self.stats.overload);
                     self.answer(&p, on_timeout(self.level()));
                 }
             }
         }
-        // Dropping `tx` stops the workers once the queue drains; the
-        // watchdog, which sleeps while nothing waits, is woken to stop.
+        // The workers end once the queue drains; the watchdog, which
+        // sleeps while nothing waits, is woken to stop.
+        queue.close();
         self.watchdog.close();
     }
 
@@ -1700,7 +1710,7 @@ impl Engine {
 
     // ---- the watchdog ----------------------------------------------------
 
-    fn watchdog_loop(&self, workers: &Arc<pool::Pool<Arc<Pending>>>) {
+    fn watchdog_loop(&self, workers: &Arc<pool::Pool<(u32, Arc<Pending>)>>) {
         raise_priority();
         let mut capped = false;
         while let Some(expired) = self.watchdog.wait_expired() {

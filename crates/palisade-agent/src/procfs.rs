@@ -63,6 +63,15 @@ pub fn read(pid: u32) -> io::Result<ProcInfo> {
     })
 }
 
+/// The real uid of a process (`/proc/PID/status`; nothing there waits on
+/// the process's memory or files).
+pub fn real_uid(pid: u32) -> io::Result<u32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    parse_status_uids(&status)
+        .map(|(uid, _)| uid)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no Uid in /proc/PID/status"))
+}
+
 /// `(ppid, start time)` of a process: one small read.
 pub fn read_stat(pid: u32) -> io::Result<(u32, u64)> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;

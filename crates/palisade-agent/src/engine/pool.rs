@@ -16,7 +16,6 @@
 //!
 //! Nothing here wakes on a timer: the pool only grows at a deadline the
 //! watchdog was waiting for anyway, and shrinks when a worker finishes.
-use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -63,12 +62,28 @@ pub(super) struct TopUp {
     pub capped: bool,
 }
 
-/// A pool of threads that take jobs of type `T` from one channel.
+/// Where a pool's workers take their jobs.
+pub(super) trait Jobs<T>: Send + Sync {
+    /// The next job, waiting for one; `None` once no more will come.
+    fn take(&self) -> Option<T>;
+    /// A job taken is done (its worker returned, or unwound from a panic).
+    fn done(&self, job: &T);
+}
+
+impl<T: Send> Jobs<T> for crossbeam_channel::Receiver<T> {
+    fn take(&self) -> Option<T> {
+        self.recv().ok()
+    }
+
+    fn done(&self, _: &T) {}
+}
+
+/// A pool of threads that take jobs of type `T` from one source.
 pub(super) struct Pool<T> {
     target: usize,
     cap: usize,
     base: Instant,
-    rx: Receiver<T>,
+    jobs: Arc<dyn Jobs<T>>,
     deadline: fn(&T) -> Instant,
     run: Box<dyn Fn(&T) + Send + Sync>,
     /// Runs first on each new thread (its priority, say).
@@ -87,7 +102,7 @@ impl<T: Send + 'static> Pool<T> {
         name: &'static str,
         target: usize,
         cap: usize,
-        rx: Receiver<T>,
+        jobs: Arc<dyn Jobs<T>>,
         deadline: fn(&T) -> Instant,
         init: fn(),
         run: Box<dyn Fn(&T) + Send + Sync>,
@@ -97,7 +112,7 @@ impl<T: Send + 'static> Pool<T> {
             target,
             cap: cap.max(target),
             base: Instant::now(),
-            rx,
+            jobs,
             deadline,
             run,
             init,
@@ -192,11 +207,15 @@ impl<T: Send + 'static> Pool<T> {
             pool: &self,
             slot: &slot,
         };
-        while let Ok(job) = self.rx.recv() {
+        while let Some(job) = self.jobs.take() {
             slot.until
                 .store(self.nanos((self.deadline)(&job)), Ordering::Release);
-            (self.run)(&job);
-            drop(job);
+            let doing = Doing {
+                jobs: &*self.jobs,
+                job,
+            };
+            (self.run)(&doing.job);
+            drop(doing);
             slot.until.store(0, Ordering::Release);
             if self.surplus(&slot) {
                 break;
@@ -219,6 +238,19 @@ impl<T: Send + 'static> Pool<T> {
         self.counts
             .running
             .store(slots.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Tells the jobs' source a job is done when dropped, unwinding from a
+/// panic included.
+struct Doing<'a, T> {
+    jobs: &'a dyn Jobs<T>,
+    job: T,
+}
+
+impl<T> Drop for Doing<'_, T> {
+    fn drop(&mut self) {
+        self.jobs.done(&self.job);
     }
 }
 
@@ -261,7 +293,7 @@ mod tests {
             "test-worker",
             target,
             cap,
-            rx,
+            Arc::new(rx),
             |j: &Job| j.deadline,
             || {},
             Box::new(move |j: &Job| {
@@ -380,7 +412,7 @@ mod tests {
             "test-worker",
             1,
             2,
-            rx,
+            Arc::new(rx),
             |j: &Job| j.deadline,
             || {},
             Box::new(|j: &Job| {

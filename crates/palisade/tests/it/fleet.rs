@@ -664,22 +664,21 @@ fn a_local_approval_the_service_does_not_keep_is_withdrawn() {
     );
 }
 
-/// A worker held past its event's deadline (here hashing a 2 GiB file,
-/// about a second) is replaced at that deadline: the event behind it is
-/// decided by the new worker, not left to wait for its own deadline. When
-/// the held one comes back, the pool returns to its size. (With one
-/// worker and no replacement, the second program waits for the deadline
-/// and is refused: checked.)
-#[test]
-fn a_worker_held_past_the_deadline_is_replaced() {
-    require_root!();
-    let m = TestMount::tmpfs();
-    let mut f = Fleet::start(&m, None, 1);
-    // Written while no agent runs: none is hashed when written.
+/// An agent with `workers` workers and a deadline of `deadline_ms`, in
+/// lockdown, over a mount holding `padded-0..2` (approved, one content, and
+/// above the size the reader hashes itself, so a worker decides each first
+/// run; `padded-0` has run) and `big-0..bigs` (unknown, 2 GiB of holes,
+/// hashed in about a second). Everything is written while no agent runs,
+/// so nothing is hashed when written.
+fn workers_fleet(
+    m: &TestMount,
+    workers: usize,
+    deadline_ms: u64,
+    bigs: usize,
+) -> (Fleet, Vec<PathBuf>, Vec<PathBuf>) {
+    let mut f = Fleet::start(m, None, 1);
     f.stop_agent();
     let p = Programs::get();
-    // Programs above the size the reader hashes itself, so a worker
-    // decides their first run: one content, three inodes.
     let first = p.install("hello", &m.path, "padded-0");
     {
         use std::io::Write;
@@ -689,21 +688,27 @@ fn a_worker_held_past_the_deadline_is_replaced() {
             .unwrap();
         w.write_all(&vec![0u8; 1 << 20]).unwrap();
     }
-    let copies: Vec<_> = (1..3)
+    let mut padded = vec![first.clone()];
+    for i in 1..3 {
+        let to = m.path.join(format!("padded-{i}"));
+        std::fs::copy(&first, &to).unwrap();
+        padded.push(to);
+    }
+    let big: Vec<_> = (0..bigs)
         .map(|i| {
-            let to = m.path.join(format!("padded-{i}"));
-            std::fs::copy(&first, &to).unwrap();
-            to
+            let big = p.install("hello2", &m.path, &format!("big-{i}"));
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&big)
+                .unwrap()
+                .set_len(2 << 30)
+                .unwrap();
+            big
         })
         .collect();
-    let big = p.install("hello2", &m.path, "big");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&big)
-        .unwrap()
-        .set_len(2 << 30)
-        .unwrap();
-    f.start_agent_configured("workers = 1\ndecision_deadline_ms = 400\nlookup_timeout_ms = 300\n");
+    f.start_agent_configured(&format!(
+        "workers = {workers}\ndecision_deadline_ms = {deadline_ms}\nlookup_timeout_ms = 300\n"
+    ));
     f.set_default_levels("lockdown", "lockdown");
     f.ok(&["file", "approve", first.to_str().unwrap()]);
     assert!(
@@ -711,27 +716,63 @@ fn a_worker_held_past_the_deadline_is_replaced() {
         "{}",
         f.agent_log()
     );
-    let stats = || -> serde_json::Value {
-        serde_json::from_str::<serde_json::Value>(&f.ok(&["status", "--json"])).unwrap()["stats"]
+    (f, padded, big)
+}
+
+impl Fleet {
+    /// The agent's counters.
+    fn stats(&self) -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(&self.ok(&["status", "--json"])).unwrap()["stats"]
             .clone()
-    };
-    let before = stats();
-    assert_eq!(before["workers"], 1, "{before}");
-    // The one worker hashes `big` (unknown: refused at its deadline).
-    let held = std::thread::spawn({
-        let big = big.clone();
-        move || run(&big, &[], &[])
-    });
-    std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Run `program` as `uid` on a thread of its own (its exec waits for the agent).
+fn run_as(program: &Path, uid: u32) -> std::thread::JoinHandle<Ran> {
+    use std::os::unix::process::CommandExt;
+    let program = program.to_owned();
+    std::thread::spawn(move || {
+        let spawn = std::process::Command::new(&program)
+            .uid(uid)
+            .gid(uid)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .and_then(|mut c| c.wait());
+        Ran {
+            spawn,
+            stdout: String::new(),
+            stderr: String::new(),
+        }
+    })
+}
+
+/// A worker held past its event's deadline (here hashing 2 GiB) is
+/// replaced at that deadline: the event behind it is decided by the new
+/// worker, not left to wait for its own deadline. When the held one comes
+/// back, the pool returns to its size. (With no replacement, the second
+/// program waits for the deadline and is refused: checked.)
+#[test]
+fn a_worker_held_past_the_deadline_is_replaced() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    // Two workers: one of them is kept for users with nothing in progress
+    // (see the next test), so one user's second event waits for a new one.
+    let (f, padded, big) = workers_fleet(&m, 2, 500, 1);
+    let before = f.stats();
+    assert_eq!(before["workers"], 2, "{before}");
+    // A worker hashes `big` (unknown: refused at its deadline).
+    let held = run_as(&big[0], 0);
+    std::thread::sleep(Duration::from_millis(250));
     let t = std::time::Instant::now();
-    let r = run(&copies[0], &[], &[]);
+    let r = run(&padded[1], &[], &[]);
     let took = t.elapsed();
     assert!(
         r.ok(),
         "decided by a new worker: {r:?} after {took:?}\n{}",
         f.agent_log()
     );
-    let during = stats();
+    let during = f.stats();
     assert!(held.join().unwrap().exec_refused());
     assert_eq!(
         during["timeouts"].as_u64(),
@@ -745,11 +786,35 @@ fn a_worker_held_past_the_deadline_is_replaced() {
         "{}",
         f.agent_log()
     );
-    // Once the hash is done, one worker again, and it decides.
+    // Once the hash is done, two workers again, and they decide.
     assert!(
-        eventually(Duration::from_secs(20), || stats()["workers"] == 1).is_some(),
+        eventually(Duration::from_secs(20), || f.stats()["workers"] == 2).is_some(),
         "{}",
-        stats()
+        f.stats()
     );
-    assert!(run(&copies[1], &[], &[]).ok());
+    assert!(run(&padded[2], &[], &[]).ok());
+}
+
+/// One user cannot hold every worker: with three files that take seconds
+/// to decide run by `nobody` on two workers, root's program is decided at
+/// once by the worker kept for users with nothing in progress. (With one
+/// queue for all it waited for the first deadline, 1.5 s: checked.)
+#[test]
+fn one_user_cannot_hold_every_worker() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let (f, padded, big) = workers_fleet(&m, 2, 1500, 3);
+    let nobody: Vec<_> = big.iter().map(|b| run_as(b, 65534)).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let t = std::time::Instant::now();
+    let r = run(&padded[1], &[], &[]);
+    let took = t.elapsed();
+    assert!(r.ok(), "{r:?}\n{}", f.agent_log());
+    assert!(
+        took < Duration::from_millis(700),
+        "root's program waited {took:?} behind nobody's"
+    );
+    for n in nobody {
+        assert!(n.join().unwrap().exec_refused());
+    }
 }
