@@ -32,6 +32,10 @@ pub struct ServerConfig {
     /// deleted, oldest first, every 10 minutes by each replica. 0 keeps
     /// them forever.
     pub event_retention_days: u64,
+    /// How long the catalog keeps an instance (a hash at a path on a
+    /// computer) after its agent reported it gone, deleted then like
+    /// events. 0 keeps them forever.
+    pub deleted_instance_retention_days: u64,
     /// Maximum number of pooled database connections.
     pub db_max_connections: u32,
     /// Capacity, in requests, of the queue between the lookup path and the
@@ -76,6 +80,7 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 10,
             change_retention_days: 30,
             event_retention_days: 365,
+            deleted_instance_retention_days: 365,
             db_max_connections: 16,
             catalog_queue: 1024,
             alerts_allow_private_addresses: false,
@@ -197,6 +202,14 @@ impl ServerConfig {
                 format!("must be at most {MAX_RETENTION_DAYS} (100 years; 0 keeps events forever)"),
             ));
         }
+        if self.deleted_instance_retention_days > MAX_RETENTION_DAYS {
+            return Err(ConfigError::new(
+                "deleted_instance_retention_days",
+                format!(
+                    "must be at most {MAX_RETENTION_DAYS} (100 years; 0 keeps instances forever)"
+                ),
+            ));
+        }
         if !(1..=1000).contains(&self.db_max_connections) {
             return Err(ConfigError::new(
                 "db_max_connections",
@@ -220,7 +233,8 @@ const MIN_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// Largest `catalog_queue` (messages; each holds one request's sightings).
 const MAX_CATALOG_QUEUE: usize = 1 << 20;
 
-/// The longest `event_retention_days`: 100 years.
+/// The longest `event_retention_days` and
+/// `deleted_instance_retention_days`: 100 years.
 const MAX_RETENTION_DAYS: u64 = 36_500;
 
 /// The field a serde error is about: the path where it happened, extended by

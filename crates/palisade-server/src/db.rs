@@ -24,7 +24,7 @@
 //! | `enroll_tokens`  | SHA-256 of each token secret, uses left, expiry |
 //! | `admins`, `admin_tokens` | admins per organization (`grants_stamp`, v5: new at every change of the admin's grants), SHA-256 of each API token (`created_by`, v7: the maker of a token made for another admin) |
 //! | `files`          | the catalog: every hash an organization has seen, first sighting |
-//! | `file_instances` | where (computer, path) and how often each hash was seen, last operation and process, and when the agent reported it gone (`deleted_ms`, v2) |
+//! | `file_instances` | where (computer, path) and how often each hash was seen, last operation and process, and when the agent reported it gone (`deleted_ms`, v2; indexed where set, v11: deleted after `deleted_instance_retention_days`) |
 //! | `file_states`    | approved/banned per (hash, scope kind, scope id); unique per scope |
 //! | `changes`        | the change log: id = revision; kind file / policy / computer (a `policy` row with a NULL policy: every policy's configuration, i.e. rules or publishers) |
 //! | `signin_attempts` | sign-in attempts in progress per (organization, name), on any replica, and the failures of names that are not admins (v9) |
@@ -152,6 +152,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         10,
         include_str!("../schema/sqlite-10.sql"),
         include_str!("../schema/postgres-10.sql"),
+    ),
+    (
+        11,
+        include_str!("../schema/sqlite-11.sql"),
+        include_str!("../schema/postgres-11.sql"),
     ),
 ];
 

@@ -49,6 +49,7 @@ pub(crate) async fn run(
     start: i64,
     retention: Duration,
     event_retention: Option<Duration>,
+    instance_retention: Option<Duration>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut last = start;
@@ -96,6 +97,19 @@ pub(crate) async fn run(
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot delete events past their retention")
                     }
+                }
+            }
+            if let Some(keep) = instance_retention {
+                match prune_deleted_instances(&db, keep).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        deleted = n,
+                        "catalog instances gone past their retention deleted"
+                    ),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "cannot delete catalog instances gone past their retention"
+                    ),
                 }
             }
         }
@@ -310,6 +324,43 @@ pub(crate) async fn prune_events(db: &Db, retention: Duration) -> Result<u64, sq
             .rows_affected();
         tx.commit().await?;
         if old < head.len() || (head.len() as i64) < PRUNE_EVENTS_BATCH {
+            return Ok(deleted);
+        }
+    }
+}
+
+/// Delete the catalog's instances that their agent reported gone more than
+/// `retention` ago, longest gone first, in transactions of about
+/// [`PRUNE_EVENTS_BATCH`] (instances reported gone at the same millisecond
+/// go together: one report's). Each batch reads the head of the partial
+/// index on `deleted_ms` (migration 11). Returns how many were deleted.
+pub(crate) async fn prune_deleted_instances(
+    db: &Db,
+    retention: Duration,
+) -> Result<u64, sqlx::Error> {
+    let cutoff = now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX / 2);
+    let mut deleted = 0;
+    loop {
+        let mut tx = db.write().await?;
+        // The batch's last instance, if there are more than a batch.
+        let edge: Option<i64> = sqlx::query_scalar(
+            "SELECT deleted_ms FROM file_instances \
+             WHERE deleted_ms IS NOT NULL AND deleted_ms <= $1 \
+             ORDER BY deleted_ms LIMIT 1 OFFSET $2",
+        )
+        .bind(cutoff)
+        .bind(PRUNE_EVENTS_BATCH - 1)
+        .fetch_optional(tx.conn())
+        .await?;
+        deleted += sqlx::query(
+            "DELETE FROM file_instances WHERE deleted_ms IS NOT NULL AND deleted_ms <= $1",
+        )
+        .bind(edge.unwrap_or(cutoff))
+        .execute(tx.conn())
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        if edge.is_none() {
             return Ok(deleted);
         }
     }

@@ -79,7 +79,8 @@
 //! * [`ServerConfig`] → [`Server::bind`] → [`Server::serve`]: a replica.
 //! * [`Db::connect`], [`bootstrap`], [`create_admin_token`],
 //!   [`create_enroll_token`], [`create_policy`], [`set_policy_levels`],
-//!   [`ca_certificate`], [`prune_changes`], [`prune_events`]: administration without a running
+//!   [`ca_certificate`], [`prune_changes`], [`prune_events`],
+//!   [`prune_deleted_instances`]: administration without a running
 //!   server (`palisade server init`, `palisade up`).
 //!
 //! # The approval model
@@ -122,6 +123,7 @@ pub use db::{Db, DbKind};
 pub use errors::{Error, ErrorKind};
 pub use ops::{
     bootstrap, ca_certificate, create_admin_token, create_enroll_token, create_policy,
-    prune_changes, prune_events, set_policy_levels, Bootstrap, CaCertificate, DEFAULT_POLICY,
+    prune_changes, prune_deleted_instances, prune_events, set_policy_levels, Bootstrap,
+    CaCertificate, DEFAULT_POLICY,
 };
 pub use server::Server;

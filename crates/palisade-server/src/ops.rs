@@ -482,3 +482,11 @@ pub async fn prune_changes(db: &Db, older_than: Duration) -> Result<u64, Error> 
 pub async fn prune_events(db: &Db, older_than: Duration) -> Result<u64, Error> {
     Ok(crate::feed::prune_events(db, older_than).await?)
 }
+
+/// Delete the catalog's instances (where a hash was seen) that their agent
+/// reported gone more than `older_than` ago (each replica also does this
+/// periodically with `deleted_instance_retention_days`). Returns the number
+/// of instances deleted.
+pub async fn prune_deleted_instances(db: &Db, older_than: Duration) -> Result<u64, Error> {
+    Ok(crate::feed::prune_deleted_instances(db, older_than).await?)
+}

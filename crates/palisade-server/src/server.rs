@@ -94,6 +94,7 @@ impl Server {
             max_body_bytes = config.max_body_bytes,
             change_retention_days = config.change_retention_days,
             event_retention_days = config.event_retention_days,
+            deleted_instance_retention_days = config.deleted_instance_retention_days,
             alerts_allow_private_addresses = config.alerts_allow_private_addresses,
             alerts_local_syslog = config.alerts_local_syslog,
             "palisade server bound"
@@ -159,6 +160,13 @@ impl Server {
             retention,
             (config.event_retention_days > 0)
                 .then(|| Duration::from_secs(config.event_retention_days.saturating_mul(86_400))),
+            (config.deleted_instance_retention_days > 0).then(|| {
+                Duration::from_secs(
+                    config
+                        .deleted_instance_retention_days
+                        .saturating_mul(86_400),
+                )
+            }),
             stop_rx.clone(),
         ));
         let listen = tokio::spawn(crate::feed::listen(db.clone(), stop_rx.clone()));

@@ -24,6 +24,10 @@ fn config_errors_name_the_field() {
     refused("change_retention_days = 0", "change_retention_days");
     refused("event_retention_days = 36501", "event_retention_days");
     refused("event_retention_days = -1", "event_retention_days");
+    refused(
+        "deleted_instance_retention_days = 36501",
+        "deleted_instance_retention_days",
+    );
     refused("catalog_queue = 0", "catalog_queue");
     // Would have reached the channel and panicked at start.
     refused("catalog_queue = 4611686018427387904", "catalog_queue");

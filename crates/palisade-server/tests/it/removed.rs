@@ -10,6 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 both_backends!(removed_paths_mark_instances_deleted);
+both_backends!(instances_gone_past_their_retention_are_deleted);
 
 fn inventory(files: &[(Sha256, &str)]) -> Value {
     let files: Vec<Value> = files
@@ -159,6 +160,84 @@ async fn removed_paths_mark_instances_deleted(backend: Backend) {
         StatusCode::UNPROCESSABLE_ENTITY,
     );
     assert_eq!(err.field.as_deref(), Some("items"), "{err:?}");
+}
+
+/// `deleted_instance_retention_days`: instances reported gone longer ago
+/// are deleted, in batches (more than one here: 5,100 of them), the others
+/// stay (gone since lately, or present); the hash's other instances and
+/// its catalog entry are untouched, and a later sighting comes back as new.
+async fn instances_gone_past_their_retention_are_deleted(backend: Backend) {
+    let env = Env::new(backend).await;
+    let agent = env.agent("default", "web01").await;
+    let a = hash(1);
+    let old = 5_100usize;
+    let mut paths: Vec<String> = (0..old).map(|i| format!("/old/{i}")).collect();
+    paths.extend(["/recent/x".to_owned(), "/present/x".to_owned()]);
+    for chunk in paths.chunks(palisade_api::agent::INVENTORY_BATCH_MAX) {
+        let files: Vec<(Sha256, &str)> = chunk.iter().map(|p| (a, p.as_str())).collect();
+        let _: InventoryResponse = agent
+            .post_ok("/agent/v1/inventory", inventory(&files))
+            .await;
+    }
+    let day = 86_400_000i64;
+    let now = palisade_server_now();
+    // Each old one gone at a millisecond of its own (a batch ends at one).
+    for (like, ago) in [
+        (
+            "/old/%",
+            format!("{} - CAST(SUBSTR(path, 6) AS BIGINT)", 400 * day),
+        ),
+        ("/recent/%", format!("{}", 10 * day)),
+    ] {
+        exec_sql(
+            backend,
+            &env.db.url,
+            &format!(
+                "UPDATE file_instances SET deleted_ms = {now} - ({ago}) WHERE path LIKE '{like}'"
+            ),
+        )
+        .await;
+    }
+    let year = std::time::Duration::from_millis(365 * day as u64);
+    let deleted = palisade_server::prune_deleted_instances(&env.server.db, year)
+        .await
+        .expect("prune");
+    assert_eq!(deleted, old as u64);
+    let d: FileDetails = env.admin.get_ok(&format!("/api/v1/files/{a}")).await;
+    let mut left: Vec<(String, LocalState)> = d
+        .instances
+        .iter()
+        .map(|i| (i.path.clone(), i.local_state))
+        .collect();
+    left.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(
+        left,
+        [
+            ("/present/x".to_owned(), LocalState::Unapproved),
+            ("/recent/x".to_owned(), LocalState::Deleted),
+        ]
+    );
+    assert_eq!(
+        palisade_server::prune_deleted_instances(&env.server.db, year)
+            .await
+            .expect("prune again"),
+        0
+    );
+    // Seen again at a pruned path: a new instance.
+    let _: InventoryResponse = agent
+        .post_ok("/agent/v1/inventory", inventory(&[(a, "/old/7")]))
+        .await;
+    let d: FileDetails = env.admin.get_ok(&format!("/api/v1/files/{a}")).await;
+    let back = d
+        .instances
+        .iter()
+        .find(|i| i.path == "/old/7")
+        .expect("back");
+    assert!(
+        back.first_seen_ms >= now && back.deleted_ms.is_none(),
+        "{back:?}"
+    );
+    env.server.stop().await;
 }
 
 fn palisade_server_now() -> i64 {
