@@ -695,6 +695,7 @@ impl Engine {
         // Events a worker must decide, with their owner (see `fair`).
         let queue = Arc::new(fair::FairQueue::new(
             4096,
+            pool::cap_for(self.cfg.workers) - self.cfg.workers,
             self.stats.workers.clone(),
             |j: &(u32, Arc<Pending>)| j.0,
         ));

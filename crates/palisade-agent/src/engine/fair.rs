@@ -7,9 +7,11 @@
 //! (the real uid of the process that caused them), owners take turns, and
 //! the last free worker is kept for an owner with nothing in progress: an
 //! owner already being served gets a worker only while another stays
-//! free. A lone owner still gets all but one (the pool replaces held
-//! workers, so "all but one" grows with it); an owner flooding the queue
-//! gets at most a quarter of its room.
+//! free, and never more than `per_owner` at once (the pool's cap less its
+//! size: when one owner's workers are held for good, the pool can still
+//! grow by its size for the others). A lone owner still gets all but one
+//! (the pool replaces held workers, so "all but one" grows with it); an
+//! owner flooding the queue gets at most a quarter of its room.
 use super::pool::{Jobs, WorkerCounts};
 use parking_lot::{Condvar, Mutex};
 use std::collections::{HashMap, VecDeque};
@@ -41,6 +43,8 @@ pub(super) struct FairQueue<T> {
     state: Mutex<State<T>>,
     cv: Condvar,
     capacity: usize,
+    /// Jobs one owner may have in progress at once.
+    per_owner: usize,
     /// The pool's count of running workers.
     workers: Arc<WorkerCounts>,
     owner_of: fn(&T) -> u32,
@@ -49,6 +53,7 @@ pub(super) struct FairQueue<T> {
 impl<T: Send> FairQueue<T> {
     pub(super) fn new(
         capacity: usize,
+        per_owner: usize,
         workers: Arc<WorkerCounts>,
         owner_of: fn(&T) -> u32,
     ) -> FairQueue<T> {
@@ -63,6 +68,7 @@ impl<T: Send> FairQueue<T> {
             }),
             cv: Condvar::new(),
             capacity,
+            per_owner: per_owner.max(1),
             workers,
             owner_of,
         }
@@ -101,10 +107,13 @@ impl<T: Send> FairQueue<T> {
         let running = self.workers.running.load(Ordering::Relaxed) as usize;
         // This worker is free: taking a job leaves `running - busy - 1` free.
         let spare = running.saturating_sub(s.busy_total + 1) > 0;
-        let at = s
-            .turns
-            .iter()
-            .position(|o| s.closed || spare || !s.busy.contains_key(o))?;
+        let at = s.turns.iter().position(|o| {
+            s.closed
+                || match s.busy.get(o) {
+                    None => true,
+                    Some(&n) => spare && n < self.per_owner,
+                }
+        })?;
         let owner = s.turns.remove(at)?;
         let queue = s.waiting.get_mut(&owner)?;
         let job = queue.pop_front()?;
@@ -161,7 +170,7 @@ mod tests {
     fn queue(capacity: usize, running: u64) -> FairQueue<Job> {
         let counts = Arc::new(WorkerCounts::default());
         counts.running.store(running, Ordering::Relaxed);
-        FairQueue::new(capacity, counts, |j: &Job| j.0)
+        FairQueue::new(capacity, 64, counts, |j: &Job| j.0)
     }
 
     fn try_take(q: &FairQueue<Job>) -> Option<Job> {
@@ -207,6 +216,28 @@ mod tests {
         q.workers.running.store(1, Ordering::Relaxed);
         q.push((1, "a3")).unwrap();
         assert_eq!(try_take(&q), Some((1, "a3")));
+    }
+
+    #[test]
+    fn one_owner_has_at_most_per_owner_in_progress() {
+        let counts = Arc::new(WorkerCounts::default());
+        counts.running.store(16, Ordering::Relaxed);
+        let q = FairQueue::new(64, 3, counts, |j: &Job| j.0);
+        for _ in 0..5 {
+            q.push((1, "a")).unwrap();
+        }
+        for _ in 0..3 {
+            assert_eq!(try_take(&q), Some((1, "a")));
+        }
+        assert_eq!(
+            try_take(&q),
+            None,
+            "13 workers free, but 3 is owner 1's share"
+        );
+        q.push((2, "b")).unwrap();
+        assert_eq!(try_take(&q), Some((2, "b")));
+        q.done(&(1, "a"));
+        assert_eq!(try_take(&q), Some((1, "a")));
     }
 
     #[test]
