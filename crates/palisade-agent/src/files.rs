@@ -247,10 +247,11 @@ pub fn hash_buffered(fd: BorrowedFd<'_>, stop: &dyn Fn() -> bool) -> io::Result<
 /// error, as does one that shrank under the mapping.
 ///
 /// A file with holes is hashed with [`hash_pipelined`] instead: through a
-/// shared mapping, tmpfs (and ramfs) allocate every hole read, charged to
-/// the agent and kept as long as the file, so any user could have the
-/// agent fill `/dev/shm` with their sparse files; `pread` gives a hole's
-/// zeros and allocates nothing.
+/// shared mapping, tmpfs allocates every hole read, charged to the agent
+/// and kept as long as the file, so any user could have the agent fill
+/// `/dev/shm` with their sparse files; there `pread` gives a hole's zeros
+/// and allocates nothing (ramfs, which cannot say where its holes are,
+/// allocates them either way).
 pub fn hash_in_place(fd: BorrowedFd<'_>, size: u64, stop: &dyn Fn() -> bool) -> io::Result<Sha256> {
     if has_holes(fd, size) {
         return hash_pipelined(fd, stop);
