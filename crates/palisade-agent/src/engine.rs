@@ -693,9 +693,10 @@ impl Engine {
     /// Run the reader loop until `stop` is set. Spawns the workers and the watchdog.
     pub(crate) fn run_reader(self: &Arc<Self>, stop: Arc<Stop>) {
         // Events a worker must decide, with their owner (see `fair`).
+        let cap = pool::cap_for(self.cfg.workers);
         let queue = Arc::new(fair::FairQueue::new(
             4096,
-            pool::cap_for(self.cfg.workers) - self.cfg.workers,
+            cap - self.cfg.workers,
             self.stats.workers.clone(),
             |j: &(u32, Arc<Pending>)| j.0,
         ));
@@ -703,7 +704,7 @@ impl Engine {
         let workers = pool::Pool::new(
             "palisade-worker",
             self.cfg.workers,
-            pool::cap_for(self.cfg.workers),
+            cap,
             queue.clone(),
             |j: &(u32, Arc<Pending>)| j.1.deadline,
             raise_priority,
@@ -1736,7 +1737,7 @@ impl Engine {
                     t.held,
                     t.started,
                     t.running,
-                    pool::cap_for(self.cfg.workers)
+                    workers.cap()
                 );
             }
             if t.capped && !capped {

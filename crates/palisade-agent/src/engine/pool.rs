@@ -164,6 +164,11 @@ impl<T: Send + 'static> Pool<T> {
         }
     }
 
+    /// The most workers it runs.
+    pub(super) fn cap(&self) -> usize {
+        self.cap
+    }
+
     /// Workers running now.
     #[cfg(test)]
     fn running(&self) -> usize {
@@ -341,6 +346,16 @@ mod tests {
             .collect()
     }
 
+    /// Send a job that ends at once, and wait until a worker took it.
+    fn run_one(tx: &crossbeam_channel::Sender<Job>, started: &crossbeam_channel::Receiver<()>) {
+        tx.send(Job {
+            deadline: Instant::now() + Duration::from_secs(60),
+            hold: None,
+        })
+        .unwrap();
+        started.recv_timeout(Duration::from_secs(5)).unwrap();
+    }
+
     #[test]
     fn held_workers_are_replaced_and_leave_when_they_come_back() {
         let (p, tx, started) = pool(2, 5);
@@ -359,12 +374,7 @@ mod tests {
         );
         assert_eq!(p.counts.added.load(Ordering::Relaxed), 2);
         // The new workers take jobs while the others are held.
-        tx.send(Job {
-            deadline: Instant::now() + Duration::from_secs(60),
-            hold: None,
-        })
-        .unwrap();
-        started.recv_timeout(Duration::from_secs(5)).unwrap();
+        run_one(&tx, &started);
         // Nothing more is held: another top-up starts nothing.
         assert_eq!(p.top_up(Instant::now()).started, 0);
         // Released, the held ones leave: two are free without them.
@@ -372,12 +382,7 @@ mod tests {
         assert!(eventually(|| p.running() == 2), "{}", p.running());
         assert_eq!(p.counts.running.load(Ordering::Relaxed), 2);
         // And the pool still works.
-        tx.send(Job {
-            deadline: Instant::now() + Duration::from_secs(60),
-            hold: None,
-        })
-        .unwrap();
-        started.recv_timeout(Duration::from_secs(5)).unwrap();
+        run_one(&tx, &started);
     }
 
     #[test]
