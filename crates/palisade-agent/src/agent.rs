@@ -320,6 +320,8 @@ impl RunningAgent {
             let server = identity.server.clone();
             let computer = identity.computer.clone();
             let live_watched = live_watched.clone();
+            let persistent = persistent.clone();
+            let data_dir = cfg.data_dir.clone();
             control::serve(&cfg.control_socket, move || ControlStatus {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 computer: computer.clone(),
@@ -337,6 +339,14 @@ impl RunningAgent {
                 events_dropped: reporter.dropped(),
                 events_set_aside: reporter.losses().set_aside,
                 cached_approvals: engine.cached_hashes(),
+                stores_in_memory: [
+                    (persistent.in_memory(), "cache.db"),
+                    (spool.in_memory(), "events.db"),
+                ]
+                .into_iter()
+                .filter(|(in_memory, _)| *in_memory)
+                .map(|(_, name)| data_dir.join(name).display().to_string())
+                .collect(),
             })?;
         }
 
@@ -444,7 +454,8 @@ impl RunningAgent {
     }
 
     /// Stop: unmark (by closing the groups, which lets any unanswered event
-    /// through), flush queued events to disk, stop the threads and tasks.
+    /// through), stop the threads, let the workers decide what is queued,
+    /// write every event reported to disk, stop the tasks.
     pub async fn shutdown(mut self) {
         self.enforcing.store(false, Ordering::Relaxed);
         self.engine.release();
@@ -453,18 +464,31 @@ impl RunningAgent {
         // between.
         self.unmark();
         self.stop.request();
-        let reporter = self.reporter.clone();
-        let _ = tokio::task::spawn_blocking(move || reporter.flush(Duration::from_secs(2))).await;
-        for t in &self.tasks {
-            t.abort();
-        }
         let threads = std::mem::take(&mut self.threads);
-        let _ = tokio::task::spawn_blocking(move || {
+        let engine = self.engine.clone();
+        let reporter = self.reporter.clone();
+        let unwritten = tokio::task::spawn_blocking(move || {
             for t in threads {
                 let _ = t.join();
             }
+            // The workers leave once the queue the reader closed is empty;
+            // one held (a file of gigabytes) is not waited for long.
+            let end = std::time::Instant::now() + Duration::from_secs(2);
+            while engine.stats.workers.running.load(Ordering::Acquire) > 0
+                && std::time::Instant::now() < end
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            reporter.flush(Duration::from_secs(5))
         })
-        .await;
+        .await
+        .unwrap_or(0);
+        if unwritten > 0 {
+            tracing::error!("stopping with {unwritten} events not written to the spool");
+        }
+        for t in &self.tasks {
+            t.abort();
+        }
         self.unmark();
         let _ = std::fs::remove_file(&self.cfg.control_socket);
         let _ = std::fs::remove_file(&self.cfg.request_socket);

@@ -49,6 +49,10 @@ pub struct ControlStatus {
     pub events_set_aside: u64,
     /// Approvals cached in memory.
     pub cached_approvals: usize,
+    /// On-disk stores (cache, spool) kept in memory because their file
+    /// could not be used: what they hold is lost at a restart.
+    #[serde(default)]
+    pub stores_in_memory: Vec<String>,
 }
 
 /// Serve `status()` on `path` until the process exits.

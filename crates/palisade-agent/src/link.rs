@@ -126,7 +126,17 @@ impl ServiceClient {
         if status.is_success() {
             return Ok(resp);
         }
-        let body = resp.text().await.unwrap_or_default();
+        // Enough of the body for a message, never all of whatever comes.
+        let mut body = Vec::new();
+        let mut resp = resp;
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            let room = ERROR_BODY_MAX - body.len();
+            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if body.len() == ERROR_BODY_MAX {
+                break;
+            }
+        }
+        let body = String::from_utf8_lossy(&body).into_owned();
         let message = serde_json::from_str::<ErrorBody>(&body)
             .map(|b| b.error)
             .unwrap_or(body);
@@ -248,15 +258,19 @@ impl ServiceClient {
     /// only with the body).
     pub async fn stream(&self) -> Result<MessageStream> {
         let within = self.stream_open;
-        let resp = tokio::time::timeout(
-            within,
-            self.http
+        // The refusal's body too: a replica (or a proxy) that answers an
+        // error and then stalls its body must not hold the reconnection.
+        let resp = tokio::time::timeout(within, async {
+            let resp = self
+                .http
                 .get(format!("{}/agent/v1/stream", self.base))
-                .send(),
-        )
+                .send()
+                .await?;
+            Self::check(resp).await
+        })
         .await
         .map_err(|_| anyhow!("the service did not open the stream within {within:?}"))??;
-        let bytes = Self::check(resp).await?.bytes_stream();
+        let bytes = resp.bytes_stream();
         let lines = futures_util::stream::unfold(
             (bytes, Vec::<u8>::new(), false),
             |(mut bytes, mut buf, done)| async move {
@@ -296,6 +310,9 @@ impl ServiceClient {
 
 /// The longest stream line accepted.
 const MAX_LINE: usize = 16 << 20;
+
+/// Most of an error answer's body read for its message.
+const ERROR_BODY_MAX: usize = 64 << 10;
 
 /// How long the stream's answer may take to start: as long as the silence
 /// tolerated between its messages.
@@ -890,20 +907,28 @@ pub async fn run_uploader(
     let ack = |last: u64| {
         let s = spool.clone();
         async move {
-            if let Err(e) = on_spool(move || s.ack(last)).await {
+            let done = on_spool(move || s.ack(last)).await;
+            if let Err(e) = &done {
                 tracing::warn!("event spool: acknowledging up to {last}: {e}");
             }
+            done.is_ok()
         }
     };
     let set_aside = |(seq, event): (u64, palisade_core::FileEvent), why: String| {
         let s = spool.clone();
         async move {
             match on_spool(move || s.set_aside(seq, &event, &why)).await {
-                Ok(path) => tracing::error!(
-                    "the service refused spooled event {seq}; kept in {}",
-                    path.display()
-                ),
-                Err(e) => tracing::error!("event spool: setting event {seq} aside: {e}"),
+                Ok(path) => {
+                    tracing::error!(
+                        "the service refused spooled event {seq}; kept in {}",
+                        path.display()
+                    );
+                    true
+                }
+                Err(e) => {
+                    tracing::error!("event spool: setting event {seq} aside: {e}");
+                    false
+                }
             }
         }
     };
@@ -935,7 +960,10 @@ enum UploadError {
 /// `(sequence, event)` from the spool, upload them, acknowledge up to a
 /// sequence, set one event aside. A spool that cannot be read now (busy,
 /// being rebuilt) and an upload that fails are each retried with back-off
-/// (200 ms doubling to 5 s); an empty spool waits for `wake` or
+/// (200 ms doubling to 5 s), and so is an acknowledgement or a setting
+/// aside that fails (they return whether they were done: the events stay
+/// in the spool and are sent again, not as fast as the round trips go);
+/// an empty spool waits for `wake` or
 /// [`UPLOAD_RECHECK`]. A batch whose content the service refuses is halved
 /// until the refused event is alone; that event is set aside (kept on disk
 /// outside the queue) and the events behind it go on, the batch growing
@@ -954,12 +982,13 @@ async fn upload_loop<T, P, PF, U, UF, A, AF, X, XF>(
     U: FnMut(Vec<(u64, T)>) -> UF,
     UF: std::future::Future<Output = std::result::Result<(), UploadError>>,
     A: FnMut(u64) -> AF,
-    AF: std::future::Future<Output = ()>,
+    AF: std::future::Future<Output = bool>,
     X: FnMut((u64, T), String) -> XF,
-    XF: std::future::Future<Output = ()>,
+    XF: std::future::Future<Output = bool>,
 {
     let mut read_retry = RETRY_FIRST;
     let mut upload_retry = RETRY_FIRST;
+    let mut write_retry = RETRY_FIRST;
     let mut limit = max;
     loop {
         let batch = match peek(limit).await {
@@ -983,24 +1012,32 @@ async fn upload_loop<T, P, PF, U, UF, A, AF, X, XF>(
         };
         let size = batch.len();
         let single = (size == 1).then(|| batch[0].clone());
-        match upload(batch).await {
+        let written = match upload(batch).await {
             Ok(()) => {
                 upload_retry = RETRY_FIRST;
                 limit = (limit * 2).min(max);
-                ack(last).await;
+                ack(last).await
             }
             Err(UploadError::Refused(why)) => match single {
                 Some(event) => set_aside(event, why).await,
                 None => {
                     tracing::warn!("the service refused a batch of {size} events, halving: {why}");
                     limit = (size / 2).max(1);
+                    true
                 }
             },
             Err(UploadError::Retry(e)) => {
                 tracing::debug!("event upload failed (kept on disk): {e}");
                 tokio::time::sleep(upload_retry).await;
                 upload_retry = (upload_retry * 2).min(RETRY_MAX);
+                true
             }
+        };
+        if written {
+            write_retry = RETRY_FIRST;
+        } else {
+            tokio::time::sleep(write_retry).await;
+            write_retry = (write_retry * 2).min(RETRY_MAX);
         }
     }
 }
@@ -1131,6 +1168,8 @@ mod uploader_tests {
         spooled: Vec<(u64, &'static str)>,
         failing_reads: u32,
         failing_uploads: u32,
+        /// Acknowledgements and settings aside that fail (a full disk).
+        failing_writes: u32,
         /// Events the service refuses (any batch holding one).
         refused: Vec<u64>,
         reads: u32,
@@ -1180,15 +1219,28 @@ mod uploader_tests {
                 },
                 move |last: u64| {
                     let f = f3.clone();
-                    async move { f.lock().spooled.retain(|(s, _)| *s > last) }
+                    async move {
+                        let mut f = f.lock();
+                        if f.failing_writes > 0 {
+                            f.failing_writes -= 1;
+                            return false;
+                        }
+                        f.spooled.retain(|(s, _)| *s > last);
+                        true
+                    }
                 },
                 move |(seq, _): (u64, &'static str), why: String| {
                     let f = f4.clone();
                     async move {
                         assert!(why.contains("bad event"), "{why}");
                         let mut f = f.lock();
+                        if f.failing_writes > 0 {
+                            f.failing_writes -= 1;
+                            return false;
+                        }
                         f.set_aside.push(seq);
                         f.spooled.retain(|(s, _)| *s != seq);
+                        true
                     }
                 },
                 8,
@@ -1287,6 +1339,33 @@ mod uploader_tests {
     /// A refused batch shorter than the limit halves from its own size:
     /// three events (limit 8) go 3 (refused), 1 (event 1), 2 (growing back:
     /// refused), 1 (event 2, set aside), 1 (event 3).
+    /// Regression: an acknowledgement or a setting aside that fails (a full
+    /// disk) was not waited on: the same events went to the service again
+    /// as fast as round trips allowed. Now it backs off like a read.
+    #[tokio::test(start_paused = true)]
+    async fn a_spool_that_cannot_be_written_is_retried_with_back_off() {
+        for refused in [vec![], vec![1]] {
+            let fake = Fake {
+                spooled: vec![(1, "a")],
+                refused,
+                failing_writes: 1000,
+                ..Fake::default()
+            };
+            let (fake, task) = start(fake, Arc::new(Notify::new()));
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            task.abort();
+            let _ = task.await;
+            let f = fake.lock();
+            // 200 + 400 + 800 + 1600 + 3200 ms of back-off, then 5 s.
+            assert!(
+                (5..=8).contains(&f.sent.len()),
+                "sent {} times in 10 s",
+                f.sent.len()
+            );
+            assert_eq!(f.spooled, vec![(1, "a")], "kept until written");
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_short_refused_batch_halves_from_its_size() {
         let fake = Fake {

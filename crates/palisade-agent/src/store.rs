@@ -68,31 +68,101 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Open a SQLite file with `schema`, moving it aside and starting afresh if
-/// it is corrupt. Returns the connection and whether it was rebuilt.
-fn open_checked(path: &Path, schema: &str) -> Result<(Connection, bool), StoreError> {
-    open_rescuing(path, schema, |_| Vec::new())
+/// What a store file holds, and how far its commits are made durable.
+#[derive(Debug)]
+struct Kind {
+    schema: &'static str,
+    /// `PRAGMA synchronous`: `FULL` where a commit must survive a power
+    /// loss (the spool: once written, an event is held nowhere else),
+    /// `NORMAL` where losing the last commits costs a refill (the cache).
+    synchronous: &'static str,
 }
 
-/// [`open_checked`], keeping across a rebuild the rows `salvage` can still
-/// read from the damaged file (in `events`, the one table a rebuild must
-/// not lose: the spool's).
+/// How a store was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opened {
+    /// The file, as it was.
+    Kept,
+    /// The file was corrupt: moved aside and made afresh.
+    Rebuilt,
+    /// The file could not be used and not for corruption (a full or
+    /// read-only disk, an I/O error, a directory in its place): left as it
+    /// is, and the store kept in memory until the agent restarts.
+    Memory,
+}
+
+/// Rows read from a damaged store, put back in the one made afresh.
+#[derive(Debug, Clone, Default)]
+struct Salvaged {
+    /// The spool's events, with their sequence numbers (an upload in
+    /// flight acknowledges by them).
+    events: Vec<(i64, String)>,
+    /// The cache's metadata.
+    meta: Vec<(String, String)>,
+}
+
+/// Open a SQLite file of `kind`. A corrupt file is moved aside and made
+/// afresh, keeping what `salvage` can still read from it. Any
+/// other failure leaves the file alone (it may be whole: a disk that is
+/// full or read-only now may not be at the next start) and keeps the
+/// store in memory, as does a rebuild that fails: the agent enforces with
+/// or without its stores, never refusing to start for them.
 fn open_rescuing(
     path: &Path,
-    schema: &str,
-    salvage: fn(&Connection) -> Vec<(i64, String)>,
-) -> Result<(Connection, bool), StoreError> {
-    match try_open(path, schema) {
-        Ok(c) => Ok((c, false)),
-        Err(e) => {
+    kind: &Kind,
+    salvage: fn(&Connection) -> Salvaged,
+) -> Result<(Connection, Opened), StoreError> {
+    let why = match try_open(path, kind) {
+        Ok(c) => return Ok((c, Opened::Kept)),
+        Err(e) if is_corruption(&e) => {
             // Read what can still be read, then let the file go.
             let kept = Connection::open(path)
                 .map(|old| salvage(&old))
                 .unwrap_or_default();
-            let c = rebuild(path, schema, &e, kept)?;
-            Ok((c, true))
+            match rebuild(path, kind, &e, &kept) {
+                Ok(c) => return Ok((c, Opened::Rebuilt)),
+                Err(err) => return in_memory(path, kind, &err, &kept),
+            }
+        }
+        Err(e) => e,
+    };
+    in_memory(path, kind, &why, &Salvaged::default())
+}
+
+/// The store of `path` in memory, holding `kept` (see [`open_rescuing`]).
+fn in_memory(
+    path: &Path,
+    kind: &Kind,
+    why: &dyn std::fmt::Display,
+    kept: &Salvaged,
+) -> Result<(Connection, Opened), StoreError> {
+    tracing::error!(
+        "{}: cannot be used ({why}); kept in memory until the agent restarts: what it holds from now on is lost at a restart",
+        path.display()
+    );
+    let mut c = Connection::open_in_memory().map_err(|e| sqlite_error(path, e))?;
+    c.execute_batch(kind.schema)
+        .and_then(|()| put_back(&mut c, kept))
+        .map_err(|e| sqlite_error(path, e))?;
+    Ok((c, Opened::Memory))
+}
+
+/// Put what was `kept` back.
+fn put_back(c: &mut Connection, kept: &Salvaged) -> rusqlite::Result<()> {
+    let tx = c.transaction()?;
+    if !kept.events.is_empty() {
+        let mut st = tx.prepare("INSERT OR IGNORE INTO events (seq, event) VALUES (?1, ?2)")?;
+        for (seq, event) in &kept.events {
+            st.execute(params![seq, event])?;
         }
     }
+    if !kept.meta.is_empty() {
+        let mut st = tx.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?;
+        for (key, value) in &kept.meta {
+            st.execute([key, value])?;
+        }
+    }
+    tx.commit()
 }
 
 /// Make the SQLite database at `path` its owner's alone: created 0600 if it
@@ -129,7 +199,7 @@ pub fn private_database(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn try_open(path: &Path, schema: &str) -> rusqlite::Result<Connection> {
+fn try_open(path: &Path, kind: &Kind) -> rusqlite::Result<Connection> {
     if let Err(e) = private_database(path) {
         // Not a reason to run without a cache or spool; said loudly.
         tracing::warn!(
@@ -146,62 +216,85 @@ fn try_open(path: &Path, schema: &str) -> rusqlite::Result<Connection> {
             Some(check),
         ));
     }
-    c.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
-    c.execute_batch(schema)?;
+    c.execute_batch(&format!(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous={};",
+        kind.synchronous
+    ))?;
+    c.execute_batch(kind.schema)?;
     Ok(c)
 }
 
-/// Move the damaged file at `path` aside (`*.corrupt-<ms>`, kept for a
-/// post-mortem), create it afresh with `schema`, and put back the `kept`
-/// events with their sequence numbers (an upload in flight acknowledges by
-/// them). No connection to the old file may be open.
+/// Move the damaged file at `path` aside (`*.corrupt-<ms>`, with its
+/// `-wal`, which may hold commits the salvage could not read: all kept for
+/// a post-mortem), create it afresh as `kind`, and put back what was
+/// `kept`. No connection to the old file may be open.
 fn rebuild(
     path: &Path,
-    schema: &str,
+    kind: &Kind,
     why: &rusqlite::Error,
-    kept: Vec<(i64, String)>,
+    kept: &Salvaged,
 ) -> Result<Connection, StoreError> {
-    let err = |source| StoreError::Sqlite {
-        path: path.to_owned(),
-        source,
-    };
+    let err = |source| sqlite_error(path, source);
     let aside = path.with_extension(format!("db.corrupt-{}", now_ms()));
     tracing::warn!(
-        "{}: unusable ({why}); moved aside to {} and rebuilt, {} events kept",
+        "{}: unusable ({why}); moved aside to {} and rebuilt, {} events and {} settings kept",
         path.display(),
         aside.display(),
-        kept.len()
+        kept.events.len(),
+        kept.meta.len()
     );
-    if std::fs::rename(path, &aside).is_ok() {
-        use std::os::unix::fs::PermissionsExt;
-        // Kept for a post-mortem, not for other users to read.
-        let _ = std::fs::set_permissions(&aside, std::fs::Permissions::from_mode(0o600));
-    }
-    for suffix in ["-wal", "-shm"] {
-        let mut p = path.as_os_str().to_owned();
-        p.push(suffix);
-        let _ = std::fs::remove_file(PathBuf::from(p));
-    }
-    let mut c = try_open(path, schema).map_err(err)?;
-    if !kept.is_empty() {
-        let tx = c.transaction().map_err(err)?;
-        {
-            let mut st = tx
-                .prepare("INSERT OR IGNORE INTO events (seq, event) VALUES (?1, ?2)")
-                .map_err(err)?;
-            for (seq, event) in &kept {
-                st.execute(params![seq, event]).map_err(err)?;
-            }
+    for suffix in ["", "-wal", "-shm"] {
+        let with = |p: &Path| {
+            let mut p = p.as_os_str().to_owned();
+            p.push(suffix);
+            PathBuf::from(p)
+        };
+        let (from, to) = (with(path), with(&aside));
+        if std::fs::rename(&from, &to).is_ok() {
+            use std::os::unix::fs::PermissionsExt;
+            // Kept for a post-mortem, not for other users to read.
+            let _ = std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600));
+        } else {
+            // Never left to be replayed into the fresh file.
+            let _ = std::fs::remove_file(&from);
         }
-        tx.commit().map_err(err)?;
     }
+    let mut c = try_open(path, kind).map_err(err)?;
+    put_back(&mut c, kept).map_err(err)?;
     Ok(c)
+}
+
+/// The cache's metadata still readable in a damaged file, but the revision
+/// to catch up from: the answers it goes with are not kept, and refill
+/// from the service. Without the saved configuration a restart while the
+/// service is away would enforce the answers it gets back with none of
+/// the rules that may restrict them; without the spool id, events waiting
+/// would be numbered anew.
+fn salvage_meta(conn: &Connection) -> Salvaged {
+    let meta = conn
+        .prepare("SELECT key, value FROM meta WHERE key <> 'revision'")
+        .and_then(|mut st| {
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()
+        })
+        .unwrap_or_default();
+    Salvaged {
+        meta,
+        ..Salvaged::default()
+    }
 }
 
 /// The spool's events still readable in a damaged file: in order from the
 /// first up to the damage, and backwards from the last down to it, so one
 /// bad page loses only the rows it held.
-fn salvage_events(conn: &Connection) -> Vec<(i64, String)> {
+fn salvage_events(conn: &Connection) -> Salvaged {
+    Salvaged {
+        events: readable_events(conn),
+        ..Salvaged::default()
+    }
+}
+
+fn readable_events(conn: &Connection) -> Vec<(i64, String)> {
     let read = |order: &str, after: i64| -> Vec<(i64, String)> {
         let sql = format!("SELECT seq, event FROM events WHERE seq > ?1 ORDER BY seq {order}");
         let Ok(mut st) = conn.prepare(&sql) else {
@@ -227,7 +320,8 @@ fn is_corruption(e: &rusqlite::Error) -> bool {
     )
 }
 
-const CACHE_SCHEMA: &str = "
+const CACHE: Kind = Kind {
+    schema: "
 CREATE TABLE IF NOT EXISTS approvals (
     sha256 TEXT PRIMARY KEY NOT NULL,
     approval TEXT NOT NULL,
@@ -235,13 +329,17 @@ CREATE TABLE IF NOT EXISTS approvals (
     updated_ms INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
-";
+",
+    synchronous: "NORMAL",
+};
 
 /// The persistent approval cache.
 #[derive(Debug)]
 pub struct PersistentCache {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// Kept in memory: its file could not be used ([`open_rescuing`]).
+    in_memory: std::sync::atomic::AtomicBool,
 }
 
 /// One cached answer.
@@ -281,15 +379,23 @@ fn encode_answer(c: &CachedApproval) -> String {
 
 impl PersistentCache {
     /// Open (or create, or rebuild) the cache at `path`.
+    /// Returns whether it started without its answers (rebuilt, or kept
+    /// in memory: see [`open_rescuing`]).
     pub fn open(path: &Path) -> Result<(Self, bool), StoreError> {
-        let (conn, rebuilt) = open_checked(path, CACHE_SCHEMA)?;
+        let (conn, opened) = open_rescuing(path, &CACHE, salvage_meta)?;
         Ok((
             PersistentCache {
                 path: path.to_owned(),
                 conn: Mutex::new(conn),
+                in_memory: (opened == Opened::Memory).into(),
             },
-            rebuilt,
+            opened != Opened::Kept,
         ))
+    }
+
+    /// Whether the cache is kept in memory (its file could not be used).
+    pub fn in_memory(&self) -> bool {
+        self.in_memory.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn sqlite(&self, source: rusqlite::Error) -> StoreError {
@@ -299,12 +405,26 @@ impl PersistentCache {
         }
     }
 
-    /// Rebuild the file if `e` says it is corrupt.
+    /// Rebuild the file if `e` says it is corrupt and its check agrees
+    /// (see [`salvage_meta`] for what is kept).
     fn heal(&self, conn: &mut Connection, e: &rusqlite::Error) {
-        if is_corruption(e) {
-            if let Ok((fresh, _)) = open_checked(&self.path, CACHE_SCHEMA) {
+        if !is_corruption(e) {
+            return;
+        }
+        // No connection to the old file may be open while it is moved.
+        let Ok(placeholder) = Connection::open_in_memory() else {
+            return;
+        };
+        drop(std::mem::replace(conn, placeholder));
+        match open_rescuing(&self.path, &CACHE, salvage_meta) {
+            Ok((fresh, opened)) => {
                 *conn = fresh;
+                self.in_memory.store(
+                    opened == Opened::Memory,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
             }
+            Err(err) => tracing::error!("{err}"),
         }
     }
 
@@ -344,22 +464,32 @@ impl PersistentCache {
         }
     }
 
-    /// Store answers.
+    /// Store answers. An answer that says nothing (unknown, no trust
+    /// rating) is not kept but removes the one before it: reading it back
+    /// would tell no more than finding nothing, and every distinct file any
+    /// user runs gets one, so keeping them would let a user grow the file
+    /// (and the agent's start, which reads it all) without bound.
     pub fn put_many(&self, entries: &[(Sha256, CachedApproval)]) -> Result<(), StoreError> {
         let mut conn = self.conn.lock();
         let res = (|| {
             let tx = conn.transaction()?;
             {
-                let mut st = tx.prepare_cached(
+                let mut put = tx.prepare_cached(
                     "INSERT INTO approvals (sha256, approval, revision, updated_ms) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT(sha256) DO UPDATE SET approval = excluded.approval,
                         revision = excluded.revision, updated_ms = excluded.updated_ms
                      WHERE excluded.revision >= approvals.revision",
                 )?;
+                let mut forget = tx
+                    .prepare_cached("DELETE FROM approvals WHERE sha256 = ?1 AND revision <= ?2")?;
                 let now = now_ms();
                 for (sha, c) in entries {
-                    let json = encode_answer(c);
-                    st.execute(params![sha.to_hex(), json, c.revision, now])?;
+                    if c.approval == Approval::Unknown && c.trust.is_none() {
+                        forget.execute(params![sha.to_hex(), c.revision])?;
+                    } else {
+                        let json = encode_answer(c);
+                        put.execute(params![sha.to_hex(), json, c.revision, now])?;
+                    }
                 }
             }
             tx.commit()
@@ -476,23 +606,27 @@ impl PersistentCache {
     /// publishers over local approvals). So the cached answers go too, as
     /// when the cache is rebuilt, and the revision to catch up from with
     /// them; both refill from the service.
+    ///
+    /// Answers kept with no configuration at all (its row lost with a
+    /// damaged page, while the answers' pages were read) go the same way.
     pub fn saved_config<T: serde::de::DeserializeOwned>(&self) -> Result<Option<T>, StoreError> {
-        let Some(raw) = self.meta("config") else {
-            return Ok(None);
-        };
         // `null`: dropped before (below), nothing saved since.
-        match serde_json::from_str::<Option<T>>(&raw) {
-            Ok(config) => Ok(config),
-            Err(e) => {
-                tracing::error!(
-                    "the saved configuration cannot be read ({e}): its rules are unknown, so the cached approvals they may restrict are dropped; both refill from the service"
-                );
-                self.clear()?;
-                self.set_meta("revision", "0")?;
-                self.set_meta("config", "null")?;
-                Ok(None)
-            }
-        }
+        let read = self
+            .meta("config")
+            .map(|raw| serde_json::from_str::<Option<T>>(&raw));
+        let why = match read {
+            Some(Ok(Some(config))) => return Ok(Some(config)),
+            Some(Err(e)) => format!("the saved configuration cannot be read ({e})"),
+            None | Some(Ok(None)) if self.is_empty()? => return Ok(None),
+            None | Some(Ok(None)) => "answers are cached but no configuration is".to_owned(),
+        };
+        tracing::error!(
+            "{why}: its rules are unknown, so the cached approvals they may restrict are dropped; both refill from the service"
+        );
+        self.clear()?;
+        self.set_meta("revision", "0")?;
+        self.set_meta("config", "null")?;
+        Ok(None)
     }
 
     /// Write a metadata value.
@@ -636,12 +770,15 @@ pub fn starting_levels(
     })
 }
 
-const SPOOL_SCHEMA: &str = "
+const SPOOL: Kind = Kind {
+    schema: "
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     event TEXT NOT NULL
 );
-";
+",
+    synchronous: "FULL",
+};
 
 /// A spool that starts afresh numbers its first event below this.
 const FRESH_SPOOL_BELOW: i64 = 1 << 39;
@@ -687,6 +824,26 @@ pub struct Spool {
     /// Events set aside (lines of `events-refused.jsonl`), since the file
     /// was started.
     set_aside: std::sync::atomic::AtomicU64,
+    /// Kept in memory: its file could not be used ([`open_rescuing`]).
+    in_memory: std::sync::atomic::AtomicBool,
+    /// See [`Spool::set_max_bytes`].
+    max_bytes: std::sync::atomic::AtomicU64,
+}
+
+/// The most the spool holds by default (256 MiB of pages in use, some
+/// hundreds of thousands of events): while the service is away, events
+/// beyond it are counted as lost rather than written, so that a user who
+/// makes events as fast as they can does not fill the disk the agent,
+/// its cache and the rest of the system write to.
+pub const SPOOL_MAX_BYTES: u64 = 256 << 20;
+
+/// Bytes of the database's pages in use (not on its free list).
+fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
+    let pragma = |name: &str| -> rusqlite::Result<u64> {
+        conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0))
+            .map(|n| n.max(0) as u64)
+    };
+    Ok(pragma("page_count")?.saturating_sub(pragma("freelist_count")?) * pragma("page_size")?)
 }
 
 fn sqlite_error(path: &Path, source: rusqlite::Error) -> StoreError {
@@ -715,9 +872,12 @@ fn count_lines(path: &Path) -> u64 {
 
 impl Spool {
     /// Open (or create, or rebuild) the spool at `path`.
+    /// Returns whether it started without its file as it was (rebuilt, or
+    /// kept in memory: see [`open_rescuing`]).
     pub fn open(path: &Path) -> Result<(Self, bool), StoreError> {
-        let (conn, rebuilt) = open_rescuing(path, SPOOL_SCHEMA, salvage_events)?;
-        let fresh = rebuilt || !has_numbered(&conn).map_err(|e| sqlite_error(path, e))?;
+        let (conn, opened) = open_rescuing(path, &SPOOL, salvage_events)?;
+        let fresh =
+            opened != Opened::Kept || !has_numbered(&conn).map_err(|e| sqlite_error(path, e))?;
         if fresh {
             start_numbering(&conn).map_err(|e| sqlite_error(path, e))?;
         }
@@ -726,32 +886,59 @@ impl Spool {
                 path: path.to_owned(),
                 conn: Mutex::new(conn),
                 set_aside: count_lines(&Self::set_aside_file(path)).into(),
+                in_memory: (opened == Opened::Memory).into(),
+                max_bytes: SPOOL_MAX_BYTES.into(),
             },
-            rebuilt,
+            opened != Opened::Kept,
         ))
+    }
+
+    /// Whether the spool is kept in memory (its file could not be used).
+    pub fn in_memory(&self) -> bool {
+        self.in_memory.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn sqlite(&self, source: rusqlite::Error) -> StoreError {
         sqlite_error(&self.path, source)
     }
 
-    /// Append events (one transaction, synchronous to disk).
-    pub fn push(&self, events: &[FileEvent]) -> Result<(), StoreError> {
+    /// Append events (one transaction, synchronous to disk), as many as fit
+    /// below the spool's limit ([`Spool::set_max_bytes`]); returns how many
+    /// did not (the oldest are kept: the first signs of what happened
+    /// while the service was away, rather than the end of a flood).
+    pub fn push(&self, events: &[FileEvent]) -> Result<usize, StoreError> {
+        let max = self.max_bytes.load(std::sync::atomic::Ordering::Relaxed);
         let mut conn = self.conn.lock();
         let res = (|| {
+            let mut used = used_bytes(&conn)?;
             let tx = conn.transaction()?;
+            let mut refused = 0;
             {
                 let mut st = tx.prepare_cached("INSERT INTO events (event) VALUES (?1)")?;
                 for e in events {
-                    st.execute([serde_json::to_string(e).unwrap_or_default()])?;
+                    let json = serde_json::to_string(e).unwrap_or_default();
+                    used += json.len() as u64;
+                    if used > max {
+                        refused += 1;
+                        continue;
+                    }
+                    st.execute([json])?;
                 }
             }
-            tx.commit()
+            tx.commit()?;
+            Ok(refused)
         })();
         res.map_err(|e| {
             self.heal(&mut conn, &e);
             self.sqlite(e)
         })
+    }
+
+    /// Set the most the spool holds (its pages in use, in bytes; default
+    /// [`SPOOL_MAX_BYTES`]).
+    pub fn set_max_bytes(&self, max: u64) {
+        self.max_bytes
+            .store(max, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Rebuild the file if `e` says it is corrupt, keeping the events that
@@ -764,21 +951,22 @@ impl Spool {
         let Ok(memory) = Connection::open_in_memory() else {
             return;
         };
-        let old = std::mem::replace(conn, memory);
-        drop(old);
-        match rebuild(&self.path, SPOOL_SCHEMA, e, kept.clone()) {
-            Ok(fresh) => *conn = fresh,
-            Err(err) => {
-                tracing::error!("{err}; events are kept in memory until the agent restarts");
-                let _ = conn.execute_batch(SPOOL_SCHEMA);
-                for (seq, event) in &kept {
-                    let _ = conn.execute(
-                        "INSERT OR IGNORE INTO events (seq, event) VALUES (?1, ?2)",
-                        params![seq, event],
-                    );
+        drop(std::mem::replace(conn, memory));
+        let (fresh, opened) = match rebuild(&self.path, &SPOOL, e, &kept) {
+            Ok(fresh) => (fresh, Opened::Rebuilt),
+            Err(err) => match in_memory(&self.path, &SPOOL, &err, &kept) {
+                Ok(memory) => memory,
+                Err(err) => {
+                    tracing::error!("{err}");
+                    return;
                 }
-            }
-        }
+            },
+        };
+        *conn = fresh;
+        self.in_memory.store(
+            opened == Opened::Memory,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         if let Err(err) = start_numbering(conn) {
             tracing::error!(
                 "{}: numbering the rebuilt spool afresh: {err}",
@@ -903,8 +1091,9 @@ mod tests {
         };
         c.put_many(&[(sha(1), answer)]).unwrap();
         c.set_meta("revision", "7").unwrap();
-        assert_eq!(c.saved_config::<serde_json::Value>().unwrap(), None);
         c.set_meta("config", r#"{"rules":[1]}"#).unwrap();
+        assert!(c.saved_config::<serde_json::Value>().unwrap().is_some());
+        assert!(c.get(&sha(1), Duration::from_secs(1)).unwrap().is_some());
         assert_eq!(
             c.saved_config::<Vec<u8>>().ok(),
             Some(None),
@@ -912,13 +1101,21 @@ mod tests {
         );
         assert_eq!(c.get(&sha(1), Duration::from_secs(1)).unwrap(), None);
         assert_eq!(c.meta("revision").as_deref(), Some("0"));
-        // Dropped once: the next start finds nothing saved, and keeps what
-        // was cached since.
-        c.put_many(&[(sha(1), answer)]).unwrap();
+        // Nothing saved and nothing cached: nothing to drop.
         assert_eq!(c.saved_config::<Vec<u8>>().unwrap(), None);
-        assert!(c.get(&sha(1), Duration::from_secs(1)).unwrap().is_some());
+        assert_eq!(c.meta("config").as_deref(), Some("null"));
+        // Answers cached with no configuration (its row lost while theirs
+        // were kept, or cached before the service sent one) go the same way.
+        c.put_many(&[(sha(1), answer)]).unwrap();
+        c.set_meta("revision", "7").unwrap();
+        assert_eq!(c.saved_config::<Vec<u8>>().unwrap(), None);
+        assert_eq!(c.get(&sha(1), Duration::from_secs(1)).unwrap(), None);
+        assert_eq!(c.meta("revision").as_deref(), Some("0"));
+        // With one saved, they are kept.
+        c.put_many(&[(sha(1), answer)]).unwrap();
         c.set_meta("config", "[1,2]").unwrap();
         assert_eq!(c.saved_config::<Vec<u8>>().unwrap(), Some(vec![1, 2]));
+        assert!(c.get(&sha(1), Duration::from_secs(1)).unwrap().is_some());
     }
 
     /// A data directory of ours loses group and others' read and write
@@ -1193,6 +1390,179 @@ mod tests {
         );
         s.heal(&mut s.conn.lock(), &busy);
         assert_eq!(corrupt_files(dir.path()), 1);
+    }
+
+    /// Regression: any failure to open a store was taken for corruption:
+    /// a whole file was moved aside (its answers, its events gone), and
+    /// when the fresh one could not be made either (the same full or
+    /// read-only disk) the agent did not start, enforcing nothing. Now a
+    /// store that cannot be opened, and not for corruption, is left alone
+    /// and kept in memory.
+    #[test]
+    fn a_store_that_cannot_be_opened_is_kept_in_memory_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["cache.db", "events.db"] {
+            // Not a database SQLite can open, nor a damaged one.
+            std::fs::create_dir(dir.path().join(name)).unwrap();
+            std::fs::write(dir.path().join(name).join("keep"), b"x").unwrap();
+        }
+        let (c, lost) = PersistentCache::open(&dir.path().join("cache.db")).unwrap();
+        assert!(lost && c.in_memory());
+        let (s, lost) = Spool::open(&dir.path().join("events.db")).unwrap();
+        assert!(lost && s.in_memory());
+        assert_eq!(corrupt_files(dir.path()), 0, "nothing moved aside");
+        for name in ["cache.db", "events.db"] {
+            assert!(
+                dir.path().join(name).join("keep").exists(),
+                "{name} left alone"
+            );
+        }
+        // Both work, in memory.
+        let answer = CachedApproval {
+            approval: Approval::Banned(ApprovalSource {
+                scope: ScopeKind::Global,
+            }),
+            trust: None,
+            revision: 1,
+        };
+        c.put_many(&[(sha(1), answer)]).unwrap();
+        assert_eq!(
+            c.get(&sha(1), Duration::from_secs(1)).unwrap(),
+            Some(answer)
+        );
+        s.push(&[numbered_event(1)]).unwrap();
+        assert_eq!(s.peek(10).unwrap().len(), 1);
+    }
+
+    /// Regression: a cache rebuilt (found corrupt at start or while
+    /// running) lost its metadata with its answers: the saved configuration
+    /// (so a restart while the service was away enforced the answers that
+    /// refilled with none of the rules restricting them) and the spool id
+    /// (events waiting were numbered anew). Now what can be read of it is
+    /// kept, but the revision, which goes with the answers.
+    #[test]
+    fn a_rebuilt_cache_keeps_its_settings_but_not_its_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.db");
+        let answer = CachedApproval {
+            approval: Approval::Approved(ApprovalSource {
+                scope: ScopeKind::Global,
+            }),
+            trust: None,
+            revision: 9,
+        };
+        let fill = || {
+            let (c, _) = PersistentCache::open(&path).unwrap();
+            c.set_meta("config", r#"{"rules":[]}"#).unwrap();
+            c.set_meta("spool_id", "1234").unwrap();
+            c.set_meta("revision", "9").unwrap();
+            let answers: Vec<_> = (0..3000u32)
+                .map(|n| {
+                    let mut b = [0u8; 32];
+                    b[..4].copy_from_slice(&n.to_be_bytes());
+                    (Sha256::from_bytes(b), answer)
+                })
+                .collect();
+            c.put_many(&answers).unwrap();
+            // The last connection checkpoints the WAL into the file.
+        };
+        let damage = || {
+            let mut bytes = std::fs::read(&path).unwrap();
+            let pages = bytes.len() / 4096;
+            assert!(pages > 40, "{pages} pages");
+            let page = pages / 2;
+            bytes[page * 4096..(page + 1) * 4096].fill(0xA5);
+            std::fs::write(&path, &bytes).unwrap();
+        };
+        let check = |c: &PersistentCache| {
+            assert_eq!(c.meta("config").as_deref(), Some(r#"{"rules":[]}"#));
+            assert_eq!(c.meta("spool_id").as_deref(), Some("1234"));
+            assert_eq!(c.meta("revision"), None, "caught up from the start");
+            assert!(c.is_empty().unwrap(), "the answers refill from the service");
+        };
+        // Found at start.
+        fill();
+        damage();
+        let (c, rebuilt) = PersistentCache::open(&path).unwrap();
+        assert!(rebuilt && !c.in_memory());
+        assert_eq!(corrupt_files(dir.path()), 1);
+        check(&c);
+        drop(c);
+        std::fs::remove_file(&path).unwrap();
+        // Found while running.
+        fill();
+        let (c, rebuilt) = PersistentCache::open(&path).unwrap();
+        assert!(!rebuilt);
+        damage();
+        let corrupt = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+            None,
+        );
+        c.heal(&mut c.conn.lock(), &corrupt);
+        assert_eq!(corrupt_files(dir.path()), 2);
+        check(&c);
+    }
+
+    /// An answer that says nothing is not kept (every distinct file any
+    /// user runs gets one: kept, they would grow the file without bound),
+    /// but it still replaces an older answer.
+    #[test]
+    fn unknown_answers_are_not_kept_but_replace_older_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, _) = PersistentCache::open(&dir.path().join("cache.db")).unwrap();
+        let at = |approval, revision| CachedApproval {
+            approval,
+            trust: None,
+            revision,
+        };
+        let approved = Approval::Approved(ApprovalSource {
+            scope: ScopeKind::Global,
+        });
+        let unknowns: Vec<_> = (0..100u8)
+            .map(|n| (sha(n), at(Approval::Unknown, 1)))
+            .collect();
+        c.put_many(&unknowns).unwrap();
+        assert_eq!(c.len().unwrap(), 0);
+        c.put_many(&[(sha(1), at(approved, 5)), (sha(2), at(approved, 5))])
+            .unwrap();
+        // Newer: the approval goes; older: it stays.
+        c.put_many(&[(sha(1), at(Approval::Unknown, 6))]).unwrap();
+        c.put_many(&[(sha(2), at(Approval::Unknown, 4))]).unwrap();
+        assert_eq!(c.get(&sha(1), Duration::from_secs(1)).unwrap(), None);
+        assert_eq!(
+            c.get(&sha(2), Duration::from_secs(1)).unwrap(),
+            Some(at(approved, 5))
+        );
+        // A trust rating is something to keep.
+        let rated = CachedApproval {
+            trust: Some(7),
+            ..at(Approval::Unknown, 6)
+        };
+        c.put_many(&[(sha(3), rated)]).unwrap();
+        assert_eq!(c.get(&sha(3), Duration::from_secs(1)).unwrap(), Some(rated));
+    }
+
+    /// The spool holds at most its limit: beyond it, events are refused
+    /// (the caller counts them as lost), the oldest kept; room made by
+    /// uploads takes events again.
+    #[test]
+    fn the_spool_refuses_events_beyond_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = Spool::open(&dir.path().join("events.db")).unwrap();
+        s.set_max_bytes(256 << 10);
+        let refused = s
+            .push(&(1..=2000).map(numbered_event).collect::<Vec<_>>())
+            .unwrap();
+        let kept = s.len().unwrap();
+        assert_eq!(kept + refused as u64, 2000);
+        // About 450 bytes an event: some hundreds fit, not all.
+        assert!((300..1000).contains(&kept), "{kept} kept");
+        let batch = s.peek(5000).unwrap();
+        assert_eq!(batch[0].1, numbered_event(1), "the oldest kept");
+        assert_eq!(s.push(&[numbered_event(2001)]).unwrap(), 1, "still full");
+        s.ack(batch.last().unwrap().0).unwrap();
+        assert_eq!(s.push(&[numbered_event(2002)]).unwrap(), 0, "room again");
+        assert_eq!(s.peek(10).unwrap()[0].1, numbered_event(2002));
     }
 
     /// Regression: a spool that started afresh (its file lost, or rebuilt

@@ -697,6 +697,11 @@ pub(crate) async fn status(cfg: Option<&Path>, a: StatusArgs) -> Result<ExitCode
             "events       {} waiting for upload, {} dropped, {} refused by the service (set aside)",
             st.spool_pending, st.events_dropped, st.events_set_aside
         );
+        for store in &st.stores_in_memory {
+            println!(
+                "WARNING      {store} cannot be used: kept in memory, lost at a restart (see the agent's log)"
+            );
+        }
     }
     Ok(if ok {
         ExitCode::SUCCESS

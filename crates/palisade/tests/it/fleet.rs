@@ -286,6 +286,86 @@ fn the_persistent_cache_enforces_while_the_service_is_gone_even_across_restarts(
     );
 }
 
+/// Regression: with its data directory on a full disk, the agent took the
+/// failure to open its cache for corruption, moved the file aside, could
+/// not make a fresh one either, and did not start: nothing was enforced.
+/// Now it starts with both stores in memory (and says so), enforces, and
+/// its events still reach the service.
+#[test]
+fn an_agent_on_a_full_disk_starts_and_enforces_with_its_stores_in_memory() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let mut f = Fleet::start(&m, None, 1);
+    let p = Programs::get();
+    let approved = p.install("hello", &m.path, "approved");
+    let unknown = p.install("hello2", &m.path, "unknown");
+    f.set_default_levels("lockdown", "lockdown");
+    f.ok(&["file", "approve", approved.to_str().unwrap()]);
+    assert!(eventually(Duration::from_secs(5), || run(&approved, &[], &[]).ok()).is_some());
+    f.stop_agent();
+
+    // The data directory on a filesystem of its own: its identity and
+    // levels only (no cache, no spool yet), then full.
+    let keep = tempfile::tempdir().unwrap();
+    let mut kept = Vec::new();
+    for e in std::fs::read_dir(&f.agent_dir).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.file_type().unwrap().is_file() && !name.contains(".db") {
+            std::fs::copy(e.path(), keep.path().join(&name)).unwrap();
+            kept.push(name);
+        }
+    }
+    assert!(kept.iter().any(|n| n.contains("levels")), "{kept:?}");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .args(["-l", self.0.to_str().unwrap()])
+                .status();
+        }
+    }
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m,mode=0711", "palisade-full"])
+        .arg(&f.agent_dir)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let _unmount = Unmount(f.agent_dir.clone());
+    for name in &kept {
+        std::fs::copy(keep.path().join(name), f.agent_dir.join(name)).unwrap();
+    }
+    {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(f.agent_dir.join("filler")).unwrap();
+        while filler.write_all(&[0u8; 4096]).is_ok() {}
+    }
+
+    f.start_agent();
+    // (Connected or not yet: `status` exits 3 until it is.)
+    let status: serde_json::Value =
+        serde_json::from_str(&f.cli(&["status", "--json"]).stdout).unwrap();
+    let in_memory = status["stores_in_memory"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(in_memory.len(), 2, "{status}\n{}", f.agent_log());
+    assert!(f.cli(&["status"]).stdout.contains("kept in memory"));
+    assert!(
+        eventually(Duration::from_secs(5), || run(&approved, &[], &[]).ok()).is_some(),
+        "{}",
+        f.agent_log()
+    );
+    assert!(run(&unknown, &[], &[]).exec_refused());
+    let arrived = eventually(Duration::from_secs(10), || {
+        f.ok(&["events", "--json", "--limit", "1000"])
+            .lines()
+            .any(|l| l.contains("\"blocked\"") && l.contains("/unknown"))
+    });
+    assert!(arrived.is_some(), "{}", f.ok(&["events"]));
+    f.stop_agent();
+}
+
 /// Overwrite the agent's persistent cache (and its WAL) with garbage.
 fn corrupt_the_cache(agent_dir: &Path) {
     for name in ["cache.db", "cache.db-wal", "cache.db-shm"] {
