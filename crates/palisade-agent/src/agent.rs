@@ -305,6 +305,11 @@ impl RunningAgent {
             )),
             tokio::spawn(link::run_facts(client.clone(), facts_rx)),
             tokio::spawn(link::run_removed(client.clone(), removed_rx)),
+            tokio::spawn(link::run_renewal(
+                client.clone(),
+                identity.clone(),
+                cfg.data_dir.clone(),
+            )),
             tokio::spawn(link::run_uploader(
                 client.clone(),
                 spool.clone(),

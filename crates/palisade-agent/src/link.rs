@@ -19,8 +19,8 @@ use palisade_api::agent::{
     AgentConfig, AgentEvent, AgentStatus, ApprovalRequestCreated, Changes, EventAck, EventBatch,
     InventoryItem, InventoryRequest, InventoryResponse, LatencyWindow, LocalApproval,
     LocalApprovals, LocalApprovalsAck, LookupItem, LookupRequest, LookupResponse,
-    NewApprovalRequest, Removed, RemovedAck, RemovedPath, StreamMessage, EVENT_BATCH_MAX,
-    HEARTBEAT_SECS, LOOKUP_BATCH_MAX,
+    NewApprovalRequest, Removed, RemovedAck, RemovedPath, RenewRequest, RenewResponse,
+    StreamMessage, EVENT_BATCH_MAX, HEARTBEAT_SECS, LOOKUP_BATCH_MAX,
 };
 use palisade_api::ErrorBody;
 use palisade_core::{Approval, Sha256};
@@ -101,7 +101,9 @@ impl ServiceAnswer {
 /// A typed client of the agent API.
 #[derive(Clone)]
 pub struct ServiceClient {
-    http: reqwest::Client,
+    /// Replaced when the agent's certificate is renewed
+    /// ([`ServiceClient::use_identity`]); every clone sees the new one.
+    http: Arc<parking_lot::RwLock<reqwest::Client>>,
     base: String,
     /// How long the stream's answer may take to start ([`STREAM_OPEN`]).
     stream_open: Duration,
@@ -112,13 +114,39 @@ impl ServiceClient {
     pub fn new(identity: &Identity) -> Result<ServiceClient> {
         require_https(&identity.server)?;
         Ok(ServiceClient {
-            http: ca_client(
-                &identity.ca_pem,
-                Some((&identity.cert_pem, &identity.key_pem)),
-            )?,
+            http: Arc::new(parking_lot::RwLock::new(Self::http_for(identity)?)),
             base: identity.server.clone(),
             stream_open: STREAM_OPEN,
         })
+    }
+
+    fn http_for(identity: &Identity) -> Result<reqwest::Client> {
+        ca_client(
+            &identity.ca_pem,
+            Some((&identity.cert_pem, &identity.key_pem)),
+        )
+    }
+
+    /// The HTTP client (cheap: a handle on a shared one).
+    fn http(&self) -> reqwest::Client {
+        self.http.read().clone()
+    }
+
+    /// Talk with `identity`'s certificate from now on (renewed: see
+    /// [`crate::identity::renew`]). Requests in flight end with the old one.
+    pub fn use_identity(&self, identity: &Identity) -> Result<()> {
+        *self.http.write() = Self::http_for(identity)?;
+        Ok(())
+    }
+
+    /// `POST /agent/v1/renew`.
+    pub async fn renew(&self, csr_pem: String) -> Result<RenewResponse> {
+        self.post(
+            "/agent/v1/renew",
+            &RenewRequest { csr_pem },
+            Duration::from_secs(30),
+        )
+        .await
     }
 
     async fn check(resp: reqwest::Response) -> Result<reqwest::Response> {
@@ -149,7 +177,7 @@ impl ServiceClient {
         timeout: Duration,
     ) -> Result<T> {
         let resp = self
-            .http
+            .http()
             .get(format!("{}{path}", self.base))
             .timeout(timeout)
             .send()
@@ -164,7 +192,7 @@ impl ServiceClient {
         timeout: Duration,
     ) -> Result<T> {
         let resp = self
-            .http
+            .http()
             .post(format!("{}{path}", self.base))
             .timeout(timeout)
             .json(body)
@@ -242,7 +270,7 @@ impl ServiceClient {
     /// `POST /agent/v1/status`.
     pub async fn status(&self, status: &AgentStatus) -> Result<()> {
         let resp = self
-            .http
+            .http()
             .post(format!("{}/agent/v1/status", self.base))
             .timeout(Duration::from_secs(10))
             .json(status)
@@ -262,7 +290,7 @@ impl ServiceClient {
         // error and then stalls its body must not hold the reconnection.
         let resp = tokio::time::timeout(within, async {
             let resp = self
-                .http
+                .http()
                 .get(format!("{}/agent/v1/stream", self.base))
                 .send()
                 .await?;
@@ -1039,6 +1067,75 @@ async fn upload_loop<T, P, PF, U, UF, A, AF, X, XF>(
             tokio::time::sleep(write_retry).await;
             write_retry = (write_retry * 2).min(RETRY_MAX);
         }
+    }
+}
+
+/// Longest sleep of the certificate renewal between two looks at the
+/// clock (a clock set forward is noticed within it).
+const RENEWAL_NAP: Duration = Duration::from_secs(6 * 3600);
+
+/// Renew the agent's client certificate when it is due
+/// ([`crate::identity::renewal_due`]), save it in `dir` and talk with it
+/// from then on; a failed renewal (the service away) is tried again after
+/// a minute, doubling to an hour. Sleeps in between: no wake-up while idle
+/// but every [`RENEWAL_NAP`].
+pub async fn run_renewal(client: ServiceClient, mut identity: Identity, dir: std::path::PathBuf) {
+    let mut retry = Duration::from_secs(60);
+    loop {
+        let (not_before, not_after) = match crate::identity::validity(&identity.cert_pem) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!("the client certificate cannot be read ({e:#}): it is not renewed");
+                return;
+            }
+        };
+        let due = crate::identity::renewal_due(not_before, not_after);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        if now < due {
+            let wait = Duration::from_secs((due - now) as u64).min(RENEWAL_NAP);
+            tokio::time::sleep(wait).await;
+            continue;
+        }
+        let renewed = match crate::identity::renew(&client, &identity).await {
+            Ok(renewed) => renewed,
+            Err(e) => {
+                let left = (not_after - now).max(0) / 86_400;
+                tracing::warn!(
+                    "the client certificate expires in {left} days and could not be renewed yet ({e:#}); retrying in {retry:?}"
+                );
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(Duration::from_secs(3600));
+                continue;
+            }
+        };
+        let saved = {
+            let (renewed, dir) = (renewed.clone(), dir.clone());
+            tokio::task::spawn_blocking(move || renewed.save_renewed(&dir)).await
+        };
+        // Not used unsaved: a restart would come back with the old one,
+        // which the service refuses once the new one was used.
+        let failed = match saved {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(format!("{e:#}")),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(e) = failed {
+            tracing::error!(
+                "the renewed client certificate cannot be saved ({e}); retrying in {retry:?}"
+            );
+            tokio::time::sleep(retry).await;
+            retry = (retry * 2).min(Duration::from_secs(3600));
+            continue;
+        }
+        if let Err(e) = client.use_identity(&renewed) {
+            tracing::error!("the renewed client certificate cannot be used ({e:#}); it is used from the next start");
+            return;
+        }
+        tracing::info!("client certificate renewed");
+        identity = renewed;
+        retry = Duration::from_secs(60);
     }
 }
 

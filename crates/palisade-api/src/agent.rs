@@ -6,6 +6,7 @@
 //! |--------|----------------------------|--------------------|----------------------|
 //! | GET    | `/agent/v1/ca`             |                    | the service CA certificate, PEM (`application/x-pem-file`); check its DER SHA-256 against the token's fingerprint before trusting it |
 //! | POST   | `/agent/v1/enroll`         | [`EnrollRequest`]  | [`EnrollResponse`]   |
+//! | POST   | `/agent/v1/renew`          | [`RenewRequest`]   | [`RenewResponse`]    |
 //! | GET    | `/agent/v1/config`         |                    | [`AgentConfig`]      |
 //! | POST   | `/agent/v1/lookup`         | [`LookupRequest`]  | [`LookupResponse`]   |
 //! | GET    | `/agent/v1/changes?since=R`|                    | [`Changes`]          |
@@ -54,6 +55,26 @@ pub struct EnrollResponse {
     pub certificate_pem: String,
     /// The service CA certificate (PEM); its DER SHA-256 equals the token's fingerprint.
     pub ca_pem: String,
+}
+
+/// Renew the calling computer's client certificate before it expires
+/// (authenticated by the certificate it has). The new certificate is valid
+/// beside the old one until the agent first uses it; from then on only the
+/// new one is. An agent that lost the answer keeps using the old one and
+/// asks again.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct RenewRequest {
+    /// A PKCS#10 request (PEM) for a new key; only its public key is used.
+    pub csr_pem: String,
+}
+
+/// The service's answer to a renewal.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct RenewResponse {
+    /// The new client certificate, signed by the service CA (PEM).
+    pub certificate_pem: String,
 }
 
 /// What an agent needs to enforce: who it is and at which levels.

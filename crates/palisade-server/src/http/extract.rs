@@ -325,11 +325,14 @@ impl FromRequestParts<AppState> for AgentAuth {
                     "a client certificate is required: enroll this computer first",
                 )
             })?;
+        let hex = fingerprint.to_hex();
         let row = sqlx::query(
-            "SELECT id, org_id, policy_id, name, revoked, last_seen_ms, enrolled_ms FROM computers \
-             WHERE cert_fingerprint = $1",
+            "SELECT id, org_id, policy_id, name, revoked, last_seen_ms, enrolled_ms, \
+               CAST(CASE WHEN cert_fingerprint = $1 THEN 1 ELSE 0 END AS BIGINT) \
+             FROM computers \
+             WHERE cert_fingerprint = $1 OR next_cert_fingerprint = $1",
         )
-        .bind(fingerprint.to_hex())
+        .bind(&hex)
         .fetch_optional(state.db.pool())
         .await?;
         let Some(row) = row else {
@@ -350,6 +353,23 @@ impl FromRequestParts<AppState> for AgentAuth {
             name: row.try_get(3)?,
             enrolled_ms: row.try_get(6)?,
         };
+        let current: i64 = row.try_get(7)?;
+        if current == 0 {
+            // The first use of a renewed certificate: it replaces the one it
+            // renews, which is refused from now on.
+            let mut tx = state.db.write().await?;
+            sqlx::query(
+                "UPDATE computers SET cert_fingerprint = next_cert_fingerprint, \
+                   next_cert_fingerprint = NULL \
+                 WHERE id = $1 AND next_cert_fingerprint = $2",
+            )
+            .bind(auth.computer_id)
+            .bind(&hex)
+            .execute(tx.conn())
+            .await?;
+            tx.commit().await?;
+            tracing::info!(computer = %auth.name, "renewed client certificate in use");
+        }
         let last_seen: Option<i64> = row.try_get(5)?;
         let now = now_ms();
         if last_seen.is_none_or(|t| now - t > LAST_SEEN_GRANULARITY_MS) {

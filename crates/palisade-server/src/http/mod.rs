@@ -8,6 +8,7 @@ pub(crate) mod approvals;
 pub(crate) mod console;
 pub(crate) mod extract;
 pub(crate) mod openapi;
+pub(crate) mod renew;
 pub(crate) mod signin;
 pub(crate) mod stream;
 
@@ -67,6 +68,7 @@ pub(crate) fn router(state: AppState, config: &ServerConfig) -> Router {
         // Agent API.
         .route("/agent/v1/ca", get(agent::ca))
         .route("/agent/v1/enroll", post(agent::enroll))
+        .route("/agent/v1/renew", post(renew::renew))
         .route("/agent/v1/config", get(agent::config))
         .route("/agent/v1/lookup", post(agent::lookup))
         .route("/agent/v1/changes", get(agent::changes))

@@ -15,6 +15,7 @@ use std::time::Duration;
 both_backends!(
     enrollment,
     agent_authentication,
+    client_certificates_are_renewed_by_their_agent,
     bootstrap_is_idempotent,
     enrollment_tokens_are_listed_and_revoked
 );
@@ -384,4 +385,89 @@ async fn enrollment_tokens_are_listed_and_revoked(backend: Backend) {
         page.records
     );
     env.server.stop().await;
+}
+
+/// An agent renews its client certificate with the one it has (it expires
+/// a year after enrollment; before, nothing renewed it and every agent was
+/// cut off on its first anniversary). The new one is valid beside the old
+/// until its first use, then alone: an agent that lost the answer keeps
+/// the certificate it has. A revoked computer renews nothing.
+async fn client_certificates_are_renewed_by_their_agent(backend: Backend) {
+    let env = Env::new(backend).await;
+    let old = env.agent("default", "web01").await;
+    let other = env.agent("default", "web02").await;
+    async fn renew(agent: &Agent) -> (StatusCode, serde_json::Value, rcgen::KeyPair) {
+        let (key, csr_pem) = key_and_csr();
+        let (status, v) = agent
+            .call(
+                Method::POST,
+                "/agent/v1/renew",
+                Some(json!({ "csr_pem": csr_pem })),
+            )
+            .await;
+        (status, v, key)
+    }
+    let (status, v, key) = renew(&old).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let cert = v["certificate_pem"]
+        .as_str()
+        .expect("certificate")
+        .to_owned();
+    let new = Agent::new(
+        &env.server,
+        &format!("{cert}\n{}", key.serialize_pem()),
+        old.name.clone(),
+        old.id,
+    );
+    // Both until the new one is used; the name is the computer's.
+    let c: AgentConfig = old.get_ok("/agent/v1/config").await;
+    assert_eq!(c.computer, "web01");
+    let c: AgentConfig = new.get_ok("/agent/v1/config").await;
+    assert_eq!(c.computer, "web01");
+    let e = expect_error(
+        old.call(Method::GET, "/agent/v1/config", None).await,
+        StatusCode::FORBIDDEN,
+    );
+    assert!(e.error.contains("does not belong"), "{e:?}");
+    let _: AgentConfig = new.get_ok("/agent/v1/config").await;
+    // A renewal whose answer is lost: the certificate in use stays valid.
+    let (status, _, _) = renew(&new).await;
+    assert_eq!(status, StatusCode::OK);
+    let _: AgentConfig = new.get_ok("/agent/v1/config").await;
+    // Another computer is not touched; a malformed request names its field.
+    let _: AgentConfig = other.get_ok("/agent/v1/config").await;
+    let e = expect_error(
+        new.call(
+            Method::POST,
+            "/agent/v1/renew",
+            Some(json!({ "csr_pem": "not a CSR" })),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+    );
+    assert_eq!(e.field.as_deref(), Some("csr_pem"), "{e:?}");
+    // No certificate, no renewal.
+    let anon = client(&env.server.ca_pem, None);
+    let (status, _) = answer(
+        anon.post(env.server.url("/agent/v1/renew"))
+            .json(&json!({ "csr_pem": key_and_csr().1 }))
+            .send()
+            .await
+            .expect("post"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Revoked: neither certificate renews or works.
+    let (status, v) = env
+        .admin
+        .call(Method::POST, "/api/v1/computers/web01/revoke", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (status, _, _) = renew(&new).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let e = expect_error(
+        new.call(Method::GET, "/agent/v1/config", None).await,
+        StatusCode::FORBIDDEN,
+    );
+    assert!(e.error.contains("revoked"), "{e:?}");
 }

@@ -366,6 +366,45 @@ fn an_agent_on_a_full_disk_starts_and_enforces_with_its_stores_in_memory() {
     f.stop_agent();
 }
 
+/// An agent's client certificate is renewed with the one it has (before,
+/// nothing renewed it: every agent was cut off a year after enrolling).
+/// Saved, the new one is what the agent talks with after a restart; its
+/// first use retires the old one.
+#[test]
+fn a_renewed_certificate_replaces_the_old_one() {
+    require_root!();
+    use palisade_agent::identity::{renew, Identity};
+    use palisade_agent::link::ServiceClient;
+    let m = TestMount::tmpfs();
+    let mut f = Fleet::start(&m, None, 1);
+    f.stop_agent();
+    let old = Identity::load(&f.agent_dir).unwrap().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let renewed = rt.block_on(async {
+        let client = ServiceClient::new(&old).unwrap();
+        let renewed = renew(&client, &old).await.unwrap();
+        renewed.save_renewed(&f.agent_dir).unwrap();
+        // Not used yet: the old one still works.
+        client.config().await.unwrap();
+        renewed
+    });
+    assert_ne!(renewed.cert_pem, old.cert_pem);
+    let (before, after) = palisade_agent::identity::validity(&renewed.cert_pem).unwrap();
+    assert!(after - before > 300 * 86_400, "a year's certificate");
+    let loaded = Identity::load(&f.agent_dir).unwrap().unwrap();
+    assert_eq!(loaded.cert_pem, renewed.cert_pem);
+
+    f.start_agent();
+    assert!(
+        eventually(Duration::from_secs(10), || f.status_code() == Some(0)).is_some(),
+        "connected with the renewed certificate: {}",
+        f.agent_log()
+    );
+    let refused = rt.block_on(async { ServiceClient::new(&old).unwrap().config().await });
+    let e = format!("{:#}", refused.unwrap_err());
+    assert!(e.contains("does not belong"), "{e}");
+}
+
 /// Overwrite the agent's persistent cache (and its WAL) with garbage.
 fn corrupt_the_cache(agent_dir: &Path) {
     for name in ["cache.db", "cache.db-wal", "cache.db-shm"] {
