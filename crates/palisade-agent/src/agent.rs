@@ -283,6 +283,7 @@ impl RunningAgent {
             .map(|m| m.mount_point.display().to_string())
             .collect();
         let config = Arc::new(parking_lot::Mutex::new(remembered));
+        let certificate = Arc::new(parking_lot::Mutex::new((0i64, 0i64)));
         let tasks = vec![
             tokio::spawn(link::run_stream(LinkParts {
                 scan: link::ScanParams {
@@ -309,6 +310,7 @@ impl RunningAgent {
                 client.clone(),
                 identity.clone(),
                 cfg.data_dir.clone(),
+                certificate.clone(),
             )),
             tokio::spawn(link::run_uploader(
                 client.clone(),
@@ -327,31 +329,38 @@ impl RunningAgent {
             let live_watched = live_watched.clone();
             let persistent = persistent.clone();
             let data_dir = cfg.data_dir.clone();
-            control::serve(&cfg.control_socket, move || ControlStatus {
-                version: env!("CARGO_PKG_VERSION").to_owned(),
-                computer: computer.clone(),
-                server: server.clone(),
-                policy: config.lock().as_ref().map(|c| c.policy.clone()),
-                connected: engine.connected(),
-                level: engine.level(),
-                levels: engine.levels(),
-                enforcing: enforcing.load(Ordering::Relaxed),
-                guard_active: engine.guard_active(),
-                watched: live_watched.lock().clone(),
-                stats: engine.stats.snapshot(),
-                latency: engine.latency.snapshot(),
-                spool_pending: spool.len().unwrap_or(0),
-                events_dropped: reporter.dropped(),
-                events_set_aside: reporter.losses().set_aside,
-                cached_approvals: engine.cached_hashes(),
-                stores_in_memory: [
-                    (persistent.in_memory(), "cache.db"),
-                    (spool.in_memory(), "events.db"),
-                ]
-                .into_iter()
-                .filter(|(in_memory, _)| *in_memory)
-                .map(|(_, name)| data_dir.join(name).display().to_string())
-                .collect(),
+            control::serve(&cfg.control_socket, move || {
+                // Copied out first: a guard in the literal would be held
+                // to its end.
+                let certificate = *certificate.lock();
+                ControlStatus {
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                    computer: computer.clone(),
+                    server: server.clone(),
+                    policy: config.lock().as_ref().map(|c| c.policy.clone()),
+                    connected: engine.connected(),
+                    level: engine.level(),
+                    levels: engine.levels(),
+                    enforcing: enforcing.load(Ordering::Relaxed),
+                    guard_active: engine.guard_active(),
+                    watched: live_watched.lock().clone(),
+                    stats: engine.stats.snapshot(),
+                    latency: engine.latency.snapshot(),
+                    spool_pending: spool.len().unwrap_or(0),
+                    events_dropped: reporter.dropped(),
+                    events_set_aside: reporter.losses().set_aside,
+                    cached_approvals: engine.cached_hashes(),
+                    stores_in_memory: [
+                        (persistent.in_memory(), "cache.db"),
+                        (spool.in_memory(), "events.db"),
+                    ]
+                    .into_iter()
+                    .filter(|(in_memory, _)| *in_memory)
+                    .map(|(_, name)| data_dir.join(name).display().to_string())
+                    .collect(),
+                    certificate_expires: certificate.0,
+                    certificate_renewal_due: certificate.1,
+                }
             })?;
         }
 

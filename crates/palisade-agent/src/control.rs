@@ -53,6 +53,13 @@ pub struct ControlStatus {
     /// could not be used: what they hold is lost at a restart.
     #[serde(default)]
     pub stores_in_memory: Vec<String>,
+    /// When the client certificate stops being valid, and when it is
+    /// renewed (Unix seconds; 0 when unknown: an older agent).
+    #[serde(default)]
+    pub certificate_expires: i64,
+    /// See `certificate_expires`.
+    #[serde(default)]
+    pub certificate_renewal_due: i64,
 }
 
 /// Serve `status()` on `path` until the process exits.

@@ -1079,7 +1079,13 @@ const RENEWAL_NAP: Duration = Duration::from_secs(6 * 3600);
 /// from then on; a failed renewal (the service away) is tried again after
 /// a minute, doubling to an hour. Sleeps in between: no wake-up while idle
 /// but every [`RENEWAL_NAP`].
-pub async fn run_renewal(client: ServiceClient, mut identity: Identity, dir: std::path::PathBuf) {
+/// `shown` gets the certificate's end and renewal time (for `status`).
+pub async fn run_renewal(
+    client: ServiceClient,
+    mut identity: Identity,
+    dir: std::path::PathBuf,
+    shown: Arc<parking_lot::Mutex<(i64, i64)>>,
+) {
     let mut retry = Duration::from_secs(60);
     loop {
         let (not_before, not_after) = match crate::identity::validity(&identity.cert_pem) {
@@ -1090,6 +1096,7 @@ pub async fn run_renewal(client: ServiceClient, mut identity: Identity, dir: std
             }
         };
         let due = crate::identity::renewal_due(not_before, not_after);
+        *shown.lock() = (not_after, due);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);

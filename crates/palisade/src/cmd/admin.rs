@@ -655,6 +655,13 @@ pub(crate) async fn status(cfg: Option<&Path>, a: StatusArgs) -> Result<ExitCode
                 "DISCONNECTED"
             }
         );
+        if st.certificate_expires > 0 {
+            println!(
+                "certificate  valid until {}, renewed from {}",
+                fmt_ms(st.certificate_expires.saturating_mul(1000)),
+                fmt_ms(st.certificate_renewal_due.saturating_mul(1000))
+            );
+        }
         println!("enforcing    {}", if st.enforcing { "yes" } else { "NO" });
         println!(
             "level        {} (policy states {}; {} while disconnected)",

@@ -382,7 +382,9 @@ fn a_renewed_certificate_replaces_the_old_one() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let renewed = rt.block_on(async {
         let client = ServiceClient::new(&old).unwrap();
-        let renewed = renew(&client, &old).await.unwrap();
+        let renewed = renew(&client, &old)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", f.servers[0].stderr()));
         renewed.save_renewed(&f.agent_dir).unwrap();
         // Not used yet: the old one still works.
         client.config().await.unwrap();
@@ -397,9 +399,15 @@ fn a_renewed_certificate_replaces_the_old_one() {
     f.start_agent();
     assert!(
         eventually(Duration::from_secs(10), || f.status_code() == Some(0)).is_some(),
-        "connected with the renewed certificate: {}",
+        "connected with the renewed certificate: {:?}\n{}",
+        f.cli(&["status"]),
         f.agent_log()
     );
+    let status: serde_json::Value = serde_json::from_str(&f.ok(&["status", "--json"])).unwrap();
+    assert_eq!(status["certificate_expires"], after, "{status}");
+    let due = palisade_agent::identity::renewal_due(before, after);
+    assert_eq!(status["certificate_renewal_due"], due, "{status}");
+    assert!(f.ok(&["status"]).contains("certificate  valid until"));
     let refused = rt.block_on(async { ServiceClient::new(&old).unwrap().config().await });
     let e = format!("{:#}", refused.unwrap_err());
     assert!(e.contains("does not belong"), "{e}");
