@@ -10,7 +10,7 @@
 //!   not lose them.
 //!
 //! The databases are the agent's own (0600, with their `-wal` and `-shm`:
-//! [`private_database`]): the data directory stays open to all, as users
+//! `palisade_fs::private_database`): the data directory stays open to all, as users
 //! reach the request socket there, and the cache and spool tell what runs
 //! on the computer, by whom, with which arguments.
 //!
@@ -95,42 +95,8 @@ fn open_rescuing(
     }
 }
 
-/// Make the SQLite database at `path` its owner's alone: created 0600 if it
-/// does not exist, and group and others' permissions taken from it and its
-/// `-wal` and `-shm` files if they have any (files of older versions, made
-/// with the umask's 0644). SQLite creates a database's `-wal` and `-shm`
-/// with the database file's own permissions, so they follow from then on.
-/// (Also used by `palisade up` for the server's database.)
-pub fn private_database(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e),
-    }
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = path.as_os_str().to_owned();
-        p.push(suffix);
-        let p = PathBuf::from(p);
-        match std::fs::symlink_metadata(&p) {
-            Ok(m) if m.file_type().is_file() && m.permissions().mode() & 0o077 != 0 => {
-                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 fn try_open(path: &Path, schema: &str) -> rusqlite::Result<Connection> {
-    if let Err(e) = private_database(path) {
+    if let Err(e) = palisade_fs::private_database(path, palisade_fs::Missing::Create) {
         // Not a reason to run without a cache or spool; said loudly.
         tracing::warn!(
             "{}: cannot make it readable by root only: {e}",

@@ -31,8 +31,9 @@ pub(crate) async fn run(a: UpArgs) -> Result<ExitCode> {
     let cli_path = dir.join("cli.toml");
     let ca_path = dir.join("ca.crt");
     let db_path = dir.join("server.db");
-    super::server::private_sqlite_file(&format!("sqlite://{}", db_path.display()))?;
-    let database = format!("sqlite://{}?mode=rwc", db_path.display());
+    // Made 0600 by `Db::connect` (it holds the CA key, TOTP secrets and
+    // token hashes).
+    let database = sqlite_url(&db_path);
 
     // 1. The organization, its `default` policy and an admin token.
     let org = Name::parse(ORG)?;
@@ -240,6 +241,23 @@ pub(crate) async fn run(a: UpArgs) -> Result<ExitCode> {
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), server_task).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `sqlite://` URL (created if missing) of the database file at the
+/// absolute `path`, percent-encoded: sqlx decodes the path, and reads
+/// `?` and `#` as the URL's query and fragment.
+fn sqlite_url(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut url = String::from("sqlite://");
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            url.push(char::from(b));
+        } else {
+            url.push_str(&format!("%{b:02X}"));
+        }
+    }
+    url.push_str("?mode=rwc");
+    url
 }
 
 async fn set_levels(admin: &AdminClient, level: Level) -> Result<()> {
