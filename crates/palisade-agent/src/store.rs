@@ -497,6 +497,10 @@ pub fn traverse_only(dir: &Path) -> std::io::Result<()> {
 /// Replace `path` with `bytes` so that a reader (or a crash) sees either the
 /// old file or the new one, never a torn one: write a temporary file beside
 /// it with `mode`, `fsync` it, rename it over `path`, `fsync` the directory.
+/// The temporary file is made new (a file or link left at its name, by a
+/// crash or by another user in a directory all may write to, is removed,
+/// never opened): the bytes (a key, a token) go to no other file and get
+/// no other mode.
 pub fn write_file_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = path
         .parent()
@@ -506,10 +510,15 @@ pub fn write_file_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::R
     tmp_name.push(path.file_name().unwrap_or_default());
     tmp_name.push(".tmp");
     let tmp = dir.join(tmp_name);
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .mode(mode)
         .open(&tmp)?;
     f.write_all(bytes)?;
@@ -890,6 +899,36 @@ mod tests {
     /// A data directory of ours loses group and others' read and write
     /// (they still pass through to the request socket); one everyone may
     /// write to is left to its files' own modes.
+    /// A link (or file) at the temporary name is replaced, not written
+    /// through: before, the temporary file was opened with O_CREAT|O_TRUNC,
+    /// so a link planted in a directory all may write to had root write
+    /// the bytes (a key) into the file it pointed to.
+    #[test]
+    fn an_atomic_write_does_not_follow_a_link_at_its_temporary_name() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"untouched").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let path = dir.path().join("client.key");
+        std::os::unix::fs::symlink(&victim, dir.path().join(".client.key.tmp")).unwrap();
+        write_file_atomically(&path, b"secret", 0o600).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");
+        assert_eq!(std::fs::read(&path).unwrap(), b"secret");
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(meta.file_type().is_file());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        // A file left there with other permissions (a crash) does not
+        // lend them.
+        let tmp = dir.path().join(".client.key.tmp");
+        std::fs::write(&tmp, b"old").unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o666)).unwrap();
+        write_file_atomically(&path, b"again", 0o600).unwrap();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read(&path).unwrap(), b"again");
+    }
+
     #[test]
     fn a_data_directory_is_made_traverse_only() {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
