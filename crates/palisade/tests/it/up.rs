@@ -1,0 +1,105 @@
+//! `palisade up` and the admin commands around it: `events --follow`
+//! across a restart of the service.
+use crate::harness::*;
+use crate::require_root;
+use std::path::Path;
+use std::time::Duration;
+
+/// A fresh data directory.
+fn data_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("palisade-up-")
+        .tempdir()
+        .unwrap()
+}
+
+/// An address on a port free at the time of asking: the local agent keeps
+/// the server's URL from its enrollment, so a restart must listen there
+/// again for it to connect.
+fn fixed_listen() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+/// The value of `key = "..."` in a `cli.toml`.
+fn cli_value(path: &Path, key: &str) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("no {key} in {text}"))
+        .to_owned()
+}
+
+/// `events --follow` outlives a restart of the service: it says on stderr
+/// that it lost the service, and goes on from the last event it printed.
+/// A refused token ends it. Before, it ended at the first failed poll.
+#[test]
+fn events_follow_outlives_a_restart_of_the_service() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let listen = fixed_listen();
+    let up = Up::start_with(&m, data_dir(), &listen, &["--lockdown", "--no-scan"], &[]);
+    let cfg = up.cli_config.clone();
+    let logs = tempfile::tempdir().unwrap();
+    let mut follow = Proc::palisade(
+        "follow",
+        &["events", "--follow", "--json"],
+        &[
+            ("PALISADE_CLI_CONFIG", cfg.to_str().unwrap()),
+            ("PALISADE_LOG", "warn"),
+        ],
+        logs.path(),
+    );
+    let one = Programs::get().install("hello", &m.path, "one");
+    assert!(run(&one, &[], &[]).exec_refused());
+    follow.wait_line("/one", Duration::from_secs(20));
+
+    let data = up.stop();
+    assert!(
+        eventually(Duration::from_secs(10), || follow
+            .stderr()
+            .contains("retrying"))
+        .is_some(),
+        "no notice: {}",
+        follow.stderr()
+    );
+    assert!(
+        follow.child.try_wait().unwrap().is_none(),
+        "ended: {}",
+        follow.stderr()
+    );
+    assert_eq!(follow.stderr().lines().count(), 1, "{}", follow.stderr());
+
+    let up = Up::start_with(&m, data, &listen, &["--lockdown", "--no-scan"], &[]);
+    let two = Programs::get().install("hello", &m.path, "two");
+    assert!(run(&two, &[], &[]).exec_refused());
+    follow.wait_line("/two", Duration::from_secs(40));
+    assert!(
+        eventually(Duration::from_secs(5), || follow
+            .stderr()
+            .contains("reconnected"))
+        .is_some(),
+        "{}",
+        follow.stderr()
+    );
+
+    // A token the service refuses ends it at once.
+    let bad = logs.path().join("cli.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&bad, text.replace(&cli_value(&cfg, "token"), "refused")).unwrap();
+    let r = run(
+        BIN,
+        &["events", "--follow"],
+        &[
+            ("PALISADE_CLI_CONFIG", bad.to_str().unwrap()),
+            ("PALISADE_LOG", "warn"),
+        ],
+    );
+    assert!(!r.ok() && r.stderr.contains("401"), "{r:?}");
+    drop(up);
+}
