@@ -206,7 +206,8 @@ pub(crate) enum AgentCmd {
         /// Enrollment token (plt1....).
         #[arg(long, env = "PALISADE_ENROLL_TOKEN")]
         token: String,
-        /// Data directory.
+        /// Data directory (default: `agent --data-dir`, else the
+        /// configuration's `data_dir`, else /var/lib/palisade/agent).
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },

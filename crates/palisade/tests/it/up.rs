@@ -1,5 +1,6 @@
-//! `palisade up` and the admin commands around it: `events --follow`
-//! across a restart of the service.
+//! `palisade up` and the admin commands around it: the agent's enrollment
+//! into the directory it runs with; `events --follow` across a restart of
+//! the service.
 use crate::harness::*;
 use crate::require_root;
 use std::path::Path;
@@ -33,6 +34,67 @@ fn cli_value(path: &Path, key: &str) -> String {
         .and_then(|v| v.strip_suffix('"'))
         .unwrap_or_else(|| panic!("no {key} in {text}"))
         .to_owned()
+}
+
+/// `palisade agent [--config C] [--data-dir D] enroll` saves the identity
+/// where `palisade agent` with the same options will look for it:
+/// `enroll --data-dir`, else `agent --data-dir`, else the configuration's
+/// `data_dir`. A configuration the agent would refuse is refused before
+/// the one-use token is spent. Before, enroll saved it in the default
+/// directory unless given its own `--data-dir`.
+#[test]
+fn agent_enroll_saves_the_identity_where_the_agent_looks() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let up = Up::start(&m, &["--no-scan"]);
+    let server = cli_value(&up.cli_config, "server");
+    let dirs = tempfile::tempdir().unwrap();
+    let config = dirs.path().join("agent.toml");
+    let from_config = dirs.path().join("from-config");
+    std::fs::write(&config, format!("data_dir = {from_config:?}\n")).unwrap();
+    let config = config.to_str().unwrap();
+    let from_flag = dirs.path().join("from-flag");
+    let from_enroll = dirs.path().join("from-enroll");
+    let bad = dirs.path().join("bad.toml");
+    std::fs::write(&bad, "workers = 0\n").unwrap();
+    let enroll = |before: &[&str], after: &[&str], token: &str| {
+        let mut args = vec!["agent"];
+        args.extend_from_slice(before);
+        args.extend_from_slice(&["enroll", "--server", &server, "--token", token]);
+        args.extend_from_slice(after);
+        run(BIN, &args, &[("PALISADE_LOG", "warn")])
+    };
+    let token = || {
+        up.ok(&["enroll-token", "--policy", "default"])
+            .trim()
+            .to_owned()
+    };
+
+    let t = token();
+    let r = enroll(&["--config", bad.to_str().unwrap()], &[], &t);
+    assert!(!r.ok() && r.stderr.contains("workers"), "{r:?}");
+    let r = enroll(&["--data-dir", from_flag.to_str().unwrap()], &[], &t);
+    assert!(r.ok(), "the token is still good: {r:?}");
+    assert!(from_flag.join("client.key").exists(), "{r:?}");
+
+    let r = enroll(&["--config", config], &[], &token());
+    assert!(r.ok(), "{r:?}");
+    assert!(from_config.join("client.key").exists(), "{r:?}");
+
+    std::fs::remove_dir_all(&from_flag).unwrap();
+    let r = enroll(
+        &[
+            "--config",
+            config,
+            "--data-dir",
+            from_flag.to_str().unwrap(),
+        ],
+        &["--data-dir", from_enroll.to_str().unwrap()],
+        &token(),
+    );
+    assert!(r.ok(), "{r:?}");
+    assert!(from_enroll.join("client.key").exists(), "{r:?}");
+    assert!(!from_flag.exists(), "{r:?}");
 }
 
 /// `events --follow` outlives a restart of the service: it says on stderr
