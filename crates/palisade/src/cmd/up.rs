@@ -3,14 +3,14 @@ use super::admin::AdminClient;
 use crate::cli::UpArgs;
 use crate::clicfg::CliConfig;
 use anyhow::{Context, Result};
-use palisade_agent::config::AgentConfigFile;
+use palisade_agent::config::{AgentConfig, AgentConfigFile};
 use palisade_agent::identity::{enroll, hostname, Identity};
 use palisade_agent::{RunningAgent, StartOptions};
 use palisade_api::admin::{CreateEnrollToken, EnrollTokenCreated, Health, PolicyInfo, SetLevels};
 use palisade_core::{Level, Levels, Name};
 use palisade_server::{Db, Server, ServerConfig};
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -19,8 +19,15 @@ const ADMIN: &str = "admin";
 const POLICY: &str = "default";
 
 pub(crate) async fn run(a: UpArgs) -> Result<ExitCode> {
+    // 0. The agent's configuration, checked before anything is written or
+    // started; its errors name the flag given, not the field it fills.
+    let absolute = std::path::absolute(&a.data_dir)
+        .with_context(|| format!("--data-dir {}", a.data_dir.display()))?;
+    agent_config(&a, absolute.join("agent"))?;
+
     std::fs::create_dir_all(&a.data_dir).with_context(|| a.data_dir.display().to_string())?;
-    let dir = std::fs::canonicalize(&a.data_dir)?;
+    let dir = std::fs::canonicalize(&a.data_dir)
+        .with_context(|| format!("--data-dir {}", a.data_dir.display()))?;
     let agent_dir = dir.join("agent");
     std::fs::create_dir_all(&agent_dir).with_context(|| agent_dir.display().to_string())?;
     // The server's database, the CLI's token and the agent's key are
@@ -28,6 +35,7 @@ pub(crate) async fn run(a: UpArgs) -> Result<ExitCode> {
     for d in [&dir, &agent_dir] {
         palisade_agent::store::traverse_only(d).with_context(|| d.display().to_string())?;
     }
+    let agent_cfg = agent_config(&a, agent_dir.clone())?;
     let cli_path = dir.join("cli.toml");
     let ca_path = dir.join("ca.crt");
     let db_path = dir.join("server.db");
@@ -55,9 +63,18 @@ pub(crate) async fn run(a: UpArgs) -> Result<ExitCode> {
     };
 
     // 2. The server.
+    let mut tls_names = ServerConfig::default().tls_names;
+    // Reached at the address it listens on: that must be in its certificate.
+    if !a.listen.ip().is_unspecified() {
+        let ip = a.listen.ip().to_string();
+        if !tls_names.contains(&ip) {
+            tls_names.push(ip);
+        }
+    }
     let config = ServerConfig {
         listen: a.listen,
         database,
+        tls_names,
         // Everything runs on this one machine for its own administrator,
         // who may want alerts on it (its syslog, a receiver on loopback);
         // a served fleet (`palisade server`) keeps the defaults: public
@@ -78,7 +95,7 @@ pub(crate) async fn run(a: UpArgs) -> Result<ExitCode> {
         std::net::SocketAddr::new(host.parse()?, addr.port())
     );
     let ca_pem = server.ca_pem().to_owned();
-    std::fs::write(&ca_path, &ca_pem)?;
+    std::fs::write(&ca_path, &ca_pem).with_context(|| ca_path.display().to_string())?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server_task = tokio::spawn(server.serve(async move {
         let _ = stop_rx.await;
@@ -100,8 +117,12 @@ pub(crate) async fn run(a: UpArgs) -> Result<ExitCode> {
     let mut user_cli = None;
     if let Some(home) = std::env::var_os("HOME") {
         let p = Path::new(&home).join(".config/palisade/cli.toml");
-        if cli.save(&p).is_ok() {
-            user_cli = Some(p);
+        match cli.save(&p) {
+            Ok(()) => user_cli = Some(p),
+            Err(e) => tracing::warn!(
+                "cannot save the admin configuration for this user: {e:#} (use --cli-config {})",
+                cli_path.display()
+            ),
         }
     }
 
@@ -141,14 +162,6 @@ pub(crate) async fn run(a: UpArgs) -> Result<ExitCode> {
         id.save(&agent_dir)?;
         tracing::info!("local agent enrolled as {}", id.computer);
     }
-    let agent_cfg = AgentConfigFile {
-        data_dir: Some(agent_dir.clone()),
-        watch: Some(a.watch.clone()),
-        decision_deadline_ms: a.deadline_ms,
-        package_root: a.package_root.clone(),
-        ..AgentConfigFile::default()
-    }
-    .validate()?;
     let agent = RunningAgent::start(
         agent_cfg,
         StartOptions {
@@ -194,7 +207,8 @@ pub(crate) async fn run(a: UpArgs) -> Result<ExitCode> {
                 .iter()
                 .map(|m| m.mount_point.display().to_string()),
         );
-        std::fs::write(&scanned_marker, serde_json::to_string(&all)?)?;
+        std::fs::write(&scanned_marker, serde_json::to_string(&all)?)
+            .with_context(|| scanned_marker.display().to_string())?;
     }
     if initial != target {
         set_levels(&admin, target).await?;
@@ -241,6 +255,30 @@ pub(crate) async fn run(a: UpArgs) -> Result<ExitCode> {
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), server_task).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The agent's configuration from `up`'s flags, with `data_dir`; an error
+/// names the flag.
+fn agent_config(a: &UpArgs, data_dir: PathBuf) -> Result<AgentConfig> {
+    AgentConfigFile {
+        data_dir: Some(data_dir),
+        watch: Some(a.watch.clone()),
+        decision_deadline_ms: a.deadline_ms,
+        package_root: a.package_root.clone(),
+        ..AgentConfigFile::default()
+    }
+    .validate()
+    .map_err(|e| {
+        let flag = match e.field.as_str() {
+            "data_dir" => "--data-dir",
+            "watch" => "--watch",
+            "decision_deadline_ms" => "--deadline-ms",
+            "package_root" => "--package-root",
+            // Not set by a flag: the defaults are valid.
+            other => other,
+        };
+        anyhow::anyhow!("{flag}: {}", e.message)
+    })
 }
 
 /// The `sqlite://` URL (created if missing) of the database file at the

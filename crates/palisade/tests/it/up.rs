@@ -1,6 +1,6 @@
-//! `palisade up` and the admin commands around it: the agent's enrollment
-//! into the directory it runs with; `events --follow` across a restart of
-//! the service.
+//! `palisade up` and the admin commands around it: what `up`'s command
+//! line asks; the agent's enrollment into the directory it runs with;
+//! `events --follow` across a restart of the service.
 use crate::harness::*;
 use crate::require_root;
 use std::path::Path;
@@ -34,6 +34,52 @@ fn cli_value(path: &Path, key: &str) -> String {
         .and_then(|v| v.strip_suffix('"'))
         .unwrap_or_else(|| panic!("no {key} in {text}"))
         .to_owned()
+}
+
+/// `up --listen` on a given address puts it in the server's certificate.
+/// Before, only localhost, the loopback addresses 127.0.0.1 and ::1 and the
+/// host name were there, and `up` failed its own health check.
+#[test]
+fn up_listens_on_a_given_address() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let up = Up::start_with(&m, data_dir(), "127.0.0.2:0", &["--no-scan"], &[]);
+    assert!(
+        cli_value(&up.cli_config, "server").starts_with("https://127.0.0.2:"),
+        "{}",
+        cli_value(&up.cli_config, "server")
+    );
+    up.ok(&["policy", "list"]);
+}
+
+/// A bad agent flag is refused, named as typed, before `up` writes or
+/// starts anything. Before, the error named the configuration field and
+/// came after the database, the server, the levels and the enrollment.
+#[test]
+fn up_refuses_a_bad_agent_flag_before_anything_else() {
+    for (args, flag) in [
+        (["--deadline-ms", "10"], "--deadline-ms"),
+        (["--watch", "relative/path"], "--watch"),
+        (["--package-root", "relative"], "--package-root"),
+    ] {
+        let data = data_dir();
+        let d = data.path().to_str().unwrap();
+        let home = data.path().join("home");
+        let mut all = vec!["up", "--data-dir", d, "--listen", "127.0.0.1:0"];
+        all.extend_from_slice(&args);
+        let r = run(
+            BIN,
+            &all,
+            &[("HOME", home.to_str().unwrap()), ("PALISADE_LOG", "warn")],
+        );
+        assert!(!r.ok(), "{args:?}: {r:?}");
+        assert!(r.stderr.contains(flag), "{args:?}: {}", r.stderr);
+        let left: Vec<_> = std::fs::read_dir(data.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "{args:?}: left {left:?}");
+    }
 }
 
 /// `palisade agent [--config C] [--data-dir D] enroll` saves the identity
