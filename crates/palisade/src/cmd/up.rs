@@ -1,12 +1,14 @@
 //! `palisade up`: the whole system on this machine, in the foreground.
-use super::admin::AdminClient;
+use super::admin::{AdminClient, Refused};
 use crate::cli::UpArgs;
 use crate::clicfg::CliConfig;
 use anyhow::{Context, Result};
 use palisade_agent::config::{AgentConfig, AgentConfigFile};
 use palisade_agent::identity::{enroll, hostname, Identity};
 use palisade_agent::{RunningAgent, StartOptions};
-use palisade_api::admin::{CreateEnrollToken, EnrollTokenCreated, Health, PolicyInfo, SetLevels};
+use palisade_api::admin::{
+    CreateEnrollToken, EnrollTokenCreated, Health, PolicyInfo, SetLevels, WhoAmI,
+};
 use palisade_core::{Level, Levels, Name};
 use palisade_server::{Db, Server, ServerConfig};
 use std::collections::BTreeSet;
@@ -43,23 +45,26 @@ pub(crate) async fn run(a: UpArgs) -> Result<ExitCode> {
     // token hashes).
     let database = sqlite_url(&db_path);
 
-    // 1. The organization, its `default` policy and an admin token.
+    // 1. The organization, its `default` policy and an admin. The token is
+    // the one made now, or the one saved last (never `$PALISADE_TOKEN`,
+    // which is the caller's), checked once the server answers.
     let org = Name::parse(ORG)?;
     let admin_name = Name::parse(ADMIN)?;
-    let token = {
-        let db = Db::connect(&database)
-            .await
-            .context("opening the server database")?;
-        let boot = palisade_server::bootstrap(&db, &org, &admin_name).await?;
-        let token = match boot.admin_token {
-            Some(t) => t,
-            None => match CliConfig::load(Some(&cli_path)) {
-                Ok(c) => c.token,
-                Err(_) => palisade_server::create_admin_token(&db, &org, &admin_name).await?,
-            },
-        };
-        db.close().await;
-        token
+    let db = Db::connect_with(&database, 2)
+        .await
+        .context("opening the server database")?;
+    let boot = palisade_server::bootstrap(&db, &org, &admin_name).await?;
+    let saved_token = match boot.admin_token {
+        Some(t) => Some(t),
+        None => match CliConfig::load_file(&cli_path) {
+            Ok(c) => Some(c.token),
+            Err(e) => {
+                if cli_path.exists() {
+                    tracing::warn!("{e:#}; a new admin token is made");
+                }
+                None
+            }
+        },
     };
 
     // 2. The server.
@@ -100,11 +105,23 @@ pub(crate) async fn run(a: UpArgs) -> Result<ExitCode> {
     let server_task = tokio::spawn(server.serve(async move {
         let _ = stop_rx.await;
     }));
-    let admin = AdminClient::new(&url, &ca_pem, &token)?;
-    let _: Health = admin
+    let probe = AdminClient::new(&url, &ca_pem, "")?;
+    let _: Health = probe
         .get("/api/v1/health")
         .await
         .context("the server does not answer")?;
+
+    // The saved token is reused only while the server takes it as this
+    // admin's; a stale or revoked one is replaced.
+    let token = match saved_token {
+        Some(t) if is_admin_token(&AdminClient::new(&url, &ca_pem, &t)?).await? => t,
+        _ => {
+            tracing::info!("making a new admin token for {ADMIN} (none saved, or refused)");
+            palisade_server::create_admin_token(&db, &org, &admin_name).await?
+        }
+    };
+    db.close().await;
+    let admin = AdminClient::new(&url, &ca_pem, &token)?;
 
     // 3. What the admin commands need.
     let cli = CliConfig {
@@ -279,6 +296,22 @@ fn agent_config(a: &UpArgs, data_dir: PathBuf) -> Result<AgentConfig> {
         };
         anyhow::anyhow!("{flag}: {}", e.message)
     })
+}
+
+/// Whether `client`'s token is accepted as this admin's, in this
+/// organization: `false` when the server refuses it (401: unknown,
+/// revoked or expired) or it is another admin's.
+async fn is_admin_token(client: &AdminClient) -> Result<bool> {
+    match client.get::<WhoAmI>("/api/v1/whoami").await {
+        Ok(w) => Ok(w.admin == ADMIN && w.organization == ORG),
+        Err(e)
+            if e.downcast_ref::<Refused>()
+                .is_some_and(|r| r.status == reqwest::StatusCode::UNAUTHORIZED) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e.context("checking the saved admin token")),
+    }
 }
 
 /// The `sqlite://` URL (created if missing) of the database file at the

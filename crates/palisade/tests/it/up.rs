@@ -1,6 +1,7 @@
-//! `palisade up` and the admin commands around it: what `up`'s command
-//! line asks; the agent's enrollment into the directory it runs with;
-//! `events --follow` across a restart of the service.
+//! `palisade up` and the admin commands around it: `up` across restarts,
+//! and what its command line asks; the agent's enrollment into the
+//! directory it runs with; `events --follow` across a restart of the
+//! service.
 use crate::harness::*;
 use crate::require_root;
 use std::path::Path;
@@ -34,6 +35,39 @@ fn cli_value(path: &Path, key: &str) -> String {
         .and_then(|v| v.strip_suffix('"'))
         .unwrap_or_else(|| panic!("no {key} in {text}"))
         .to_owned()
+}
+
+/// The saved admin token is reused while the server takes it, replaced
+/// when it does not (here: garbage; revoked or expired alike), and
+/// `$PALISADE_TOKEN` (the caller's own) is never saved as it. Before,
+/// `up` saved `$PALISADE_TOKEN` and failed with 401 on a stale token.
+#[test]
+fn a_stale_saved_admin_token_is_replaced() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let up = Up::start(&m, &["--no-scan"]);
+    let cfg = up.cli_config.clone();
+    let first = cli_value(&cfg, "token");
+    let up = Up::start_in(&m, up.stop(), &["--no-scan"]);
+    assert_eq!(cli_value(&cfg, "token"), first, "a valid token is kept");
+    let data = up.stop();
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace(&first, "stale-token")).unwrap();
+    let up = Up::start_with(
+        &m,
+        data,
+        "127.0.0.1:0",
+        &["--no-scan"],
+        &[("PALISADE_TOKEN", "the-caller-s-token")],
+    );
+    let token = cli_value(&cfg, "token");
+    assert!(
+        token != "stale-token" && token != "the-caller-s-token" && token != first,
+        "{token}"
+    );
+    up.ok(&["policy", "list"]);
+    let user_cfg = up.data.path().join("home/.config/palisade/cli.toml");
+    assert_eq!(cli_value(&user_cfg, "token"), token);
 }
 
 /// `up --listen` on a given address puts it in the server's certificate.
