@@ -54,6 +54,7 @@ pub(crate) async fn run(a: UpArgs) -> Result<ExitCode> {
         .await
         .context("opening the server database")?;
     let boot = palisade_server::bootstrap(&db, &org, &admin_name).await?;
+    let first_run = boot.org_created;
     let saved_token = match boot.admin_token {
         Some(t) => Some(t),
         None => match CliConfig::load_file(&cli_path) {
@@ -143,23 +144,69 @@ pub(crate) async fn run(a: UpArgs) -> Result<ExitCode> {
         }
     }
 
-    // 4. Levels: enforce only once the scan has approved what is installed.
-    let target = if a.lockdown {
-        Level::Lockdown
-    } else {
-        Level::Monitor
-    };
+    // 4. Levels. The filesystems still to scan, found as the agent will
+    // find them: until the scan has approved what they hold, a level
+    // asked for is enforced as monitor at most.
     let scanned_marker = agent_dir.join("scanned-filesystems.json");
     let scanned: BTreeSet<String> = std::fs::read_to_string(&scanned_marker)
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok())
         .unwrap_or_default();
-    let initial = if a.no_scan {
-        target
+    let to_scan: Vec<String> = if a.no_scan {
+        Vec::new()
     } else {
-        target.min(Level::Monitor)
+        let all = palisade_agent::mounts::all().context("reading the mount table")?;
+        palisade_agent::mounts::watch_set(&all, &agent_cfg.watch)
+            .context("resolving watched paths")?
+            .iter()
+            .map(|m| m.mount_point.display().to_string())
+            .filter(|m| !scanned.contains(m))
+            .collect()
     };
-    set_levels(&admin, initial).await?;
+    // A level given on the command line is set; the first run sets the
+    // default (monitor); a restart without one keeps the policy's levels,
+    // as an admin may have set them since (`policy set-level`).
+    let asked = if a.lockdown {
+        Some(Level::Lockdown)
+    } else if a.monitor || first_run {
+        Some(Level::Monitor)
+    } else {
+        None
+    };
+    let initial = asked.map(|target| {
+        if to_scan.is_empty() {
+            target
+        } else {
+            target.min(Level::Monitor)
+        }
+    });
+    let levels = match initial {
+        Some(level) => {
+            set_levels(&admin, level).await?;
+            Levels {
+                connected: level,
+                disconnected: level,
+            }
+        }
+        None => {
+            let policies: Vec<PolicyInfo> = admin
+                .get("/api/v1/policies")
+                .await
+                .context("reading the policy's levels")?;
+            let p = policies
+                .into_iter()
+                .find(|p| p.name == POLICY)
+                .with_context(|| format!("no {POLICY} policy"))?;
+            if !to_scan.is_empty() && p.levels.connected > Level::Monitor {
+                tracing::warn!(
+                    "the {POLICY} policy is at {}: the initialization scan runs under it \
+                     (`--monitor` lowers it until the scan is done)",
+                    p.levels.connected
+                );
+            }
+            p.levels
+        }
+    };
 
     // 5. The local agent, enrolled on first start.
     if Identity::load(&agent_dir)?.is_none() {
@@ -182,10 +229,9 @@ pub(crate) async fn run(a: UpArgs) -> Result<ExitCode> {
     let agent = RunningAgent::start(
         agent_cfg,
         StartOptions {
-            initial_levels: Some(Levels {
-                connected: initial,
-                disconnected: initial,
-            }),
+            // For an agent with no saved levels (its first start): the
+            // policy's, until the service says.
+            initial_levels: Some(levels),
         },
     )
     .await?;
@@ -194,13 +240,7 @@ pub(crate) async fn run(a: UpArgs) -> Result<ExitCode> {
     }
 
     // 6. The initialization scan, once per filesystem.
-    let to_scan: Vec<String> = agent
-        .mounts()
-        .iter()
-        .map(|m| m.mount_point.display().to_string())
-        .filter(|m| !scanned.contains(m))
-        .collect();
-    if !a.no_scan && !to_scan.is_empty() {
+    if !to_scan.is_empty() {
         println!(
             "initialization scan of {} (bulk approval of what is installed)...",
             to_scan.join(", ")
@@ -227,12 +267,14 @@ pub(crate) async fn run(a: UpArgs) -> Result<ExitCode> {
         std::fs::write(&scanned_marker, serde_json::to_string(&all)?)
             .with_context(|| scanned_marker.display().to_string())?;
     }
-    if initial != target {
-        set_levels(&admin, target).await?;
-    }
-    let end = tokio::time::Instant::now() + Duration::from_secs(5);
-    while agent.engine().level() != target && tokio::time::Instant::now() < end {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    if let Some(target) = asked {
+        if initial != Some(target) {
+            set_levels(&admin, target).await?;
+        }
+        let end = tokio::time::Instant::now() + Duration::from_secs(5);
+        while agent.engine().level() != target && tokio::time::Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     println!();

@@ -448,6 +448,20 @@ impl Up {
         data
     }
 
+    /// The `default` policy's levels: (connected, disconnected).
+    pub fn default_levels(&self) -> (String, String) {
+        let out = self.ok(&["policy", "list", "--json"]);
+        let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let p = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "default")
+            .unwrap_or_else(|| panic!("no default policy: {out}"));
+        let level = |k: &str| p["levels"][k].as_str().unwrap().to_owned();
+        (level("connected"), level("disconnected"))
+    }
+
     /// Run an admin command against this instance.
     pub fn cli(&self, args: &[&str]) -> Ran {
         run(

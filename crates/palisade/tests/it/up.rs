@@ -1,7 +1,6 @@
-//! `palisade up` and the admin commands around it: `up` across restarts,
-//! and what its command line asks; the agent's enrollment into the
-//! directory it runs with; `events --follow` across a restart of the
-//! service.
+//! `palisade up` across restarts, and what its command line asks; the
+//! agent's enrollment into the directory it runs with; `events --follow`
+//! across a restart of the service.
 use crate::harness::*;
 use crate::require_root;
 use std::path::Path;
@@ -27,6 +26,28 @@ fn fixed_listen() -> String {
     format!("127.0.0.1:{port}")
 }
 
+/// Without terminal colours.
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn levels(connected: &str, disconnected: &str) -> (String, String) {
+    (connected.to_owned(), disconnected.to_owned())
+}
+
 /// The value of `key = "..."` in a `cli.toml`.
 fn cli_value(path: &Path, key: &str) -> String {
     let text = std::fs::read_to_string(path).unwrap();
@@ -35,6 +56,83 @@ fn cli_value(path: &Path, key: &str) -> String {
         .and_then(|v| v.strip_suffix('"'))
         .unwrap_or_else(|| panic!("no {key} in {text}"))
         .to_owned()
+}
+
+/// The first start sets the documented default (monitor); a restart
+/// without a level keeps the levels an admin set since; a level asked for
+/// is set. Before, every `up` without `--lockdown` put the `default`
+/// policy, and every agent in it, back to monitor.
+#[test]
+fn a_restart_keeps_the_levels_an_admin_set() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let listen = fixed_listen();
+    let up = Up::start_with(&m, data_dir(), &listen, &["--no-scan"], &[]);
+    assert_eq!(up.default_levels(), levels("monitor", "monitor"));
+    up.ok(&[
+        "policy",
+        "set-level",
+        "default",
+        "lockdown",
+        "--disconnected",
+        "monitor",
+    ]);
+    let up = Up::start_with(&m, up.stop(), &listen, &["--no-scan"], &[]);
+    assert_eq!(up.default_levels(), levels("lockdown", "monitor"));
+    up.wait_level("lockdown", Duration::from_secs(5));
+    let up = Up::start_with(&m, up.stop(), &listen, &["--no-scan", "--monitor"], &[]);
+    assert_eq!(up.default_levels(), levels("monitor", "monitor"));
+    up.wait_level("monitor", Duration::from_secs(5));
+}
+
+/// `up --lockdown` lowers the policy to monitor only while a filesystem
+/// waits for its initialization scan: restarted once the scan is done, it
+/// goes straight to lockdown. Before, every restart set the policy (all
+/// its agents, remote ones too) to monitor for the startup window.
+#[test]
+fn a_lockdown_restart_after_the_scan_does_not_lower_the_policy() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    Programs::get().install("hello", &m.path, "hello");
+    let set_lines = |up: &Up, level: &str| -> Vec<String> {
+        plain(&up.proc.stderr())
+            .lines()
+            .filter(|l| l.contains("policy levels set") && l.contains(&format!("level={level}")))
+            .map(String::from)
+            .collect()
+    };
+    let listen = fixed_listen();
+    let up = Up::start_with(&m, data_dir(), &listen, &["--lockdown"], &[]);
+    // The first start scans the mount, under monitor.
+    assert!(
+        eventually(Duration::from_secs(5), || !set_lines(&up, "lockdown")
+            .is_empty())
+        .is_some(),
+        "{}",
+        up.proc.stderr()
+    );
+    assert!(
+        !set_lines(&up, "monitor").is_empty(),
+        "{}",
+        up.proc.stderr()
+    );
+    assert_eq!(up.default_levels(), levels("lockdown", "lockdown"));
+
+    let up = Up::start_with(&m, up.stop(), &listen, &["--lockdown"], &[]);
+    assert!(
+        eventually(Duration::from_secs(5), || !set_lines(&up, "lockdown")
+            .is_empty())
+        .is_some(),
+        "{}",
+        up.proc.stderr()
+    );
+    assert_eq!(
+        set_lines(&up, "monitor"),
+        Vec::<String>::new(),
+        "lowered on restart"
+    );
+    assert_eq!(up.default_levels(), levels("lockdown", "lockdown"));
+    up.wait_level("lockdown", Duration::from_secs(5));
 }
 
 /// The saved admin token is reused while the server takes it, replaced
