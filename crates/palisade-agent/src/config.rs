@@ -4,10 +4,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Why a configuration was refused.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid agent configuration: {field}: {message}")]
+#[derive(Debug)]
 pub struct ConfigError {
-    /// The field at fault (dotted path).
+    /// The field at fault (dotted path); empty when the text is not TOML
+    /// at all (the message then says where it stops being TOML).
     pub field: String,
     /// What is wrong with it.
     pub message: String,
@@ -22,23 +22,70 @@ impl ConfigError {
     }
 }
 
-/// Parse TOML into `T`, turning any error into a [`ConfigError`] that names
-/// the field (its dotted path, or the unknown key).
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "invalid agent configuration: {}", self.message)
+        } else {
+            write!(
+                f,
+                "invalid agent configuration: {}: {}",
+                self.field, self.message
+            )
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Parse TOML into `T`. A value the type refuses (an unknown or missing
+/// field, a value of the wrong type) is a [`ConfigError`] naming its field
+/// (dotted path); text that is not TOML names no field but the line and
+/// column where it stops being TOML. (The offending line itself is not
+/// quoted: in `cli.toml` it may hold a token.)
 pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
     let de = toml::Deserializer::new(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let message = inner.message().trim().to_owned();
-        let field = if path.is_empty() || path == "." {
-            // Unknown keys are reported at their parent: take the key from
-            // the message ("unknown field `x`, expected ...").
-            message.split('`').nth(1).unwrap_or("<file>").to_owned()
-        } else {
-            path
-        };
-        ConfigError::new(&field, message)
+        match field_of(&path, &message) {
+            Some(field) => ConfigError::new(&field, message),
+            None => ConfigError::new("", at_position(text, inner.span(), &message)),
+        }
     })
+}
+
+/// The field a serde error from a TOML document is about: the path where it
+/// happened, extended by the field's name for "unknown field" and "missing
+/// field" (reported at the enclosing table, and by serde_path_to_error
+/// sometimes with the name already appended). `None` when there is no path
+/// and no named field: the document did not parse.
+fn field_of(path: &str, message: &str) -> Option<String> {
+    let base = if path == "." { "" } else { path };
+    let named = ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|p| message.strip_prefix(p))
+        .and_then(|rest| rest.split('`').next());
+    match named {
+        Some(name) if base == name || base.ends_with(&format!(".{name}")) => Some(base.to_owned()),
+        Some(name) if base.is_empty() => Some(name.to_owned()),
+        Some(name) => Some(format!("{base}.{name}")),
+        None if base.is_empty() => None,
+        None => Some(base.to_owned()),
+    }
+}
+
+/// `message` prefixed by the 1-based line and column (in characters) where
+/// `span` starts in `text`.
+fn at_position(text: &str, span: Option<std::ops::Range<usize>>, message: &str) -> String {
+    let Some(start) = span.map(|s| s.start).filter(|&s| text.is_char_boundary(s)) else {
+        return format!("not valid TOML: {message}");
+    };
+    let before = &text[..start];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    format!("not valid TOML at line {line}, column {column}: {message}")
 }
 
 /// The configuration file as written (every field optional).
@@ -290,6 +337,30 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert!(c.watch.is_empty());
         assert!(c.lookup_timeout <= c.decision_deadline);
+    }
+
+    /// Text that is not TOML names no field (before, the first backquoted
+    /// word of the parser's message was taken for one: "`.`") but where it
+    /// stops being TOML.
+    #[test]
+    fn syntax_errors_say_where() {
+        let e = err("workers 4\n");
+        assert_eq!(e.field, "", "{e}");
+        assert!(e.to_string().contains("line 1, column 9"), "{e}");
+        let e = err("data_dir = \"/var/lib/palisade\"\nwatch = [\"/srv\",\nworkers = 4\n");
+        assert_eq!(e.field, "", "{e}");
+        assert!(e.to_string().contains("line 3, column"), "{e}");
+        // A field's error still names the field, nested or not.
+        let e =
+            parse_toml::<std::collections::BTreeMap<String, AgentConfigFile>>("[a]\nwatch = 1\n")
+                .unwrap_err();
+        assert_eq!(e.field, "a.watch", "{e}");
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code, reason = "only the error is looked at")]
+        struct Needs {
+            token: String,
+        }
+        assert_eq!(parse_toml::<Needs>("").unwrap_err().field, "token");
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //!   not lose them.
 //!
 //! The databases are the agent's own (0600, with their `-wal` and `-shm`:
-//! [`private_database`]): the data directory stays open to all, as users
+//! `palisade_fs::private_database`): the data directory stays open to all, as users
 //! reach the request socket there, and the cache and spool tell what runs
 //! on the computer, by whom, with which arguments.
 //!
@@ -165,42 +165,8 @@ fn put_back(c: &mut Connection, kept: &Salvaged) -> rusqlite::Result<()> {
     tx.commit()
 }
 
-/// Make the SQLite database at `path` its owner's alone: created 0600 if it
-/// does not exist, and group and others' permissions taken from it and its
-/// `-wal` and `-shm` files if they have any (files of older versions, made
-/// with the umask's 0644). SQLite creates a database's `-wal` and `-shm`
-/// with the database file's own permissions, so they follow from then on.
-/// (Also used by `palisade up` for the server's database.)
-pub fn private_database(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e),
-    }
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = path.as_os_str().to_owned();
-        p.push(suffix);
-        let p = PathBuf::from(p);
-        match std::fs::symlink_metadata(&p) {
-            Ok(m) if m.file_type().is_file() && m.permissions().mode() & 0o077 != 0 => {
-                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 fn try_open(path: &Path, kind: &Kind) -> rusqlite::Result<Connection> {
-    if let Err(e) = private_database(path) {
+    if let Err(e) = palisade_fs::private_database(path, palisade_fs::Missing::Create) {
         // Not a reason to run without a cache or spool; said loudly.
         tracing::warn!(
             "{}: cannot make it readable by root only: {e}",
@@ -665,6 +631,10 @@ pub fn traverse_only(dir: &Path) -> std::io::Result<()> {
 /// Replace `path` with `bytes` so that a reader (or a crash) sees either the
 /// old file or the new one, never a torn one: write a temporary file beside
 /// it with `mode`, `fsync` it, rename it over `path`, `fsync` the directory.
+/// The temporary file is made new (a file or link left at its name, by a
+/// crash or by another user in a directory all may write to, is removed,
+/// never opened): the bytes (a key, a token) go to no other file and get
+/// no other mode.
 pub fn write_file_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = path
         .parent()
@@ -674,10 +644,15 @@ pub fn write_file_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::R
     tmp_name.push(path.file_name().unwrap_or_default());
     tmp_name.push(".tmp");
     let tmp = dir.join(tmp_name);
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .mode(mode)
         .open(&tmp)?;
     f.write_all(bytes)?;
@@ -1121,6 +1096,36 @@ mod tests {
     /// A data directory of ours loses group and others' read and write
     /// (they still pass through to the request socket); one everyone may
     /// write to is left to its files' own modes.
+    /// A link (or file) at the temporary name is replaced, not written
+    /// through: before, the temporary file was opened with O_CREAT|O_TRUNC,
+    /// so a link planted in a directory all may write to had root write
+    /// the bytes (a key) into the file it pointed to.
+    #[test]
+    fn an_atomic_write_does_not_follow_a_link_at_its_temporary_name() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"untouched").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let path = dir.path().join("client.key");
+        std::os::unix::fs::symlink(&victim, dir.path().join(".client.key.tmp")).unwrap();
+        write_file_atomically(&path, b"secret", 0o600).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");
+        assert_eq!(std::fs::read(&path).unwrap(), b"secret");
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(meta.file_type().is_file());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        // A file left there with other permissions (a crash) does not
+        // lend them.
+        let tmp = dir.path().join(".client.key.tmp");
+        std::fs::write(&tmp, b"old").unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o666)).unwrap();
+        write_file_atomically(&path, b"again", 0o600).unwrap();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read(&path).unwrap(), b"again");
+    }
+
     #[test]
     fn a_data_directory_is_made_traverse_only() {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -141,6 +141,13 @@ impl ServerConfig {
             let inner = e.into_inner();
             let message = inner.message().to_owned();
             let field = field_from_serde(&path, &message);
+            // No field: the text is not TOML. Say where it stops being
+            // TOML (the position, not the line: it may hold a password).
+            let message = if field.is_empty() {
+                at_position(text, inner.span(), &message)
+            } else {
+                message
+            };
             ConfigError { field, message }
         })?;
         config.validate()?;
@@ -255,6 +262,18 @@ pub(crate) fn field_from_serde(path: &str, message: &str) -> String {
     }
 }
 
+/// `message` prefixed by the 1-based line and column (in characters) where
+/// `span` starts in `text`.
+fn at_position(text: &str, span: Option<std::ops::Range<usize>>, message: &str) -> String {
+    let Some(start) = span.map(|s| s.start).filter(|&s| text.is_char_boundary(s)) else {
+        return format!("not valid TOML: {message}");
+    };
+    let before = &text[..start];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    format!("not valid TOML at line {line}, column {column}: {message}")
+}
+
 fn valid_dns_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
@@ -285,5 +304,23 @@ mod tests {
         assert_eq!(field_from_serde("listen", "invalid"), "listen");
         assert!(valid_dns_name("palisade.example.com"));
         assert!(!valid_dns_name("bad name"));
+    }
+
+    /// Text that is not TOML names no field but where it stops being TOML
+    /// (before, only the parser's message was kept: no line, no column).
+    #[test]
+    fn syntax_errors_say_where() {
+        let e = ServerConfig::from_toml("workers 4\n").unwrap_err();
+        assert_eq!(e.field(), "", "{e}");
+        assert!(e.to_string().contains("line 1, column 9"), "{e}");
+        let e = ServerConfig::from_toml(
+            "listen = \"127.0.0.1:8443\"\ntls_names = [\"a.example\",\ndatabase = \"x\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.field(), "", "{e}");
+        assert!(e.to_string().contains("line 3, column 1"), "{e}");
+        // A field's error still names it.
+        let e = ServerConfig::from_toml("listen = 1\n").unwrap_err();
+        assert_eq!(e.field(), "listen", "{e}");
     }
 }

@@ -175,6 +175,8 @@ struct DbInner {
     pool: AnyPool,
     kind: DbKind,
     url: String,
+    /// The SQLite database's file, when it is one (not in memory).
+    sqlite_file: Option<std::path::PathBuf>,
     /// Serializes this process's SQLite write transactions.
     write_lock: Option<Mutex<()>>,
     /// Woken when this process committed a change (the change feed waits on it).
@@ -217,11 +219,15 @@ impl Db {
                 "database URL must start with sqlite: or postgres://",
             ));
         };
-        if kind == DbKind::Sqlite {
-            create_parent_dir(url)?;
-        }
         let options = AnyConnectOptions::from_str(url)
             .map_err(|e| Error::with_source(ErrorKind::Config, "invalid database URL", e))?;
+        let sqlite_file = match kind {
+            DbKind::Sqlite => sqlite_file(&options)?,
+            DbKind::Postgres => None,
+        };
+        if let Some(file) = &sqlite_file {
+            private_sqlite_file(file)?;
+        }
         let mut pool = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
             .min_connections(1)
@@ -266,6 +272,7 @@ impl Db {
                 pool,
                 kind,
                 url: url.to_owned(),
+                sqlite_file: sqlite_file.map(|f| f.path),
                 write_lock: (kind == DbKind::Sqlite).then(|| Mutex::new(())),
                 changed: Notify::new(),
                 events,
@@ -291,7 +298,7 @@ impl Db {
 
     /// The SQLite database's file, when it is one (not in memory).
     pub(crate) fn sqlite_file(&self) -> Option<std::path::PathBuf> {
-        sqlite_file(&self.inner.url).map(std::path::PathBuf::from)
+        self.inner.sqlite_file.clone()
     }
 
     /// Close every pooled connection.
@@ -506,29 +513,78 @@ impl WriteTx<'_> {
 
 /// SQLite creates the database file (`mode=rwc`) but not its directory:
 /// create that, so a first start on a fresh machine works.
-fn create_parent_dir(url: &str) -> Result<(), Error> {
-    let Some(path) = sqlite_file(url) else {
-        return Ok(());
-    };
-    match std::path::Path::new(path).parent() {
-        Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => std::fs::create_dir_all(dir)
-            .map_err(|e| {
-                Error::with_source(
-                    ErrorKind::Io,
-                    format!("cannot create the database directory {}", dir.display()),
-                    e,
-                )
-            }),
-        _ => Ok(()),
-    }
+/// A SQLite database's file, as the driver will open it.
+#[derive(Debug)]
+struct SqliteFile {
+    path: std::path::PathBuf,
+    /// `mode=rwc`: created when missing.
+    create: bool,
 }
 
-/// The file of a `sqlite://PATH[?...]` URL; `None` for another URL or an
-/// in-memory database.
-fn sqlite_file(url: &str) -> Option<&str> {
-    let rest = url.strip_prefix("sqlite://")?;
-    let path = rest.split('?').next().unwrap_or_default();
-    (!path.is_empty() && !path.starts_with(':')).then_some(path)
+/// The file a `sqlite:` URL names, read by sqlx's own parser from the URL
+/// as the `Any` driver hands it on (`sqlite:PATH` or `sqlite://PATH`,
+/// percent-decoded, so `%3F` is a `?` in the name); `None` for an
+/// in-memory database (`sqlite::memory:`, `mode=memory`) or SQLite's
+/// private temporary one (an empty name). A name that SQLite itself would
+/// read as a URI (`file:...`) is refused: which file it opens is SQLite's
+/// reading, not this one's.
+fn sqlite_file(options: &AnyConnectOptions) -> Result<Option<SqliteFile>, Error> {
+    use sqlx::ConnectOptions;
+    let sqlite = sqlx::sqlite::SqliteConnectOptions::from_url(&options.database_url)
+        .map_err(|e| Error::with_source(ErrorKind::Config, "invalid database URL", e))?;
+    // The options keep their mode to themselves (`to_url_lossy` panics on
+    // some relative names): read it as sqlx does, every `mode` counting.
+    let url = options.database_url.as_str();
+    let url = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let (database, params) = url.split_once('?').unwrap_or((url, ""));
+    let modes: Vec<String> = form_urlencoded::parse(params.as_bytes())
+        .filter(|(k, _)| k == "mode")
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    let path = sqlite.get_filename();
+    if database == ":memory:" || modes.iter().any(|m| m == "memory") || path.as_os_str().is_empty()
+    {
+        return Ok(None);
+    }
+    if path.as_os_str().as_encoded_bytes().starts_with(b"file:") {
+        return Err(Error::new(
+            ErrorKind::Config,
+            "a SQLite database URL must name a file, not a SQLite URI (file:...)",
+        ));
+    }
+    Ok(Some(SqliteFile {
+        path: path.to_owned(),
+        create: modes.iter().any(|m| m == "rwc"),
+    }))
+}
+
+/// Make a SQLite database file its owner's alone before the driver opens
+/// it: it holds the CA's private key, TOTP secrets, password hashes and
+/// token hashes. With `mode=rwc`, a missing file is created 0600 (and its
+/// directory made); an existing file and its `-wal` and `-shm` lose group
+/// and others' permissions, which an older version may have left them.
+fn private_sqlite_file(file: &SqliteFile) -> Result<(), Error> {
+    let io = |what: String| move |e| Error::with_source(ErrorKind::Io, what, e);
+    let path = &file.path;
+    let missing = if file.create {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                std::fs::create_dir_all(dir).map_err(io(format!(
+                    "cannot create the database directory {}",
+                    dir.display()
+                )))?;
+            }
+        }
+        palisade_fs::Missing::Create
+    } else {
+        palisade_fs::Missing::Leave
+    };
+    palisade_fs::private_database(path, missing).map_err(io(format!(
+        "cannot make the database {} readable by its owner only",
+        path.display()
+    )))
 }
 
 /// Add `n` to a counter and return its new value (the last id taken).
@@ -666,6 +722,92 @@ pub(crate) fn list_placeholders(n: usize, first: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn file_of(url: &str) -> Option<SqliteFile> {
+        sqlite_file(&AnyConnectOptions::from_str(url).unwrap()).unwrap()
+    }
+
+    /// The file is the one sqlx opens, in every spelling of the URL.
+    #[test]
+    fn a_sqlite_url_s_file_is_read_as_sqlx_reads_it() {
+        let f = file_of("sqlite:///var/lib/x/server.db?mode=rwc").unwrap();
+        assert_eq!(f.path, std::path::Path::new("/var/lib/x/server.db"));
+        assert!(f.create);
+        let f = file_of("sqlite:/var/lib/x/server.db").unwrap();
+        assert_eq!(f.path, std::path::Path::new("/var/lib/x/server.db"));
+        assert!(!f.create);
+        let f = file_of("sqlite:///d/a%3Fb%23c%25d%20e/server.db?mode=rwc").unwrap();
+        assert_eq!(f.path, std::path::Path::new("/d/a?b#c%d e/server.db"));
+        let f = file_of("sqlite:relative.db?mode=rwc").unwrap();
+        assert_eq!(f.path, std::path::Path::new("relative.db"));
+        let f = file_of("sqlite:odd:name.db?mode=rwc").unwrap();
+        assert_eq!(f.path, std::path::Path::new("odd:name.db"));
+        for memory in [
+            "sqlite::memory:",
+            "sqlite://?mode=memory",
+            "sqlite:x.db?mode=memory",
+        ] {
+            assert!(file_of(memory).is_none(), "{memory}");
+        }
+        let e =
+            sqlite_file(&AnyConnectOptions::from_str("sqlite:file:/x.db").unwrap()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+    }
+
+    /// A database created through any spelling of its URL is its owner's
+    /// alone, and an existing one (with its WAL files) is made so. Before,
+    /// only `palisade up` and `palisade server` did this, for
+    /// `sqlite://PATH` alone and without decoding it, so `server ca`,
+    /// `server admin-token` or a `sqlite:PATH` URL created the file 0644.
+    #[tokio::test]
+    async fn a_sqlite_database_is_its_owner_s_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let odd = dir.path().join("a?b#c%d");
+        for url in [
+            format!("sqlite:{}/one.db?mode=rwc", dir.path().display()),
+            format!(
+                "sqlite://{}/a%3Fb%23c%25d/two.db?mode=rwc",
+                dir.path().display()
+            ),
+        ] {
+            let db = Db::connect_with(&url, 1).await.unwrap();
+            db.close().await;
+        }
+        assert_eq!(mode(&dir.path().join("one.db")), 0o600);
+        assert_eq!(mode(&odd.join("two.db")), 0o600);
+        assert!(
+            !dir.path().join("a").exists(),
+            "no file at the undecoded name"
+        );
+        // An older version's files, readable by all, opened without `rwc`.
+        for suffix in ["", "-wal", "-shm"] {
+            let p = dir.path().join(format!("one.db{suffix}"));
+            if !p.exists() {
+                std::fs::write(&p, b"").unwrap();
+            }
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let db = Db::connect_with(&format!("sqlite:{}/one.db", dir.path().display()), 1)
+            .await
+            .unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let p = dir.path().join(format!("one.db{suffix}"));
+            if p.exists() {
+                assert_eq!(mode(&p), 0o600, "one.db{suffix}");
+            }
+        }
+        db.close().await;
+        // Without `rwc`, a missing database is still refused, not created.
+        let missing = dir.path().join("missing.db");
+        assert!(
+            Db::connect_with(&format!("sqlite:{}", missing.display()), 1)
+                .await
+                .is_err()
+        );
+        assert!(!missing.exists());
+    }
 
     #[test]
     fn placeholders() {

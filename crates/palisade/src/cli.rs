@@ -108,9 +108,14 @@ pub(crate) struct UpArgs {
     /// Watch only the filesystem holding PATH (repeatable); default: every local filesystem.
     #[arg(long = "watch", value_name = "PATH")]
     pub(crate) watch: Vec<PathBuf>,
-    /// Enforce: block what is not approved (default: monitor).
-    #[arg(long)]
+    /// Set the `default` policy to lockdown (after the initialization scan,
+    /// if one is due). Without --lockdown or --monitor, the first start sets
+    /// monitor and a restart keeps the policy's levels.
+    #[arg(long, conflicts_with = "monitor")]
     pub(crate) lockdown: bool,
+    /// Set the `default` policy to monitor.
+    #[arg(long)]
+    pub(crate) monitor: bool,
     /// Skip the initialization scan (bulk approval of what is installed).
     #[arg(long)]
     pub(crate) no_scan: bool,
@@ -206,7 +211,8 @@ pub(crate) enum AgentCmd {
         /// Enrollment token (plt1....).
         #[arg(long, env = "PALISADE_ENROLL_TOKEN")]
         token: String,
-        /// Data directory.
+        /// Data directory (default: `agent --data-dir`, else the
+        /// configuration's `data_dir`, else /var/lib/palisade/agent).
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },

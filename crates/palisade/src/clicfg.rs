@@ -33,14 +33,13 @@ pub(crate) fn candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
 }
 
 impl CliConfig {
-    /// Load the first configuration found.
+    /// Load the first configuration found, its token replaced by
+    /// `$PALISADE_TOKEN` when that is set.
     pub(crate) fn load(explicit: Option<&Path>) -> Result<CliConfig> {
         let paths = candidates(explicit);
         for p in &paths {
             if p.exists() {
-                let text = std::fs::read_to_string(p).with_context(|| p.display().to_string())?;
-                let mut cfg: CliConfig = palisade_agent::config::parse_toml(&text)
-                    .with_context(|| format!("{}", p.display()))?;
+                let mut cfg = CliConfig::load_file(p)?;
                 if let Ok(t) = std::env::var("PALISADE_TOKEN") {
                     if !t.is_empty() {
                         cfg.token = t;
@@ -57,6 +56,12 @@ impl CliConfig {
                 .collect::<Vec<_>>()
                 .join(", ")
         )
+    }
+
+    /// Read `path` as it is, without `$PALISADE_TOKEN`.
+    pub(crate) fn load_file(path: &Path) -> Result<CliConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
+        palisade_agent::config::parse_toml(&text).with_context(|| path.display().to_string())
     }
 
     /// Write to `path` (0600: it holds a token).

@@ -14,6 +14,22 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// The service answered a request with an error status.
+#[derive(Debug)]
+pub(crate) struct Refused {
+    pub(crate) status: reqwest::StatusCode,
+    /// Its message, escaped for the terminal.
+    message: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.status, self.message)
+    }
+}
+
+impl std::error::Error for Refused {}
+
 /// A client of the admin API.
 pub(crate) struct AdminClient {
     http: reqwest::Client,
@@ -66,7 +82,11 @@ impl AdminClient {
                     None => b.error,
                 })
                 .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
-            bail!("{status}: {}", shown(&msg));
+            return Err(Refused {
+                status,
+                message: shown(&msg).into_owned(),
+            }
+            .into());
         }
         serde_json::from_slice(&body).context("malformed answer from the service")
     }
@@ -408,16 +428,67 @@ pub(crate) async fn events(cfg: Option<&Path>, a: EventsArgs) -> Result<ExitCode
     if !a.follow {
         return Ok(ExitCode::SUCCESS);
     }
+    // Following outlives the service's restarts and the network's
+    // hiccups: a failed poll is retried from the same event, sooner first;
+    // a refusal (401, 403, any 4xx but a timeout or throttling) ends it.
+    let mut backoff = FOLLOW_RETRY_MIN;
+    let mut disconnected = false;
     loop {
-        let page: EventPage = client
+        let got: Result<EventPage> = client
             .get(&format!(
                 "/api/v1/events?after={after}&limit=1000&wait_ms=25000{filters}"
             ))
-            .await?;
-        for r in &page.events {
-            print_event(r, a.json);
+            .await;
+        match got {
+            Ok(page) => {
+                if disconnected {
+                    eprintln!("palisade events: reconnected");
+                    disconnected = false;
+                }
+                backoff = FOLLOW_RETRY_MIN;
+                for r in &page.events {
+                    print_event(r, a.json);
+                }
+                after = page.last_id.max(after);
+            }
+            Err(e) if !follow_retries(&e) => return Err(e),
+            Err(e) => {
+                if !disconnected {
+                    eprintln!(
+                        "palisade events: {}; retrying",
+                        format!("{e:#}").replace('\n', " ")
+                    );
+                    disconnected = true;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(FOLLOW_RETRY_MAX);
+            }
         }
-        after = page.last_id.max(after);
+    }
+}
+
+/// The first wait after a failed poll of `events --follow`, doubled at
+/// each failure up to [`FOLLOW_RETRY_MAX`].
+const FOLLOW_RETRY_MIN: Duration = Duration::from_millis(250);
+/// The longest wait between polls of `events --follow` while the service
+/// cannot be reached.
+const FOLLOW_RETRY_MAX: Duration = Duration::from_secs(15);
+
+/// Whether `events --follow` retries after `e`: yes, unless the service
+/// refused the request itself (a client error, 401 and 403 included) or
+/// answered what this client cannot read, which the same request would
+/// meet again; a timeout (408) or throttling (429) passes.
+fn follow_retries(e: &anyhow::Error) -> bool {
+    if e.downcast_ref::<serde_json::Error>().is_some() {
+        return false;
+    }
+    match e.downcast_ref::<Refused>() {
+        Some(r) => {
+            !r.status.is_client_error()
+                || r.status == reqwest::StatusCode::REQUEST_TIMEOUT
+                || r.status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        }
+        None => true,
     }
 }
 

@@ -1,10 +1,9 @@
 //! `palisade agent`: run the enforcement agent, or enroll it.
 use crate::cli::{AgentArgs, AgentCmd};
 use anyhow::{Context, Result};
-use palisade_agent::config::{AgentConfigFile, DEFAULT_DATA_DIR};
+use palisade_agent::config::AgentConfigFile;
 use palisade_agent::identity::{enroll, hostname};
 use palisade_agent::{RunningAgent, StartOptions};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -15,7 +14,18 @@ pub(crate) async fn run(a: AgentArgs) -> Result<ExitCode> {
         data_dir,
     }) = a.command
     {
-        let dir = data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        // The directory the agent will run with: `enroll --data-dir`, else
+        // `agent --data-dir`, else the configuration's, else the default.
+        // Checked, with the rest of the configuration, before the one-use
+        // token is spent.
+        let mut file = match &a.config {
+            Some(p) => AgentConfigFile::load(p)?,
+            None => AgentConfigFile::default(),
+        };
+        if let Some(d) = data_dir.or(a.data_dir) {
+            file.data_dir = Some(d);
+        }
+        let dir = file.validate()?.data_dir;
         palisade_agent::link::require_https(&server).context("--server")?;
         let id = enroll(&server, &token, &hostname()).await?;
         id.save(&dir)

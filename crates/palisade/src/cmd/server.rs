@@ -6,28 +6,6 @@ use palisade_core::Name;
 use palisade_server::{Db, Server, ServerConfig};
 use std::process::ExitCode;
 
-/// Make a SQLite database named by `url` (`sqlite://PATH[?...]`) root's
-/// alone before the server opens it: it holds the CA's private key, TOTP
-/// secrets, password hashes and token hashes. Created 0600 if absent, and
-/// the file and its `-wal` and `-shm` made so if an older version left
-/// them readable ([`palisade_agent::store::private_database`]). Other URLs
-/// are left alone.
-pub(crate) fn private_sqlite_file(url: &str) -> Result<()> {
-    let Some(rest) = url.strip_prefix("sqlite://") else {
-        return Ok(());
-    };
-    let path = rest.split('?').next().unwrap_or_default();
-    if path.is_empty() || path == ":memory:" {
-        return Ok(());
-    }
-    let path = std::path::Path::new(path);
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
-    }
-    palisade_agent::store::private_database(path)
-        .with_context(|| format!("making {} readable by its owner only", path.display()))
-}
-
 pub(crate) async fn run(a: ServerArgs) -> Result<ExitCode> {
     match a.command {
         Some(ServerCmd::Init {
@@ -35,7 +13,6 @@ pub(crate) async fn run(a: ServerArgs) -> Result<ExitCode> {
             org,
             admin,
         }) => {
-            private_sqlite_file(&database)?;
             let db = Db::connect(&database).await?;
             let org = Name::parse(&org).context("--org")?;
             let admin = Name::parse(&admin).context("--admin")?;
@@ -86,7 +63,6 @@ pub(crate) async fn run(a: ServerArgs) -> Result<ExitCode> {
                 cfg.tls_names = a.tls_names;
             }
             cfg.validate()?;
-            private_sqlite_file(&cfg.database)?;
             let server = Server::bind(cfg).await?;
             println!(
                 "palisade server: listening on https://{} (CA sha256 {})",

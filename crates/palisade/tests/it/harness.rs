@@ -404,6 +404,17 @@ impl Up {
     /// `palisade up` over a data directory of its own choosing: a fresh
     /// one, or the one a stopped instance left (a restart).
     pub fn start_in(mount: &TestMount, data: tempfile::TempDir, extra: &[&str]) -> Up {
+        Up::start_with(mount, data, "127.0.0.1:0", extra, &[])
+    }
+
+    /// [`Up::start_in`] listening on `listen`, with `env` added.
+    pub fn start_with(
+        mount: &TestMount,
+        data: tempfile::TempDir,
+        listen: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Up {
         let d = data.path().to_str().unwrap().to_owned();
         let watch = mount.path.to_str().unwrap().to_owned();
         let mut args = vec![
@@ -413,23 +424,42 @@ impl Up {
             "--watch",
             &watch,
             "--listen",
-            "127.0.0.1:0",
+            listen,
         ];
         args.extend_from_slice(extra);
         let home = data.path().join("home");
         let cli_config = data.path().join("cli.toml");
-        let mut proc = Proc::palisade(
-            "up",
-            &args,
-            &[("HOME", home.to_str().unwrap()), ("PALISADE_LOG", "info")],
-            data.path(),
-        );
+        let mut all_env = vec![("HOME", home.to_str().unwrap()), ("PALISADE_LOG", "info")];
+        all_env.extend_from_slice(env);
+        let mut proc = Proc::palisade("up", &args, &all_env, data.path());
         proc.wait_line("palisade: ready", Duration::from_secs(120));
         Up {
             proc,
             data,
             cli_config,
         }
+    }
+
+    /// Stop it (SIGTERM, then wait) and hand back its data directory, for
+    /// a restart.
+    pub fn stop(self) -> tempfile::TempDir {
+        let Up { mut proc, data, .. } = self;
+        proc.stop();
+        data
+    }
+
+    /// The `default` policy's levels: (connected, disconnected).
+    pub fn default_levels(&self) -> (String, String) {
+        let out = self.ok(&["policy", "list", "--json"]);
+        let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let p = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "default")
+            .unwrap_or_else(|| panic!("no default policy: {out}"));
+        let level = |k: &str| p["levels"][k].as_str().unwrap().to_owned();
+        (level("connected"), level("disconnected"))
     }
 
     /// Run an admin command against this instance.

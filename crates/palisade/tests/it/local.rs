@@ -94,6 +94,23 @@ fn the_state_palisade_up_keeps_is_roots_alone() {
     drop(up);
 }
 
+/// A data directory whose name holds what a URL gives a meaning to (`?`,
+/// `#`, `%`) holds the server's database, root's alone. Before, the
+/// database URL was built without encoding and `up` failed.
+#[test]
+fn a_data_directory_may_hold_url_characters() {
+    require_root!();
+    let m = TestMount::tmpfs();
+    let data = tempfile::Builder::new()
+        .prefix("palisade-up-a?b#c%41 d-")
+        .tempdir()
+        .unwrap();
+    let up = Up::start_in(&m, data, &["--no-scan"]);
+    let db = up.data.path().join("server.db");
+    assert_eq!(mode(&db) & 0o077, 0, "{:o}", mode(&db));
+    up.ok(&["policy", "list"]);
+}
+
 /// A path a user chose (here with an escape sequence that sets the
 /// terminal's title and a right-to-left override) reaches the admin's
 /// terminal escaped, in `palisade events` and `palisade file show`;

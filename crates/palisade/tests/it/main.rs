@@ -13,3 +13,4 @@ mod fleet;
 mod harness;
 mod local;
 mod scheduling;
+mod up;
