@@ -1,7 +1,7 @@
--- Palisade schema, migration 12 (from version 11), SQLite dialect: a
+-- Palisade schema, migration 14 (from version 13), PostgreSQL dialect: a
 -- computer's renewed client certificate, valid beside the one it renews
 -- until the agent first uses it (then it replaces it): an agent that
 -- renewed but lost the answer keeps the certificate it has. Keep in step
--- with postgres-12.sql.
+-- with sqlite-14.sql.
 ALTER TABLE computers ADD COLUMN next_cert_fingerprint TEXT;
 CREATE UNIQUE INDEX computers_next_cert ON computers (next_cert_fingerprint);
