@@ -158,6 +158,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../schema/sqlite-11.sql"),
         include_str!("../schema/postgres-11.sql"),
     ),
+    (
+        12,
+        include_str!("../schema/sqlite-12.sql"),
+        include_str!("../schema/postgres-12.sql"),
+    ),
 ];
 
 /// A handle on the database (cheap to clone).

@@ -1073,6 +1073,15 @@ pub(crate) async fn status(
 /// `POST /agent/v1/removed`: paths gone from the agent's computer. Each
 /// instance of the computer at such a path (or, for a directory moved away,
 /// under it) seen before the removal becomes `deleted`.
+///
+/// The batch is applied as [`coalesced_removals`] makes it: a path reported
+/// more than once counts once, at its latest time, and a directory inside
+/// another one removed no earlier adds nothing. A directory's contents are
+/// a range of the `(org_id, computer_id, path)` index (bytewise, see
+/// [`prefix_range_end`]), so each removal reads only the instances under
+/// it: a full batch of directories (an unprivileged user renaming them in a
+/// loop) holds the write lock for milliseconds, not a scan of the
+/// computer's instances per item.
 pub(crate) async fn removed(
     State(state): State<AppState>,
     agent: AgentAuth,
@@ -1098,44 +1107,125 @@ pub(crate) async fn removed(
             ));
         }
     }
-    let now = now_ms();
+    let Removals { files, dirs } = coalesced_removals(&req.items, now_ms());
+    // Paths compare bytewise: PostgreSQL's index is COLLATE "C" (migration
+    // 12), SQLite's BINARY.
+    let bytewise = match state.db.kind() {
+        crate::DbKind::Postgres => " COLLATE \"C\"",
+        crate::DbKind::Sqlite => "",
+    };
+    let file_sql = format!(
+        "UPDATE file_instances SET deleted_ms = $1 \
+         WHERE org_id = $2 AND computer_id = $3 AND path{bytewise} = $4 \
+           AND last_seen_ms <= $1 AND deleted_ms IS NULL"
+    );
+    let dir_sql = format!(
+        "UPDATE file_instances SET deleted_ms = $1 \
+         WHERE org_id = $2 AND computer_id = $3 AND path{bytewise} >= $4 AND path{bytewise} < $5 \
+           AND last_seen_ms <= $1 AND deleted_ms IS NULL"
+    );
     let mut tx = state.db.write().await?;
     let mut instances = 0u64;
-    for it in &req.items {
-        // An agent clock ahead of ours must not stamp the future.
-        let at_ms = it.at_ms.min(now);
-        let done = if it.dir {
-            let prefix = format!("{}/", it.path.trim_end_matches('/'));
-            let prefix = stored_path(&prefix);
-            sqlx::query(
-                "UPDATE file_instances SET deleted_ms = $1 \
-                 WHERE org_id = $2 AND computer_id = $3 AND substr(path, 1, CAST($4 AS INTEGER)) = $5 \
-                   AND last_seen_ms <= $1 AND deleted_ms IS NULL",
-            )
-            .bind(at_ms)
+    for (path, at_ms) in &files {
+        let done = sqlx::query(&file_sql)
+            .bind(*at_ms)
             .bind(agent.org_id)
             .bind(agent.computer_id)
-            .bind(i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX))
-            .bind(prefix)
+            .bind(path.as_str())
             .execute(tx.conn())
-            .await?
-        } else {
-            sqlx::query(
-                "UPDATE file_instances SET deleted_ms = $1 \
-                 WHERE org_id = $2 AND computer_id = $3 AND path = $4 \
-                   AND last_seen_ms <= $1 AND deleted_ms IS NULL",
-            )
-            .bind(at_ms)
+            .await?;
+        instances += done.rows_affected();
+    }
+    for (prefix, at_ms) in &dirs {
+        let done = sqlx::query(&dir_sql)
+            .bind(*at_ms)
             .bind(agent.org_id)
             .bind(agent.computer_id)
-            .bind(stored_path(&it.path))
+            .bind(prefix.as_str())
+            .bind(prefix_range_end(prefix))
             .execute(tx.conn())
-            .await?
-        };
+            .await?;
         instances += done.rows_affected();
     }
     tx.commit().await?;
     Ok(Json(RemovedAck { instances }))
+}
+
+/// The updates a batch of removals comes to, each path with the time it
+/// counts from.
+#[derive(Debug)]
+struct Removals {
+    /// Stored paths.
+    files: Vec<(String, i64)>,
+    /// Stored prefixes, ending in `/` unless cut short by [`stored_path`],
+    /// innermost first.
+    dirs: Vec<(String, i64)>,
+}
+
+/// The [`Removals`] of a batch, no time later than `now` (an agent clock
+/// ahead of ours must not stamp the future).
+///
+/// A path reported more than once counts once, at its latest time: that
+/// covers every instance the earlier reports covered (those seen by then),
+/// stamped by the last removal. A directory under another directory removed
+/// no earlier is dropped: the outer one marks all it would. Directories are
+/// listed innermost first, so an instance several cover is stamped by the
+/// latest of them either way.
+fn coalesced_removals(items: &[palisade_api::agent::RemovedPath], now: i64) -> Removals {
+    let mut files: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut dirs: BTreeMap<String, i64> = BTreeMap::new();
+    for it in items {
+        let at_ms = it.at_ms.min(now);
+        if it.dir {
+            let prefix = format!("{}/", it.path.trim_end_matches('/'));
+            let at = dirs.entry(stored_path(&prefix).to_owned()).or_insert(at_ms);
+            *at = (*at).max(at_ms);
+        } else {
+            let at = files.entry(stored_path(&it.path)).or_insert(at_ms);
+            *at = (*at).max(at_ms);
+        }
+    }
+    // In byte order a directory comes before everything under it, so the
+    // directories that hold the one at hand are on the stack, each with the
+    // latest time of it and those holding it.
+    let mut kept = Vec::new();
+    let mut holders: Vec<(&str, i64)> = Vec::new();
+    for (prefix, &at_ms) in &dirs {
+        while holders.last().is_some_and(|(h, _)| !prefix.starts_with(h)) {
+            holders.pop();
+        }
+        let held_until = holders.last().map_or(i64::MIN, |&(_, t)| t);
+        if held_until >= at_ms {
+            continue;
+        }
+        holders.push((prefix, at_ms.max(held_until)));
+        kept.push((prefix.clone(), at_ms));
+    }
+    kept.reverse();
+    let files = files.into_iter().map(|(p, t)| (p.to_owned(), t)).collect();
+    Removals { files, dirs: kept }
+}
+
+/// The least string above every string that starts with `prefix`, in byte
+/// order (which is code point order for UTF-8): `prefix` with its last
+/// character raised by one, dropping trailing U+10FFFF first. The strings
+/// that start with `prefix` are then exactly those in `prefix..end`.
+/// `prefix` starts with `/`, so there is always a character to raise.
+fn prefix_range_end(prefix: &str) -> String {
+    let mut end: Vec<char> = prefix.chars().collect();
+    while let Some(c) = end.pop() {
+        let next = match c {
+            '\u{D7FF}' => Some('\u{E000}'),
+            c => char::from_u32(u32::from(c) + 1),
+        };
+        if let Some(next) = next {
+            end.push(next);
+            return end.into_iter().collect();
+        }
+    }
+    // Only U+10FFFF: no string of valid text is above it (not reached: a
+    // prefix starts with `/`); the empty range.
+    prefix.to_owned()
 }
 
 #[cfg(test)]
@@ -1162,5 +1252,57 @@ mod tests {
         }
         assert_eq!(base_name("web 01"), "web-01");
         assert_eq!(base_name(""), "computer");
+    }
+
+    #[test]
+    fn prefix_ranges_hold_exactly_what_starts_with_the_prefix() {
+        assert_eq!(prefix_range_end("/opt/vendor/"), "/opt/vendor0");
+        assert_eq!(prefix_range_end("/a\u{D7FF}"), "/a\u{E000}");
+        assert_eq!(prefix_range_end("/a\u{10FFFF}\u{10FFFF}"), "/b");
+        let prefix = "/opt/vé/";
+        let end = prefix_range_end(prefix);
+        for s in ["/opt/vé/", "/opt/vé/x", "/opt/vé/\u{10FFFF}", "/opt/vé/é/z"] {
+            assert!(prefix <= s && s < end.as_str(), "{s:?}");
+        }
+        for s in [
+            "/opt/vé",
+            "/opt/vé.",
+            "/opt/vé0",
+            "/opt/véx/y",
+            "/opt/vf/",
+            "/opt/v/",
+        ] {
+            assert!(!(prefix <= s && s < end.as_str()), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn removals_are_coalesced() {
+        use palisade_api::agent::RemovedPath;
+        let item = |path: &str, dir: bool, at_ms: i64| RemovedPath {
+            path: path.to_owned(),
+            dir,
+            at_ms,
+        };
+        let Removals { files, dirs } = coalesced_removals(
+            &[
+                item("/f", false, 5),
+                item("/f", false, 3),
+                item("/a/b", true, 4),
+                item("/a/", true, 6),
+                item("/a", true, 2),
+                item("/a/b/c", true, 7),
+                item("/a/b/d", true, 6),
+                item("/ab", true, 1),
+                item("/x", true, 100),
+                item("/x/y", true, 50),
+            ],
+            60,
+        );
+        assert_eq!(files, [("/f".to_owned(), 5)]);
+        // /a/b (4) and /a/b/d (6) are covered by /a (6), /x/y by /x (clamped
+        // to now, 60); /a/b/c (7) is not; /ab is no child of /a.
+        let dirs: Vec<(&str, i64)> = dirs.iter().map(|(p, t)| (p.as_str(), *t)).collect();
+        assert_eq!(dirs, [("/x/", 60), ("/ab/", 1), ("/a/b/c/", 7), ("/a/", 6)]);
     }
 }
