@@ -163,6 +163,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../schema/sqlite-12.sql"),
         include_str!("../schema/postgres-12.sql"),
     ),
+    (
+        13,
+        include_str!("../schema/sqlite-13.sql"),
+        include_str!("../schema/postgres-13.sql"),
+    ),
 ];
 
 /// A handle on the database (cheap to clone).

@@ -668,8 +668,9 @@ struct TrustedDirNow {
     dir: String,
     /// The policies it is limited to (empty: every policy).
     policies: BTreeSet<i64>,
-    /// The computers whose finds approve beyond themselves.
-    computers: Vec<String>,
+    /// The computers whose finds approve beyond themselves: those its
+    /// `computers` named when it was created (`rule_computers`), by id.
+    trusted_servers: BTreeSet<i64>,
 }
 
 /// The enabled trusted-directory rules among `rules`, as the database has
@@ -698,18 +699,32 @@ async fn trusted_directories(
         for row in q.fetch_all(&mut *conn).await? {
             let id: i64 = row.try_get(0)?;
             let body: String = row.try_get(1)?;
-            let Ok(RuleBody::TrustedDirectory { dir, computers }) = serde_json::from_str(&body)
-            else {
+            let Ok(RuleBody::TrustedDirectory { dir, .. }) = serde_json::from_str(&body) else {
                 tracing::warn!(rule = id, "stored trusted-directory rule is unreadable");
                 continue;
             };
             let now = out.entry(id).or_insert_with(|| TrustedDirNow {
                 dir,
                 policies: BTreeSet::new(),
-                computers,
+                trusted_servers: BTreeSet::new(),
             });
             if let Some(policy) = row.try_get::<Option<i64>, _>(2)? {
                 now.policies.insert(policy);
+            }
+        }
+        // In the same transaction as the rules (rows are never changed,
+        // only deleted with their rule).
+        let sql = format!(
+            "SELECT rule_id, computer_id FROM rule_computers WHERE rule_id IN ({})",
+            list_placeholders(chunk.len(), 1)
+        );
+        let mut q = sqlx::query(&sql);
+        for r in chunk {
+            q = q.bind(*r);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            if let Some(now) = out.get_mut(&row.try_get::<i64, _>(0)?) {
+                now.trusted_servers.insert(row.try_get(1)?);
             }
         }
     }
@@ -873,8 +888,9 @@ pub(crate) async fn approvals(
             continue;
         };
         // One computer's word approves for others only where the rule
-        // names it as a trusted server of the directory.
-        let scopes: Vec<Scope> = if !now.computers.contains(&agent.name) {
+        // names it as a trusted server of the directory: this computer, by
+        // id, not whoever bears the name now.
+        let scopes: Vec<Scope> = if !now.trusted_servers.contains(&agent.computer_id) {
             vec![local_scope]
         } else if now.policies.is_empty() {
             vec![Scope::Global]
