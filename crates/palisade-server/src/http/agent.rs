@@ -107,6 +107,13 @@ pub(crate) async fn enroll(
     let csr =
         Ca::parse_csr(&req.csr_pem).map_err(|e| ApiError::bad_request(e.0).field("csr_pem"))?;
     let secret = secret_hash(&token.secret);
+    // Anyone may call this: a token that cannot be used (unknown, used up,
+    // expired) is refused from a read, so a flood of made-up secrets never
+    // takes, nor waits for, the write lock other writers queue on. The
+    // conditional update below still decides among concurrent uses.
+    if let Some(refusal) = token_refusal(&state, &secret, now_ms()).await? {
+        return Err(refusal);
+    }
     let base = base_name(req.hostname.trim());
     // A concurrent enrollment may take the chosen name first (PostgreSQL):
     // retry with the next free one.
@@ -124,7 +131,13 @@ pub(crate) async fn enroll(
         .await?;
         let Some(row) = consumed else {
             drop(tx);
-            return Err(token_refusal(&state, &secret, now).await?);
+            // Used up or expired since the read above.
+            return Err(token_refusal(&state, &secret, now)
+                .await?
+                .unwrap_or_else(|| {
+                    ApiError::unauthorized("this enrollment token cannot be used now")
+                        .field("token")
+                }));
         };
         let org_id: i64 = row.try_get(0)?;
         let policy_id: i64 = row.try_get(1)?;
@@ -167,8 +180,9 @@ pub(crate) async fn enroll(
     ))
 }
 
-/// Why a token could not be consumed, as a 401.
-async fn token_refusal(state: &AppState, secret: &str, now: i64) -> ApiResult<ApiError> {
+/// Why a token cannot be used at `now`, as a 401; `None` when it can (a
+/// read, outside any write transaction).
+async fn token_refusal(state: &AppState, secret: &str, now: i64) -> ApiResult<Option<ApiError>> {
     let row =
         sqlx::query("SELECT uses_left, expires_ms FROM enroll_tokens WHERE secret_sha256 = $1")
             .bind(secret)
@@ -184,11 +198,11 @@ async fn token_refusal(state: &AppState, secret: &str, now: i64) -> ApiResult<Ap
             } else if expires <= now {
                 "this enrollment token has expired"
             } else {
-                "this enrollment token cannot be used now"
+                return Ok(None);
             }
         }
     };
-    Ok(ApiError::unauthorized(message).field("token"))
+    Ok(Some(ApiError::unauthorized(message).field("token")))
 }
 
 /// `base`, or `base-2`, `base-3`, ... whichever is free in the organization.
