@@ -20,11 +20,9 @@ use sha2::Digest;
 use std::time::Duration;
 
 /// Lifetime of an agent's client certificate.
-const CLIENT_CERT_DAYS: u64 = 365;
-/// Lifetime of a replica's server certificate (reissued at every start).
-const SERVER_CERT_DAYS: u64 = 90;
+const CLIENT_CERT_DAYS: u32 = 365;
 /// Lifetime of the CA.
-const CA_YEARS: u64 = 20;
+const CA_YEARS: u32 = 20;
 
 /// The loaded CA.
 pub(crate) struct Ca {
@@ -60,11 +58,13 @@ fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&bytes)
 }
 
-fn validity(params: &mut CertificateParams, days: u64) {
+fn validity(params: &mut CertificateParams, lifetime: Duration) {
     let now = std::time::SystemTime::now();
     params.not_before = (now - Duration::from_secs(300)).into();
-    params.not_after = (now + Duration::from_secs(days * 86_400)).into();
+    params.not_after = (now + lifetime).into();
 }
+
+const DAY: Duration = Duration::from_secs(86_400);
 
 impl Ca {
     /// Load the CA from the database, creating it if this is the first
@@ -129,7 +129,7 @@ impl Ca {
             KeyUsagePurpose::DigitalSignature,
         ];
         params.serial_number = Some(random_serial());
-        validity(&mut params, CA_YEARS * 365);
+        validity(&mut params, DAY * (CA_YEARS * 365));
         let cert = params
             .self_signed(&key)
             .map_err(|e| tls_err("cannot self-sign the CA", e))?;
@@ -149,10 +149,11 @@ impl Ca {
     }
 
     /// Issue a server certificate for `names` (DNS names or IP addresses)
-    /// with a fresh key.
+    /// with a fresh key, valid `lifetime` (see `tls` for its renewal).
     pub(crate) fn issue_server_cert(
         &self,
         names: &[String],
+        lifetime: Duration,
     ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), Error> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
             .map_err(|e| tls_err("cannot generate the server key", e))?;
@@ -168,7 +169,7 @@ impl Ca {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.serial_number = Some(random_serial());
         params.use_authority_key_identifier_extension = true;
-        validity(&mut params, SERVER_CERT_DAYS);
+        validity(&mut params, lifetime);
         let cert = params
             .signed_by(&key, &self.issuer)
             .map_err(|e| tls_err("cannot sign the server certificate", e))?;
@@ -203,7 +204,7 @@ impl Ca {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.serial_number = Some(random_serial());
         params.use_authority_key_identifier_extension = true;
-        validity(&mut params, CLIENT_CERT_DAYS);
+        validity(&mut params, DAY * CLIENT_CERT_DAYS);
         let cert = params
             .signed_by(&csr.public_key, &self.issuer)
             .map_err(|e| CsrError(format!("cannot sign a certificate for this CSR's key: {e}")))?;

@@ -159,6 +159,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../schema/postgres-11.sql"),
     ),
     (
+        12,
+        include_str!("../schema/sqlite-12.sql"),
+        include_str!("../schema/postgres-12.sql"),
+    ),
+    (
+        13,
+        include_str!("../schema/sqlite-13.sql"),
+        include_str!("../schema/postgres-13.sql"),
+    ),
+    (
         14,
         include_str!("../schema/sqlite-14.sql"),
         include_str!("../schema/postgres-14.sql"),

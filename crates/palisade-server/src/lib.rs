@@ -18,6 +18,7 @@
 //! | event rules | one tokio task | evaluates event rules on stored events and on hashes seen on a computer for the first time; runs their actions; reads triggers from the database past per-organization cursors, one bounded batch per organization in turn; skips (and counts) only backlogs too large or too old |
 //! | alerts | one dispatcher task, one worker per receiver | webhook and syslog deliveries of event rules (bounded queues; a hung receiver delays only its own alerts) |
 //! | agent streams | one tokio task each, at most four per computer (a fifth closes the oldest) | filter feed batches for one computer, heartbeats |
+//! | certificate renewal | one tokio task | sleeps until two thirds of the server certificate's lifetime (60 days), issues a new one and swaps it in for new handshakes |
 //! | liveness | one tokio task | while streams are open, every heartbeat interval pushes this replica's own `replicas` row ahead (one row, whatever the number of agents) and closes the streams of its computers found revoked |
 //! | database pool | sqlx `Any` pool | SQLite: WAL, `busy_timeout`, `BEGIN IMMEDIATE` writes; PostgreSQL: plain pool |
 //!
@@ -66,7 +67,9 @@
 //! database can mint agent certificates, so the database must be protected
 //! like the key (it already holds every policy decision). Each replica issues
 //! itself a fresh server certificate signed by the CA at start, for
-//! `tls_names`. Agents pin the CA through the fingerprint embedded in their
+//! `tls_names`, valid 90 days, and a new one (fresh key) at two thirds of
+//! each one's lifetime while it runs (`src/tls.rs`): handshakes get the
+//! newest, so uptime never outlasts the certificate. Agents pin the CA through the fingerprint embedded in their
 //! enrollment token (`GET /agent/v1/ca` serves the certificate).
 //!
 //! Client certificates are optional at the TLS layer (enrollment and the
@@ -117,6 +120,7 @@ mod ops;
 mod rules;
 mod server;
 mod store;
+mod tls;
 
 pub use config::{ConfigError, ServerConfig};
 pub use db::{Db, DbKind};

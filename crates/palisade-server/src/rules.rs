@@ -7,7 +7,11 @@
 //! [`palisade_api::admin::RuleBody`] and `kind` its tag; it applies to every
 //! policy unless `rule_policies` names some. `rank` orders custom rules
 //! (lower first, then by id). Rules a bundle created carry its name and are
-//! disabled (`enabled = 0`), not deleted, when the bundle is.
+//! disabled (`enabled = 0`), not deleted, when the bundle is. A trusted
+//! directory's trusted servers (`computers`) are also pinned by id in
+//! `rule_computers` when it is created ([`pin_trusted_servers`]): only
+//! computers enrolled then, and only those computers, not whoever takes
+//! their names later, approve for every computer the rule covers.
 //!
 //! # The rule set of a computer
 //!
@@ -516,6 +520,53 @@ pub(crate) async fn insert_rule(
     Ok(id)
 }
 
+/// Pin, inside `tx`, the trusted servers a new trusted-directory rule
+/// `rule_id` names to the computers that bear those names now: 404 naming
+/// the field for a name no computer of the organization has (a misspelling,
+/// a computer not enrolled yet: whoever enrolled later under that name
+/// would approve for every computer the rule covers), 422 for a revoked
+/// one. Other kinds of rule: nothing.
+pub(crate) async fn pin_trusted_servers(
+    tx: &mut WriteTx<'_>,
+    org_id: i64,
+    rule_id: i64,
+    body: &RuleBody,
+) -> ApiResult<()> {
+    let RuleBody::TrustedDirectory { computers, .. } = body else {
+        return Ok(());
+    };
+    for (i, name) in computers.iter().enumerate() {
+        let field = format!("body.computers[{i}]");
+        let row = sqlx::query("SELECT id, revoked FROM computers WHERE org_id = $1 AND name = $2")
+            .bind(org_id)
+            .bind(name)
+            .fetch_optional(tx.conn())
+            .await?;
+        let Some(row) = row else {
+            return Err(ApiError::not_found(format!(
+                "no computer named {name:?} is enrolled in this organization: a trusted server \
+                 must be enrolled before a rule names it"
+            ))
+            .field(field));
+        };
+        if row.try_get::<i64, _>(1)? != 0 {
+            return Err(invalid(
+                &field,
+                format!("the computer {name:?} is revoked: it cannot be a trusted server"),
+            ));
+        }
+        sqlx::query(
+            "INSERT INTO rule_computers (rule_id, computer_id) VALUES ($1, $2) \
+             ON CONFLICT (rule_id, computer_id) DO NOTHING",
+        )
+        .bind(rule_id)
+        .bind(row.try_get::<i64, _>(0)?)
+        .execute(tx.conn())
+        .await?;
+    }
+    Ok(())
+}
+
 /// One more than the highest rank in the organization.
 async fn next_rank(conn: &mut AnyConnection, org_id: i64) -> Result<i64, sqlx::Error> {
     let max: Option<i64> = sqlx::query_scalar("SELECT MAX(rank) FROM rules WHERE org_id = $1")
@@ -558,10 +609,12 @@ pub(crate) async fn delete_rule(
             .bind(id)
             .fetch_all(tx.conn())
             .await?;
-    sqlx::query("DELETE FROM rule_policies WHERE rule_id = $1")
-        .bind(id)
-        .execute(tx.conn())
-        .await?;
+    for table in ["rule_policies", "rule_computers"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE rule_id = $1"))
+            .bind(id)
+            .execute(tx.conn())
+            .await?;
+    }
     sqlx::query("DELETE FROM rules WHERE org_id = $1 AND id = $2")
         .bind(org_id)
         .bind(id)

@@ -9,8 +9,6 @@ use crate::eventrules::EventRules;
 use crate::http::{self, Shared};
 use crate::notify::Notifier;
 use palisade_core::Sha256;
-use rustls::server::WebPkiClientVerifier;
-use rustls::RootCertStore;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,6 +29,8 @@ pub struct Server {
     ca: Arc<Ca>,
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
+    cert: Arc<crate::tls::ServerCert>,
+    cert_lifetime: Duration,
     local_addr: SocketAddr,
 }
 
@@ -44,38 +44,26 @@ impl std::fmt::Debug for Server {
     }
 }
 
-fn tls_config(ca: &Ca, names: &[String]) -> Result<rustls::ServerConfig, Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = RootCertStore::empty();
-    roots
-        .add(ca.cert_der().clone())
-        .map_err(|e| Error::with_source(ErrorKind::Tls, "the CA certificate is unusable", e))?;
-    // Client certificates are optional at the TLS layer: enrollment and the
-    // admin API have none. Agent endpoints require one (see AgentAuth).
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .allow_unauthenticated()
-        .build()
-        .map_err(|e| Error::with_source(ErrorKind::Tls, "cannot build the client verifier", e))?;
-    let (chain, key) = ca.issue_server_cert(names)?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::with_source(ErrorKind::Tls, "no usable TLS versions", e))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|e| Error::with_source(ErrorKind::Tls, "the server certificate is unusable", e))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
-}
-
 impl Server {
     /// Validate the configuration, connect to the database (migrating it),
-    /// load or create the CA, issue this replica's server certificate and
-    /// bind the listener.
+    /// load or create the CA, issue this replica's server certificate (and
+    /// again at two thirds of each one's lifetime while serving: see `tls`)
+    /// and bind the listener.
     pub async fn bind(config: ServerConfig) -> Result<Server, Error> {
+        Server::bind_with_cert_lifetime(config, crate::tls::SERVER_CERT_LIFETIME).await
+    }
+
+    /// [`Server::bind`] with server certificates valid `cert_lifetime`
+    /// (tests of their renewal).
+    pub(crate) async fn bind_with_cert_lifetime(
+        config: ServerConfig,
+        cert_lifetime: Duration,
+    ) -> Result<Server, Error> {
         config.validate()?;
         let db = Db::connect_with(&config.database, config.db_max_connections).await?;
         let ca = Arc::new(Ca::load_or_create(&db).await?);
-        let tls = Arc::new(tls_config(&ca, &config.tls_names)?);
+        let (tls, cert) = crate::tls::config(&ca, &config.tls_names, cert_lifetime)?;
+        let tls = Arc::new(tls);
         let listener = TcpListener::bind(config.listen).await.map_err(|e| {
             Error::with_source(
                 ErrorKind::Io,
@@ -105,6 +93,8 @@ impl Server {
             ca,
             listener,
             tls,
+            cert,
+            cert_lifetime,
             local_addr,
         })
     }
@@ -144,6 +134,8 @@ impl Server {
             ca,
             listener,
             tls,
+            cert,
+            cert_lifetime,
             local_addr,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -170,6 +162,13 @@ impl Server {
             stop_rx.clone(),
         ));
         let listen = tokio::spawn(crate::feed::listen(db.clone(), stop_rx.clone()));
+        let renew = tokio::spawn(crate::tls::renew(
+            Arc::clone(&ca),
+            config.tls_names.clone(),
+            cert,
+            cert_lifetime,
+            stop_rx.clone(),
+        ));
         let alerts = AlertReach::of(&config);
         let (notifier, notifier_task) = Notifier::new(ALERT_QUEUE, alerts);
         let notifier_task = tokio::spawn(notifier_task);
@@ -214,6 +213,7 @@ impl Server {
         }
         let _ = feed.await;
         let _ = listen.await;
+        let _ = renew.await;
         let _ = liveness_task.await;
         // The router (and its recorder handles) are gone with the accept
         // loop; dropping the last sender lets the recorder drain and stop.
@@ -250,5 +250,82 @@ impl Server {
         }
         tracing::info!("palisade server stopped");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use rustls::RootCertStore;
+    use std::time::Instant;
+
+    /// The leaf certificate a TLS client verifying against `ca_pem` is
+    /// served at `addr` (the handshake fails on an expired one).
+    async fn served(addr: SocketAddr, ca_pem: &str) -> CertificateDer<'static> {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).expect("CA PEM"))
+            .expect("CA");
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+            .connect(ServerName::try_from("localhost").expect("name"), tcp)
+            .await
+            .expect("handshake with a valid certificate");
+        tls.get_ref().1.peer_certificates().expect("certificates")[0].clone()
+    }
+
+    /// Regression: the server certificate was issued once, at bind, so a
+    /// replica up longer than its lifetime (90 days) failed every
+    /// handshake. Here certificates live 6 s: a new one is served from
+    /// two thirds of that (4 s) on, to new connections, without a restart,
+    /// and not before.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_server_certificate_is_reissued_while_serving() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = ServerConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            database: format!("sqlite://{}/palisade.db?mode=rwc", dir.path().display()),
+            tls_names: vec!["localhost".into()],
+            shutdown_grace_secs: 1,
+            ..ServerConfig::default()
+        };
+        let lifetime = Duration::from_secs(6);
+        let server = Server::bind_with_cert_lifetime(config, lifetime)
+            .await
+            .expect("bind");
+        let start = Instant::now();
+        let (addr, ca_pem) = (server.local_addr(), server.ca_pem().to_owned());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(async move {
+            let _ = stopped.await;
+        }));
+        let first = served(addr, &ca_pem).await;
+        let second = loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = served(addr, &ca_pem).await;
+            if now != first {
+                break now;
+            }
+            assert!(
+                start.elapsed() < Duration::from_millis(5500),
+                "still the first certificate after {:?}",
+                start.elapsed()
+            );
+        };
+        let at = start.elapsed();
+        assert!(at >= lifetime * 2 / 3, "reissued early, at {at:?}");
+        // And the next one two thirds of the new one's life later: not yet.
+        assert_eq!(served(addr, &ca_pem).await, second);
+        let _ = stop.send(());
+        task.await.expect("serve task").expect("serve");
     }
 }

@@ -107,6 +107,13 @@ pub(crate) async fn enroll(
     let csr =
         Ca::parse_csr(&req.csr_pem).map_err(|e| ApiError::bad_request(e.0).field("csr_pem"))?;
     let secret = secret_hash(&token.secret);
+    // Anyone may call this: a token that cannot be used (unknown, used up,
+    // expired) is refused from a read, so a flood of made-up secrets never
+    // takes, nor waits for, the write lock other writers queue on. The
+    // conditional update below still decides among concurrent uses.
+    if let Some(refusal) = token_refusal(&state, &secret, now_ms()).await? {
+        return Err(refusal);
+    }
     let base = base_name(req.hostname.trim());
     // A concurrent enrollment may take the chosen name first (PostgreSQL):
     // retry with the next free one.
@@ -124,7 +131,13 @@ pub(crate) async fn enroll(
         .await?;
         let Some(row) = consumed else {
             drop(tx);
-            return Err(token_refusal(&state, &secret, now).await?);
+            // Used up or expired since the read above.
+            return Err(token_refusal(&state, &secret, now)
+                .await?
+                .unwrap_or_else(|| {
+                    ApiError::unauthorized("this enrollment token cannot be used now")
+                        .field("token")
+                }));
         };
         let org_id: i64 = row.try_get(0)?;
         let policy_id: i64 = row.try_get(1)?;
@@ -167,8 +180,9 @@ pub(crate) async fn enroll(
     ))
 }
 
-/// Why a token could not be consumed, as a 401.
-async fn token_refusal(state: &AppState, secret: &str, now: i64) -> ApiResult<ApiError> {
+/// Why a token cannot be used at `now`, as a 401; `None` when it can (a
+/// read, outside any write transaction).
+async fn token_refusal(state: &AppState, secret: &str, now: i64) -> ApiResult<Option<ApiError>> {
     let row =
         sqlx::query("SELECT uses_left, expires_ms FROM enroll_tokens WHERE secret_sha256 = $1")
             .bind(secret)
@@ -184,11 +198,11 @@ async fn token_refusal(state: &AppState, secret: &str, now: i64) -> ApiResult<Ap
             } else if expires <= now {
                 "this enrollment token has expired"
             } else {
-                "this enrollment token cannot be used now"
+                return Ok(None);
             }
         }
     };
-    Ok(ApiError::unauthorized(message).field("token"))
+    Ok(Some(ApiError::unauthorized(message).field("token")))
 }
 
 /// `base`, or `base-2`, `base-3`, ... whichever is free in the organization.
@@ -668,8 +682,9 @@ struct TrustedDirNow {
     dir: String,
     /// The policies it is limited to (empty: every policy).
     policies: BTreeSet<i64>,
-    /// The computers whose finds approve beyond themselves.
-    computers: Vec<String>,
+    /// The computers whose finds approve beyond themselves: those its
+    /// `computers` named when it was created (`rule_computers`), by id.
+    trusted_servers: BTreeSet<i64>,
 }
 
 /// The enabled trusted-directory rules among `rules`, as the database has
@@ -698,18 +713,32 @@ async fn trusted_directories(
         for row in q.fetch_all(&mut *conn).await? {
             let id: i64 = row.try_get(0)?;
             let body: String = row.try_get(1)?;
-            let Ok(RuleBody::TrustedDirectory { dir, computers }) = serde_json::from_str(&body)
-            else {
+            let Ok(RuleBody::TrustedDirectory { dir, .. }) = serde_json::from_str(&body) else {
                 tracing::warn!(rule = id, "stored trusted-directory rule is unreadable");
                 continue;
             };
             let now = out.entry(id).or_insert_with(|| TrustedDirNow {
                 dir,
                 policies: BTreeSet::new(),
-                computers,
+                trusted_servers: BTreeSet::new(),
             });
             if let Some(policy) = row.try_get::<Option<i64>, _>(2)? {
                 now.policies.insert(policy);
+            }
+        }
+        // In the same transaction as the rules (rows are never changed,
+        // only deleted with their rule).
+        let sql = format!(
+            "SELECT rule_id, computer_id FROM rule_computers WHERE rule_id IN ({})",
+            list_placeholders(chunk.len(), 1)
+        );
+        let mut q = sqlx::query(&sql);
+        for r in chunk {
+            q = q.bind(*r);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            if let Some(now) = out.get_mut(&row.try_get::<i64, _>(0)?) {
+                now.trusted_servers.insert(row.try_get(1)?);
             }
         }
     }
@@ -873,8 +902,9 @@ pub(crate) async fn approvals(
             continue;
         };
         // One computer's word approves for others only where the rule
-        // names it as a trusted server of the directory.
-        let scopes: Vec<Scope> = if !now.computers.contains(&agent.name) {
+        // names it as a trusted server of the directory: this computer, by
+        // id, not whoever bears the name now.
+        let scopes: Vec<Scope> = if !now.trusted_servers.contains(&agent.computer_id) {
             vec![local_scope]
         } else if now.policies.is_empty() {
             vec![Scope::Global]
@@ -1073,6 +1103,15 @@ pub(crate) async fn status(
 /// `POST /agent/v1/removed`: paths gone from the agent's computer. Each
 /// instance of the computer at such a path (or, for a directory moved away,
 /// under it) seen before the removal becomes `deleted`.
+///
+/// The batch is applied as [`coalesced_removals`] makes it: a path reported
+/// more than once counts once, at its latest time, and a directory inside
+/// another one removed no earlier adds nothing. A directory's contents are
+/// a range of the `(org_id, computer_id, path)` index (bytewise, see
+/// [`prefix_range_end`]), so each removal reads only the instances under
+/// it: a full batch of directories (an unprivileged user renaming them in a
+/// loop) holds the write lock for milliseconds, not a scan of the
+/// computer's instances per item.
 pub(crate) async fn removed(
     State(state): State<AppState>,
     agent: AgentAuth,
@@ -1098,44 +1137,125 @@ pub(crate) async fn removed(
             ));
         }
     }
-    let now = now_ms();
+    let Removals { files, dirs } = coalesced_removals(&req.items, now_ms());
+    // Paths compare bytewise: PostgreSQL's index is COLLATE "C" (migration
+    // 12), SQLite's BINARY.
+    let bytewise = match state.db.kind() {
+        crate::DbKind::Postgres => " COLLATE \"C\"",
+        crate::DbKind::Sqlite => "",
+    };
+    let file_sql = format!(
+        "UPDATE file_instances SET deleted_ms = $1 \
+         WHERE org_id = $2 AND computer_id = $3 AND path{bytewise} = $4 \
+           AND last_seen_ms <= $1 AND deleted_ms IS NULL"
+    );
+    let dir_sql = format!(
+        "UPDATE file_instances SET deleted_ms = $1 \
+         WHERE org_id = $2 AND computer_id = $3 AND path{bytewise} >= $4 AND path{bytewise} < $5 \
+           AND last_seen_ms <= $1 AND deleted_ms IS NULL"
+    );
     let mut tx = state.db.write().await?;
     let mut instances = 0u64;
-    for it in &req.items {
-        // An agent clock ahead of ours must not stamp the future.
-        let at_ms = it.at_ms.min(now);
-        let done = if it.dir {
-            let prefix = format!("{}/", it.path.trim_end_matches('/'));
-            let prefix = stored_path(&prefix);
-            sqlx::query(
-                "UPDATE file_instances SET deleted_ms = $1 \
-                 WHERE org_id = $2 AND computer_id = $3 AND substr(path, 1, CAST($4 AS INTEGER)) = $5 \
-                   AND last_seen_ms <= $1 AND deleted_ms IS NULL",
-            )
-            .bind(at_ms)
+    for (path, at_ms) in &files {
+        let done = sqlx::query(&file_sql)
+            .bind(*at_ms)
             .bind(agent.org_id)
             .bind(agent.computer_id)
-            .bind(i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX))
-            .bind(prefix)
+            .bind(path.as_str())
             .execute(tx.conn())
-            .await?
-        } else {
-            sqlx::query(
-                "UPDATE file_instances SET deleted_ms = $1 \
-                 WHERE org_id = $2 AND computer_id = $3 AND path = $4 \
-                   AND last_seen_ms <= $1 AND deleted_ms IS NULL",
-            )
-            .bind(at_ms)
+            .await?;
+        instances += done.rows_affected();
+    }
+    for (prefix, at_ms) in &dirs {
+        let done = sqlx::query(&dir_sql)
+            .bind(*at_ms)
             .bind(agent.org_id)
             .bind(agent.computer_id)
-            .bind(stored_path(&it.path))
+            .bind(prefix.as_str())
+            .bind(prefix_range_end(prefix))
             .execute(tx.conn())
-            .await?
-        };
+            .await?;
         instances += done.rows_affected();
     }
     tx.commit().await?;
     Ok(Json(RemovedAck { instances }))
+}
+
+/// The updates a batch of removals comes to, each path with the time it
+/// counts from.
+#[derive(Debug)]
+struct Removals {
+    /// Stored paths.
+    files: Vec<(String, i64)>,
+    /// Stored prefixes, ending in `/` unless cut short by [`stored_path`],
+    /// innermost first.
+    dirs: Vec<(String, i64)>,
+}
+
+/// The [`Removals`] of a batch, no time later than `now` (an agent clock
+/// ahead of ours must not stamp the future).
+///
+/// A path reported more than once counts once, at its latest time: that
+/// covers every instance the earlier reports covered (those seen by then),
+/// stamped by the last removal. A directory under another directory removed
+/// no earlier is dropped: the outer one marks all it would. Directories are
+/// listed innermost first, so an instance several cover is stamped by the
+/// latest of them either way.
+fn coalesced_removals(items: &[palisade_api::agent::RemovedPath], now: i64) -> Removals {
+    let mut files: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut dirs: BTreeMap<String, i64> = BTreeMap::new();
+    for it in items {
+        let at_ms = it.at_ms.min(now);
+        if it.dir {
+            let prefix = format!("{}/", it.path.trim_end_matches('/'));
+            let at = dirs.entry(stored_path(&prefix).to_owned()).or_insert(at_ms);
+            *at = (*at).max(at_ms);
+        } else {
+            let at = files.entry(stored_path(&it.path)).or_insert(at_ms);
+            *at = (*at).max(at_ms);
+        }
+    }
+    // In byte order a directory comes before everything under it, so the
+    // directories that hold the one at hand are on the stack, each with the
+    // latest time of it and those holding it.
+    let mut kept = Vec::new();
+    let mut holders: Vec<(&str, i64)> = Vec::new();
+    for (prefix, &at_ms) in &dirs {
+        while holders.last().is_some_and(|(h, _)| !prefix.starts_with(h)) {
+            holders.pop();
+        }
+        let held_until = holders.last().map_or(i64::MIN, |&(_, t)| t);
+        if held_until >= at_ms {
+            continue;
+        }
+        holders.push((prefix, at_ms.max(held_until)));
+        kept.push((prefix.clone(), at_ms));
+    }
+    kept.reverse();
+    let files = files.into_iter().map(|(p, t)| (p.to_owned(), t)).collect();
+    Removals { files, dirs: kept }
+}
+
+/// The least string above every string that starts with `prefix`, in byte
+/// order (which is code point order for UTF-8): `prefix` with its last
+/// character raised by one, dropping trailing U+10FFFF first. The strings
+/// that start with `prefix` are then exactly those in `prefix..end`.
+/// `prefix` starts with `/`, so there is always a character to raise.
+fn prefix_range_end(prefix: &str) -> String {
+    let mut end: Vec<char> = prefix.chars().collect();
+    while let Some(c) = end.pop() {
+        let next = match c {
+            '\u{D7FF}' => Some('\u{E000}'),
+            c => char::from_u32(u32::from(c) + 1),
+        };
+        if let Some(next) = next {
+            end.push(next);
+            return end.into_iter().collect();
+        }
+    }
+    // Only U+10FFFF: no string of valid text is above it (not reached: a
+    // prefix starts with `/`); the empty range.
+    prefix.to_owned()
 }
 
 #[cfg(test)]
@@ -1162,5 +1282,57 @@ mod tests {
         }
         assert_eq!(base_name("web 01"), "web-01");
         assert_eq!(base_name(""), "computer");
+    }
+
+    #[test]
+    fn prefix_ranges_hold_exactly_what_starts_with_the_prefix() {
+        assert_eq!(prefix_range_end("/opt/vendor/"), "/opt/vendor0");
+        assert_eq!(prefix_range_end("/a\u{D7FF}"), "/a\u{E000}");
+        assert_eq!(prefix_range_end("/a\u{10FFFF}\u{10FFFF}"), "/b");
+        let prefix = "/opt/vé/";
+        let end = prefix_range_end(prefix);
+        for s in ["/opt/vé/", "/opt/vé/x", "/opt/vé/\u{10FFFF}", "/opt/vé/é/z"] {
+            assert!(prefix <= s && s < end.as_str(), "{s:?}");
+        }
+        for s in [
+            "/opt/vé",
+            "/opt/vé.",
+            "/opt/vé0",
+            "/opt/véx/y",
+            "/opt/vf/",
+            "/opt/v/",
+        ] {
+            assert!(!(prefix <= s && s < end.as_str()), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn removals_are_coalesced() {
+        use palisade_api::agent::RemovedPath;
+        let item = |path: &str, dir: bool, at_ms: i64| RemovedPath {
+            path: path.to_owned(),
+            dir,
+            at_ms,
+        };
+        let Removals { files, dirs } = coalesced_removals(
+            &[
+                item("/f", false, 5),
+                item("/f", false, 3),
+                item("/a/b", true, 4),
+                item("/a/", true, 6),
+                item("/a", true, 2),
+                item("/a/b/c", true, 7),
+                item("/a/b/d", true, 6),
+                item("/ab", true, 1),
+                item("/x", true, 100),
+                item("/x/y", true, 50),
+            ],
+            60,
+        );
+        assert_eq!(files, [("/f".to_owned(), 5)]);
+        // /a/b (4) and /a/b/d (6) are covered by /a (6), /x/y by /x (clamped
+        // to now, 60); /a/b/c (7) is not; /ab is no child of /a.
+        let dirs: Vec<(&str, i64)> = dirs.iter().map(|(p, t)| (p.as_str(), *t)).collect();
+        assert_eq!(dirs, [("/x/", 60), ("/ab/", 1), ("/a/b/c/", 7), ("/a/", 6)]);
     }
 }

@@ -284,7 +284,8 @@ pub(crate) async fn rules(
 }
 
 /// `POST /api/v1/rules`: validate (422 naming the field; 404 naming it for
-/// an unknown policy), store, and tell the agents concerned.
+/// an unknown policy, or a trusted server that is no enrolled computer),
+/// store, and tell the agents concerned.
 pub(crate) async fn create_rule(
     State(state): State<AppState>,
     admin: AdminAuth,
@@ -335,6 +336,7 @@ pub(crate) async fn create_rule(
         &admin.admin,
     )
     .await?;
+    crate::rules::pin_trusted_servers(&mut tx, admin.org_id, id, &req.body).await?;
     tx.commit().await?;
     tracing::info!(admin = %admin.admin, rule = id, name = ?req.name, kind = crate::rules::kind_of(&req.body), "rule created");
     let mut conn = state.db.pool().acquire().await?;

@@ -117,29 +117,182 @@ fn has_escaped_nul(bytes: &[u8]) -> bool {
     })
 }
 
+/// Longest field path a NUL refusal names: a key may be megabytes long, and
+/// the path is written into the answer twice.
+const MAX_NUL_PATH: usize = 256;
+
 /// The path (`files[0].path`, as `serde_path_to_error` names fields) of the
-/// first key or string in `v` that holds a NUL.
-fn nul_field(v: &serde_json::Value, path: &str) -> Option<String> {
-    use serde_json::Value;
-    match v {
-        Value::String(s) => s.contains('\0').then(|| path.to_owned()),
-        Value::Array(a) => a
-            .iter()
-            .enumerate()
-            .find_map(|(i, x)| nul_field(x, &format!("{path}[{i}]"))),
-        Value::Object(o) => o.iter().find_map(|(k, x)| {
-            let here = if path.is_empty() {
-                k.clone()
-            } else {
-                format!("{path}.{k}")
-            };
-            if k.contains('\0') {
-                Some(here)
-            } else {
-                nul_field(x, &here)
+/// first key or string, in document order, that holds a NUL; `None` when
+/// there is none or the text is not JSON (the parse proper says why).
+///
+/// Streamed over the text, not built into a `serde_json::Value`: the walk
+/// keeps only the keys of the objects it is inside, and the path is
+/// assembled once, on the way back up from the NUL, so its cost is linear in
+/// the body. (It used to format the path of every array element and object
+/// member before descending: a 4 MiB key over an array of two million
+/// elements cost terabytes of copying, on an unauthenticated endpoint.)
+fn nul_field(bytes: &[u8]) -> Option<String> {
+    use serde::de::DeserializeSeed;
+    // Malformed JSON is malformed first, NUL or not (the walk stops at the NUL).
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes).ok()?;
+    let mut found = None;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    // An error without `found` is malformed JSON, reported by the parse proper.
+    let _ = NulWalk { found: &mut found }.deserialize(&mut de);
+    let segments = found?;
+    let mut path = String::new();
+    for segment in segments.iter().rev() {
+        match segment {
+            NulSegment::Index(i) => path.push_str(&format!("[{i}]")),
+            NulSegment::Key(k) => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k);
             }
-        }),
-        _ => None,
+        }
+        if path.len() > MAX_NUL_PATH {
+            break;
+        }
+    }
+    Some(truncated(&path, MAX_NUL_PATH))
+}
+
+/// `s` cut to at most `max` bytes at a character boundary, `…` marking a cut.
+fn truncated(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// One step of the path to a NUL, innermost first.
+enum NulSegment {
+    Index(usize),
+    Key(String),
+}
+
+/// Visits a JSON value, and stops at the first key or string holding a NUL
+/// with an error, `found` then holding the segments of its path, innermost
+/// first.
+struct NulWalk<'a> {
+    found: &'a mut Option<Vec<NulSegment>>,
+}
+
+/// A map key as the text holds it (borrowed unless it has escapes).
+struct NulKey;
+
+impl<'de> serde::de::DeserializeSeed<'de> for NulKey {
+    type Value = std::borrow::Cow<'de, str>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for NulKey {
+    type Value = std::borrow::Cow<'de, str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(std::borrow::Cow::Borrowed(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(std::borrow::Cow::Owned(v.to_owned()))
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for NulWalk<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl NulWalk<'_> {
+    fn nul<E: serde::de::Error>(self, segment: Option<NulSegment>) -> E {
+        *self.found = Some(segment.into_iter().collect());
+        E::custom(NUL_REFUSED)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for NulWalk<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        if v.contains('\0') {
+            return Err(self.nul(None));
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut i = 0;
+        loop {
+            match seq.next_element_seed(NulWalk {
+                found: &mut *self.found,
+            }) {
+                Ok(Some(())) => i += 1,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    if let Some(path) = self.found.as_mut() {
+                        path.push(NulSegment::Index(i));
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key_seed(NulKey)? {
+            let segment = || NulSegment::Key(truncated(&key, MAX_NUL_PATH));
+            if key.contains('\0') {
+                return Err(self.nul(Some(segment())));
+            }
+            if let Err(e) = map.next_value_seed(NulWalk {
+                found: &mut *self.found,
+            }) {
+                if let Some(path) = self.found.as_mut() {
+                    path.push(segment());
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -147,13 +300,11 @@ fn nul_field(v: &serde_json::Value, path: &str) -> Option<String> {
 /// Text holding NUL is refused (see [`NUL_REFUSED`]).
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if has_escaped_nul(bytes) {
-        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) {
-            if let Some(field) = nul_field(&v, "") {
-                return Err(ApiError::invalid(
-                    &field,
-                    format!("invalid request body: {field}: {NUL_REFUSED}"),
-                ));
-            }
+        if let Some(field) = nul_field(bytes) {
+            return Err(ApiError::invalid(
+                &field,
+                format!("invalid request body: {field}: {NUL_REFUSED}"),
+            ));
         }
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
@@ -405,5 +556,30 @@ mod tests {
         // Text that only looks like it is taken as it is.
         let v: serde_json::Value = parse_json(br#"{"a":"\\u0000"}"#).unwrap();
         assert_eq!(v["a"], "\\u0000");
+    }
+
+    #[test]
+    fn nul_paths_are_named_in_document_order_and_capped() {
+        let field = |body: &str| nul_field(body.as_bytes());
+        assert_eq!(
+            field(r#"[1,{"a":[{},"\u0000"]}]"#).as_deref(),
+            Some("[1].a[1]")
+        );
+        assert_eq!(
+            field(r#"{"z":{"b\u0000c":1},"a":"\u0000"}"#).as_deref(),
+            Some("z.b\0c")
+        );
+        assert_eq!(field(r#""\u0000""#).as_deref(), Some(""));
+        assert_eq!(field(r#"{"a":"\\u0000"}"#), None);
+        assert_eq!(
+            field(r#"{"a":"\u0000""#),
+            None,
+            "malformed: the parse says why"
+        );
+        // A long key is cut, at a character boundary.
+        let long = "é".repeat(1000);
+        let got = field(&format!(r#"{{"{long}":{{"x":"\u0000"}}}}"#)).unwrap();
+        assert!(got.len() <= MAX_NUL_PATH + '…'.len_utf8(), "{}", got.len());
+        assert!(got.starts_with("éé") && got.ends_with('…'), "{got}");
     }
 }

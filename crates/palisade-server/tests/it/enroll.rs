@@ -17,7 +17,8 @@ both_backends!(
     agent_authentication,
     client_certificates_are_renewed_by_their_agent,
     bootstrap_is_idempotent,
-    enrollment_tokens_are_listed_and_revoked
+    enrollment_tokens_are_listed_and_revoked,
+    unusable_tokens_are_refused_without_the_write_lock
 );
 
 async fn enrollment(backend: Backend) {
@@ -470,4 +471,82 @@ async fn client_certificates_are_renewed_by_their_agent(backend: Backend) {
         StatusCode::FORBIDDEN,
     );
     assert!(e.error.contains("revoked"), "{e:?}");
+}
+
+/// Regression: enrollment (no authentication) opened a write transaction
+/// (on SQLite, the one write lock every writer queues on) before finding
+/// out whether the token existed, so a flood of made-up secrets queued all
+/// writers behind it. A token that cannot be used is now refused from a
+/// read: here answered while another connection holds the write lock
+/// (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: the token table locked against
+/// updates), which the old code waited for (10 s busy timeout, then 500; on
+/// PostgreSQL until the lock went).
+async fn unusable_tokens_are_refused_without_the_write_lock(backend: Backend) {
+    use sqlx::{Connection, Executor};
+    let env = Env::new(backend).await;
+    let used = env.admin.enroll_token("default", 1).await;
+    enroll(&env.server, &used, "web01").await;
+    let fresh = env.admin.enroll_token("default", 1).await;
+
+    enum Holder {
+        Sqlite(sqlx::SqliteConnection),
+        Postgres(sqlx::PgConnection),
+    }
+    let holder = match backend {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&env.db.url)
+                .await
+                .expect("sqlite");
+            c.execute("BEGIN IMMEDIATE").await.expect("write lock");
+            Holder::Sqlite(c)
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&env.db.url)
+                .await
+                .expect("postgres");
+            c.execute("BEGIN").await.expect("begin");
+            c.execute("LOCK TABLE enroll_tokens IN EXCLUSIVE MODE")
+                .await
+                .expect("lock");
+            Holder::Postgres(c)
+        }
+    };
+    let made_up = EnrollToken {
+        secret: rand::random(),
+        ca_fingerprint: env.server.ca_fingerprint,
+    }
+    .to_string();
+    for (token, says) in [
+        (made_up.as_str(), "unknown enrollment token"),
+        (used.as_str(), "already been used"),
+    ] {
+        let t = std::time::Instant::now();
+        let got = tokio::time::timeout(
+            Duration::from_secs(5),
+            try_enroll(&env.server, token, "web02"),
+        )
+        .await
+        .expect("answered while the write lock is held");
+        let (status, e) = got.err().expect("refused");
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{e:?}");
+        assert!(e.error.contains(says), "{e:?}");
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "took {:?}",
+            t.elapsed()
+        );
+    }
+    match holder {
+        Holder::Sqlite(mut c) => {
+            c.execute("ROLLBACK").await.expect("rollback");
+            c.close().await.ok();
+        }
+        Holder::Postgres(mut c) => {
+            c.execute("ROLLBACK").await.expect("rollback");
+            c.close().await.ok();
+        }
+    }
+    // A usable token still enrolls.
+    assert_eq!(enroll(&env.server, &fresh, "web02").await.name, "web02");
+    env.server.stop().await;
 }

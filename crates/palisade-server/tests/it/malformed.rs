@@ -5,7 +5,7 @@ use crate::support::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-both_backends!(malformed_requests);
+both_backends!(malformed_requests, nul_search_is_linear_in_the_body);
 
 /// One request and what must come back.
 struct Case {
@@ -442,5 +442,61 @@ async fn malformed_requests(backend: Backend) {
     )
     .await;
     assert_eq!(got.0, StatusCode::PAYLOAD_TOO_LARGE, "{}", got.1);
+    env.server.stop().await;
+}
+
+/// Regression: the search for a NUL (before the body is parsed) formatted
+/// the path of every array element and object member before descending, so
+/// a long key over a long array cost key length × elements in copying; on
+/// the unauthenticated enrollment endpoint. This body (3 MiB key, 2.2
+/// million elements) cost terabytes; now it is refused at once.
+async fn nul_search_is_linear_in_the_body(backend: Backend) {
+    let env = Env::new(backend).await;
+    let c = client(&env.server.ca_pem, None);
+    let post = |body: Vec<u8>| {
+        c.post(env.server.url("/agent/v1/enroll"))
+            .header("content-type", "application/json")
+            .timeout(std::time::Duration::from_secs(60))
+            .body(body)
+            .send()
+    };
+
+    let mut body = Vec::with_capacity(8 * 1024 * 1024);
+    body.extend_from_slice(b"{\"");
+    body.extend(std::iter::repeat_n(b'a', 3 * 1024 * 1024));
+    body.extend_from_slice(b"\":[0");
+    for _ in 1..2_200_000 {
+        body.extend_from_slice(b",0");
+    }
+    body.extend_from_slice(
+        br#"],"token":"x\u0000","hostname":"h","os":"o","agent_version":"1","csr_pem":"c"}"#,
+    );
+    let t = std::time::Instant::now();
+    let got = answer(post(body).await.expect("an answer in time")).await;
+    let took = t.elapsed();
+    let e = expect_error(got, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(e.field.as_deref(), Some("token"), "{e:?}");
+    assert!(e.error.contains("NUL"), "{e:?}");
+    // Milliseconds in fact; the old search took hours.
+    assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
+
+    // An ordinary nested NUL is still named by its path.
+    let nested = json!({"token": "t", "hostname": "h", "os": "o", "agent_version": "1",
+        "csr_pem": "c", "extra": {"list": [1, {"k": "a\u{0}"}]}});
+    let got = answer(post(nested.to_string().into_bytes()).await.expect("answer")).await;
+    let e = expect_error(got, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(e.field.as_deref(), Some("extra.list[1].k"), "{e:?}");
+
+    // Under a long key, the path named is cut short.
+    let long = json!({ "k".repeat(100_000): {"x": "\u{0}"} });
+    let got = answer(post(long.to_string().into_bytes()).await.expect("answer")).await;
+    let e = expect_error(got, StatusCode::UNPROCESSABLE_ENTITY);
+    let field = e.field.expect("a field");
+    assert!(
+        field.starts_with("kkk") && field.len() < 300,
+        "{}",
+        field.len()
+    );
+    assert!(e.error.len() < 1000, "{}", e.error.len());
     env.server.stop().await;
 }

@@ -106,7 +106,7 @@ async fn migrates_a_version_1_database(backend: Backend) {
     // Two replicas start together on the old database: one migration.
     let (server, second) = tokio::join!(TestServer::start(&db), TestServer::start(&db));
     second.stop().await;
-    assert_eq!(server.db.schema_version().await.expect("version"), 12);
+    assert_eq!(server.db.schema_version().await.expect("version"), 14);
     let token = palisade_server::bootstrap(&server.db, &name("acme"), &name("alice"))
         .await
         .expect("bootstrap")
@@ -192,7 +192,7 @@ async fn migrates_a_version_1_database(backend: Backend) {
 
     // Restarting on the migrated database changes nothing.
     let server = TestServer::start(&db).await;
-    assert_eq!(server.db.schema_version().await.expect("version"), 12);
+    assert_eq!(server.db.schema_version().await.expect("version"), 14);
     let admin = Admin::new(&server, &token);
     let policies: Vec<PolicyInfo> = admin.get_ok("/api/v1/policies").await;
     assert_eq!(policies.len(), 3);

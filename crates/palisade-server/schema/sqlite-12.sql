@@ -1,0 +1,6 @@
+-- Palisade schema, migration 12 (from version 11), SQLite dialect: nothing
+-- to do. PostgreSQL's index of a computer's instances by path becomes
+-- bytewise (COLLATE "C") so that a directory's contents are a range of it;
+-- SQLite compares text bytewise already (BINARY), and its
+-- file_instances_path index serves that range as it is. Keep in step with
+-- postgres-12.sql.
