@@ -95,7 +95,11 @@ fn want_in(dir: &Path, pid: u32, block: bool) -> io::Result<()> {
         let mine = dir.join(format!("pid-{pid}"));
         let original = dir.join("original");
         if block {
-            if live_holders(dir)?.is_empty() || !original.exists() {
+            // Recorded once, by the first holder: a holder that died
+            // without releasing left its record, the value from before
+            // it raised the setting (read now, the setting would be its
+            // raise, and the last release would restore that: seen in CI).
+            if !original.exists() {
                 fs::write(&original, read_sysctl()?.to_string())?;
             }
             fs::write(&mine, b"")?;
@@ -126,5 +130,31 @@ mod tests {
         fs::write(dir.path().join("other"), b"").unwrap();
         assert_eq!(live_holders(dir.path()).unwrap(), vec![1]);
         assert!(!dir.path().join("pid-4000000000").exists());
+    }
+
+    /// Regression: after a holder died without releasing (killed), the next
+    /// one took the raised setting for the original and restored it at its
+    /// release: the host was left at 2 with no agent holding it.
+    #[test]
+    fn a_dead_holder_s_raise_is_not_restored() {
+        if !supported() || crate::users::effective_uid() != 0 {
+            return;
+        }
+        let Ok(before) = read_sysctl() else { return };
+        if before != 0 {
+            return; // another agent enforces on this host
+        }
+        let dir = tempfile::tempdir().unwrap();
+        // The dead holder raised it from 0 and never released.
+        fs::write(dir.path().join("original"), b"0").unwrap();
+        fs::write(dir.path().join("pid-4000000000"), b"").unwrap();
+        if write_sysctl(ENFORCE).is_err() {
+            return;
+        }
+        want_in(dir.path(), std::process::id(), true).unwrap();
+        want_in(dir.path(), std::process::id(), false).unwrap();
+        let after = read_sysctl().unwrap();
+        let _ = write_sysctl(before);
+        assert_eq!(after, 0, "the value from before the dead holder");
     }
 }
