@@ -14,11 +14,14 @@
 //! reach the request socket there, and the cache and spool tell what runs
 //! on the computer, by whom, with which arguments.
 //!
-//! A file that cannot be opened, fails `PRAGMA quick_check`, or starts
-//! failing with corruption errors is moved aside (`*.corrupt-<ms>`) and
+//! A file that fails `PRAGMA quick_check`, or starts failing with
+//! corruption errors, is moved aside (`*.corrupt-<ms>`, with its WAL) and
 //! recreated; the agent keeps enforcing from memory meanwhile and the cache
 //! refills from the service. The spool's rebuild keeps every event still
-//! readable (all but those on the damaged pages), with its sequence number.
+//! readable (all but those on the damaged pages), with its sequence number;
+//! the cache's keeps its metadata but the revision. A file that cannot be
+//! used for another reason (a full or read-only disk), or whose rebuild
+//! fails, is left alone and the store kept in memory until a restart.
 //!
 //! The service takes an event whose number it has stored for the computer
 //! for a retry. A spool that starts afresh (a new file: first start, or the
